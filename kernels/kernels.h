@@ -1,0 +1,73 @@
+/*
+ * kernels.h — the CPU kernels every backend is checked against: tensor element types and their
+ * block layouts, dequantization, and the fp32 math of a decoder layer (matrix products through
+ * OpenBLAS, RMSNorm, RoPE, softmax, SwiGLU).
+ *
+ * Thread safety: all functions are pure over their arguments; callers may run them on disjoint
+ * outputs from several threads. Kernels marked HOT never allocate.
+ * Shapes are given in row-major order, outermost first, in the comment beside each argument.
+ */
+#ifndef KN_KERNELS_H
+#define KN_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- element types ---- */
+
+/* Values are GGML's type ids, so a GGUF tensor's type field maps directly. */
+typedef enum {
+    KN_F32 = 0,
+    KN_F16 = 1,
+    KN_Q4_0 = 2,
+    KN_Q4_1 = 3,
+    KN_Q5_0 = 6,
+    KN_Q5_1 = 7,
+    KN_Q8_0 = 8,
+    KN_Q8_1 = 9,
+    KN_Q2_K = 10,
+    KN_Q3_K = 11,
+    KN_Q4_K = 12,
+    KN_Q5_K = 13,
+    KN_Q6_K = 14,
+    KN_Q8_K = 15,
+    KN_BF16 = 30,
+} kn_dtype_t;
+
+/* True for the types we can dequantize. */
+bool kn_dtype_supported(int type);
+/* Name as GGUF tools print it ("Q4_1"), or "unknown". */
+const char *kn_dtype_name(int type);
+/* Elements per block (1 for F32/F16/BF16, 32 for Q4_0.., 256 for K-quants); 0 if unsupported. */
+int kn_dtype_block_elems(int type);
+/* Bytes per block; 0 if unsupported. */
+size_t kn_dtype_block_bytes(int type);
+/* Bytes of n elements; -1 if unsupported or n is not a multiple of the block size. */
+int64_t kn_dtype_nbytes(int type, int64_t n);
+
+/* Dequantizes n elements (a multiple of the type's block size) from src to dst (n) f32.
+ * Returns 0, or LT_ERR_UNSUPPORTED / LT_ERR_INVAL. */
+int kn_dequantize(int type, const void *src, float *dst, int64_t n);
+
+/* ---- fp32 math ---- */
+
+/* y (m, n) = x (m, k) @ w (n, k)^T [+ bias (n)]. Uses OpenBLAS sgemm/sgemv. HOT */
+void kn_matmul(float *y, const float *x, const float *w, const float *bias, int m, int n, int k);
+
+/* out (n) = x (n) / rms(x) * w (n). out may alias x. HOT */
+void kn_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+
+/* In place softmax over x (n). HOT */
+void kn_softmax(float *x, int n);
+
+/* gate (n) = silu(gate) * up (n). HOT */
+void kn_swiglu(float *gate, const float *up, int n);
+
+/* Rotary embedding of one head vector x (head_dim) at position pos, with precomputed inverse
+ * frequencies inv_freq (head_dim/2). neox=true rotates halves (x[i], x[i+d/2]) as Hugging Face
+ * does; neox=false rotates adjacent pairs (x[2i], x[2i+1]) as GGUF Llama weights expect.
+ * attn_factor scales cos/sin (1 unless YaRN). HOT */
+void kn_rope(float *x, int head_dim, int pos, const float *inv_freq, bool neox, float attn_factor);
+
+#endif

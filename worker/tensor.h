@@ -1,0 +1,33 @@
+/*
+ * tensor.h — a named tensor view into a mapped model file, as both loaders (GGUF and safetensors)
+ * produce it. Worker-internal.
+ *
+ * Dimensions are stored as GGUF does: ne[0] is the innermost (contiguous) dimension, so a
+ * PyTorch weight of shape (out, in) has ne[0] = in, ne[1] = out. The data pointer borrows from the
+ * loader's mapping and is valid until the loader is closed.
+ */
+#ifndef WK_TENSOR_H
+#define WK_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WK_MAX_DIMS 4
+
+typedef struct wk_tensor {
+    char *name;              /* owned by the loader, NUL-terminated */
+    int type;                /* kn_dtype_t */
+    int n_dims;              /* 1..WK_MAX_DIMS */
+    int64_t ne[WK_MAX_DIMS]; /* innermost first; unused dims are 1 */
+    const void *data;        /* borrowed from the mapping */
+    size_t nbytes;           /* validated: data + nbytes lies inside the mapping */
+} wk_tensor_t;
+
+static inline int64_t wk_tensor_nelems(const wk_tensor_t *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->n_dims; i++)
+        n *= t->ne[i];
+    return n;
+}
+
+#endif

@@ -170,6 +170,24 @@ bool lt_is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+#define LT_DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+const char *lt_default_model_path(char *buf, size_t n) {
+    const char *m = getenv("LANTERN_MODEL");
+    const char *cache = getenv("LANTERN_CACHE_DIR");
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    if (m && *m)
+        snprintf(buf, n, "%s", m);
+    else if (cache && *cache)
+        snprintf(buf, n, "%s/models/" LT_DEFAULT_MODEL_FILE, cache);
+    else if (xdg && *xdg)
+        snprintf(buf, n, "%s/lantern/models/" LT_DEFAULT_MODEL_FILE, xdg);
+    else
+        snprintf(buf, n, "%s/.cache/lantern/models/" LT_DEFAULT_MODEL_FILE, home ? home : ".");
+    return buf;
+}
+
 /* ---- half precision ---- */
 
 float lt_f16_to_f32(uint16_t h) {

@@ -72,6 +72,11 @@ int lt_read_file(const char *path, char **out, size_t *len, char *err);
 
 bool lt_is_dir(const char *path);
 
+/* Path of the default model (SmolLM2-135M-Instruct Q4_1): $LANTERN_MODEL if set, else
+ * $LANTERN_CACHE_DIR/models/..., else ${XDG_CACHE_HOME:-$HOME/.cache}/lantern/models/..., the
+ * place tools/fetch_model.sh puts it. Writes into buf (n bytes) and returns buf. */
+const char *lt_default_model_path(char *buf, size_t n);
+
 /* ---- half precision ---- */
 
 float lt_f16_to_f32(uint16_t h);

@@ -25,7 +25,7 @@ SUDO=""
 
 # ---- Debian packages ----
 debs=(build-essential cmake pkg-config git unzip ca-certificates curl
-      libopenblas-dev libcjson-dev libzmq3-dev libmsgpack-dev libmicrohttpd-dev
+      libopenblas-openmp-dev libcjson-dev libzmq3-dev libmsgpack-dev libmicrohttpd-dev
       libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
       libcmocka-dev python3-venv)
 missing=()

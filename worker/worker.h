@@ -70,4 +70,93 @@ void wk_config_defaults(wk_config_t *c);
  * and the field. */
 int wk_config_from_hf_dir(const char *dir, wk_config_t *c, char *err);
 
+/* ---- model ---- */
+
+/* One decoder layer's weights, fp32, rows = output features (PyTorch layout). For tensor
+ * parallelism each rank holds its slice: n_head_local heads of q/o, n_kv_head_local of k/v,
+ * hidden_local rows of gate/up and columns of down. */
+typedef struct wk_layer {
+    float *attn_norm;       /* (dim) */
+    float *wq;              /* (n_head_local * head_dim, dim) */
+    float *wk;              /* (n_kv_head_local * head_dim, dim) */
+    float *wv;              /* (n_kv_head_local * head_dim, dim) */
+    float *bq, *bk, *bv;    /* (rows of wq/wk/wv) or NULL without qkv_bias */
+    float *q_norm, *k_norm; /* (head_dim) or NULL without qk_norm */
+    float *wo;              /* (dim, n_head_local * head_dim) */
+    float *ffn_norm;        /* (dim) */
+    float *w_gate;          /* (hidden_local, dim) */
+    float *w_up;            /* (hidden_local, dim) */
+    float *w_down;          /* (dim, hidden_local) */
+} wk_layer_t;
+
+typedef struct wk_model {
+    wk_config_t cfg;
+    char path[1024];
+    int tp_rank, tp_size;
+    int n_head_local, n_kv_head_local, hidden_local;
+    float *tok_embd;    /* (vocab_size, dim) */
+    float *out_norm;    /* (dim) */
+    float *output;      /* (vocab_size, dim); == tok_embd when tied */
+    wk_layer_t *layers; /* (n_layer) */
+    float *inv_freq;    /* (head_dim / 2) rotary inverse frequencies, scaling applied */
+    float rope_attn_factor;
+    /* private: every weight buffer, for wk_model_free */
+    void **bufs;
+    int n_bufs, cap_bufs;
+    size_t weight_bytes;
+} wk_model_t;
+
+typedef struct wk_load_opts {
+    int tp_rank; /* 0..tp_size-1 */
+    int tp_size; /* 1 = whole model; heads, kv heads and hidden must divide by it */
+} wk_load_opts_t;
+
+/* Loads a GGUF file or a Hugging Face directory (config.json + *.safetensors), validates every
+ * tensor's presence and shape against the configuration and dequantizes to fp32. opts may be
+ * NULL (whole model). Errors are one line naming the file and the problem. */
+int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out, char *err);
+void wk_model_free(wk_model_t **m);
+
+/* ---- paged KV cache ---- */
+
+typedef struct wk_kv_cache {
+    int n_layer, n_blocks, block_size, n_kv_head, head_dim;
+    float *k; /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) */
+    float *v; /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) */
+} wk_kv_cache_t;
+
+/* Creates a cache of n_blocks blocks of block_size token slots for this model's local heads. */
+int wk_kv_cache_create(const wk_model_t *m, int n_blocks, int block_size, wk_kv_cache_t **out,
+                       char *err);
+void wk_kv_cache_destroy(wk_kv_cache_t **kv);
+
+/* ---- forward pass ---- */
+
+/* A batch of tokens from one or more sequences. Every sequence's tokens in the batch have
+ * consecutive positions, and positions 0..pos-1 of that sequence are already in the cache (or
+ * earlier in this batch). block_tables[s] maps position p to block block_tables[s][p / block_size].
+ */
+typedef struct wk_batch {
+    int n_tokens;
+    const int32_t *tokens; /* (n_tokens) */
+    const int32_t *pos;    /* (n_tokens) */
+    const int32_t *seq;    /* (n_tokens) index into block_tables */
+    int n_seqs;
+    const int32_t *const *block_tables; /* (n_seqs)(block_table_len[s]) */
+    const int32_t *block_table_len;     /* (n_seqs) */
+    int n_logits;
+    const int32_t *logits_rows; /* (n_logits) batch rows whose logits are wanted */
+} wk_batch_t;
+
+/* Scratch buffers for batches of up to max_tokens tokens and contexts up to max_ctx. */
+typedef struct wk_ctx wk_ctx_t;
+int wk_ctx_create(const wk_model_t *m, int max_tokens, int max_ctx, wk_ctx_t **out, char *err);
+void wk_ctx_destroy(wk_ctx_t **c);
+
+/* Runs the model over the batch, writing K/V into the cache and logits (n_logits, vocab_size)
+ * for the requested rows. Validates the batch (token ids, positions, block ids) and returns
+ * LT_ERR_INVAL with a message if it is malformed. Allocates nothing. HOT */
+int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_batch_t *b,
+               float *logits, char *err);
+
 #endif

@@ -1,6 +1,8 @@
 /* testutil.c — see testutil.h. */
 #include "testutil.h"
 
+#include "lt.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,21 +18,7 @@ const char *tu_fixture(const char *name) {
 
 const char *tu_default_model(void) {
     static char buf[4096];
-    const char *m = getenv("LANTERN_MODEL");
-    if (m && *m) {
-        snprintf(buf, sizeof buf, "%s", m);
-    } else {
-        const char *cache = getenv("LANTERN_CACHE_DIR");
-        const char *xdg = getenv("XDG_CACHE_HOME");
-        const char *home = getenv("HOME");
-        if (cache && *cache)
-            snprintf(buf, sizeof buf, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-        else if (xdg && *xdg)
-            snprintf(buf, sizeof buf, "%s/lantern/models/SmolLM2-135M-Instruct.Q4_1.gguf", xdg);
-        else
-            snprintf(buf, sizeof buf, "%s/.cache/lantern/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                     home ? home : "/root");
-    }
+    lt_default_model_path(buf, sizeof buf);
     struct stat st;
     return stat(buf, &st) == 0 ? buf : NULL;
 }

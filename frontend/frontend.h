@@ -1,0 +1,14 @@
+/*
+ * frontend.h — the `lantern` command line: subcommands and their shared helpers.
+ * Single-threaded start-up code; each cmd_* returns the process exit status.
+ */
+#ifndef FE_FRONTEND_H
+#define FE_FRONTEND_H
+
+/* `lantern generate`: greedy generation from token ids, with prefill/decode throughput. */
+int fe_cmd_generate(int argc, char **argv);
+
+/* Parses "1,2,3" into a malloc'd array; returns the count, or -1 with a message in err. */
+int fe_parse_ids(const char *s, int **out, char *err);
+
+#endif

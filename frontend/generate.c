@@ -1,0 +1,257 @@
+/*
+ * generate.c — `lantern generate`: loads a model in this process, prefills the prompt in one
+ * batch and decodes greedily, printing the generated token ids on stdout and the prefill and
+ * decode throughput on stderr. (Text prompts and the multi-process engine come later; this is
+ * the single-process reference path.)
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frontend.h"
+#include "lt.h"
+#include "worker.h"
+
+#define GEN_BLOCK_SIZE 16
+
+int fe_parse_ids(const char *s, int **out, char *err) {
+    *out = NULL;
+    int n = 0, cap = 64;
+    int *ids = malloc((size_t)cap * sizeof *ids);
+    if (!ids) return lt_errf(err, -1, "out of memory");
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT_MAX) {
+            free(ids);
+            return lt_errf(err, -1, "bad token id list '%s': expected comma-separated integers", s);
+        }
+        if (n == cap) {
+            cap *= 2;
+            int *nb = realloc(ids, (size_t)cap * sizeof *ids);
+            if (!nb) {
+                free(ids);
+                return lt_errf(err, -1, "out of memory");
+            }
+            ids = nb;
+        }
+        ids[n++] = (int)v;
+        p = end;
+        while (*p == ' ')
+            p++;
+        if (*p == ',')
+            p++;
+        else if (*p) {
+            free(ids);
+            return lt_errf(err, -1, "bad token id list '%s': unexpected '%c'", s, *p);
+        }
+    }
+    if (n == 0) {
+        free(ids);
+        return lt_errf(err, -1, "empty token id list");
+    }
+    *out = ids;
+    return n;
+}
+
+static void gen_usage(FILE *f) {
+    fprintf(
+        f, "usage: lantern generate [--model PATH] --prompt-ids 1,2,3 [--max-tokens N]\n"
+           "                        [--threads N] [--ignore-eos]\n"
+           "\n"
+           "  --model PATH       GGUF file or Hugging Face directory (default: the default model,\n"
+           "                     SmolLM2-135M-Instruct Q4_1, fetched by tools/setup.sh)\n"
+           "  --prompt-ids IDS   prompt as comma-separated token ids\n"
+           "  --max-tokens N     tokens to generate (default 16)\n"
+           "  --threads N        CPU threads (default: all cores)\n"
+           "  --ignore-eos       keep generating after the end-of-sequence token\n"
+           "\n"
+           "Prints the generated ids, comma-separated, on stdout; prefill and decode speed on\n"
+           "stderr.\n");
+}
+
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+int fe_cmd_generate(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"prompt-ids", required_argument, 0, 'p'},
+                                         {"max-tokens", required_argument, 0, 'n'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"ignore-eos", no_argument, 0, 'e'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *model_path = NULL, *prompt_ids = NULL;
+    long max_tokens = 16, threads = 0;
+    bool ignore_eos = false;
+    char *end;
+    int o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'm': model_path = optarg; break;
+        case 'p': prompt_ids = optarg; break;
+        case 'n':
+            max_tokens = strtol(optarg, &end, 10);
+            if (*end || max_tokens < 0 || max_tokens > 1000000) {
+                fprintf(stderr, "lantern generate: --max-tokens must be 0..1000000\n");
+                return 2;
+            }
+            break;
+        case 't':
+            threads = strtol(optarg, &end, 10);
+            if (*end || threads < 1 || threads > 1024) {
+                fprintf(stderr, "lantern generate: --threads must be 1..1024\n");
+                return 2;
+            }
+            break;
+        case 'e': ignore_eos = true; break;
+        case 'h': gen_usage(stdout); return 0;
+        default: gen_usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "lantern generate: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!prompt_ids) {
+        fprintf(stderr, "lantern generate: --prompt-ids is required\n");
+        gen_usage(stderr);
+        return 2;
+    }
+    char err[LT_ERR_LEN];
+    int *prompt;
+    int n_prompt = fe_parse_ids(prompt_ids, &prompt, err);
+    if (n_prompt < 0) {
+        fprintf(stderr, "lantern generate: %s\n", err);
+        return 2;
+    }
+    if (threads > 0) omp_set_num_threads((int)threads);
+    char defpath[4096];
+    if (!model_path) model_path = lt_default_model_path(defpath, sizeof defpath);
+
+    int status = 1;
+    wk_model_t *m = NULL;
+    wk_kv_cache_t *kv = NULL;
+    wk_ctx_t *ctx = NULL;
+    float *logits = NULL;
+    int32_t *toks = NULL, *pos = NULL, *seq = NULL, *table = NULL;
+    uint64_t t0 = lt_now_ns();
+    if (wk_model_load(model_path, NULL, &m, err) != LT_OK) {
+        fprintf(stderr, "lantern generate: %s\n", err);
+        goto out;
+    }
+    uint64_t t_loaded = lt_now_ns();
+    int vocab = m->cfg.vocab_size;
+    int total = n_prompt + (int)max_tokens;
+    if (total > m->cfg.max_seq_len) {
+        fprintf(stderr,
+                "lantern generate: prompt (%d tokens) + max tokens (%ld) exceeds the model's "
+                "context of %d\n",
+                n_prompt, max_tokens, m->cfg.max_seq_len);
+        goto out;
+    }
+    for (int i = 0; i < n_prompt; i++) {
+        if (prompt[i] >= vocab) {
+            fprintf(stderr, "lantern generate: token id %d is outside the vocabulary (%d)\n",
+                    prompt[i], vocab);
+            goto out;
+        }
+    }
+    int n_blocks = (total + GEN_BLOCK_SIZE - 1) / GEN_BLOCK_SIZE;
+    if (wk_kv_cache_create(m, n_blocks, GEN_BLOCK_SIZE, &kv, err) ||
+        wk_ctx_create(m, n_prompt, total, &ctx, err)) {
+        fprintf(stderr, "lantern generate: %s\n", err);
+        goto out;
+    }
+    logits = malloc((size_t)vocab * sizeof(float));
+    toks = malloc((size_t)n_prompt * sizeof *toks);
+    pos = malloc((size_t)n_prompt * sizeof *pos);
+    seq = calloc((size_t)n_prompt, sizeof *seq);
+    table = malloc((size_t)n_blocks * sizeof *table);
+    if (!logits || !toks || !pos || !seq || !table) {
+        fprintf(stderr, "lantern generate: out of memory\n");
+        goto out;
+    }
+    for (int i = 0; i < n_blocks; i++)
+        table[i] = i;
+    for (int i = 0; i < n_prompt; i++) {
+        toks[i] = prompt[i];
+        pos[i] = i;
+    }
+    const int32_t *tables[1] = {table};
+    int32_t table_len[1] = {n_blocks};
+    int32_t last = n_prompt - 1;
+    wk_batch_t b = {.n_tokens = n_prompt,
+                    .tokens = toks,
+                    .pos = pos,
+                    .seq = seq,
+                    .n_seqs = 1,
+                    .block_tables = tables,
+                    .block_table_len = table_len,
+                    .n_logits = 1,
+                    .logits_rows = &last};
+    uint64_t t1 = lt_now_ns();
+    if (wk_forward(m, kv, ctx, &b, logits, err)) {
+        fprintf(stderr, "lantern generate: %s\n", err);
+        goto out;
+    }
+    uint64_t t2 = lt_now_ns();
+    int n_gen = 0;
+    for (; n_gen < max_tokens; n_gen++) {
+        int next = argmax(logits, vocab);
+        printf(n_gen ? ",%d" : "%d", next);
+        if (!ignore_eos && next == m->cfg.eos_id) {
+            n_gen++;
+            break;
+        }
+        if (n_gen + 1 == max_tokens) {
+            n_gen++;
+            break;
+        }
+        toks[0] = next;
+        pos[0] = n_prompt + n_gen;
+        int32_t row0 = 0;
+        wk_batch_t d = b;
+        d.n_tokens = 1;
+        d.logits_rows = &row0;
+        if (wk_forward(m, kv, ctx, &d, logits, err)) {
+            fprintf(stderr, "lantern generate: %s\n", err);
+            goto out;
+        }
+    }
+    printf("\n");
+    fflush(stdout);
+    uint64_t t3 = lt_now_ns();
+    double load_s = (t_loaded - t0) / 1e9, pre_s = (t2 - t1) / 1e9, dec_s = (t3 - t2) / 1e9;
+    /* The first generated token comes from the prefill; decode steps are n_gen - 1. */
+    int n_dec = n_gen > 0 ? n_gen - 1 : 0;
+    fprintf(stderr, "load: %.3f s (%.1f MiB of fp32 weights)\n", load_s,
+            m->weight_bytes / 1048576.0);
+    fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_prompt, pre_s,
+            n_prompt / pre_s);
+    fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", n_dec, dec_s,
+            n_dec > 0 ? n_dec / dec_s : 0.0);
+    status = 0;
+out:
+    free(prompt);
+    free(logits);
+    free(toks);
+    free(pos);
+    free(seq);
+    free(table);
+    wk_ctx_destroy(&ctx);
+    wk_kv_cache_destroy(&kv);
+    wk_model_free(&m);
+    return status;
+}

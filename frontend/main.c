@@ -1,0 +1,36 @@
+/*
+ * main.c — entry point of the `lantern` binary: dispatches to subcommands.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "frontend.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: lantern <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  generate   run a model on a prompt given as token ids (greedy) and print the\n"
+               "             generated ids and the prefill/decode speed\n"
+               "\n"
+               "`lantern <command> --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("lantern 0.1.0\n");
+        return 0;
+    }
+    if (strcmp(argv[1], "generate") == 0) return fe_cmd_generate(argc - 1, argv + 1);
+    fprintf(stderr, "lantern: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,80 @@
+/*
+ * math.c — fp32 reference kernels of a decoder layer: matrix products (OpenBLAS), RMSNorm,
+ * softmax, SwiGLU and rotary embeddings. These are the CPU backend's fast path and the
+ * specification every other backend is tested against. See kernels.h.
+ */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+
+/* ---- matrix products ---- */
+
+void kn_matmul(float *y, const float *x, const float *w, const float *bias, int m, int n, int k) {
+    /* HOT */
+    if (m == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w, k, x, 1, 0.0f, y, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
+    }
+    if (bias) {
+        for (int i = 0; i < m; i++) {
+            float *row = y + (size_t)i * n;
+            for (int j = 0; j < n; j++)
+                row[j] += bias[j];
+        }
+    }
+}
+
+/* ---- normalisation and activations ---- */
+
+void kn_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    /* HOT */
+    double ss = 0.0; /* double: keeps the sum stable for wide hidden sizes */
+    for (int i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}
+
+void kn_softmax(float *x, int n) {
+    /* HOT */
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+void kn_swiglu(float *gate, const float *up, int n) {
+    /* HOT */
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+/* ---- rotary embedding ---- */
+
+void kn_rope(float *x, int head_dim, int pos, const float *inv_freq, bool neox, float attn_factor) {
+    /* HOT */
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        /* angle in double: positions up to 1e6 times frequencies near 1 lose bits in fp32 */
+        double angle = (double)pos * (double)inv_freq[i];
+        float c = (float)cos(angle) * attn_factor;
+        float s = (float)sin(angle) * attn_factor;
+        int a = neox ? i : 2 * i;
+        int b = neox ? i + half : 2 * i + 1;
+        float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}

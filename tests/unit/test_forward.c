@@ -1,0 +1,297 @@
+/*
+ * test_forward.c — the CPU forward pass against Hugging Face transformers.
+ *
+ * For the default model and the random-weight models of tools/random_models.json, runs the
+ * reference prompts (tests/fixtures/reference_<name>.json, from tools/gen_reference.py) and
+ * checks: at every prompt position our logits for the reference top-20 ids differ by at most
+ * 1e-3 x the logit range, the argmax agrees, and the 32-token greedy continuation is identical.
+ * Also checks that chunked prefill, several sequences in one batch, and scattered KV blocks give
+ * the same logits as one whole-prompt pass.
+ *
+ * Random models are made by the ctest fixture `random_models` into $LANTERN_MODELS_DIR.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt.h"
+#include "testutil.h"
+#include "worker.h"
+
+#define BS 16
+
+/* ---- helpers ---- */
+
+static cJSON *load_json(const char *path) {
+    char *text, err[LT_ERR_LEN];
+    if (lt_read_file(path, &text, NULL, err) != LT_OK) fail_msg("%s", err);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j) fail_msg("%s: bad JSON", path);
+    return j;
+}
+
+static int *json_ints(const cJSON *arr, int *n) {
+    *n = cJSON_GetArraySize(arr);
+    int *v = malloc((size_t)*n * sizeof *v);
+    for (int i = 0; i < *n; i++)
+        v[i] = cJSON_GetArrayItem(arr, i)->valueint;
+    return v;
+}
+
+/* A single sequence on a fresh cache, fed in chunks of `chunk` tokens. */
+typedef struct run {
+    wk_kv_cache_t *kv;
+    wk_ctx_t *ctx;
+    int32_t table[256];
+    int n_blocks, len;
+} run_t;
+
+static void run_init(run_t *r, const wk_model_t *m, int max_ctx, bool scatter) {
+    char err[LT_ERR_LEN];
+    memset(r, 0, sizeof *r);
+    r->n_blocks = (max_ctx + BS - 1) / BS;
+    assert_true(r->n_blocks <= 128);
+    int total_blocks = scatter ? 2 * r->n_blocks + 3 : r->n_blocks;
+    assert_int_equal(wk_kv_cache_create(m, total_blocks, BS, &r->kv, err), 0);
+    assert_int_equal(wk_ctx_create(m, max_ctx, max_ctx, &r->ctx, err), 0);
+    for (int i = 0; i < r->n_blocks; i++)
+        r->table[i] = scatter ? total_blocks - 1 - 2 * i : i; /* reversed, with gaps */
+}
+
+static void run_fini(run_t *r) {
+    wk_kv_cache_destroy(&r->kv);
+    wk_ctx_destroy(&r->ctx);
+}
+
+/* Feeds n tokens; writes logits for all of them to out (n, vocab). */
+static void run_feed(run_t *r, const wk_model_t *m, const int *ids, int n, float *out) {
+    char err[LT_ERR_LEN];
+    int32_t tok[512], pos[512], seq[512], rows[512];
+    assert_true(n <= 512);
+    for (int i = 0; i < n; i++) {
+        tok[i] = ids[i];
+        pos[i] = r->len + i;
+        seq[i] = 0;
+        rows[i] = i;
+    }
+    const int32_t *tables[1] = {r->table};
+    int32_t tl[1] = {r->n_blocks};
+    wk_batch_t b = {.n_tokens = n,
+                    .tokens = tok,
+                    .pos = pos,
+                    .seq = seq,
+                    .n_seqs = 1,
+                    .block_tables = tables,
+                    .block_table_len = tl,
+                    .n_logits = n,
+                    .logits_rows = rows};
+    int rc = wk_forward(m, r->kv, r->ctx, &b, out, err);
+    if (rc) fail_msg("forward: %s", err);
+    r->len += n;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* ---- comparison against a reference fixture ---- */
+
+static void check_reference(const char *model_path, const char *fixture) {
+    char err[LT_ERR_LEN];
+    wk_model_t *m;
+    if (wk_model_load(model_path, NULL, &m, err) != LT_OK) fail_msg("%s", err);
+    cJSON *ref = load_json(tu_fixture(fixture));
+    int vocab = m->cfg.vocab_size;
+    const cJSON *cases = cJSON_GetObjectItem(ref, "cases");
+    int n_cases = cJSON_GetArraySize(cases);
+    assert_true(n_cases >= 4);
+    double worst = 0.0;
+    for (int ci = 0; ci < n_cases; ci++) {
+        const cJSON *cs = cJSON_GetArrayItem(cases, ci);
+        int n_prompt, n_greedy;
+        int *prompt = json_ints(cJSON_GetObjectItem(cs, "prompt_ids"), &n_prompt);
+        int *greedy = json_ints(cJSON_GetObjectItem(cs, "greedy"), &n_greedy);
+        const cJSON *margins = cJSON_GetObjectItem(cs, "greedy_margin");
+        const cJSON *positions = cJSON_GetObjectItem(cs, "positions");
+        assert_int_equal(cJSON_GetArraySize(positions), n_prompt);
+
+        run_t r;
+        run_init(&r, m, n_prompt + n_greedy, false);
+        float *logits = malloc((size_t)n_prompt * vocab * sizeof(float));
+        run_feed(&r, m, prompt, n_prompt, logits);
+        for (int p = 0; p < n_prompt; p++) {
+            const cJSON *pp = cJSON_GetArrayItem(positions, p);
+            double range = cJSON_GetObjectItem(pp, "max")->valuedouble -
+                           cJSON_GetObjectItem(pp, "min")->valuedouble;
+            const cJSON *ids = cJSON_GetObjectItem(pp, "ids");
+            const cJSON *vals = cJSON_GetObjectItem(pp, "logits");
+            const float *row = logits + (size_t)p * vocab;
+            for (int k = 0; k < cJSON_GetArraySize(ids); k++) {
+                int id = cJSON_GetArrayItem(ids, k)->valueint;
+                double d = fabs(row[id] - cJSON_GetArrayItem(vals, k)->valuedouble) / range;
+                if (d > worst) worst = d;
+                if (d > 1e-3)
+                    fail_msg("%s case %d position %d id %d: ours %.6f, reference %.6f (range "
+                             "%.3f)",
+                             fixture, ci, p, id, row[id], cJSON_GetArrayItem(vals, k)->valuedouble,
+                             range);
+            }
+            assert_int_equal(argmax(row, vocab), cJSON_GetArrayItem(ids, 0)->valueint);
+        }
+        /* greedy continuation, one token at a time */
+        float *last = malloc((size_t)vocab * sizeof(float));
+        memcpy(last, logits + (size_t)(n_prompt - 1) * vocab, (size_t)vocab * sizeof(float));
+        for (int g = 0; g < n_greedy; g++) {
+            int ours = argmax(last, vocab);
+            if (ours != greedy[g]) {
+                double margin = cJSON_GetArrayItem(margins, g)->valuedouble;
+                fail_msg("%s case %d greedy step %d: ours %d, reference %d (reference top-2 "
+                         "margin %.2e)",
+                         fixture, ci, g, ours, greedy[g], margin);
+            }
+            run_feed(&r, m, &ours, 1, last);
+        }
+        free(last);
+        free(logits);
+        free(prompt);
+        free(greedy);
+        run_fini(&r);
+    }
+    printf("%s: %d cases, worst top-%d logit difference %.2e of the range\n", fixture, n_cases,
+           cJSON_GetObjectItem(ref, "top")->valueint, worst);
+    cJSON_Delete(ref);
+    wk_model_free(&m);
+}
+
+static const char *random_model(const char *name) {
+    static char buf[4096];
+    const char *dir = getenv("LANTERN_MODELS_DIR");
+    if (!dir) return NULL;
+    snprintf(buf, sizeof buf, "%s/%s", dir, name);
+    return buf;
+}
+
+/* ---- tests ---- */
+
+static void test_default_model(void **state) {
+    const char *path = tu_default_model();
+    if (!path) {
+        printf("default model absent: run tools/fetch_model.sh\n");
+        skip();
+    }
+    check_reference(path, "reference_default.json");
+}
+
+static void test_qwen2_tiny(void **state) {
+    check_reference(random_model("qwen2-tiny"), "reference_qwen2-tiny.json");
+}
+
+static void test_qwen3_tiny(void **state) {
+    check_reference(random_model("qwen3-tiny"), "reference_qwen3-tiny.json");
+}
+
+static void test_llama_tiny(void **state) {
+    check_reference(random_model("llama-tiny"), "reference_llama-tiny.json");
+}
+
+/* The same random weights written as GGUF (q/k rows permuted as llama.cpp's converter does)
+ * must give the HF reference too: checks the adjacent-pair RoPE path. */
+static void test_llama_tiny_gguf(void **state) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.gguf", random_model("llama-tiny-gguf"));
+    check_reference(path, "reference_llama-tiny.json");
+}
+
+/* Chunked prefill, scattered blocks and a two-sequence batch agree with one whole pass. */
+static void test_batching_equivalence(void **state) {
+    char err[LT_ERR_LEN];
+    wk_model_t *m;
+    if (wk_model_load(random_model("qwen3-tiny"), NULL, &m, err) != LT_OK) fail_msg("%s", err);
+    int vocab = m->cfg.vocab_size;
+    int ids[40];
+    for (int i = 0; i < 40; i++)
+        ids[i] = (i * 37 + 11) % vocab;
+    float *whole = malloc(40 * (size_t)vocab * sizeof(float));
+    float *part = malloc(40 * (size_t)vocab * sizeof(float));
+    run_t r;
+    run_init(&r, m, 40, false);
+    run_feed(&r, m, ids, 40, whole);
+    run_fini(&r);
+
+    run_init(&r, m, 40, true);
+    int chunks[] = {7, 1, 16, 3, 13};
+    int at = 0;
+    for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+        run_feed(&r, m, ids + at, chunks[c], part + (size_t)at * vocab);
+        at += chunks[c];
+    }
+    assert_int_equal(at, 40);
+    run_fini(&r);
+    for (size_t i = 0; i < 40 * (size_t)vocab; i++)
+        if (fabsf(whole[i] - part[i]) > 1e-4f * (1.0f + fabsf(whole[i])))
+            fail_msg("chunked logit %zu: %f vs %f", i, part[i], whole[i]);
+
+    /* two sequences interleaved in one batch: seq 0 = ids[0..20), seq 1 = ids[20..40) */
+    wk_kv_cache_t *kv;
+    wk_ctx_t *ctx;
+    assert_int_equal(wk_kv_cache_create(m, 8, BS, &kv, err), 0);
+    assert_int_equal(wk_ctx_create(m, 40, 40, &ctx, err), 0);
+    int32_t t0[2] = {5, 2}, t1[2] = {0, 7};
+    const int32_t *tables[2] = {t0, t1};
+    int32_t tl[2] = {2, 2};
+    int32_t tok[40], pos[40], seq[40], rows[40];
+    for (int i = 0; i < 40; i++) {
+        int s = i % 2, k = i / 2; /* interleave */
+        tok[i] = ids[s * 20 + k];
+        pos[i] = k;
+        seq[i] = s;
+        rows[i] = i;
+    }
+    wk_batch_t b = {.n_tokens = 40,
+                    .tokens = tok,
+                    .pos = pos,
+                    .seq = seq,
+                    .n_seqs = 2,
+                    .block_tables = tables,
+                    .block_table_len = tl,
+                    .n_logits = 40,
+                    .logits_rows = rows};
+    assert_int_equal(wk_forward(m, kv, ctx, &b, part, err), 0);
+    /* sequence 0's logits must equal the first 20 positions of the whole pass */
+    for (int i = 0; i < 40; i += 2) {
+        const float *a = part + (size_t)i * vocab, *w = whole + (size_t)(i / 2) * vocab;
+        for (int v = 0; v < vocab; v++)
+            if (fabsf(a[v] - w[v]) > 1e-4f * (1.0f + fabsf(w[v])))
+                fail_msg("batched seq 0 pos %d logit %d: %f vs %f", i / 2, v, a[v], w[v]);
+    }
+    /* a malformed batch is refused, not crashed on */
+    int32_t bad_tok = vocab;
+    b.n_tokens = 1;
+    b.tokens = &bad_tok;
+    b.n_logits = 0;
+    assert_int_equal(wk_forward(m, kv, ctx, &b, part, err), LT_ERR_INVAL);
+    int32_t bad_pos = 100;
+    b.tokens = tok;
+    b.pos = &bad_pos;
+    assert_int_equal(wk_forward(m, kv, ctx, &b, part, err), LT_ERR_INVAL);
+    wk_kv_cache_destroy(&kv);
+    wk_ctx_destroy(&ctx);
+    free(whole);
+    free(part);
+    wk_model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_model),   cmocka_unit_test(test_qwen2_tiny),
+        cmocka_unit_test(test_qwen3_tiny),      cmocka_unit_test(test_llama_tiny),
+        cmocka_unit_test(test_llama_tiny_gguf), cmocka_unit_test(test_batching_equivalence),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything (tools/setup.sh), builds lantern and runs every test: the README's test
+# command and what CI runs. Two builds: the normal one (all tests) and an ASan+UBSan one (all
+# tests but those on the default model, which would take minutes under the sanitizers).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+jobs=$(nproc 2>/dev/null || echo 2)
+
+tools/setup.sh
+
+cmake --preset default >/dev/null
+cmake --build --preset default -j"$jobs"
+ctest --preset default -j"$jobs"
+
+if [ "${LANTERN_SKIP_ASAN:-0}" != 1 ]; then
+    cmake --preset asan >/dev/null
+    cmake --build --preset asan -j"$jobs"
+    LANTERN_MODEL=/nonexistent ctest --preset asan -j"$jobs"
+fi

@@ -1,0 +1,453 @@
+/*
+ * model.c — builds a wk_model_t from a GGUF file or a Hugging Face directory.
+ *
+ * Both formats are reduced to one path: a configuration (from GGUF metadata or config.json) and a
+ * tensor lookup by name. Each weight is found under its format's name, its shape checked against
+ * the configuration, and dequantized to fp32 — sliced for this rank when tensor-parallel
+ * (column-parallel q/k/v/gate/up take a range of rows, row-parallel o/down a range of columns).
+ */
+#include "worker.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "kernels.h"
+#include "lt.h"
+#include "safetensors.h"
+
+/* ---- tensor source: one of the two formats ---- */
+
+typedef struct src {
+    const char *path;
+    wk_gguf_t *gguf; /* exactly one of gguf / st is set */
+    wk_st_t *st;
+} src_t;
+
+static const wk_tensor_t *src_find(const src_t *s, const char *name) {
+    return s->gguf ? wk_gguf_find_tensor(s->gguf, name) : wk_st_find_tensor(s->st, name);
+}
+
+/* ---- buffers ---- */
+
+static float *model_alloc(wk_model_t *m, size_t n_floats) {
+    if (m->n_bufs == m->cap_bufs) {
+        int cap = m->cap_bufs ? m->cap_bufs * 2 : 64;
+        void **nb = realloc(m->bufs, (size_t)cap * sizeof *nb);
+        if (!nb) return NULL;
+        m->bufs = nb;
+        m->cap_bufs = cap;
+    }
+    float *p = malloc(n_floats * sizeof(float));
+    if (!p) return NULL;
+    m->bufs[m->n_bufs++] = p;
+    m->weight_bytes += n_floats * sizeof(float);
+    return p;
+}
+
+/* ---- loading one tensor ---- */
+
+/* Loads tensor `name` whose full shape must be (rows, cols) — ne = {cols, rows}, or {cols} when
+ * rows == 0 for a vector — and copies the sub-matrix [row0, row0+nrows) x [col0, col0+ncols) as
+ * fp32 into a new buffer. */
+static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
+                      int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, float **out,
+                      char *err) {
+    *out = NULL;
+    const wk_tensor_t *t = src_find(s, name);
+    if (!t) return lt_errf(err, LT_ERR_NOTFOUND, "%s: missing tensor '%s'", s->path, name);
+    bool is_vec = rows == 0;
+    int64_t want_rows = is_vec ? 1 : rows;
+    bool ok = is_vec ? (t->n_dims == 1 && t->ne[0] == cols)
+                     : (t->n_dims == 2 && t->ne[0] == cols && t->ne[1] == rows);
+    if (!ok) {
+        char shape[96];
+        int n = 0;
+        for (int i = 0; i < t->n_dims && n < (int)sizeof shape - 24; i++)
+            n += snprintf(shape + n, sizeof shape - (size_t)n, "%s%lld", i ? ", " : "",
+                          (long long)t->ne[i]);
+        if (is_vec)
+            return lt_errf(err, LT_ERR_FORMAT,
+                           "%s: tensor '%s' has shape [%s], expected [%lld] from the config",
+                           s->path, name, shape, (long long)cols);
+        return lt_errf(err, LT_ERR_FORMAT,
+                       "%s: tensor '%s' has shape [%s], expected [%lld, %lld] from the config",
+                       s->path, name, shape, (long long)cols, (long long)rows);
+    }
+    if (is_vec) {
+        nrows = 1;
+        row0 = 0;
+    }
+    int64_t row_bytes = kn_dtype_nbytes(t->type, cols);
+    if (row_bytes < 0 || (uint64_t)row_bytes * (uint64_t)want_rows > t->nbytes)
+        return lt_errf(err, LT_ERR_FORMAT, "%s: tensor '%s' of type %s has an invalid size",
+                       s->path, name, kn_dtype_name(t->type));
+    float *dst = model_alloc(m, (size_t)(nrows * ncols));
+    if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
+    const uint8_t *base = t->data;
+    if (col0 == 0 && ncols == cols) {
+        int rc = kn_dequantize(t->type, base + row0 * row_bytes, dst, nrows * cols);
+        if (rc) return lt_errf(err, rc, "%s: cannot dequantize '%s'", s->path, name);
+    } else {
+        float *row = malloc((size_t)cols * sizeof(float));
+        if (!row) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
+        for (int64_t r = 0; r < nrows; r++) {
+            int rc = kn_dequantize(t->type, base + (row0 + r) * row_bytes, row, cols);
+            if (rc) {
+                free(row);
+                return lt_errf(err, rc, "%s: cannot dequantize '%s'", s->path, name);
+            }
+            memcpy(dst + r * ncols, row + col0, (size_t)ncols * sizeof(float));
+        }
+        free(row);
+    }
+    *out = dst;
+    return LT_OK;
+}
+
+static int load_vec(wk_model_t *m, const src_t *s, const char *name, int64_t n, float **out,
+                    char *err) {
+    return load_slice(m, s, name, 0, n, 0, 1, 0, n, out, err);
+}
+
+/* Rows [r0, r0+nr) of a (rows, cols) matrix: column parallel. */
+static int load_rows(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
+                     int64_t r0, int64_t nr, float **out, char *err) {
+    return load_slice(m, s, name, rows, cols, r0, nr, 0, cols, out, err);
+}
+
+/* Columns [c0, c0+nc) of a (rows, cols) matrix: row parallel. */
+static int load_cols(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
+                     int64_t c0, int64_t nc, float **out, char *err) {
+    return load_slice(m, s, name, rows, cols, 0, rows, c0, nc, out, err);
+}
+
+/* A slice of a bias vector (n) as a vector. */
+static int load_vec_slice(wk_model_t *m, const src_t *s, const char *name, int64_t n, int64_t i0,
+                          int64_t ni, float **out, char *err) {
+    float *full;
+    int rc = load_vec(m, s, name, n, &full, err);
+    if (rc) return rc;
+    *out = full + i0; /* the full vector stays owned by m->bufs; the slice points inside it */
+    (void)ni;
+    return LT_OK;
+}
+
+/* ---- configuration from GGUF metadata ---- */
+
+static int gguf_u32(const wk_gguf_t *g, const char *path, const char *arch, const char *suffix,
+                    bool required, int *out, char *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint32_t v;
+    int rc = wk_gguf_get_u32(g, key, &v);
+    if (rc == LT_ERR_NOTFOUND && !required) return LT_OK;
+    if (rc == LT_ERR_NOTFOUND)
+        return lt_errf(err, LT_ERR_FORMAT, "%s: missing key '%s'", path, key);
+    if (rc || v == 0 || v > (1u << 30))
+        return lt_errf(err, LT_ERR_FORMAT, "%s: key '%s' is not a valid positive integer", path,
+                       key);
+    *out = (int)v;
+    return LT_OK;
+}
+
+static int gguf_f32(const wk_gguf_t *g, const char *path, const char *arch, const char *suffix,
+                    float *out, char *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    float v;
+    int rc = wk_gguf_get_f32(g, key, &v);
+    if (rc == LT_ERR_NOTFOUND) return LT_OK;
+    if (rc || !isfinite(v))
+        return lt_errf(err, LT_ERR_FORMAT, "%s: key '%s' is not a number", path, key);
+    *out = v;
+    return LT_OK;
+}
+
+static int config_from_gguf(const wk_gguf_t *g, const char *path, wk_config_t *c, char *err) {
+    wk_config_defaults(c);
+    const char *a;
+    size_t alen;
+    if (wk_gguf_get_str(g, "general.architecture", &a, &alen) != LT_OK)
+        return lt_errf(err, LT_ERR_FORMAT, "%s: missing key 'general.architecture'", path);
+    char arch[32];
+    if (alen >= sizeof arch) alen = sizeof arch - 1;
+    memcpy(arch, a, alen);
+    arch[alen] = '\0';
+    if (strcmp(arch, "llama") == 0 || strcmp(arch, "mistral") == 0) {
+        c->arch = WK_ARCH_LLAMA;
+        c->rope_neox = false; /* GGUF llama q/k rows are permuted for adjacent-pair rotation */
+    } else if (strcmp(arch, "qwen2") == 0) {
+        c->arch = WK_ARCH_QWEN2;
+        c->qkv_bias = true;
+        c->rope_neox = true;
+    } else if (strcmp(arch, "qwen3") == 0) {
+        c->arch = WK_ARCH_QWEN3;
+        c->qk_norm = true;
+        c->rope_neox = true;
+    } else {
+        return lt_errf(err, LT_ERR_UNSUPPORTED, "%s: unsupported architecture '%s'", path, arch);
+    }
+    int rc;
+    if ((rc = gguf_u32(g, path, arch, "block_count", true, &c->n_layer, err)) ||
+        (rc = gguf_u32(g, path, arch, "embedding_length", true, &c->dim, err)) ||
+        (rc = gguf_u32(g, path, arch, "feed_forward_length", true, &c->hidden_dim, err)) ||
+        (rc = gguf_u32(g, path, arch, "attention.head_count", true, &c->n_head, err)))
+        return rc;
+    c->n_kv_head = c->n_head;
+    c->max_seq_len = 2048;
+    if ((rc = gguf_u32(g, path, arch, "attention.head_count_kv", false, &c->n_kv_head, err)) ||
+        (rc = gguf_u32(g, path, arch, "context_length", false, &c->max_seq_len, err)))
+        return rc;
+    c->head_dim = c->dim / c->n_head;
+    if ((rc = gguf_u32(g, path, arch, "attention.key_length", false, &c->head_dim, err)) ||
+        (rc = gguf_f32(g, path, arch, "attention.layer_norm_rms_epsilon", &c->norm_eps, err)) ||
+        (rc = gguf_f32(g, path, arch, "rope.freq_base", &c->rope_theta, err)))
+        return rc;
+    int rope_dim = c->head_dim;
+    if ((rc = gguf_u32(g, path, arch, "rope.dimension_count", false, &rope_dim, err))) return rc;
+    if (rope_dim != c->head_dim)
+        return lt_errf(err, LT_ERR_UNSUPPORTED,
+                       "%s: partial rotary embedding (%d of %d dims) is not supported", path,
+                       rope_dim, c->head_dim);
+    const char *st;
+    size_t stlen;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (wk_gguf_get_str(g, key, &st, &stlen) == LT_OK) {
+        if (stlen == 6 && memcmp(st, "linear", 6) == 0) {
+            c->rope_scaling = WK_ROPE_SCALING_LINEAR;
+            if ((rc = gguf_f32(g, path, arch, "rope.scaling.factor", &c->rope_factor, err)))
+                return rc;
+        } else if (!(stlen == 4 && memcmp(st, "none", 4) == 0)) {
+            return lt_errf(err, LT_ERR_UNSUPPORTED, "%s: unsupported rope scaling '%.*s'", path,
+                           (int)stlen, st);
+        }
+    }
+    /* llama3-style scaling arrives as a rope_freqs tensor; see build_inv_freq. */
+    const wk_tensor_t *tok = wk_gguf_find_tensor(g, "token_embd.weight");
+    uint32_t v;
+    snprintf(key, sizeof key, "%s.vocab_size", arch);
+    if (wk_gguf_get_u32(g, key, &v) == LT_OK) {
+        c->vocab_size = (int)v;
+    } else if (tok && tok->n_dims == 2) {
+        c->vocab_size = (int)tok->ne[1];
+    } else {
+        return lt_errf(err, LT_ERR_FORMAT, "%s: cannot determine the vocabulary size", path);
+    }
+    c->tie_embeddings = wk_gguf_find_tensor(g, "output.weight") == NULL;
+    if (c->arch == WK_ARCH_QWEN2 || c->arch == WK_ARCH_QWEN3)
+        c->qkv_bias = wk_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    if (wk_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &v) == LT_OK) c->bos_id = (int)v;
+    if (wk_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &v) == LT_OK) c->eos_id = (int)v;
+    return LT_OK;
+}
+
+/* ---- validation shared by both formats ---- */
+
+static int config_validate(const wk_config_t *c, const char *path, int tp, char *err) {
+    if (c->n_layer <= 0 || c->dim <= 0 || c->hidden_dim <= 0 || c->n_head <= 0 ||
+        c->n_kv_head <= 0 || c->head_dim <= 0 || c->vocab_size <= 0)
+        return lt_errf(err, LT_ERR_FORMAT, "%s: model dimensions must be positive", path);
+    if (c->n_head % c->n_kv_head)
+        return lt_errf(err, LT_ERR_FORMAT, "%s: %d heads is not a multiple of %d kv heads", path,
+                       c->n_head, c->n_kv_head);
+    if (c->head_dim % 2)
+        return lt_errf(err, LT_ERR_FORMAT, "%s: head_dim %d is odd", path, c->head_dim);
+    if (tp < 1 || c->n_head % tp || c->n_kv_head % tp || c->hidden_dim % tp)
+        return lt_errf(err, LT_ERR_INVAL,
+                       "%s: tensor-parallel size %d must divide heads (%d), kv heads (%d) and the "
+                       "MLP size (%d)",
+                       path, tp, c->n_head, c->n_kv_head, c->hidden_dim);
+    return LT_OK;
+}
+
+/* ---- rotary frequencies ---- */
+
+static int build_inv_freq(wk_model_t *m, const src_t *s, char *err) {
+    const wk_config_t *c = &m->cfg;
+    int half = c->head_dim / 2;
+    m->inv_freq = model_alloc(m, (size_t)half);
+    if (!m->inv_freq) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
+    m->rope_attn_factor = 1.0f;
+    for (int i = 0; i < half; i++)
+        m->inv_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim));
+    if (c->rope_scaling == WK_ROPE_SCALING_LINEAR && c->rope_factor > 0) {
+        for (int i = 0; i < half; i++)
+            m->inv_freq[i] /= c->rope_factor;
+    } else if (c->rope_scaling == WK_ROPE_SCALING_LLAMA3) {
+        /* Llama 3.1: long wavelengths slowed by `factor`, short ones kept, smooth in between. */
+        double lo_wl = c->rope_orig_max_pos / c->rope_low_freq_factor;
+        double hi_wl = c->rope_orig_max_pos / c->rope_high_freq_factor;
+        for (int i = 0; i < half; i++) {
+            double f = m->inv_freq[i], wl = 2.0 * M_PI / f;
+            if (wl > lo_wl) {
+                f /= c->rope_factor;
+            } else if (wl >= hi_wl) {
+                double smooth = (c->rope_orig_max_pos / wl - c->rope_low_freq_factor) /
+                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
+            }
+            m->inv_freq[i] = (float)f;
+        }
+    }
+    /* GGUF carries llama3 scaling as per-frequency divisors in rope_freqs.weight. */
+    const wk_tensor_t *rf = src_find(s, "rope_freqs.weight");
+    if (rf) {
+        float *fac;
+        int rc = load_vec(m, s, "rope_freqs.weight", half, &fac, err);
+        if (rc) return rc;
+        for (int i = 0; i < half; i++)
+            m->inv_freq[i] /= fac[i];
+    }
+    return LT_OK;
+}
+
+/* ---- weights ---- */
+
+typedef struct names {
+    const char *tok_embd, *out_norm, *output;
+    const char *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *q_norm, *k_norm, *wo, *ffn_norm, *gate,
+        *up, *down; /* printf formats taking the layer index */
+} names_t;
+
+static const names_t GGUF_NAMES = {
+    "token_embd.weight",         "output_norm.weight",        "output.weight",
+    "blk.%d.attn_norm.weight",   "blk.%d.attn_q.weight",      "blk.%d.attn_k.weight",
+    "blk.%d.attn_v.weight",      "blk.%d.attn_q.bias",        "blk.%d.attn_k.bias",
+    "blk.%d.attn_v.bias",        "blk.%d.attn_q_norm.weight", "blk.%d.attn_k_norm.weight",
+    "blk.%d.attn_output.weight", "blk.%d.ffn_norm.weight",    "blk.%d.ffn_gate.weight",
+    "blk.%d.ffn_up.weight",      "blk.%d.ffn_down.weight",
+};
+
+static const names_t HF_NAMES = {
+    "model.embed_tokens.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+    "model.layers.%d.input_layernorm.weight",
+    "model.layers.%d.self_attn.q_proj.weight",
+    "model.layers.%d.self_attn.k_proj.weight",
+    "model.layers.%d.self_attn.v_proj.weight",
+    "model.layers.%d.self_attn.q_proj.bias",
+    "model.layers.%d.self_attn.k_proj.bias",
+    "model.layers.%d.self_attn.v_proj.bias",
+    "model.layers.%d.self_attn.q_norm.weight",
+    "model.layers.%d.self_attn.k_norm.weight",
+    "model.layers.%d.self_attn.o_proj.weight",
+    "model.layers.%d.post_attention_layernorm.weight",
+    "model.layers.%d.mlp.gate_proj.weight",
+    "model.layers.%d.mlp.up_proj.weight",
+    "model.layers.%d.mlp.down_proj.weight",
+};
+
+#define LNAME(fmt) (snprintf(name, sizeof name, (fmt), l), name)
+
+static int load_weights(wk_model_t *m, const src_t *s, const names_t *nm, char *err) {
+    const wk_config_t *c = &m->cfg;
+    int hd = c->head_dim, r = m->tp_rank;
+    int64_t q_rows = (int64_t)c->n_head * hd, kv_rows = (int64_t)c->n_kv_head * hd;
+    int64_t q_loc = (int64_t)m->n_head_local * hd, kv_loc = (int64_t)m->n_kv_head_local * hd;
+    int64_t h_loc = m->hidden_local;
+    int rc;
+    if ((rc = load_rows(m, s, nm->tok_embd, c->vocab_size, c->dim, 0, c->vocab_size, &m->tok_embd,
+                        err)) ||
+        (rc = load_vec(m, s, nm->out_norm, c->dim, &m->out_norm, err)))
+        return rc;
+    if (c->tie_embeddings) {
+        m->output = m->tok_embd;
+    } else if ((rc = load_rows(m, s, nm->output, c->vocab_size, c->dim, 0, c->vocab_size,
+                               &m->output, err))) {
+        return rc;
+    }
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
+    char name[160];
+    for (int l = 0; l < c->n_layer; l++) {
+        wk_layer_t *L = &m->layers[l];
+        if ((rc = load_vec(m, s, LNAME(nm->attn_norm), c->dim, &L->attn_norm, err)) ||
+            (rc = load_rows(m, s, LNAME(nm->wq), q_rows, c->dim, r * q_loc, q_loc, &L->wq, err)) ||
+            (rc = load_rows(m, s, LNAME(nm->wk), kv_rows, c->dim, r * kv_loc, kv_loc, &L->wk,
+                            err)) ||
+            (rc = load_rows(m, s, LNAME(nm->wv), kv_rows, c->dim, r * kv_loc, kv_loc, &L->wv,
+                            err)) ||
+            (rc = load_cols(m, s, LNAME(nm->wo), c->dim, q_rows, r * q_loc, q_loc, &L->wo, err)) ||
+            (rc = load_vec(m, s, LNAME(nm->ffn_norm), c->dim, &L->ffn_norm, err)) ||
+            (rc = load_rows(m, s, LNAME(nm->gate), c->hidden_dim, c->dim, r * h_loc, h_loc,
+                            &L->w_gate, err)) ||
+            (rc = load_rows(m, s, LNAME(nm->up), c->hidden_dim, c->dim, r * h_loc, h_loc, &L->w_up,
+                            err)) ||
+            (rc = load_cols(m, s, LNAME(nm->down), c->dim, c->hidden_dim, r * h_loc, h_loc,
+                            &L->w_down, err)))
+            return rc;
+        if (c->qkv_bias) {
+            if ((rc = load_vec_slice(m, s, LNAME(nm->bq), q_rows, r * q_loc, q_loc, &L->bq, err)) ||
+                (rc = load_vec_slice(m, s, LNAME(nm->bk), kv_rows, r * kv_loc, kv_loc, &L->bk,
+                                     err)) ||
+                (rc =
+                     load_vec_slice(m, s, LNAME(nm->bv), kv_rows, r * kv_loc, kv_loc, &L->bv, err)))
+                return rc;
+        }
+        if (c->qk_norm) {
+            if ((rc = load_vec(m, s, LNAME(nm->q_norm), hd, &L->q_norm, err)) ||
+                (rc = load_vec(m, s, LNAME(nm->k_norm), hd, &L->k_norm, err)))
+                return rc;
+        }
+    }
+    return LT_OK;
+}
+
+/* ---- public ---- */
+
+int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out, char *err) {
+    *out = NULL;
+    wk_model_t *m = calloc(1, sizeof *m);
+    if (!m) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    snprintf(m->path, sizeof m->path, "%s", path);
+    m->tp_rank = opts ? opts->tp_rank : 0;
+    m->tp_size = opts ? opts->tp_size : 1;
+    src_t s = {.path = path};
+    int rc;
+    const names_t *nm;
+    if (lt_is_dir(path)) {
+        if ((rc = wk_config_from_hf_dir(path, &m->cfg, err)) ||
+            (rc = wk_st_open_dir(path, &s.st, err)))
+            goto fail;
+        nm = &HF_NAMES;
+    } else {
+        if ((rc = wk_gguf_open(path, &s.gguf, err)) ||
+            (rc = config_from_gguf(s.gguf, path, &m->cfg, err)))
+            goto fail;
+        nm = &GGUF_NAMES;
+    }
+    if ((rc = config_validate(&m->cfg, path, m->tp_size, err))) goto fail;
+    if (m->tp_rank < 0 || m->tp_rank >= m->tp_size) {
+        rc = lt_errf(err, LT_ERR_INVAL, "tensor-parallel rank %d out of range", m->tp_rank);
+        goto fail;
+    }
+    m->n_head_local = m->cfg.n_head / m->tp_size;
+    m->n_kv_head_local = m->cfg.n_kv_head / m->tp_size;
+    m->hidden_local = m->cfg.hidden_dim / m->tp_size;
+    if ((rc = load_weights(m, &s, nm, err)) || (rc = build_inv_freq(m, &s, err))) goto fail;
+    if (s.gguf) wk_gguf_close(&s.gguf);
+    if (s.st) wk_st_close(&s.st);
+    *out = m;
+    return LT_OK;
+fail:
+    if (s.gguf) wk_gguf_close(&s.gguf);
+    if (s.st) wk_st_close(&s.st);
+    wk_model_free(&m);
+    return rc;
+}
+
+void wk_model_free(wk_model_t **mp) {
+    wk_model_t *m = *mp;
+    if (!m) return;
+    for (int i = 0; i < m->n_bufs; i++)
+        free(m->bufs[i]);
+    free(m->bufs);
+    free(m->layers);
+    free(m);
+    *mp = NULL;
+}

@@ -55,6 +55,18 @@ int kn_dequantize(int type, const void *src, float *dst, int64_t n);
 /* y (m, n) = x (m, k) @ w (n, k)^T [+ bias (n)]. Uses OpenBLAS sgemm/sgemv. HOT */
 void kn_matmul(float *y, const float *x, const float *w, const float *bias, int m, int n, int k);
 
+/* Largest m kn_qmatmul takes: decode-sized batches. */
+#define KN_QMATMUL_MAX_ROWS 8
+
+/* True for the stored weight types kn_qmatmul reads directly (Q4_0, Q4_1, Q8_0). */
+bool kn_qmatmul_supported(int type);
+
+/* y (m, n) = x (m, k) @ w (n, k)^T with w in its stored block format `type`; 1 <= m <=
+ * KN_QMATMUL_MAX_ROWS, k a multiple of 32 and at most 32768. Same values as dequantizing w and
+ * calling kn_matmul, summed in another order; reads 4-6x fewer weight bytes. Returns 0 or
+ * LT_ERR_INVAL. HOT */
+int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, int k);
+
 /* out (n) = x (n) / rms(x) * w (n). out may alias x. HOT */
 void kn_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 

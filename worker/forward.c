@@ -191,6 +191,21 @@ static void attend(const wk_model_t *m, const wk_kv_cache_t *kv, const wk_batch_
 
 /* ---- forward ---- */
 
+/* y (T, n) = x (T, k) @ W^T + bias: from the stored quantized blocks for decode-sized batches
+ * (bandwidth-bound), else fp32 sgemm (compute-bound prefill). HOT */
+static void matmul_w(float *y, const float *x, const float *w, const wk_qweight_t *q,
+                     const float *bias, int T, int n, int k) {
+    if (q->data && T <= KN_QMATMUL_MAX_ROWS &&
+        kn_qmatmul(y, x, q->data, q->type, T, n, k) == LT_OK) {
+        if (bias)
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < n; j++)
+                    y[(size_t)t * n + j] += bias[j];
+        return;
+    }
+    kn_matmul(y, x, w, bias, T, n, k);
+}
+
 int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_batch_t *b,
                float *logits, char *err) {
     /* HOT */
@@ -210,9 +225,9 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
         for (int t = 0; t < T; t++)
             kn_rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->attn_norm, dim,
                        cf->norm_eps);
-        kn_matmul(c->q, c->xb, L->wq, L->bq, T, qd, dim);
-        kn_matmul(c->k, c->xb, L->wk, L->bk, T, kvd, dim);
-        kn_matmul(c->v, c->xb, L->wv, L->bv, T, kvd, dim);
+        matmul_w(c->q, c->xb, L->wq, &L->qq, L->bq, T, qd, dim);
+        matmul_w(c->k, c->xb, L->wk, &L->qk, L->bk, T, kvd, dim);
+        matmul_w(c->v, c->xb, L->wv, &L->qv, L->bv, T, kvd, dim);
 
 #pragma omp parallel for schedule(static) if (T > 1)
         for (int t = 0; t < T; t++) {
@@ -244,17 +259,17 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
             attend(m, kv, b, l, c->q + (size_t)t * qd, c->att + (size_t)t * qd, t, h, score);
         }
 
-        kn_matmul(c->xb, c->att, L->wo, NULL, T, dim, qd);
+        matmul_w(c->xb, c->att, L->wo, &L->qo, NULL, T, dim, qd);
         for (size_t i = 0; i < (size_t)T * dim; i++)
             c->x[i] += c->xb[i];
 
         for (int t = 0; t < T; t++)
             kn_rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->ffn_norm, dim,
                        cf->norm_eps);
-        kn_matmul(c->hb, c->xb, L->w_gate, NULL, T, hid, dim);
-        kn_matmul(c->hb2, c->xb, L->w_up, NULL, T, hid, dim);
+        matmul_w(c->hb, c->xb, L->w_gate, &L->qgate, NULL, T, hid, dim);
+        matmul_w(c->hb2, c->xb, L->w_up, &L->qup, NULL, T, hid, dim);
         kn_swiglu(c->hb, c->hb2, T * hid);
-        kn_matmul(c->xb, c->hb, L->w_down, NULL, T, dim, hid);
+        matmul_w(c->xb, c->hb, L->w_down, &L->qdown, NULL, T, dim, hid);
         for (size_t i = 0; i < (size_t)T * dim; i++)
             c->x[i] += c->xb[i];
     }
@@ -264,6 +279,6 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
     for (int i = 0; i < b->n_logits; i++)
         kn_rmsnorm(c->xb + (size_t)i * dim, c->x + (size_t)b->logits_rows[i] * dim, m->out_norm,
                    dim, cf->norm_eps);
-    kn_matmul(logits, c->xb, m->output, NULL, b->n_logits, cf->vocab_size, dim);
+    matmul_w(logits, c->xb, m->output, &m->qoutput, NULL, b->n_logits, cf->vocab_size, dim);
     return LT_OK;
 }

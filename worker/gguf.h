@@ -35,8 +35,9 @@ typedef enum {
 
 typedef struct wk_gguf wk_gguf_t;
 
-/* Opens and validates path. On error returns LT_ERR_IO/LT_ERR_FORMAT/LT_ERR_UNSUPPORTED and
- * writes "<path>: <problem>" to err (LT_ERR_LEN bytes). */
+/* Opens and validates path. On error returns
+ * LT_ERR_IO/LT_ERR_FORMAT/LT_ERR_UNSUPPORTED/LT_ERR_NOMEM and writes "<path>: <problem>" to err
+ * (LT_ERR_LEN bytes). */
 int wk_gguf_open(const char *path, wk_gguf_t **out, char *err);
 void wk_gguf_close(wk_gguf_t **g);
 
@@ -67,6 +68,8 @@ int wk_gguf_get_str(const wk_gguf_t *g, const char *key, const char **s, size_t 
  * read with wk_gguf_get_arr_str. */
 int wk_gguf_get_arr(const wk_gguf_t *g, const char *key, int *elem_type, uint64_t *n,
                     const void **data);
+/* LT_ERR_RANGE when i is past the end. Bools only read as bools; strings and bools never convert
+ * to numbers (LT_ERR_FORMAT). */
 int wk_gguf_get_arr_str(const wk_gguf_t *g, const char *key, uint64_t i, const char **s,
                         size_t *len);
 

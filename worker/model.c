@@ -32,7 +32,7 @@ static const wk_tensor_t *src_find(const src_t *s, const char *name) {
 
 /* ---- buffers ---- */
 
-static float *model_alloc(wk_model_t *m, size_t n_floats) {
+static void *model_alloc_bytes(wk_model_t *m, size_t n) {
     if (m->n_bufs == m->cap_bufs) {
         int cap = m->cap_bufs ? m->cap_bufs * 2 : 64;
         void **nb = realloc(m->bufs, (size_t)cap * sizeof *nb);
@@ -40,11 +40,15 @@ static float *model_alloc(wk_model_t *m, size_t n_floats) {
         m->bufs = nb;
         m->cap_bufs = cap;
     }
-    float *p = malloc(n_floats * sizeof(float));
+    void *p = malloc(n ? n : 1);
     if (!p) return NULL;
     m->bufs[m->n_bufs++] = p;
-    m->weight_bytes += n_floats * sizeof(float);
+    m->weight_bytes += n;
     return p;
+}
+
+static float *model_alloc(wk_model_t *m, size_t n_floats) {
+    return model_alloc_bytes(m, n_floats * sizeof(float));
 }
 
 /* ---- loading one tensor ---- */
@@ -54,7 +58,7 @@ static float *model_alloc(wk_model_t *m, size_t n_floats) {
  * fp32 into a new buffer. */
 static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
                       int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, float **out,
-                      char *err) {
+                      wk_qweight_t *q, char *err) {
     *out = NULL;
     const wk_tensor_t *t = src_find(s, name);
     if (!t) return lt_errf(err, LT_ERR_NOTFOUND, "%s: missing tensor '%s'", s->path, name);
@@ -104,24 +108,38 @@ static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t r
         free(row);
     }
     *out = dst;
+    /* Keep the stored blocks too where decode can read them directly and the slice falls on
+     * block boundaries. */
+    int be = kn_dtype_block_elems(t->type);
+    if (q && kn_qmatmul_supported(t->type) && col0 % be == 0 && ncols % be == 0) {
+        int64_t sub_bytes = kn_dtype_nbytes(t->type, ncols),
+                col_bytes = kn_dtype_nbytes(t->type, col0);
+        uint8_t *qb = model_alloc_bytes(m, (size_t)(nrows * sub_bytes));
+        if (!qb) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
+        for (int64_t r = 0; r < nrows; r++)
+            memcpy(qb + r * sub_bytes, base + (row0 + r) * row_bytes + col_bytes,
+                   (size_t)sub_bytes);
+        q->data = qb;
+        q->type = t->type;
+    }
     return LT_OK;
 }
 
 static int load_vec(wk_model_t *m, const src_t *s, const char *name, int64_t n, float **out,
                     char *err) {
-    return load_slice(m, s, name, 0, n, 0, 1, 0, n, out, err);
+    return load_slice(m, s, name, 0, n, 0, 1, 0, n, out, NULL, err);
 }
 
 /* Rows [r0, r0+nr) of a (rows, cols) matrix: column parallel. */
 static int load_rows(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
-                     int64_t r0, int64_t nr, float **out, char *err) {
-    return load_slice(m, s, name, rows, cols, r0, nr, 0, cols, out, err);
+                     int64_t r0, int64_t nr, float **out, wk_qweight_t *q, char *err) {
+    return load_slice(m, s, name, rows, cols, r0, nr, 0, cols, out, q, err);
 }
 
 /* Columns [c0, c0+nc) of a (rows, cols) matrix: row parallel. */
 static int load_cols(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
-                     int64_t c0, int64_t nc, float **out, char *err) {
-    return load_slice(m, s, name, rows, cols, 0, rows, c0, nc, out, err);
+                     int64_t c0, int64_t nc, float **out, wk_qweight_t *q, char *err) {
+    return load_slice(m, s, name, rows, cols, 0, rows, c0, nc, out, q, err);
 }
 
 /* A slice of a bias vector (n) as a vector. */
@@ -351,14 +369,16 @@ static int load_weights(wk_model_t *m, const src_t *s, const names_t *nm, char *
     int64_t q_loc = (int64_t)m->n_head_local * hd, kv_loc = (int64_t)m->n_kv_head_local * hd;
     int64_t h_loc = m->hidden_local;
     int rc;
+    wk_qweight_t q_embd = {0};
     if ((rc = load_rows(m, s, nm->tok_embd, c->vocab_size, c->dim, 0, c->vocab_size, &m->tok_embd,
-                        err)) ||
+                        &q_embd, err)) ||
         (rc = load_vec(m, s, nm->out_norm, c->dim, &m->out_norm, err)))
         return rc;
     if (c->tie_embeddings) {
         m->output = m->tok_embd;
+        m->qoutput = q_embd;
     } else if ((rc = load_rows(m, s, nm->output, c->vocab_size, c->dim, 0, c->vocab_size,
-                               &m->output, err))) {
+                               &m->output, &m->qoutput, err))) {
         return rc;
     }
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
@@ -367,19 +387,21 @@ static int load_weights(wk_model_t *m, const src_t *s, const names_t *nm, char *
     for (int l = 0; l < c->n_layer; l++) {
         wk_layer_t *L = &m->layers[l];
         if ((rc = load_vec(m, s, LNAME(nm->attn_norm), c->dim, &L->attn_norm, err)) ||
-            (rc = load_rows(m, s, LNAME(nm->wq), q_rows, c->dim, r * q_loc, q_loc, &L->wq, err)) ||
+            (rc = load_rows(m, s, LNAME(nm->wq), q_rows, c->dim, r * q_loc, q_loc, &L->wq, &L->qq,
+                            err)) ||
             (rc = load_rows(m, s, LNAME(nm->wk), kv_rows, c->dim, r * kv_loc, kv_loc, &L->wk,
-                            err)) ||
+                            &L->qk, err)) ||
             (rc = load_rows(m, s, LNAME(nm->wv), kv_rows, c->dim, r * kv_loc, kv_loc, &L->wv,
+                            &L->qv, err)) ||
+            (rc = load_cols(m, s, LNAME(nm->wo), c->dim, q_rows, r * q_loc, q_loc, &L->wo, &L->qo,
                             err)) ||
-            (rc = load_cols(m, s, LNAME(nm->wo), c->dim, q_rows, r * q_loc, q_loc, &L->wo, err)) ||
             (rc = load_vec(m, s, LNAME(nm->ffn_norm), c->dim, &L->ffn_norm, err)) ||
             (rc = load_rows(m, s, LNAME(nm->gate), c->hidden_dim, c->dim, r * h_loc, h_loc,
-                            &L->w_gate, err)) ||
+                            &L->w_gate, &L->qgate, err)) ||
             (rc = load_rows(m, s, LNAME(nm->up), c->hidden_dim, c->dim, r * h_loc, h_loc, &L->w_up,
-                            err)) ||
+                            &L->qup, err)) ||
             (rc = load_cols(m, s, LNAME(nm->down), c->dim, c->hidden_dim, r * h_loc, h_loc,
-                            &L->w_down, err)))
+                            &L->w_down, &L->qdown, err)))
             return rc;
         if (c->qkv_bias) {
             if ((rc = load_vec_slice(m, s, LNAME(nm->bq), q_rows, r * q_loc, q_loc, &L->bq, err)) ||

@@ -72,6 +72,13 @@ int wk_config_from_hf_dir(const char *dir, wk_config_t *c, char *err);
 
 /* ---- model ---- */
 
+/* A weight matrix kept in its stored quantized block format, for decode-sized products
+ * (kn_qmatmul); data == NULL when the stored type has no such kernel. */
+typedef struct wk_qweight {
+    const void *data; /* (rows, cols) in blocks of `type`, owned by the model */
+    int type;         /* kn_dtype_t */
+} wk_qweight_t;
+
 /* One decoder layer's weights, fp32, rows = output features (PyTorch layout). For tensor
  * parallelism each rank holds its slice: n_head_local heads of q/o, n_kv_head_local of k/v,
  * hidden_local rows of gate/up and columns of down. */
@@ -87,6 +94,8 @@ typedef struct wk_layer {
     float *w_gate;          /* (hidden_local, dim) */
     float *w_up;            /* (hidden_local, dim) */
     float *w_down;          /* (dim, hidden_local) */
+    /* the same matrices in their stored format, where kn_qmatmul reads it */
+    wk_qweight_t qq, qk, qv, qo, qgate, qup, qdown;
 } wk_layer_t;
 
 typedef struct wk_model {
@@ -94,9 +103,10 @@ typedef struct wk_model {
     char path[1024];
     int tp_rank, tp_size;
     int n_head_local, n_kv_head_local, hidden_local;
-    float *tok_embd;    /* (vocab_size, dim) */
-    float *out_norm;    /* (dim) */
-    float *output;      /* (vocab_size, dim); == tok_embd when tied */
+    float *tok_embd; /* (vocab_size, dim) */
+    float *out_norm; /* (dim) */
+    float *output;   /* (vocab_size, dim); == tok_embd when tied */
+    wk_qweight_t qoutput;
     wk_layer_t *layers; /* (n_layer) */
     float *inv_freq;    /* (head_dim / 2) rotary inverse frequencies, scaling applied */
     float rope_attn_factor;

@@ -172,7 +172,7 @@ static void check_reference(const char *model_path, const char *fixture) {
 static const char *random_model(const char *name) {
     static char buf[4096];
     const char *dir = getenv("LANTERN_MODELS_DIR");
-    if (!dir) return NULL;
+    if (!dir) fail_msg("LANTERN_MODELS_DIR is not set: run through ctest (fixture random_models)");
     snprintf(buf, sizeof buf, "%s/%s", dir, name);
     return buf;
 }

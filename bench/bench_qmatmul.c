@@ -1,0 +1,71 @@
+/*
+ * bench_qmatmul.c — decode-sized matrix products: kn_qmatmul reading stored Q4_1/Q8_0/Q4_0
+ * blocks versus OpenBLAS sgemv/sgemm over the same weights dequantized to fp32, same run.
+ *   build/bench/bench_qmatmul [n k]    (default: the default model's MLP, 1536 x 576)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "lt.h"
+
+static double time_it(void (*fn)(void *), void *arg, int reps) {
+    fn(arg); /* warm-up */
+    uint64_t t0 = lt_now_ns();
+    for (int i = 0; i < reps; i++) fn(arg);
+    return (lt_now_ns() - t0) / 1e9 / reps;
+}
+
+typedef struct {
+    float *y, *x, *wf;
+    void *wq;
+    int type, m, n, k;
+} job_t;
+
+static void run_q(void *a) {
+    job_t *j = a;
+    kn_qmatmul(j->y, j->x, j->wq, j->type, j->m, j->n, j->k);
+}
+
+static void run_f(void *a) {
+    job_t *j = a;
+    kn_matmul(j->y, j->x, j->wf, NULL, j->m, j->n, j->k);
+}
+
+int main(int argc, char **argv) {
+    int n = argc > 2 ? atoi(argv[1]) : 1536, k = argc > 2 ? atoi(argv[2]) : 576;
+    int types[] = {KN_Q4_1, KN_Q8_0, KN_Q4_0};
+    printf("%-6s %3s %12s %12s %8s   (n=%d k=%d)\n", "type", "m", "qmatmul us", "sgemm us",
+           "ratio", n, k);
+    srand(1);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        int type = types[ti];
+        size_t bytes = (size_t)kn_dtype_nbytes(type, (int64_t)n * k);
+        uint8_t *wq = malloc(bytes);
+        for (size_t i = 0; i < bytes; i++) wq[i] = (uint8_t)rand();
+        /* sane f16 scales: every block starts with d (and m) */
+        size_t bb = kn_dtype_block_bytes(type);
+        for (size_t b = 0; b < bytes / bb; b++) {
+            uint16_t h = lt_f32_to_f16(0.01f);
+            memcpy(wq + b * bb, &h, 2);
+            if (type == KN_Q4_1) memcpy(wq + b * bb + 2, &h, 2);
+        }
+        float *wf = malloc(sizeof(float) * n * k);
+        kn_dequantize(type, wq, wf, (int64_t)n * k);
+        for (int m = 1; m <= 8; m *= 2) {
+            float *x = malloc(sizeof(float) * m * k), *y = malloc(sizeof(float) * m * n);
+            for (int i = 0; i < m * k; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+            job_t j = {y, x, wf, wq, type, m, n, k};
+            int reps = 200;
+            double tq = time_it(run_q, &j, reps), tf = time_it(run_f, &j, reps);
+            printf("%-6s %3d %12.1f %12.1f %8.2f\n", kn_dtype_name(type), m, tq * 1e6, tf * 1e6,
+                   tf / tq);
+            free(x);
+            free(y);
+        }
+        free(wq);
+        free(wf);
+    }
+    return 0;
+}

@@ -19,7 +19,8 @@ typedef struct wk_tensor {
     int type;                /* kn_dtype_t */
     int n_dims;              /* 1..WK_MAX_DIMS */
     int64_t ne[WK_MAX_DIMS]; /* innermost first; unused dims are 1 */
-    const void *data;        /* borrowed from the mapping */
+    const void *data;        /* borrowed from the mapping; aligned only as the file says (GGUF
+                                may use 1): read it through kn_dequantize or memcpy */
     size_t nbytes;           /* validated: data + nbytes lies inside the mapping */
 } wk_tensor_t;
 

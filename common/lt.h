@@ -30,7 +30,7 @@ enum {
     LT_ERR_RANGE = -7,       /* value outside the allowed range (too long, too many) */
 };
 
-#define LT_ERR_LEN 256
+#define LT_ERR_LEN 512
 
 const char *lt_err_str(int code);
 

@@ -43,8 +43,7 @@ int fe_parse_ids(const char *s, int **out, char *err) {
         }
         ids[n++] = (int)v;
         p = end;
-        while (*p == ' ')
-            p++;
+        while (*p == ' ') p++;
         if (*p == ',')
             p++;
         else if (*p) {
@@ -183,8 +182,7 @@ int fe_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "lantern generate: out of memory\n");
         goto out;
     }
-    for (int i = 0; i < n_blocks; i++)
-        table[i] = i;
+    for (int i = 0; i < n_blocks; i++) table[i] = i;
     for (int i = 0; i < n_prompt; i++) {
         toks[i] = prompt[i];
         pos[i] = i;

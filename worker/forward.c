@@ -159,8 +159,7 @@ static int batch_validate(const wk_model_t *m, const wk_kv_cache_t *kv, const wk
 static inline float dot(const float *a, const float *b, int n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int i = 0; i < n; i++)
-        s += a[i] * b[i];
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
@@ -184,8 +183,7 @@ static void attend(const wk_model_t *m, const wk_kv_cache_t *kv, const wk_batch_
         const float *vj = kv->v + kv_off(kv, layer, bt[j / bs], kvh, j % bs);
         float a = score[j];
 #pragma omp simd
-        for (int i = 0; i < hd; i++)
-            oh[i] += a * vj[i];
+        for (int i = 0; i < hd; i++) oh[i] += a * vj[i];
     }
 }
 
@@ -199,8 +197,7 @@ static void matmul_w(float *y, const float *x, const float *w, const wk_qweight_
         kn_qmatmul(y, x, q->data, q->type, T, n, k) == LT_OK) {
         if (bias)
             for (int t = 0; t < T; t++)
-                for (int j = 0; j < n; j++)
-                    y[(size_t)t * n + j] += bias[j];
+                for (int j = 0; j < n; j++) y[(size_t)t * n + j] += bias[j];
         return;
     }
     kn_matmul(y, x, w, bias, T, n, k);
@@ -260,8 +257,7 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
         }
 
         matmul_w(c->xb, c->att, L->wo, &L->qo, NULL, T, dim, qd);
-        for (size_t i = 0; i < (size_t)T * dim; i++)
-            c->x[i] += c->xb[i];
+        for (size_t i = 0; i < (size_t)T * dim; i++) c->x[i] += c->xb[i];
 
         for (int t = 0; t < T; t++)
             kn_rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->ffn_norm, dim,
@@ -270,8 +266,7 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
         matmul_w(c->hb2, c->xb, L->w_up, &L->qup, NULL, T, hid, dim);
         kn_swiglu(c->hb, c->hb2, T * hid);
         matmul_w(c->xb, c->hb, L->w_down, &L->qdown, NULL, T, dim, hid);
-        for (size_t i = 0; i < (size_t)T * dim; i++)
-            c->x[i] += c->xb[i];
+        for (size_t i = 0; i < (size_t)T * dim; i++) c->x[i] += c->xb[i];
     }
 
     if (b->n_logits == 0) return LT_OK;

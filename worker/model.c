@@ -22,12 +22,12 @@
 
 typedef struct src {
     const char *path;
-    wk_gguf_t *gguf; /* exactly one of gguf / st is set */
+    lt_gguf_t *gguf; /* exactly one of gguf / st is set */
     wk_st_t *st;
 } src_t;
 
-static const wk_tensor_t *src_find(const src_t *s, const char *name) {
-    return s->gguf ? wk_gguf_find_tensor(s->gguf, name) : wk_st_find_tensor(s->st, name);
+static const lt_tensor_t *src_find(const src_t *s, const char *name) {
+    return s->gguf ? lt_gguf_find_tensor(s->gguf, name) : wk_st_find_tensor(s->st, name);
 }
 
 /* ---- buffers ---- */
@@ -60,7 +60,7 @@ static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t r
                       int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, float **out,
                       wk_qweight_t *q, char *err) {
     *out = NULL;
-    const wk_tensor_t *t = src_find(s, name);
+    const lt_tensor_t *t = src_find(s, name);
     if (!t) return lt_errf(err, LT_ERR_NOTFOUND, "%s: missing tensor '%s'", s->path, name);
     bool is_vec = rows == 0;
     int64_t want_rows = is_vec ? 1 : rows;
@@ -155,12 +155,12 @@ static int load_vec_slice(wk_model_t *m, const src_t *s, const char *name, int64
 
 /* ---- configuration from GGUF metadata ---- */
 
-static int gguf_u32(const wk_gguf_t *g, const char *path, const char *arch, const char *suffix,
+static int gguf_u32(const lt_gguf_t *g, const char *path, const char *arch, const char *suffix,
                     bool required, int *out, char *err) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
     uint32_t v;
-    int rc = wk_gguf_get_u32(g, key, &v);
+    int rc = lt_gguf_get_u32(g, key, &v);
     if (rc == LT_ERR_NOTFOUND && !required) return LT_OK;
     if (rc == LT_ERR_NOTFOUND)
         return lt_errf(err, LT_ERR_FORMAT, "%s: missing key '%s'", path, key);
@@ -171,12 +171,12 @@ static int gguf_u32(const wk_gguf_t *g, const char *path, const char *arch, cons
     return LT_OK;
 }
 
-static int gguf_f32(const wk_gguf_t *g, const char *path, const char *arch, const char *suffix,
+static int gguf_f32(const lt_gguf_t *g, const char *path, const char *arch, const char *suffix,
                     float *out, char *err) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
     float v;
-    int rc = wk_gguf_get_f32(g, key, &v);
+    int rc = lt_gguf_get_f32(g, key, &v);
     if (rc == LT_ERR_NOTFOUND) return LT_OK;
     if (rc || !isfinite(v))
         return lt_errf(err, LT_ERR_FORMAT, "%s: key '%s' is not a number", path, key);
@@ -184,11 +184,11 @@ static int gguf_f32(const wk_gguf_t *g, const char *path, const char *arch, cons
     return LT_OK;
 }
 
-static int config_from_gguf(const wk_gguf_t *g, const char *path, wk_config_t *c, char *err) {
+static int config_from_gguf(const lt_gguf_t *g, const char *path, wk_config_t *c, char *err) {
     wk_config_defaults(c);
     const char *a;
     size_t alen;
-    if (wk_gguf_get_str(g, "general.architecture", &a, &alen) != LT_OK)
+    if (lt_gguf_get_str(g, "general.architecture", &a, &alen) != LT_OK)
         return lt_errf(err, LT_ERR_FORMAT, "%s: missing key 'general.architecture'", path);
     char arch[32];
     if (alen >= sizeof arch) alen = sizeof arch - 1;
@@ -234,7 +234,7 @@ static int config_from_gguf(const wk_gguf_t *g, const char *path, wk_config_t *c
     size_t stlen;
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
-    if (wk_gguf_get_str(g, key, &st, &stlen) == LT_OK) {
+    if (lt_gguf_get_str(g, key, &st, &stlen) == LT_OK) {
         if (stlen == 6 && memcmp(st, "linear", 6) == 0) {
             c->rope_scaling = WK_ROPE_SCALING_LINEAR;
             if ((rc = gguf_f32(g, path, arch, "rope.scaling.factor", &c->rope_factor, err)))
@@ -245,21 +245,21 @@ static int config_from_gguf(const wk_gguf_t *g, const char *path, wk_config_t *c
         }
     }
     /* llama3-style scaling arrives as a rope_freqs tensor; see build_inv_freq. */
-    const wk_tensor_t *tok = wk_gguf_find_tensor(g, "token_embd.weight");
+    const lt_tensor_t *tok = lt_gguf_find_tensor(g, "token_embd.weight");
     uint32_t v;
     snprintf(key, sizeof key, "%s.vocab_size", arch);
-    if (wk_gguf_get_u32(g, key, &v) == LT_OK) {
+    if (lt_gguf_get_u32(g, key, &v) == LT_OK) {
         c->vocab_size = (int)v;
     } else if (tok && tok->n_dims == 2) {
         c->vocab_size = (int)tok->ne[1];
     } else {
         return lt_errf(err, LT_ERR_FORMAT, "%s: cannot determine the vocabulary size", path);
     }
-    c->tie_embeddings = wk_gguf_find_tensor(g, "output.weight") == NULL;
+    c->tie_embeddings = lt_gguf_find_tensor(g, "output.weight") == NULL;
     if (c->arch == WK_ARCH_QWEN2 || c->arch == WK_ARCH_QWEN3)
-        c->qkv_bias = wk_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
-    if (wk_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &v) == LT_OK) c->bos_id = (int)v;
-    if (wk_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &v) == LT_OK) c->eos_id = (int)v;
+        c->qkv_bias = lt_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    if (lt_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &v) == LT_OK) c->bos_id = (int)v;
+    if (lt_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &v) == LT_OK) c->eos_id = (int)v;
     return LT_OK;
 }
 
@@ -293,8 +293,7 @@ static int build_inv_freq(wk_model_t *m, const src_t *s, char *err) {
     for (int i = 0; i < half; i++)
         m->inv_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim));
     if (c->rope_scaling == WK_ROPE_SCALING_LINEAR && c->rope_factor > 0) {
-        for (int i = 0; i < half; i++)
-            m->inv_freq[i] /= c->rope_factor;
+        for (int i = 0; i < half; i++) m->inv_freq[i] /= c->rope_factor;
     } else if (c->rope_scaling == WK_ROPE_SCALING_LLAMA3) {
         /* Llama 3.1: long wavelengths slowed by `factor`, short ones kept, smooth in between. */
         double lo_wl = c->rope_orig_max_pos / c->rope_low_freq_factor;
@@ -312,13 +311,12 @@ static int build_inv_freq(wk_model_t *m, const src_t *s, char *err) {
         }
     }
     /* GGUF carries llama3 scaling as per-frequency divisors in rope_freqs.weight. */
-    const wk_tensor_t *rf = src_find(s, "rope_freqs.weight");
+    const lt_tensor_t *rf = src_find(s, "rope_freqs.weight");
     if (rf) {
         float *fac;
         int rc = load_vec(m, s, "rope_freqs.weight", half, &fac, err);
         if (rc) return rc;
-        for (int i = 0; i < half; i++)
-            m->inv_freq[i] /= fac[i];
+        for (int i = 0; i < half; i++) m->inv_freq[i] /= fac[i];
     }
     return LT_OK;
 }
@@ -438,7 +436,7 @@ int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out
             goto fail;
         nm = &HF_NAMES;
     } else {
-        if ((rc = wk_gguf_open(path, &s.gguf, err)) ||
+        if ((rc = lt_gguf_open(path, &s.gguf, err)) ||
             (rc = config_from_gguf(s.gguf, path, &m->cfg, err)))
             goto fail;
         nm = &GGUF_NAMES;
@@ -452,12 +450,12 @@ int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out
     m->n_kv_head_local = m->cfg.n_kv_head / m->tp_size;
     m->hidden_local = m->cfg.hidden_dim / m->tp_size;
     if ((rc = load_weights(m, &s, nm, err)) || (rc = build_inv_freq(m, &s, err))) goto fail;
-    if (s.gguf) wk_gguf_close(&s.gguf);
+    if (s.gguf) lt_gguf_close(&s.gguf);
     if (s.st) wk_st_close(&s.st);
     *out = m;
     return LT_OK;
 fail:
-    if (s.gguf) wk_gguf_close(&s.gguf);
+    if (s.gguf) lt_gguf_close(&s.gguf);
     if (s.st) wk_st_close(&s.st);
     wk_model_free(&m);
     return rc;
@@ -466,8 +464,7 @@ fail:
 void wk_model_free(wk_model_t **mp) {
     wk_model_t *m = *mp;
     if (!m) return;
-    for (int i = 0; i < m->n_bufs; i++)
-        free(m->bufs[i]);
+    for (int i = 0; i < m->n_bufs; i++) free(m->bufs[i]);
     free(m->bufs);
     free(m->layers);
     free(m);

@@ -48,7 +48,7 @@ typedef struct st_name {
 struct wk_st {
     st_file_t *files;
     int n_files, cap_files;
-    wk_tensor_t *tensors;
+    lt_tensor_t *tensors;
     int *tensor_file; /* (n_tensors) index into files */
     int n_tensors, cap_tensors;
     st_name_t *by_name; /* (n_tensors) sorted by name */
@@ -58,8 +58,7 @@ struct wk_st {
 
 static uint64_t read_u64_le(const uint8_t *p) {
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
     return v;
 }
 
@@ -109,10 +108,10 @@ static int st_add_file(wk_st_t *st, const char *path, char *err) {
     return LT_OK;
 }
 
-static wk_tensor_t *st_add_tensor(wk_st_t *st, int file, const char *name, char *err) {
+static lt_tensor_t *st_add_tensor(wk_st_t *st, int file, const char *name, char *err) {
     if (st->n_tensors == st->cap_tensors) {
         int cap = st->cap_tensors ? st->cap_tensors * 2 : 64;
-        wk_tensor_t *nt = realloc(st->tensors, (size_t)cap * sizeof *nt);
+        lt_tensor_t *nt = realloc(st->tensors, (size_t)cap * sizeof *nt);
         if (!nt) goto nomem;
         st->tensors = nt;
         int *nf = realloc(st->tensor_file, (size_t)cap * sizeof *nf);
@@ -120,7 +119,7 @@ static wk_tensor_t *st_add_tensor(wk_st_t *st, int file, const char *name, char 
         st->tensor_file = nf;
         st->cap_tensors = cap;
     }
-    wk_tensor_t *t = &st->tensors[st->n_tensors];
+    lt_tensor_t *t = &st->tensors[st->n_tensors];
     memset(t, 0, sizeof *t);
     t->name = strdup(name);
     if (!t->name) goto nomem;
@@ -136,7 +135,7 @@ nomem:
 
 /* Validates one header entry and fills t. data/data_size describe the file's data region. */
 static int parse_entry(const char *path, const cJSON *e, const uint8_t *data, uint64_t data_size,
-                       wk_tensor_t *t, char *err) {
+                       lt_tensor_t *t, char *err) {
     const char *name = t->name;
     if (!cJSON_IsObject(e))
         return lt_errf(err, LT_ERR_FORMAT, "%s: tensor '%s': entry is not an object", path, name);
@@ -156,11 +155,10 @@ static int parse_entry(const char *path, const cJSON *e, const uint8_t *data, ui
         return lt_errf(err, LT_ERR_FORMAT, "%s: tensor '%s': missing or non-array 'shape'", path,
                        name);
     int rank = cJSON_GetArraySize(js);
-    if (rank > WK_MAX_DIMS)
+    if (rank > LT_MAX_DIMS)
         return lt_errf(err, LT_ERR_UNSUPPORTED, "%s: tensor '%s': rank %d exceeds %d", path, name,
-                       rank, WK_MAX_DIMS);
-    for (int i = 0; i < WK_MAX_DIMS; i++)
-        t->ne[i] = 1;
+                       rank, LT_MAX_DIMS);
+    for (int i = 0; i < LT_MAX_DIMS; i++) t->ne[i] = 1;
     /* A rank-0 tensor is a scalar: one element, exposed as 1-D. */
     t->n_dims = rank == 0 ? 1 : rank;
     uint64_t nelem = 1;
@@ -261,7 +259,7 @@ static int st_load_file(wk_st_t *st, const char *path, char *err) {
             }
             continue;
         }
-        wk_tensor_t *t = st_add_tensor(st, fi, e->string, err);
+        lt_tensor_t *t = st_add_tensor(st, fi, e->string, err);
         if (!t) {
             rc = LT_ERR_NOMEM;
             break;
@@ -283,8 +281,7 @@ static int cmp_by_name(const void *a, const void *b) {
 static int st_index(wk_st_t *st, char *err) {
     st->by_name = malloc((size_t)(st->n_tensors ? st->n_tensors : 1) * sizeof *st->by_name);
     if (!st->by_name) return lt_errf(err, LT_ERR_NOMEM, "safetensors: out of memory");
-    for (int i = 0; i < st->n_tensors; i++)
-        st->by_name[i] = (st_name_t){st->tensors[i].name, i};
+    for (int i = 0; i < st->n_tensors; i++) st->by_name[i] = (st_name_t){st->tensors[i].name, i};
     qsort(st->by_name, (size_t)st->n_tensors, sizeof *st->by_name, cmp_by_name);
     for (int i = 1; i < st->n_tensors; i++) {
         int a = st->by_name[i - 1].idx, b = st->by_name[i].idx;
@@ -364,8 +361,7 @@ static int st_load_glob(wk_st_t *st, const char *dir, char *err) {
         rc = join_path(path, dir, names[i], err);
         if (rc == LT_OK) rc = st_load_file(st, path, err);
     }
-    for (int i = 0; i < n; i++)
-        free(names[i]);
+    for (int i = 0; i < n; i++) free(names[i]);
     free(names);
     return rc;
 }
@@ -432,7 +428,7 @@ static int st_load_index(wk_st_t *st, const char *dir, const char *ipath, char *
     if (rc == LT_OK) rc = st_index(st, err);
     if (rc == LT_OK) {
         cJSON_ArrayForEach(e, wm) {
-            const wk_tensor_t *t = wk_st_find_tensor(st, e->string);
+            const lt_tensor_t *t = wk_st_find_tensor(st, e->string);
             int want = find_file_by_shard(st, dir, e->valuestring);
             if (!t || st->tensor_file[t - st->tensors] != want) {
                 rc = lt_errf(err, LT_ERR_FORMAT, "%s: tensor '%s' listed in %s is missing",
@@ -493,8 +489,7 @@ int wk_st_open_dir(const char *dir, wk_st_t **out, char *err) {
 void wk_st_close(wk_st_t **stp) {
     if (!stp || !*stp) return;
     wk_st_t *st = *stp;
-    for (int i = 0; i < st->n_tensors; i++)
-        free(st->tensors[i].name);
+    for (int i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
     for (int i = 0; i < st->n_files; i++) {
         lt_mmap_close(&st->files[i].map);
         free(st->files[i].path);
@@ -511,12 +506,12 @@ int wk_st_n_tensors(const wk_st_t *st) {
     return st->n_tensors;
 }
 
-const wk_tensor_t *wk_st_tensor(const wk_st_t *st, int i) {
+const lt_tensor_t *wk_st_tensor(const wk_st_t *st, int i) {
     if (i < 0 || i >= st->n_tensors) return NULL;
     return &st->tensors[i];
 }
 
-const wk_tensor_t *wk_st_find_tensor(const wk_st_t *st, const char *name) {
+const lt_tensor_t *wk_st_find_tensor(const wk_st_t *st, const char *name) {
     int lo = 0, hi = st->n_tensors - 1;
     while (lo <= hi) {
         int mid = lo + (hi - lo) / 2;

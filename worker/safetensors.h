@@ -22,8 +22,8 @@ int wk_st_open_dir(const char *dir, wk_st_t **out, char *err);
 void wk_st_close(wk_st_t **st);
 
 int wk_st_n_tensors(const wk_st_t *st);
-const wk_tensor_t *wk_st_tensor(const wk_st_t *st, int i);
+const lt_tensor_t *wk_st_tensor(const wk_st_t *st, int i);
 /* NULL if absent. */
-const wk_tensor_t *wk_st_find_tensor(const wk_st_t *st, const char *name);
+const lt_tensor_t *wk_st_find_tensor(const wk_st_t *st, const char *name);
 
 #endif

@@ -175,8 +175,7 @@ static void deq_q5_1(const uint8_t *blk, float *dst) {
 static void deq_q8_0(const uint8_t *blk, float *dst) {
     const float d = ld_f16(blk);
     const int8_t *qs = (const int8_t *)(blk + 2);
-    for (int j = 0; j < QK; j++)
-        dst[j] = (float)qs[j] * d;
+    for (int j = 0; j < QK; j++) dst[j] = (float)qs[j] * d;
 }
 
 /* ---- 256-element super-blocks ---- */
@@ -195,8 +194,7 @@ static void deq_q2_k(const uint8_t *blk, float *dst) {
         const int h = i / 8, k = (i / 2) % 4, l0 = (i % 2) * 16;
         const uint8_t *q = qs + 32 * h + l0;
         float *y = dst + 16 * i;
-        for (int l = 0; l < 16; l++)
-            y[l] = dl * (float)((q[l] >> (2 * k)) & 3) - ml;
+        for (int l = 0; l < 16; l++) y[l] = dl * (float)((q[l] >> (2 * k)) & 3) - ml;
     }
 }
 
@@ -254,8 +252,7 @@ static void deq_q4_k(const uint8_t *blk, float *dst) {
         const uint8_t *q = qs + 32 * (j / 2);
         const int shift = 4 * (j % 2);
         float *y = dst + 32 * j;
-        for (int l = 0; l < 32; l++)
-            y[l] = dl * (float)((q[l] >> shift) & 0x0f) - ml;
+        for (int l = 0; l < 32; l++) y[l] = dl * (float)((q[l] >> shift) & 0x0f) - ml;
     }
 }
 
@@ -294,8 +291,7 @@ static void deq_q6_k(const uint8_t *blk, float *dst) {
         const uint8_t *h2 = qh + 32 * h;
         float *y = dst + 128 * h;
         float dl[8];
-        for (int i = 0; i < 8; i++)
-            dl[i] = d * (float)sc[8 * h + i];
+        for (int i = 0; i < 8; i++) dl[i] = d * (float)sc[8 * h + i];
         for (int l = 0; l < 32; l++) {
             const int is = l / 16;
             const int q0 = ((l4[l] & 0x0f) | ((h2[l] & 3) << 4)) - 32;
@@ -322,8 +318,7 @@ static void deq_f16(const uint8_t *src, float *dst, int64_t n) {
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
     }
 #endif
-    for (; i < n; i++)
-        dst[i] = ld_f16(src + 2 * i);
+    for (; i < n; i++) dst[i] = ld_f16(src + 2 * i);
 }
 
 static void deq_bf16(const uint8_t *src, float *dst, int64_t n) {

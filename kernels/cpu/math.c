@@ -20,8 +20,7 @@ void kn_matmul(float *y, const float *x, const float *w, const float *bias, int 
     if (bias) {
         for (int i = 0; i < m; i++) {
             float *row = y + (size_t)i * n;
-            for (int j = 0; j < n; j++)
-                row[j] += bias[j];
+            for (int j = 0; j < n; j++) row[j] += bias[j];
         }
     }
 }
@@ -31,26 +30,22 @@ void kn_matmul(float *y, const float *x, const float *w, const float *bias, int 
 void kn_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     /* HOT */
     double ss = 0.0; /* double: keeps the sum stable for wide hidden sizes */
-    for (int i = 0; i < n; i++)
-        ss += (double)x[i] * x[i];
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float scale = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++)
-        out[i] = x[i] * scale * w[i];
+    for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
 void kn_softmax(float *x, int n) {
     /* HOT */
     float mx = x[0];
-    for (int i = 1; i < n; i++)
-        mx = x[i] > mx ? x[i] : mx;
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         x[i] = expf(x[i] - mx);
         sum += x[i];
     }
     float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++)
-        x[i] *= inv;
+    for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
 void kn_swiglu(float *gate, const float *up, int n) {

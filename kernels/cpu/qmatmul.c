@@ -71,8 +71,7 @@ static void quantize_act(const float *x, int m, int k, qm_act_t *a) {
             }
             float d = amax / 32767.0f, inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
             int16_t *q = a->xq + (size_t)r * k + (size_t)b * QK;
-            for (int i = 0; i < QK; i++)
-                q[i] = (int16_t)lrintf(xb[i] * inv);
+            for (int i = 0; i < QK; i++) q[i] = (int16_t)lrintf(xb[i] * inv);
             a->dx[r * nb + b] = d;
             a->xs[r * nb + b] = sum;
         }
@@ -127,8 +126,7 @@ static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, con
             off[r] += mn * a->xs[r * nb + b];
         }
     }
-    for (int r = 0; r < m; r++)
-        out[r] = _mm512_reduce_add_ps(acc[r]) + off[r];
+    for (int r = 0; r < m; r++) out[r] = _mm512_reduce_add_ps(acc[r]) + off[r];
 }
 #elif defined(QM_AVX2)
 static inline float hsum256(__m256 v) {
@@ -163,14 +161,12 @@ static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, con
             off[r] += mn * a->xs[r * nb + b];
         }
     }
-    for (int r = 0; r < m; r++)
-        out[r] = hsum256(acc[r]) + off[r];
+    for (int r = 0; r < m; r++) out[r] = hsum256(acc[r]) + off[r];
 }
 #else
 static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, const qm_act_t *a,
                     int m, float *out) {
-    for (int r = 0; r < m; r++)
-        out[r] = 0.0f;
+    for (int r = 0; r < m; r++) out[r] = 0.0f;
     for (int b = 0; b < nb; b++) {
         float d, mn;
         const uint8_t *qs = block_head(type, wrow + (size_t)b * bb, &d, &mn);
@@ -184,8 +180,7 @@ static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, con
         for (int r = 0; r < m; r++) {
             const int16_t *xq = a->xq + (size_t)r * k + (size_t)b * QK;
             int32_t s = 0;
-            for (int i = 0; i < QK; i++)
-                s += q[i] * xq[i];
+            for (int i = 0; i < QK; i++) s += q[i] * xq[i];
             out[r] += d * a->dx[r * nb + b] * (float)s + mn * a->xs[r * nb + b];
         }
     }
@@ -207,8 +202,7 @@ int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, 
     for (int j = 0; j < n; j++) {
         float out[QM_MAX_ROWS];
         row_dot(type, wb + (size_t)j * nb * bb, bb, nb, k, a, m, out);
-        for (int r = 0; r < m; r++)
-            y[(size_t)r * n + j] = out[r];
+        for (int r = 0; r < m; r++) y[(size_t)r * n + j] = out[r];
     }
     return LT_OK;
 }

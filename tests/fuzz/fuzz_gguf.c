@@ -34,46 +34,45 @@ static volatile uint64_t g_sink;
 static void touch(const void *p, size_t n) {
     const uint8_t *b = p;
     uint64_t acc = 0;
-    for (size_t i = 0; i < n; i++)
-        acc += b[i];
+    for (size_t i = 0; i < n; i++) acc += b[i];
     g_sink += acc;
 }
 
-static void walk(const wk_gguf_t *g) {
-    for (int i = 0; i < wk_gguf_n_kv(g); i++) {
-        const char *key = wk_gguf_kv_key(g, i);
-        if (!key || wk_gguf_find_key(g, key) != i) __builtin_trap();
+static void walk(const lt_gguf_t *g) {
+    for (int i = 0; i < lt_gguf_n_kv(g); i++) {
+        const char *key = lt_gguf_kv_key(g, i);
+        if (!key || lt_gguf_find_key(g, key) != i) __builtin_trap();
         uint32_t u;
         int64_t i64;
         float f;
         bool b;
         const char *s;
         size_t len;
-        g_sink += (uint64_t)wk_gguf_get_u32(g, key, &u);
-        g_sink += (uint64_t)wk_gguf_get_i64(g, key, &i64);
-        g_sink += (uint64_t)wk_gguf_get_f32(g, key, &f);
-        g_sink += (uint64_t)wk_gguf_get_bool(g, key, &b);
-        if (wk_gguf_get_str(g, key, &s, &len) == LT_OK) touch(s, len);
+        g_sink += (uint64_t)lt_gguf_get_u32(g, key, &u);
+        g_sink += (uint64_t)lt_gguf_get_i64(g, key, &i64);
+        g_sink += (uint64_t)lt_gguf_get_f32(g, key, &f);
+        g_sink += (uint64_t)lt_gguf_get_bool(g, key, &b);
+        if (lt_gguf_get_str(g, key, &s, &len) == LT_OK) touch(s, len);
         int et;
         uint64_t n;
         const void *data;
-        if (wk_gguf_get_arr(g, key, &et, &n, &data) != LT_OK) continue;
-        if (et == WK_GGUF_STRING) {
+        if (lt_gguf_get_arr(g, key, &et, &n, &data) != LT_OK) continue;
+        if (et == LT_GGUF_STRING) {
             for (uint64_t j = 0; j < n; j++) {
-                if (wk_gguf_get_arr_str(g, key, j, &s, &len) != LT_OK) __builtin_trap();
+                if (lt_gguf_get_arr_str(g, key, j, &s, &len) != LT_OK) __builtin_trap();
                 touch(s, len);
             }
-            if (wk_gguf_get_arr_str(g, key, n, &s, &len) != LT_ERR_RANGE) __builtin_trap();
+            if (lt_gguf_get_arr_str(g, key, n, &s, &len) != LT_ERR_RANGE) __builtin_trap();
         } else if (n > 0) {
             static const size_t sz[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
             if (et < 0 || et > 12 || sz[et] == 0 || !data) __builtin_trap();
             touch(data, n * sz[et]);
         }
     }
-    for (int i = 0; i < wk_gguf_n_tensors(g); i++) {
-        const wk_tensor_t *t = wk_gguf_tensor(g, i);
-        if (!t || wk_gguf_find_tensor(g, t->name) != t) __builtin_trap();
-        if (kn_dtype_nbytes(t->type, wk_tensor_nelems(t)) != (int64_t)t->nbytes) __builtin_trap();
+    for (int i = 0; i < lt_gguf_n_tensors(g); i++) {
+        const lt_tensor_t *t = lt_gguf_tensor(g, i);
+        if (!t || lt_gguf_find_tensor(g, t->name) != t) __builtin_trap();
+        if (kn_dtype_nbytes(t->type, lt_tensor_nelems(t)) != (int64_t)t->nbytes) __builtin_trap();
         touch(t->data, t->nbytes);
         /* Dequantize the first block or so of the first row. */
         float row[256];
@@ -95,12 +94,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (ftruncate(fd, 0) != 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size)) abort();
 
     char err[LT_ERR_LEN] = "";
-    wk_gguf_t *g = NULL;
-    int rc = wk_gguf_open(path, &g, err);
+    lt_gguf_t *g = NULL;
+    int rc = lt_gguf_open(path, &g, err);
     if (rc == LT_OK) {
         if (!g) __builtin_trap();
         walk(g);
-        wk_gguf_close(&g);
+        lt_gguf_close(&g);
         if (g) __builtin_trap();
     } else {
         /* One line, "<path>: <problem>", and nothing left open. */

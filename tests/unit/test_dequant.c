@@ -123,8 +123,7 @@ static void check_fixture(const char *name) {
     memcpy(shifted + 1, fx.raw, fx.n_bytes);
     memset(out, 0xff, 4 * (size_t)fx.n_elems);
     assert_int_equal(kn_dequantize(fx.type, shifted + 1, out, fx.n_elems), LT_OK);
-    for (int64_t b = 0; b < fx.n_elems / be; b++)
-        check_block(&fx, out + b * be, b * be, be);
+    for (int64_t b = 0; b < fx.n_elems / be; b++) check_block(&fx, out + b * be, b * be, be);
 
     free(shifted);
     free(out);
@@ -133,8 +132,7 @@ static void check_fixture(const char *name) {
 
 static void test_fixtures(void **state) {
     (void)state;
-    for (int i = 0; i < N_FIXTURES; i++)
-        check_fixture(k_fixture_names[i]);
+    for (int i = 0; i < N_FIXTURES; i++) check_fixture(k_fixture_names[i]);
 }
 
 /* Every type we claim to support must have a fixture: support is only claimed once tested. */
@@ -223,8 +221,7 @@ static void test_errors(void **state) {
         int64_t n = be == 1 ? 256 : 2 * be;
         memset(dst, 0x7f, sizeof dst);
         assert_int_equal(kn_dequantize(t, src, dst, n), LT_OK);
-        for (int64_t i = 0; i < n; i++)
-            assert_true(dst[i] == 0.0f);
+        for (int64_t i = 0; i < n; i++) assert_true(dst[i] == 0.0f);
     }
 }
 

@@ -36,8 +36,7 @@ static cJSON *load_json(const char *path) {
 static int *json_ints(const cJSON *arr, int *n) {
     *n = cJSON_GetArraySize(arr);
     int *v = malloc((size_t)*n * sizeof *v);
-    for (int i = 0; i < *n; i++)
-        v[i] = cJSON_GetArrayItem(arr, i)->valueint;
+    for (int i = 0; i < *n; i++) v[i] = cJSON_GetArrayItem(arr, i)->valueint;
     return v;
 }
 
@@ -215,8 +214,7 @@ static void test_batching_equivalence(void **state) {
     if (wk_model_load(random_model("qwen3-tiny"), NULL, &m, err) != LT_OK) fail_msg("%s", err);
     int vocab = m->cfg.vocab_size;
     int ids[40];
-    for (int i = 0; i < 40; i++)
-        ids[i] = (i * 37 + 11) % vocab;
+    for (int i = 0; i < 40; i++) ids[i] = (i * 37 + 11) % vocab;
     float *whole = malloc(40 * (size_t)vocab * sizeof(float));
     float *part = malloc(40 * (size_t)vocab * sizeof(float));
     run_t r;

@@ -26,8 +26,7 @@ typedef struct {
 static void gw_put(gw_t *b, const void *src, size_t len) {
     if (b->n + len > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + len)
-            cap *= 2;
+        while (cap < b->n + len) cap *= 2;
         b->p = realloc(b->p, cap);
         assert_non_null(b->p);
         b->cap = cap;
@@ -64,12 +63,12 @@ static void gw_key(gw_t *b, const char *key, uint32_t type) {
 }
 
 static void gw_kv_u32(gw_t *b, const char *key, uint32_t v) {
-    gw_key(b, key, WK_GGUF_UINT32);
+    gw_key(b, key, LT_GGUF_UINT32);
     gw_u32(b, v);
 }
 
 static void gw_kv_str(gw_t *b, const char *key, const char *v) {
-    gw_key(b, key, WK_GGUF_STRING);
+    gw_key(b, key, LT_GGUF_STRING);
     gw_str(b, v);
 }
 
@@ -77,15 +76,13 @@ static void gw_tensor(gw_t *b, const char *name, uint32_t n_dims, const uint64_t
                       uint32_t type, uint64_t offset) {
     gw_str(b, name);
     gw_u32(b, n_dims);
-    for (uint32_t i = 0; i < n_dims; i++)
-        gw_u64(b, dims[i]);
+    for (uint32_t i = 0; i < n_dims; i++) gw_u64(b, dims[i]);
     gw_u32(b, type);
     gw_u64(b, offset);
 }
 
 static void gw_pad(gw_t *b, size_t align) {
-    while (b->n % align)
-        gw_u8(b, 0);
+    while (b->n % align) gw_u8(b, 0);
 }
 
 static void gw_free(gw_t *b) {
@@ -133,8 +130,8 @@ static const char *write_tmp(const void *data, size_t len) {
 static void expect_fail_n(const gw_t *b, size_t len, int code, const char *want) {
     const char *path = write_tmp(b->p, len);
     char err[LT_ERR_LEN] = "";
-    wk_gguf_t *g = (wk_gguf_t *)1;
-    int rc = wk_gguf_open(path, &g, err);
+    lt_gguf_t *g = (lt_gguf_t *)1;
+    int rc = lt_gguf_open(path, &g, err);
     if (rc != code || g != NULL || strncmp(err, path, strlen(path)) != 0 ||
         strncmp(err + strlen(path), ": ", 2) != 0 || strchr(err, '\n') ||
         (want && !strstr(err, want)))
@@ -146,11 +143,11 @@ static void expect_fail(const gw_t *b, int code, const char *want) {
     expect_fail_n(b, b->n, code, want);
 }
 
-static wk_gguf_t *open_ok(const gw_t *b) {
+static lt_gguf_t *open_ok(const gw_t *b) {
     const char *path = write_tmp(b->p, b->n);
     char err[LT_ERR_LEN] = "";
-    wk_gguf_t *g = NULL;
-    int rc = wk_gguf_open(path, &g, err);
+    lt_gguf_t *g = NULL;
+    int rc = lt_gguf_open(path, &g, err);
     if (rc != LT_OK) fail_msg("open failed: %d %s", rc, err);
     assert_non_null(g);
     return g;
@@ -171,48 +168,48 @@ static void build_valid(gw_t *b, uint32_t version, uint32_t align) {
     const int n_kv = 17 + (align ? 1 : 0);
     gw_header(b, version, 3, (uint64_t)n_kv);
     gw_kv_str(b, "general.architecture", "llama");
-    gw_key(b, "t.u8", WK_GGUF_UINT8);
+    gw_key(b, "t.u8", LT_GGUF_UINT8);
     gw_u8(b, 200);
-    gw_key(b, "t.i8", WK_GGUF_INT8);
+    gw_key(b, "t.i8", LT_GGUF_INT8);
     gw_u8(b, (uint8_t)-5);
-    gw_key(b, "t.u16", WK_GGUF_UINT16);
+    gw_key(b, "t.u16", LT_GGUF_UINT16);
     uint16_t u16 = 60000;
     gw_put(b, &u16, 2);
-    gw_key(b, "t.i16", WK_GGUF_INT16);
+    gw_key(b, "t.i16", LT_GGUF_INT16);
     int16_t i16 = -30000;
     gw_put(b, &i16, 2);
     gw_kv_u32(b, "t.u32", 4000000000u);
-    gw_key(b, "t.i32", WK_GGUF_INT32);
+    gw_key(b, "t.i32", LT_GGUF_INT32);
     gw_u32(b, (uint32_t)-7);
-    gw_key(b, "t.f32", WK_GGUF_FLOAT32);
+    gw_key(b, "t.f32", LT_GGUF_FLOAT32);
     float f = 1.5e-5f;
     gw_put(b, &f, 4);
-    gw_key(b, "t.bool", WK_GGUF_BOOL);
+    gw_key(b, "t.bool", LT_GGUF_BOOL);
     gw_u8(b, 1);
-    gw_key(b, "t.u64", WK_GGUF_UINT64);
+    gw_key(b, "t.u64", LT_GGUF_UINT64);
     gw_u64(b, 1ull << 40);
-    gw_key(b, "t.u64big", WK_GGUF_UINT64);
+    gw_key(b, "t.u64big", LT_GGUF_UINT64);
     gw_u64(b, UINT64_MAX);
-    gw_key(b, "t.i64", WK_GGUF_INT64);
+    gw_key(b, "t.i64", LT_GGUF_INT64);
     gw_u64(b, (uint64_t)-123456789012LL);
-    gw_key(b, "t.f64", WK_GGUF_FLOAT64);
+    gw_key(b, "t.f64", LT_GGUF_FLOAT64);
     double d = 10000.25;
     gw_put(b, &d, 8);
     gw_kv_str(b, "t.empty", "");
-    gw_key(b, "t.strs", WK_GGUF_ARRAY);
-    gw_u32(b, WK_GGUF_STRING);
+    gw_key(b, "t.strs", LT_GGUF_ARRAY);
+    gw_u32(b, LT_GGUF_STRING);
     gw_u64(b, 3);
     gw_str(b, "a");
     gw_str(b, "bc");
     gw_str(b, "");
-    gw_key(b, "t.i32s", WK_GGUF_ARRAY);
-    gw_u32(b, WK_GGUF_INT32);
+    gw_key(b, "t.i32s", LT_GGUF_ARRAY);
+    gw_u32(b, LT_GGUF_INT32);
     gw_u64(b, 3);
     gw_u32(b, 1);
     gw_u32(b, (uint32_t)-2);
     gw_u32(b, 3);
-    gw_key(b, "t.none", WK_GGUF_ARRAY);
-    gw_u32(b, WK_GGUF_FLOAT32);
+    gw_key(b, "t.none", LT_GGUF_ARRAY);
+    gw_u32(b, LT_GGUF_FLOAT32);
     gw_u64(b, 0);
     if (align) gw_kv_u32(b, "general.alignment", align);
     size_t a = align ? align : 32;
@@ -224,144 +221,142 @@ static void build_valid(gw_t *b, uint32_t version, uint32_t align) {
     g_data_at = b->n;
     /* Tensor bytes are their offset within the data section, mod 251: checkable positions. */
     size_t end = g_data_at + (a > 32 ? 2 * a : 160) + 40;
-    while (b->n < end)
-        gw_u8(b, (uint8_t)((b->n - g_data_at) % 251));
+    while (b->n < end) gw_u8(b, (uint8_t)((b->n - g_data_at) % 251));
 }
 
-static void check_tensor(const wk_gguf_t *g, const char *name, int type, int n_dims,
+static void check_tensor(const lt_gguf_t *g, const char *name, int type, int n_dims,
                          const uint64_t *dims, size_t nbytes, size_t offset) {
-    const wk_tensor_t *t = wk_gguf_find_tensor(g, name);
+    const lt_tensor_t *t = lt_gguf_find_tensor(g, name);
     assert_non_null(t);
     assert_string_equal(t->name, name);
     assert_int_equal(t->type, type);
     assert_int_equal(t->n_dims, n_dims);
-    for (int i = 0; i < WK_MAX_DIMS; i++)
+    for (int i = 0; i < LT_MAX_DIMS; i++)
         assert_int_equal(t->ne[i], i < n_dims ? (int64_t)dims[i] : 1);
     assert_int_equal(t->nbytes, nbytes);
     const uint8_t *p = t->data;
-    for (size_t i = 0; i < nbytes; i++)
-        assert_int_equal(p[i], (offset + i) % 251);
+    for (size_t i = 0; i < nbytes; i++) assert_int_equal(p[i], (offset + i) % 251);
 }
 
 static void check_valid(uint32_t version, uint32_t align) {
     gw_t b;
     build_valid(&b, version, align);
-    wk_gguf_t *g = open_ok(&b);
-    assert_int_equal(wk_gguf_version(g), version);
-    assert_string_equal(wk_gguf_path(g), tmp_path());
-    assert_int_equal(wk_gguf_n_kv(g), 17 + (align ? 1 : 0));
-    assert_string_equal(wk_gguf_kv_key(g, 0), "general.architecture");
-    assert_int_equal(wk_gguf_kv_type(g, 0), WK_GGUF_STRING);
-    assert_int_equal(wk_gguf_kv_type(g, wk_gguf_find_key(g, "t.strs")), WK_GGUF_ARRAY);
-    assert_null(wk_gguf_kv_key(g, -1));
-    assert_null(wk_gguf_kv_key(g, 99));
-    assert_int_equal(wk_gguf_kv_type(g, 99), -1);
-    assert_int_equal(wk_gguf_find_key(g, "t.i16"), 4);
-    assert_int_equal(wk_gguf_find_key(g, "t.nope"), -1);
-    for (int i = 0; i < wk_gguf_n_kv(g); i++)
-        assert_int_equal(wk_gguf_find_key(g, wk_gguf_kv_key(g, i)), i);
+    lt_gguf_t *g = open_ok(&b);
+    assert_int_equal(lt_gguf_version(g), version);
+    assert_string_equal(lt_gguf_path(g), tmp_path());
+    assert_int_equal(lt_gguf_n_kv(g), 17 + (align ? 1 : 0));
+    assert_string_equal(lt_gguf_kv_key(g, 0), "general.architecture");
+    assert_int_equal(lt_gguf_kv_type(g, 0), LT_GGUF_STRING);
+    assert_int_equal(lt_gguf_kv_type(g, lt_gguf_find_key(g, "t.strs")), LT_GGUF_ARRAY);
+    assert_null(lt_gguf_kv_key(g, -1));
+    assert_null(lt_gguf_kv_key(g, 99));
+    assert_int_equal(lt_gguf_kv_type(g, 99), -1);
+    assert_int_equal(lt_gguf_find_key(g, "t.i16"), 4);
+    assert_int_equal(lt_gguf_find_key(g, "t.nope"), -1);
+    for (int i = 0; i < lt_gguf_n_kv(g); i++)
+        assert_int_equal(lt_gguf_find_key(g, lt_gguf_kv_key(g, i)), i);
 
     const char *s;
     size_t len;
-    assert_int_equal(wk_gguf_get_str(g, "general.architecture", &s, &len), LT_OK);
+    assert_int_equal(lt_gguf_get_str(g, "general.architecture", &s, &len), LT_OK);
     assert_int_equal(len, 5);
     assert_memory_equal(s, "llama", 5);
-    assert_int_equal(wk_gguf_get_str(g, "t.empty", &s, &len), LT_OK);
+    assert_int_equal(lt_gguf_get_str(g, "t.empty", &s, &len), LT_OK);
     assert_int_equal(len, 0);
 
     uint32_t u;
     int64_t i64;
     float fv;
     bool bv;
-    assert_int_equal(wk_gguf_get_u32(g, "t.u8", &u), LT_OK);
+    assert_int_equal(lt_gguf_get_u32(g, "t.u8", &u), LT_OK);
     assert_int_equal(u, 200);
-    assert_int_equal(wk_gguf_get_u32(g, "t.u16", &u), LT_OK);
+    assert_int_equal(lt_gguf_get_u32(g, "t.u16", &u), LT_OK);
     assert_int_equal(u, 60000);
-    assert_int_equal(wk_gguf_get_u32(g, "t.u32", &u), LT_OK);
+    assert_int_equal(lt_gguf_get_u32(g, "t.u32", &u), LT_OK);
     assert_int_equal(u, 4000000000u);
-    assert_int_equal(wk_gguf_get_u32(g, "t.u64", &u), LT_ERR_FORMAT); /* 2^40 does not fit */
-    assert_int_equal(wk_gguf_get_u32(g, "t.i8", &u), LT_ERR_FORMAT);  /* negative */
-    assert_int_equal(wk_gguf_get_u32(g, "t.f32", &u), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_u32(g, "t.bool", &u), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_u32(g, "general.architecture", &u), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_u32(g, "t.nope", &u), LT_ERR_NOTFOUND);
-    assert_int_equal(wk_gguf_get_i64(g, "t.i8", &i64), LT_OK);
+    assert_int_equal(lt_gguf_get_u32(g, "t.u64", &u), LT_ERR_FORMAT); /* 2^40 does not fit */
+    assert_int_equal(lt_gguf_get_u32(g, "t.i8", &u), LT_ERR_FORMAT);  /* negative */
+    assert_int_equal(lt_gguf_get_u32(g, "t.f32", &u), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_u32(g, "t.bool", &u), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_u32(g, "general.architecture", &u), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_u32(g, "t.nope", &u), LT_ERR_NOTFOUND);
+    assert_int_equal(lt_gguf_get_i64(g, "t.i8", &i64), LT_OK);
     assert_int_equal(i64, -5);
-    assert_int_equal(wk_gguf_get_i64(g, "t.i16", &i64), LT_OK);
+    assert_int_equal(lt_gguf_get_i64(g, "t.i16", &i64), LT_OK);
     assert_int_equal(i64, -30000);
-    assert_int_equal(wk_gguf_get_i64(g, "t.i32", &i64), LT_OK);
+    assert_int_equal(lt_gguf_get_i64(g, "t.i32", &i64), LT_OK);
     assert_int_equal(i64, -7);
-    assert_int_equal(wk_gguf_get_i64(g, "t.i64", &i64), LT_OK);
+    assert_int_equal(lt_gguf_get_i64(g, "t.i64", &i64), LT_OK);
     assert_true(i64 == -123456789012LL);
-    assert_int_equal(wk_gguf_get_i64(g, "t.u64", &i64), LT_OK);
+    assert_int_equal(lt_gguf_get_i64(g, "t.u64", &i64), LT_OK);
     assert_true(i64 == 1LL << 40);
-    assert_int_equal(wk_gguf_get_i64(g, "t.u64big", &i64), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_i64(g, "t.f64", &i64), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_f32(g, "t.f32", &fv), LT_OK);
+    assert_int_equal(lt_gguf_get_i64(g, "t.u64big", &i64), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_i64(g, "t.f64", &i64), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_f32(g, "t.f32", &fv), LT_OK);
     assert_true(fv == 1.5e-5f);
-    assert_int_equal(wk_gguf_get_f32(g, "t.f64", &fv), LT_OK);
+    assert_int_equal(lt_gguf_get_f32(g, "t.f64", &fv), LT_OK);
     assert_true(fv == 10000.25f);
-    assert_int_equal(wk_gguf_get_f32(g, "t.i32", &fv), LT_OK);
+    assert_int_equal(lt_gguf_get_f32(g, "t.i32", &fv), LT_OK);
     assert_true(fv == -7.0f);
-    assert_int_equal(wk_gguf_get_f32(g, "t.u32", &fv), LT_OK);
+    assert_int_equal(lt_gguf_get_f32(g, "t.u32", &fv), LT_OK);
     assert_true(fv == 4e9f);
-    assert_int_equal(wk_gguf_get_f32(g, "t.bool", &fv), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_f32(g, "t.strs", &fv), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_bool(g, "t.bool", &bv), LT_OK);
+    assert_int_equal(lt_gguf_get_f32(g, "t.bool", &fv), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_f32(g, "t.strs", &fv), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_bool(g, "t.bool", &bv), LT_OK);
     assert_true(bv);
-    assert_int_equal(wk_gguf_get_bool(g, "t.u8", &bv), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_bool(g, "t.nope", &bv), LT_ERR_NOTFOUND);
-    assert_int_equal(wk_gguf_get_str(g, "t.u32", &s, &len), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_str(g, "t.nope", &s, &len), LT_ERR_NOTFOUND);
+    assert_int_equal(lt_gguf_get_bool(g, "t.u8", &bv), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_bool(g, "t.nope", &bv), LT_ERR_NOTFOUND);
+    assert_int_equal(lt_gguf_get_str(g, "t.u32", &s, &len), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_str(g, "t.nope", &s, &len), LT_ERR_NOTFOUND);
 
     int et;
     uint64_t n;
     const void *data;
-    assert_int_equal(wk_gguf_get_arr(g, "t.strs", &et, &n, &data), LT_OK);
-    assert_int_equal(et, WK_GGUF_STRING);
+    assert_int_equal(lt_gguf_get_arr(g, "t.strs", &et, &n, &data), LT_OK);
+    assert_int_equal(et, LT_GGUF_STRING);
     assert_int_equal(n, 3);
     assert_null(data);
     static const char *want[] = {"a", "bc", ""};
     for (uint64_t i = 0; i < 3; i++) {
-        assert_int_equal(wk_gguf_get_arr_str(g, "t.strs", i, &s, &len), LT_OK);
+        assert_int_equal(lt_gguf_get_arr_str(g, "t.strs", i, &s, &len), LT_OK);
         assert_int_equal(len, strlen(want[i]));
         assert_memory_equal(s, want[i], len);
     }
-    assert_int_equal(wk_gguf_get_arr_str(g, "t.strs", 3, &s, &len), LT_ERR_RANGE);
-    assert_int_equal(wk_gguf_get_arr_str(g, "t.i32s", 0, &s, &len), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_arr_str(g, "t.u32", 0, &s, &len), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_arr_str(g, "t.nope", 0, &s, &len), LT_ERR_NOTFOUND);
-    assert_int_equal(wk_gguf_get_arr(g, "t.i32s", &et, &n, &data), LT_OK);
-    assert_int_equal(et, WK_GGUF_INT32);
+    assert_int_equal(lt_gguf_get_arr_str(g, "t.strs", 3, &s, &len), LT_ERR_RANGE);
+    assert_int_equal(lt_gguf_get_arr_str(g, "t.i32s", 0, &s, &len), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_arr_str(g, "t.u32", 0, &s, &len), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_arr_str(g, "t.nope", 0, &s, &len), LT_ERR_NOTFOUND);
+    assert_int_equal(lt_gguf_get_arr(g, "t.i32s", &et, &n, &data), LT_OK);
+    assert_int_equal(et, LT_GGUF_INT32);
     assert_int_equal(n, 3);
     int32_t iv[3];
     memcpy(iv, data, sizeof iv);
     assert_int_equal(iv[0], 1);
     assert_int_equal(iv[1], -2);
     assert_int_equal(iv[2], 3);
-    assert_int_equal(wk_gguf_get_arr(g, "t.none", &et, &n, &data), LT_OK);
-    assert_int_equal(et, WK_GGUF_FLOAT32);
+    assert_int_equal(lt_gguf_get_arr(g, "t.none", &et, &n, &data), LT_OK);
+    assert_int_equal(et, LT_GGUF_FLOAT32);
     assert_int_equal(n, 0);
-    assert_int_equal(wk_gguf_get_arr(g, "t.u32", &et, &n, &data), LT_ERR_FORMAT);
-    assert_int_equal(wk_gguf_get_arr(g, "t.nope", &et, &n, &data), LT_ERR_NOTFOUND);
+    assert_int_equal(lt_gguf_get_arr(g, "t.u32", &et, &n, &data), LT_ERR_FORMAT);
+    assert_int_equal(lt_gguf_get_arr(g, "t.nope", &et, &n, &data), LT_ERR_NOTFOUND);
 
     size_t a = align ? align : 32;
-    assert_int_equal(wk_gguf_n_tensors(g), 3);
-    assert_string_equal(wk_gguf_tensor(g, 0)->name, "a");
-    assert_string_equal(wk_gguf_tensor(g, 1)->name, "blk.0.b");
-    assert_string_equal(wk_gguf_tensor(g, 2)->name, "c");
-    assert_null(wk_gguf_tensor(g, 3));
-    assert_null(wk_gguf_tensor(g, -1));
-    assert_null(wk_gguf_find_tensor(g, "blk.0"));
+    assert_int_equal(lt_gguf_n_tensors(g), 3);
+    assert_string_equal(lt_gguf_tensor(g, 0)->name, "a");
+    assert_string_equal(lt_gguf_tensor(g, 1)->name, "blk.0.b");
+    assert_string_equal(lt_gguf_tensor(g, 2)->name, "c");
+    assert_null(lt_gguf_tensor(g, 3));
+    assert_null(lt_gguf_tensor(g, -1));
+    assert_null(lt_gguf_find_tensor(g, "blk.0"));
     check_tensor(g, "a", KN_F32, 2, k_dims_a, 32, 0);
     check_tensor(g, "blk.0.b", KN_Q8_0, 1, k_dims_b, 68, a > 32 ? a : 64);
     check_tensor(g, "c", KN_Q4_1, 4, k_dims_c, 40, a > 32 ? 2 * a : 160);
-    assert_int_equal(wk_tensor_nelems(wk_gguf_find_tensor(g, "c")), 64);
-    assert_ptr_equal(wk_gguf_tensor(g, 0)->data, wk_gguf_find_tensor(g, "a")->data);
+    assert_int_equal(lt_tensor_nelems(lt_gguf_find_tensor(g, "c")), 64);
+    assert_ptr_equal(lt_gguf_tensor(g, 0)->data, lt_gguf_find_tensor(g, "a")->data);
 
-    wk_gguf_close(&g);
+    lt_gguf_close(&g);
     assert_null(g);
-    wk_gguf_close(&g); /* closing twice is harmless */
+    lt_gguf_close(&g); /* closing twice is harmless */
     gw_free(&b);
 }
 
@@ -378,12 +373,12 @@ static void test_empty_model(void **state) {
     (void)state;
     gw_t b = {0};
     gw_header(&b, 3, 0, 0);
-    wk_gguf_t *g = open_ok(&b);
-    assert_int_equal(wk_gguf_n_kv(g), 0);
-    assert_int_equal(wk_gguf_n_tensors(g), 0);
-    assert_int_equal(wk_gguf_find_key(g, "x"), -1);
-    assert_null(wk_gguf_find_tensor(g, "x"));
-    wk_gguf_close(&g);
+    lt_gguf_t *g = open_ok(&b);
+    assert_int_equal(lt_gguf_n_kv(g), 0);
+    assert_int_equal(lt_gguf_n_tensors(g), 0);
+    assert_int_equal(lt_gguf_find_key(g, "x"), -1);
+    assert_null(lt_gguf_find_tensor(g, "x"));
+    lt_gguf_close(&g);
     gw_free(&b);
 }
 
@@ -393,8 +388,8 @@ static void test_missing_file(void **state) {
     (void)state;
     char path[4200], err[LT_ERR_LEN];
     snprintf(path, sizeof path, "%s/absent.gguf", g_dir);
-    wk_gguf_t *g = NULL;
-    assert_int_equal(wk_gguf_open(path, &g, err), LT_ERR_IO);
+    lt_gguf_t *g = NULL;
+    assert_int_equal(lt_gguf_open(path, &g, err), LT_ERR_IO);
     assert_null(g);
     assert_non_null(strstr(err, path));
 }
@@ -446,16 +441,16 @@ static void test_huge_counts(void **state) {
     gw_free(&b);
 
     gw_header(&b, 3, 0, 1);
-    gw_key(&b, "arr", WK_GGUF_ARRAY);
-    gw_u32(&b, WK_GGUF_UINT64);
+    gw_key(&b, "arr", LT_GGUF_ARRAY);
+    gw_u32(&b, LT_GGUF_UINT64);
     gw_u64(&b, 1ull << 61); /* 2^61 * 8 overflows 64 bits */
     gw_u64(&b, 0);
     expect_fail(&b, LT_ERR_FORMAT, "runs past end of file");
     gw_free(&b);
 
     gw_header(&b, 3, 0, 1);
-    gw_key(&b, "strs", WK_GGUF_ARRAY);
-    gw_u32(&b, WK_GGUF_STRING);
+    gw_key(&b, "strs", LT_GGUF_ARRAY);
+    gw_u32(&b, LT_GGUF_STRING);
     gw_u64(&b, UINT64_MAX);
     gw_str(&b, "x");
     expect_fail(&b, LT_ERR_FORMAT, "runs past end of file");
@@ -467,8 +462,7 @@ static void test_truncated_everywhere(void **state) {
     (void)state;
     gw_t b;
     build_valid(&b, 3, 0);
-    for (size_t len = 0; len < b.n; len++)
-        expect_fail_n(&b, len, LT_ERR_FORMAT, NULL);
+    for (size_t len = 0; len < b.n; len++) expect_fail_n(&b, len, LT_ERR_FORMAT, NULL);
     /* Cuts at chosen fields give messages saying where. */
     expect_fail_n(&b, 24 + 4, LT_ERR_FORMAT, "truncated in metadata");          /* key length */
     expect_fail_n(&b, 24 + 8 + 20 + 2, LT_ERR_FORMAT, "truncated in metadata"); /* type */
@@ -493,7 +487,7 @@ static void test_bad_metadata(void **state) {
     gw_free(&b);
 
     gw_header(&b, 3, 0, 1);
-    gw_key(&b, "s", WK_GGUF_STRING);
+    gw_key(&b, "s", LT_GGUF_STRING);
     gw_u64(&b, UINT64_MAX);
     gw_u64(&b, 0);
     expect_fail(&b, LT_ERR_FORMAT, "runs past end of file");
@@ -512,31 +506,31 @@ static void test_bad_metadata(void **state) {
     gw_free(&b);
 
     gw_header(&b, 3, 0, 1);
-    gw_key(&b, "nest", WK_GGUF_ARRAY);
-    gw_u32(&b, WK_GGUF_ARRAY);
+    gw_key(&b, "nest", LT_GGUF_ARRAY);
+    gw_u32(&b, LT_GGUF_ARRAY);
     gw_u64(&b, 1);
-    gw_u32(&b, WK_GGUF_UINT8);
+    gw_u32(&b, LT_GGUF_UINT8);
     gw_u64(&b, 1);
     gw_u8(&b, 0);
     expect_fail(&b, LT_ERR_UNSUPPORTED, "key 'nest': nested arrays are not supported");
     gw_free(&b);
 
     gw_header(&b, 3, 0, 1);
-    gw_key(&b, "arr", WK_GGUF_ARRAY);
+    gw_key(&b, "arr", LT_GGUF_ARRAY);
     gw_u32(&b, 77);
     gw_u64(&b, 0);
     expect_fail(&b, LT_ERR_FORMAT, "unknown element type 77");
     gw_free(&b);
 
     gw_header(&b, 3, 0, 1);
-    gw_key(&b, "b", WK_GGUF_BOOL);
+    gw_key(&b, "b", LT_GGUF_BOOL);
     gw_u8(&b, 2);
     expect_fail(&b, LT_ERR_FORMAT, "bool");
     gw_free(&b);
 
     gw_header(&b, 3, 0, 1);
     gw_u64(&b, 0);
-    gw_u32(&b, WK_GGUF_UINT8);
+    gw_u32(&b, LT_GGUF_UINT8);
     gw_u8(&b, 0);
     expect_fail(&b, LT_ERR_FORMAT, "empty key");
     gw_free(&b);
@@ -544,7 +538,7 @@ static void test_bad_metadata(void **state) {
     gw_header(&b, 3, 0, 1);
     gw_u64(&b, 3);
     gw_put(&b, "a\0b", 3);
-    gw_u32(&b, WK_GGUF_UINT8);
+    gw_u32(&b, LT_GGUF_UINT8);
     gw_u8(&b, 0);
     expect_fail(&b, LT_ERR_FORMAT, "NUL");
     gw_free(&b);
@@ -576,8 +570,7 @@ static void one_tensor(gw_t *b, uint32_t n_dims, const uint64_t *dims, uint32_t 
     gw_header(b, 3, 1, 0);
     gw_tensor(b, "t", n_dims, dims, type, offset);
     gw_pad(b, 32);
-    for (size_t i = 0; i < data_len; i++)
-        gw_u8(b, 0);
+    for (size_t i = 0; i < data_len; i++) gw_u8(b, 0);
 }
 
 static void test_bad_tensors(void **state) {
@@ -585,8 +578,8 @@ static void test_bad_tensors(void **state) {
     gw_t b;
     const uint64_t d64[] = {64, 1, 1, 1, 1};
     one_tensor(&b, 1, d64, KN_F32, 0, 256);
-    wk_gguf_t *g = open_ok(&b); /* the baseline is valid */
-    wk_gguf_close(&g);
+    lt_gguf_t *g = open_ok(&b); /* the baseline is valid */
+    lt_gguf_close(&g);
     gw_free(&b);
 
     one_tensor(&b, 1, d64, KN_F32, 0, 255);
@@ -644,8 +637,7 @@ static void test_bad_tensors(void **state) {
     gw_tensor(&b, "w", 1, d64, KN_F32, 0);
     gw_tensor(&b, "w", 1, d64, KN_F32, 256);
     gw_pad(&b, 32);
-    for (int i = 0; i < 512; i++)
-        gw_u8(&b, 0);
+    for (int i = 0; i < 512; i++) gw_u8(&b, 0);
     expect_fail(&b, LT_ERR_FORMAT, "duplicate tensor name 'w'");
     gw_free(&b);
 
@@ -670,17 +662,17 @@ static void test_default_model(void **state) {
         return;
     }
     char err[LT_ERR_LEN];
-    wk_gguf_t *g = NULL;
-    int rc = wk_gguf_open(path, &g, err);
+    lt_gguf_t *g = NULL;
+    int rc = lt_gguf_open(path, &g, err);
     if (rc) fail_msg("%s", err);
-    assert_int_equal(wk_gguf_version(g), 3);
+    assert_int_equal(lt_gguf_version(g), 3);
     const char *s;
     size_t len;
-    assert_int_equal(wk_gguf_get_str(g, "general.architecture", &s, &len), LT_OK);
+    assert_int_equal(lt_gguf_get_str(g, "general.architecture", &s, &len), LT_OK);
     assert_int_equal(len, 5);
     assert_memory_equal(s, "llama", 5);
-    assert_int_equal(wk_gguf_n_tensors(g), 272);
-    const wk_tensor_t *t = wk_gguf_find_tensor(g, "token_embd.weight");
+    assert_int_equal(lt_gguf_n_tensors(g), 272);
+    const lt_tensor_t *t = lt_gguf_find_tensor(g, "token_embd.weight");
     assert_non_null(t);
     assert_int_equal(t->type, KN_Q8_0);
     assert_int_equal(t->n_dims, 2);
@@ -688,29 +680,29 @@ static void test_default_model(void **state) {
     assert_int_equal(t->ne[1], 49152);
     assert_int_equal(t->nbytes, 576 * 49152 / 32 * 34);
     uint32_t u;
-    assert_int_equal(wk_gguf_get_u32(g, "llama.embedding_length", &u), LT_OK);
+    assert_int_equal(lt_gguf_get_u32(g, "llama.embedding_length", &u), LT_OK);
     assert_int_equal(u, 576);
 
     int et;
     uint64_t n;
     const void *data;
-    assert_int_equal(wk_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n, &data), LT_OK);
-    assert_int_equal(et, WK_GGUF_STRING);
+    assert_int_equal(lt_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n, &data), LT_OK);
+    assert_int_equal(et, LT_GGUF_STRING);
     assert_int_equal(n, 49152);
     for (uint64_t i = 0; i < n; i++)
-        assert_int_equal(wk_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len), LT_OK);
+        assert_int_equal(lt_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len), LT_OK);
 
     /* Every tensor is a known type and dequantizes; the first row of each is finite. */
     float row[1024];
-    for (int i = 0; i < wk_gguf_n_tensors(g); i++) {
-        const wk_tensor_t *ti = wk_gguf_tensor(g, i);
+    for (int i = 0; i < lt_gguf_n_tensors(g); i++) {
+        const lt_tensor_t *ti = lt_gguf_tensor(g, i);
         assert_true(kn_dtype_supported(ti->type));
         int64_t ne0 = ti->ne[0] <= 1024 ? ti->ne[0] : 1024;
         assert_int_equal(kn_dequantize(ti->type, ti->data, row, ne0), LT_OK);
         for (int64_t j = 0; j < ne0; j++)
             assert_true(row[j] == row[j] && row[j] > -1e30f && row[j] < 1e30f);
     }
-    wk_gguf_close(&g);
+    lt_gguf_close(&g);
 }
 
 int main(void) {

@@ -56,8 +56,7 @@ static void write_st(const char *path, const char *header, const void *data, siz
     size_t total = 8 + hl + len;
     uint8_t *buf = malloc(total ? total : 1);
     assert_non_null(buf);
-    for (int i = 0; i < 8; i++)
-        buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
     memcpy(buf + 8, header, hl);
     if (len) memcpy(buf + 8 + hl, data, len);
     assert_int_equal(tu_write_file(path, buf, total), 0);
@@ -114,8 +113,7 @@ static void test_valid_file(void **state) {
     float a[6] = {0, 1, 2, 3, 4, 5};
     memcpy(data, a, 24);
     uint16_t b[4];
-    for (int i = 0; i < 4; i++)
-        b[i] = lt_f32_to_f16((float)i + 0.5f);
+    for (int i = 0; i < 4; i++) b[i] = lt_f32_to_f16((float)i + 0.5f);
     memcpy(data + 24, b, 8);
     uint16_t c = 0x3f80; /* bf16 1.0 */
     memcpy(data + 32, &c, 2);
@@ -136,7 +134,7 @@ static void test_valid_file(void **state) {
     if (rc != 0) fail_msg("open: %s", err);
     assert_int_equal(wk_st_n_tensors(st), 4);
 
-    const wk_tensor_t *t = wk_st_find_tensor(st, "a");
+    const lt_tensor_t *t = wk_st_find_tensor(st, "a");
     assert_non_null(t);
     assert_string_equal(t->name, "a");
     assert_int_equal(t->type, KN_F32);
@@ -145,11 +143,10 @@ static void test_valid_file(void **state) {
     assert_int_equal(t->ne[1], 2);
     assert_int_equal(t->ne[2], 1);
     assert_int_equal(t->nbytes, 24);
-    assert_int_equal(wk_tensor_nelems(t), 6);
+    assert_int_equal(lt_tensor_nelems(t), 6);
     float got[6];
     memcpy(got, t->data, 24);
-    for (int i = 0; i < 6; i++)
-        assert_true(got[i] == (float)i);
+    for (int i = 0; i < 6; i++) assert_true(got[i] == (float)i);
 
     t = wk_st_find_tensor(st, "b");
     assert_non_null(t);
@@ -185,8 +182,7 @@ static void test_valid_file(void **state) {
     assert_null(wk_st_tensor(st, -1));
     /* Indexing by position covers every tensor once. */
     int seen = 0;
-    for (int i = 0; i < wk_st_n_tensors(st); i++)
-        seen |= 1 << (wk_st_tensor(st, i)->name[0] - 'a');
+    for (int i = 0; i < wk_st_n_tensors(st); i++) seen |= 1 << (wk_st_tensor(st, i)->name[0] - 'a');
     assert_int_equal(seen, 0xf);
 
     wk_st_close(&st);
@@ -210,10 +206,10 @@ static void test_empty_tensor_and_no_tensors(void **state) {
     wk_st_t *st = NULL;
     char err[LT_ERR_LEN];
     assert_int_equal(wk_st_open_file(path, &st, err), 0);
-    const wk_tensor_t *t = wk_st_find_tensor(st, "z");
+    const lt_tensor_t *t = wk_st_find_tensor(st, "z");
     assert_non_null(t);
     assert_int_equal(t->nbytes, 0);
-    assert_int_equal(wk_tensor_nelems(t), 0);
+    assert_int_equal(lt_tensor_nelems(t), 0);
     wk_st_close(&st);
 
     write_st(path, "{}", NULL, 0);
@@ -253,7 +249,7 @@ static void test_sharded_with_index(void **state) {
     int rc = wk_st_open_dir(d, &st, err);
     if (rc != 0) fail_msg("open_dir: %s", err);
     assert_int_equal(wk_st_n_tensors(st), 3);
-    const wk_tensor_t *t = wk_st_find_tensor(st, "y");
+    const lt_tensor_t *t = wk_st_find_tensor(st, "y");
     assert_non_null(t);
     assert_int_equal(t->n_dims, 2);
     assert_int_equal(t->ne[0], 2);
@@ -315,8 +311,7 @@ static void test_bad_header_length(void **state) {
 
     /* A header over the size cap, in a sparse file that is really that long. */
     uint64_t big = 101ull * 1024 * 1024;
-    for (int i = 0; i < 8; i++)
-        buf[i] = (uint8_t)(big >> (8 * i));
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(big >> (8 * i));
     assert_int_equal(tu_write_file(path, buf, 8), 0);
     assert_int_equal(truncate(path, (off_t)(8 + big)), 0);
     char err[LT_ERR_LEN];
@@ -379,7 +374,7 @@ static void test_bad_entries(void **state) {
     expect_header_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                         "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
                         LT_ERR_FORMAT);
-    /* rank above WK_MAX_DIMS */
+    /* rank above LT_MAX_DIMS */
     expect_header_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,4]}}",
                         LT_ERR_UNSUPPORTED);
 }
@@ -520,8 +515,7 @@ static void test_corrupted_bytes(void **state) {
     uint8_t *orig = calloc(1, total), *buf = malloc(total);
     assert_non_null(orig);
     assert_non_null(buf);
-    for (int i = 0; i < 8; i++)
-        orig[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; i++) orig[i] = (uint8_t)((uint64_t)hl >> (8 * i));
     memcpy(orig + 8, hdr, hl);
     srand(1234);
     int ok = 0;
@@ -542,10 +536,9 @@ static void test_corrupted_bytes(void **state) {
         if (rc == 0) {
             ok++;
             for (int i = 0; i < wk_st_n_tensors(st); i++) {
-                const wk_tensor_t *t = wk_st_tensor(st, i);
+                const lt_tensor_t *t = wk_st_tensor(st, i);
                 volatile uint8_t sum = 0;
-                for (size_t k = 0; k < t->nbytes; k++)
-                    sum += ((const uint8_t *)t->data)[k];
+                for (size_t k = 0; k < t->nbytes; k++) sum += ((const uint8_t *)t->data)[k];
                 (void)sum;
             }
             wk_st_close(&st);

@@ -11,7 +11,7 @@
  * or hostile file yields one line "<path>: <problem>", never an out-of-bounds read or an
  * outsized allocation (see the limits below). Values stay in the mapping; only keys and tensor
  * names are copied (they must be NUL-terminated), plus one pointer per element of a string array so
- * that wk_gguf_get_arr_str is O(1) (a tokenizer reads every one of ~50k tokens).
+ * that lt_gguf_get_arr_str is O(1) (a tokenizer reads every one of ~50k tokens).
  * Keys and tensor names are indexed by small open-addressing hash tables, which also catch
  * duplicates in linear time.
  */
@@ -44,7 +44,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "gguf.c assumes a litt
 
 typedef struct {
     char *key;            /* owned, NUL-terminated */
-    uint32_t type;        /* wk_gguf_vtype_t */
+    uint32_t type;        /* lt_gguf_vtype_t */
     uint32_t elem_type;   /* arrays: the element type */
     uint64_t n;           /* strings: byte length; arrays: element count */
     const uint8_t *val;   /* scalars: the value; strings: the bytes; arrays: the first element */
@@ -57,14 +57,14 @@ typedef struct {
     size_t mask;
 } gguf_index_t;
 
-struct wk_gguf {
+struct lt_gguf {
     char *path;
     lt_mmap_t map;
     uint32_t version;
     uint32_t alignment;
     gguf_kv_t *kvs;
     int n_kv;
-    wk_tensor_t *tensors;
+    lt_tensor_t *tensors;
     int n_tensors;
     gguf_index_t kv_index;
     gguf_index_t tensor_index;
@@ -146,38 +146,36 @@ static const char *vtype_name(uint32_t t) {
 /* Bytes of a fixed-size value type; 0 for string, array and unknown types. */
 static size_t vtype_size(uint32_t t) {
     switch (t) {
-    case WK_GGUF_UINT8:
-    case WK_GGUF_INT8:
-    case WK_GGUF_BOOL: return 1;
-    case WK_GGUF_UINT16:
-    case WK_GGUF_INT16: return 2;
-    case WK_GGUF_UINT32:
-    case WK_GGUF_INT32:
-    case WK_GGUF_FLOAT32: return 4;
-    case WK_GGUF_UINT64:
-    case WK_GGUF_INT64:
-    case WK_GGUF_FLOAT64: return 8;
+    case LT_GGUF_UINT8:
+    case LT_GGUF_INT8:
+    case LT_GGUF_BOOL: return 1;
+    case LT_GGUF_UINT16:
+    case LT_GGUF_INT16: return 2;
+    case LT_GGUF_UINT32:
+    case LT_GGUF_INT32:
+    case LT_GGUF_FLOAT32: return 4;
+    case LT_GGUF_UINT64:
+    case LT_GGUF_INT64:
+    case LT_GGUF_FLOAT64: return 8;
     default: return 0;
     }
 }
 
 static bool vtype_known(uint32_t t) {
-    return t <= WK_GGUF_FLOAT64;
+    return t <= LT_GGUF_FLOAT64;
 }
 
 /* ---- name index ---- */
 
 static uint64_t hash_str(const char *s) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
 static int index_init(gguf_index_t *ix, int n) {
     size_t cap = 8;
-    while (cap < 2 * (size_t)n)
-        cap *= 2;
+    while (cap < 2 * (size_t)n) cap *= 2;
     ix->slot = malloc(cap * sizeof *ix->slot);
     if (!ix->slot) return LT_ERR_NOMEM;
     memset(ix->slot, 0xff, cap * sizeof *ix->slot); /* all -1 */
@@ -244,13 +242,13 @@ static int parse_array(gguf_rd_t *r, gguf_kv_t *kv) {
     const shown_t k = show(kv->key);
     if (!rd_u32(r, &kv->elem_type) || !rd_u64(r, &kv->n))
         return fail(r, LT_ERR_FORMAT, "truncated in metadata (value of '%s')", k.s);
-    if (kv->elem_type == WK_GGUF_ARRAY)
+    if (kv->elem_type == LT_GGUF_ARRAY)
         return fail(r, LT_ERR_UNSUPPORTED, "key '%s': nested arrays are not supported", k.s);
     if (!vtype_known(kv->elem_type))
         return fail(r, LT_ERR_FORMAT, "key '%s': array has unknown element type %u", k.s,
                     kv->elem_type);
     kv->val = r->base + r->pos;
-    if (kv->elem_type == WK_GGUF_STRING) {
+    if (kv->elem_type == LT_GGUF_STRING) {
         /* Each element needs at least its 8-byte length, which bounds the pointer table by the
          * file size before we allocate it. */
         if (kv->n > rd_left(r) / 8)
@@ -281,7 +279,7 @@ static int parse_array(gguf_rd_t *r, gguf_kv_t *kv) {
         return fail(r, LT_ERR_FORMAT, "key '%s': array of %llu %s values runs past end of file",
                     k.s, (unsigned long long)kv->n, vtype_name(kv->elem_type));
     size_t bytes = (size_t)kv->n * esz;
-    if (kv->elem_type == WK_GGUF_BOOL) {
+    if (kv->elem_type == LT_GGUF_BOOL) {
         for (size_t i = 0; i < bytes; i++)
             if (kv->val[i] > 1)
                 return fail(r, LT_ERR_FORMAT, "key '%s': element %zu is not a bool (%u)", k.s, i,
@@ -295,8 +293,8 @@ static int parse_value(gguf_rd_t *r, gguf_kv_t *kv) {
     const shown_t k = show(kv->key);
     if (!rd_u32(r, &kv->type))
         return fail(r, LT_ERR_FORMAT, "truncated in metadata (type of '%s')", k.s);
-    if (kv->type == WK_GGUF_ARRAY) return parse_array(r, kv);
-    if (kv->type == WK_GGUF_STRING) {
+    if (kv->type == LT_GGUF_ARRAY) return parse_array(r, kv);
+    if (kv->type == LT_GGUF_STRING) {
         char what[128];
         snprintf(what, sizeof what, "metadata (value of '%s')", k.s);
         return rd_str(r, &kv->val, &kv->n, what);
@@ -306,13 +304,13 @@ static int parse_value(gguf_rd_t *r, gguf_kv_t *kv) {
     if (rd_left(r) < sz)
         return fail(r, LT_ERR_FORMAT, "truncated in metadata (value of '%s')", k.s);
     kv->val = r->base + r->pos;
-    if (kv->type == WK_GGUF_BOOL && kv->val[0] > 1)
+    if (kv->type == LT_GGUF_BOOL && kv->val[0] > 1)
         return fail(r, LT_ERR_FORMAT, "key '%s': bool value is %u", k.s, kv->val[0]);
     r->pos += sz;
     return LT_OK;
 }
 
-static int parse_kvs(gguf_rd_t *r, wk_gguf_t *g) {
+static int parse_kvs(gguf_rd_t *r, lt_gguf_t *g) {
     for (int i = 0; i < g->n_kv; i++) {
         gguf_kv_t *kv = &g->kvs[i];
         char what[64];
@@ -335,8 +333,8 @@ static int parse_kvs(gguf_rd_t *r, wk_gguf_t *g) {
 
 /* ---- metadata getters ---- */
 
-static const gguf_kv_t *kv_get(const wk_gguf_t *g, const char *key) {
-    int i = wk_gguf_find_key(g, key);
+static const gguf_kv_t *kv_get(const lt_gguf_t *g, const char *key) {
+    int i = lt_gguf_find_key(g, key);
     return i < 0 ? NULL : &g->kvs[i];
 }
 
@@ -352,39 +350,39 @@ static bool kv_int(const gguf_kv_t *kv, gguf_int_t *v) {
     v->s = 0;
     v->u = 0;
     switch (kv->type) {
-    case WK_GGUF_UINT8: v->u = kv->val[0]; return true;
-    case WK_GGUF_INT8:
+    case LT_GGUF_UINT8: v->u = kv->val[0]; return true;
+    case LT_GGUF_INT8:
         v->is_signed = true;
         v->s = (int8_t)kv->val[0];
         return true;
-    case WK_GGUF_UINT16: {
+    case LT_GGUF_UINT16: {
         uint16_t x;
         memcpy(&x, kv->val, 2);
         v->u = x;
         return true;
     }
-    case WK_GGUF_INT16: {
+    case LT_GGUF_INT16: {
         int16_t x;
         memcpy(&x, kv->val, 2);
         v->is_signed = true;
         v->s = x;
         return true;
     }
-    case WK_GGUF_UINT32: {
+    case LT_GGUF_UINT32: {
         uint32_t x;
         memcpy(&x, kv->val, 4);
         v->u = x;
         return true;
     }
-    case WK_GGUF_INT32: {
+    case LT_GGUF_INT32: {
         int32_t x;
         memcpy(&x, kv->val, 4);
         v->is_signed = true;
         v->s = x;
         return true;
     }
-    case WK_GGUF_UINT64: memcpy(&v->u, kv->val, 8); return true;
-    case WK_GGUF_INT64:
+    case LT_GGUF_UINT64: memcpy(&v->u, kv->val, 8); return true;
+    case LT_GGUF_INT64:
         memcpy(&v->s, kv->val, 8);
         v->is_signed = true;
         return true;
@@ -392,7 +390,7 @@ static bool kv_int(const gguf_kv_t *kv, gguf_int_t *v) {
     }
 }
 
-int wk_gguf_get_u32(const wk_gguf_t *g, const char *key, uint32_t *out) {
+int lt_gguf_get_u32(const lt_gguf_t *g, const char *key, uint32_t *out) {
     const gguf_kv_t *kv = kv_get(g, key);
     if (!kv) return LT_ERR_NOTFOUND;
     gguf_int_t v;
@@ -403,7 +401,7 @@ int wk_gguf_get_u32(const wk_gguf_t *g, const char *key, uint32_t *out) {
     return LT_OK;
 }
 
-int wk_gguf_get_i64(const wk_gguf_t *g, const char *key, int64_t *out) {
+int lt_gguf_get_i64(const lt_gguf_t *g, const char *key, int64_t *out) {
     const gguf_kv_t *kv = kv_get(g, key);
     if (!kv) return LT_ERR_NOTFOUND;
     gguf_int_t v;
@@ -413,14 +411,14 @@ int wk_gguf_get_i64(const wk_gguf_t *g, const char *key, int64_t *out) {
     return LT_OK;
 }
 
-int wk_gguf_get_f32(const wk_gguf_t *g, const char *key, float *out) {
+int lt_gguf_get_f32(const lt_gguf_t *g, const char *key, float *out) {
     const gguf_kv_t *kv = kv_get(g, key);
     if (!kv) return LT_ERR_NOTFOUND;
-    if (kv->type == WK_GGUF_FLOAT32) {
+    if (kv->type == LT_GGUF_FLOAT32) {
         memcpy(out, kv->val, 4);
         return LT_OK;
     }
-    if (kv->type == WK_GGUF_FLOAT64) {
+    if (kv->type == LT_GGUF_FLOAT64) {
         double d;
         memcpy(&d, kv->val, 8);
         *out = (float)d;
@@ -432,39 +430,39 @@ int wk_gguf_get_f32(const wk_gguf_t *g, const char *key, float *out) {
     return LT_OK;
 }
 
-int wk_gguf_get_bool(const wk_gguf_t *g, const char *key, bool *out) {
+int lt_gguf_get_bool(const lt_gguf_t *g, const char *key, bool *out) {
     const gguf_kv_t *kv = kv_get(g, key);
     if (!kv) return LT_ERR_NOTFOUND;
-    if (kv->type != WK_GGUF_BOOL) return LT_ERR_FORMAT;
+    if (kv->type != LT_GGUF_BOOL) return LT_ERR_FORMAT;
     *out = kv->val[0] != 0;
     return LT_OK;
 }
 
-int wk_gguf_get_str(const wk_gguf_t *g, const char *key, const char **s, size_t *len) {
+int lt_gguf_get_str(const lt_gguf_t *g, const char *key, const char **s, size_t *len) {
     const gguf_kv_t *kv = kv_get(g, key);
     if (!kv) return LT_ERR_NOTFOUND;
-    if (kv->type != WK_GGUF_STRING) return LT_ERR_FORMAT;
+    if (kv->type != LT_GGUF_STRING) return LT_ERR_FORMAT;
     *s = (const char *)kv->val;
     *len = (size_t)kv->n;
     return LT_OK;
 }
 
-int wk_gguf_get_arr(const wk_gguf_t *g, const char *key, int *elem_type, uint64_t *n,
+int lt_gguf_get_arr(const lt_gguf_t *g, const char *key, int *elem_type, uint64_t *n,
                     const void **data) {
     const gguf_kv_t *kv = kv_get(g, key);
     if (!kv) return LT_ERR_NOTFOUND;
-    if (kv->type != WK_GGUF_ARRAY) return LT_ERR_FORMAT;
+    if (kv->type != LT_GGUF_ARRAY) return LT_ERR_FORMAT;
     if (elem_type) *elem_type = (int)kv->elem_type;
     if (n) *n = kv->n;
-    if (data) *data = kv->elem_type == WK_GGUF_STRING ? NULL : kv->val;
+    if (data) *data = kv->elem_type == LT_GGUF_STRING ? NULL : kv->val;
     return LT_OK;
 }
 
-int wk_gguf_get_arr_str(const wk_gguf_t *g, const char *key, uint64_t i, const char **s,
+int lt_gguf_get_arr_str(const lt_gguf_t *g, const char *key, uint64_t i, const char **s,
                         size_t *len) {
     const gguf_kv_t *kv = kv_get(g, key);
     if (!kv) return LT_ERR_NOTFOUND;
-    if (kv->type != WK_GGUF_ARRAY || kv->elem_type != WK_GGUF_STRING) return LT_ERR_FORMAT;
+    if (kv->type != LT_GGUF_ARRAY || kv->elem_type != LT_GGUF_STRING) return LT_ERR_FORMAT;
     if (i >= kv->n) return LT_ERR_RANGE;
     uint64_t l;
     memcpy(&l, kv->strs[i], 8); /* validated at open */
@@ -473,30 +471,30 @@ int wk_gguf_get_arr_str(const wk_gguf_t *g, const char *key, uint64_t i, const c
     return LT_OK;
 }
 
-int wk_gguf_n_kv(const wk_gguf_t *g) {
+int lt_gguf_n_kv(const lt_gguf_t *g) {
     return g->n_kv;
 }
 
-const char *wk_gguf_kv_key(const wk_gguf_t *g, int i) {
+const char *lt_gguf_kv_key(const lt_gguf_t *g, int i) {
     return i >= 0 && i < g->n_kv ? g->kvs[i].key : NULL;
 }
 
-int wk_gguf_find_key(const wk_gguf_t *g, const char *key) {
+int lt_gguf_find_key(const lt_gguf_t *g, const char *key) {
     if (!key) return -1;
     return index_find(&g->kv_index, g->kvs, sizeof *g->kvs, key);
 }
 
-int wk_gguf_kv_type(const wk_gguf_t *g, int i) {
+int lt_gguf_kv_type(const lt_gguf_t *g, int i) {
     return i >= 0 && i < g->n_kv ? (int)g->kvs[i].type : -1;
 }
 
 /* general.alignment: any integer that fits u32, non-zero, a power of two. */
-static int read_alignment(gguf_rd_t *r, wk_gguf_t *g) {
+static int read_alignment(gguf_rd_t *r, lt_gguf_t *g) {
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
-    int i = wk_gguf_find_key(g, "general.alignment");
+    int i = lt_gguf_find_key(g, "general.alignment");
     if (i < 0) return LT_OK;
     uint32_t a;
-    if (wk_gguf_get_u32(g, "general.alignment", &a) != LT_OK)
+    if (lt_gguf_get_u32(g, "general.alignment", &a) != LT_OK)
         return fail(r, LT_ERR_FORMAT, "general.alignment is not a 32-bit unsigned integer (%s)",
                     vtype_name(g->kvs[i].type));
     if (a == 0 || (a & (a - 1)) != 0)
@@ -507,8 +505,8 @@ static int read_alignment(gguf_rd_t *r, wk_gguf_t *g) {
 
 /* ---- tensor infos ---- */
 
-static int parse_tensor_info(gguf_rd_t *r, wk_gguf_t *g, int i, uint64_t *offset) {
-    wk_tensor_t *t = &g->tensors[i];
+static int parse_tensor_info(gguf_rd_t *r, lt_gguf_t *g, int i, uint64_t *offset) {
+    lt_tensor_t *t = &g->tensors[i];
     char what[64];
     snprintf(what, sizeof what, "tensor infos (tensor %d of %d)", i, g->n_tensors);
     const uint8_t *s = NULL;
@@ -527,12 +525,12 @@ static int parse_tensor_info(gguf_rd_t *r, wk_gguf_t *g, int i, uint64_t *offset
     uint32_t n_dims;
     if (!rd_u32(r, &n_dims))
         return fail(r, LT_ERR_FORMAT, "truncated in tensor infos (tensor '%s')", nm.s);
-    if (n_dims < 1 || n_dims > WK_MAX_DIMS)
+    if (n_dims < 1 || n_dims > LT_MAX_DIMS)
         return fail(r, LT_ERR_FORMAT, "tensor '%s' has %u dimensions (must be 1..%d)", nm.s, n_dims,
-                    WK_MAX_DIMS);
+                    LT_MAX_DIMS);
     t->n_dims = (int)n_dims;
     int64_t nelems = 1;
-    for (int d = 0; d < WK_MAX_DIMS; d++) {
+    for (int d = 0; d < LT_MAX_DIMS; d++) {
         t->ne[d] = 1;
         if (d >= t->n_dims) continue;
         uint64_t v;
@@ -570,12 +568,12 @@ static int parse_tensor_info(gguf_rd_t *r, wk_gguf_t *g, int i, uint64_t *offset
 
 /* Places every tensor in the data section, which starts at the first aligned offset after the
  * tensor infos. */
-static int place_tensors(gguf_rd_t *r, wk_gguf_t *g, const uint64_t *offsets) {
+static int place_tensors(gguf_rd_t *r, lt_gguf_t *g, const uint64_t *offsets) {
     uint64_t a = g->alignment, start;
     if (lt_add_ovf(r->pos, a - 1, &start)) return fail(r, LT_ERR_FORMAT, "data offset overflows");
     start &= ~(a - 1);
     for (int i = 0; i < g->n_tensors; i++) {
-        wk_tensor_t *t = &g->tensors[i];
+        lt_tensor_t *t = &g->tensors[i];
         const shown_t nm = show(t->name);
         if (offsets[i] % a != 0)
             return fail(r, LT_ERR_FORMAT,
@@ -593,7 +591,7 @@ static int place_tensors(gguf_rd_t *r, wk_gguf_t *g, const uint64_t *offsets) {
     return LT_OK;
 }
 
-static int parse_tensors(gguf_rd_t *r, wk_gguf_t *g) {
+static int parse_tensors(gguf_rd_t *r, lt_gguf_t *g) {
     uint64_t *offsets = calloc((size_t)g->n_tensors + 1, sizeof *offsets);
     if (!offsets) return fail(r, LT_ERR_NOMEM, "out of memory");
     int rc = LT_OK;
@@ -604,23 +602,23 @@ static int parse_tensors(gguf_rd_t *r, wk_gguf_t *g) {
     return rc;
 }
 
-const wk_tensor_t *wk_gguf_tensor(const wk_gguf_t *g, int i) {
+const lt_tensor_t *lt_gguf_tensor(const lt_gguf_t *g, int i) {
     return i >= 0 && i < g->n_tensors ? &g->tensors[i] : NULL;
 }
 
-const wk_tensor_t *wk_gguf_find_tensor(const wk_gguf_t *g, const char *name) {
+const lt_tensor_t *lt_gguf_find_tensor(const lt_gguf_t *g, const char *name) {
     if (!name) return NULL;
     int i = index_find(&g->tensor_index, g->tensors, sizeof *g->tensors, name);
     return i < 0 ? NULL : &g->tensors[i];
 }
 
-int wk_gguf_n_tensors(const wk_gguf_t *g) {
+int lt_gguf_n_tensors(const lt_gguf_t *g) {
     return g->n_tensors;
 }
 
 /* ---- open / close ---- */
 
-static int parse_header(gguf_rd_t *r, wk_gguf_t *g) {
+static int parse_header(gguf_rd_t *r, lt_gguf_t *g) {
     uint32_t magic;
     if (!rd_u32(r, &magic))
         return fail(r, LT_ERR_FORMAT, "truncated header (file is %zu bytes)", r->size);
@@ -646,14 +644,13 @@ static int parse_header(gguf_rd_t *r, wk_gguf_t *g) {
     return LT_OK;
 }
 
-static void gguf_free(wk_gguf_t *g) {
+static void gguf_free(lt_gguf_t *g) {
     if (!g) return;
     for (int i = 0; g->kvs && i < g->n_kv; i++) {
         free(g->kvs[i].key);
         free(g->kvs[i].strs);
     }
-    for (int i = 0; g->tensors && i < g->n_tensors; i++)
-        free(g->tensors[i].name);
+    for (int i = 0; g->tensors && i < g->n_tensors; i++) free(g->tensors[i].name);
     free(g->kvs);
     free(g->tensors);
     free(g->kv_index.slot);
@@ -663,9 +660,9 @@ static void gguf_free(wk_gguf_t *g) {
     free(g);
 }
 
-int wk_gguf_open(const char *path, wk_gguf_t **out, char *err) {
+int lt_gguf_open(const char *path, lt_gguf_t **out, char *err) {
     *out = NULL;
-    wk_gguf_t *g = calloc(1, sizeof *g);
+    lt_gguf_t *g = calloc(1, sizeof *g);
     if (!g) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", path);
     size_t plen = strlen(path);
     g->path = malloc(plen + 1);
@@ -697,16 +694,16 @@ fail:
     return rc;
 }
 
-void wk_gguf_close(wk_gguf_t **g) {
+void lt_gguf_close(lt_gguf_t **g) {
     if (!g || !*g) return;
     gguf_free(*g);
     *g = NULL;
 }
 
-const char *wk_gguf_path(const wk_gguf_t *g) {
+const char *lt_gguf_path(const lt_gguf_t *g) {
     return g->path;
 }
 
-uint32_t wk_gguf_version(const wk_gguf_t *g) {
+uint32_t lt_gguf_version(const lt_gguf_t *g) {
     return g->version;
 }

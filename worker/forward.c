@@ -21,16 +21,23 @@
 
 struct wk_ctx {
     int max_tokens, max_ctx, n_threads;
-    float *x;     /* (max_tokens, dim) residual stream */
-    float *xb;    /* (max_tokens, dim) normed input / projection output */
-    float *q;     /* (max_tokens, n_head_local * head_dim) */
-    float *k;     /* (max_tokens, n_kv_head_local * head_dim) */
-    float *v;     /* (max_tokens, n_kv_head_local * head_dim) */
-    float *att;   /* (max_tokens, n_head_local * head_dim) attention output */
-    float *hb;    /* (max_tokens, hidden_local) */
-    float *hb2;   /* (max_tokens, hidden_local) */
-    float *score; /* (n_threads, max_ctx) */
+    float *x;                  /* (max_tokens, dim) residual stream */
+    float *xb;                 /* (max_tokens, dim) normed input / projection output */
+    float *q;                  /* (max_tokens, n_head_local * head_dim) */
+    float *k;                  /* (max_tokens, n_kv_head_local * head_dim) */
+    float *v;                  /* (max_tokens, n_kv_head_local * head_dim) */
+    float *att;                /* (max_tokens, n_head_local * head_dim) attention output */
+    float *hb;                 /* (max_tokens, hidden_local) */
+    float *hb2;                /* (max_tokens, hidden_local) */
+    float *score;              /* (n_threads, max_ctx) */
+    wk_allreduce_fn allreduce; /* tensor parallel: sums partial outputs across ranks */
+    void *allreduce_user;
 };
+
+void wk_ctx_set_allreduce(wk_ctx_t *c, wk_allreduce_fn fn, void *user) {
+    c->allreduce = fn;
+    c->allreduce_user = user;
+}
 
 int wk_ctx_create(const wk_model_t *m, int max_tokens, int max_ctx, wk_ctx_t **out, char *err) {
     *out = NULL;
@@ -189,6 +196,14 @@ static void attend(const wk_model_t *m, const wk_kv_cache_t *kv, const wk_batch_
 
 /* ---- forward ---- */
 
+/* Row-parallel outputs (attention o_proj, MLP down_proj) are partial sums on each rank. */
+static int tp_allreduce(wk_ctx_t *c, float *buf, size_t n, char *err) {
+    if (!c->allreduce)
+        return lt_errf(err, LT_ERR_INVAL, "tensor-parallel model without an all-reduce");
+    int rc = c->allreduce(buf, n, c->allreduce_user);
+    return rc ? lt_errf(err, rc, "all-reduce failed: %s", lt_err_str(rc)) : LT_OK;
+}
+
 /* y (T, n) = x (T, k) @ W^T + bias: from the stored quantized blocks for decode-sized batches
  * (bandwidth-bound), else fp32 sgemm (compute-bound prefill). HOT */
 static void matmul_w(float *y, const float *x, const float *w, const wk_qweight_t *q,
@@ -257,6 +272,7 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
         }
 
         matmul_w(c->xb, c->att, L->wo, &L->qo, NULL, T, dim, qd);
+        if (m->tp_size > 1 && (rc = tp_allreduce(c, c->xb, (size_t)T * dim, err))) return rc;
         for (size_t i = 0; i < (size_t)T * dim; i++) c->x[i] += c->xb[i];
 
         for (int t = 0; t < T; t++)
@@ -266,6 +282,7 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
         matmul_w(c->hb2, c->xb, L->w_up, &L->qup, NULL, T, hid, dim);
         kn_swiglu(c->hb, c->hb2, T * hid);
         matmul_w(c->xb, c->hb, L->w_down, &L->qdown, NULL, T, dim, hid);
+        if (m->tp_size > 1 && (rc = tp_allreduce(c, c->xb, (size_t)T * dim, err))) return rc;
         for (size_t i = 0; i < (size_t)T * dim; i++) c->x[i] += c->xb[i];
     }
 

@@ -163,6 +163,13 @@ typedef struct wk_ctx wk_ctx_t;
 int wk_ctx_create(const wk_model_t *m, int max_tokens, int max_ctx, wk_ctx_t **out, char *err);
 void wk_ctx_destroy(wk_ctx_t **c);
 
+/* Tensor parallelism: sums buf (n) elementwise across all ranks in place, identically on every
+ * rank; returns 0 or a negative LT_ERR_* (a dead peer). Called twice per layer. */
+typedef int (*wk_allreduce_fn)(float *buf, size_t n, void *user);
+/* Required before wk_forward on a model loaded with tp_size > 1. On such a model only the ranks
+ * that ask for logits compute the vocabulary projection (rank 0 in practice). */
+void wk_ctx_set_allreduce(wk_ctx_t *c, wk_allreduce_fn fn, void *user);
+
 /* Runs the model over the batch, writing K/V into the cache and logits (n_logits, vocab_size)
  * for the requested rows. Validates the batch (token ids, positions, block ids) and returns
  * LT_ERR_INVAL with a message if it is malformed. Allocates nothing. HOT */

@@ -1,0 +1,126 @@
+/*
+ * proc.c — child processes that die with their parent, pidfd-based death notices, and
+ * flag-only signal handlers. See proc.h.
+ */
+#define _GNU_SOURCE
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lt.h"
+
+volatile sig_atomic_t lt_sig_dump = 0;
+volatile sig_atomic_t lt_sig_shutdown = 0;
+
+/* ---- spawning ---- */
+
+static int pidfd_open_(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int lt_proc_spawn(char *const argv[], lt_child_t *child, char *err) {
+    child->pid = -1;
+    child->pidfd = -1;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return lt_errf(err, LT_ERR_IO, "cannot find our own executable: %s", strerror(errno));
+    exe[n] = '\0';
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return lt_errf(err, LT_ERR_IO, "fork failed: %s", strerror(errno));
+    if (pid == 0) {
+        /* child: only async-signal-safe calls until exec */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(127);
+        if (getppid() != parent) _exit(127); /* the parent died before prctl took effect */
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            if (devnull != STDIN_FILENO) close(devnull);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(exe, argv);
+        _exit(127);
+    }
+    child->pid = pid;
+    child->pidfd = pidfd_open_(pid);
+    if (child->pidfd >= 0) fcntl(child->pidfd, F_SETFD, FD_CLOEXEC);
+    return LT_OK;
+}
+
+int lt_proc_check(lt_child_t *child, int *status) {
+    if (child->pid <= 0) return 1;
+    int st = 0;
+    pid_t r = waitpid(child->pid, &st, WNOHANG);
+    if (r == 0) return 0;
+    if (status) *status = r == child->pid ? st : 0;
+    child->pid = -1;
+    if (child->pidfd >= 0) close(child->pidfd);
+    child->pidfd = -1;
+    return 1;
+}
+
+void lt_proc_stop(lt_child_t *child, int sig, int timeout_ms) {
+    if (child->pid <= 0) return;
+    kill(child->pid, sig);
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        if (lt_proc_check(child, NULL)) return;
+        if (child->pidfd >= 0) {
+            struct pollfd p = {.fd = child->pidfd, .events = POLLIN};
+            poll(&p, 1, 10);
+        } else {
+            usleep(10000);
+        }
+    }
+    kill(child->pid, SIGKILL);
+    waitpid(child->pid, NULL, 0);
+    child->pid = -1;
+    if (child->pidfd >= 0) close(child->pidfd);
+    child->pidfd = -1;
+}
+
+const char *lt_proc_status_str(int status, char *buf, size_t n) {
+    if (WIFEXITED(status))
+        snprintf(buf, n, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, n, "ended (status 0x%x)", status);
+    return buf;
+}
+
+/* ---- signals ---- */
+
+static void on_signal(int sig) {
+    if (sig == SIGUSR1)
+        lt_sig_dump = 1;
+    else
+        lt_sig_shutdown = 1;
+}
+
+void lt_signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}

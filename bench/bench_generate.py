@@ -91,6 +91,21 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def cpu_isa():
+    """The vector extensions that decide which kernels either engine can use."""
+    want = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+            "avx512_bf16", "amx_int8"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in want if w in have]
+    except OSError:
+        pass
+    return []
+
+
 def n_cores():
     try:
         return len(os.sched_getaffinity(0))
@@ -102,7 +117,9 @@ def git_commit():
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # Edits to the benchmarks and docs don't change what is measured.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!bench", ":!*.md"],
                                cwd=ROOT, capture_output=True, text=True).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -150,17 +167,26 @@ def run_lantern(binary, model, prompt, n_decode, threads):
 def run_llama(llm, prompt, n_decode):
     """Prefill the prompt in one batch, then n_decode greedy single-token steps; returns
     (prefill tok/s, decode tok/s, generated ids). The first generated id comes from the
-    prefill's logits, as in lantern."""
+    prefill's logits, as in lantern, and its argmax is inside the decode timer, as in lantern."""
+    import llama_cpp
     import numpy as np
+
+    # Llama.eval keeps no logits unless logits_all=True (which would compute all 512 rows of
+    # the prefill), so the last row is read straight from the context, as a sampler would.
+    n_vocab = llm.n_vocab()
+
+    def next_id():
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(row, shape=(n_vocab,))))
 
     llm.reset()  # n_tokens = 0; eval() then drops the KV cache from position 0 on
     t0 = time.perf_counter()
     llm.eval(prompt)
     t1 = time.perf_counter()
-    ids = [int(np.argmax(llm.scores[llm.n_tokens - 1]))]
+    ids = [next_id()]
     for _ in range(n_decode):
         llm.eval([ids[-1]])
-        ids.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        ids.append(next_id())
     t2 = time.perf_counter()
     return len(prompt) / (t1 - t0), n_decode / (t2 - t1), ids
 
@@ -215,7 +241,7 @@ def main():
     prompt = make_prompt(llm, args.prompt_tokens)
 
     machine = {"cpu": cpu_model(), "cores": n_cores(), "threads": args.threads,
-               "kernel": platform.release()}
+               "isa": cpu_isa(), "kernel": platform.release()}
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "commit": git_commit(), "llama_cpp_python": llama_cpp.__version__,
             "lantern_binary": {"path": args.lantern, "sha256_12": bin_sha,
@@ -262,8 +288,8 @@ def main():
         ratios[k] = a / b
         print(f"| {label} | {a:.1f} | {b:.1f} | {ratios[k]:.3f} |")
     print()
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {args.threads} threads used; "
-          f"Linux {machine['kernel']}")
+    print(f"machine: {machine['cpu']} ({' '.join(machine['isa']) or 'no AVX2'}), "
+          f"{machine['cores']} cores, {args.threads} threads used; Linux {machine['kernel']}")
     print(f"commit: {info['commit']}; llama-cpp-python {info['llama_cpp_python']}; "
           f"model {os.path.basename(model)}")
     print(f"lantern binary: {args.lantern} built {info['lantern_binary']['built']} "

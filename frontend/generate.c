@@ -234,7 +234,7 @@ int fe_cmd_generate(int argc, char **argv) {
     double load_s = (t_loaded - t0) / 1e9, pre_s = (t2 - t1) / 1e9, dec_s = (t3 - t2) / 1e9;
     /* The first generated token comes from the prefill; decode steps are n_gen - 1. */
     int n_dec = n_gen > 0 ? n_gen - 1 : 0;
-    fprintf(stderr, "load: %.3f s (%.1f MiB of fp32 weights)\n", load_s,
+    fprintf(stderr, "load: %.3f s (%.1f MiB of weights in memory)\n", load_s,
             m->weight_bytes / 1048576.0);
     fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_prompt, pre_s,
             n_prompt / pre_s);

@@ -60,7 +60,8 @@ int wk_ctx_create(const wk_model_t *m, int max_tokens, int max_ctx, wk_ctx_t **o
     x->att = malloc(T * qd * sizeof(float));
     x->hb = malloc(T * m->hidden_local * sizeof(float));
     x->hb2 = malloc(T * m->hidden_local * sizeof(float));
-    x->score = malloc((size_t)x->n_threads * max_ctx * sizeof(float));
+    int group = m->n_head_local / m->n_kv_head_local;
+    x->score = malloc((size_t)x->n_threads * group * max_ctx * sizeof(float));
     if (!x->x || !x->xb || !x->q || !x->k || !x->v || !x->att || !x->hb || !x->hb2 || !x->score) {
         wk_ctx_destroy(&x);
         return lt_errf(err, LT_ERR_NOMEM, "out of memory for %d-token scratch", max_tokens);
@@ -171,26 +172,40 @@ static inline float dot(const float *a, const float *b, int n) {
 }
 
 /* out (n_head_local * hd) for token t: causal attention over its sequence's positions 0..pos. */
+/* out (n_head_local * hd) for token t, the `group` query heads that share KV head kvh: causal
+ * attention over its sequence's positions 0..pos. Each K/V row is read once for the whole group
+ * (grouped-query attention), block by block. score: (group, pos + 1) scratch. */
 static void attend(const wk_model_t *m, const wk_kv_cache_t *kv, const wk_batch_t *b, int layer,
-                   const float *q, float *out, int t, int h, float *score) {
+                   const float *q, float *out, int t, int kvh, float *score, int stride) {
     int hd = m->cfg.head_dim, bs = kv->block_size;
     int group = m->n_head_local / m->n_kv_head_local;
-    int kvh = h / group, p = b->pos[t];
+    int p = b->pos[t], n = p + 1;
     const int32_t *bt = b->block_tables[b->seq[t]];
-    const float *qh = q + (size_t)h * hd;
+    const float *q0 = q + (size_t)kvh * group * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int j = 0; j <= p; j++) {
-        const float *kj = kv->k + kv_off(kv, layer, bt[j / bs], kvh, j % bs);
-        score[j] = dot(qh, kj, hd) * scale;
+    for (int j0 = 0; j0 < n; j0 += bs) {
+        const float *kb = kv->k + kv_off(kv, layer, bt[j0 / bs], kvh, 0);
+        int jn = n - j0 < bs ? n - j0 : bs;
+        for (int j = 0; j < jn; j++)
+            for (int g = 0; g < group; g++)
+                score[(size_t)g * stride + j0 + j] =
+                    dot(q0 + (size_t)g * hd, kb + (size_t)j * hd, hd) * scale;
     }
-    kn_softmax(score, p + 1);
-    float *oh = out + (size_t)h * hd;
-    memset(oh, 0, (size_t)hd * sizeof(float));
-    for (int j = 0; j <= p; j++) {
-        const float *vj = kv->v + kv_off(kv, layer, bt[j / bs], kvh, j % bs);
-        float a = score[j];
+    for (int g = 0; g < group; g++) kn_softmax(score + (size_t)g * stride, n);
+    float *o0 = out + (size_t)kvh * group * hd;
+    memset(o0, 0, (size_t)group * hd * sizeof(float));
+    for (int j0 = 0; j0 < n; j0 += bs) {
+        const float *vb = kv->v + kv_off(kv, layer, bt[j0 / bs], kvh, 0);
+        int jn = n - j0 < bs ? n - j0 : bs;
+        for (int j = 0; j < jn; j++) {
+            const float *vj = vb + (size_t)j * hd;
+            for (int g = 0; g < group; g++) {
+                float a = score[(size_t)g * stride + j0 + j];
+                float *og = o0 + (size_t)g * hd;
 #pragma omp simd
-        for (int i = 0; i < hd; i++) oh[i] += a * vj[i];
+                for (int i = 0; i < hd; i++) og[i] += a * vj[i];
+            }
+        }
     }
 }
 
@@ -264,11 +279,13 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
             }
         }
 
+        int group = nh / nkv;
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int th = 0; th < T * nh; th++) {
-            int t = th / nh, h = th % nh;
-            float *score = c->score + (size_t)omp_get_thread_num() * c->max_ctx;
-            attend(m, kv, b, l, c->q + (size_t)t * qd, c->att + (size_t)t * qd, t, h, score);
+        for (int th = 0; th < T * nkv; th++) {
+            int t = th / nkv, h = th % nkv;
+            float *score = c->score + (size_t)omp_get_thread_num() * group * c->max_ctx;
+            attend(m, kv, b, l, c->q + (size_t)t * qd, c->att + (size_t)t * qd, t, h, score,
+                   c->max_ctx);
         }
 
         matmul_w(c->xb, c->att, L->wo, &L->qo, NULL, T, dim, qd);

@@ -6,6 +6,10 @@
 
 #include "frontend.h"
 
+/* The other processes of the tree are this binary under hidden subcommands. */
+int eng_core_main(int argc, char **argv);
+int wk_worker_main(int argc, char **argv);
+
 static void usage(FILE *f) {
     fprintf(f, "usage: lantern <command> [options]\n"
                "\n"
@@ -30,6 +34,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "generate") == 0) return fe_cmd_generate(argc - 1, argv + 1);
+    if (strcmp(argv[1], "__engine") == 0) return eng_core_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "__worker") == 0) return wk_worker_main(argc - 1, argv + 1);
     fprintf(stderr, "lantern: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -1,0 +1,504 @@
+/*
+ * client.c — liblantern (lantern.h): starts the engine-core process, sends requests as ADD
+ * envelopes over a ZeroMQ DEALER, and routes the engine's per-step OUTPUT messages to their
+ * requests from one background thread, which also watches the engine through its pidfd.
+ *
+ * Requests live in a small hash table under one mutex; waiters sleep on one condition variable
+ * (broadcast per OUTPUT message: a message carries tokens for many requests at once).
+ */
+#define _GNU_SOURCE
+#include "lantern.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "lt.h"
+#include "msg.h"
+#include "proc.h"
+
+#define N_BUCKETS 1024
+
+typedef struct req {
+    uint64_t id;
+    bool done;
+    ipc_out_item_t *items; /* queued outputs, copied from the engine's messages */
+    int n, cap, head;
+    struct req *next;
+} req_t;
+
+struct lantern {
+    lantern_engine_args_t args;
+    char model[4096];
+    int tree_pid;
+    lt_child_t engine;
+    ipc_ctx_t *ctx;
+    ipc_sock_t *in, *out;
+    char in_ep[256], out_ep[256];
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu, send_mu;
+    pthread_cond_t cv;
+    req_t *buckets[N_BUCKETS];
+    int n_pending;
+    atomic_bool alive, stop;
+    uint64_t next_id;
+    lantern_model_info_t info;
+    lantern_stats_t stats;
+    char death[200];
+    ipc_writer_t wr; /* under send_mu */
+    ipc_add_t add;
+    ipc_envelope_t env; /* receiver thread */
+    ipc_output_t output;
+};
+
+void lantern_engine_args_default(lantern_engine_args_t *a) {
+    memset(a, 0, sizeof *a);
+    a->tensor_parallel_size = 1;
+    a->max_num_seqs = 64;
+    a->max_num_batched_tokens = 2048;
+    a->block_size = 16;
+    a->enable_prefix_caching = true;
+    a->kv_cache_memory = 1ll << 30;
+}
+
+void lantern_request_default(lantern_request_t *r) {
+    memset(r, 0, sizeof *r);
+    r->max_tokens = 16;
+    r->sampling.top_p = 1.0f;
+    r->sampling.repetition_penalty = 1.0f;
+    r->sampling.logprobs = -1;
+}
+
+/* ---- request table (under mu) ---- */
+
+static req_t **req_slot(lantern_t *l, uint64_t id) {
+    req_t **p = &l->buckets[id % N_BUCKETS];
+    while (*p && (*p)->id != id) p = &(*p)->next;
+    return p;
+}
+
+static void req_push(req_t *r, const ipc_out_item_t *it) {
+    if (r->n == r->cap) {
+        int cap = r->cap ? r->cap * 2 : 16;
+        ipc_out_item_t *ni = realloc(r->items, sizeof *ni * (size_t)cap);
+        if (!ni) return; /* out of memory: the output is lost, the finish still arrives */
+        r->items = ni;
+        r->cap = cap;
+    }
+    r->items[r->n++] = *it;
+    if (it->finish != IPC_FINISH_NONE) r->done = true;
+}
+
+static void fail_all_locked(lantern_t *l, const char *why) {
+    for (int b = 0; b < N_BUCKETS; b++)
+        for (req_t *r = l->buckets[b]; r; r = r->next) {
+            if (r->done) continue;
+            ipc_out_item_t it = {.id = r->id, .token = -1, .finish = IPC_FINISH_ERROR};
+            snprintf(it.error, sizeof it.error, "%.255s", why);
+            req_push(r, &it);
+        }
+}
+
+/* ---- receiver thread ---- */
+
+static void on_output(lantern_t *l) {
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < l->output.n_items; i++) {
+        const ipc_out_item_t *it = &l->output.items[i];
+        req_t *r = *req_slot(l, it->id);
+        if (r && !r->done) req_push(r, it);
+    }
+    const ipc_sched_stats_t *s = &l->output.stats;
+    l->stats.running = s->running;
+    l->stats.waiting = s->waiting;
+    l->stats.kv_usage = s->kv_usage;
+    l->stats.prefix_queries = s->prefix_queries;
+    l->stats.prefix_hits = s->prefix_hits;
+    l->stats.preemptions = s->preemptions;
+    l->stats.steps = s->steps;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void *receiver(void *arg) {
+    lantern_t *l = arg;
+    char err[LT_ERR_LEN];
+    while (!atomic_load(&l->stop)) {
+        ipc_poll_item_t items[2] = {{.sock = l->out, .events = IPC_POLLIN},
+                                    {.fd = l->engine.pidfd, .events = IPC_POLLIN}};
+        ipc_poll(items, 2, 200, err);
+        for (;;) {
+            int rc = ipc_sock_recv_envelope(l->out, NULL, &l->env, 0, err);
+            if (rc == IPC_AGAIN) break;
+            if (rc == 0 && l->env.type == IPC_MSG_OUTPUT)
+                rc = ipc_msg_output_read(&l->env, &l->output, err);
+            else if (rc == 0)
+                continue;
+            if (rc) {
+                LT_ERROR("dropped a malformed engine message: %s", err);
+                continue;
+            }
+            on_output(l);
+        }
+        int st;
+        if (lt_proc_check(&l->engine, &st)) {
+            char why[96];
+            pthread_mutex_lock(&l->mu);
+            snprintf(l->death, sizeof l->death, "engine %s",
+                     lt_proc_status_str(st, why, sizeof why));
+            atomic_store(&l->alive, false);
+            fail_all_locked(l, l->death);
+            pthread_cond_broadcast(&l->cv);
+            pthread_mutex_unlock(&l->mu);
+            LT_ERROR("%s: every pending request failed", l->death);
+            /* the engine could not clean up after itself: remove its shm and sockets */
+            ipc_cleanup(l->tree_pid);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- start and stop ---- */
+
+int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err) {
+    *out = NULL;
+    lantern_t *l = calloc(1, sizeof *l);
+    if (!l) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    l->args = *args;
+    l->engine = (lt_child_t){-1, -1};
+    l->tree_pid = (int)getpid();
+    atomic_init(&l->alive, false);
+    atomic_init(&l->stop, false);
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->send_mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    if (args->model)
+        snprintf(l->model, sizeof l->model, "%s", args->model);
+    else
+        lt_default_model_path(l->model, sizeof l->model);
+    int rc;
+    if ((rc = ipc_writer_init(&l->wr, 1 << 16, err))) goto fail_early;
+    if ((rc = ipc_envelope_init(&l->env, 0, err))) {
+        ipc_writer_fini(&l->wr);
+        goto fail_early;
+    }
+    int tp = args->tensor_parallel_size;
+    if (tp < 1 || tp > 64 || args->max_num_seqs < 1 || args->max_num_batched_tokens < 1 ||
+        args->block_size < 1) {
+        rc = lt_errf(err, LT_ERR_INVAL, "invalid engine arguments");
+        goto fail;
+    }
+    l->output.items_cap = args->max_num_seqs + 64;
+    l->output.items = malloc(sizeof(ipc_out_item_t) * (size_t)l->output.items_cap);
+    if (!l->output.items) {
+        rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = ipc_endpoint(l->in_ep, sizeof l->in_ep, l->tree_pid, "input", err)) ||
+        (rc = ipc_endpoint(l->out_ep, sizeof l->out_ep, l->tree_pid, "output", err)) ||
+        (rc = ipc_ctx_create(&l->ctx, err)) ||
+        (rc = ipc_sock_create(l->ctx, IPC_PULL, 0, &l->out, err)) ||
+        (rc = ipc_sock_bind(l->out, l->out_ep, err)))
+        goto fail;
+    char tps[16], pid[16], seqs[16], batched[16], len[16], bs[16], kvm[32], thr[16];
+    int threads = args->threads_per_worker;
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > tp ? (int)(n / tp) : 1;
+    }
+    snprintf(tps, sizeof tps, "%d", tp);
+    snprintf(pid, sizeof pid, "%d", l->tree_pid);
+    snprintf(seqs, sizeof seqs, "%d", args->max_num_seqs);
+    snprintf(batched, sizeof batched, "%d", args->max_num_batched_tokens);
+    snprintf(len, sizeof len, "%d", args->max_model_len);
+    snprintf(bs, sizeof bs, "%d", args->block_size);
+    snprintf(kvm, sizeof kvm, "%lld", args->kv_cache_memory);
+    snprintf(thr, sizeof thr, "%d", threads);
+    char *argv[] = {"lantern",
+                    "__engine",
+                    "--model",
+                    l->model,
+                    "--tp",
+                    tps,
+                    "--input",
+                    l->in_ep,
+                    "--output",
+                    l->out_ep,
+                    "--tree-pid",
+                    pid,
+                    "--max-num-seqs",
+                    seqs,
+                    "--max-num-batched-tokens",
+                    batched,
+                    "--max-model-len",
+                    len,
+                    "--block-size",
+                    bs,
+                    "--kv-cache-memory",
+                    kvm,
+                    "--threads",
+                    thr,
+                    args->enable_prefix_caching ? NULL : "--no-prefix-caching",
+                    NULL};
+    if ((rc = lt_proc_spawn(argv, &l->engine, err))) goto fail;
+    /* wait for the engine's HELLO: every worker has loaded its shard */
+    for (;;) {
+        int st;
+        if (lt_proc_check(&l->engine, &st)) {
+            char why[96];
+            rc = lt_errf(err, LT_ERR_IO, "the engine %s during start-up (see its log above)",
+                         lt_proc_status_str(st, why, sizeof why));
+            goto fail;
+        }
+        rc = ipc_sock_recv_envelope(l->out, NULL, &l->env, 200, err);
+        if (rc == IPC_AGAIN) continue;
+        if (rc < 0) goto fail;
+        if (l->env.type == IPC_MSG_ERROR) {
+            int code;
+            char text[LT_ERR_LEN];
+            if ((rc = ipc_msg_error_read(&l->env, &code, text, sizeof text, err)) == 0)
+                rc = lt_errf(err, code < 0 ? code : LT_ERR_IO, "%s", text);
+            goto fail;
+        }
+        ipc_hello_t h;
+        if ((rc = ipc_msg_hello_read(&l->env, &h, err))) goto fail;
+        l->info = (lantern_model_info_t){.vocab_size = h.vocab,
+                                         .eos_id = h.eos_id,
+                                         .bos_id = h.bos_id,
+                                         .max_model_len = h.max_model_len,
+                                         .num_kv_blocks = h.num_blocks,
+                                         .block_size = h.block_size};
+        break;
+    }
+    l->add.prompt_cap = 0;
+    if ((rc = ipc_sock_create(l->ctx, IPC_DEALER, 0, &l->in, err)) ||
+        (rc = ipc_sock_connect(l->in, l->in_ep, err)))
+        goto fail;
+    atomic_store(&l->alive, true);
+    if (pthread_create(&l->thread, NULL, receiver, l) != 0) {
+        rc = lt_errf(err, LT_ERR_IO, "cannot start the output thread");
+        goto fail;
+    }
+    l->thread_started = true;
+    *out = l;
+    return LT_OK;
+fail:
+    lantern_destroy(&l);
+    return rc;
+fail_early:
+    free(l);
+    return rc;
+}
+
+void lantern_destroy(lantern_t **lp) {
+    lantern_t *l = *lp;
+    if (!l) return;
+    atomic_store(&l->stop, true);
+    if (l->thread_started) pthread_join(l->thread, NULL);
+    lt_proc_stop(&l->engine, SIGTERM, 5000);
+    ipc_sock_destroy(&l->in);
+    ipc_sock_destroy(&l->out);
+    ipc_ctx_destroy(&l->ctx);
+    ipc_cleanup(l->tree_pid);
+    for (int b = 0; b < N_BUCKETS; b++)
+        for (req_t *r = l->buckets[b], *nx; r; r = nx) {
+            nx = r->next;
+            free(r->items);
+            free(r);
+        }
+    ipc_writer_fini(&l->wr);
+    ipc_envelope_fini(&l->env);
+    free(l->output.items);
+    pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->send_mu);
+    pthread_cond_destroy(&l->cv);
+    free(l);
+    *lp = NULL;
+}
+
+void lantern_model_info(const lantern_t *l, lantern_model_info_t *info) {
+    *info = l->info;
+}
+
+bool lantern_alive(const lantern_t *l) {
+    return atomic_load(&((lantern_t *)l)->alive);
+}
+
+/* ---- requests ---- */
+
+int lantern_submit(lantern_t *l, const lantern_request_t *r, uint64_t *id, char *err) {
+    if (!atomic_load(&l->alive))
+        return lt_errf(err, LT_ERR_IO, "the engine is not running%s%s", l->death[0] ? ": " : "",
+                       l->death);
+    if (!r->prompt || r->n_prompt <= 0) return lt_errf(err, LT_ERR_INVAL, "the prompt is empty");
+    if (r->n_stop_token_ids < 0 || r->n_stop_token_ids > IPC_MAX_STOP_IDS)
+        return lt_errf(err, LT_ERR_INVAL, "at most %d stop token ids", IPC_MAX_STOP_IDS);
+    const lantern_sampling_t *s = &r->sampling;
+    if (s->n_logit_bias < 0 || s->n_logit_bias > IPC_MAX_LOGIT_BIAS)
+        return lt_errf(err, LT_ERR_INVAL, "at most %d logit_bias entries", IPC_MAX_LOGIT_BIAS);
+    if (s->logprobs > IPC_MAX_LOGPROBS)
+        return lt_errf(err, LT_ERR_INVAL, "logprobs must be at most %d", IPC_MAX_LOGPROBS);
+    ipc_trace_ctx_t trace, *tp = NULL;
+    if (r->traceparent) {
+        if (!ipc_traceparent_valid(r->traceparent, strlen(r->traceparent)))
+            return lt_errf(err, LT_ERR_INVAL, "invalid traceparent '%s'", r->traceparent);
+        trace.traceparent = ipc_str(r->traceparent);
+        trace.tracestate = ipc_str(r->tracestate);
+        tp = &trace;
+    }
+    req_t *q = calloc(1, sizeof *q);
+    if (!q) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&l->mu);
+    q->id = ++l->next_id;
+    req_t **slot = req_slot(l, q->id);
+    *slot = q;
+    l->n_pending++;
+    pthread_mutex_unlock(&l->mu);
+
+    pthread_mutex_lock(&l->send_mu);
+    ipc_add_t *a = &l->add;
+    a->id = q->id;
+    a->prompt = (int32_t *)r->prompt;
+    a->n_prompt = r->n_prompt;
+    a->max_tokens = r->max_tokens;
+    a->min_tokens = r->min_tokens;
+    a->ignore_eos = r->ignore_eos;
+    a->n_stop_ids = r->n_stop_token_ids;
+    if (r->n_stop_token_ids)
+        memcpy(a->stop_ids, r->stop_token_ids, sizeof(int32_t) * (size_t)r->n_stop_token_ids);
+    ipc_sampling_t *as = &a->sampling;
+    ipc_sampling_defaults(as);
+    as->temperature = s->temperature;
+    as->top_p = s->top_p;
+    as->min_p = s->min_p;
+    as->top_k = s->top_k;
+    as->repetition_penalty = s->repetition_penalty;
+    as->presence_penalty = s->presence_penalty;
+    as->frequency_penalty = s->frequency_penalty;
+    as->has_seed = s->has_seed;
+    as->seed = s->seed;
+    as->logprobs = s->logprobs;
+    as->n_logit_bias = s->n_logit_bias;
+    if (s->n_logit_bias) {
+        memcpy(as->logit_bias_ids, s->logit_bias_ids, sizeof(int32_t) * (size_t)s->n_logit_bias);
+        memcpy(as->logit_bias, s->logit_bias, sizeof(float) * (size_t)s->n_logit_bias);
+    }
+    const void *data;
+    size_t len;
+    int rc = ipc_msg_add_write(&l->wr, a, tp, &data, &len, err);
+    if (rc == 0) rc = ipc_sock_send(l->in, NULL, data, len, 5000, err);
+    pthread_mutex_unlock(&l->send_mu);
+    if (rc) {
+        pthread_mutex_lock(&l->mu);
+        req_t **p = req_slot(l, q->id);
+        *p = q->next;
+        l->n_pending--;
+        pthread_mutex_unlock(&l->mu);
+        free(q);
+        return rc == IPC_AGAIN ? lt_errf(err, LT_ERR_IO, "the engine is not taking requests") : rc;
+    }
+    *id = q->id;
+    return LT_OK;
+}
+
+int lantern_abort(lantern_t *l, uint64_t id) {
+    char rid[24], err[LT_ERR_LEN];
+    snprintf(rid, sizeof rid, "%llu", (unsigned long long)id);
+    pthread_mutex_lock(&l->send_mu);
+    const void *data;
+    size_t len;
+    int rc = ipc_envelope_begin(&l->wr, IPC_MSG_ABORT, ipc_str(rid), NULL, err);
+    if (rc == 0) rc = ipc_wr_nil(&l->wr);
+    if (rc == 0) rc = ipc_envelope_end(&l->wr, &data, &len, err);
+    if (rc == 0) rc = ipc_sock_send(l->in, NULL, data, len, 1000, err);
+    pthread_mutex_unlock(&l->send_mu);
+    return rc < 0 ? rc : LT_OK;
+}
+
+int lantern_next(lantern_t *l, uint64_t id, lantern_output_t *out, int timeout_ms, char *err) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    if (timeout_ms >= 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+    }
+    out->n_tokens = 0;
+    out->finish = LANTERN_FINISH_NONE;
+    out->error[0] = '\0';
+    pthread_mutex_lock(&l->mu);
+    req_t **slot = req_slot(l, id), *r = *slot;
+    if (!r) {
+        pthread_mutex_unlock(&l->mu);
+        return lt_errf(err, LT_ERR_NOTFOUND, "no request %llu", (unsigned long long)id);
+    }
+    while (r->head == r->n) {
+        int w = timeout_ms < 0 ? pthread_cond_wait(&l->cv, &l->mu)
+                               : pthread_cond_timedwait(&l->cv, &l->mu, &dl);
+        if (w != 0 && r->head == r->n) {
+            pthread_mutex_unlock(&l->mu);
+            return LANTERN_AGAIN;
+        }
+    }
+    while (r->head < r->n && out->n_tokens < out->tokens_cap) {
+        const ipc_out_item_t *it = &r->items[r->head];
+        if (it->token >= 0) {
+            lantern_token_t *t = &out->tokens[out->n_tokens++];
+            t->id = it->token;
+            t->logprob = it->logprob;
+            t->n_top = it->n_top;
+            memcpy(t->top_ids, it->top_ids, sizeof(int32_t) * (size_t)it->n_top);
+            memcpy(t->top_logprobs, it->top_logprobs, sizeof(float) * (size_t)it->n_top);
+        }
+        r->head++;
+        if (it->finish != IPC_FINISH_NONE) {
+            out->finish = (lantern_finish_t)it->finish;
+            out->stop_token = it->stop_token;
+            snprintf(out->error, sizeof out->error, "%s", it->error);
+            out->n_prompt = it->n_prompt;
+            out->n_cached_tokens = it->n_cached;
+            out->n_preemptions = it->n_preemptions;
+            out->queue_s = it->queue_ns / 1e9;
+            out->prefill_s = it->prefill_ns / 1e9;
+            out->decode_s = it->decode_ns / 1e9;
+            *slot = r->next;
+            l->n_pending--;
+            free(r->items);
+            free(r);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    return LT_OK;
+}
+
+void lantern_stats(lantern_t *l, lantern_stats_t *st) {
+    pthread_mutex_lock(&l->mu);
+    *st = l->stats;
+    st->pending_requests = l->n_pending;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void lantern_dump(lantern_t *l) {
+    lantern_stats_t st;
+    lantern_stats(l, &st);
+    LT_INFO("state dump: frontend pid %d, engine pid %d (%s), %d pending requests, engine: %d "
+            "running, %d waiting, KV usage %.1f%%, prefix cache %llu/%llu tokens hit, %llu "
+            "preemptions, %llu steps",
+            (int)getpid(), (int)l->engine.pid, lantern_alive(l) ? "alive" : "dead",
+            st.pending_requests, st.running, st.waiting, st.kv_usage * 100.0,
+            (unsigned long long)st.prefix_hits, (unsigned long long)st.prefix_queries,
+            (unsigned long long)st.preemptions, (unsigned long long)st.steps);
+    if (l->engine.pid > 0) kill(l->engine.pid, SIGUSR1);
+}

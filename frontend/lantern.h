@@ -1,0 +1,129 @@
+/*
+ * lantern.h — liblantern: the frontend side of the engine as a C library. lantern_create()
+ * starts the engine-core process (which starts the tensor-parallel workers); requests go in as
+ * token ids with sampling parameters and an optional W3C trace context; outputs stream back per
+ * request. `lantern generate` and the HTTP server are built on it, and so can any embedder.
+ *
+ * Thread safety: every function may be called from any thread, concurrently; each request's
+ * outputs are read by one thread at a time. A background thread receives the engine's outputs
+ * and routes them to their requests; it also watches the engine process: if the engine dies,
+ * every pending request ends with an error and lantern_alive() turns false.
+ * Ownership: lantern_destroy() stops the process tree and removes its shared memory and socket
+ * files.
+ */
+#ifndef LANTERN_H
+#define LANTERN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lantern_engine_args {
+    const char *model;          /* GGUF file or HF directory; NULL: the default model */
+    int tensor_parallel_size;   /* worker processes, default 1 */
+    int max_num_seqs;           /* default 64 */
+    int max_num_batched_tokens; /* default 2048 */
+    int max_model_len;          /* 0: the model's */
+    int block_size;             /* default 16 */
+    bool enable_prefix_caching; /* default true */
+    long long kv_cache_memory;  /* bytes per worker, default 1 GiB */
+    int threads_per_worker;     /* 0: all cores / tensor_parallel_size */
+} lantern_engine_args_t;
+
+void lantern_engine_args_default(lantern_engine_args_t *a);
+
+typedef struct lantern lantern_t;
+
+/* Starts the engine and waits until it is ready (model loaded in every worker). */
+int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err);
+void lantern_destroy(lantern_t **l);
+
+typedef struct lantern_model_info {
+    int vocab_size, eos_id, bos_id, max_model_len, num_kv_blocks, block_size;
+} lantern_model_info_t;
+void lantern_model_info(const lantern_t *l, lantern_model_info_t *info);
+
+/* false once the engine has died. */
+bool lantern_alive(const lantern_t *l);
+
+typedef struct lantern_sampling {
+    float temperature; /* 0: greedy */
+    float top_p, min_p;
+    int top_k;
+    float repetition_penalty, presence_penalty, frequency_penalty;
+    bool has_seed;
+    uint64_t seed;
+    int logprobs; /* -1: none; 0..20: chosen token's and that many alternatives */
+    int n_logit_bias;
+    const int32_t *logit_bias_ids;
+    const float *logit_bias;
+} lantern_sampling_t;
+
+typedef struct lantern_request {
+    const int32_t *prompt;
+    int n_prompt;
+    int max_tokens, min_tokens;
+    bool ignore_eos;
+    const int32_t *stop_token_ids;
+    int n_stop_token_ids;
+    lantern_sampling_t sampling;
+    const char *traceparent; /* optional W3C trace context of the caller's span */
+    const char *tracestate;
+} lantern_request_t;
+
+void lantern_request_default(lantern_request_t *r);
+
+/* Queues a request; *id identifies it afterwards. Errors: invalid arguments, a dead engine. */
+int lantern_submit(lantern_t *l, const lantern_request_t *r, uint64_t *id, char *err);
+
+typedef enum lantern_finish {
+    LANTERN_FINISH_NONE = 0,
+    LANTERN_FINISH_STOP,
+    LANTERN_FINISH_LENGTH,
+    LANTERN_FINISH_ABORT,
+    LANTERN_FINISH_ERROR,
+} lantern_finish_t;
+
+#define LANTERN_MAX_LOGPROBS 20
+
+typedef struct lantern_token {
+    int32_t id;
+    float logprob;
+    int n_top;
+    int32_t top_ids[LANTERN_MAX_LOGPROBS];
+    float top_logprobs[LANTERN_MAX_LOGPROBS];
+} lantern_token_t;
+
+typedef struct lantern_output {
+    int n_tokens;            /* new tokens since the last call */
+    lantern_token_t *tokens; /* caller storage of tokens_cap entries */
+    int tokens_cap;
+    lantern_finish_t finish; /* set on the last output of a request */
+    int32_t stop_token;
+    char error[256];
+    /* set with finish: measured in the engine */
+    int n_prompt, n_cached_tokens, n_preemptions;
+    double queue_s, prefill_s, decode_s;
+} lantern_output_t;
+
+/* Waits up to timeout_ms (< 0: forever) for new tokens or the end of request id; returns 0 with
+ * out filled, 1 (LANTERN_AGAIN) on timeout, or a negative error (unknown id). After an output
+ * with finish != NONE the request is forgotten. */
+#define LANTERN_AGAIN 1
+int lantern_next(lantern_t *l, uint64_t id, lantern_output_t *out, int timeout_ms, char *err);
+
+/* Cancels a request: its blocks are freed, its last output has finish ABORT. */
+int lantern_abort(lantern_t *l, uint64_t id);
+
+typedef struct lantern_stats {
+    int running, waiting, pending_requests;
+    float kv_usage;
+    uint64_t prefix_queries, prefix_hits, preemptions, steps;
+} lantern_stats_t;
+void lantern_stats(lantern_t *l, lantern_stats_t *st);
+
+/* SIGUSR1 for the whole tree: the frontend logs its own state and signals the engine, which
+ * dumps and signals its workers. */
+void lantern_dump(lantern_t *l);
+
+#endif

@@ -117,6 +117,7 @@ static void on_output(lantern_t *l) {
     }
     const ipc_sched_stats_t *s = &l->output.stats;
     l->stats.running = s->running;
+    if (s->running > l->stats.max_running) l->stats.max_running = s->running;
     l->stats.waiting = s->waiting;
     l->stats.kv_usage = s->kv_usage;
     l->stats.prefix_queries = s->prefix_queries;

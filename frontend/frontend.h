@@ -8,6 +8,9 @@
 /* `lantern generate`: greedy generation from token ids, with prefill/decode throughput. */
 int fe_cmd_generate(int argc, char **argv);
 
+/* `lantern batch`: offline generation of JSON-lines requests through the process tree. */
+int fe_cmd_batch(int argc, char **argv);
+
 /* Parses "1,2,3" into a malloc'd array; returns the count, or -1 with a message in err. */
 int fe_parse_ids(const char *s, int **out, char *err);
 

@@ -1,0 +1,293 @@
+/*
+ * batch.c — `lantern batch`: offline generation through the process tree. Reads requests as JSON
+ * lines, runs up to --concurrency of them at once (one thread each, all sharing one liblantern
+ * engine), writes one JSON line per request in input order, and prints a summary (throughput,
+ * largest batch, prefix-cache hits, preemptions) as JSON on stdout. Used by the engine tests and
+ * the offline throughput benchmark; SIGUSR1 makes the whole tree dump its state.
+ *
+ * Input line: {"prompt_ids": [..], "max_tokens": N, "min_tokens": N, "ignore_eos": bool,
+ *              "temperature": x, "top_p": x, "top_k": n, "seed": n, "stop_token_ids": [..]}
+ */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frontend.h"
+#include "lantern.h"
+#include "lt.h"
+#include "proc.h"
+
+typedef struct job {
+    lantern_t *l;
+    sem_t *slots;
+    int32_t *prompt;
+    int n_prompt;
+    lantern_request_t req;
+    int32_t stop_ids[64];
+    /* results */
+    int32_t *out;
+    int n_out, cap_out;
+    lantern_output_t last;
+    char err[LT_ERR_LEN];
+    int submit_rc;
+    pthread_t th;
+} job_t;
+
+static void *job_main(void *arg) {
+    job_t *j = arg;
+    lantern_token_t toks[64];
+    lantern_output_t o = {.tokens = toks, .tokens_cap = 64};
+    uint64_t id;
+    j->submit_rc = lantern_submit(j->l, &j->req, &id, j->err);
+    if (j->submit_rc == 0) {
+        for (;;) {
+            int rc = lantern_next(j->l, id, &o, -1, j->err);
+            if (rc < 0) {
+                j->submit_rc = rc;
+                break;
+            }
+            for (int i = 0; i < o.n_tokens; i++) {
+                if (j->n_out == j->cap_out) {
+                    int cap = j->cap_out ? 2 * j->cap_out : 64;
+                    int32_t *n = realloc(j->out, sizeof *n * (size_t)cap);
+                    if (!n) break;
+                    j->out = n;
+                    j->cap_out = cap;
+                }
+                j->out[j->n_out++] = toks[i].id;
+            }
+            if (o.finish != LANTERN_FINISH_NONE) break;
+        }
+        j->last = o;
+        j->last.tokens = NULL;
+    }
+    sem_post(j->slots);
+    return NULL;
+}
+
+static int parse_job(const char *line, job_t *j, char *err) {
+    cJSON *o = cJSON_Parse(line);
+    if (!o || !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return lt_errf(err, LT_ERR_FORMAT, "not a JSON object");
+    }
+    lantern_request_default(&j->req);
+    const cJSON *ids = cJSON_GetObjectItem(o, "prompt_ids");
+    int n = cJSON_GetArraySize(ids);
+    if (!cJSON_IsArray(ids) || n == 0) {
+        cJSON_Delete(o);
+        return lt_errf(err, LT_ERR_FORMAT, "prompt_ids must be a non-empty array");
+    }
+    j->prompt = malloc(sizeof(int32_t) * (size_t)n);
+    j->n_prompt = n;
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = cJSON_GetArrayItem(ids, i);
+        if (!cJSON_IsNumber(v) || v->valuedouble < 0) {
+            cJSON_Delete(o);
+            return lt_errf(err, LT_ERR_FORMAT, "prompt_ids[%d] is not a token id", i);
+        }
+        j->prompt[i] = v->valueint;
+    }
+    j->req.prompt = j->prompt;
+    j->req.n_prompt = n;
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItem(o, "max_tokens")) && cJSON_IsNumber(v))
+        j->req.max_tokens = v->valueint;
+    if ((v = cJSON_GetObjectItem(o, "min_tokens")) && cJSON_IsNumber(v))
+        j->req.min_tokens = v->valueint;
+    if ((v = cJSON_GetObjectItem(o, "ignore_eos"))) j->req.ignore_eos = cJSON_IsTrue(v);
+    if ((v = cJSON_GetObjectItem(o, "temperature")) && cJSON_IsNumber(v))
+        j->req.sampling.temperature = (float)v->valuedouble;
+    if ((v = cJSON_GetObjectItem(o, "top_p")) && cJSON_IsNumber(v))
+        j->req.sampling.top_p = (float)v->valuedouble;
+    if ((v = cJSON_GetObjectItem(o, "top_k")) && cJSON_IsNumber(v))
+        j->req.sampling.top_k = v->valueint;
+    if ((v = cJSON_GetObjectItem(o, "seed")) && cJSON_IsNumber(v)) {
+        j->req.sampling.has_seed = true;
+        j->req.sampling.seed = (uint64_t)v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItem(o, "stop_token_ids")) && cJSON_IsArray(v)) {
+        int k = cJSON_GetArraySize(v);
+        if (k > 64) k = 64;
+        for (int i = 0; i < k; i++) j->stop_ids[i] = cJSON_GetArrayItem(v, i)->valueint;
+        j->req.stop_token_ids = j->stop_ids;
+        j->req.n_stop_token_ids = k;
+    }
+    cJSON_Delete(o);
+    return LT_OK;
+}
+
+static const char *finish_name(lantern_finish_t f) {
+    switch (f) {
+    case LANTERN_FINISH_STOP: return "stop";
+    case LANTERN_FINISH_LENGTH: return "length";
+    case LANTERN_FINISH_ABORT: return "abort";
+    case LANTERN_FINISH_ERROR: return "error";
+    default: return "none";
+    }
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: lantern batch --input FILE [--output FILE] [--model PATH]\n"
+               "                     [--concurrency N] [--tensor-parallel-size N]\n"
+               "                     [--max-num-seqs N] [--max-num-batched-tokens N]\n"
+               "                     [--block-size N] [--kv-cache-memory BYTES]\n"
+               "                     [--no-enable-prefix-caching] [--threads N]\n"
+               "\n"
+               "Runs every JSON-lines request of FILE through the engine, at most N at once\n"
+               "(default: all), writes one JSON line per request to --output (default: none)\n"
+               "and a JSON summary on stdout.\n");
+}
+
+int fe_cmd_batch(int argc, char **argv) {
+    static const struct option opts[] = {{"input", required_argument, 0, 'i'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"model", required_argument, 0, 'm'},
+                                         {"concurrency", required_argument, 0, 'c'},
+                                         {"tensor-parallel-size", required_argument, 0, 'P'},
+                                         {"max-num-seqs", required_argument, 0, 's'},
+                                         {"max-num-batched-tokens", required_argument, 0, 'b'},
+                                         {"block-size", required_argument, 0, 'B'},
+                                         {"kv-cache-memory", required_argument, 0, 'k'},
+                                         {"max-model-len", required_argument, 0, 'l'},
+                                         {"no-enable-prefix-caching", no_argument, 0, 'n'},
+                                         {"threads", required_argument, 0, 'T'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    lantern_engine_args_t a;
+    lantern_engine_args_default(&a);
+    const char *in_path = NULL, *out_path = NULL;
+    int concurrency = 0, o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'i': in_path = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 'm': a.model = optarg; break;
+        case 'c': concurrency = atoi(optarg); break;
+        case 'P': a.tensor_parallel_size = atoi(optarg); break;
+        case 's': a.max_num_seqs = atoi(optarg); break;
+        case 'b': a.max_num_batched_tokens = atoi(optarg); break;
+        case 'B': a.block_size = atoi(optarg); break;
+        case 'k': a.kv_cache_memory = atoll(optarg); break;
+        case 'l': a.max_model_len = atoi(optarg); break;
+        case 'n': a.enable_prefix_caching = false; break;
+        case 'T': a.threads_per_worker = atoi(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!in_path) {
+        usage(stderr);
+        return 2;
+    }
+    char err[LT_ERR_LEN];
+    FILE *f = fopen(in_path, "r");
+    if (!f) {
+        fprintf(stderr, "lantern batch: cannot open %s\n", in_path);
+        return 2;
+    }
+    int n_jobs = 0, cap = 64;
+    job_t *jobs = calloc((size_t)cap, sizeof *jobs);
+    char *line = NULL;
+    size_t lcap = 0;
+    int lineno = 0;
+    while (getline(&line, &lcap, f) > 0) {
+        lineno++;
+        if (line[0] == '\n' || line[0] == '\0') continue;
+        if (n_jobs == cap) {
+            cap *= 2;
+            jobs = realloc(jobs, sizeof *jobs * (size_t)cap);
+            memset(jobs + n_jobs, 0, sizeof *jobs * (size_t)(cap - n_jobs));
+        }
+        if (parse_job(line, &jobs[n_jobs], err)) {
+            fprintf(stderr, "lantern batch: %s line %d: %s\n", in_path, lineno, err);
+            return 2;
+        }
+        n_jobs++;
+    }
+    free(line);
+    fclose(f);
+    if (concurrency <= 0 || concurrency > n_jobs) concurrency = n_jobs > 0 ? n_jobs : 1;
+    lt_signals_install();
+    lantern_t *l;
+    if (lantern_create(&a, &l, err)) {
+        fprintf(stderr, "lantern batch: %s\n", err);
+        return 1;
+    }
+    sem_t slots;
+    sem_init(&slots, 0, (unsigned)concurrency);
+    uint64_t t0 = lt_now_ns();
+    for (int i = 0; i < n_jobs; i++) {
+        while (sem_trywait(&slots) != 0) {
+            if (lt_sig_dump) {
+                lt_sig_dump = 0;
+                lantern_dump(l);
+            }
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+        }
+        jobs[i].l = l;
+        jobs[i].slots = &slots;
+        pthread_create(&jobs[i].th, NULL, job_main, &jobs[i]);
+    }
+    for (int done = 0; done < concurrency;) { /* wait for the last ones, serving SIGUSR1 */
+        if (lt_sig_dump) {
+            lt_sig_dump = 0;
+            lantern_dump(l);
+        }
+        if (sem_trywait(&slots) == 0) {
+            done++;
+            continue;
+        }
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < n_jobs; i++) pthread_join(jobs[i].th, NULL);
+    double elapsed = (lt_now_ns() - t0) / 1e9;
+    lantern_stats_t st;
+    lantern_stats(l, &st);
+    bool alive = lantern_alive(l);
+    FILE *out = out_path ? fopen(out_path, "w") : NULL;
+    long long total_out = 0;
+    int n_failed = 0;
+    for (int i = 0; i < n_jobs; i++) {
+        job_t *j = &jobs[i];
+        total_out += j->n_out;
+        lantern_finish_t fin = j->submit_rc ? LANTERN_FINISH_ERROR : j->last.finish;
+        if (fin == LANTERN_FINISH_ERROR) n_failed++;
+        if (!out) continue;
+        fprintf(out, "{\"index\":%d,\"finish\":\"%s\",\"ids\":[", i, finish_name(fin));
+        for (int k = 0; k < j->n_out; k++) fprintf(out, k ? ",%d" : "%d", j->out[k]);
+        cJSON *e = cJSON_CreateString(j->submit_rc ? j->err : j->last.error);
+        char *es = cJSON_PrintUnformatted(e);
+        fprintf(out,
+                "],\"error\":%s,\"prompt_tokens\":%d,\"cached_tokens\":%d,\"preemptions\":%d,"
+                "\"queue_s\":%.6f,\"prefill_s\":%.6f,\"decode_s\":%.6f}\n",
+                es, j->n_prompt, j->last.n_cached_tokens, j->last.n_preemptions, j->last.queue_s,
+                j->last.prefill_s, j->last.decode_s);
+        free(es);
+        cJSON_Delete(e);
+    }
+    if (out) fclose(out);
+    printf("{\"requests\":%d,\"failed\":%d,\"output_tokens\":%lld,\"elapsed_s\":%.3f,"
+           "\"output_tok_s\":%.1f,\"max_running\":%d,\"prefix_queries\":%llu,\"prefix_hits\":%llu,"
+           "\"preemptions\":%llu,\"steps\":%llu,\"engine_alive\":%s}\n",
+           n_jobs, n_failed, total_out, elapsed, total_out / elapsed, st.max_running,
+           (unsigned long long)st.prefix_queries, (unsigned long long)st.prefix_hits,
+           (unsigned long long)st.preemptions, (unsigned long long)st.steps,
+           alive ? "true" : "false");
+    fflush(stdout);
+    lantern_destroy(&l);
+    for (int i = 0; i < n_jobs; i++) {
+        free(jobs[i].prompt);
+        free(jobs[i].out);
+    }
+    free(jobs);
+    sem_destroy(&slots);
+    return alive && n_failed == 0 ? 0 : 1;
+}

@@ -33,6 +33,7 @@
 /* What the engine keeps per request besides the scheduler's state: what rank 0 needs when the
  * sequence first reaches it. */
 typedef struct core_req {
+    struct core_req *prev, *next; /* every live request, for aborts and shutdown */
     uint64_t id;
     ipc_sampling_t sampling;
     int32_t *prompt;
@@ -66,6 +67,7 @@ typedef struct core {
     bool in_flight;
     eng_plan_t plan;
     uint64_t step_started_ns;
+    core_req_t *reqs; /* live requests (head of a doubly-linked list) */
 } core_t;
 
 /* ---- output to the frontend ---- */
@@ -108,10 +110,28 @@ static void fail_request(core_t *c, uint64_t id, int finish, const char *msg) {
     if (msg) snprintf(it->error, sizeof it->error, "%.255s", msg);
 }
 
-static void free_req(core_req_t *r) {
+static void link_req(core_t *c, core_req_t *r) {
+    r->prev = NULL;
+    r->next = c->reqs;
+    if (c->reqs) c->reqs->prev = r;
+    c->reqs = r;
+}
+
+static void free_req(core_t *c, core_req_t *r) {
     if (!r) return;
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (c->reqs == r)
+        c->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
     free(r->prompt);
     free(r);
+}
+
+static core_req_t *find_req(core_t *c, uint64_t id) {
+    for (core_req_t *r = c->reqs; r; r = r->next)
+        if (r->id == id) return r;
+    return NULL;
 }
 
 /* ---- requests from the frontend ---- */
@@ -148,8 +168,11 @@ static void on_add(core_t *c) {
                           .user = r};
     if ((rc = eng_sched_add(c->sched, &p, now, err))) {
         fail_request(c, r->id, IPC_FINISH_ERROR, err);
-        free_req(r);
+        free(r->prompt);
+        free(r);
+        return;
     }
+    link_req(c, r);
 }
 
 static void drain_input(core_t *c) {
@@ -172,10 +195,12 @@ static void drain_input(core_t *c) {
                 buf[c->env.request_id.len] = '\0';
                 id = strtoull(buf, NULL, 10);
             }
-            const eng_req_info_t *unused = NULL;
-            (void)unused;
-            if (id && eng_sched_abort(c->sched, id, lt_now_ns()) == LT_OK)
+            if (id && eng_sched_abort(c->sched, id, lt_now_ns()) == LT_OK) {
                 fail_request(c, id, IPC_FINISH_ABORT, NULL);
+                /* the scheduler never dereferences `user`, and an aborted request is never
+                 * scheduled again: its sampling state can go now */
+                free_req(c, find_req(c, id));
+            }
         } else if (c->env.type == IPC_MSG_SHUTDOWN) {
             lt_sig_shutdown = 1;
         } else {
@@ -289,7 +314,7 @@ static int on_result(core_t *c, char *err) {
             it->decode_ns =
                 e->finished_ns > e->first_token_ns ? e->finished_ns - e->first_token_ns : 0;
             it->n_preemptions = e->n_preemptions;
-            free_req((core_req_t *)o->user);
+            free_req(c, (core_req_t *)o->user);
         }
     }
     return flush_output(c, c->plan.step_id, err);
@@ -595,6 +620,7 @@ out:
     if (wr_ok) ipc_writer_fini(&c.wr);
     if (env_ok) ipc_envelope_fini(&c.env);
     eng_sched_destroy(&c.sched);
+    while (c.reqs) free_req(&c, c.reqs);
     free_buffers(&c);
     return status;
 }

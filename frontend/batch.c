@@ -34,6 +34,7 @@ typedef struct job {
     lantern_output_t last;
     char err[LT_ERR_LEN];
     int submit_rc;
+    _Atomic uint64_t id; /* 0 until submitted */
     pthread_t th;
 } job_t;
 
@@ -44,6 +45,7 @@ static void *job_main(void *arg) {
     uint64_t id;
     j->submit_rc = lantern_submit(j->l, &j->req, &id, j->err);
     if (j->submit_rc == 0) {
+        j->id = id;
         for (;;) {
             int rc = lantern_next(j->l, id, &o, -1, j->err);
             if (rc < 0) {
@@ -67,6 +69,19 @@ static void *job_main(void *arg) {
     }
     sem_post(j->slots);
     return NULL;
+}
+
+/* SIGTERM / SIGINT: abort every submitted request, so the batch ends promptly. */
+static void serve_signals(lantern_t *l, job_t *jobs, int n) {
+    if (lt_sig_dump) {
+        lt_sig_dump = 0;
+        lantern_dump(l);
+    }
+    if (lt_sig_shutdown == 1) {
+        lt_sig_shutdown = 2;
+        for (int i = 0; i < n; i++)
+            if (jobs[i].id) lantern_abort(l, jobs[i].id);
+    }
 }
 
 static int parse_job(const char *line, job_t *j, char *err) {
@@ -217,17 +232,20 @@ int fe_cmd_batch(int argc, char **argv) {
     lantern_t *l;
     if (lantern_create(&a, &l, err)) {
         fprintf(stderr, "lantern batch: %s\n", err);
+        for (int i = 0; i < n_jobs; i++) free(jobs[i].prompt);
+        free(jobs);
         return 1;
     }
     sem_t slots;
     sem_init(&slots, 0, (unsigned)concurrency);
     uint64_t t0 = lt_now_ns();
     for (int i = 0; i < n_jobs; i++) {
+        if (lt_sig_shutdown) { /* interrupted: the rest are not started */
+            jobs[i].submit_rc = lt_errf(jobs[i].err, LT_ERR_IO, "interrupted");
+            continue;
+        }
         while (sem_trywait(&slots) != 0) {
-            if (lt_sig_dump) {
-                lt_sig_dump = 0;
-                lantern_dump(l);
-            }
+            serve_signals(l, jobs, i);
             struct timespec ts = {0, 5000000};
             nanosleep(&ts, NULL);
         }
@@ -235,11 +253,8 @@ int fe_cmd_batch(int argc, char **argv) {
         jobs[i].slots = &slots;
         pthread_create(&jobs[i].th, NULL, job_main, &jobs[i]);
     }
-    for (int done = 0; done < concurrency;) { /* wait for the last ones, serving SIGUSR1 */
-        if (lt_sig_dump) {
-            lt_sig_dump = 0;
-            lantern_dump(l);
-        }
+    for (int done = 0; done < concurrency;) { /* wait for the last ones, serving signals */
+        serve_signals(l, jobs, n_jobs);
         if (sem_trywait(&slots) == 0) {
             done++;
             continue;
@@ -247,7 +262,8 @@ int fe_cmd_batch(int argc, char **argv) {
         struct timespec ts = {0, 5000000};
         nanosleep(&ts, NULL);
     }
-    for (int i = 0; i < n_jobs; i++) pthread_join(jobs[i].th, NULL);
+    for (int i = 0; i < n_jobs; i++)
+        if (jobs[i].l) pthread_join(jobs[i].th, NULL);
     double elapsed = (lt_now_ns() - t0) / 1e9;
     lantern_stats_t st;
     lantern_stats(l, &st);

@@ -188,6 +188,7 @@ int wk_worker_main(int argc, char **argv) {
     if (threads > 0) omp_set_num_threads(threads);
     char err[LT_ERR_LEN];
     worker_t w = {.rank = rank, .tp = tp};
+    ipc_step_t *st = &w.step; /* before any goto: the clean-up frees its buffers */
     ipc_ctx_t *ctx = NULL;
     ipc_sock_t *out = NULL;
     ipc_ring_t *ring = NULL;
@@ -229,7 +230,6 @@ int wk_worker_main(int argc, char **argv) {
     }
     /* step buffers, sized for the largest plan the engine may send */
     int max_blocks = (w.max_model_len + block_size - 1) / block_size;
-    ipc_step_t *st = &w.step;
     st->cap_tokens = max_batched;
     st->cap_seqs = max_seqs;
     st->max_blocks = max_blocks;

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BIN = os.environ["LANTERN_BIN"]
@@ -156,6 +157,22 @@ def test_concurrency():
 
 # ---- faults ----
 
+def start_tree(args):
+    """Starts `lantern batch`, returns (process, stderr lines list, ready event): ready is set
+    once the engine logged that every worker has loaded its shard."""
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, ready = [], threading.Event()
+
+    def pump():
+        for line in p.stderr:
+            lines.append(line)
+            if " engine " in line and "ready:" in line:
+                ready.set()
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    return p, lines, ready, t
+
+
 def run_and_kill(which):
     """Streams 16 long requests on the default model (slow enough to be mid-stream), kill -9s a
     worker ('worker') or the engine, and measures."""
@@ -170,28 +187,25 @@ def run_and_kill(which):
         with open(inp, "w") as f:
             for q in reqs:
                 f.write(json.dumps(q) + "\n")
-        p = subprocess.Popen([BIN, "batch", "--model", model, "--input", inp, "--output", out,
-                              "--tensor-parallel-size", "3", "--max-model-len", "512",
-                              "--kv-cache-memory", str(64 << 20)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        engine, workers = None, []
-        deadline = time.time() + 60
-        while time.time() < deadline and len(workers) < 3:
-            kids = children(p.pid)
-            if kids:
-                engine = kids[0]
-                workers = children(engine)
-            time.sleep(0.05)
+        p, lines, ready, pump = start_tree(
+            [BIN, "batch", "--model", model, "--input", inp, "--output", out,
+             "--tensor-parallel-size", "3", "--max-model-len", "512",
+             "--kv-cache-memory", str(64 << 20)])
+        ready.wait(300)
+        engine = children(p.pid)[0]
+        workers = children(engine)
         time.sleep(1.0)  # let the requests stream
         victim = workers[1] if which == "worker" else engine
         t_kill = time.time()
         os.kill(victim, signal.SIGKILL)
         try:
-            stdout, stderr = p.communicate(timeout=30)
+            p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             p.kill()
-            stdout, stderr = p.communicate()
+            p.wait()
         t_end = time.time() - t_kill
+        pump.join(5)
+        stdout, stderr = p.stdout.read(), "".join(lines)
         results = [json.loads(l) for l in open(out)] if os.path.exists(out) else []
         time.sleep(0.3)
         label = f"kill -9 {which}"
@@ -199,7 +213,8 @@ def run_and_kill(which):
               f"status {p.returncode}")
         check(f"{label}: every request ends with an error within 2 s",
               len(results) == 16 and all(x["finish"] == "error" for x in results) and t_end < 2.0,
-              f"{t_end:.2f} s, finishes {[x['finish'] for x in results]}")
+              f"{t_end:.2f} s, status {p.returncode}, finishes {[x['finish'] for x in results]}, "
+              f"stdout {stdout[-300:]!r}, stderr {stderr[-1500:]!r}")
         check(f"{label}: error names the cause",
               all(("worker" in x["error"] or "engine" in x["error"]) for x in results),
               results[0]["error"] if results else "no results")
@@ -227,21 +242,17 @@ def test_dump():
         with open(inp, "w") as f:
             for q in reqs:
                 f.write(json.dumps(q) + "\n")
-        p = subprocess.Popen([BIN, "batch", "--model", model, "--input", inp,
-                              "--tensor-parallel-size", "3", "--max-model-len", "512",
-                              "--kv-cache-memory", str(64 << 20)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            kids = children(p.pid)
-            if kids and len(children(kids[0])) == 3:
-                break
-            time.sleep(0.05)
-        time.sleep(1.5)
+        p, lines, ready, pump = start_tree(
+            [BIN, "batch", "--model", model, "--input", inp, "--tensor-parallel-size", "3",
+             "--max-model-len", "512", "--kv-cache-memory", str(64 << 20)])
+        ready.wait(300)
+        time.sleep(1.0)
         os.kill(p.pid, signal.SIGUSR1)
-        time.sleep(0.5)
+        time.sleep(1.0)
         p.terminate()
-        _, stderr = p.communicate(timeout=120)
+        p.wait(120)
+        pump.join(5)
+        stderr = "".join(lines)
     check("SIGUSR1: frontend dumps", "state dump: frontend" in stderr, stderr[-500:])
     check("SIGUSR1: engine dumps its scheduler", "engine" in stderr and "running" in stderr,
           stderr[-500:])

@@ -94,7 +94,16 @@ def gen_default():
     meta = {"model": "default", "file": fname, "texts": DEFAULT_TEXTS,
             "generator": f"transformers {__import__('transformers').__version__}, "
                          f"torch {torch.__version__}, fp32"}
-    write("default", meta, reference(model, prompts))
+    cases = reference(model, prompts)
+    # transformers' own greedy generation and text, for the text-in/text-out tests
+    for case, ids in zip(cases, prompts):
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=16)
+        new = out[0, len(ids):].tolist()
+        case["generate_16"] = new
+        case["generate_16_text"] = tok.decode(new, skip_special_tokens=True)
+        case["greedy_text"] = tok.decode(case["greedy"], skip_special_tokens=False)
+    write("default", meta, cases)
 
 
 def gen_random(name, args):

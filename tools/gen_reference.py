@@ -103,6 +103,16 @@ def gen_default():
         case["generate_16"] = new
         case["generate_16_text"] = tok.decode(new, skip_special_tokens=True)
         case["greedy_text"] = tok.decode(case["greedy"], skip_special_tokens=False)
+    # `lantern generate --prompt TEXT` tokenizes as transformers does by default
+    # (add_special_tokens=True: this GGUF asks for a BOS)
+    for case, text in zip(cases, DEFAULT_TEXTS):
+        ids = tok(text)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=16)
+        case["text_prompt_ids"] = ids
+        case["text_generate_16"] = out[0, len(ids):].tolist()
+        case["text_generate_16_text"] = tok.decode(case["text_generate_16"],
+                                                   skip_special_tokens=True)
     write("default", meta, cases)
 
 

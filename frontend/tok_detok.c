@@ -1,0 +1,357 @@
+/*
+ * tok_detok.c — decoding: HF's decoder chain run as a stream, so that one implementation serves
+ * both fe_tokenizer_decode (feed everything, then flush) and incremental detokenization (feed one
+ * id at a time). Their outputs are equal by construction.
+ *
+ * HF decoders work on a list of token strings (decode_chain). Here each stage receives pieces one
+ * at a time; a piece is a whole token or, once a Fuse or ByteLevel stage has joined everything
+ * into one string, a continuation ("cont") of the previous one. Stages hold back only what a
+ * later token could still change:
+ *   ByteLevel     maps characters back to bytes and repairs the byte stream like
+ *                 String::from_utf8_lossy; an incomplete trailing sequence waits for more bytes.
+ *   ByteFallback  collects a run of <0xXX> tokens; at its end the run becomes its UTF-8 text, or
+ *                 one U+FFFD per byte if the run is not valid UTF-8 (HF's rule), so the run waits.
+ *   Strip         drops up to `start` leading and `stop` trailing copies of a character per
+ *                 token; trailing candidates wait for the token's end.
+ *   Metaspace     turns the replacement character into a space, or drops it in the first token.
+ *   Replace, Fuse are stateless.
+ * Without a decoder HF joins the tokens with spaces; that is the sink's job. A last repair stage
+ * guarantees valid UTF-8 even for a GGUF vocabulary holding invalid strings.
+ * Known difference: a multi-character Replace pattern split across two pieces after a Fuse is not
+ * replaced (no shipped tokenizer has one: Llama and Mistral replace the single "▁").
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt.h"
+#include "tok_internal.h"
+#include "tokenizer.h"
+
+/* ---- state ---- */
+
+typedef struct {
+    uint64_t n_tok;    /* tokens (non-continuation pieces) received */
+    bool emitted;      /* Fuse/ByteLevel: produced their (single) output token already */
+    tok_buf_t run;     /* ByteFallback: pending bytes */
+    tok_lossy_t lossy; /* ByteLevel */
+    int stripped;      /* Strip: leading characters dropped from the current token */
+    bool leading;      /* Strip: still at the start of the current token */
+    int held;          /* Strip: trailing characters held back */
+    tok_buf_t tmp;     /* scratch for this stage's output */
+} stage_t;
+
+struct fe_detok {
+    const fe_tokenizer_t *t;
+    bool skip_special;
+    stage_t st[TOK_MAX_STAGES];
+    tok_lossy_t guard;
+    bool any_token; /* sink: a token was joined (no-decoder mode) */
+    tok_buf_t out;
+    int rc;
+};
+
+void tok_dec_free(tok_dec_t *d) {
+    free(d->pat);
+    free(d->rep);
+    memset(d, 0, sizeof *d);
+}
+
+static const char FFFD[3] = {(char)0xef, (char)0xbf, (char)0xbd};
+
+/* ---- the chain ---- */
+
+static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont);
+
+static void sink(fe_detok_t *d, const char *s, size_t n, bool cont) {
+    if (!d->t->has_decoder && !cont) {
+        if (d->any_token && tok_buf_put(&d->out, " ", 1)) d->rc = LT_ERR_NOMEM;
+        d->any_token = true;
+    }
+    if (tok_lossy_push(&d->guard, s, n, &d->out)) d->rc = LT_ERR_NOMEM;
+}
+
+static void emit(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
+    if (k + 1 < d->t->n_dec)
+        push(d, k + 1, s, n, cont);
+    else
+        sink(d, s, n, cont);
+}
+
+static int cp_len(const char *s, size_t n) {
+    uint8_t b = (uint8_t)s[0];
+    int k = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+    return (size_t)k > n ? (int)n : k;
+}
+
+static bool is_byte_token(const char *s, size_t n, uint8_t *out) {
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return false;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int x = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (x < 0) return false;
+        v = v * 16 + x;
+    }
+    *out = (uint8_t)v;
+    return true;
+}
+
+static void run_flush(fe_detok_t *d, int k) {
+    stage_t *st = &d->st[k];
+    if (!st->run.n) return;
+    if (tok_utf8_valid_prefix(st->run.p, st->run.n) == st->run.n) {
+        emit(d, k, st->run.p, st->run.n, false);
+    } else {
+        for (size_t i = 0; i < st->run.n; i++) emit(d, k, FFFD, 3, false);
+    }
+    st->run.n = 0;
+}
+
+static void strip_end_token(stage_t *st) {
+    st->held = 0; /* trailing characters of a finished token are dropped */
+}
+
+static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
+    const tok_dec_t *dc = &d->t->dec[k];
+    stage_t *st = &d->st[k];
+    if (!cont) st->n_tok++;
+    tok_buf_t *o = &st->tmp;
+    o->n = 0;
+    switch (dc->kind) {
+    case TOK_DEC_BYTELEVEL: {
+        /* Map every character back to its byte; a token with a character outside the table
+         * keeps its UTF-8 bytes (HF's rule). */
+        tok_buf_t *raw = &st->run; /* scratch: ByteLevel never uses run otherwise */
+        raw->n = 0;
+        bool mapped = true;
+        if (tok_buf_reserve(raw, n + 1)) goto nomem;
+        for (size_t i = 0; i < n;) {
+            uint32_t cp;
+            size_t v = tok_utf8_valid_prefix(s + i, n - i);
+            if (v == 0) {
+                mapped = false;
+                break;
+            }
+            i += (size_t)tok_utf8_decode(s + i, n - i, &cp);
+            int b = tok_cp_to_byte(cp);
+            if (b < 0) {
+                mapped = false;
+                break;
+            }
+            raw->p[raw->n++] = (char)b;
+        }
+        if (tok_lossy_push(&st->lossy, mapped ? raw->p : s, mapped ? raw->n : n, o)) goto nomem;
+        raw->n = 0;
+        emit(d, k, o->p ? o->p : "", o->n, st->emitted);
+        st->emitted = true;
+        return;
+    }
+    case TOK_DEC_FUSE:
+        emit(d, k, s, n, st->emitted);
+        st->emitted = true;
+        return;
+    case TOK_DEC_BYTEFALLBACK: {
+        uint8_t byte;
+        if (!cont && is_byte_token(s, n, &byte)) {
+            if (tok_buf_put(&st->run, &byte, 1)) goto nomem;
+            return;
+        }
+        run_flush(d, k);
+        emit(d, k, s, n, cont);
+        return;
+    }
+    case TOK_DEC_REPLACE:
+        for (size_t i = 0; i < n;) {
+            if (n - i >= dc->pat_len && memcmp(s + i, dc->pat, dc->pat_len) == 0) {
+                if (tok_buf_put(o, dc->rep, dc->rep_len)) goto nomem;
+                i += dc->pat_len;
+            } else {
+                if (tok_buf_put(o, s + i, 1)) goto nomem;
+                i++;
+            }
+        }
+        emit(d, k, o->p ? o->p : "", o->n, cont);
+        return;
+    case TOK_DEC_METASPACE: {
+        bool first = st->n_tok == 1;
+        char rep[4];
+        int rn = tok_utf8_encode(dc->ch, rep);
+        for (size_t i = 0; i < n;) {
+            if (n - i >= (size_t)rn && memcmp(s + i, rep, (size_t)rn) == 0) {
+                if (!(first && dc->prepend) && tok_buf_put(o, " ", 1)) goto nomem;
+                i += (size_t)rn;
+            } else {
+                if (tok_buf_put(o, s + i, 1)) goto nomem;
+                i++;
+            }
+        }
+        emit(d, k, o->p ? o->p : "", o->n, cont);
+        return;
+    }
+    case TOK_DEC_STRIP: {
+        char ch[4];
+        int chn = tok_utf8_encode(dc->ch, ch);
+        if (!cont) {
+            strip_end_token(st);
+            st->stripped = 0;
+            st->leading = true;
+        }
+        for (size_t i = 0; i < n;) {
+            int k2 = cp_len(s + i, n - i);
+            bool is_ch = k2 == chn && memcmp(s + i, ch, (size_t)chn) == 0;
+            if (st->leading && st->stripped < dc->start && is_ch) {
+                st->stripped++;
+                i += (size_t)k2;
+                continue;
+            }
+            st->leading = false;
+            if (dc->stop > 0 && is_ch) {
+                if (st->held == dc->stop) {
+                    if (tok_buf_put(o, ch, (size_t)chn)) goto nomem; /* oldest held goes out */
+                } else {
+                    st->held++;
+                }
+            } else {
+                for (; st->held > 0; st->held--)
+                    if (tok_buf_put(o, ch, (size_t)chn)) goto nomem;
+                if (tok_buf_put(o, s + i, (size_t)k2)) goto nomem;
+            }
+            i += (size_t)k2;
+        }
+        emit(d, k, o->p ? o->p : "", o->n, cont);
+        return;
+    }
+    }
+    return;
+nomem:
+    d->rc = LT_ERR_NOMEM;
+}
+
+static void flush(fe_detok_t *d, int k) {
+    if (k >= d->t->n_dec) {
+        if (tok_lossy_flush(&d->guard, &d->out)) d->rc = LT_ERR_NOMEM;
+        return;
+    }
+    stage_t *st = &d->st[k];
+    switch (d->t->dec[k].kind) {
+    case TOK_DEC_BYTEFALLBACK: run_flush(d, k); break;
+    case TOK_DEC_BYTELEVEL:
+        st->tmp.n = 0;
+        if (tok_lossy_flush(&st->lossy, &st->tmp)) d->rc = LT_ERR_NOMEM;
+        if (st->tmp.n) {
+            emit(d, k, st->tmp.p, st->tmp.n, st->emitted);
+            st->emitted = true;
+        }
+        break;
+    case TOK_DEC_STRIP: strip_end_token(st); break;
+    default: break;
+    }
+    flush(d, k + 1);
+}
+
+static void feed_id(fe_detok_t *d, int32_t id) {
+    const fe_tokenizer_t *t = d->t;
+    if (id < 0 || id >= t->n_vocab || !(t->flags[id] & TOK_F_PRESENT)) return;
+    if (d->skip_special && (t->flags[id] & TOK_F_SPECIAL)) return;
+    const char *s = t->pool + t->text_off[id];
+    size_t n = t->text_len[id];
+    if (t->n_dec)
+        push(d, 0, s, n, false);
+    else
+        sink(d, s, n, false);
+}
+
+/* ---- API ---- */
+
+int fe_detok_create(const fe_tokenizer_t *t, bool skip_special, fe_detok_t **out, char *err) {
+    fe_detok_t *d = calloc(1, sizeof *d);
+    if (!d) {
+        *out = NULL;
+        return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    }
+    d->t = t;
+    d->skip_special = skip_special;
+    fe_detok_reset(d);
+    *out = d;
+    return 0;
+}
+
+void fe_detok_reset(fe_detok_t *d) {
+    for (int k = 0; k < TOK_MAX_STAGES; k++) {
+        stage_t *st = &d->st[k];
+        st->n_tok = 0;
+        st->emitted = false;
+        st->run.n = 0;
+        st->lossy.n_pend = 0;
+        st->stripped = 0;
+        st->leading = true;
+        st->held = 0;
+    }
+    d->guard.n_pend = 0;
+    d->any_token = false;
+    d->out.n = 0;
+    d->rc = 0;
+}
+
+void fe_detok_destroy(fe_detok_t **dp) {
+    fe_detok_t *d = dp ? *dp : NULL;
+    if (!d) return;
+    for (int k = 0; k < TOK_MAX_STAGES; k++) {
+        tok_buf_free(&d->st[k].run);
+        tok_buf_free(&d->st[k].tmp);
+    }
+    tok_buf_free(&d->out);
+    free(d);
+    *dp = NULL;
+}
+
+static int release(fe_detok_t *d, const char **text, size_t *len, char *err) {
+    if (d->rc || tok_buf_reserve(&d->out, 0)) {
+        *text = "";
+        *len = 0;
+        return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    }
+    d->out.p[d->out.n] = '\0';
+    *text = d->out.p;
+    *len = d->out.n;
+    return 0;
+}
+
+int fe_detok_feed(fe_detok_t *d, int32_t id, const char **text, size_t *len, char *err) {
+    d->out.n = 0;
+    feed_id(d, id);
+    return release(d, text, len, err);
+}
+
+int fe_detok_flush(fe_detok_t *d, const char **text, size_t *len, char *err) {
+    d->out.n = 0;
+    if (d->t->n_dec)
+        flush(d, 0);
+    else
+        flush(d, d->t->n_dec);
+    return release(d, text, len, err);
+}
+
+int fe_tokenizer_decode(const fe_tokenizer_t *t, const int32_t *ids, int n, bool skip_special,
+                        char **text, size_t *len, char *err) {
+    *text = NULL;
+    *len = 0;
+    fe_detok_t *d;
+    int rc = fe_detok_create(t, skip_special, &d, err);
+    if (rc) return rc;
+    for (int i = 0; i < n && !d->rc; i++) feed_id(d, ids[i]);
+    flush(d, 0 < t->n_dec ? 0 : t->n_dec);
+    if (d->rc || tok_buf_reserve(&d->out, 0)) {
+        fe_detok_destroy(&d);
+        return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    }
+    d->out.p[d->out.n] = '\0';
+    *text = d->out.p;
+    *len = d->out.n;
+    d->out.p = NULL;
+    fe_detok_destroy(&d);
+    return 0;
+}

@@ -11,6 +11,13 @@ int fe_cmd_generate(int argc, char **argv);
 /* `lantern batch`: offline generation of JSON-lines requests through the process tree. */
 int fe_cmd_batch(int argc, char **argv);
 
+/* `lantern generate --prompt TEXT | --chat MESSAGE`: text in, streamed text out. */
+int fe_generate_text(int argc, char **argv);
+
+/* The model's chat template source (GGUF tokenizer.chat_template or tokenizer_config.json's
+ * chat_template), malloc'd. */
+int fe_chat_template_source(const char *model_path, char **src, char *err);
+
 /* Parses "1,2,3" into a malloc'd array; returns the count, or -1 with a message in err. */
 int fe_parse_ids(const char *s, int **out, char *err);
 

@@ -170,6 +170,10 @@ out:
 }
 
 int fe_cmd_generate(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) /* text in, text out */
+        if (strcmp(argv[i], "--prompt") == 0 || strcmp(argv[i], "--chat") == 0 ||
+            strncmp(argv[i], "--prompt=", 9) == 0 || strncmp(argv[i], "--chat=", 7) == 0)
+            return fe_generate_text(argc, argv);
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"prompt-ids", required_argument, 0, 'p'},
                                          {"max-tokens", required_argument, 0, 'n'},

@@ -8,7 +8,6 @@ tools/setup.sh
 cmake --preset default >/dev/null
 cmake --build --preset default -j"$(nproc 2>/dev/null || echo 2)"
 if [ $# -eq 0 ]; then
-    # "The capital of France is" in the default model's tokens
-    set -- --prompt-ids 504,3575,282,4649,314 --max-tokens 16
+    set -- --chat "What is the capital of France?" --max-tokens 64
 fi
 exec build/lantern generate "$@"

@@ -36,8 +36,8 @@ static void run_f(void *a) {
 int main(int argc, char **argv) {
     int n = argc > 2 ? atoi(argv[1]) : 1536, k = argc > 2 ? atoi(argv[2]) : 576;
     int types[] = {KN_Q4_1, KN_Q8_0, KN_Q4_0};
-    printf("%-6s %3s %12s %12s %8s   (n=%d k=%d)\n", "type", "m", "qmatmul us", "sgemm us",
-           "ratio", n, k);
+    printf("%-6s %3s %12s %12s %8s   (n=%d k=%d)\n", "type", "m", "qmatmul us", "sgemm us", "ratio",
+           n, k);
     srand(1);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         int type = types[ti];

@@ -25,8 +25,8 @@ static inline const char *kn_cublas_str(cublasStatus_t s) {
     return cublasGetStatusString(s);
 }
 
-#define CUDA_CHECK(stmt) CHECK_GEN(stmt, cudaError_t, cudaSuccess, cudaGetErrorString)
+#define CUDA_CHECK(stmt)   CHECK_GEN(stmt, cudaError_t, cudaSuccess, cudaGetErrorString)
 #define CUBLAS_CHECK(stmt) CHECK_GEN(stmt, cublasStatus_t, CUBLAS_STATUS_SUCCESS, kn_cublas_str)
-#define NCCL_CHECK(stmt) CHECK_GEN(stmt, ncclResult_t, ncclSuccess, ncclGetErrorString)
+#define NCCL_CHECK(stmt)   CHECK_GEN(stmt, ncclResult_t, ncclSuccess, ncclGetErrorString)
 
 #endif

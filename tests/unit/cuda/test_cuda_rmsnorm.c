@@ -19,12 +19,9 @@ int main(void) {
     float *x = malloc(sizeof(float) * rows * n), *w = malloc(sizeof(float) * n);
     float *ref = malloc(sizeof(float) * rows * n), *got = malloc(sizeof(float) * rows * n);
     srand(1);
-    for (int i = 0; i < rows * n; i++)
-        x[i] = (float)rand() / RAND_MAX * 4.0f - 2.0f;
-    for (int i = 0; i < n; i++)
-        w[i] = 0.5f + (float)rand() / RAND_MAX;
-    for (int r = 0; r < rows; r++)
-        kn_rmsnorm(ref + r * n, x + r * n, w, n, 1e-5f);
+    for (int i = 0; i < rows * n; i++) x[i] = (float)rand() / RAND_MAX * 4.0f - 2.0f;
+    for (int i = 0; i < n; i++) w[i] = 0.5f + (float)rand() / RAND_MAX;
+    for (int r = 0; r < rows; r++) kn_rmsnorm(ref + r * n, x + r * n, w, n, 1e-5f);
     float *dx, *dw, *dy;
     cudaMalloc((void **)&dx, sizeof(float) * rows * n);
     cudaMalloc((void **)&dw, sizeof(float) * n);

@@ -141,6 +141,33 @@ PREFILL_RE = re.compile(r"^prefill: (\d+) tokens in ([0-9.]+) s \(([0-9.]+) tok/
 DECODE_RE = re.compile(r"^decode: (\d+) tokens in ([0-9.]+) s \(([0-9.]+) tok/s\)", re.M)
 
 
+def prepare(tool, lantern_path, model_arg):
+    """Checks the peer and the binary, snapshots the binary (others may rebuild build/ while a
+    benchmark runs) and resolves the model. Returns (llama_cpp module, binary path, its sha256
+    prefix, its mtime, model path); exits with a clear message when something is missing."""
+    try:
+        import llama_cpp
+        import numpy  # noqa: F401  (llama-cpp-python depends on it)
+    except ImportError:
+        sys.exit(f"{tool}: the peer, llama-cpp-python, is not installed in this Python "
+                 f"({sys.executable}): run tools/setup.sh --bench, then "
+                 f".venv/bin/python bench/{tool}.py")
+    if not os.access(lantern_path, os.X_OK):
+        sys.exit(f"{tool}: {lantern_path} not found: build lantern first "
+                 "(cmake --preset default && cmake --build --preset default)")
+    snapdir = tempfile.mkdtemp(prefix=f"{tool}.")
+    atexit.register(shutil.rmtree, snapdir, True)
+    binary = os.path.join(snapdir, "lantern")
+    shutil.copy2(lantern_path, binary)
+    with open(binary, "rb") as f:
+        bin_sha = hashlib.sha256(f.read()).hexdigest()[:12]
+    bin_mtime = datetime.datetime.fromtimestamp(os.path.getmtime(binary)).astimezone()
+    model = model_arg or default_model()
+    if not os.path.isfile(model):
+        sys.exit(f"{tool}: model {model} not found")
+    return llama_cpp, binary, bin_sha, bin_mtime, model
+
+
 def run_lantern(binary, model, prompt, n_decode, threads):
     """One `lantern generate` run; returns (prefill tok/s, decode tok/s, generated ids)."""
     cmd = [binary, "generate", "--model", model, "--prompt-ids", ",".join(map(str, prompt)),
@@ -210,27 +237,8 @@ def main():
     if args.threads < 1 or args.reps < 1 or args.prompt_tokens < 1 or args.decode_tokens < 1:
         ap.error("--threads, --reps, --prompt-tokens and --decode-tokens must be >= 1")
 
-    try:
-        import llama_cpp
-        import numpy  # noqa: F401  (llama-cpp-python depends on it)
-    except ImportError:
-        sys.exit("bench_generate: the peer, llama-cpp-python, is not installed in this Python "
-                 f"({sys.executable}): run tools/setup.sh --bench, then "
-                 ".venv/bin/python bench/bench_generate.py")
-    if not os.access(args.lantern, os.X_OK):
-        sys.exit(f"bench_generate: {args.lantern} not found: build lantern first "
-                 "(cmake --preset default && cmake --build --preset default)")
-    # Others may rebuild build/ while this runs: every rep uses one snapshot of the binary.
-    snapdir = tempfile.mkdtemp(prefix="bench_generate.")
-    atexit.register(shutil.rmtree, snapdir, True)
-    binary = os.path.join(snapdir, "lantern")
-    shutil.copy2(args.lantern, binary)
-    with open(binary, "rb") as f:
-        bin_sha = hashlib.sha256(f.read()).hexdigest()[:12]
-    bin_mtime = datetime.datetime.fromtimestamp(os.path.getmtime(binary)).astimezone()
-    model = args.model or default_model()
-    if not os.path.isfile(model):
-        sys.exit(f"bench_generate: model {model} not found")
+    llama_cpp, binary, bin_sha, bin_mtime, model = prepare("bench_generate", args.lantern,
+                                                           args.model)
 
     n_ctx = 1024
     while n_ctx < args.prompt_tokens + args.decode_tokens + 1:

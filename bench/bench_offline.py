@@ -34,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_generate import (PROMPT_TEXT, ROOT, cpu_isa, cpu_model,  # noqa: E402
+from bench_generate import (PROMPT_TEXT, ROOT, cpu_isa, cpu_model, prepare,  # noqa: E402
                             default_model, git_commit, n_cores)
 
 # ---- the prompts ----
@@ -446,27 +446,9 @@ def main():
         ap.error("--concurrency, --threads, --reps, --prompt-tokens, --output-tokens and "
                  "--llama-ubatch must be >= 1")
 
-    try:
-        import llama_cpp
-        import numpy  # noqa: F401  (llama-cpp-python depends on it)
-    except ImportError:
-        sys.exit("bench_offline: the peer, llama-cpp-python, is not installed in this Python "
-                 f"({sys.executable}): run tools/setup.sh --bench, then "
-                 ".venv/bin/python bench/bench_offline.py")
-    if not os.access(args.lantern, os.X_OK):
-        sys.exit(f"bench_offline: {args.lantern} not found: build lantern first "
-                 "(cmake --preset default && cmake --build --preset default)")
-    # Others may rebuild build/ while this runs: every run uses one snapshot of the binary.
-    snapdir = tempfile.mkdtemp(prefix="bench_offline.")
-    atexit.register(shutil.rmtree, snapdir, True)
-    binary = os.path.join(snapdir, "lantern")
-    shutil.copy2(args.lantern, binary)
-    with open(binary, "rb") as f:
-        bin_sha = hashlib.sha256(f.read()).hexdigest()[:12]
-    bin_mtime = datetime.datetime.fromtimestamp(os.path.getmtime(binary)).astimezone()
-    model = args.model or default_model()
-    if not os.path.isfile(model):
-        sys.exit(f"bench_offline: model {model} not found")
+    llama_cpp, binary, bin_sha, bin_mtime, model = prepare("bench_offline", args.lantern,
+                                                           args.model)
+    snapdir = os.path.dirname(binary)  # the snapshot's directory also holds the request files
 
     peer = LlamaPeer(model, args.threads, args.llama_flash_attn, args.llama_kv_unified,
                      args.llama_ubatch)

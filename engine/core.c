@@ -79,6 +79,7 @@ static int flush_output(core_t *c, uint64_t step_id, char *err) {
     c->output.step_id = step_id;
     c->output.stats = (ipc_sched_stats_t){.running = st.n_running,
                                           .waiting = st.n_waiting,
+                                          .step_seqs = step_id ? c->plan.n_seqs : 0,
                                           .kv_usage = (float)st.kv.usage,
                                           .prefix_queries = st.kv.prefix_queries,
                                           .prefix_hits = st.kv.prefix_hits,

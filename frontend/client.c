@@ -117,6 +117,9 @@ static void on_output(lantern_t *l) {
     }
     const ipc_sched_stats_t *s = &l->output.stats;
     l->stats.running = s->running;
+    /* the batch a step ran, not what is left running after it: requests that finish in their
+     * first step count too */
+    if (s->step_seqs > l->stats.max_running) l->stats.max_running = s->step_seqs;
     if (s->running > l->stats.max_running) l->stats.max_running = s->running;
     l->stats.waiting = s->waiting;
     l->stats.kv_usage = s->kv_usage;

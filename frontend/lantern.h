@@ -117,7 +117,7 @@ int lantern_abort(lantern_t *l, uint64_t id);
 
 typedef struct lantern_stats {
     int running, waiting, pending_requests;
-    int max_running; /* largest batch (running sequences) the engine has reported */
+    int max_running; /* largest batch (sequences in one step) the engine has reported */
     float kv_usage;
     uint64_t prefix_queries, prefix_hits, preemptions, steps;
 } lantern_stats_t;

@@ -182,9 +182,10 @@ int ipc_msg_output_write(ipc_writer_t *w, const ipc_output_t *o, const void **da
     ipc_wr_array(w, (size_t)o->n_items);
     for (int i = 0; i < o->n_items; i++) wr_item(w, &o->items[i], true);
     const ipc_sched_stats_t *s = &o->stats;
-    ipc_wr_array(w, 7);
+    ipc_wr_array(w, 8);
     ipc_wr_i64(w, s->running);
     ipc_wr_i64(w, s->waiting);
+    ipc_wr_i64(w, s->step_seqs);
     ipc_wr_f32(w, s->kv_usage);
     ipc_wr_u64(w, s->prefix_queries);
     ipc_wr_u64(w, s->prefix_hits);
@@ -204,9 +205,10 @@ int ipc_msg_output_read(const ipc_envelope_t *env, ipc_output_t *o, char *err) {
     for (int i = 0; i < o->n_items; i++) rd_item(&items, &o->items[i], true);
     ipc_rd_end(&items);
     ipc_sched_stats_t *s = &o->stats;
-    ipc_rd_array(&r, &st, NULL, 7);
+    ipc_rd_array(&r, &st, NULL, 8);
     ipc_rd_i32(&st, &s->running);
     ipc_rd_i32(&st, &s->waiting);
+    ipc_rd_i32_range(&st, &s->step_seqs, 0, INT32_MAX);
     ipc_rd_f32(&st, &s->kv_usage);
     ipc_rd_u64(&st, &s->prefix_queries);
     ipc_rd_u64(&st, &s->prefix_hits);

@@ -89,6 +89,7 @@ typedef struct ipc_out_item {
 
 typedef struct ipc_sched_stats {
     int32_t running, waiting;
+    int32_t step_seqs; /* sequences in the step this output comes from (its batch size) */
     float kv_usage;
     uint64_t prefix_queries, prefix_hits, preemptions, steps;
 } ipc_sched_stats_t;

@@ -400,15 +400,10 @@ static int wait_workers(core_t *c, char *err) {
             continue;
         }
         if (rc < 0) return rc;
-        if (c->env.type == IPC_MSG_ERROR) {
-            int code;
-            char text[LT_ERR_LEN];
-            if ((rc = ipc_msg_error_read(&c->env, &code, text, sizeof text, err))) return rc;
-            snprintf(err, LT_ERR_LEN, "%s", text);
-            return CORE_CHILD_FAILED;
-        }
         ipc_hello_t h;
-        if ((rc = ipc_msg_hello_read(&c->env, &h, err))) return rc;
+        if ((rc = ipc_msg_hello_read(&c->env, &h, err)) == IPC_CHILD_ERROR)
+            return CORE_CHILD_FAILED;
+        if (rc) return rc;
         if (ready == 0 || h.num_blocks < min_blocks) min_blocks = h.num_blocks;
         if (h.rank == 0) c->info = h;
         ready++;

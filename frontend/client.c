@@ -265,15 +265,10 @@ int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err
         rc = ipc_sock_recv_envelope(l->out, NULL, &l->env, 200, err);
         if (rc == IPC_AGAIN) continue;
         if (rc < 0) goto fail;
-        if (l->env.type == IPC_MSG_ERROR) {
-            int code;
-            char text[LT_ERR_LEN];
-            if ((rc = ipc_msg_error_read(&l->env, &code, text, sizeof text, err)) == 0)
-                rc = lt_errf(err, code < 0 ? code : LT_ERR_IO, "%s", text);
-            goto fail;
-        }
         ipc_hello_t h;
-        if ((rc = ipc_msg_hello_read(&l->env, &h, err))) goto fail;
+        if ((rc = ipc_msg_hello_read(&l->env, &h, err)) == IPC_CHILD_ERROR)
+            rc = LT_ERR_IO; /* err holds the child's own reason */
+        if (rc) goto fail;
         l->info = (lantern_model_info_t){.vocab_size = h.vocab,
                                          .eos_id = h.eos_id,
                                          .bos_id = h.bos_id,

@@ -368,6 +368,14 @@ int ipc_msg_hello_write(ipc_writer_t *w, const ipc_hello_t *h, const void **data
 }
 
 int ipc_msg_hello_read(const ipc_envelope_t *env, ipc_hello_t *h, char *err) {
+    if (env->type == IPC_MSG_ERROR) {
+        int code;
+        char text[LT_ERR_LEN];
+        int rc = ipc_msg_error_read(env, &code, text, sizeof text, err);
+        if (rc) return rc;
+        snprintf(err, LT_ERR_LEN, "%s", text);
+        return IPC_CHILD_ERROR;
+    }
     ipc_rd_t r;
     int rc = payload_cursor(env, IPC_MSG_HELLO, &r, "hello", err);
     if (rc) return rc;

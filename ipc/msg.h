@@ -159,6 +159,9 @@ typedef struct ipc_hello {
 
 int ipc_msg_hello_write(ipc_writer_t *w, const ipc_hello_t *h, const void **data, size_t *len,
                         char *err);
+/* A child's first message: its HELLO, or the ERROR it sent instead of one. For an ERROR, returns
+ * IPC_CHILD_ERROR with the child's own text in err (the reason it could not start). */
+#define IPC_CHILD_ERROR 3
 int ipc_msg_hello_read(const ipc_envelope_t *env, ipc_hello_t *h, char *err);
 
 /* ---- ERROR ---- */

@@ -111,6 +111,17 @@ static void fail_request(core_t *c, uint64_t id, int finish, const char *msg) {
     if (msg) snprintf(it->error, sizeof it->error, "%.255s", msg);
 }
 
+/* A finished request's intervals, each measured here between two of its events. */
+static void item_timings(ipc_out_item_t *it, const eng_req_events_t *e) {
+    it->queue_ns = e->first_scheduled_ns > e->queued_ns ? e->first_scheduled_ns - e->queued_ns : 0;
+    it->prefill_ns =
+        e->first_token_ns > e->first_scheduled_ns ? e->first_token_ns - e->first_scheduled_ns : 0;
+    it->decode_ns = e->first_token_ns && e->finished_ns > e->first_token_ns
+                        ? e->finished_ns - e->first_token_ns
+                        : 0;
+    it->n_preemptions = e->n_preemptions;
+}
+
 static void link_req(core_t *c, core_req_t *r) {
     r->prev = NULL;
     r->next = c->reqs;
@@ -198,6 +209,10 @@ static void drain_input(core_t *c) {
             }
             if (id && eng_sched_abort(c->sched, id, lt_now_ns()) == LT_OK) {
                 fail_request(c, id, IPC_FINISH_ABORT, NULL);
+                /* an abort after a stop string is a normal end: its timings still count */
+                const eng_req_events_t *ev = eng_sched_events(c->sched, id);
+                if (ev && c->output.n_items > 0 && c->output.items[c->output.n_items - 1].id == id)
+                    item_timings(&c->output.items[c->output.n_items - 1], ev);
                 /* the scheduler never dereferences `user`, and an aborted request is never
                  * scheduled again: its sampling state can go now */
                 free_req(c, find_req(c, id));
@@ -306,15 +321,7 @@ static int on_result(core_t *c, char *err) {
         it->n_prompt = o->n_prompt;
         it->n_cached = o->n_cached_tokens;
         if (o->finish != ENG_FINISH_NONE && o->events) {
-            const eng_req_events_t *e = o->events;
-            it->queue_ns =
-                e->first_scheduled_ns > e->queued_ns ? e->first_scheduled_ns - e->queued_ns : 0;
-            it->prefill_ns = e->first_token_ns > e->first_scheduled_ns
-                                 ? e->first_token_ns - e->first_scheduled_ns
-                                 : 0;
-            it->decode_ns =
-                e->finished_ns > e->first_token_ns ? e->finished_ns - e->first_token_ns : 0;
-            it->n_preemptions = e->n_preemptions;
+            item_timings(it, o->events);
             free_req(c, (core_req_t *)o->user);
         }
     }

@@ -30,6 +30,8 @@ typedef struct req {
     bool done;
     ipc_out_item_t *items; /* queued outputs, copied from the engine's messages */
     int n, cap, head;
+    void (*notify)(void *arg);
+    void *notify_arg;
     struct req *next;
 } req_t;
 
@@ -94,6 +96,7 @@ static void req_push(req_t *r, const ipc_out_item_t *it) {
     }
     r->items[r->n++] = *it;
     if (it->finish != IPC_FINISH_NONE) r->done = true;
+    if (r->notify) r->notify(r->notify_arg);
 }
 
 static void fail_all_locked(lantern_t *l, const char *why) {
@@ -355,6 +358,8 @@ int lantern_submit(lantern_t *l, const lantern_request_t *r, uint64_t *id, char 
     }
     req_t *q = calloc(1, sizeof *q);
     if (!q) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    q->notify = r->notify;
+    q->notify_arg = r->notify_arg;
     pthread_mutex_lock(&l->mu);
     q->id = ++l->next_id;
     req_t **slot = req_slot(l, q->id);
@@ -420,6 +425,21 @@ int lantern_abort(lantern_t *l, uint64_t id) {
     if (rc == 0) rc = ipc_sock_send(l->in, NULL, data, len, 1000, err);
     pthread_mutex_unlock(&l->send_mu);
     return rc < 0 ? rc : LT_OK;
+}
+
+void lantern_release(lantern_t *l, uint64_t id) {
+    pthread_mutex_lock(&l->mu);
+    req_t **slot = req_slot(l, id), *r = *slot;
+    bool running = r && !r->done;
+    if (r) {
+        *slot = r->next;
+        l->n_pending--;
+        free(r->items);
+        free(r);
+    }
+    pthread_mutex_unlock(&l->mu);
+    /* its remaining outputs find no request and are dropped */
+    if (running && atomic_load(&l->alive)) lantern_abort(l, id);
 }
 
 int lantern_next(lantern_t *l, uint64_t id, lantern_output_t *out, int timeout_ms, char *err) {

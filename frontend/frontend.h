@@ -5,6 +5,8 @@
 #ifndef FE_FRONTEND_H
 #define FE_FRONTEND_H
 
+#include <stdbool.h>
+
 /* `lantern generate`: greedy generation from token ids, with prefill/decode throughput. */
 int fe_cmd_generate(int argc, char **argv);
 
@@ -17,6 +19,13 @@ int fe_generate_text(int argc, char **argv);
 /* The model's chat template source (GGUF tokenizer.chat_template or tokenizer_config.json's
  * chat_template), malloc'd. */
 int fe_chat_template_source(const char *model_path, char **src, char *err);
+
+/* `lantern serve`: the OpenAI-compatible HTTP server. */
+int fe_cmd_serve(int argc, char **argv);
+
+/* Whole-string number parsing for flags: false when s is not a number in [lo, hi]. */
+bool fe_parse_float(const char *s, float lo, float hi, float *out);
+bool fe_parse_long(const char *s, long lo, long hi, long *out);
 
 /* Parses "1,2,3" into a malloc'd array; returns the count, or -1 with a message in err. */
 int fe_parse_ids(const char *s, int **out, char *err);

@@ -69,6 +69,12 @@ typedef struct lantern_request {
     lantern_sampling_t sampling;
     const char *traceparent; /* optional W3C trace context of the caller's span */
     const char *tracestate;
+    /* Optional: called from liblantern's receiver thread each time new output for this request
+     * is queued (tokens, its finish, or its failure), so an event loop can wake the request's
+     * consumer instead of blocking in lantern_next. It runs under liblantern's lock: it must be
+     * quick and must not call liblantern. Never called after lantern_release(id) returns. */
+    void (*notify)(void *arg);
+    void *notify_arg;
 } lantern_request_t;
 
 void lantern_request_default(lantern_request_t *r);
@@ -114,6 +120,11 @@ int lantern_next(lantern_t *l, uint64_t id, lantern_output_t *out, int timeout_m
 
 /* Cancels a request: its blocks are freed, its last output has finish ABORT. */
 int lantern_abort(lantern_t *l, uint64_t id);
+
+/* Forgets a request the caller no longer reads (a client went away): aborts it in the engine
+ * when it has not finished, drops its queued outputs, and guarantees its notify hook is not
+ * called again. Unknown (already finished and read) ids are fine. */
+void lantern_release(lantern_t *l, uint64_t id);
 
 typedef struct lantern_stats {
     int running, waiting, pending_requests;

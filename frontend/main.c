@@ -17,6 +17,7 @@ static void usage(FILE *f) {
                "  generate   run a model on a prompt given as token ids (greedy) and print the\n"
                "             generated ids and the prefill/decode speed\n"
                "  batch      run JSON-lines requests through the engine concurrently\n"
+               "  serve      serve a model over an OpenAI-compatible HTTP API\n"
                "\n"
                "`lantern <command> --help` describes a command's options.\n");
 }
@@ -36,6 +37,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "generate") == 0) return fe_cmd_generate(argc - 1, argv + 1);
     if (strcmp(argv[1], "batch") == 0) return fe_cmd_batch(argc - 1, argv + 1);
+    if (strcmp(argv[1], "serve") == 0) return fe_cmd_serve(argc - 1, argv + 1);
     if (strcmp(argv[1], "__engine") == 0) return eng_core_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "__worker") == 0) return wk_worker_main(argc - 1, argv + 1);
     fprintf(stderr, "lantern: unknown command '%s'\n", argv[1]);

@@ -117,7 +117,7 @@ static void usage(FILE *f) {
             "generation_config.json, then OpenAI's (temperature 1, top_p 1).\n");
 }
 
-static bool parse_float(const char *s, float lo, float hi, float *out) {
+bool fe_parse_float(const char *s, float lo, float hi, float *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -126,7 +126,7 @@ static bool parse_float(const char *s, float lo, float hi, float *out) {
     return true;
 }
 
-static bool parse_int(const char *s, long lo, long hi, long *out) {
+bool fe_parse_long(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -174,16 +174,16 @@ int fe_generate_text(int argc, char **argv) {
         case 'p': prompt = optarg; break;
         case 'c': chat = optarg; break;
         case 'S': system = optarg; break;
-        case 'n': ok = parse_int(optarg, 0, 1000000, &max_tokens); break;
-        case 'N': ok = parse_int(optarg, 0, 1000000, &min_tokens); break;
-        case 'T': ok = parse_float(optarg, 0, 100, &temperature); break;
-        case 'P': ok = parse_float(optarg, 1e-6f, 1, &top_p); break;
-        case 'K': ok = parse_int(optarg, -1, 1 << 24, &top_k); break;
-        case 'M': ok = parse_float(optarg, 0, 1, &min_p); break;
-        case 's': ok = parse_int(optarg, 0, 0x7fffffffffffffffL, &seed); break;
-        case 'r': ok = parse_float(optarg, -2, 2, &pres); break;
-        case 'f': ok = parse_float(optarg, -2, 2, &freq); break;
-        case 'R': ok = parse_float(optarg, 1e-6f, 10, &rep); break;
+        case 'n': ok = fe_parse_long(optarg, 0, 1000000, &max_tokens); break;
+        case 'N': ok = fe_parse_long(optarg, 0, 1000000, &min_tokens); break;
+        case 'T': ok = fe_parse_float(optarg, 0, 100, &temperature); break;
+        case 'P': ok = fe_parse_float(optarg, 1e-6f, 1, &top_p); break;
+        case 'K': ok = fe_parse_long(optarg, -1, 1 << 24, &top_k); break;
+        case 'M': ok = fe_parse_float(optarg, 0, 1, &min_p); break;
+        case 's': ok = fe_parse_long(optarg, 0, 0x7fffffffffffffffL, &seed); break;
+        case 'r': ok = fe_parse_float(optarg, -2, 2, &pres); break;
+        case 'f': ok = fe_parse_float(optarg, -2, 2, &freq); break;
+        case 'R': ok = fe_parse_float(optarg, 1e-6f, 10, &rep); break;
         case 'x':
             if (n_stops == FE_MAX_STOPS) {
                 fprintf(stderr, "lantern generate: at most %d --stop strings\n", FE_MAX_STOPS);
@@ -197,8 +197,8 @@ int fe_generate_text(int argc, char **argv) {
             ok = n_stop_ids >= 0;
             break;
         case 'e': ignore_eos = true; break;
-        case 'z': ok = parse_int(optarg, 1, 64, &tp); break;
-        case 't': ok = parse_int(optarg, 1, 1024, &v) && (threads = v, true); break;
+        case 'z': ok = fe_parse_long(optarg, 1, 64, &tp); break;
+        case 't': ok = fe_parse_long(optarg, 1, 1024, &v) && (threads = v, true); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

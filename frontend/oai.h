@@ -1,0 +1,128 @@
+/*
+ * oai.h — the OpenAI API surface of `lantern serve`, apart from HTTP: validating a completions or
+ * chat-completions request body into token ids and engine parameters (with OpenAI's error shape
+ * and status for every refusal), and a small JSON writer for responses and SSE chunks.
+ *
+ * Parsing reads JSON with cJSON; a request that passes comes back fully resolved: prompts
+ * tokenized (a chat rendered with the model's own template first), sampling values defaulted from
+ * the model's generation config and then OpenAI's defaults, lengths checked against the context.
+ * Thread safety: fe_oai_ctx_t is read-only after set-up and shared by every HTTP thread; a
+ * request and a writer belong to one thread at a time. Ownership: fe_oai_request_fini frees what
+ * parsing allocated. The writer appends to a caller's fe_buf_t and allocates only when the buffer
+ * grows (it reaches a request's steady size after the first chunks: the SSE path stops
+ * allocating).
+ */
+#ifndef FE_OAI_H
+#define FE_OAI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chat_template.h"
+#include "stop.h"
+#include "tokenizer.h"
+
+/* ---- what every request is checked against ---- */
+
+typedef struct fe_oai_ctx {
+    const fe_tokenizer_t *tok;
+    const fe_chat_template_t *tpl; /* NULL: the model has no chat template (chat is refused) */
+    const char *served_name;
+    int max_model_len;
+    int vocab_size;
+    /* the model's generation config; < 0 (0 for top_k) when it has none */
+    float gen_temperature, gen_top_p, gen_repetition_penalty;
+    int gen_top_k;
+} fe_oai_ctx_t;
+
+/* ---- errors in OpenAI's shape ---- */
+
+typedef struct fe_oai_error {
+    int status;       /* HTTP status */
+    const char *type; /* "invalid_request_error", ... */
+    const char *code; /* NULL or e.g. "context_length_exceeded" */
+    char param[64];   /* "" when none */
+    char message[512];
+} fe_oai_error_t;
+
+/* Fills e and returns LT_ERR_INVAL (status 400 unless given otherwise). */
+int fe_oai_fail(fe_oai_error_t *e, int status, const char *type, const char *code,
+                const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* ---- a parsed request ---- */
+
+typedef enum fe_oai_kind { FE_OAI_COMPLETION, FE_OAI_CHAT } fe_oai_kind_t;
+
+#define FE_OAI_MAX_PROMPTS 64
+#define FE_OAI_MAX_N       64
+
+typedef struct fe_oai_prompt {
+    int32_t *ids;
+    int n_ids;
+    char *text; /* the prompt as text (for echo and logs); decoded when it came as ids */
+} fe_oai_prompt_t;
+
+typedef struct fe_oai_request {
+    fe_oai_kind_t kind;
+    fe_oai_prompt_t *prompts;
+    int n_prompts;
+    int n;          /* choices per prompt */
+    int max_tokens; /* resolved */
+    int min_tokens;
+    float temperature, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty;
+    int top_k;
+    bool has_seed;
+    uint64_t seed;
+    const char *stops[FE_MAX_STOPS]; /* point into the parsed JSON (kept in json) */
+    int n_stops;
+    int32_t stop_ids[64];
+    int n_stop_ids;
+    int32_t bias_ids[300];
+    float bias[300];
+    int n_bias;
+    int logprobs; /* -1: none; else the number of alternatives (0..20) */
+    bool echo;    /* completions: the prompt text before the completion */
+    bool ignore_eos, skip_special, include_stop, stream, include_usage;
+    const char *user; /* NULL when absent */
+    void *json;       /* the parsed body (cJSON *), owned */
+} fe_oai_request_t;
+
+/* Parses and validates a request body. On failure returns non-zero with e filled (status 400,
+ * 404 for an unknown model, 503 never: the engine is not consulted). */
+int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_ctx_t *ctx,
+                 fe_oai_request_t *r, fe_oai_error_t *e);
+void fe_oai_request_fini(fe_oai_request_t *r);
+
+/* Renders a chat (messages array and options as in a request body) into prompt text: used by
+ * chat completions and /tokenize. The caller frees *out. */
+int fe_oai_render_chat(const fe_oai_ctx_t *ctx, const void *body_json, char **out,
+                       fe_oai_error_t *e);
+
+/* ---- JSON writer ---- */
+
+/* Appends JSON to a buffer; `first` tracks whether a comma is due at each nesting level. */
+typedef struct fe_jw {
+    fe_buf_t *b;
+    int depth;
+    bool first[32];
+    int err; /* sticky LT_ERR_NOMEM */
+} fe_jw_t;
+
+void fe_jw_init(fe_jw_t *w, fe_buf_t *b);
+void fe_jw_obj(fe_jw_t *w);             /* { */
+void fe_jw_arr(fe_jw_t *w);             /* [ */
+void fe_jw_end(fe_jw_t *w, char close); /* } or ] */
+void fe_jw_key(fe_jw_t *w, const char *k);
+void fe_jw_str(fe_jw_t *w, const char *s, size_t n); /* escaped; invalid UTF-8 is kept as is */
+void fe_jw_cstr(fe_jw_t *w, const char *s);          /* NULL writes null */
+void fe_jw_int(fe_jw_t *w, long long v);
+void fe_jw_num(fe_jw_t *w, double v); /* non-finite values write null (JSON has no -inf) */
+void fe_jw_bool(fe_jw_t *w, bool v);
+void fe_jw_null(fe_jw_t *w);
+void fe_jw_raw(fe_jw_t *w, const char *s); /* a value already in JSON */
+
+/* The error body {"error": {...}}. */
+void fe_oai_error_json(const fe_oai_error_t *e, fe_buf_t *out);
+
+#endif

@@ -1,0 +1,1545 @@
+/*
+ * serve.c — `lantern serve`: the OpenAI-compatible HTTP server (libmicrohttpd) in the frontend
+ * process, in front of the engine tree that liblantern starts.
+ *
+ * Threads: libmicrohttpd runs a small pool of event-loop threads; none of them ever waits on the
+ * engine. A request that waits for tokens is *suspended* (MHD_suspend_connection) and resumed by
+ * liblantern's notify hook when its next output arrives, so 128 concurrent streams cost no
+ * thread each and no polling. The main thread only watches signals, the engine's health and the
+ * periodic stats line.
+ *
+ * Suspend/resume protocol (call_sleep / call_notify): a call sleeps by suspending first, then
+ * raising `suspended`, then re-checking `ready`; the notifier raises `ready`, then takes
+ * `suspended` with an exchange. Whichever of the two takes `suspended` resumes the connection, so
+ * a wake-up can never be lost and a connection is never resumed before it was suspended.
+ *
+ * Lifetime of a call: one per HTTP request (MHD's con_cls). Streaming calls are also referenced by
+ * their response (the SSE reader); the last of the two references frees the call. A call's engine
+ * requests are released (aborted if still running) when the HTTP request completes for any
+ * reason, client disconnect included, and lantern_release guarantees no notify after that.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chat_template.h"
+#include "frontend.h"
+#include "lantern.h"
+#include "lt.h"
+#include "oai.h"
+#include "proc.h"
+#include "stop.h"
+#include "tokenizer.h"
+#include "worker.h"
+
+#define LANTERN_VERSION "0.1.0"
+#define TOKENS_PER_READ 64
+
+/* ---- server state ---- */
+
+typedef struct call call_t;
+
+typedef struct srv {
+    struct MHD_Daemon *d;
+    lantern_t *l;
+    fe_tokenizer_t *tok;
+    fe_chat_template_t *tpl;
+    fe_oai_ctx_t oai;
+    lantern_model_info_t info;
+    char model[4096], served_name[256], host[256];
+    int port;
+    char *api_key;
+    size_t max_body;
+    bool log_requests, log_stats;
+    time_t started;
+    pthread_mutex_t mu; /* guards calls */
+    call_t *calls;      /* live calls, for dumps and shutdown */
+    int n_calls;
+    /* counters (frontend view) */
+    atomic_ullong n_requests, n_prompt_tokens, n_gen_tokens, n_disconnects;
+    atomic_ullong n_finished[5]; /* by lantern_finish_t */
+    atomic_ullong n_errors[6];   /* 400 401 404 413 503 other */
+} srv_t;
+
+typedef enum route {
+    R_NONE,
+    R_COMPLETIONS,
+    R_CHAT,
+    R_MODELS,
+    R_HEALTH,
+    R_VERSION,
+    R_METRICS,
+    R_TOKENIZE,
+    R_DETOKENIZE,
+} route_t;
+
+typedef struct choice {
+    int index, prompt;
+    uint64_t id;
+    bool live;    /* submitted and not yet finished in liblantern */
+    bool stopped; /* a stop string matched: no more text */
+    bool final_sent;
+    bool role_sent;
+    fe_detok_t *detok;
+    fe_stopper_t stopper;
+    bool stopper_ok;
+    fe_buf_t text;       /* non-streaming: all the text; streaming: not yet sent */
+    size_t text_total;   /* bytes of text released so far (logprobs text_offset) */
+    lantern_token_t *lp; /* logprob entries not yet written */
+    size_t *lp_offset;
+    int n_lp, cap_lp;
+    int n_tokens;
+    lantern_finish_t finish;
+    int stop_string; /* index into the request's stops, or -1 */
+    int32_t stop_token;
+    char error[256];
+    double queue_s, prefill_s, decode_s;
+    int n_cached;
+} choice_t;
+
+struct call {
+    srv_t *s;
+    struct MHD_Connection *conn;
+    route_t route;
+    atomic_int refs;
+    char rid[72]; /* X-Request-Id */
+    char oid[96]; /* the response's "id" */
+    long created;
+    uint64_t t0_ns;
+    fe_buf_t body;
+    bool too_large, body_done;
+    /* a generation */
+    fe_oai_request_t req;
+    bool has_req;
+    choice_t *ch;
+    int n_ch, n_live;
+    lantern_token_t *toks; /* TOKENS_PER_READ scratch for lantern_next */
+    atomic_bool ready;
+    atomic_bool suspended;
+    fe_buf_t out;     /* SSE bytes not yet handed to MHD */
+    fe_buf_t scratch; /* stop-string releases */
+    size_t out_pos;
+    bool tail_sent;   /* usage chunk and [DONE] written */
+    bool complete;    /* every choice finished */
+    bool closed;      /* MHD is done with the connection (under srv->mu) */
+    atomic_bool gone; /* the watchdog saw the client hang up */
+    int status;
+    call_t *prev, *next; /* srv->calls */
+};
+
+static srv_t g_srv;
+
+/* ---- small helpers ---- */
+
+static void random_hex(char *out, int n) {
+    unsigned char b[32];
+    if (n > 64) n = 64;
+    if (getrandom(b, (size_t)(n + 1) / 2, 0) < 0)
+        for (int i = 0; i < 32; i++) b[i] = (unsigned char)(lt_now_ns() >> (i % 8));
+    for (int i = 0; i < n; i++) out[i] = "0123456789abcdef"[(b[i / 2] >> (i % 2 ? 0 : 4)) & 15];
+    out[n] = '\0';
+}
+
+/* a request id from the client is echoed only when it is short and printable */
+static void request_id(struct MHD_Connection *conn, char *out, size_t cap) {
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (h && *h && strlen(h) < cap && strlen(h) <= 64) {
+        bool ok = true;
+        for (const char *p = h; *p; p++)
+            if (*p < 0x21 || *p > 0x7e) ok = false;
+        if (ok) {
+            snprintf(out, cap, "%s", h);
+            return;
+        }
+    }
+    random_hex(out, 32);
+}
+
+/* constant-time: the time taken depends on the key's length, never on where it differs */
+static bool key_matches(const char *given, const char *key) {
+    size_t gl = strlen(given), kl = strlen(key);
+    unsigned char diff = gl != kl;
+    for (size_t i = 0; i < kl; i++) diff |= (unsigned char)(key[i] ^ (i < gl ? given[i] : 0));
+    return diff == 0;
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result respond(call_t *c, int status, const char *type, const char *body,
+                               size_t len) {
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    if (type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, "X-Request-Id", c->rid);
+    c->status = status;
+    enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static void count_error(srv_t *s, int status) {
+    int k = status == 400   ? 0
+            : status == 401 ? 1
+            : status == 404 ? 2
+            : status == 413 ? 3
+            : status == 503 ? 4
+                            : 5;
+    atomic_fetch_add(&s->n_errors[k], 1);
+}
+
+static enum MHD_Result respond_error(call_t *c, const fe_oai_error_t *e) {
+    fe_buf_t b = {0};
+    fe_oai_error_json(e, &b);
+    count_error(c->s, e->status);
+    if (c->s->log_requests) LT_INFO("request %s: %d %s", c->rid, e->status, e->message);
+    enum MHD_Result ok = respond(c, e->status, "application/json", b.data ? b.data : "{}", b.len);
+    fe_buf_free(&b);
+    return ok;
+}
+
+static enum MHD_Result fail(call_t *c, int status, const char *type, const char *code,
+                            const char *param, const char *msg) {
+    fe_oai_error_t e;
+    fe_oai_fail(&e, status, type, code, param, "%s", msg);
+    return respond_error(c, &e);
+}
+
+static enum MHD_Result engine_gone(call_t *c) {
+    return fail(c, 503, "service_unavailable_error", "engine_unavailable", NULL,
+                "the engine is not running");
+}
+
+/* ---- calls ---- */
+
+static void call_unref(call_t *c);
+
+static void call_notify(void *arg) {
+    call_t *c = arg;
+    atomic_store(&c->ready, true);
+    if (atomic_exchange(&c->suspended, false)) MHD_resume_connection(c->conn);
+}
+
+/* Only from the connection's own access handler or content reader (MHD's rule). */
+static void call_sleep(call_t *c) {
+    MHD_suspend_connection(c->conn);
+    atomic_store(&c->suspended, true);
+    if (atomic_load(&c->ready) && atomic_exchange(&c->suspended, false))
+        MHD_resume_connection(c->conn);
+}
+
+static void choice_fini(choice_t *ch) {
+    fe_detok_destroy(&ch->detok);
+    if (ch->stopper_ok) fe_stopper_fini(&ch->stopper);
+    fe_buf_free(&ch->text);
+    free(ch->lp);
+    free(ch->lp_offset);
+}
+
+/* Stops generating (client gone or server stopping): engine requests are released. */
+static void call_release(call_t *c) {
+    for (int i = 0; i < c->n_ch; i++)
+        if (c->ch[i].live) {
+            lantern_release(c->s->l, c->ch[i].id);
+            c->ch[i].live = false;
+            c->ch[i].finish = LANTERN_FINISH_ABORT;
+            c->n_live--;
+        }
+}
+
+static void call_free(call_t *c) {
+    srv_t *s = c->s;
+    pthread_mutex_lock(&s->mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (s->calls == c)
+        s->calls = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->n_calls--;
+    pthread_mutex_unlock(&s->mu);
+    call_release(c);
+    for (int i = 0; i < c->n_ch; i++) choice_fini(&c->ch[i]);
+    free(c->ch);
+    free(c->toks);
+    if (c->has_req) fe_oai_request_fini(&c->req);
+    fe_buf_free(&c->body);
+    fe_buf_free(&c->out);
+    fe_buf_free(&c->scratch);
+    free(c);
+}
+
+static void call_unref(call_t *c) {
+    if (atomic_fetch_sub(&c->refs, 1) == 1) call_free(c);
+}
+
+static call_t *call_new(srv_t *s, struct MHD_Connection *conn) {
+    call_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->s = s;
+    c->conn = conn;
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->ready, false);
+    atomic_init(&c->suspended, false);
+    c->t0_ns = lt_now_ns();
+    c->created = (long)time(NULL);
+    request_id(conn, c->rid, sizeof c->rid);
+    pthread_mutex_lock(&s->mu);
+    c->next = s->calls;
+    if (s->calls) s->calls->prev = c;
+    s->calls = c;
+    s->n_calls++;
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
+
+/* ---- generation: submit, read outputs, turn tokens into text ---- */
+
+static void text_out(choice_t *ch, const char *t, size_t n) {
+    fe_buf_append(&ch->text, t, n);
+    ch->text_total += n;
+}
+
+static int call_submit(call_t *c, fe_oai_error_t *e) {
+    srv_t *s = c->s;
+    fe_oai_request_t *q = &c->req;
+    char err[LT_ERR_LEN];
+    c->n_ch = q->n_prompts * q->n;
+    c->ch = calloc((size_t)c->n_ch, sizeof *c->ch);
+    c->toks = malloc(sizeof *c->toks * TOKENS_PER_READ);
+    if (!c->ch || !c->toks) return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    for (int i = 0; i < c->n_ch; i++) {
+        choice_t *ch = &c->ch[i];
+        ch->index = i;
+        ch->prompt = i / q->n;
+        ch->stop_string = -1;
+        ch->stop_token = -1;
+        if (fe_detok_create(s->tok, q->skip_special, &ch->detok, err) ||
+            fe_stopper_init(&ch->stopper, q->stops, q->n_stops, q->include_stop, err))
+            return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        ch->stopper_ok = true;
+        if (q->echo) text_out(ch, q->prompts[ch->prompt].text, strlen(q->prompts[ch->prompt].text));
+    }
+    for (int i = 0; i < c->n_ch; i++) {
+        choice_t *ch = &c->ch[i];
+        if (q->max_tokens == 0) {
+            ch->finish = LANTERN_FINISH_LENGTH;
+            continue;
+        }
+        const fe_oai_prompt_t *p = &q->prompts[ch->prompt];
+        lantern_request_t r;
+        lantern_request_default(&r);
+        r.prompt = p->ids;
+        r.n_prompt = p->n_ids;
+        r.max_tokens = q->max_tokens;
+        r.min_tokens = q->min_tokens;
+        r.ignore_eos = q->ignore_eos;
+        r.stop_token_ids = q->stop_ids;
+        r.n_stop_token_ids = q->n_stop_ids;
+        lantern_sampling_t *sp = &r.sampling;
+        sp->temperature = q->temperature;
+        sp->top_p = q->top_p;
+        sp->top_k = q->top_k;
+        sp->min_p = q->min_p;
+        sp->presence_penalty = q->presence_penalty;
+        sp->frequency_penalty = q->frequency_penalty;
+        sp->repetition_penalty = q->repetition_penalty;
+        sp->has_seed = q->has_seed;
+        sp->seed = q->seed + (uint64_t)(i % q->n); /* choice k of n: seed + k */
+        sp->logprobs = q->logprobs;
+        sp->n_logit_bias = q->n_bias;
+        sp->logit_bias_ids = q->bias_ids;
+        sp->logit_bias = q->bias;
+        r.notify = call_notify;
+        r.notify_arg = c;
+        if (lantern_submit(s->l, &r, &ch->id, err)) {
+            call_release(c);
+            if (!lantern_alive(s->l))
+                return fe_oai_fail(e, 503, "service_unavailable_error", "engine_unavailable", NULL,
+                                   "the engine is not running");
+            return fe_oai_fail(e, 500, "server_error", NULL, NULL, "%s", err);
+        }
+        ch->live = true;
+        c->n_live++;
+    }
+    for (int i = 0; i < q->n_prompts; i++)
+        atomic_fetch_add(&s->n_prompt_tokens, (unsigned long long)q->prompts[i].n_ids);
+    return 0;
+}
+
+/* Runs released text through the stop strings. */
+static void choice_text(call_t *c, choice_t *ch, const char *t, size_t n) {
+    fe_buf_t *out = &c->scratch;
+    fe_buf_clear(out);
+    int m = fe_stopper_feed(&ch->stopper, t, n, out);
+    text_out(ch, out->data ? out->data : "", out->len);
+    if (m == 1) {
+        ch->stopped = true;
+        ch->stop_string = ch->stopper.matched;
+        /* the engine ends it at its next step; its ABORT output still brings the timings */
+        lantern_abort(c->s->l, ch->id);
+    }
+}
+
+static void choice_feed(call_t *c, choice_t *ch, const lantern_output_t *o) {
+    const fe_oai_request_t *q = &c->req;
+    char err[LT_ERR_LEN];
+    for (int i = 0; i < o->n_tokens && !ch->stopped; i++) {
+        const lantern_token_t *t = &o->tokens[i];
+        ch->n_tokens++;
+        if (q->logprobs >= 0) {
+            if (ch->n_lp == ch->cap_lp) {
+                int cap = ch->cap_lp ? ch->cap_lp * 2 : 16;
+                lantern_token_t *nl = realloc(ch->lp, sizeof *nl * (size_t)cap);
+                size_t *no = nl ? realloc(ch->lp_offset, sizeof *no * (size_t)cap) : NULL;
+                if (nl) ch->lp = nl;
+                if (no) {
+                    ch->lp_offset = no;
+                    ch->cap_lp = cap;
+                }
+            }
+            if (ch->n_lp < ch->cap_lp) {
+                ch->lp[ch->n_lp] = *t;
+                ch->lp_offset[ch->n_lp++] = ch->text_total + ch->stopper.held.len;
+            }
+        }
+        /* the token that ended the request (EOS or a stop id) is not text, as in vLLM */
+        bool stop_tok = o->finish == LANTERN_FINISH_STOP && i == o->n_tokens - 1;
+        if (stop_tok && !q->include_stop) continue;
+        const char *txt;
+        size_t n;
+        if (fe_detok_feed(ch->detok, t->id, &txt, &n, err) == 0 && n) choice_text(c, ch, txt, n);
+    }
+    atomic_fetch_add(&c->s->n_gen_tokens, (unsigned long long)o->n_tokens);
+    if (o->finish == LANTERN_FINISH_NONE) return;
+    ch->live = false;
+    c->n_live--;
+    ch->queue_s = o->queue_s;
+    ch->prefill_s = o->prefill_s;
+    ch->decode_s = o->decode_s;
+    ch->n_cached = o->n_cached_tokens;
+    ch->stop_token = o->stop_token;
+    if (ch->stopped) {
+        ch->finish = LANTERN_FINISH_STOP;
+    } else {
+        ch->finish = o->finish;
+        const char *txt;
+        size_t n;
+        if (fe_detok_flush(ch->detok, &txt, &n, err) == 0 && n) choice_text(c, ch, txt, n);
+        if (!ch->stopped) {
+            fe_buf_clear(&c->scratch);
+            fe_stopper_flush(&ch->stopper, &c->scratch);
+            text_out(ch, c->scratch.data ? c->scratch.data : "", c->scratch.len);
+        } else {
+            ch->finish = LANTERN_FINISH_STOP;
+        }
+        if (o->finish == LANTERN_FINISH_ERROR)
+            snprintf(ch->error, sizeof ch->error, "%s", o->error);
+    }
+    atomic_fetch_add(&c->s->n_finished[ch->finish], 1);
+}
+
+/* Reads whatever the engine has for every live choice; never waits. */
+static void call_pump(call_t *c) {
+    char err[LT_ERR_LEN];
+    for (int i = 0; i < c->n_ch; i++) {
+        choice_t *ch = &c->ch[i];
+        while (ch->live) {
+            lantern_output_t o = {.tokens = c->toks, .tokens_cap = TOKENS_PER_READ};
+            int rc = lantern_next(c->s->l, ch->id, &o, 0, err);
+            if (rc == LANTERN_AGAIN) break;
+            if (rc < 0) { /* liblantern forgot it: treat as failed */
+                ch->live = false;
+                c->n_live--;
+                ch->finish = LANTERN_FINISH_ERROR;
+                snprintf(ch->error, sizeof ch->error, "%.255s", err);
+                break;
+            }
+            choice_feed(c, ch, &o);
+        }
+    }
+    c->complete = c->n_live == 0;
+}
+
+/* ---- response bodies ---- */
+
+static const char *finish_str(lantern_finish_t f) {
+    switch (f) {
+    case LANTERN_FINISH_STOP: return "stop";
+    case LANTERN_FINISH_LENGTH: return "length";
+    case LANTERN_FINISH_ABORT: return "abort";
+    case LANTERN_FINISH_ERROR: return "error";
+    default: return NULL;
+    }
+}
+
+static void write_stop_reason(fe_jw_t *w, const call_t *c, const choice_t *ch) {
+    fe_jw_key(w, "stop_reason");
+    if (ch->stop_string >= 0)
+        fe_jw_cstr(w, c->req.stops[ch->stop_string]);
+    else if (ch->stop_token >= 0)
+        fe_jw_int(w, ch->stop_token);
+    else
+        fe_jw_null(w);
+}
+
+static double tokens_per_s(int n_tokens, double decode_s) {
+    return decode_s > 0 && n_tokens > 1 ? (n_tokens - 1) / decode_s : 0;
+}
+
+static void write_timings(fe_jw_t *w, double queue_s, double prefill_s, double decode_s, int prompt,
+                          int cached, int completion) {
+    fe_jw_key(w, "timings");
+    fe_jw_obj(w);
+    fe_jw_key(w, "queue_ms");
+    fe_jw_num(w, queue_s * 1e3);
+    fe_jw_key(w, "prefill_ms");
+    fe_jw_num(w, prefill_s * 1e3);
+    fe_jw_key(w, "decode_ms");
+    fe_jw_num(w, decode_s * 1e3);
+    fe_jw_key(w, "decode_tokens_per_s");
+    fe_jw_num(w, tokens_per_s(completion, decode_s));
+    fe_jw_key(w, "prompt_tokens");
+    fe_jw_int(w, prompt);
+    fe_jw_key(w, "cached_prompt_tokens");
+    fe_jw_int(w, cached);
+    fe_jw_key(w, "completion_tokens");
+    fe_jw_int(w, completion);
+    fe_jw_end(w, '}');
+}
+
+static void token_text(const srv_t *s, int32_t id, char *out, size_t cap) {
+    char *t = NULL, err[LT_ERR_LEN];
+    size_t n;
+    if (fe_tokenizer_decode(s->tok, &id, 1, false, &t, &n, err)) n = 0;
+    snprintf(out, cap, "%.*s", (int)n, t ? t : "");
+    free(t);
+}
+
+static void write_bytes(fe_jw_t *w, const char *t) {
+    fe_jw_key(w, "bytes");
+    fe_jw_arr(w);
+    for (const unsigned char *p = (const unsigned char *)t; *p; p++) fe_jw_int(w, *p);
+    fe_jw_end(w, ']');
+}
+
+/* Writes and forgets the logprob entries gathered so far. */
+static void write_logprobs(fe_jw_t *w, const call_t *c, choice_t *ch) {
+    fe_jw_key(w, "logprobs");
+    if (c->req.logprobs < 0) {
+        fe_jw_null(w);
+        return;
+    }
+    char t[256];
+    fe_jw_obj(w);
+    if (c->req.kind == FE_OAI_CHAT) {
+        fe_jw_key(w, "content");
+        fe_jw_arr(w);
+        for (int i = 0; i < ch->n_lp; i++) {
+            const lantern_token_t *e = &ch->lp[i];
+            fe_jw_obj(w);
+            token_text(c->s, e->id, t, sizeof t);
+            fe_jw_key(w, "token");
+            fe_jw_cstr(w, t);
+            fe_jw_key(w, "logprob");
+            fe_jw_num(w, e->logprob);
+            write_bytes(w, t);
+            fe_jw_key(w, "top_logprobs");
+            fe_jw_arr(w);
+            for (int k = 0; k < e->n_top && k < c->req.logprobs; k++) {
+                fe_jw_obj(w);
+                token_text(c->s, e->top_ids[k], t, sizeof t);
+                fe_jw_key(w, "token");
+                fe_jw_cstr(w, t);
+                fe_jw_key(w, "logprob");
+                fe_jw_num(w, e->top_logprobs[k]);
+                write_bytes(w, t);
+                fe_jw_end(w, '}');
+            }
+            fe_jw_end(w, ']');
+            fe_jw_end(w, '}');
+        }
+        fe_jw_end(w, ']');
+    } else {
+        fe_jw_key(w, "tokens");
+        fe_jw_arr(w);
+        for (int i = 0; i < ch->n_lp; i++) {
+            token_text(c->s, ch->lp[i].id, t, sizeof t);
+            fe_jw_cstr(w, t);
+        }
+        fe_jw_end(w, ']');
+        fe_jw_key(w, "token_logprobs");
+        fe_jw_arr(w);
+        for (int i = 0; i < ch->n_lp; i++) fe_jw_num(w, ch->lp[i].logprob);
+        fe_jw_end(w, ']');
+        fe_jw_key(w, "top_logprobs");
+        fe_jw_arr(w);
+        for (int i = 0; i < ch->n_lp; i++) {
+            fe_jw_obj(w);
+            /* the chosen token first, then the alternatives (vLLM's layout) */
+            token_text(c->s, ch->lp[i].id, t, sizeof t);
+            fe_jw_key(w, t);
+            fe_jw_num(w, ch->lp[i].logprob);
+            for (int k = 0; k < ch->lp[i].n_top && k < c->req.logprobs; k++) {
+                if (ch->lp[i].top_ids[k] == ch->lp[i].id) continue;
+                token_text(c->s, ch->lp[i].top_ids[k], t, sizeof t);
+                fe_jw_key(w, t);
+                fe_jw_num(w, ch->lp[i].top_logprobs[k]);
+            }
+            fe_jw_end(w, '}');
+        }
+        fe_jw_end(w, ']');
+        fe_jw_key(w, "text_offset");
+        fe_jw_arr(w);
+        for (int i = 0; i < ch->n_lp; i++) fe_jw_int(w, (long long)ch->lp_offset[i]);
+        fe_jw_end(w, ']');
+    }
+    fe_jw_end(w, '}');
+    ch->n_lp = 0;
+}
+
+static void usage_totals(const call_t *c, int *prompt, int *completion) {
+    *prompt = 0;
+    *completion = 0;
+    for (int i = 0; i < c->req.n_prompts; i++) *prompt += c->req.prompts[i].n_ids;
+    for (int i = 0; i < c->n_ch; i++) *completion += c->ch[i].n_tokens;
+}
+
+static void write_usage(fe_jw_t *w, const call_t *c) {
+    int p, g;
+    usage_totals(c, &p, &g);
+    fe_jw_key(w, "usage");
+    fe_jw_obj(w);
+    fe_jw_key(w, "prompt_tokens");
+    fe_jw_int(w, p);
+    fe_jw_key(w, "completion_tokens");
+    fe_jw_int(w, g);
+    fe_jw_key(w, "total_tokens");
+    fe_jw_int(w, p + g);
+    fe_jw_end(w, '}');
+}
+
+static void write_head(fe_jw_t *w, const call_t *c, bool chunk) {
+    bool chat = c->req.kind == FE_OAI_CHAT;
+    fe_jw_key(w, "id");
+    fe_jw_cstr(w, c->oid);
+    fe_jw_key(w, "object");
+    fe_jw_cstr(w, chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion");
+    fe_jw_key(w, "created");
+    fe_jw_int(w, c->created);
+    fe_jw_key(w, "model");
+    fe_jw_cstr(w, c->s->served_name);
+}
+
+/* The request's timings: the slowest choice's phases; tokens/s over every choice. */
+static void call_timings(const call_t *c, double *q, double *p, double *d, int *cached) {
+    *q = *p = *d = 0;
+    *cached = 0;
+    for (int i = 0; i < c->n_ch; i++) {
+        const choice_t *ch = &c->ch[i];
+        if (ch->queue_s > *q) *q = ch->queue_s;
+        if (ch->prefill_s > *p) *p = ch->prefill_s;
+        if (ch->decode_s > *d) *d = ch->decode_s;
+        if (ch->n_cached > *cached) *cached = ch->n_cached;
+    }
+}
+
+static void build_full(call_t *c, fe_buf_t *b) {
+    bool chat = c->req.kind == FE_OAI_CHAT;
+    fe_jw_t w;
+    fe_jw_init(&w, b);
+    fe_jw_obj(&w);
+    write_head(&w, c, false);
+    fe_jw_key(&w, "choices");
+    fe_jw_arr(&w);
+    for (int i = 0; i < c->n_ch; i++) {
+        choice_t *ch = &c->ch[i];
+        fe_jw_obj(&w);
+        fe_jw_key(&w, "index");
+        fe_jw_int(&w, i);
+        if (chat) {
+            fe_jw_key(&w, "message");
+            fe_jw_obj(&w);
+            fe_jw_key(&w, "role");
+            fe_jw_cstr(&w, "assistant");
+            fe_jw_key(&w, "content");
+            fe_jw_str(&w, ch->text.data ? ch->text.data : "", ch->text.len);
+            fe_jw_end(&w, '}');
+        } else {
+            fe_jw_key(&w, "text");
+            fe_jw_str(&w, ch->text.data ? ch->text.data : "", ch->text.len);
+        }
+        write_logprobs(&w, c, ch);
+        fe_jw_key(&w, "finish_reason");
+        fe_jw_cstr(&w, finish_str(ch->finish));
+        write_stop_reason(&w, c, ch);
+        fe_jw_end(&w, '}');
+    }
+    fe_jw_end(&w, ']');
+    write_usage(&w, c);
+    double q, p, d;
+    int cached, pt, gt;
+    call_timings(c, &q, &p, &d, &cached);
+    usage_totals(c, &pt, &gt);
+    write_timings(&w, q, p, d, pt, cached, gt);
+    fe_jw_end(&w, '}');
+}
+
+/* One SSE event per choice with news: text, logprobs, its end. */
+static void build_chunks(call_t *c) {
+    bool chat = c->req.kind == FE_OAI_CHAT;
+    fe_jw_t w;
+    for (int i = 0; i < c->n_ch; i++) {
+        choice_t *ch = &c->ch[i];
+        bool ended = !ch->live && ch->finish != LANTERN_FINISH_NONE;
+        bool role = chat && !ch->role_sent;
+        if (ch->final_sent || (!role && ch->text.len == 0 && ch->n_lp == 0 && !ended)) continue;
+        fe_buf_append(&c->out, "data: ", 6);
+        fe_jw_init(&w, &c->out);
+        fe_jw_obj(&w);
+        write_head(&w, c, true);
+        fe_jw_key(&w, "choices");
+        fe_jw_arr(&w);
+        fe_jw_obj(&w);
+        fe_jw_key(&w, "index");
+        fe_jw_int(&w, i);
+        if (chat) {
+            fe_jw_key(&w, "delta");
+            fe_jw_obj(&w);
+            if (role) {
+                fe_jw_key(&w, "role");
+                fe_jw_cstr(&w, "assistant");
+                ch->role_sent = true;
+            }
+            if (ch->text.len || role) {
+                fe_jw_key(&w, "content");
+                fe_jw_str(&w, ch->text.data ? ch->text.data : "", ch->text.len);
+            }
+            fe_jw_end(&w, '}');
+        } else {
+            fe_jw_key(&w, "text");
+            fe_jw_str(&w, ch->text.data ? ch->text.data : "", ch->text.len);
+        }
+        fe_buf_clear(&ch->text);
+        write_logprobs(&w, c, ch);
+        fe_jw_key(&w, "finish_reason");
+        fe_jw_cstr(&w, ended ? finish_str(ch->finish) : NULL);
+        if (ended) {
+            write_stop_reason(&w, c, ch);
+            ch->final_sent = true;
+        }
+        fe_jw_end(&w, '}');
+        fe_jw_end(&w, ']');
+        if (ended) {
+            int prompt = c->req.prompts[ch->prompt].n_ids;
+            write_timings(&w, ch->queue_s, ch->prefill_s, ch->decode_s, prompt, ch->n_cached,
+                          ch->n_tokens);
+        }
+        fe_jw_end(&w, '}');
+        fe_buf_append(&c->out, "\n\n", 2);
+        if (ended && ch->finish == LANTERN_FINISH_ERROR) {
+            fe_oai_error_t e;
+            fe_buf_t eb = {0};
+            fe_oai_fail(&e, 500, "server_error", NULL, NULL, "generation failed: %s", ch->error);
+            fe_oai_error_json(&e, &eb);
+            fe_buf_append(&c->out, "data: ", 6);
+            fe_buf_append(&c->out, eb.data ? eb.data : "{}", eb.len);
+            fe_buf_append(&c->out, "\n\n", 2);
+            fe_buf_free(&eb);
+        }
+    }
+    if (c->complete && !c->tail_sent) {
+        if (c->req.include_usage) {
+            fe_buf_append(&c->out, "data: ", 6);
+            fe_jw_init(&w, &c->out);
+            fe_jw_obj(&w);
+            write_head(&w, c, true);
+            fe_jw_key(&w, "choices");
+            fe_jw_arr(&w);
+            fe_jw_end(&w, ']');
+            write_usage(&w, c);
+            fe_jw_end(&w, '}');
+            fe_buf_append(&c->out, "\n\n", 2);
+        }
+        fe_buf_append(&c->out, "data: [DONE]\n\n", 14);
+        c->tail_sent = true;
+    }
+}
+
+static void log_done(call_t *c) {
+    if (!c->s->log_requests || !c->has_req) return;
+    double q, p, d;
+    int cached, pt, gt;
+    call_timings(c, &q, &p, &d, &cached);
+    usage_totals(c, &pt, &gt);
+    LT_INFO("request %s: %s %d, %d choice(s), prompt %d tokens (%d cached), completion %d "
+            "tokens, queue %.1f ms, prefill %.1f ms, decode %.1f ms (%.1f tokens/s)",
+            c->rid, c->route == R_CHAT ? "chat" : "completion", c->status, c->n_ch, pt, cached, gt,
+            q * 1e3, p * 1e3, d * 1e3, tokens_per_s(gt, d));
+}
+
+/* ---- streaming: the SSE reader ---- */
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    call_t *c = cls;
+    for (;;) {
+        if (c->out_pos < c->out.len) {
+            size_t n = c->out.len - c->out_pos;
+            if (n > max) n = max;
+            memcpy(buf, c->out.data + c->out_pos, n);
+            c->out_pos += n;
+            if (c->out_pos == c->out.len) {
+                fe_buf_clear(&c->out);
+                c->out_pos = 0;
+            }
+            return (ssize_t)n;
+        }
+        if (c->tail_sent) {
+            log_done(c);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        atomic_store(&c->ready, false);
+        call_pump(c);
+        build_chunks(c);
+        if (c->out.len > 0) continue;
+        call_sleep(c);
+        return 0;
+    }
+}
+
+static void sse_free(void *cls) {
+    call_unref(cls);
+}
+
+/* ---- endpoints ---- */
+
+static enum MHD_Result generation(call_t *c) {
+    srv_t *s = c->s;
+    if (!c->has_req) {
+        fe_oai_error_t e;
+        c->has_req = true;
+        if (!lantern_alive(s->l)) return engine_gone(c);
+        fe_oai_kind_t kind = c->route == R_CHAT ? FE_OAI_CHAT : FE_OAI_COMPLETION;
+        if (fe_oai_parse(kind, c->body.data ? c->body.data : "", c->body.len, &s->oai, &c->req,
+                         &e) ||
+            call_submit(c, &e))
+            return respond_error(c, &e);
+        atomic_fetch_add(&s->n_requests, 1);
+        snprintf(c->oid, sizeof c->oid, "%s-%s", kind == FE_OAI_CHAT ? "chatcmpl" : "cmpl", c->rid);
+        if (s->log_requests)
+            LT_INFO("request %s: %s, %d prompt(s), %d tokens in the first, n %d, max_tokens %d, "
+                    "temperature %g, top_p %g, seed %s%s",
+                    c->rid, kind == FE_OAI_CHAT ? "chat" : "completion", c->req.n_prompts,
+                    c->req.prompts[0].n_ids, c->req.n, c->req.max_tokens, c->req.temperature,
+                    c->req.top_p, c->req.has_seed ? "set" : "none",
+                    c->req.stream ? ", streaming" : "");
+        if (c->req.stream) {
+            struct MHD_Response *r =
+                MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_reader, c, sse_free);
+            if (!r) return MHD_NO;
+            atomic_fetch_add(&c->refs, 1);
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+            MHD_add_response_header(r, "X-Request-Id", c->rid);
+            c->status = 200;
+            enum MHD_Result ok = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
+            MHD_destroy_response(r);
+            return ok;
+        }
+    }
+    /* non-streaming: wait (suspended) until every choice has finished */
+    atomic_store(&c->ready, false);
+    call_pump(c);
+    if (!c->complete) {
+        call_sleep(c);
+        return MHD_YES;
+    }
+    for (int i = 0; i < c->n_ch; i++)
+        if (c->ch[i].finish == LANTERN_FINISH_ERROR) {
+            if (!lantern_alive(s->l)) return engine_gone(c);
+            char msg[320];
+            snprintf(msg, sizeof msg, "generation failed: %s", c->ch[i].error);
+            return fail(c, 500, "server_error", NULL, NULL, msg);
+        }
+    fe_buf_t b = {0};
+    build_full(c, &b);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(b.len, b.data ? b.data : "", MHD_RESPMEM_MUST_COPY);
+    fe_buf_free(&b);
+    if (!r) return MHD_NO;
+    double q, p, d;
+    int cached, pt, gt;
+    call_timings(c, &q, &p, &d, &cached);
+    usage_totals(c, &pt, &gt);
+    char v[32];
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, "X-Request-Id", c->rid);
+    snprintf(v, sizeof v, "%.3f", q * 1e3);
+    MHD_add_response_header(r, "X-Lantern-Queue-Ms", v);
+    snprintf(v, sizeof v, "%.3f", p * 1e3);
+    MHD_add_response_header(r, "X-Lantern-Prefill-Ms", v);
+    snprintf(v, sizeof v, "%.3f", d * 1e3);
+    MHD_add_response_header(r, "X-Lantern-Decode-Ms", v);
+    snprintf(v, sizeof v, "%.2f", tokens_per_s(gt, d));
+    MHD_add_response_header(r, "X-Lantern-Decode-Tokens-Per-S", v);
+    c->status = 200;
+    log_done(c);
+    enum MHD_Result ok = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result models(call_t *c) {
+    srv_t *s = c->s;
+    fe_buf_t b = {0};
+    fe_jw_t w;
+    fe_jw_init(&w, &b);
+    fe_jw_obj(&w);
+    fe_jw_key(&w, "object");
+    fe_jw_cstr(&w, "list");
+    fe_jw_key(&w, "data");
+    fe_jw_arr(&w);
+    fe_jw_obj(&w);
+    fe_jw_key(&w, "id");
+    fe_jw_cstr(&w, s->served_name);
+    fe_jw_key(&w, "object");
+    fe_jw_cstr(&w, "model");
+    fe_jw_key(&w, "created");
+    fe_jw_int(&w, (long long)s->started);
+    fe_jw_key(&w, "owned_by");
+    fe_jw_cstr(&w, "lantern");
+    fe_jw_key(&w, "root");
+    fe_jw_cstr(&w, s->model);
+    fe_jw_key(&w, "max_model_len");
+    fe_jw_int(&w, s->info.max_model_len);
+    fe_jw_end(&w, '}');
+    fe_jw_end(&w, ']');
+    fe_jw_end(&w, '}');
+    enum MHD_Result ok = respond(c, 200, "application/json", b.data, b.len);
+    fe_buf_free(&b);
+    return ok;
+}
+
+static void metric(fe_buf_t *b, const char *name, const char *type, const char *help,
+                   const char *labels, double v) {
+    char line[512];
+    int n =
+        snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s{model_name=\"%s\"%s} %.17g\n",
+                 name, help, name, type, name, g_srv.served_name, labels, v);
+    fe_buf_append(b, line, (size_t)n);
+}
+
+static enum MHD_Result metrics(call_t *c) {
+    srv_t *s = c->s;
+    lantern_stats_t st;
+    lantern_stats(s->l, &st);
+    fe_buf_t b = {0};
+    metric(&b, "lantern:num_requests_running", "gauge",
+           "Number of requests in model execution batches.", "", st.running);
+    metric(&b, "lantern:num_requests_waiting", "gauge",
+           "Number of requests waiting to be processed.", "", st.waiting);
+    metric(&b, "lantern:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
+           "", st.kv_usage);
+    metric(&b, "lantern:prefix_cache_queries_total", "counter",
+           "Prefix cache queries, in terms of number of queried tokens.", "",
+           (double)st.prefix_queries);
+    metric(&b, "lantern:prefix_cache_hits_total", "counter",
+           "Prefix cache hits, in terms of number of cached tokens.", "", (double)st.prefix_hits);
+    metric(&b, "lantern:num_preemptions_total", "counter", "Cumulative number of preemptions.", "",
+           (double)st.preemptions);
+    metric(&b, "lantern:prompt_tokens_total", "counter", "Number of prefill tokens processed.", "",
+           (double)atomic_load(&s->n_prompt_tokens));
+    metric(&b, "lantern:generation_tokens_total", "counter",
+           "Number of generation tokens processed.", "", (double)atomic_load(&s->n_gen_tokens));
+    static const char *reasons[] = {NULL, "stop", "length", "abort", "error"};
+    static const char succ[] = "# HELP lantern:request_success_total Count of finished requests "
+                               "by finish reason.\n# TYPE lantern:request_success_total counter\n";
+    fe_buf_append(&b, succ, sizeof succ - 1);
+    for (int k = 1; k <= 4; k++) {
+        char line[256];
+        int n = snprintf(line, sizeof line,
+                         "lantern:request_success_total{model_name=\"%s\",finished_reason=\"%s\"} "
+                         "%llu\n",
+                         s->served_name, reasons[k], atomic_load(&s->n_finished[k]));
+        fe_buf_append(&b, line, (size_t)n);
+    }
+    metric(&b, "lantern:client_disconnects_total", "counter",
+           "Requests whose client went away before the end (aborted in the engine).", "",
+           (double)atomic_load(&s->n_disconnects));
+    metric(&b, "lantern:engine_alive", "gauge", "1 while the engine process tree is running.", "",
+           lantern_alive(s->l));
+    enum MHD_Result ok = respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
+    fe_buf_free(&b);
+    return ok;
+}
+
+static enum MHD_Result tokenize(call_t *c) {
+    srv_t *s = c->s;
+    fe_oai_error_t e;
+    cJSON *j = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return fail(c, 400, "invalid_request_error", NULL, NULL, "the body must be a JSON object");
+    }
+    enum MHD_Result ok;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    const cJSON *add = cJSON_GetObjectItemCaseSensitive(j, "add_special_tokens");
+    char *text = NULL, err[LT_ERR_LEN];
+    int32_t *ids = NULL;
+    int n = 0;
+    if (model && !cJSON_IsNull(model) &&
+        (!cJSON_IsString(model) || strcmp(model->valuestring, s->served_name) != 0)) {
+        ok = fail(c, 404, "invalid_request_error", "model_not_found", "model",
+                  "The model does not exist.");
+        goto out;
+    }
+    if (add && !cJSON_IsBool(add) && !cJSON_IsNull(add)) {
+        ok = fail(c, 400, "invalid_request_error", NULL, "add_special_tokens",
+                  "'add_special_tokens' must be a boolean");
+        goto out;
+    }
+    bool add_special;
+    if (cJSON_IsString(prompt)) {
+        add_special = !add || !cJSON_IsFalse(add);
+        text = strdup(prompt->valuestring);
+    } else if (msgs) {
+        add_special = add && cJSON_IsTrue(add);
+        if (fe_oai_render_chat(&s->oai, j, &text, &e)) {
+            ok = respond_error(c, &e);
+            goto out;
+        }
+    } else {
+        ok = fail(c, 400, "invalid_request_error", NULL, "prompt",
+                  "give 'prompt' (a string) or 'messages'");
+        goto out;
+    }
+    if (!text ||
+        fe_tokenizer_encode(s->tok, text, strlen(text), add_special, true, &ids, &n, err)) {
+        ok = fail(c, 500, "server_error", NULL, NULL, "tokenization failed");
+        goto out;
+    }
+    fe_buf_t b = {0};
+    fe_jw_t w;
+    fe_jw_init(&w, &b);
+    fe_jw_obj(&w);
+    fe_jw_key(&w, "count");
+    fe_jw_int(&w, n);
+    fe_jw_key(&w, "max_model_len");
+    fe_jw_int(&w, s->info.max_model_len);
+    fe_jw_key(&w, "tokens");
+    fe_jw_arr(&w);
+    for (int i = 0; i < n; i++) fe_jw_int(&w, ids[i]);
+    fe_jw_end(&w, ']');
+    fe_jw_end(&w, '}');
+    ok = respond(c, 200, "application/json", b.data, b.len);
+    fe_buf_free(&b);
+out:
+    free(text);
+    free(ids);
+    cJSON_Delete(j);
+    return ok;
+}
+
+static enum MHD_Result detokenize(call_t *c) {
+    srv_t *s = c->s;
+    cJSON *j = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
+    const cJSON *toks = cJSON_GetObjectItemCaseSensitive(j, "tokens");
+    enum MHD_Result ok;
+    int32_t *ids = NULL;
+    char *text = NULL, err[LT_ERR_LEN];
+    if (!cJSON_IsObject(j) || !cJSON_IsArray(toks)) {
+        ok = fail(c, 400, "invalid_request_error", NULL, "tokens",
+                  "the body must be an object with 'tokens', a list of token ids");
+        goto out;
+    }
+    int n = 0;
+    ids = malloc(sizeof(int32_t) * (size_t)(cJSON_GetArraySize(toks) + 1));
+    const cJSON *it;
+    cJSON_ArrayForEach(it, toks) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= s->info.vocab_size ||
+            it->valuedouble != (double)(int32_t)it->valuedouble) {
+            ok = fail(c, 400, "invalid_request_error", NULL, "tokens",
+                      "'tokens' must hold token ids within the vocabulary");
+            goto out;
+        }
+        ids[n++] = (int32_t)it->valuedouble;
+    }
+    size_t len;
+    if (fe_tokenizer_decode(s->tok, ids, n, false, &text, &len, err)) {
+        ok = fail(c, 500, "server_error", NULL, NULL, "detokenization failed");
+        goto out;
+    }
+    fe_buf_t b = {0};
+    fe_jw_t w;
+    fe_jw_init(&w, &b);
+    fe_jw_obj(&w);
+    fe_jw_key(&w, "prompt");
+    fe_jw_str(&w, text, len);
+    fe_jw_end(&w, '}');
+    ok = respond(c, 200, "application/json", b.data, b.len);
+    fe_buf_free(&b);
+out:
+    free(ids);
+    free(text);
+    cJSON_Delete(j);
+    return ok;
+}
+
+/* ---- the access handler ---- */
+
+static route_t route_of(const char *url, bool *post) {
+    static const struct {
+        const char *path;
+        route_t r;
+        bool post;
+    } table[] = {
+        {"/v1/completions", R_COMPLETIONS, true}, {"/v1/chat/completions", R_CHAT, true},
+        {"/v1/models", R_MODELS, false},          {"/health", R_HEALTH, false},
+        {"/version", R_VERSION, false},           {"/metrics", R_METRICS, false},
+        {"/tokenize", R_TOKENIZE, true},          {"/detokenize", R_DETOKENIZE, true},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(url, table[i].path) == 0) {
+            *post = table[i].post;
+            return table[i].r;
+        }
+    return R_NONE;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+    (void)version;
+    srv_t *s = cls;
+    call_t *c = *con_cls;
+    if (!c) { /* headers are in: route, authorize, size-check before reading any body */
+        if (!(c = call_new(s, conn))) return MHD_NO;
+        *con_cls = c;
+        bool want_post = false;
+        c->route = route_of(url, &want_post);
+        if (c->route == R_NONE)
+            return fail(c, 404, "invalid_request_error", "not_found", NULL, "no such endpoint");
+        bool is_post = strcmp(method, "POST") == 0;
+        if (is_post != want_post && !(strcmp(method, "HEAD") == 0 && !want_post))
+            return fail(c, 405, "invalid_request_error", "method_not_allowed", NULL,
+                        want_post ? "use POST" : "use GET");
+        bool open = c->route == R_HEALTH || c->route == R_VERSION || c->route == R_METRICS;
+        if (s->api_key && !open) {
+            const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+            if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !key_matches(h + 7, s->api_key))
+                return fail(c, 401, "authentication_error", "invalid_api_key", NULL,
+                            "missing or invalid API key: send 'Authorization: Bearer <key>'");
+        }
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the request body is over the limit of %zu bytes",
+                     s->max_body);
+            return fail(c, 413, "invalid_request_error", "request_too_large", NULL, msg);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) { /* a piece of the body */
+        if (!c->too_large && c->body.len + *upload_size > s->max_body) {
+            c->too_large = true;
+            fe_buf_free(&c->body);
+        }
+        if (!c->too_large && fe_buf_append(&c->body, upload, *upload_size)) return MHD_NO;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (c->status) return MHD_YES; /* already answered (a resumed call that was failed) */
+    if (c->too_large) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request body is over the limit of %zu bytes", s->max_body);
+        return fail(c, 413, "invalid_request_error", "request_too_large", NULL, msg);
+    }
+    switch (c->route) {
+    case R_COMPLETIONS:
+    case R_CHAT: return generation(c);
+    case R_MODELS: return models(c);
+    case R_HEALTH: return respond(c, lantern_alive(s->l) ? 200 : 503, NULL, "", 0);
+    case R_VERSION: {
+        static const char v[] = "{\"version\":\"" LANTERN_VERSION "\"}";
+        return respond(c, 200, "application/json", v, sizeof v - 1);
+    }
+    case R_METRICS: return metrics(c);
+    case R_TOKENIZE: return tokenize(c);
+    case R_DETOKENIZE: return detokenize(c);
+    default: return MHD_NO;
+    }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    call_t *c = *con_cls;
+    if (!c) return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&c->s->mu);
+    c->closed = true;
+    pthread_mutex_unlock(&c->s->mu);
+    if (c->n_live > 0 || atomic_load(&c->gone) || (c->has_req && c->req.stream && !c->tail_sent)) {
+        atomic_fetch_add(&c->s->n_disconnects, 1);
+        if (c->s->log_requests)
+            LT_INFO("request %s: the client went away (%s): aborted in the engine", c->rid,
+                    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT      ? "client abort"
+                    : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "server shutdown"
+                                                                    : "connection error");
+    }
+    call_release(c); /* no notify after this: the connection may now go */
+    call_unref(c);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+    LT_WARN("http: %s", line);
+}
+
+/* ---- the hang-up watchdog ---- */
+
+/* A suspended connection is not watched by MHD, so a client that gives up while its request
+ * waits (queued, or a non-streaming request still generating) would go unnoticed until the
+ * response is written. The main thread polls those sockets for a hang-up and aborts their engine
+ * requests; the ABORT outputs then resume the connection, which MHD closes. Only lantern_abort
+ * is called here: the call itself belongs to its MHD thread. */
+static void watch_hangups(srv_t *s) {
+    pthread_mutex_lock(&s->mu);
+    for (call_t *c = s->calls; c; c = c->next) {
+        if (c->closed || !atomic_load(&c->suspended) || atomic_load(&c->gone)) continue;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci) continue;
+        struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
+        if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR))) continue;
+        atomic_store(&c->gone, true);
+        for (int i = 0; i < c->n_ch; i++) lantern_abort(s->l, c->ch[i].id);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- state dump and stats line ---- */
+
+static void dump_state(srv_t *s) {
+    uint64_t now = lt_now_ns();
+    pthread_mutex_lock(&s->mu);
+    LT_INFO("state dump: http server on %s:%d, %d open requests", s->host, s->port, s->n_calls);
+    for (call_t *c = s->calls; c; c = c->next) {
+        int toks = 0;
+        for (int i = 0; i < c->n_ch; i++) toks += c->ch[i].n_tokens;
+        LT_INFO(
+            "  request %s: %s, age %.1f s, %d choice(s), %d still generating, %d tokens so far%s",
+            c->rid,
+            c->route == R_CHAT          ? "chat"
+            : c->route == R_COMPLETIONS ? "completion"
+                                        : "other",
+            (double)(now - c->t0_ns) / 1e9, c->n_ch, c->n_live, toks,
+            atomic_load(&c->suspended) ? ", waiting for the engine" : "");
+    }
+    pthread_mutex_unlock(&s->mu);
+    lantern_dump(s->l);
+}
+
+static void stats_line(srv_t *s, double dt, unsigned long long *last_p,
+                       unsigned long long *last_g) {
+    lantern_stats_t st;
+    lantern_stats(s->l, &st);
+    unsigned long long p = atomic_load(&s->n_prompt_tokens), g = atomic_load(&s->n_gen_tokens);
+    LT_INFO("stats: prompt throughput %.1f tokens/s, generation throughput %.1f tokens/s, running "
+            "%d, waiting %d, KV cache usage %.1f%%, prefix cache hit rate %.1f%%, %d open HTTP "
+            "requests",
+            (double)(p - *last_p) / dt, (double)(g - *last_g) / dt, st.running, st.waiting,
+            st.kv_usage * 100.0,
+            st.prefix_queries ? 100.0 * (double)st.prefix_hits / (double)st.prefix_queries : 0.0,
+            s->n_calls);
+    *last_p = p;
+    *last_g = g;
+}
+
+/* ---- command line ---- */
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: lantern serve [MODEL] [options]\n"
+        "\n"
+        "Serves MODEL (a GGUF file or a Hugging Face directory; default: SmolLM2-135M-Instruct)\n"
+        "over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions (streaming\n"
+        "with SSE), /v1/models, /tokenize, /detokenize, /health, /version, /metrics.\n"
+        "\n"
+        "options (vLLM's names):\n"
+        "  --model PATH                   the model (instead of the positional MODEL)\n"
+        "  --host HOST                    address to listen on (127.0.0.1; use 0.0.0.0 or ::\n"
+        "                                 to listen on all interfaces)\n"
+        "  --port PORT                    port (8000; 0 picks a free one)\n"
+        "  --served-model-name NAME       the name clients use as 'model' (default: the file\n"
+        "                                 or directory name)\n"
+        "  --api-key KEY                  require 'Authorization: Bearer KEY' on every path but\n"
+        "                                 /health, /metrics, /version (also LANTERN_API_KEY)\n"
+        "  --tensor-parallel-size N       worker processes, each holding 1/N of the model (1)\n"
+        "  --max-model-len N              context length (the model's)\n"
+        "  --max-num-seqs N               sequences per engine step (64)\n"
+        "  --max-num-batched-tokens N     tokens per engine step (2048)\n"
+        "  --block-size N                 KV-cache block size in tokens (16)\n"
+        "  --enable-prefix-caching        reuse cached KV blocks of shared prefixes (default)\n"
+        "  --no-enable-prefix-caching     turn it off\n"
+        "  --kv-cache-memory BYTES        KV-cache memory per worker, K/M/G suffixes (1G)\n"
+        "  --gpu-memory-utilization F     fraction of GPU memory for the CUDA backend (0.9;\n"
+        "                                 accepted, unused on the CPU backend)\n"
+        "  --threads N                    compute threads per worker (all cores / N workers)\n"
+        "  --max-request-body BYTES       largest request body, K/M/G suffixes (16M)\n"
+        "  --disable-log-requests         no log line per request\n"
+        "  --disable-log-stats            no periodic stats line\n"
+        "  --help                         this text\n");
+}
+
+static bool parse_size(const char *s, long long *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    double mul = 1;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1048576.0, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1073741824.0, end++;
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end == 'B') end++;
+    if (*end || errno || !(v > 0) || v * mul > 1e15) return false;
+    *out = (long long)(v * mul);
+    return true;
+}
+
+static void default_name(const char *model, char *out, size_t cap) {
+    const char *b = strrchr(model, '/');
+    b = b && b[1] ? b + 1 : model;
+    snprintf(out, cap, "%.255s", b);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/') out[--n] = '\0';
+    if (n > 5 && strcmp(out + n - 5, ".gguf") == 0) out[n - 5] = '\0';
+}
+
+static int bind_addr(const char *host, int port, struct sockaddr_storage *ss, unsigned *flags,
+                     char *err) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *res;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &res);
+    if (rc)
+        return lt_errf(err, LT_ERR_INVAL, "cannot resolve host '%s': %s", host, gai_strerror(rc));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    if (res->ai_family == AF_INET6) *flags |= MHD_USE_IPv6;
+    freeaddrinfo(res);
+    return LT_OK;
+}
+
+int fe_cmd_serve(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"host", required_argument, 0, 'H'},
+                                         {"port", required_argument, 0, 'p'},
+                                         {"served-model-name", required_argument, 0, 'n'},
+                                         {"api-key", required_argument, 0, 'k'},
+                                         {"tensor-parallel-size", required_argument, 0, 'z'},
+                                         {"max-model-len", required_argument, 0, 'L'},
+                                         {"max-num-seqs", required_argument, 0, 'S'},
+                                         {"max-num-batched-tokens", required_argument, 0, 'B'},
+                                         {"block-size", required_argument, 0, 'b'},
+                                         {"enable-prefix-caching", no_argument, 0, 'e'},
+                                         {"no-enable-prefix-caching", no_argument, 0, 'E'},
+                                         {"kv-cache-memory", required_argument, 0, 'K'},
+                                         {"gpu-memory-utilization", required_argument, 0, 'g'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"max-request-body", required_argument, 0, 'x'},
+                                         {"disable-log-requests", no_argument, 0, 'q'},
+                                         {"disable-log-stats", no_argument, 0, 'Q'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    srv_t *s = &g_srv;
+    memset(s, 0, sizeof *s);
+    lantern_engine_args_t a;
+    lantern_engine_args_default(&a);
+    const char *model = NULL, *name = NULL, *host = "127.0.0.1", *key = getenv("LANTERN_API_KEY");
+    long port = 8000, v;
+    long long sz, max_body = 16ll << 20;
+    float gmu;
+    bool ok = true;
+    s->log_requests = s->log_stats = true;
+    int o, li = 0;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, &li)) != -1) {
+        switch (o) {
+        case 'm': model = optarg; break;
+        case 'H': host = optarg; break;
+        case 'p': ok = fe_parse_long(optarg, 0, 65535, &port); break;
+        case 'n': name = optarg; break;
+        case 'k': key = optarg; break;
+        case 'z': ok = fe_parse_long(optarg, 1, 64, &v) && (a.tensor_parallel_size = (int)v); break;
+        case 'L': ok = fe_parse_long(optarg, 1, 1 << 24, &v) && (a.max_model_len = (int)v); break;
+        case 'S': ok = fe_parse_long(optarg, 1, 4096, &v) && (a.max_num_seqs = (int)v); break;
+        case 'B':
+            ok = fe_parse_long(optarg, 1, 1 << 24, &v) && (a.max_num_batched_tokens = (int)v);
+            break;
+        case 'b': ok = fe_parse_long(optarg, 1, 1024, &v) && (a.block_size = (int)v); break;
+        case 'e': a.enable_prefix_caching = true; break;
+        case 'E': a.enable_prefix_caching = false; break;
+        case 'K': ok = parse_size(optarg, &sz) && (a.kv_cache_memory = sz); break;
+        case 'g': ok = fe_parse_float(optarg, 0.01f, 1.0f, &gmu); break;
+        case 't': ok = fe_parse_long(optarg, 1, 1024, &v) && (a.threads_per_worker = (int)v); break;
+        case 'x': ok = parse_size(optarg, &max_body); break;
+        case 'q': s->log_requests = false; break;
+        case 'Q': s->log_stats = false; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "lantern serve: invalid value '%s' for --%s\n", optarg, opts[li].name);
+            return 2;
+        }
+    }
+    if (optind < argc && !model) model = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, "lantern serve: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (key && !*key) key = NULL;
+    lt_log_set_role("frontend", -1);
+    if (model)
+        snprintf(s->model, sizeof s->model, "%s", model);
+    else
+        lt_default_model_path(s->model, sizeof s->model);
+    if (name)
+        snprintf(s->served_name, sizeof s->served_name, "%s", name);
+    else
+        default_name(s->model, s->served_name, sizeof s->served_name);
+    snprintf(s->host, sizeof s->host, "%s", host);
+    s->max_body = (size_t)max_body;
+    s->api_key = key ? strdup(key) : NULL;
+    s->started = time(NULL);
+    pthread_mutex_init(&s->mu, NULL);
+
+    int status = 1;
+    char err[LT_ERR_LEN];
+    char *src = NULL;
+    lt_signals_install();
+    if (fe_tokenizer_load(s->model, &s->tok, err)) goto fail;
+    if (fe_chat_template_source(s->model, &src, err) == 0) {
+        if (fe_chat_template_compile(src, strlen(src), &s->tpl, err))
+            LT_WARN("the model's chat template cannot be used (%s): /v1/chat/completions will "
+                    "refuse requests",
+                    err);
+    } else {
+        LT_WARN("%s: /v1/chat/completions will refuse requests", err);
+    }
+    free(src);
+    struct sockaddr_storage ss;
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (bind_addr(host, (int)port, &ss, &flags, err)) goto fail;
+    a.model = s->model;
+    LT_INFO("starting the engine for %s (tensor parallel size %d)", s->model,
+            a.tensor_parallel_size);
+    if (lantern_create(&a, &s->l, err)) goto fail;
+    lantern_model_info(s->l, &s->info);
+    wk_config_t gc;
+    wk_config_defaults(&gc);
+    if (lt_is_dir(s->model) && wk_config_from_hf_dir(s->model, &gc, err))
+        LT_WARN("generation config: %s (OpenAI's defaults apply)", err);
+    s->oai = (fe_oai_ctx_t){.tok = s->tok,
+                            .tpl = s->tpl,
+                            .served_name = s->served_name,
+                            .max_model_len = s->info.max_model_len,
+                            .vocab_size = s->info.vocab_size,
+                            .gen_temperature = gc.gen_temperature,
+                            .gen_top_p = gc.gen_top_p,
+                            .gen_repetition_penalty = gc.gen_repetition_penalty,
+                            .gen_top_k = gc.gen_top_k};
+    s->d = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+    if (!s->d) {
+        lt_errf(err, LT_ERR_IO, "cannot listen on %s:%ld: %s", host, port, strerror(errno));
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : (int)port;
+    LT_INFO("serving %s as '%s' (context %d tokens, %d KV blocks of %d): listening on "
+            "http://%s:%d",
+            s->model, s->served_name, s->info.max_model_len, s->info.num_kv_blocks,
+            s->info.block_size, strchr(host, ':') ? "[::]" : host, s->port);
+
+    uint64_t last_stats = lt_now_ns(), dead_since = 0;
+    unsigned long long last_p = 0, last_g = 0;
+    status = 0;
+    while (!lt_sig_shutdown) {
+        usleep(100 * 1000);
+        if (lt_sig_dump) {
+            lt_sig_dump = 0;
+            dump_state(s);
+        }
+        watch_hangups(s);
+        uint64_t now = lt_now_ns();
+        if (!lantern_alive(s->l)) {
+            /* keep answering 503 briefly so health checks see it, then exit non-zero */
+            if (!dead_since) {
+                dead_since = now;
+                LT_ERROR("the engine died: answering 503 and exiting");
+            }
+            if (now - dead_since > 2000000000ull) {
+                status = 1;
+                break;
+            }
+        }
+        if (s->log_stats && now - last_stats >= 10000000000ull) {
+            stats_line(s, (double)(now - last_stats) / 1e9, &last_p, &last_g);
+            last_stats = now;
+        }
+    }
+    LT_INFO("shutting down: %d open requests", s->n_calls);
+    /* stop accepting, let open requests end (aborting what still generates), then stop */
+    MHD_socket lsock = MHD_quiesce_daemon(s->d);
+    if (lsock != MHD_INVALID_SOCKET) close(lsock);
+    pthread_mutex_lock(&s->mu);
+    for (call_t *c = s->calls; c; c = c->next)
+        for (int i = 0; i < c->n_ch; i++)
+            if (c->ch[i].live) lantern_abort(s->l, c->ch[i].id);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < 50 && s->n_calls > 0; i++) usleep(100 * 1000);
+    MHD_stop_daemon(s->d);
+    s->d = NULL;
+    goto done;
+fail:
+    fprintf(stderr, "lantern serve: %s\n", err);
+done:
+    if (s->d) MHD_stop_daemon(s->d);
+    lantern_destroy(&s->l);
+    fe_chat_template_destroy(&s->tpl);
+    fe_tokenizer_destroy(&s->tok);
+    free(s->api_key);
+    return status;
+}

@@ -1133,8 +1133,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->route = route_of(url, &want_post);
         if (c->route == R_NONE)
             return fail(c, 404, "invalid_request_error", "not_found", NULL, "no such endpoint");
-        bool is_post = strcmp(method, "POST") == 0;
-        if (is_post != want_post && !(strcmp(method, "HEAD") == 0 && !want_post))
+        bool method_ok = want_post ? strcmp(method, "POST") == 0
+                                   : strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+        if (!method_ok)
             return fail(c, 405, "invalid_request_error", "method_not_allowed", NULL,
                         want_post ? "use POST" : "use GET");
         bool open = c->route == R_HEALTH || c->route == R_VERSION || c->route == R_METRICS;
@@ -1264,6 +1265,7 @@ static void stats_line(srv_t *s, double dt, unsigned long long *last_p,
     lantern_stats_t st;
     lantern_stats(s->l, &st);
     unsigned long long p = atomic_load(&s->n_prompt_tokens), g = atomic_load(&s->n_gen_tokens);
+    if (p == *last_p && g == *last_g && st.running == 0 && st.waiting == 0) return; /* idle */
     LT_INFO("stats: prompt throughput %.1f tokens/s, generation throughput %.1f tokens/s, running "
             "%d, waiting %d, KV cache usage %.1f%%, prefix cache hit rate %.1f%%, %d open HTTP "
             "requests",
@@ -1476,12 +1478,13 @@ int fe_cmd_serve(int argc, char **argv) {
                             .gen_top_p = gc.gen_top_p,
                             .gen_repetition_penalty = gc.gen_repetition_penalty,
                             .gen_top_k = gc.gen_top_k};
-    s->d = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+    s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, /* first: it logs the rest */
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_LIMIT,
+                            (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d) {
         lt_errf(err, LT_ERR_IO, "cannot listen on %s:%ld: %s", host, port, strerror(errno));
         goto fail;

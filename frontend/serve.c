@@ -190,6 +190,21 @@ static enum MHD_Result respond(call_t *c, int status, const char *type, const ch
     return ok;
 }
 
+/* A JSON object body: json_begin opens it, respond_json closes, sends and frees it. */
+static void json_begin(fe_jw_t *w, fe_buf_t *b) {
+    memset(b, 0, sizeof *b);
+    fe_jw_init(w, b);
+    fe_jw_obj(w);
+}
+
+static enum MHD_Result respond_json(call_t *c, fe_jw_t *w) {
+    fe_jw_end(w, '}');
+    enum MHD_Result ok =
+        w->err ? MHD_NO : respond(c, 200, "application/json", w->b->data, w->b->len);
+    fe_buf_free(w->b);
+    return ok;
+}
+
 static void count_error(srv_t *s, int status) {
     int k = status == 400   ? 0
             : status == 401 ? 1
@@ -256,6 +271,7 @@ static void call_release(call_t *c) {
             c->ch[i].live = false;
             c->ch[i].finish = LANTERN_FINISH_ABORT;
             c->n_live--;
+            atomic_fetch_add(&c->s->n_finished[LANTERN_FINISH_ABORT], 1);
         }
 }
 
@@ -903,10 +919,9 @@ static enum MHD_Result generation(call_t *c) {
 
 static enum MHD_Result models(call_t *c) {
     srv_t *s = c->s;
-    fe_buf_t b = {0};
+    fe_buf_t b;
     fe_jw_t w;
-    fe_jw_init(&w, &b);
-    fe_jw_obj(&w);
+    json_begin(&w, &b);
     fe_jw_key(&w, "object");
     fe_jw_cstr(&w, "list");
     fe_jw_key(&w, "data");
@@ -926,10 +941,7 @@ static enum MHD_Result models(call_t *c) {
     fe_jw_int(&w, s->info.max_model_len);
     fe_jw_end(&w, '}');
     fe_jw_end(&w, ']');
-    fe_jw_end(&w, '}');
-    enum MHD_Result ok = respond(c, 200, "application/json", b.data, b.len);
-    fe_buf_free(&b);
-    return ok;
+    return respond_json(c, &w);
 }
 
 static void metric(fe_buf_t *b, const char *name, const char *type, const char *help,
@@ -1032,10 +1044,9 @@ static enum MHD_Result tokenize(call_t *c) {
         ok = fail(c, 500, "server_error", NULL, NULL, "tokenization failed");
         goto out;
     }
-    fe_buf_t b = {0};
+    fe_buf_t b;
     fe_jw_t w;
-    fe_jw_init(&w, &b);
-    fe_jw_obj(&w);
+    json_begin(&w, &b);
     fe_jw_key(&w, "count");
     fe_jw_int(&w, n);
     fe_jw_key(&w, "max_model_len");
@@ -1044,9 +1055,7 @@ static enum MHD_Result tokenize(call_t *c) {
     fe_jw_arr(&w);
     for (int i = 0; i < n; i++) fe_jw_int(&w, ids[i]);
     fe_jw_end(&w, ']');
-    fe_jw_end(&w, '}');
-    ok = respond(c, 200, "application/json", b.data, b.len);
-    fe_buf_free(&b);
+    ok = respond_json(c, &w);
 out:
     free(text);
     free(ids);
@@ -1068,6 +1077,10 @@ static enum MHD_Result detokenize(call_t *c) {
     }
     int n = 0;
     ids = malloc(sizeof(int32_t) * (size_t)(cJSON_GetArraySize(toks) + 1));
+    if (!ids) {
+        ok = MHD_NO;
+        goto out;
+    }
     const cJSON *it;
     cJSON_ArrayForEach(it, toks) {
         if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= s->info.vocab_size ||
@@ -1083,15 +1096,12 @@ static enum MHD_Result detokenize(call_t *c) {
         ok = fail(c, 500, "server_error", NULL, NULL, "detokenization failed");
         goto out;
     }
-    fe_buf_t b = {0};
+    fe_buf_t b;
     fe_jw_t w;
-    fe_jw_init(&w, &b);
-    fe_jw_obj(&w);
+    json_begin(&w, &b);
     fe_jw_key(&w, "prompt");
     fe_jw_str(&w, text, len);
-    fe_jw_end(&w, '}');
-    ok = respond(c, 200, "application/json", b.data, b.len);
-    fe_buf_free(&b);
+    ok = respond_json(c, &w);
 out:
     free(ids);
     free(text);

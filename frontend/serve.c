@@ -123,6 +123,7 @@ struct call {
     /* a generation */
     fe_oai_request_t req;
     bool has_req;
+    bool submitted; /* its choices reached the engine */
     choice_t *ch;
     int n_ch, n_live;
     lantern_token_t *toks; /* TOKENS_PER_READ scratch for lantern_next */
@@ -853,6 +854,7 @@ static enum MHD_Result generation(call_t *c) {
             call_submit(c, &e))
             return respond_error(c, &e);
         atomic_fetch_add(&s->n_requests, 1);
+        c->submitted = true;
         snprintf(c->oid, sizeof c->oid, "%s-%s", kind == FE_OAI_CHAT ? "chatcmpl" : "cmpl", c->rid);
         if (s->log_requests)
             LT_INFO("request %s: %s, %d prompt(s), %d tokens in the first, n %d, max_tokens %d, "
@@ -1141,13 +1143,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = c;
         bool want_post = false;
         c->route = route_of(url, &want_post);
-        if (c->route == R_NONE)
-            return fail(c, 404, "invalid_request_error", "not_found", NULL, "no such endpoint");
-        bool method_ok = want_post ? strcmp(method, "POST") == 0
-                                   : strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-        if (!method_ok)
-            return fail(c, 405, "invalid_request_error", "method_not_allowed", NULL,
-                        want_post ? "use POST" : "use GET");
+        /* the key guards every path but the three that monitoring must reach, unknown ones too
+         * (so a client without the key learns nothing about what exists) */
         bool open = c->route == R_HEALTH || c->route == R_VERSION || c->route == R_METRICS;
         if (s->api_key && !open) {
             const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
@@ -1155,6 +1152,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return fail(c, 401, "authentication_error", "invalid_api_key", NULL,
                             "missing or invalid API key: send 'Authorization: Bearer <key>'");
         }
+        if (c->route == R_NONE)
+            return fail(c, 404, "invalid_request_error", "not_found", NULL, "no such endpoint");
+        bool method_ok = want_post ? strcmp(method, "POST") == 0
+                                   : strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+        if (!method_ok)
+            return fail(c, 405, "invalid_request_error", "method_not_allowed", NULL,
+                        want_post ? "use POST" : "use GET");
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             char msg[128];
@@ -1205,7 +1209,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     pthread_mutex_lock(&c->s->mu);
     c->closed = true;
     pthread_mutex_unlock(&c->s->mu);
-    if (c->n_live > 0 || atomic_load(&c->gone) || (c->has_req && c->req.stream && !c->tail_sent)) {
+    if (c->n_live > 0 || atomic_load(&c->gone) ||
+        (c->submitted && c->req.stream && !c->tail_sent)) {
         atomic_fetch_add(&c->s->n_disconnects, 1);
         if (c->s->log_requests)
             LT_INFO("request %s: the client went away (%s): aborted in the engine", c->rid,

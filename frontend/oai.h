@@ -117,7 +117,9 @@ void fe_jw_key(fe_jw_t *w, const char *k);
 void fe_jw_str(fe_jw_t *w, const char *s, size_t n); /* escaped; invalid UTF-8 is kept as is */
 void fe_jw_cstr(fe_jw_t *w, const char *s);          /* NULL writes null */
 void fe_jw_int(fe_jw_t *w, long long v);
-void fe_jw_num(fe_jw_t *w, double v); /* non-finite values write null (JSON has no -inf) */
+/* JSON has no infinities: -inf (a logprob of an excluded token) writes -9999.0, as OpenAI and
+ * vLLM send it; +inf and NaN write null. */
+void fe_jw_num(fe_jw_t *w, double v);
 void fe_jw_bool(fe_jw_t *w, bool v);
 void fe_jw_null(fe_jw_t *w);
 void fe_jw_raw(fe_jw_t *w, const char *s); /* a value already in JSON */

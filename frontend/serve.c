@@ -78,6 +78,7 @@ typedef enum route {
     R_COMPLETIONS,
     R_CHAT,
     R_MODELS,
+    R_MODEL, /* /v1/models/{id} */
     R_HEALTH,
     R_VERSION,
     R_METRICS,
@@ -919,8 +920,24 @@ static enum MHD_Result generation(call_t *c) {
     return ok;
 }
 
+static void write_model(fe_jw_t *w, const srv_t *s) {
+    fe_jw_obj(w);
+    fe_jw_key(w, "id");
+    fe_jw_cstr(w, s->served_name);
+    fe_jw_key(w, "object");
+    fe_jw_cstr(w, "model");
+    fe_jw_key(w, "created");
+    fe_jw_int(w, (long long)s->started);
+    fe_jw_key(w, "owned_by");
+    fe_jw_cstr(w, "lantern");
+    fe_jw_key(w, "root");
+    fe_jw_cstr(w, s->model);
+    fe_jw_key(w, "max_model_len");
+    fe_jw_int(w, s->info.max_model_len);
+    fe_jw_end(w, '}');
+}
+
 static enum MHD_Result models(call_t *c) {
-    srv_t *s = c->s;
     fe_buf_t b;
     fe_jw_t w;
     json_begin(&w, &b);
@@ -928,22 +945,26 @@ static enum MHD_Result models(call_t *c) {
     fe_jw_cstr(&w, "list");
     fe_jw_key(&w, "data");
     fe_jw_arr(&w);
-    fe_jw_obj(&w);
-    fe_jw_key(&w, "id");
-    fe_jw_cstr(&w, s->served_name);
-    fe_jw_key(&w, "object");
-    fe_jw_cstr(&w, "model");
-    fe_jw_key(&w, "created");
-    fe_jw_int(&w, (long long)s->started);
-    fe_jw_key(&w, "owned_by");
-    fe_jw_cstr(&w, "lantern");
-    fe_jw_key(&w, "root");
-    fe_jw_cstr(&w, s->model);
-    fe_jw_key(&w, "max_model_len");
-    fe_jw_int(&w, s->info.max_model_len);
-    fe_jw_end(&w, '}');
+    write_model(&w, c->s);
     fe_jw_end(&w, ']');
     return respond_json(c, &w);
+}
+
+/* GET /v1/models/{id}: the model object itself (OpenAI's "retrieve model") */
+static enum MHD_Result model(call_t *c, const char *id) {
+    if (strcmp(id, c->s->served_name) != 0) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "The model `%.200s` does not exist.", id);
+        return fail(c, 404, "invalid_request_error", "model_not_found", "model", msg);
+    }
+    fe_buf_t b = {0};
+    fe_jw_t w;
+    fe_jw_init(&w, &b);
+    write_model(&w, c->s);
+    enum MHD_Result ok =
+        w.err ? MHD_NO : respond(c, 200, "application/json", b.data ? b.data : "", b.len);
+    fe_buf_free(&b);
+    return ok;
 }
 
 static void metric(fe_buf_t *b, const char *name, const char *type, const char *help,
@@ -1129,6 +1150,10 @@ static route_t route_of(const char *url, bool *post) {
             *post = table[i].post;
             return table[i].r;
         }
+    if (strncmp(url, "/v1/models/", 11) == 0 && url[11]) {
+        *post = false;
+        return R_MODEL;
+    }
     return R_NONE;
 }
 
@@ -1187,6 +1212,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     case R_COMPLETIONS:
     case R_CHAT: return generation(c);
     case R_MODELS: return models(c);
+    case R_MODEL: return model(c, url + 11);
     case R_HEALTH: return respond(c, lantern_alive(s->l) ? 200 : 503, NULL, "", 0);
     case R_VERSION: {
         static const char v[] = "{\"version\":\"" LANTERN_VERSION "\"}";

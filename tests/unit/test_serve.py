@@ -143,6 +143,13 @@ def test_endpoints(c, http, srv):
     check("/v1/models: owned_by lantern, max_model_len, root",
           models and models[0].owned_by == "lantern" and extra(models[0], "max_model_len")
           and extra(models[0], "root"), str(models[0].model_dump() if models else None))
+    m = c.models.retrieve(NAME)
+    check("/v1/models/{id} retrieves the served model", m.id == NAME and m.object == "model",
+          str(m.model_dump()))
+    r = http.get(base + "/v1/models/no-such-model")
+    check("/v1/models/{unknown}: 404 model_not_found",
+          r.status_code == 404 and r.json()["error"]["code"] == "model_not_found",
+          f"{r.status_code} {r.text!r}")
     r = http.get(base + "/health")
     check("/health 200", r.status_code == 200, f"{r.status_code} {r.text!r}")
     r = http.get(base + "/version")

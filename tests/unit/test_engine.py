@@ -20,25 +20,15 @@ import tempfile
 import threading
 import time
 
+import ltcheck
+from ltcheck import check, default_model
+
 BIN = os.environ["LANTERN_BIN"]
 MODELS = os.environ["LANTERN_MODELS_DIR"]
-failures, passed = [], 0
 
 
-def check(label, ok, detail=""):
-    global passed
-    if ok:
-        passed += 1
-        print(f"ok   {label}")
-    else:
-        failures.append(f"{label}: {detail}")
-        print(f"FAIL {label}: {detail}")
 
 
-def default_model():
-    r = subprocess.run([os.path.join(os.environ["LANTERN_SOURCE_DIR"], "tools", "fetch_model.sh")],
-                       capture_output=True, text=True)
-    return r.stdout.strip() if r.returncode == 0 else None
 
 
 def generate(model, ids, n, *extra):
@@ -99,7 +89,7 @@ def test_tp():
             got, err = generate(qwen3, ids, 24, "--tensor-parallel-size", str(tp))
             check(f"qwen3-tiny TP={tp} prompt of {len(ids)}: equals single-process", got == ref,
                   f"got {got} want {ref} {err[-300:]}")
-    m = default_model()
+    m = default_model(honor_env=False)
     if m:
         ids = [504, 3575, 282, 4649, 314]
         ref, _ = generate(m, ids, 16, "--in-process")
@@ -176,7 +166,7 @@ def start_tree(args):
 def run_and_kill(which):
     """Streams 16 long requests on the default model (slow enough to be mid-stream), kill -9s a
     worker ('worker') or the engine, and measures."""
-    model = default_model()
+    model = default_model(honor_env=False)
     if not model:
         print(f"skip kill -9 {which}: default model absent")
         return
@@ -232,7 +222,7 @@ def test_faults():
 # ---- SIGUSR1 ----
 
 def test_dump():
-    model = default_model()
+    model = default_model(honor_env=False)
     if not model:
         print("skip SIGUSR1: default model absent")
         return
@@ -266,10 +256,7 @@ def main():
                      ("dump", test_dump)]:
         if not only or name in only:
             fn()
-    for f in failures:
-        print("FAIL " + f)
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return ltcheck.summary()
 
 
 if __name__ == "__main__":

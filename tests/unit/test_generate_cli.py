@@ -8,29 +8,19 @@ import os
 import subprocess
 import sys
 
+import ltcheck
+from ltcheck import check, default_model
+
 BIN = os.environ["LANTERN_BIN"]
 FIX = os.environ["LANTERN_FIXTURES"]
-failures, passed = [], 0
 
 
-def check(label, ok, detail=""):
-    global passed
-    if ok:
-        passed += 1
-        print(f"ok   {label}")
-    else:
-        failures.append(f"{label}: {detail}")
-        print(f"FAIL {label}: {detail}")
 
 
 def run(*args):
     return subprocess.run([BIN, "generate", *args], capture_output=True, text=True, timeout=300)
 
 
-def model_path():
-    p = subprocess.run([os.path.join(os.environ["LANTERN_SOURCE_DIR"], "tools", "fetch_model.sh")],
-                       capture_output=True, text=True)
-    return p.stdout.strip() if p.returncode == 0 else None
 
 
 def main():
@@ -47,11 +37,10 @@ def main():
     r = subprocess.run([BIN, "no-such-command"], capture_output=True, text=True)
     check("unknown command", r.returncode == 2 and "unknown command" in r.stderr, r.stderr)
 
-    model = model_path()
+    model = default_model(honor_env=False)
     if not model:
         print("default model absent: skipping the model checks")
-        print(f"{passed} passed, {len(failures)} failed")
-        return 77 if not failures else 1
+        return ltcheck.summary(skipped=True)
     ref = json.load(open(os.path.join(FIX, "reference_default.json")))
     for i, case in enumerate(ref["cases"][:2]):
         ids = ",".join(map(str, case["prompt_ids"]))
@@ -74,10 +63,7 @@ def main():
     check("stops at EOS", r.returncode == 0 and (2 not in ids[:-1]) and
           (len(ids) == 64 or ids[-1] == 2), f"ids {ids}")
 
-    for f in failures:
-        print("FAIL " + f)
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return ltcheck.summary()
 
 
 if __name__ == "__main__":

@@ -11,19 +11,13 @@ import os
 import subprocess
 import sys
 
+import ltcheck
+from ltcheck import check, default_model
+
 BIN = os.environ["LANTERN_BIN"]
 FIX = os.environ["LANTERN_FIXTURES"]
-failures, passed = [], 0
 
 
-def check(label, ok, detail=""):
-    global passed
-    if ok:
-        passed += 1
-        print(f"ok   {label}")
-    else:
-        failures.append(f"{label}: {detail}")
-        print(f"FAIL {label}: {detail}")
 
 
 def gen(*args):
@@ -41,13 +35,10 @@ def main():
         rc, _, err = gen(*args)
         check(f"usage error: {label}", rc == 2 and err.strip(), f"status {rc}, {err!r}")
 
-    p = subprocess.run([os.path.join(os.environ["LANTERN_SOURCE_DIR"], "tools", "fetch_model.sh")],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
+    model = default_model(honor_env=False)
+    if not model:
         print("default model absent: skipping")
-        print(f"{passed} passed, {len(failures)} failed")
-        return 77 if not failures else 1
-    model = p.stdout.strip()
+        return ltcheck.summary(skipped=True)
     ref = json.load(open(os.path.join(FIX, "reference_default.json")))
     for i in (0, 2):
         case = ref["cases"][i]
@@ -81,10 +72,7 @@ def main():
     check("same seed, same text", outs[0] == outs[1] and outs[0], str(outs))
     check("another seed, another text", outs[0] != outs[2], str(outs))
 
-    for f in failures:
-        print("FAIL " + f)
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return ltcheck.summary()
 
 
 if __name__ == "__main__":

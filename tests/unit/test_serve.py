@@ -46,29 +46,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 
+import ltcheck
+from ltcheck import check, default_model
+
 BIN = os.environ["LANTERN_BIN"]
 NAME = "lantern-test"
-failures, passed = [], 0
 
 
-def check(label, ok, detail=""):
-    global passed
-    if ok:
-        passed += 1
-        print(f"ok   {label}", flush=True)
-    else:
-        failures.append(f"{label}: {detail}")
-        print(f"FAIL {label}: {detail}", flush=True)
 
 
-def default_model():
-    env = os.environ.get("LANTERN_MODEL")
-    if env:
-        return env if os.path.exists(env) else None
-    r = subprocess.run([os.path.join(os.environ["LANTERN_SOURCE_DIR"], "tools", "fetch_model.sh")],
-                       capture_output=True, text=True)
-    path = r.stdout.strip()
-    return path if r.returncode == 0 and os.path.exists(path) else None
 
 
 class Server:
@@ -758,10 +744,7 @@ def main():
     left = glob.glob(f"/dev/shm/lantern-{pid}-*")
     check("SIGTERM: no shared memory left", not left, str(left))
     print(f"     (total {time.time() - t0:.1f} s)")
-    for f in failures:
-        print("FAIL " + f)
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return ltcheck.summary()
 
 
 if __name__ == "__main__":

@@ -36,21 +36,15 @@ import tempfile
 import threading
 import time
 
+import ltcheck
+from ltcheck import check
+
 BIN = os.environ["LANTERN_BIN"]
 SRC = os.environ["LANTERN_SOURCE_DIR"]
 MODELS = os.environ.get("LANTERN_MODELS_DIR", "")
 KEY = "sk-lantern-test-key"
-failures, passed = [], 0
 
 
-def check(label, ok, detail=""):
-    global passed
-    if ok:
-        passed += 1
-        print(f"ok   {label}", flush=True)
-    else:
-        failures.append(f"{label}: {detail}")
-        print(f"FAIL {label}: {detail}", flush=True)
 
 
 def tiny_model(tmp):
@@ -440,10 +434,7 @@ def main():
         except Exception as e:  # noqa: BLE001
             check("engine death: ran without an exception", False, repr(e))
         print(f"     (total {time.time() - t0:.1f} s)")
-    for f in failures:
-        print("FAIL " + f)
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return ltcheck.summary()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+"""Shared by the Python integration tests (tests/unit/test_*.py): named checks that print as they
+go and add up to an exit status, and the default model's path.
+
+    import ltcheck
+    from ltcheck import check
+    check("label", ok, "detail shown when it fails")
+    ...
+    return ltcheck.summary()          # 1 if any check failed, else 0
+"""
+import os
+import subprocess
+
+failures = []
+passed = 0
+
+
+def check(label, ok, detail=""):
+    global passed
+    if ok:
+        passed += 1
+        print(f"ok   {label}", flush=True)
+    else:
+        failures.append(f"{label}: {detail}")
+        print(f"FAIL {label}: {detail}", flush=True)
+    return bool(ok)
+
+
+def summary(skipped=False):
+    """Prints the failures and the counts; the exit status: 77 (skipped) when asked and nothing
+    failed, 1 when something failed, else 0."""
+    for f in failures:
+        print("FAIL " + f)
+    print(f"{passed} passed, {len(failures)} failed")
+    if failures:
+        return 1
+    return 77 if skipped else 0
+
+
+def default_model(honor_env=True):
+    """The default model's path, or None when it is absent. With honor_env, $LANTERN_MODEL
+    overrides it (the sanitizer run sets it to /nonexistent to leave slow default-model checks
+    out); tests whose default-model checks must also run under the sanitizers (process
+    supervision, dumps) pass honor_env=False."""
+    env = os.environ.get("LANTERN_MODEL") if honor_env else None
+    if env:
+        return env if os.path.exists(env) else None
+    r = subprocess.run([os.path.join(os.environ["LANTERN_SOURCE_DIR"], "tools", "fetch_model.sh")],
+                       capture_output=True, text=True)
+    path = r.stdout.strip()
+    return path if r.returncode == 0 and os.path.exists(path) else None

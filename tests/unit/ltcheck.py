@@ -8,7 +8,10 @@ go and add up to an exit status, and the default model's path.
     return ltcheck.summary()          # 1 if any check failed, else 0
 """
 import os
+import re
+import signal
 import subprocess
+import threading
 
 failures = []
 passed = 0
@@ -48,3 +51,42 @@ def default_model(honor_env=True):
                        capture_output=True, text=True)
     path = r.stdout.strip()
     return path if r.returncode == 0 and os.path.exists(path) else None
+
+
+class Server:
+    """`lantern serve MODEL --port 0 ...` ($LANTERN_BIN); .base is http://127.0.0.1:PORT and .port
+    the port once it listens (both None if it never does); .log() is its recent stderr."""
+
+    def __init__(self, model, *extra, wait=180):
+        self.p = subprocess.Popen([os.environ["LANTERN_BIN"], "serve", model, "--port", "0",
+                                   *extra],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines, self.base, self.port = [], None, None
+        ready = threading.Event()
+
+        def pump():
+            for line in self.p.stderr:
+                self.lines.append(line)
+                m = re.search(r"listening on (http://([^/\s]+):(\d+))", line)
+                if m and not self.base:
+                    self.base, self.port = m.group(1), int(m.group(3))
+                    ready.set()
+            ready.set()
+        self.t = threading.Thread(target=pump, daemon=True)
+        self.t.start()
+        ready.wait(wait)
+
+    def log(self, n=1500):
+        return "".join(self.lines)[-n:]
+
+    def stop(self):
+        """SIGTERM, then SIGKILL after 60 s; returns the exit status."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(60)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.t.join(5)
+        return self.p.returncode

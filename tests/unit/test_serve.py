@@ -37,7 +37,6 @@ import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -47,7 +46,7 @@ import httpx
 import openai
 
 import ltcheck
-from ltcheck import check, default_model
+from ltcheck import check, default_model, Server
 
 BIN = os.environ["LANTERN_BIN"]
 NAME = "lantern-test"
@@ -57,40 +56,6 @@ NAME = "lantern-test"
 
 
 
-class Server:
-    """`lantern serve MODEL --port 0 ...`; .base is http://127.0.0.1:PORT once ready."""
-
-    def __init__(self, model, *extra):
-        self.p = subprocess.Popen([BIN, "serve", model, "--port", "0", *extra],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines, self.base = [], None
-        ready = threading.Event()
-
-        def pump():
-            for line in self.p.stderr:
-                self.lines.append(line)
-                m = re.search(r"listening on (http://\S+?)/?$", line.strip())
-                if m:
-                    self.base = m.group(1)
-                    ready.set()
-            ready.set()
-        self.t = threading.Thread(target=pump, daemon=True)
-        self.t.start()
-        ready.wait(180)
-
-    def log(self, n=1500):
-        return "".join(self.lines)[-n:]
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.t.join(5)
-        return self.p.returncode
 
 
 def metric(text, name):

@@ -33,11 +33,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import ltcheck
-from ltcheck import check
+from ltcheck import check, Server
 
 BIN = os.environ["LANTERN_BIN"]
 SRC = os.environ["LANTERN_SOURCE_DIR"]
@@ -60,40 +59,6 @@ def tiny_model(tmp):
     return os.path.join(out, "model.gguf")
 
 
-class Server:
-    """`lantern serve MODEL --port 0 ...`; .base is http://127.0.0.1:PORT once ready."""
-
-    def __init__(self, model, *extra):
-        self.p = subprocess.Popen([BIN, "serve", model, "--port", "0", "--threads", "1", *extra],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines, self.base, self.port = [], None, None
-        ready = threading.Event()
-
-        def pump():
-            for line in self.p.stderr:
-                self.lines.append(line)
-                m = re.search(r"listening on (http://([^/\s]+):(\d+))", line)
-                if m and not self.base:
-                    self.base, self.port = m.group(1), int(m.group(3))
-                    ready.set()
-            ready.set()
-        self.t = threading.Thread(target=pump, daemon=True)
-        self.t.start()
-        ready.wait(120)
-
-    def log(self, n=1500):
-        return "".join(self.lines)[-n:]
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.t.join(5)
-        return self.p.returncode
 
 
 def curl(base, method, path, body=None, key=KEY, headers=(), data_file=None, timeout=30):
@@ -356,7 +321,7 @@ def test_bad_clients(srv):
 
 
 def test_engine_death(model):
-    srv = Server(model)
+    srv = Server(model, "--threads", "1", wait=120)
     if not srv.base:
         check("engine death: the server starts", False, srv.log())
         srv.stop()
@@ -408,7 +373,7 @@ def test_engine_death(model):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         model = tiny_model(tmp)
-        srv = Server(model, "--api-key", KEY, "--max-model-len", "128",
+        srv = Server(model, "--threads", "1", "--api-key", KEY, "--max-model-len", "128",
                      "--max-request-body", "64K")
         if not srv.base:
             print("FAIL the server did not start: " + srv.log())

@@ -370,6 +370,93 @@ def test_engine_death(model):
           str(leftovers(pid)))
 
 
+def test_random_bodies(srv, n=1000):
+    """Seeded random request bodies: valid shapes with fields swapped for random JSON values of
+    any type, random byte strings, deep nesting. Every answer must be 200 with a body or a 4xx
+    with the error shape; the server stays healthy (run under ASan+UBSan in CI as well)."""
+    import http.client
+    import random
+    rnd = random.Random(1234)
+    host, port = "127.0.0.1", srv.port
+    fields = ["model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature",
+              "top_p", "top_k", "min_p", "n", "seed", "stop", "stop_token_ids", "logit_bias",
+              "logprobs", "top_logprobs", "echo", "ignore_eos", "min_tokens", "stream",
+              "stream_options", "presence_penalty", "frequency_penalty", "repetition_penalty",
+              "skip_special_tokens", "include_stop_str_in_output", "user", "best_of", "suffix",
+              "response_format", "chat_template_kwargs", "add_generation_prompt", "tokens",
+              "add_special_tokens", "continue_final_message", "tools"]
+
+    def value(depth=0):
+        k = rnd.randrange(9 if depth < 4 else 6)
+        if k == 0:
+            return None
+        if k == 1:
+            return rnd.choice([True, False])
+        if k == 2:
+            return rnd.choice([0, 1, -1, 2, 7, 127, 128, 300, 2**31, -2**63, 10**30])
+        if k == 3:
+            return rnd.choice([0.5, -0.0, 1e308, -1e-300, 2.5, float(rnd.randrange(-5, 5))])
+        if k == 4:
+            return "".join(chr(rnd.choice([rnd.randrange(32, 127), rnd.randrange(0x80, 0x3000),
+                                           0x1F600, 0])) for _ in range(rnd.randrange(0, 12)))
+        if k == 5:
+            return rnd.choice(["", "a", "model", "hello world", "<s>", "\u0000", "x" * 300])
+        if k == 6:
+            return [value(depth + 1) for _ in range(rnd.randrange(0, 5))]
+        if k == 7:
+            return {rnd.choice(fields + ["role", "content", "type", "text", "0", "5"]):
+                    value(depth + 1) for _ in range(rnd.randrange(0, 4))}
+        return [rnd.randrange(-3, 400) for _ in range(rnd.randrange(0, 6))]
+
+    def body():
+        b = {"prompt": "hello", "max_tokens": 3} if rnd.random() < 0.5 else \
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        for _ in range(rnd.randrange(1, 5)):
+            b[rnd.choice(fields)] = value()
+        if isinstance(b.get("max_tokens"), int) and not 0 <= b["max_tokens"] <= 8:
+            b["max_tokens"] = 4  # keep generations short; the range checks are tested above
+        b.pop("max_completion_tokens", None)
+        b.pop("n", None)
+        text = json.dumps(b)
+        if rnd.random() < 0.15:  # break the JSON itself
+            i = rnd.randrange(len(text) + 1)
+            text = text[:i] + rnd.choice(["", "{", "]", "\"", "\\", "\x00", ",,"]) + text[i + 1:]
+        return text.encode("utf-8", "surrogatepass")
+
+    paths = ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"]
+    bad, statuses = [], {}
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    for i in range(n):
+        path, data = rnd.choice(paths), body()
+        try:
+            conn.request("POST", path, data, {"Authorization": f"Bearer {KEY}",
+                                              "Content-Type": "application/json"})
+            r = conn.getresponse()
+            text = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            bad.append(f"{path} {data[:200]!r}: {e!r}")
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=60)
+            continue
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+        ok = False
+        if r.status == 200:
+            ok = bool(text)
+        elif 400 <= r.status < 500:
+            try:
+                err = json.loads(text)["error"]
+                ok = all(k in err for k in ("message", "type", "param", "code")) and err["message"]
+            except (ValueError, KeyError, TypeError):
+                ok = False
+        if not ok:
+            bad.append(f"{path} {data[:200]!r}: {r.status} {text[:200]!r}")
+    conn.close()
+    check(f"{n} random bodies: each answered 200 or 4xx with the error shape ({statuses})",
+          not bad, "; ".join(bad[:5]))
+    status, _, _, _ = curl(srv.base, "GET", "/health")
+    check("random bodies: the server is still healthy", status == 200, str(status))
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         model = tiny_model(tmp)
@@ -383,7 +470,8 @@ def main():
         t0 = time.time()
         try:
             for name, fn in [("errors", lambda: test_errors(srv, tmp)),
-                             ("bad clients", lambda: test_bad_clients(srv))]:
+                             ("bad clients", lambda: test_bad_clients(srv)),
+                             ("random bodies", lambda: test_random_bodies(srv))]:
                 try:
                     fn()
                 except Exception as e:  # noqa: BLE001 - one section's crash must not hide the rest

@@ -1352,6 +1352,9 @@ static void usage(FILE *f) {
         "  --max-request-body BYTES       largest request body, K/M/G suffixes (16M)\n"
         "  --disable-log-requests         no log line per request\n"
         "  --disable-log-stats            no periodic stats line\n"
+        "  --batch-invariant              a request's tokens do not depend on what it is batched\n"
+        "                                 with (seeds reproduce under load); slower on large\n"
+        "                                 batches (also LANTERN_BATCH_INVARIANT=1)\n"
         "  --help                         this text\n");
 }
 
@@ -1418,6 +1421,7 @@ int fe_cmd_serve(int argc, char **argv) {
                                          {"max-request-body", required_argument, 0, 'x'},
                                          {"disable-log-requests", no_argument, 0, 'q'},
                                          {"disable-log-stats", no_argument, 0, 'Q'},
+                                         {"batch-invariant", no_argument, 0, 'I'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_t *s = &g_srv;
@@ -1454,6 +1458,7 @@ int fe_cmd_serve(int argc, char **argv) {
         case 'x': ok = parse_size(optarg, &max_body); break;
         case 'q': s->log_requests = false; break;
         case 'Q': s->log_stats = false; break;
+        case 'I': setenv("LANTERN_BATCH_INVARIANT", "1", 1); break; /* the workers read it */
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

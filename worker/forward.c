@@ -8,6 +8,7 @@
  */
 #include "worker.h"
 
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -221,10 +222,27 @@ static int tp_allreduce(wk_ctx_t *c, float *buf, size_t n, char *err) {
 
 /* y (T, n) = x (T, k) @ W^T + bias: from the stored quantized blocks for decode-sized batches
  * (bandwidth-bound), else fp32 sgemm (compute-bound prefill). HOT */
+/* Largest batch that takes the quantized path: KN_QMATMUL_MAX_ROWS, or every batch in
+ * batch-invariant mode. Set once at start-up, before any forward. */
+static int qmatmul_max_rows = KN_QMATMUL_MAX_ROWS;
+
+void wk_set_batch_invariant(bool on) {
+    qmatmul_max_rows = on ? INT_MAX : KN_QMATMUL_MAX_ROWS;
+}
+
+/* Row blocks of KN_QMATMUL_MAX_ROWS: each row's result depends on that row alone. */
+static int qmatmul_rows(float *y, const float *x, const wk_qweight_t *q, int T, int n, int k) {
+    for (int t = 0; t < T; t += KN_QMATMUL_MAX_ROWS) {
+        int m = T - t < KN_QMATMUL_MAX_ROWS ? T - t : KN_QMATMUL_MAX_ROWS;
+        int rc = kn_qmatmul(y + (size_t)t * n, x + (size_t)t * k, q->data, q->type, m, n, k);
+        if (rc) return rc;
+    }
+    return LT_OK;
+}
+
 static void matmul_w(float *y, const float *x, const float *w, const wk_qweight_t *q,
                      const float *bias, int T, int n, int k) {
-    if (q->data && T <= KN_QMATMUL_MAX_ROWS &&
-        kn_qmatmul(y, x, q->data, q->type, T, n, k) == LT_OK) {
+    if (q->data && T <= qmatmul_max_rows && qmatmul_rows(y, x, q, T, n, k) == LT_OK) {
         if (bias)
             for (int t = 0; t < T; t++)
                 for (int j = 0; j < n; j++) y[(size_t)t * n + j] += bias[j];

@@ -170,6 +170,13 @@ typedef int (*wk_allreduce_fn)(float *buf, size_t n, void *user);
  * that ask for logits compute the vocabulary projection (rank 0 in practice). */
 void wk_ctx_set_allreduce(wk_ctx_t *c, wk_allreduce_fn fn, void *user);
 
+/* Batch-invariant mode (process-wide, before the first forward): every matrix product over
+ * stored quantized weights takes the quantized kernel in row blocks, whatever the batch size, so
+ * a sequence's logits no longer depend on what it is batched with (seeded sampling then
+ * reproduces across batch shapes and schedules). Costs throughput on large batches: fp32 sgemm
+ * is faster there. Off by default (as in vLLM). */
+void wk_set_batch_invariant(bool on);
+
 /* Runs the model over the batch, writing K/V into the cache and logits (n_logits, vocab_size)
  * for the requested rows. Validates the batch (token ids, positions, block ids) and returns
  * LT_ERR_INVAL with a message if it is malformed. Allocates nothing. HOT */

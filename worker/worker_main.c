@@ -186,6 +186,12 @@ int wk_worker_main(int argc, char **argv) {
     lt_log_set_role("worker", rank);
     lt_signals_install();
     if (threads > 0) omp_set_num_threads(threads);
+    /* set by `lantern serve --batch-invariant` for the whole tree */
+    const char *bi = getenv("LANTERN_BATCH_INVARIANT");
+    if (bi && *bi && strcmp(bi, "0") != 0) {
+        wk_set_batch_invariant(true);
+        LT_INFO("batch-invariant mode: quantized kernels for every batch size");
+    }
     char err[LT_ERR_LEN];
     worker_t w = {.rank = rank, .tp = tp};
     ipc_step_t *st = &w.step; /* before any goto: the clean-up frees its buffers */

@@ -3,9 +3,9 @@
 
 Starts the real server (`--port 0`, `--served-model-name`, `--threads 1`: an oversubscribed
 worker on a small, shared machine is many times slower) on the default model and checks the
-OpenAI-compatible contract (see the serve spec). The greedy requests are sent all at once (the
-engine batches them); seeded requests whose outputs must match run one at a time with the same
-batch shape, since a sequence's logits differ slightly with the batch it runs in.
+OpenAI-compatible contract (see the serve spec), with `--batch-invariant`: a request's tokens do
+not depend on what it is batched with, so seeded outputs must match across batch shapes and
+schedules (without the flag a sequence's logits differ by ~1e-3 with the batch it runs in).
 - completions and chat, streaming and not: greedy streamed text equals the non-streamed text;
   usage is always present in non-streaming responses; `include_usage` adds a last chunk with no
   choices and the right token counts; `max_tokens` / `max_completion_tokens` end with "length";
@@ -417,8 +417,8 @@ def test_stop(c, http, srv, greedy):
 
 
 def test_seed(c, http, srv):
-    """Seeded sampling. The logits of a sequence differ slightly with the batch it runs in, so
-    outputs that must be equal come from requests with the same batch shape, one at a time."""
+    """Seeded sampling, reproducible across batch shapes (the server runs --batch-invariant):
+    alone, beside other requests, and as choice k of n (seed + k)."""
     comp = c.completions.create
     ie = {"ignore_eos": True}
 
@@ -431,6 +431,12 @@ def test_seed(c, http, srv):
     others = [R[k] for k in R]
     check("seed: different seeds give different texts",
           any(isinstance(o, str) and o != a for o in others), f"{a!r} {others!r}")
+    R = par(seeded=lambda: sampled(1234),
+            **{f"g{i}": (lambda i=i: comp(model=NAME, prompt=f"Unrelated prompt {i} " * (i + 1),
+                                          max_tokens=8, temperature=0).choices[0].text)
+               for i in range(6)})
+    check("seed: the same text when batched with 6 other requests", R["seeded"] == a,
+          f"{R['seeded']!r} vs {a!r}")
 
     def n3(seed, stream=False):
         return comp(model=NAME, prompt="Once upon a time", max_tokens=8, temperature=1,
@@ -656,7 +662,7 @@ def main():
         return 77
     # one compute thread: ctest runs tests side by side on small machines, and an oversubscribed
     # worker is many times slower than one thread
-    srv = Server(model, "--served-model-name", NAME, "--threads", "1")
+    srv = Server(model, "--served-model-name", NAME, "--threads", "1", "--batch-invariant")
     if not srv.base:
         print("FAIL the server did not start: " + srv.log())
         srv.stop()

@@ -285,11 +285,64 @@ static void test_batching_equivalence(void **state) {
     wk_model_free(&m);
 }
 
+/* Batch-invariant mode: a sequence's logits are bit-identical whether its 12 prompt tokens go
+ * through the forward pass at once (12 rows: the fp32 sgemm path by default), in chunks of
+ * 5/4/3 or one by one (the quantized kernel). Needs a model with quantized weights: the default
+ * model. Without the mode the two paths differ slightly (printed, not asserted). */
+static void last_logits(const wk_model_t *m, const int *ids, const int *chunks, int n_chunks,
+                        float *out) {
+    int vocab = m->cfg.vocab_size, done = 0;
+    run_t r;
+    run_init(&r, m, 32, false);
+    float *all = malloc((size_t)12 * vocab * sizeof(float));
+    for (int c = 0; c < n_chunks; c++) {
+        run_feed(&r, m, ids + done, chunks[c], all);
+        done += chunks[c];
+    }
+    memcpy(out, all + (size_t)(chunks[n_chunks - 1] - 1) * vocab, (size_t)vocab * sizeof(float));
+    free(all);
+    run_fini(&r);
+}
+
+static void test_batch_invariance(void **state) {
+    (void)state;
+    const char *path = tu_default_model();
+    if (!path) skip();
+    char err[LT_ERR_LEN];
+    wk_model_t *m;
+    if (wk_model_load(path, NULL, &m, err) != LT_OK) fail_msg("%s", err);
+    int vocab = m->cfg.vocab_size;
+    static const int ids[12] = {504, 3575, 282, 4649, 314, 1345, 30, 5248, 260, 2911, 28, 438};
+    static const int whole[] = {12}, parts[] = {5, 4, 3},
+                     ones[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    float *a = malloc((size_t)vocab * sizeof(float)), *b = malloc((size_t)vocab * sizeof(float));
+    float *c1 = malloc((size_t)vocab * sizeof(float));
+
+    last_logits(m, ids, whole, 1, a); /* default mode: sgemm for 12 rows */
+    last_logits(m, ids, parts, 3, b); /* quantized kernel for <= 8 rows */
+    double diff = 0;
+    for (int v = 0; v < vocab; v++) diff = fmax(diff, fabs((double)a[v] - b[v]));
+    print_message("default mode: whole vs chunked prefill differ by up to %.3g\n", diff);
+
+    wk_set_batch_invariant(true);
+    last_logits(m, ids, whole, 1, a);
+    last_logits(m, ids, parts, 3, b);
+    last_logits(m, ids, ones, 12, c1);
+    wk_set_batch_invariant(false);
+    assert_memory_equal(a, b, (size_t)vocab * sizeof(float));
+    assert_memory_equal(a, c1, (size_t)vocab * sizeof(float));
+    free(a);
+    free(b);
+    free(c1);
+    wk_model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_default_model),   cmocka_unit_test(test_qwen2_tiny),
-        cmocka_unit_test(test_qwen3_tiny),      cmocka_unit_test(test_llama_tiny),
-        cmocka_unit_test(test_llama_tiny_gguf), cmocka_unit_test(test_batching_equivalence),
+        cmocka_unit_test(test_default_model),    cmocka_unit_test(test_qwen2_tiny),
+        cmocka_unit_test(test_qwen3_tiny),       cmocka_unit_test(test_llama_tiny),
+        cmocka_unit_test(test_llama_tiny_gguf),  cmocka_unit_test(test_batching_equivalence),
+        cmocka_unit_test(test_batch_invariance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

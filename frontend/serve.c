@@ -1397,7 +1397,7 @@ static int bind_addr(const char *host, int port, struct sockaddr_storage *ss, un
     if (rc)
         return lt_errf(err, LT_ERR_INVAL, "cannot resolve host '%s': %s", host, gai_strerror(rc));
     memcpy(ss, res->ai_addr, res->ai_addrlen);
-    if (res->ai_family == AF_INET6) *flags |= MHD_USE_IPv6;
+    if (res->ai_family == AF_INET6) *flags |= MHD_USE_DUAL_STACK; /* "::" serves IPv4 too */
     freeaddrinfo(res);
     return LT_OK;
 }
@@ -1537,10 +1537,11 @@ int fe_cmd_serve(int argc, char **argv) {
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : (int)port;
+    bool v6 = strchr(host, ':') != NULL; /* an IPv6 literal goes in brackets in a URL */
     LT_INFO("serving %s as '%s' (context %d tokens, %d KV blocks of %d): listening on "
-            "http://%s:%d",
+            "http://%s%s%s:%d",
             s->model, s->served_name, s->info.max_model_len, s->info.num_kv_blocks,
-            s->info.block_size, strchr(host, ':') ? "[::]" : host, s->port);
+            s->info.block_size, v6 ? "[" : "", host, v6 ? "]" : "", s->port);
 
     uint64_t last_stats = lt_now_ns(), dead_since = 0;
     unsigned long long last_p = 0, last_g = 0;

@@ -333,10 +333,18 @@ static int call_submit(call_t *c, fe_oai_error_t *e) {
     srv_t *s = c->s;
     fe_oai_request_t *q = &c->req;
     char err[LT_ERR_LEN];
-    c->n_ch = q->n_prompts * q->n;
-    c->ch = calloc((size_t)c->n_ch, sizeof *c->ch);
+    int n_ch = q->n_prompts * q->n;
+    choice_t *ch0 = calloc((size_t)n_ch, sizeof *ch0);
     c->toks = malloc(sizeof *c->toks * TOKENS_PER_READ);
-    if (!c->ch || !c->toks) return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    if (!ch0 || !c->toks) {
+        free(ch0);
+        return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    /* published under the lock: the dump and the hang-up watchdog read the choices */
+    pthread_mutex_lock(&s->mu);
+    c->ch = ch0;
+    c->n_ch = n_ch;
+    pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < c->n_ch; i++) {
         choice_t *ch = &c->ch[i];
         ch->index = i;

@@ -86,6 +86,15 @@ static req_t **req_slot(lantern_t *l, uint64_t id) {
     return p;
 }
 
+/* Unlinks and frees the request at *slot. */
+static void req_forget(lantern_t *l, req_t **slot) {
+    req_t *r = *slot;
+    *slot = r->next;
+    l->n_pending--;
+    free(r->items);
+    free(r);
+}
+
 static void req_push(req_t *r, const ipc_out_item_t *it) {
     if (r->n == r->cap) {
         int cap = r->cap ? r->cap * 2 : 16;
@@ -402,11 +411,8 @@ int lantern_submit(lantern_t *l, const lantern_request_t *r, uint64_t *id, char 
     pthread_mutex_unlock(&l->send_mu);
     if (rc) {
         pthread_mutex_lock(&l->mu);
-        req_t **p = req_slot(l, q->id);
-        *p = q->next;
-        l->n_pending--;
+        req_forget(l, req_slot(l, q->id));
         pthread_mutex_unlock(&l->mu);
-        free(q);
         return rc == IPC_AGAIN ? lt_errf(err, LT_ERR_IO, "the engine is not taking requests") : rc;
     }
     *id = q->id;
@@ -431,12 +437,7 @@ void lantern_release(lantern_t *l, uint64_t id) {
     pthread_mutex_lock(&l->mu);
     req_t **slot = req_slot(l, id), *r = *slot;
     bool running = r && !r->done;
-    if (r) {
-        *slot = r->next;
-        l->n_pending--;
-        free(r->items);
-        free(r);
-    }
+    if (r) req_forget(l, slot);
     pthread_mutex_unlock(&l->mu);
     /* its remaining outputs find no request and are dropped */
     if (running && atomic_load(&l->alive)) lantern_abort(l, id);
@@ -491,10 +492,7 @@ int lantern_next(lantern_t *l, uint64_t id, lantern_output_t *out, int timeout_m
             out->queue_s = it->queue_ns / 1e9;
             out->prefill_s = it->prefill_ns / 1e9;
             out->decode_s = it->decode_ns / 1e9;
-            *slot = r->next;
-            l->n_pending--;
-            free(r->items);
-            free(r);
+            req_forget(l, slot);
             break;
         }
     }

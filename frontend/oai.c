@@ -116,6 +116,41 @@ static int token_id(const cJSON *v, int vocab, const char *param, int32_t *out, 
     return 0;
 }
 
+int fe_oai_token_ids(const fe_oai_ctx_t *c, const void *json, const char *param, int32_t **ids,
+                     int *n, fe_oai_error_t *e) {
+    const cJSON *arr = json;
+    *ids = NULL;
+    *n = 0;
+    if (!cJSON_IsArray(arr)) return BAD(param, "'%s' must be a list of token ids", param);
+    int cap = cJSON_GetArraySize(arr);
+    int32_t *v = malloc(sizeof(int32_t) * (size_t)(cap ? cap : 1));
+    if (!v) return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    int k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        if (token_id(it, c->vocab_size, param, &v[k], e)) {
+            free(v);
+            return LT_ERR_INVAL;
+        }
+        k++;
+    }
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+int fe_oai_check_model(const fe_oai_ctx_t *c, const void *body_json, fe_oai_error_t *e) {
+    const char *model = NULL;
+    if (get_str(body_json, "model", &model, e) < 0) return LT_ERR_INVAL;
+    return fe_oai_model_known(c, model, e);
+}
+
+int fe_oai_model_known(const fe_oai_ctx_t *c, const char *name, fe_oai_error_t *e) {
+    if (!name || strcmp(name, c->served_name) == 0) return 0;
+    return fe_oai_fail(e, 404, "invalid_request_error", "model_not_found", "model",
+                       "The model `%.200s` does not exist.", name);
+}
+
 /* ---- prompts ---- */
 
 static int add_prompt(fe_oai_request_t *r, fe_oai_error_t *e) {
@@ -144,14 +179,7 @@ static int ids_prompt(const fe_oai_ctx_t *c, fe_oai_request_t *r, const cJSON *a
                       fe_oai_error_t *e) {
     if (add_prompt(r, e)) return LT_ERR_INVAL;
     fe_oai_prompt_t *p = &r->prompts[r->n_prompts - 1];
-    int n = cJSON_GetArraySize(arr);
-    p->ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
-    if (!p->ids) return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
-    const cJSON *it;
-    cJSON_ArrayForEach(it, arr) {
-        if (token_id(it, c->vocab_size, "prompt", &p->ids[p->n_ids], e)) return LT_ERR_INVAL;
-        p->n_ids++;
-    }
+    if (fe_oai_token_ids(c, arr, "prompt", &p->ids, &p->n_ids, e)) return LT_ERR_INVAL;
     size_t tl;
     char err[LT_ERR_LEN];
     if (fe_tokenizer_decode(c->tok, p->ids, p->n_ids, false, &p->text, &tl, err))
@@ -446,11 +474,7 @@ int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_
     r->json = j;
     if (!j) return BAD(NULL, "the body is not valid JSON");
     if (!cJSON_IsObject(j)) return BAD(NULL, "the body must be a JSON object");
-    const char *model = NULL, *s;
-    if (get_str(j, "model", &model, e) < 0) return LT_ERR_INVAL;
-    if (model && strcmp(model, c->served_name) != 0)
-        return fe_oai_fail(e, 404, "invalid_request_error", "model_not_found", "model",
-                           "The model `%.200s` does not exist.", model);
+    if (fe_oai_check_model(c, j, e)) return LT_ERR_INVAL;
     if (get_str(j, "user", &r->user, e) < 0) return LT_ERR_INVAL;
 
     long long k;
@@ -514,7 +538,6 @@ int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_
     if (g && k > max_tokens)
         return BAD("min_tokens", "'min_tokens' (%lld) exceeds max_tokens (%lld)", k, max_tokens);
     if (g) r->min_tokens = (int)k;
-    (void)s;
     return 0;
 }
 

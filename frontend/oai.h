@@ -94,6 +94,17 @@ int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_
                  fe_oai_request_t *r, fe_oai_error_t *e);
 void fe_oai_request_fini(fe_oai_request_t *r);
 
+/* A JSON list of token ids (cJSON *) checked against the vocabulary into a malloc'd array;
+ * `param` names the field in the error. */
+int fe_oai_token_ids(const fe_oai_ctx_t *ctx, const void *json, const char *param, int32_t **ids,
+                     int *n, fe_oai_error_t *e);
+
+/* The body's optional "model" (cJSON object) must be a string naming the served model: 400 for
+ * another type, 404 model_not_found for another name. */
+int fe_oai_check_model(const fe_oai_ctx_t *ctx, const void *body_json, fe_oai_error_t *e);
+/* NULL or the served name: 0; any other name: 404 model_not_found. */
+int fe_oai_model_known(const fe_oai_ctx_t *ctx, const char *name, fe_oai_error_t *e);
+
 /* Renders a chat (messages array and options as in a request body) into prompt text: used by
  * chat completions and /tokenize. The caller frees *out. */
 int fe_oai_render_chat(const fe_oai_ctx_t *ctx, const void *body_json, char **out,

@@ -960,11 +960,8 @@ static enum MHD_Result models(call_t *c) {
 
 /* GET /v1/models/{id}: the model object itself (OpenAI's "retrieve model") */
 static enum MHD_Result model(call_t *c, const char *id) {
-    if (strcmp(id, c->s->served_name) != 0) {
-        char msg[320];
-        snprintf(msg, sizeof msg, "The model `%.200s` does not exist.", id);
-        return fail(c, 404, "invalid_request_error", "model_not_found", "model", msg);
-    }
+    fe_oai_error_t e;
+    if (fe_oai_model_known(&c->s->oai, id, &e)) return respond_error(c, &e);
     fe_buf_t b = {0};
     fe_jw_t w;
     fe_jw_init(&w, &b);
@@ -1037,17 +1034,14 @@ static enum MHD_Result tokenize(call_t *c) {
         return fail(c, 400, "invalid_request_error", NULL, NULL, "the body must be a JSON object");
     }
     enum MHD_Result ok;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(j, "prompt");
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
     const cJSON *add = cJSON_GetObjectItemCaseSensitive(j, "add_special_tokens");
     char *text = NULL, err[LT_ERR_LEN];
     int32_t *ids = NULL;
     int n = 0;
-    if (model && !cJSON_IsNull(model) &&
-        (!cJSON_IsString(model) || strcmp(model->valuestring, s->served_name) != 0)) {
-        ok = fail(c, 404, "invalid_request_error", "model_not_found", "model",
-                  "The model does not exist.");
+    if (fe_oai_check_model(&s->oai, j, &e)) {
+        ok = respond_error(c, &e);
         goto out;
     }
     if (add && !cJSON_IsBool(add) && !cJSON_IsNull(add)) {
@@ -1096,31 +1090,20 @@ out:
 
 static enum MHD_Result detokenize(call_t *c) {
     srv_t *s = c->s;
+    fe_oai_error_t e;
     cJSON *j = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
-    const cJSON *toks = cJSON_GetObjectItemCaseSensitive(j, "tokens");
     enum MHD_Result ok;
     int32_t *ids = NULL;
-    char *text = NULL, err[LT_ERR_LEN];
-    if (!cJSON_IsObject(j) || !cJSON_IsArray(toks)) {
-        ok = fail(c, 400, "invalid_request_error", NULL, "tokens",
-                  "the body must be an object with 'tokens', a list of token ids");
-        goto out;
-    }
     int n = 0;
-    ids = malloc(sizeof(int32_t) * (size_t)(cJSON_GetArraySize(toks) + 1));
-    if (!ids) {
-        ok = MHD_NO;
+    char *text = NULL, err[LT_ERR_LEN];
+    if (!cJSON_IsObject(j)) {
+        ok = fail(c, 400, "invalid_request_error", NULL, NULL, "the body must be a JSON object");
         goto out;
     }
-    const cJSON *it;
-    cJSON_ArrayForEach(it, toks) {
-        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= s->info.vocab_size ||
-            it->valuedouble != (double)(int32_t)it->valuedouble) {
-            ok = fail(c, 400, "invalid_request_error", NULL, "tokens",
-                      "'tokens' must hold token ids within the vocabulary");
-            goto out;
-        }
-        ids[n++] = (int32_t)it->valuedouble;
+    if (fe_oai_token_ids(&s->oai, cJSON_GetObjectItemCaseSensitive(j, "tokens"), "tokens", &ids, &n,
+                         &e)) {
+        ok = respond_error(c, &e);
+        goto out;
     }
     size_t len;
     if (fe_tokenizer_decode(s->tok, ids, n, false, &text, &len, err)) {

@@ -370,11 +370,52 @@ static void test_writer(void **state) {
     fe_buf_free(&b);
 }
 
+/* ---- helpers shared with /tokenize, /detokenize and /v1/models/{id} ---- */
+
+static void test_shared_checks(void **state) {
+    (void)state;
+    fe_oai_error_t e;
+    int32_t *ids;
+    int n;
+    cJSON *j = cJSON_Parse("[1, 2, 3]");
+    assert_int_equal(fe_oai_token_ids(&ctx, j, "tokens", &ids, &n, &e), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[2], 3);
+    free(ids);
+    cJSON_Delete(j);
+    const char *bad[] = {"[1, -1]", "[1, 99999999]", "[1.5]", "[\"a\"]", "{}", "3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        j = cJSON_Parse(bad[i]);
+        memset(&e, 0, sizeof e);
+        assert_int_not_equal(fe_oai_token_ids(&ctx, j, "tokens", &ids, &n, &e), 0);
+        assert_int_equal(e.status, 400);
+        assert_string_equal(e.param, "tokens");
+        assert_null(ids);
+        cJSON_Delete(j);
+    }
+    assert_int_not_equal(fe_oai_token_ids(&ctx, NULL, "tokens", &ids, &n, &e), 0);
+
+    assert_int_equal(fe_oai_model_known(&ctx, NULL, &e), 0);
+    assert_int_equal(fe_oai_model_known(&ctx, "tiny", &e), 0);
+    assert_int_not_equal(fe_oai_model_known(&ctx, "gpt-4", &e), 0);
+    assert_int_equal(e.status, 404);
+    assert_string_equal(e.code, "model_not_found");
+    j = cJSON_Parse("{\"model\": 5}");
+    assert_int_not_equal(fe_oai_check_model(&ctx, j, &e), 0);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.param, "model");
+    cJSON_Delete(j);
+    j = cJSON_Parse("{\"model\": null}");
+    assert_int_equal(fe_oai_check_model(&ctx, j, &e), 0);
+    cJSON_Delete(j);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompt_shapes),  cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_context_length), cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_writer),
+        cmocka_unit_test(test_shared_checks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

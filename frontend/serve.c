@@ -179,10 +179,8 @@ static bool key_matches(const char *given, const char *key) {
 
 /* ---- responses ---- */
 
-static enum MHD_Result respond(call_t *c, int status, const char *type, const char *body,
-                               size_t len) {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+/* Sends a response with the headers every answer carries; takes r. */
+static enum MHD_Result queue(call_t *c, int status, const char *type, struct MHD_Response *r) {
     if (!r) return MHD_NO;
     if (type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, "X-Request-Id", c->rid);
@@ -190,6 +188,12 @@ static enum MHD_Result respond(call_t *c, int status, const char *type, const ch
     enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok;
+}
+
+static enum MHD_Result respond(call_t *c, int status, const char *type, const char *body,
+                               size_t len) {
+    return queue(c, status, type,
+                 MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY));
 }
 
 /* A JSON object body: json_begin opens it, respond_json closes, sends and frees it. */
@@ -524,24 +528,45 @@ static double tokens_per_s(int n_tokens, double decode_s) {
     return decode_s > 0 && n_tokens > 1 ? (n_tokens - 1) / decode_s : 0;
 }
 
-static void write_timings(fe_jw_t *w, double queue_s, double prefill_s, double decode_s, int prompt,
-                          int cached, int completion) {
+/* What a response reports about its request (or one choice): token counts and the engine's
+ * phase times. */
+typedef struct summary {
+    int prompt, cached, completion;
+    double queue_s, prefill_s, decode_s;
+} summary_t;
+
+/* The whole request: prompts counted once each, every choice's tokens, the slowest choice's
+ * phases (tokens/s is then over every choice). */
+static void call_summary(const call_t *c, summary_t *t) {
+    memset(t, 0, sizeof *t);
+    for (int i = 0; i < c->req.n_prompts; i++) t->prompt += c->req.prompts[i].n_ids;
+    for (int i = 0; i < c->n_ch; i++) {
+        const choice_t *ch = &c->ch[i];
+        t->completion += ch->n_tokens;
+        if (ch->queue_s > t->queue_s) t->queue_s = ch->queue_s;
+        if (ch->prefill_s > t->prefill_s) t->prefill_s = ch->prefill_s;
+        if (ch->decode_s > t->decode_s) t->decode_s = ch->decode_s;
+        if (ch->n_cached > t->cached) t->cached = ch->n_cached;
+    }
+}
+
+static void write_timings(fe_jw_t *w, const summary_t *t) {
     fe_jw_key(w, "timings");
     fe_jw_obj(w);
     fe_jw_key(w, "queue_ms");
-    fe_jw_num(w, queue_s * 1e3);
+    fe_jw_num(w, t->queue_s * 1e3);
     fe_jw_key(w, "prefill_ms");
-    fe_jw_num(w, prefill_s * 1e3);
+    fe_jw_num(w, t->prefill_s * 1e3);
     fe_jw_key(w, "decode_ms");
-    fe_jw_num(w, decode_s * 1e3);
+    fe_jw_num(w, t->decode_s * 1e3);
     fe_jw_key(w, "decode_tokens_per_s");
-    fe_jw_num(w, tokens_per_s(completion, decode_s));
+    fe_jw_num(w, tokens_per_s(t->completion, t->decode_s));
     fe_jw_key(w, "prompt_tokens");
-    fe_jw_int(w, prompt);
+    fe_jw_int(w, t->prompt);
     fe_jw_key(w, "cached_prompt_tokens");
-    fe_jw_int(w, cached);
+    fe_jw_int(w, t->cached);
     fe_jw_key(w, "completion_tokens");
-    fe_jw_int(w, completion);
+    fe_jw_int(w, t->completion);
     fe_jw_end(w, '}');
 }
 
@@ -635,24 +660,15 @@ static void write_logprobs(fe_jw_t *w, const call_t *c, choice_t *ch) {
     ch->n_lp = 0;
 }
 
-static void usage_totals(const call_t *c, int *prompt, int *completion) {
-    *prompt = 0;
-    *completion = 0;
-    for (int i = 0; i < c->req.n_prompts; i++) *prompt += c->req.prompts[i].n_ids;
-    for (int i = 0; i < c->n_ch; i++) *completion += c->ch[i].n_tokens;
-}
-
-static void write_usage(fe_jw_t *w, const call_t *c) {
-    int p, g;
-    usage_totals(c, &p, &g);
+static void write_usage(fe_jw_t *w, const summary_t *t) {
     fe_jw_key(w, "usage");
     fe_jw_obj(w);
     fe_jw_key(w, "prompt_tokens");
-    fe_jw_int(w, p);
+    fe_jw_int(w, t->prompt);
     fe_jw_key(w, "completion_tokens");
-    fe_jw_int(w, g);
+    fe_jw_int(w, t->completion);
     fe_jw_key(w, "total_tokens");
-    fe_jw_int(w, p + g);
+    fe_jw_int(w, t->prompt + t->completion);
     fe_jw_end(w, '}');
 }
 
@@ -668,20 +684,7 @@ static void write_head(fe_jw_t *w, const call_t *c, bool chunk) {
     fe_jw_cstr(w, c->s->served_name);
 }
 
-/* The request's timings: the slowest choice's phases; tokens/s over every choice. */
-static void call_timings(const call_t *c, double *q, double *p, double *d, int *cached) {
-    *q = *p = *d = 0;
-    *cached = 0;
-    for (int i = 0; i < c->n_ch; i++) {
-        const choice_t *ch = &c->ch[i];
-        if (ch->queue_s > *q) *q = ch->queue_s;
-        if (ch->prefill_s > *p) *p = ch->prefill_s;
-        if (ch->decode_s > *d) *d = ch->decode_s;
-        if (ch->n_cached > *cached) *cached = ch->n_cached;
-    }
-}
-
-static void build_full(call_t *c, fe_buf_t *b) {
+static void build_full(call_t *c, const summary_t *t, fe_buf_t *b) {
     bool chat = c->req.kind == FE_OAI_CHAT;
     fe_jw_t w;
     fe_jw_init(&w, b);
@@ -713,12 +716,8 @@ static void build_full(call_t *c, fe_buf_t *b) {
         fe_jw_end(&w, '}');
     }
     fe_jw_end(&w, ']');
-    write_usage(&w, c);
-    double q, p, d;
-    int cached, pt, gt;
-    call_timings(c, &q, &p, &d, &cached);
-    usage_totals(c, &pt, &gt);
-    write_timings(&w, q, p, d, pt, cached, gt);
+    write_usage(&w, t);
+    write_timings(&w, t);
     fe_jw_end(&w, '}');
 }
 
@@ -768,9 +767,13 @@ static void build_chunks(call_t *c) {
         fe_jw_end(&w, '}');
         fe_jw_end(&w, ']');
         if (ended) {
-            int prompt = c->req.prompts[ch->prompt].n_ids;
-            write_timings(&w, ch->queue_s, ch->prefill_s, ch->decode_s, prompt, ch->n_cached,
-                          ch->n_tokens);
+            summary_t t = {.prompt = c->req.prompts[ch->prompt].n_ids,
+                           .cached = ch->n_cached,
+                           .completion = ch->n_tokens,
+                           .queue_s = ch->queue_s,
+                           .prefill_s = ch->prefill_s,
+                           .decode_s = ch->decode_s};
+            write_timings(&w, &t);
         }
         fe_jw_end(&w, '}');
         fe_buf_append(&c->out, "\n\n", 2);
@@ -794,7 +797,9 @@ static void build_chunks(call_t *c) {
             fe_jw_key(&w, "choices");
             fe_jw_arr(&w);
             fe_jw_end(&w, ']');
-            write_usage(&w, c);
+            summary_t t;
+            call_summary(c, &t);
+            write_usage(&w, &t);
             fe_jw_end(&w, '}');
             fe_buf_append(&c->out, "\n\n", 2);
         }
@@ -805,14 +810,13 @@ static void build_chunks(call_t *c) {
 
 static void log_done(call_t *c) {
     if (!c->s->log_requests || !c->has_req) return;
-    double q, p, d;
-    int cached, pt, gt;
-    call_timings(c, &q, &p, &d, &cached);
-    usage_totals(c, &pt, &gt);
+    summary_t t;
+    call_summary(c, &t);
     LT_INFO("request %s: %s %d, %d choice(s), prompt %d tokens (%d cached), completion %d "
             "tokens, queue %.1f ms, prefill %.1f ms, decode %.1f ms (%.1f tokens/s)",
-            c->rid, c->route == R_CHAT ? "chat" : "completion", c->status, c->n_ch, pt, cached, gt,
-            q * 1e3, p * 1e3, d * 1e3, tokens_per_s(gt, d));
+            c->rid, c->route == R_CHAT ? "chat" : "completion", c->status, c->n_ch, t.prompt,
+            t.cached, t.completion, t.queue_s * 1e3, t.prefill_s * 1e3, t.decode_s * 1e3,
+            tokens_per_s(t.completion, t.decode_s));
 }
 
 /* ---- streaming: the SSE reader ---- */
@@ -877,13 +881,8 @@ static enum MHD_Result generation(call_t *c) {
                 MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_reader, c, sse_free);
             if (!r) return MHD_NO;
             atomic_fetch_add(&c->refs, 1);
-            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
             MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-            MHD_add_response_header(r, "X-Request-Id", c->rid);
-            c->status = 200;
-            enum MHD_Result ok = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
-            MHD_destroy_response(r);
-            return ok;
+            return queue(c, 200, "text/event-stream", r);
         }
     }
     /* non-streaming: wait (suspended) until every choice has finished */
@@ -900,32 +899,26 @@ static enum MHD_Result generation(call_t *c) {
             snprintf(msg, sizeof msg, "generation failed: %s", c->ch[i].error);
             return fail(c, 500, "server_error", NULL, NULL, msg);
         }
+    summary_t t;
+    call_summary(c, &t);
     fe_buf_t b = {0};
-    build_full(c, &b);
+    build_full(c, &t, &b);
     struct MHD_Response *r =
         MHD_create_response_from_buffer(b.len, b.data ? b.data : "", MHD_RESPMEM_MUST_COPY);
     fe_buf_free(&b);
     if (!r) return MHD_NO;
-    double q, p, d;
-    int cached, pt, gt;
-    call_timings(c, &q, &p, &d, &cached);
-    usage_totals(c, &pt, &gt);
-    char v[32];
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(r, "X-Request-Id", c->rid);
-    snprintf(v, sizeof v, "%.3f", q * 1e3);
-    MHD_add_response_header(r, "X-Lantern-Queue-Ms", v);
-    snprintf(v, sizeof v, "%.3f", p * 1e3);
-    MHD_add_response_header(r, "X-Lantern-Prefill-Ms", v);
-    snprintf(v, sizeof v, "%.3f", d * 1e3);
-    MHD_add_response_header(r, "X-Lantern-Decode-Ms", v);
-    snprintf(v, sizeof v, "%.2f", tokens_per_s(gt, d));
-    MHD_add_response_header(r, "X-Lantern-Decode-Tokens-Per-S", v);
-    c->status = 200;
+    static const char *const names[] = {"X-Lantern-Queue-Ms", "X-Lantern-Prefill-Ms",
+                                        "X-Lantern-Decode-Ms", "X-Lantern-Decode-Tokens-Per-S"};
+    const double vals[] = {t.queue_s * 1e3, t.prefill_s * 1e3, t.decode_s * 1e3,
+                           tokens_per_s(t.completion, t.decode_s)};
+    for (int k = 0; k < 4; k++) {
+        char v[32];
+        snprintf(v, sizeof v, k < 3 ? "%.3f" : "%.2f", vals[k]);
+        MHD_add_response_header(r, names[k], v);
+    }
+    c->status = 200; /* for the log line */
     log_done(c);
-    enum MHD_Result ok = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ok;
+    return queue(c, 200, "application/json", r);
 }
 
 static void write_model(fe_jw_t *w, const srv_t *s) {

@@ -86,6 +86,12 @@ typedef enum route {
     R_DETOKENIZE,
 } route_t;
 
+/* A generated token with its logprobs, and where its text starts in the choice's text. */
+typedef struct lp_entry {
+    lantern_token_t tok;
+    size_t offset;
+} lp_entry_t;
+
 typedef struct choice {
     int index, prompt;
     uint64_t id;
@@ -96,10 +102,9 @@ typedef struct choice {
     fe_detok_t *detok;
     fe_stopper_t stopper;
     bool stopper_ok;
-    fe_buf_t text;       /* non-streaming: all the text; streaming: not yet sent */
-    size_t text_total;   /* bytes of text released so far (logprobs text_offset) */
-    lantern_token_t *lp; /* logprob entries not yet written */
-    size_t *lp_offset;
+    fe_buf_t text;     /* non-streaming: all the text; streaming: not yet sent */
+    size_t text_total; /* bytes of text released so far (logprobs text_offset) */
+    lp_entry_t *lp;    /* logprob entries not yet written */
     int n_lp, cap_lp;
     int n_tokens;
     lantern_finish_t finish;
@@ -266,7 +271,6 @@ static void choice_fini(choice_t *ch) {
     if (ch->stopper_ok) fe_stopper_fini(&ch->stopper);
     fe_buf_free(&ch->text);
     free(ch->lp);
-    free(ch->lp_offset);
 }
 
 /* Stops generating (client gone or server stopping): engine requests are released. */
@@ -431,18 +435,15 @@ static void choice_feed(call_t *c, choice_t *ch, const lantern_output_t *o) {
         if (q->logprobs >= 0) {
             if (ch->n_lp == ch->cap_lp) {
                 int cap = ch->cap_lp ? ch->cap_lp * 2 : 16;
-                lantern_token_t *nl = realloc(ch->lp, sizeof *nl * (size_t)cap);
-                size_t *no = nl ? realloc(ch->lp_offset, sizeof *no * (size_t)cap) : NULL;
-                if (nl) ch->lp = nl;
-                if (no) {
-                    ch->lp_offset = no;
+                lp_entry_t *nl = realloc(ch->lp, sizeof *nl * (size_t)cap);
+                if (nl) {
+                    ch->lp = nl;
                     ch->cap_lp = cap;
                 }
             }
-            if (ch->n_lp < ch->cap_lp) {
-                ch->lp[ch->n_lp] = *t;
-                ch->lp_offset[ch->n_lp++] = ch->text_total + ch->stopper.held.len;
-            }
+            if (ch->n_lp < ch->cap_lp) /* out of memory: the entry is lost, not the request */
+                ch->lp[ch->n_lp++] =
+                    (lp_entry_t){.tok = *t, .offset = ch->text_total + ch->stopper.held.len};
         }
         /* the token that ended the request (EOS or a stop id) is not text, as in vLLM */
         bool stop_tok = o->finish == LANTERN_FINISH_STOP && i == o->n_tokens - 1;
@@ -598,7 +599,7 @@ static void write_logprobs(fe_jw_t *w, const call_t *c, choice_t *ch) {
         fe_jw_key(w, "content");
         fe_jw_arr(w);
         for (int i = 0; i < ch->n_lp; i++) {
-            const lantern_token_t *e = &ch->lp[i];
+            const lantern_token_t *e = &ch->lp[i].tok;
             fe_jw_obj(w);
             token_text(c->s, e->id, t, sizeof t);
             fe_jw_key(w, "token");
@@ -626,34 +627,34 @@ static void write_logprobs(fe_jw_t *w, const call_t *c, choice_t *ch) {
         fe_jw_key(w, "tokens");
         fe_jw_arr(w);
         for (int i = 0; i < ch->n_lp; i++) {
-            token_text(c->s, ch->lp[i].id, t, sizeof t);
+            token_text(c->s, ch->lp[i].tok.id, t, sizeof t);
             fe_jw_cstr(w, t);
         }
         fe_jw_end(w, ']');
         fe_jw_key(w, "token_logprobs");
         fe_jw_arr(w);
-        for (int i = 0; i < ch->n_lp; i++) fe_jw_num(w, ch->lp[i].logprob);
+        for (int i = 0; i < ch->n_lp; i++) fe_jw_num(w, ch->lp[i].tok.logprob);
         fe_jw_end(w, ']');
         fe_jw_key(w, "top_logprobs");
         fe_jw_arr(w);
         for (int i = 0; i < ch->n_lp; i++) {
             fe_jw_obj(w);
             /* the chosen token first, then the alternatives (vLLM's layout) */
-            token_text(c->s, ch->lp[i].id, t, sizeof t);
+            token_text(c->s, ch->lp[i].tok.id, t, sizeof t);
             fe_jw_key(w, t);
-            fe_jw_num(w, ch->lp[i].logprob);
-            for (int k = 0; k < ch->lp[i].n_top && k < c->req.logprobs; k++) {
-                if (ch->lp[i].top_ids[k] == ch->lp[i].id) continue;
-                token_text(c->s, ch->lp[i].top_ids[k], t, sizeof t);
+            fe_jw_num(w, ch->lp[i].tok.logprob);
+            for (int k = 0; k < ch->lp[i].tok.n_top && k < c->req.logprobs; k++) {
+                if (ch->lp[i].tok.top_ids[k] == ch->lp[i].tok.id) continue;
+                token_text(c->s, ch->lp[i].tok.top_ids[k], t, sizeof t);
                 fe_jw_key(w, t);
-                fe_jw_num(w, ch->lp[i].top_logprobs[k]);
+                fe_jw_num(w, ch->lp[i].tok.top_logprobs[k]);
             }
             fe_jw_end(w, '}');
         }
         fe_jw_end(w, ']');
         fe_jw_key(w, "text_offset");
         fe_jw_arr(w);
-        for (int i = 0; i < ch->n_lp; i++) fe_jw_int(w, (long long)ch->lp_offset[i]);
+        for (int i = 0; i < ch->n_lp; i++) fe_jw_int(w, (long long)ch->lp[i].offset);
         fe_jw_end(w, ']');
     }
     fe_jw_end(w, '}');

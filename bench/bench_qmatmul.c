@@ -35,21 +35,21 @@ static void run_f(void *a) {
 
 int main(int argc, char **argv) {
     int n = argc > 2 ? atoi(argv[1]) : 1536, k = argc > 2 ? atoi(argv[2]) : 576;
-    int types[] = {KN_Q4_1, KN_Q8_0, KN_Q4_0};
+    int types[] = {LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_0};
     printf("%-6s %3s %12s %12s %8s   (n=%d k=%d)\n", "type", "m", "qmatmul us", "sgemm us", "ratio",
            n, k);
     srand(1);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         int type = types[ti];
-        size_t bytes = (size_t)kn_dtype_nbytes(type, (int64_t)n * k);
+        size_t bytes = (size_t)lt_dtype_nbytes(type, (int64_t)n * k);
         uint8_t *wq = malloc(bytes);
         for (size_t i = 0; i < bytes; i++) wq[i] = (uint8_t)rand();
         /* sane f16 scales: every block starts with d (and m) */
-        size_t bb = kn_dtype_block_bytes(type);
+        size_t bb = lt_dtype_block_bytes(type);
         for (size_t b = 0; b < bytes / bb; b++) {
             uint16_t h = lt_f32_to_f16(0.01f);
             memcpy(wq + b * bb, &h, 2);
-            if (type == KN_Q4_1) memcpy(wq + b * bb + 2, &h, 2);
+            if (type == LT_DTYPE_Q4_1) memcpy(wq + b * bb + 2, &h, 2);
         }
         float *wf = malloc(sizeof(float) * n * k);
         kn_dequantize(type, wq, wf, (int64_t)n * k);
@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
             job_t j = {y, x, wf, wq, type, m, n, k};
             int reps = 200;
             double tq = time_it(run_q, &j, reps), tf = time_it(run_f, &j, reps);
-            printf("%-6s %3d %12.1f %12.1f %8.2f\n", kn_dtype_name(type), m, tq * 1e6, tf * 1e6,
+            printf("%-6s %3d %12.1f %12.1f %8.2f\n", lt_dtype_name(type), m, tq * 1e6, tf * 1e6,
                    tf / tq);
             free(x);
             free(y);

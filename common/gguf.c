@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "dtype.h"
 #include "lt.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "gguf.c assumes a little-endian host");
@@ -546,20 +546,20 @@ static int parse_tensor_info(gguf_rd_t *r, lt_gguf_t *g, int i, uint64_t *offset
     uint32_t type;
     if (!rd_u32(r, &type) || !rd_u64(r, offset))
         return fail(r, LT_ERR_FORMAT, "truncated in tensor infos (tensor '%s')", nm.s);
-    if (!kn_dtype_supported((int)type)) {
-        const char *tn = kn_dtype_name((int)type);
+    if (!lt_dtype_supported((int)type)) {
+        const char *tn = lt_dtype_name((int)type);
         if (strcmp(tn, "unknown") == 0)
             return fail(r, LT_ERR_UNSUPPORTED, "tensor '%s' has unknown type %u", nm.s, type);
         return fail(r, LT_ERR_UNSUPPORTED, "tensor '%s' has unsupported type %s (%u)", nm.s, tn,
                     type);
     }
     t->type = (int)type;
-    int be = kn_dtype_block_elems(t->type);
+    int be = lt_dtype_block_elems(t->type);
     if (t->ne[0] % be != 0)
         return fail(r, LT_ERR_FORMAT,
                     "tensor '%s': ne[0] = %lld is not a multiple of the %s block size %d", nm.s,
-                    (long long)t->ne[0], kn_dtype_name(t->type), be);
-    int64_t nbytes = kn_dtype_nbytes(t->type, nelems);
+                    (long long)t->ne[0], lt_dtype_name(t->type), be);
+    int64_t nbytes = lt_dtype_nbytes(t->type, nelems);
     if (nbytes < 0 || (uint64_t)nbytes > SIZE_MAX)
         return fail(r, LT_ERR_FORMAT, "tensor '%s' is too large", nm.s);
     t->nbytes = (size_t)nbytes;

@@ -16,7 +16,7 @@
 
 typedef struct lt_tensor {
     char *name;              /* owned by the loader, NUL-terminated */
-    int type;                /* kn_dtype_t */
+    int type;                /* lt_dtype_t */
     int n_dims;              /* 1..LT_MAX_DIMS */
     int64_t ne[LT_MAX_DIMS]; /* innermost first; unused dims are 1 */
     const void *data;        /* borrowed from the mapping; aligned only as the file says (GGUF

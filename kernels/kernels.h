@@ -14,37 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- element types ---- */
+#include "dtype.h"
 
-/* Values are GGML's type ids, so a GGUF tensor's type field maps directly. */
-typedef enum {
-    KN_F32 = 0,
-    KN_F16 = 1,
-    KN_Q4_0 = 2,
-    KN_Q4_1 = 3,
-    KN_Q5_0 = 6,
-    KN_Q5_1 = 7,
-    KN_Q8_0 = 8,
-    KN_Q8_1 = 9,
-    KN_Q2_K = 10,
-    KN_Q3_K = 11,
-    KN_Q4_K = 12,
-    KN_Q5_K = 13,
-    KN_Q6_K = 14,
-    KN_Q8_K = 15,
-    KN_BF16 = 30,
-} kn_dtype_t;
-
-/* True for the types we can dequantize. */
-bool kn_dtype_supported(int type);
-/* Name as GGUF tools print it ("Q4_1"), or "unknown". */
-const char *kn_dtype_name(int type);
-/* Elements per block (1 for F32/F16/BF16, 32 for Q4_0.., 256 for K-quants); 0 if unsupported. */
-int kn_dtype_block_elems(int type);
-/* Bytes per block; 0 if unsupported. */
-size_t kn_dtype_block_bytes(int type);
-/* Bytes of n elements; -1 if unsupported or n is not a multiple of the block size. */
-int64_t kn_dtype_nbytes(int type, int64_t n);
+/* ---- element types: lt_dtype_t and its geometry (common/dtype.h) ---- */
 
 /* Dequantizes n elements (a multiple of the type's block size) from src to dst (n) f32.
  * Returns 0, or LT_ERR_UNSUPPORTED / LT_ERR_INVAL. */

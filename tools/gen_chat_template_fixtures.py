@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """gen_chat_template_fixtures.py — writes tests/fixtures/chat_templates.json, the reference that
-tests/unit/test_chat_template.c checks frontend/chat_template.c against byte for byte.
+tests/unit/test_chat_template.c checks frontend/jinja/ against byte for byte.
 
 The reference is transformers' own rendering function (render_jinja_template in
 transformers.utils.chat_template_utils, which apply_chat_template calls): jinja2's

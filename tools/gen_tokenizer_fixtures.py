@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """gen_tokenizer_fixtures.py — writes the tokenizer fixtures that tests/unit/test_tokenizer.c
-checks frontend/tokenizer.c against.
+checks frontend/text/tokenizer.c against.
 
 The reference is Hugging Face `tokenizers` (the Rust library behind transformers' fast
 tokenizers), an implementation independent of ours. Everything lands in

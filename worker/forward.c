@@ -44,7 +44,7 @@ int wk_ctx_create(const wk_model_t *m, int max_tokens, int max_ctx, wk_ctx_t **o
     *out = NULL;
     if (max_tokens <= 0 || max_ctx <= 0)
         return lt_errf(err, LT_ERR_INVAL, "wk_ctx_create: sizes must be positive");
-    const wk_config_t *c = &m->cfg;
+    const lt_model_config_t *c = &m->cfg;
     wk_ctx_t *x = calloc(1, sizeof *x);
     if (!x) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
     x->max_tokens = max_tokens;
@@ -256,7 +256,7 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
     /* HOT */
     int rc = batch_validate(m, kv, c, b, err);
     if (rc) return rc;
-    const wk_config_t *cf = &m->cfg;
+    const lt_model_config_t *cf = &m->cfg;
     int T = b->n_tokens, dim = cf->dim, hd = cf->head_dim;
     int nh = m->n_head_local, nkv = m->n_kv_head_local, hid = m->hidden_local;
     int qd = nh * hd, kvd = nkv * hd;

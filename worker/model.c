@@ -84,10 +84,10 @@ static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t r
         nrows = 1;
         row0 = 0;
     }
-    int64_t row_bytes = kn_dtype_nbytes(t->type, cols);
+    int64_t row_bytes = lt_dtype_nbytes(t->type, cols);
     if (row_bytes < 0 || (uint64_t)row_bytes * (uint64_t)want_rows > t->nbytes)
         return lt_errf(err, LT_ERR_FORMAT, "%s: tensor '%s' of type %s has an invalid size",
-                       s->path, name, kn_dtype_name(t->type));
+                       s->path, name, lt_dtype_name(t->type));
     float *dst = model_alloc(m, (size_t)(nrows * ncols));
     if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
     const uint8_t *base = t->data;
@@ -110,10 +110,10 @@ static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t r
     *out = dst;
     /* Keep the stored blocks too where decode can read them directly and the slice falls on
      * block boundaries. */
-    int be = kn_dtype_block_elems(t->type);
+    int be = lt_dtype_block_elems(t->type);
     if (q && kn_qmatmul_supported(t->type) && col0 % be == 0 && ncols % be == 0) {
-        int64_t sub_bytes = kn_dtype_nbytes(t->type, ncols),
-                col_bytes = kn_dtype_nbytes(t->type, col0);
+        int64_t sub_bytes = lt_dtype_nbytes(t->type, ncols),
+                col_bytes = lt_dtype_nbytes(t->type, col0);
         uint8_t *qb = model_alloc_bytes(m, (size_t)(nrows * sub_bytes));
         if (!qb) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
         for (int64_t r = 0; r < nrows; r++)
@@ -184,8 +184,8 @@ static int gguf_f32(const lt_gguf_t *g, const char *path, const char *arch, cons
     return LT_OK;
 }
 
-static int config_from_gguf(const lt_gguf_t *g, const char *path, wk_config_t *c, char *err) {
-    wk_config_defaults(c);
+static int config_from_gguf(const lt_gguf_t *g, const char *path, lt_model_config_t *c, char *err) {
+    lt_model_config_defaults(c);
     const char *a;
     size_t alen;
     if (lt_gguf_get_str(g, "general.architecture", &a, &alen) != LT_OK)
@@ -195,14 +195,14 @@ static int config_from_gguf(const lt_gguf_t *g, const char *path, wk_config_t *c
     memcpy(arch, a, alen);
     arch[alen] = '\0';
     if (strcmp(arch, "llama") == 0 || strcmp(arch, "mistral") == 0) {
-        c->arch = WK_ARCH_LLAMA;
+        c->arch = LT_ARCH_LLAMA;
         c->rope_neox = false; /* GGUF llama q/k rows are permuted for adjacent-pair rotation */
     } else if (strcmp(arch, "qwen2") == 0) {
-        c->arch = WK_ARCH_QWEN2;
+        c->arch = LT_ARCH_QWEN2;
         c->qkv_bias = true;
         c->rope_neox = true;
     } else if (strcmp(arch, "qwen3") == 0) {
-        c->arch = WK_ARCH_QWEN3;
+        c->arch = LT_ARCH_QWEN3;
         c->qk_norm = true;
         c->rope_neox = true;
     } else {
@@ -236,7 +236,7 @@ static int config_from_gguf(const lt_gguf_t *g, const char *path, wk_config_t *c
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     if (lt_gguf_get_str(g, key, &st, &stlen) == LT_OK) {
         if (stlen == 6 && memcmp(st, "linear", 6) == 0) {
-            c->rope_scaling = WK_ROPE_SCALING_LINEAR;
+            c->rope_scaling = LT_ROPE_SCALING_LINEAR;
             if ((rc = gguf_f32(g, path, arch, "rope.scaling.factor", &c->rope_factor, err)))
                 return rc;
         } else if (!(stlen == 4 && memcmp(st, "none", 4) == 0)) {
@@ -256,7 +256,7 @@ static int config_from_gguf(const lt_gguf_t *g, const char *path, wk_config_t *c
         return lt_errf(err, LT_ERR_FORMAT, "%s: cannot determine the vocabulary size", path);
     }
     c->tie_embeddings = lt_gguf_find_tensor(g, "output.weight") == NULL;
-    if (c->arch == WK_ARCH_QWEN2 || c->arch == WK_ARCH_QWEN3)
+    if (c->arch == LT_ARCH_QWEN2 || c->arch == LT_ARCH_QWEN3)
         c->qkv_bias = lt_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
     if (lt_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &v) == LT_OK) c->bos_id = (int)v;
     if (lt_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &v) == LT_OK) c->eos_id = (int)v;
@@ -265,7 +265,7 @@ static int config_from_gguf(const lt_gguf_t *g, const char *path, wk_config_t *c
 
 /* ---- validation shared by both formats ---- */
 
-static int config_validate(const wk_config_t *c, const char *path, int tp, char *err) {
+static int config_validate(const lt_model_config_t *c, const char *path, int tp, char *err) {
     if (c->n_layer <= 0 || c->dim <= 0 || c->hidden_dim <= 0 || c->n_head <= 0 ||
         c->n_kv_head <= 0 || c->head_dim <= 0 || c->vocab_size <= 0)
         return lt_errf(err, LT_ERR_FORMAT, "%s: model dimensions must be positive", path);
@@ -285,16 +285,16 @@ static int config_validate(const wk_config_t *c, const char *path, int tp, char 
 /* ---- rotary frequencies ---- */
 
 static int build_inv_freq(wk_model_t *m, const src_t *s, char *err) {
-    const wk_config_t *c = &m->cfg;
+    const lt_model_config_t *c = &m->cfg;
     int half = c->head_dim / 2;
     m->inv_freq = model_alloc(m, (size_t)half);
     if (!m->inv_freq) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
     m->rope_attn_factor = 1.0f;
     for (int i = 0; i < half; i++)
         m->inv_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim));
-    if (c->rope_scaling == WK_ROPE_SCALING_LINEAR && c->rope_factor > 0) {
+    if (c->rope_scaling == LT_ROPE_SCALING_LINEAR && c->rope_factor > 0) {
         for (int i = 0; i < half; i++) m->inv_freq[i] /= c->rope_factor;
-    } else if (c->rope_scaling == WK_ROPE_SCALING_LLAMA3) {
+    } else if (c->rope_scaling == LT_ROPE_SCALING_LLAMA3) {
         /* Llama 3.1: long wavelengths slowed by `factor`, short ones kept, smooth in between. */
         double lo_wl = c->rope_orig_max_pos / c->rope_low_freq_factor;
         double hi_wl = c->rope_orig_max_pos / c->rope_high_freq_factor;
@@ -361,7 +361,7 @@ static const names_t HF_NAMES = {
 #define LNAME(fmt) (snprintf(name, sizeof name, (fmt), l), name)
 
 static int load_weights(wk_model_t *m, const src_t *s, const names_t *nm, char *err) {
-    const wk_config_t *c = &m->cfg;
+    const lt_model_config_t *c = &m->cfg;
     int hd = c->head_dim, r = m->tp_rank;
     int64_t q_rows = (int64_t)c->n_head * hd, kv_rows = (int64_t)c->n_kv_head * hd;
     int64_t q_loc = (int64_t)m->n_head_local * hd, kv_loc = (int64_t)m->n_kv_head_local * hd;
@@ -431,7 +431,7 @@ int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out
     int rc;
     const names_t *nm;
     if (lt_is_dir(path)) {
-        if ((rc = wk_config_from_hf_dir(path, &m->cfg, err)) ||
+        if ((rc = lt_model_config_from_hf_dir(path, &m->cfg, err)) ||
             (rc = wk_st_open_dir(path, &s.st, err)))
             goto fail;
         nm = &HF_NAMES;

@@ -65,13 +65,13 @@ static uint64_t read_u64_le(const uint8_t *p) {
 /* Element size and kn type of a safetensors dtype string; false if we do not handle it. */
 static bool dtype_lookup(const char *s, int *type, uint64_t *elem_size) {
     if (strcmp(s, "F32") == 0) {
-        *type = KN_F32;
+        *type = LT_DTYPE_F32;
         *elem_size = 4;
     } else if (strcmp(s, "F16") == 0) {
-        *type = KN_F16;
+        *type = LT_DTYPE_F16;
         *elem_size = 2;
     } else if (strcmp(s, "BF16") == 0) {
-        *type = KN_BF16;
+        *type = LT_DTYPE_BF16;
         *elem_size = 2;
     } else {
         return false;

@@ -4,7 +4,7 @@
  * wk_st_open_dir() maps model.safetensors.index.json's shards, or every *.safetensors file of a
  * directory when there is no index; each file's JSON header is parsed with cJSON and every
  * offset, shape and dtype is validated against the file before use.
- * Supported dtypes: F32, F16, BF16 (mapped to KN_F32/KN_F16/KN_BF16); others are
+ * Supported dtypes: F32, F16, BF16 (mapped to LT_DTYPE_F32/LT_DTYPE_F16/LT_DTYPE_BF16); others are
  * LT_ERR_UNSUPPORTED naming the tensor.
  * Thread safety: immutable after open. Ownership: the reader owns mappings and names.
  */

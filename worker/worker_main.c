@@ -212,7 +212,7 @@ int wk_worker_main(int argc, char **argv) {
         goto fail;
     wk_load_opts_t lo = {.tp_rank = rank, .tp_size = tp};
     if (wk_model_load(model, &lo, &w.m, err)) goto fail;
-    const wk_config_t *c = &w.m->cfg;
+    const lt_model_config_t *c = &w.m->cfg;
     w.max_model_len = max_len > 0 && max_len < c->max_seq_len ? max_len : c->max_seq_len;
     size_t block_bytes =
         (size_t)2 * c->n_layer * w.m->n_kv_head_local * block_size * c->head_dim * sizeof(float);

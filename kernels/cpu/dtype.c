@@ -1,7 +1,7 @@
 /*
- * dtype.c — tensor element types: block geometry and dequantization to f32 for the GGML formats a
- * GGUF model may carry (F32, F16, BF16, the 32-element Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 blocks and the
- * 256-element Q2_K..Q6_K super-blocks).
+ * dtype.c — tensor element types: dequantization to f32 (geometry: common/dtype.h) for the GGML
+ * formats a GGUF model may carry (F32, F16, BF16, the 32-element Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 blocks
+ * and the 256-element Q2_K..Q6_K super-blocks).
  *
  * The worker dequantizes every weight once at load, so this is the only place that knows the bit
  * layouts. Each decoder reproduces the gguf Python package's reference bit for bit: products are
@@ -24,19 +24,12 @@
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "dtype.c assumes a little-endian host");
 
-/* ---- type table ---- */
+/* ---- dequantizers, by type ---- */
 
-#define QK   32  /* elements in a Q4_0..Q8_0 block */
-#define QK_K 256 /* elements in a K-quant super-block */
+#define QK   LT_DTYPE_QK
+#define QK_K LT_DTYPE_QK_K
 
 typedef void (*dequant_fn)(const uint8_t *blk, float *dst);
-
-typedef struct {
-    const char *name;
-    int block_elems;    /* 0: known id but not decoded here */
-    size_t block_bytes; /* bytes of one block */
-    dequant_fn fn;      /* one block; NULL for the plain float types, handled in bulk */
-} dtype_info_t;
 
 static void deq_q4_0(const uint8_t *blk, float *dst);
 static void deq_q4_1(const uint8_t *blk, float *dst);
@@ -49,61 +42,14 @@ static void deq_q4_k(const uint8_t *blk, float *dst);
 static void deq_q5_k(const uint8_t *blk, float *dst);
 static void deq_q6_k(const uint8_t *blk, float *dst);
 
-/* Indexed by GGML type id. Q8_1 and Q8_K are named (so errors can say what a file holds) but are
- * activation formats that never appear as stored weights, so they are not decoded. */
-static const dtype_info_t k_types[] = {
-    [KN_F32] = {"F32", 1, 4, NULL},
-    [KN_F16] = {"F16", 1, 2, NULL},
-    [KN_Q4_0] = {"Q4_0", QK, 2 + QK / 2, deq_q4_0},
-    [KN_Q4_1] = {"Q4_1", QK, 2 + 2 + QK / 2, deq_q4_1},
-    [KN_Q5_0] = {"Q5_0", QK, 2 + 4 + QK / 2, deq_q5_0},
-    [KN_Q5_1] = {"Q5_1", QK, 2 + 2 + 4 + QK / 2, deq_q5_1},
-    [KN_Q8_0] = {"Q8_0", QK, 2 + QK, deq_q8_0},
-    [KN_Q8_1] = {"Q8_1", 0, 0, NULL},
-    [KN_Q2_K] = {"Q2_K", QK_K, QK_K / 16 + QK_K / 4 + 2 + 2, deq_q2_k},
-    [KN_Q3_K] = {"Q3_K", QK_K, QK_K / 8 + QK_K / 4 + 12 + 2, deq_q3_k},
-    [KN_Q4_K] = {"Q4_K", QK_K, 2 + 2 + 12 + QK_K / 2, deq_q4_k},
-    [KN_Q5_K] = {"Q5_K", QK_K, 2 + 2 + 12 + QK_K / 8 + QK_K / 2, deq_q5_k},
-    [KN_Q6_K] = {"Q6_K", QK_K, QK_K / 2 + QK_K / 4 + QK_K / 16 + 2, deq_q6_k},
-    [KN_Q8_K] = {"Q8_K", 0, 0, NULL},
-    [KN_BF16] = {"BF16", 1, 2, NULL},
+/* One block's decoder per quantized type (geometry: common/dtype.h); the plain float types have
+ * none and are converted in bulk. */
+static const dequant_fn k_dequant[] = {
+    [LT_DTYPE_Q4_0] = deq_q4_0, [LT_DTYPE_Q4_1] = deq_q4_1, [LT_DTYPE_Q5_0] = deq_q5_0,
+    [LT_DTYPE_Q5_1] = deq_q5_1, [LT_DTYPE_Q8_0] = deq_q8_0, [LT_DTYPE_Q2_K] = deq_q2_k,
+    [LT_DTYPE_Q3_K] = deq_q3_k, [LT_DTYPE_Q4_K] = deq_q4_k, [LT_DTYPE_Q5_K] = deq_q5_k,
+    [LT_DTYPE_Q6_K] = deq_q6_k,
 };
-
-#define N_TYPES ((int)(sizeof k_types / sizeof k_types[0]))
-
-static const dtype_info_t *lookup(int type) {
-    if (type < 0 || type >= N_TYPES || !k_types[type].name) return NULL;
-    return &k_types[type];
-}
-
-/* ---- public: geometry ---- */
-
-bool kn_dtype_supported(int type) {
-    const dtype_info_t *t = lookup(type);
-    return t && t->block_elems > 0;
-}
-
-const char *kn_dtype_name(int type) {
-    const dtype_info_t *t = lookup(type);
-    return t ? t->name : "unknown";
-}
-
-int kn_dtype_block_elems(int type) {
-    return kn_dtype_supported(type) ? k_types[type].block_elems : 0;
-}
-
-size_t kn_dtype_block_bytes(int type) {
-    return kn_dtype_supported(type) ? k_types[type].block_bytes : 0;
-}
-
-int64_t kn_dtype_nbytes(int type, int64_t n) {
-    if (!kn_dtype_supported(type) || n < 0) return -1;
-    const dtype_info_t *t = &k_types[type];
-    if (n % t->block_elems != 0) return -1;
-    int64_t bytes;
-    if (__builtin_mul_overflow(n / t->block_elems, (int64_t)t->block_bytes, &bytes)) return -1;
-    return bytes;
-}
 
 /* ---- field loads ---- */
 
@@ -332,20 +278,21 @@ static void deq_bf16(const uint8_t *src, float *dst, int64_t n) {
 /* ---- public: dequantize ---- */
 
 int kn_dequantize(int type, const void *src, float *dst, int64_t n) {
-    if (!kn_dtype_supported(type)) return LT_ERR_UNSUPPORTED;
-    const dtype_info_t *t = &k_types[type];
-    if (n < 0 || n % t->block_elems != 0) return LT_ERR_INVAL;
+    if (!lt_dtype_supported(type)) return LT_ERR_UNSUPPORTED;
+    const int be = lt_dtype_block_elems(type);
+    const size_t bb = lt_dtype_block_bytes(type);
+    if (n < 0 || n % be != 0) return LT_ERR_INVAL;
     if (n == 0) return LT_OK;
     if (!src || !dst) return LT_ERR_INVAL;
     const uint8_t *s = src;
     switch (type) {
-    case KN_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return LT_OK;
-    case KN_F16: deq_f16(s, dst, n); return LT_OK;
-    case KN_BF16: deq_bf16(s, dst, n); return LT_OK;
+    case LT_DTYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return LT_OK;
+    case LT_DTYPE_F16: deq_f16(s, dst, n); return LT_OK;
+    case LT_DTYPE_BF16: deq_bf16(s, dst, n); return LT_OK;
     default: break;
     }
-    const int64_t nb = n / t->block_elems;
-    for (int64_t b = 0; b < nb; b++)
-        t->fn(s + (size_t)b * t->block_bytes, dst + b * t->block_elems);
+    const dequant_fn fn = k_dequant[type];
+    const int64_t nb = n / be;
+    for (int64_t b = 0; b < nb; b++) fn(s + (size_t)b * bb, dst + b * be);
     return LT_OK;
 }

@@ -36,7 +36,7 @@
 #define QM_MAX_BLOCKS 1024 /* k up to 32768 */
 
 bool kn_qmatmul_supported(int type) {
-    return type == KN_Q4_0 || type == KN_Q4_1 || type == KN_Q8_0;
+    return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q8_0;
 }
 
 static inline float ld_f16(const uint8_t *p) {
@@ -81,11 +81,11 @@ static void quantize_act(const float *x, int m, int k, qm_act_t *a) {
 /* Block header: scale d and offset term coefficient mn (value = d*q + mn). */
 static inline const uint8_t *block_head(int type, const uint8_t *blk, float *d, float *mn) {
     *d = ld_f16(blk);
-    if (type == KN_Q4_1) {
+    if (type == LT_DTYPE_Q4_1) {
         *mn = ld_f16(blk + 2);
         return blk + 4;
     }
-    *mn = type == KN_Q4_0 ? -8.0f * *d : 0.0f;
+    *mn = type == LT_DTYPE_Q4_0 ? -8.0f * *d : 0.0f;
     return blk + 2;
 }
 
@@ -94,7 +94,7 @@ static inline const uint8_t *block_head(int type, const uint8_t *blk, float *d, 
 #if defined(QM_AVX512) || defined(QM_AVX2)
 /* The block's 32 quants as bytes, element order 0..31 (Q4 nibbles: low = 0..15, high = 16..31). */
 static inline __m256i load_q8(int type, const uint8_t *qs) {
-    if (type == KN_Q8_0) return _mm256_loadu_si256((const __m256i *)qs);
+    if (type == LT_DTYPE_Q8_0) return _mm256_loadu_si256((const __m256i *)qs);
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
     __m128i mask = _mm_set1_epi8(0x0f);
     __m128i lo = _mm_and_si128(raw, mask);
@@ -116,7 +116,7 @@ static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, con
         float d, mn;
         const uint8_t *qs = block_head(type, wrow + (size_t)b * bb, &d, &mn);
         __m256i q8 = load_q8(type, qs);
-        __m512i q16 = type == KN_Q8_0 ? _mm512_cvtepi8_epi16(q8) : _mm512_cvtepu8_epi16(q8);
+        __m512i q16 = type == LT_DTYPE_Q8_0 ? _mm512_cvtepi8_epi16(q8) : _mm512_cvtepu8_epi16(q8);
         for (int r = 0; r < m; r++) {
             __m512i x16 =
                 _mm512_loadu_si512((const void *)(a->xq + (size_t)r * k + (size_t)b * QK));
@@ -149,8 +149,8 @@ static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, con
         const uint8_t *qs = block_head(type, wrow + (size_t)b * bb, &d, &mn);
         __m256i q8 = load_q8(type, qs);
         __m128i q8lo = _mm256_castsi256_si128(q8), q8hi = _mm256_extracti128_si256(q8, 1);
-        __m256i qlo = type == KN_Q8_0 ? _mm256_cvtepi8_epi16(q8lo) : _mm256_cvtepu8_epi16(q8lo);
-        __m256i qhi = type == KN_Q8_0 ? _mm256_cvtepi8_epi16(q8hi) : _mm256_cvtepu8_epi16(q8hi);
+        __m256i qlo = type == LT_DTYPE_Q8_0 ? _mm256_cvtepi8_epi16(q8lo) : _mm256_cvtepu8_epi16(q8lo);
+        __m256i qhi = type == LT_DTYPE_Q8_0 ? _mm256_cvtepi8_epi16(q8hi) : _mm256_cvtepu8_epi16(q8hi);
         for (int r = 0; r < m; r++) {
             const int16_t *xq = a->xq + (size_t)r * k + (size_t)b * QK;
             __m256i p = _mm256_add_epi32(
@@ -172,7 +172,7 @@ static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, con
         const uint8_t *qs = block_head(type, wrow + (size_t)b * bb, &d, &mn);
         int q[QK];
         for (int i = 0; i < QK; i++) {
-            if (type == KN_Q8_0)
+            if (type == LT_DTYPE_Q8_0)
                 q[i] = (int8_t)qs[i];
             else
                 q[i] = i < 16 ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
@@ -194,7 +194,7 @@ int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, 
     if (!kn_qmatmul_supported(type) || m < 1 || m > QM_MAX_ROWS || k % QK || k / QK > QM_MAX_BLOCKS)
         return LT_ERR_INVAL;
     int nb = k / QK;
-    size_t bb = kn_dtype_block_bytes(type);
+    size_t bb = lt_dtype_block_bytes(type);
     qm_act_t *a = &g_act;
     quantize_act(x, m, k, a);
     const uint8_t *wb = w;

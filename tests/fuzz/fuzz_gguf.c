@@ -72,11 +72,11 @@ static void walk(const lt_gguf_t *g) {
     for (int i = 0; i < lt_gguf_n_tensors(g); i++) {
         const lt_tensor_t *t = lt_gguf_tensor(g, i);
         if (!t || lt_gguf_find_tensor(g, t->name) != t) __builtin_trap();
-        if (kn_dtype_nbytes(t->type, lt_tensor_nelems(t)) != (int64_t)t->nbytes) __builtin_trap();
+        if (lt_dtype_nbytes(t->type, lt_tensor_nelems(t)) != (int64_t)t->nbytes) __builtin_trap();
         touch(t->data, t->nbytes);
         /* Dequantize the first block or so of the first row. */
         float row[256];
-        int64_t n = kn_dtype_block_elems(t->type);
+        int64_t n = lt_dtype_block_elems(t->type);
         if (n == 1) n = t->ne[0] < 256 ? t->ne[0] : 256;
         if (kn_dequantize(t->type, t->data, row, n) != LT_OK) __builtin_trap();
         touch(row, (size_t)n * sizeof(float));

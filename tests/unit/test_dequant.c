@@ -86,7 +86,7 @@ static void check_block(const fixture_t *fx, const float *got, int64_t off, int 
             memcpy(&gb, &got[i], 4);
             memcpy(&rb, &ref[i], 4);
             fail_msg("%s element %lld: got %.9g (0x%08x), want %.9g (0x%08x)",
-                     kn_dtype_name(fx->type), (long long)(off + i), (double)got[i], gb,
+                     lt_dtype_name(fx->type), (long long)(off + i), (double)got[i], gb,
                      (double)ref[i], rb);
         }
     }
@@ -101,12 +101,12 @@ static const char *k_fixture_names[] = {"F32",  "F16",  "BF16", "Q4_0", "Q4_1", 
 static void check_fixture(const char *name) {
     fixture_t fx;
     if (fixture_load(name, &fx) != 0) fail_msg("fixture dequant/%s.bin missing", name);
-    assert_string_equal(kn_dtype_name(fx.type), name);
-    assert_true(kn_dtype_supported(fx.type));
-    assert_int_equal(kn_dtype_nbytes(fx.type, fx.n_elems), (int64_t)fx.n_bytes);
+    assert_string_equal(lt_dtype_name(fx.type), name);
+    assert_true(lt_dtype_supported(fx.type));
+    assert_int_equal(lt_dtype_nbytes(fx.type, fx.n_elems), (int64_t)fx.n_bytes);
 
-    const int be = kn_dtype_block_elems(fx.type);
-    const size_t bb = kn_dtype_block_bytes(fx.type);
+    const int be = lt_dtype_block_elems(fx.type);
+    const size_t bb = lt_dtype_block_bytes(fx.type);
     float *out = malloc(4 * (size_t)fx.n_elems);
     assert_non_null(out);
 
@@ -139,11 +139,11 @@ static void test_fixtures(void **state) {
 static void test_every_supported_type_has_fixture(void **state) {
     (void)state;
     for (int t = -2; t < 64; t++) {
-        if (!kn_dtype_supported(t)) continue;
+        if (!lt_dtype_supported(t)) continue;
         bool found = false;
         for (int i = 0; i < N_FIXTURES; i++)
-            found |= strcmp(kn_dtype_name(t), k_fixture_names[i]) == 0;
-        if (!found) fail_msg("type %d (%s) is supported but has no fixture", t, kn_dtype_name(t));
+            found |= strcmp(lt_dtype_name(t), k_fixture_names[i]) == 0;
+        if (!found) fail_msg("type %d (%s) is supported but has no fixture", t, lt_dtype_name(t));
     }
 }
 
@@ -157,67 +157,67 @@ static void test_geometry(void **state) {
         int elems;
         size_t bytes;
     } want[] = {
-        {KN_F32, "F32", 1, 4},       {KN_F16, "F16", 1, 2},       {KN_BF16, "BF16", 1, 2},
-        {KN_Q4_0, "Q4_0", 32, 18},   {KN_Q4_1, "Q4_1", 32, 20},   {KN_Q5_0, "Q5_0", 32, 22},
-        {KN_Q5_1, "Q5_1", 32, 24},   {KN_Q8_0, "Q8_0", 32, 34},   {KN_Q2_K, "Q2_K", 256, 84},
-        {KN_Q3_K, "Q3_K", 256, 110}, {KN_Q4_K, "Q4_K", 256, 144}, {KN_Q5_K, "Q5_K", 256, 176},
-        {KN_Q6_K, "Q6_K", 256, 210},
+        {LT_DTYPE_F32, "F32", 1, 4},       {LT_DTYPE_F16, "F16", 1, 2},       {LT_DTYPE_BF16, "BF16", 1, 2},
+        {LT_DTYPE_Q4_0, "Q4_0", 32, 18},   {LT_DTYPE_Q4_1, "Q4_1", 32, 20},   {LT_DTYPE_Q5_0, "Q5_0", 32, 22},
+        {LT_DTYPE_Q5_1, "Q5_1", 32, 24},   {LT_DTYPE_Q8_0, "Q8_0", 32, 34},   {LT_DTYPE_Q2_K, "Q2_K", 256, 84},
+        {LT_DTYPE_Q3_K, "Q3_K", 256, 110}, {LT_DTYPE_Q4_K, "Q4_K", 256, 144}, {LT_DTYPE_Q5_K, "Q5_K", 256, 176},
+        {LT_DTYPE_Q6_K, "Q6_K", 256, 210},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        assert_true(kn_dtype_supported(want[i].type));
-        assert_string_equal(kn_dtype_name(want[i].type), want[i].name);
-        assert_int_equal(kn_dtype_block_elems(want[i].type), want[i].elems);
-        assert_int_equal(kn_dtype_block_bytes(want[i].type), want[i].bytes);
-        assert_int_equal(kn_dtype_nbytes(want[i].type, 0), 0);
-        assert_int_equal(kn_dtype_nbytes(want[i].type, 3 * want[i].elems),
+        assert_true(lt_dtype_supported(want[i].type));
+        assert_string_equal(lt_dtype_name(want[i].type), want[i].name);
+        assert_int_equal(lt_dtype_block_elems(want[i].type), want[i].elems);
+        assert_int_equal(lt_dtype_block_bytes(want[i].type), want[i].bytes);
+        assert_int_equal(lt_dtype_nbytes(want[i].type, 0), 0);
+        assert_int_equal(lt_dtype_nbytes(want[i].type, 3 * want[i].elems),
                          (int64_t)(3 * want[i].bytes));
         if (want[i].elems > 1)
-            assert_int_equal(kn_dtype_nbytes(want[i].type, want[i].elems + 1), -1);
-        assert_int_equal(kn_dtype_nbytes(want[i].type, -want[i].elems), -1);
+            assert_int_equal(lt_dtype_nbytes(want[i].type, want[i].elems + 1), -1);
+        assert_int_equal(lt_dtype_nbytes(want[i].type, -want[i].elems), -1);
     }
     /* Overflow of n / block * bytes. */
-    assert_int_equal(kn_dtype_nbytes(KN_F32, INT64_MAX), -1);
-    assert_int_equal(kn_dtype_nbytes(KN_Q8_0, (INT64_MAX / 32) * 32), -1);
+    assert_int_equal(lt_dtype_nbytes(LT_DTYPE_F32, INT64_MAX), -1);
+    assert_int_equal(lt_dtype_nbytes(LT_DTYPE_Q8_0, (INT64_MAX / 32) * 32), -1);
     /* Model-sized tensor: token_embd of SmolLM2-135M in Q8_0. */
-    assert_int_equal(kn_dtype_nbytes(KN_Q8_0, 576LL * 49152), 576LL * 49152 / 32 * 34);
+    assert_int_equal(lt_dtype_nbytes(LT_DTYPE_Q8_0, 576LL * 49152), 576LL * 49152 / 32 * 34);
 
     /* Known ids we do not decode, and ids that are not types at all. */
-    static const int unsupported[] = {KN_Q8_1, KN_Q8_K, 4, 5, 16, 29, 31, 99, -1, 1 << 30};
+    static const int unsupported[] = {LT_DTYPE_Q8_1, LT_DTYPE_Q8_K, 4, 5, 16, 29, 31, 99, -1, 1 << 30};
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
         int t = unsupported[i];
-        assert_false(kn_dtype_supported(t));
-        assert_int_equal(kn_dtype_block_elems(t), 0);
-        assert_int_equal(kn_dtype_block_bytes(t), 0);
-        assert_int_equal(kn_dtype_nbytes(t, 256), -1);
+        assert_false(lt_dtype_supported(t));
+        assert_int_equal(lt_dtype_block_elems(t), 0);
+        assert_int_equal(lt_dtype_block_bytes(t), 0);
+        assert_int_equal(lt_dtype_nbytes(t, 256), -1);
     }
-    assert_string_equal(kn_dtype_name(KN_Q8_1), "Q8_1");
-    assert_string_equal(kn_dtype_name(KN_Q8_K), "Q8_K");
-    assert_string_equal(kn_dtype_name(4), "unknown");
-    assert_string_equal(kn_dtype_name(99), "unknown");
-    assert_string_equal(kn_dtype_name(-1), "unknown");
+    assert_string_equal(lt_dtype_name(LT_DTYPE_Q8_1), "Q8_1");
+    assert_string_equal(lt_dtype_name(LT_DTYPE_Q8_K), "Q8_K");
+    assert_string_equal(lt_dtype_name(4), "unknown");
+    assert_string_equal(lt_dtype_name(99), "unknown");
+    assert_string_equal(lt_dtype_name(-1), "unknown");
 }
 
 static void test_errors(void **state) {
     (void)state;
     uint8_t src[1024] = {0};
     float dst[512];
-    assert_int_equal(kn_dequantize(KN_Q8_1, src, dst, 32), LT_ERR_UNSUPPORTED);
-    assert_int_equal(kn_dequantize(KN_Q8_K, src, dst, 256), LT_ERR_UNSUPPORTED);
+    assert_int_equal(kn_dequantize(LT_DTYPE_Q8_1, src, dst, 32), LT_ERR_UNSUPPORTED);
+    assert_int_equal(kn_dequantize(LT_DTYPE_Q8_K, src, dst, 256), LT_ERR_UNSUPPORTED);
     assert_int_equal(kn_dequantize(99, src, dst, 32), LT_ERR_UNSUPPORTED);
     assert_int_equal(kn_dequantize(-3, src, dst, 32), LT_ERR_UNSUPPORTED);
-    assert_int_equal(kn_dequantize(KN_Q4_1, src, dst, 31), LT_ERR_INVAL);
-    assert_int_equal(kn_dequantize(KN_Q4_K, src, dst, 32), LT_ERR_INVAL);
-    assert_int_equal(kn_dequantize(KN_Q6_K, src, dst, 257), LT_ERR_INVAL);
-    assert_int_equal(kn_dequantize(KN_F32, src, dst, -1), LT_ERR_INVAL);
-    assert_int_equal(kn_dequantize(KN_Q8_0, NULL, dst, 32), LT_ERR_INVAL);
-    assert_int_equal(kn_dequantize(KN_Q8_0, src, NULL, 32), LT_ERR_INVAL);
+    assert_int_equal(kn_dequantize(LT_DTYPE_Q4_1, src, dst, 31), LT_ERR_INVAL);
+    assert_int_equal(kn_dequantize(LT_DTYPE_Q4_K, src, dst, 32), LT_ERR_INVAL);
+    assert_int_equal(kn_dequantize(LT_DTYPE_Q6_K, src, dst, 257), LT_ERR_INVAL);
+    assert_int_equal(kn_dequantize(LT_DTYPE_F32, src, dst, -1), LT_ERR_INVAL);
+    assert_int_equal(kn_dequantize(LT_DTYPE_Q8_0, NULL, dst, 32), LT_ERR_INVAL);
+    assert_int_equal(kn_dequantize(LT_DTYPE_Q8_0, src, NULL, 32), LT_ERR_INVAL);
     /* Zero elements is a valid no-op, even without buffers. */
-    assert_int_equal(kn_dequantize(KN_Q8_0, NULL, NULL, 0), LT_OK);
+    assert_int_equal(kn_dequantize(LT_DTYPE_Q8_0, NULL, NULL, 0), LT_OK);
 
     /* All-zero blocks decode to zeros (zero scales). */
     for (int t = 0; t < 64; t++) {
-        if (!kn_dtype_supported(t)) continue;
-        int be = kn_dtype_block_elems(t);
+        if (!lt_dtype_supported(t)) continue;
+        int be = lt_dtype_block_elems(t);
         int64_t n = be == 1 ? 256 : 2 * be;
         memset(dst, 0x7f, sizeof dst);
         assert_int_equal(kn_dequantize(t, src, dst, n), LT_OK);

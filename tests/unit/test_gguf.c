@@ -214,9 +214,9 @@ static void build_valid(gw_t *b, uint32_t version, uint32_t align) {
     if (align) gw_kv_u32(b, "general.alignment", align);
     size_t a = align ? align : 32;
     g_infos_at = b->n;
-    gw_tensor(b, "a", 2, k_dims_a, KN_F32, 0);
-    gw_tensor(b, "blk.0.b", 1, k_dims_b, KN_Q8_0, a > 32 ? a : 64);
-    gw_tensor(b, "c", 4, k_dims_c, KN_Q4_1, a > 32 ? 2 * a : 160);
+    gw_tensor(b, "a", 2, k_dims_a, LT_DTYPE_F32, 0);
+    gw_tensor(b, "blk.0.b", 1, k_dims_b, LT_DTYPE_Q8_0, a > 32 ? a : 64);
+    gw_tensor(b, "c", 4, k_dims_c, LT_DTYPE_Q4_1, a > 32 ? 2 * a : 160);
     gw_pad(b, a);
     g_data_at = b->n;
     /* Tensor bytes are their offset within the data section, mod 251: checkable positions. */
@@ -348,9 +348,9 @@ static void check_valid(uint32_t version, uint32_t align) {
     assert_null(lt_gguf_tensor(g, 3));
     assert_null(lt_gguf_tensor(g, -1));
     assert_null(lt_gguf_find_tensor(g, "blk.0"));
-    check_tensor(g, "a", KN_F32, 2, k_dims_a, 32, 0);
-    check_tensor(g, "blk.0.b", KN_Q8_0, 1, k_dims_b, 68, a > 32 ? a : 64);
-    check_tensor(g, "c", KN_Q4_1, 4, k_dims_c, 40, a > 32 ? 2 * a : 160);
+    check_tensor(g, "a", LT_DTYPE_F32, 2, k_dims_a, 32, 0);
+    check_tensor(g, "blk.0.b", LT_DTYPE_Q8_0, 1, k_dims_b, 68, a > 32 ? a : 64);
+    check_tensor(g, "c", LT_DTYPE_Q4_1, 4, k_dims_c, 40, a > 32 ? 2 * a : 160);
     assert_int_equal(lt_tensor_nelems(lt_gguf_find_tensor(g, "c")), 64);
     assert_ptr_equal(lt_gguf_tensor(g, 0)->data, lt_gguf_find_tensor(g, "a")->data);
 
@@ -577,65 +577,65 @@ static void test_bad_tensors(void **state) {
     (void)state;
     gw_t b;
     const uint64_t d64[] = {64, 1, 1, 1, 1};
-    one_tensor(&b, 1, d64, KN_F32, 0, 256);
+    one_tensor(&b, 1, d64, LT_DTYPE_F32, 0, 256);
     lt_gguf_t *g = open_ok(&b); /* the baseline is valid */
     lt_gguf_close(&g);
     gw_free(&b);
 
-    one_tensor(&b, 1, d64, KN_F32, 0, 255);
+    one_tensor(&b, 1, d64, LT_DTYPE_F32, 0, 255);
     expect_fail(&b, LT_ERR_FORMAT, "tensor 't' extends past end of file");
     gw_free(&b);
-    one_tensor(&b, 1, d64, KN_F32, 1ull << 40, 256);
+    one_tensor(&b, 1, d64, LT_DTYPE_F32, 1ull << 40, 256);
     expect_fail(&b, LT_ERR_FORMAT, "tensor 't' extends past end of file");
     gw_free(&b);
-    one_tensor(&b, 1, d64, KN_F32, UINT64_MAX - 31, 256); /* offset + size overflows */
+    one_tensor(&b, 1, d64, LT_DTYPE_F32, UINT64_MAX - 31, 256); /* offset + size overflows */
     expect_fail(&b, LT_ERR_FORMAT, "tensor 't' extends past end of file");
     gw_free(&b);
 
-    one_tensor(&b, 1, d64, KN_F32, 8, 512);
+    one_tensor(&b, 1, d64, LT_DTYPE_F32, 8, 512);
     expect_fail(&b, LT_ERR_FORMAT, "tensor 't' offset 8 is not a multiple of the alignment 32");
     gw_free(&b);
 
     one_tensor(&b, 1, d64, 99, 0, 256);
     expect_fail(&b, LT_ERR_UNSUPPORTED, "tensor 't' has unknown type 99");
     gw_free(&b);
-    one_tensor(&b, 1, d64, KN_Q8_K, 0, 256);
+    one_tensor(&b, 1, d64, LT_DTYPE_Q8_K, 0, 256);
     expect_fail(&b, LT_ERR_UNSUPPORTED, "tensor 't' has unsupported type Q8_K");
     gw_free(&b);
 
-    one_tensor(&b, 0, d64, KN_F32, 0, 256);
+    one_tensor(&b, 0, d64, LT_DTYPE_F32, 0, 256);
     expect_fail(&b, LT_ERR_FORMAT, "tensor 't' has 0 dimensions");
     gw_free(&b);
-    one_tensor(&b, 5, d64, KN_F32, 0, 256);
+    one_tensor(&b, 5, d64, LT_DTYPE_F32, 0, 256);
     expect_fail(&b, LT_ERR_FORMAT, "tensor 't' has 5 dimensions");
     gw_free(&b);
 
     const uint64_t zero[] = {64, 0};
-    one_tensor(&b, 2, zero, KN_F32, 0, 256);
+    one_tensor(&b, 2, zero, LT_DTYPE_F32, 0, 256);
     expect_fail(&b, LT_ERR_FORMAT, "invalid dimension ne[1] = 0");
     gw_free(&b);
     const uint64_t neg[] = {1ull << 63};
-    one_tensor(&b, 1, neg, KN_F32, 0, 256);
+    one_tensor(&b, 1, neg, LT_DTYPE_F32, 0, 256);
     expect_fail(&b, LT_ERR_FORMAT, "invalid dimension");
     gw_free(&b);
     const uint64_t ovf[] = {1ull << 32, 1ull << 32};
-    one_tensor(&b, 2, ovf, KN_F32, 0, 256);
+    one_tensor(&b, 2, ovf, LT_DTYPE_F32, 0, 256);
     expect_fail(&b, LT_ERR_FORMAT, "element count overflows");
     gw_free(&b);
     const uint64_t big[] = {1ull << 62};
-    one_tensor(&b, 1, big, KN_F32, 0, 256); /* 2^62 elements * 4 bytes overflows */
+    one_tensor(&b, 1, big, LT_DTYPE_F32, 0, 256); /* 2^62 elements * 4 bytes overflows */
     expect_fail(&b, LT_ERR_FORMAT, "too large");
     gw_free(&b);
 
     const uint64_t odd[] = {48, 2};
-    one_tensor(&b, 2, odd, KN_Q4_1, 0, 256);
+    one_tensor(&b, 2, odd, LT_DTYPE_Q4_1, 0, 256);
     expect_fail(&b, LT_ERR_FORMAT, "ne[0] = 48 is not a multiple of the Q4_1 block size 32");
     gw_free(&b);
 
     memset(&b, 0, sizeof b);
     gw_header(&b, 3, 2, 0);
-    gw_tensor(&b, "w", 1, d64, KN_F32, 0);
-    gw_tensor(&b, "w", 1, d64, KN_F32, 256);
+    gw_tensor(&b, "w", 1, d64, LT_DTYPE_F32, 0);
+    gw_tensor(&b, "w", 1, d64, LT_DTYPE_F32, 256);
     gw_pad(&b, 32);
     for (int i = 0; i < 512; i++) gw_u8(&b, 0);
     expect_fail(&b, LT_ERR_FORMAT, "duplicate tensor name 'w'");
@@ -646,7 +646,7 @@ static void test_bad_tensors(void **state) {
     gw_str(&b, "");
     gw_u32(&b, 1);
     gw_u64(&b, 64);
-    gw_u32(&b, KN_F32);
+    gw_u32(&b, LT_DTYPE_F32);
     gw_u64(&b, 0);
     expect_fail(&b, LT_ERR_FORMAT, "empty tensor name");
     gw_free(&b);
@@ -674,7 +674,7 @@ static void test_default_model(void **state) {
     assert_int_equal(lt_gguf_n_tensors(g), 272);
     const lt_tensor_t *t = lt_gguf_find_tensor(g, "token_embd.weight");
     assert_non_null(t);
-    assert_int_equal(t->type, KN_Q8_0);
+    assert_int_equal(t->type, LT_DTYPE_Q8_0);
     assert_int_equal(t->n_dims, 2);
     assert_int_equal(t->ne[0], 576);
     assert_int_equal(t->ne[1], 49152);
@@ -696,7 +696,7 @@ static void test_default_model(void **state) {
     float row[1024];
     for (int i = 0; i < lt_gguf_n_tensors(g); i++) {
         const lt_tensor_t *ti = lt_gguf_tensor(g, i);
-        assert_true(kn_dtype_supported(ti->type));
+        assert_true(lt_dtype_supported(ti->type));
         int64_t ne0 = ti->ne[0] <= 1024 ? ti->ne[0] : 1024;
         assert_int_equal(kn_dequantize(ti->type, ti->data, row, ne0), LT_OK);
         for (int64_t j = 0; j < ne0; j++)

@@ -56,11 +56,11 @@ static const char *model_dir(const char *config, const char *gen) {
     return g_dir;
 }
 
-static wk_config_t load_ok(const char *config, const char *gen) {
+static lt_model_config_t load_ok(const char *config, const char *gen) {
     const char *dir = model_dir(config, gen);
-    wk_config_t c;
+    lt_model_config_t c;
     char err[LT_ERR_LEN] = "";
-    int rc = wk_config_from_hf_dir(dir, &c, err);
+    int rc = lt_model_config_from_hf_dir(dir, &c, err);
     if (rc != 0) fail_msg("load: %s", err);
     return c;
 }
@@ -70,11 +70,11 @@ static wk_config_t load_ok(const char *config, const char *gen) {
 static void load_bad(const char *config, const char *gen, int code, const char *file,
                      const char *needle) {
     const char *dir = model_dir(config, gen);
-    wk_config_t c, before;
+    lt_model_config_t c, before;
     memset(&c, 0x5a, sizeof c);
     before = c;
     char err[LT_ERR_LEN] = "";
-    int rc = wk_config_from_hf_dir(dir, &c, err);
+    int rc = lt_model_config_from_hf_dir(dir, &c, err);
     if (rc != code) fail_msg("expected %d, got %d (%s)", code, rc, err);
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, file);
@@ -103,8 +103,8 @@ static const char *k_llama31 =
 
 static void test_llama3(void **state) {
     (void)state;
-    wk_config_t c = load_ok(k_llama31, NULL);
-    assert_int_equal(c.arch, WK_ARCH_LLAMA);
+    lt_model_config_t c = load_ok(k_llama31, NULL);
+    assert_int_equal(c.arch, LT_ARCH_LLAMA);
     assert_int_equal(c.n_layer, 32);
     assert_int_equal(c.dim, 4096);
     assert_int_equal(c.hidden_dim, 14336);
@@ -115,7 +115,7 @@ static void test_llama3(void **state) {
     assert_int_equal(c.max_seq_len, 131072);
     assert_float(c.norm_eps, 1e-5f);
     assert_float(c.rope_theta, 500000.0f);
-    assert_int_equal(c.rope_scaling, WK_ROPE_SCALING_LLAMA3);
+    assert_int_equal(c.rope_scaling, LT_ROPE_SCALING_LLAMA3);
     assert_float(c.rope_factor, 8.0f);
     assert_float(c.rope_low_freq_factor, 1.0f);
     assert_float(c.rope_high_freq_factor, 4.0f);
@@ -135,19 +135,19 @@ static void test_llama3(void **state) {
 static void test_llama_minimal_defaults(void **state) {
     (void)state;
     /* SmolLM2-style: only what is needed; everything else takes LlamaConfig's defaults. */
-    wk_config_t c = load_ok("{\"model_type\":\"llama\",\"hidden_size\":576,"
+    lt_model_config_t c = load_ok("{\"model_type\":\"llama\",\"hidden_size\":576,"
                             "\"intermediate_size\":1536,\"num_attention_heads\":9,"
                             "\"num_hidden_layers\":30,\"vocab_size\":49152,"
                             "\"tie_word_embeddings\":true,\"rope_scaling\":null,"
                             "\"bos_token_id\":null}",
                             NULL);
-    assert_int_equal(c.arch, WK_ARCH_LLAMA);
+    assert_int_equal(c.arch, LT_ARCH_LLAMA);
     assert_int_equal(c.n_kv_head, 9);
     assert_int_equal(c.head_dim, 64);
     assert_int_equal(c.max_seq_len, 2048);
     assert_float(c.norm_eps, 1e-6f);
     assert_float(c.rope_theta, 10000.0f);
-    assert_int_equal(c.rope_scaling, WK_ROPE_SCALING_NONE);
+    assert_int_equal(c.rope_scaling, LT_ROPE_SCALING_NONE);
     assert_true(c.tie_embeddings);
     assert_int_equal(c.bos_id, -1);
     assert_int_equal(c.eos_id, -1);
@@ -155,19 +155,19 @@ static void test_llama_minimal_defaults(void **state) {
 
 static void test_linear_rope(void **state) {
     (void)state;
-    wk_config_t c = load_ok("{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,"
+    lt_model_config_t c = load_ok("{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,"
                             "\"intermediate_size\":128,\"num_attention_heads\":4,"
                             "\"num_hidden_layers\":2,\"vocab_size\":100,"
                             "\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}}",
                             NULL);
-    assert_int_equal(c.rope_scaling, WK_ROPE_SCALING_LINEAR);
+    assert_int_equal(c.rope_scaling, LT_ROPE_SCALING_LINEAR);
     assert_float(c.rope_factor, 2.0f);
     c = load_ok("{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,"
                 "\"intermediate_size\":128,\"num_attention_heads\":4,"
                 "\"num_hidden_layers\":2,\"vocab_size\":100,"
                 "\"rope_scaling\":{\"rope_type\":\"default\"}}",
                 NULL);
-    assert_int_equal(c.rope_scaling, WK_ROPE_SCALING_NONE);
+    assert_int_equal(c.rope_scaling, LT_ROPE_SCALING_NONE);
 }
 
 static void test_mistral(void **state) {
@@ -180,8 +180,8 @@ static void test_mistral(void **state) {
                       "\"num_hidden_layers\":32,\"num_key_value_heads\":8,"
                       "\"rms_norm_eps\":1e-05,\"rope_theta\":10000.0,\"sliding_window\":4096,"
                       "\"tie_word_embeddings\":false,\"vocab_size\":32000}";
-    wk_config_t c = load_ok(v01, NULL);
-    assert_int_equal(c.arch, WK_ARCH_LLAMA);
+    lt_model_config_t c = load_ok(v01, NULL);
+    assert_int_equal(c.arch, LT_ARCH_LLAMA);
     assert_int_equal(c.max_seq_len, 4096);
     assert_int_equal(c.n_kv_head, 8);
     assert_int_equal(c.head_dim, 128);
@@ -211,8 +211,8 @@ static void test_qwen2(void **state) {
         "\"rms_norm_eps\":1e-06,\"rope_theta\":1000000.0,\"sliding_window\":32768,"
         "\"tie_word_embeddings\":true,\"torch_dtype\":\"bfloat16\",\"use_cache\":true,"
         "\"use_sliding_window\":false,\"vocab_size\":151936}";
-    wk_config_t c = load_ok(qwen25, NULL);
-    assert_int_equal(c.arch, WK_ARCH_QWEN2);
+    lt_model_config_t c = load_ok(qwen25, NULL);
+    assert_int_equal(c.arch, LT_ARCH_QWEN2);
     assert_true(c.qkv_bias);
     assert_false(c.qk_norm);
     assert_true(c.tie_embeddings);
@@ -239,8 +239,8 @@ static void test_qwen3(void **state) {
         "\"rms_norm_eps\":1e-06,\"rope_scaling\":null,\"rope_theta\":1000000,"
         "\"sliding_window\":null,\"tie_word_embeddings\":true,\"torch_dtype\":\"bfloat16\","
         "\"use_cache\":true,\"use_sliding_window\":false,\"vocab_size\":151936}";
-    wk_config_t c = load_ok(qwen3, NULL);
-    assert_int_equal(c.arch, WK_ARCH_QWEN3);
+    lt_model_config_t c = load_ok(qwen3, NULL);
+    assert_int_equal(c.arch, LT_ARCH_QWEN3);
     assert_true(c.qk_norm);
     assert_false(c.qkv_bias);
     assert_int_equal(c.head_dim, 128);
@@ -248,14 +248,14 @@ static void test_qwen3(void **state) {
     assert_int_equal(c.n_head, 16);
     assert_int_equal(c.max_seq_len, 40960);
     assert_true(c.tie_embeddings);
-    assert_int_equal(c.rope_scaling, WK_ROPE_SCALING_NONE);
+    assert_int_equal(c.rope_scaling, LT_ROPE_SCALING_NONE);
 
     /* model_type alone; absent head_dim is Qwen3Config's literal 128; a used window caps. */
     c = load_ok("{\"model_type\":\"qwen3\",\"hidden_size\":64,\"intermediate_size\":128,"
                 "\"num_attention_heads\":4,\"num_hidden_layers\":2,\"vocab_size\":100,"
                 "\"use_sliding_window\":true,\"sliding_window\":1024}",
                 NULL);
-    assert_int_equal(c.arch, WK_ARCH_QWEN3);
+    assert_int_equal(c.arch, LT_ARCH_QWEN3);
     assert_int_equal(c.head_dim, 128);
     assert_int_equal(c.max_seq_len, 1024);
     assert_false(c.tie_embeddings);
@@ -263,7 +263,7 @@ static void test_qwen3(void **state) {
 
 static void test_generation_config(void **state) {
     (void)state;
-    wk_config_t c = load_ok(k_llama31, "{\"bos_token_id\":128000,\"do_sample\":true,"
+    lt_model_config_t c = load_ok(k_llama31, "{\"bos_token_id\":128000,\"do_sample\":true,"
                                        "\"eos_token_id\":[128009,128001],\"temperature\":0.6,"
                                        "\"top_p\":0.9,\"top_k\":50,\"repetition_penalty\":1.1,"
                                        "\"transformers_version\":\"4.45.0\"}");
@@ -287,14 +287,14 @@ static void test_generation_config(void **state) {
 
 static void test_defaults(void **state) {
     (void)state;
-    wk_config_t c;
+    lt_model_config_t c;
     memset(&c, 0x77, sizeof c);
-    wk_config_defaults(&c);
+    lt_model_config_defaults(&c);
     assert_int_equal(c.bos_id, -1);
     assert_int_equal(c.eos_id, -1);
     assert_float(c.norm_eps, 1e-5f);
     assert_float(c.rope_theta, 10000.0f);
-    assert_int_equal(c.rope_scaling, WK_ROPE_SCALING_NONE);
+    assert_int_equal(c.rope_scaling, LT_ROPE_SCALING_NONE);
     assert_true(c.gen_temperature < 0 && c.gen_top_p < 0 && c.gen_top_k < 0 &&
                 c.gen_repetition_penalty < 0);
     assert_false(c.tie_embeddings || c.qkv_bias || c.qk_norm);

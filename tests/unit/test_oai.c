@@ -311,7 +311,7 @@ static void test_chat(void **state) {
 
 static void test_writer(void **state) {
     (void)state;
-    fe_buf_t b = {0};
+    lt_buf_t b = {0};
     fe_jw_t w;
     fe_jw_init(&w, &b);
     const char nasty[] = "q\"b\\s/\n\r\t\x01\x1f é 😀";
@@ -350,7 +350,7 @@ static void test_writer(void **state) {
     fe_oai_error_t e;
     fe_oai_fail(&e, 400, "invalid_request_error", "context_length_exceeded", "prompt",
                 "too \"long\": %d", 5);
-    fe_buf_clear(&b);
+    lt_buf_clear(&b);
     fe_oai_error_json(&e, &b);
     j = cJSON_Parse(b.data);
     cJSON *err = cJSON_GetObjectItem(j, "error");
@@ -360,14 +360,14 @@ static void test_writer(void **state) {
     assert_string_equal(cJSON_GetObjectItem(err, "code")->valuestring, "context_length_exceeded");
     cJSON_Delete(j);
     fe_oai_fail(&e, 400, "invalid_request_error", NULL, NULL, "bad");
-    fe_buf_clear(&b);
+    lt_buf_clear(&b);
     fe_oai_error_json(&e, &b);
     j = cJSON_Parse(b.data);
     err = cJSON_GetObjectItem(j, "error");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(err, "param")));
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(err, "code")));
     cJSON_Delete(j);
-    fe_buf_free(&b);
+    lt_buf_free(&b);
 }
 
 /* ---- helpers shared with /tokenize, /detokenize and /v1/models/{id} ---- */

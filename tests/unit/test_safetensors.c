@@ -137,7 +137,7 @@ static void test_valid_file(void **state) {
     const lt_tensor_t *t = wk_st_find_tensor(st, "a");
     assert_non_null(t);
     assert_string_equal(t->name, "a");
-    assert_int_equal(t->type, KN_F32);
+    assert_int_equal(t->type, LT_DTYPE_F32);
     assert_int_equal(t->n_dims, 2);
     assert_int_equal(t->ne[0], 3); /* innermost first */
     assert_int_equal(t->ne[1], 2);
@@ -150,7 +150,7 @@ static void test_valid_file(void **state) {
 
     t = wk_st_find_tensor(st, "b");
     assert_non_null(t);
-    assert_int_equal(t->type, KN_F16);
+    assert_int_equal(t->type, LT_DTYPE_F16);
     assert_int_equal(t->n_dims, 1);
     assert_int_equal(t->ne[0], 4);
     uint16_t h;
@@ -159,7 +159,7 @@ static void test_valid_file(void **state) {
 
     t = wk_st_find_tensor(st, "c");
     assert_non_null(t);
-    assert_int_equal(t->type, KN_BF16);
+    assert_int_equal(t->type, LT_DTYPE_BF16);
     assert_int_equal(t->n_dims, 1); /* scalar exposed as 1-D of one element */
     assert_int_equal(t->ne[0], 1);
     assert_int_equal(t->nbytes, 2);

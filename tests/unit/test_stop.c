@@ -11,7 +11,7 @@
 
 /* Feeds pieces one by one; returns the released text and whether a stop matched. */
 static int run(const char *const *stops, int n, bool include, const char *const *pieces,
-               int n_pieces, fe_buf_t *out) {
+               int n_pieces, lt_buf_t *out) {
     fe_stopper_t s;
     char err[LT_ERR_LEN];
     assert_int_equal(fe_stopper_init(&s, stops, n, include, err), 0);
@@ -30,24 +30,24 @@ static int run(const char *const *stops, int n, bool include, const char *const 
 static void test_across_boundaries(void **state) {
     const char *stops[] = {"\n\nUser:"};
     const char *pieces[] = {"Hello", " there", "!\n", "\nUs", "er:", " more"};
-    fe_buf_t out = {0};
+    lt_buf_t out = {0};
     assert_int_equal(run(stops, 1, false, pieces, 6, &out), 1);
     assert_string_equal(out.data, "Hello there!");
-    fe_buf_free(&out);
+    lt_buf_free(&out);
 }
 
 static void test_false_prefix_released(void **state) {
     const char *stops[] = {"STOP"};
     const char *pieces[] = {"a ST", "O", "P-like STO", "RE"};
-    fe_buf_t out = {0};
+    lt_buf_t out = {0};
     /* "a ST" + "O" + "P" matches at "a " */
     assert_int_equal(run(stops, 1, false, pieces, 4, &out), 1);
     assert_string_equal(out.data, "a ");
-    fe_buf_free(&out);
+    lt_buf_free(&out);
     const char *pieces2[] = {"a ST", "ORE", " STO"};
     assert_int_equal(run(stops, 1, false, pieces2, 3, &out), 0);
     assert_string_equal(out.data, "a STORE STO"); /* the held tail comes out at the end */
-    fe_buf_free(&out);
+    lt_buf_free(&out);
 }
 
 static void test_streaming_releases_early(void **state) {
@@ -55,7 +55,7 @@ static void test_streaming_releases_early(void **state) {
     char err[LT_ERR_LEN];
     const char *stops[] = {"</answer>"};
     assert_int_equal(fe_stopper_init(&s, stops, 1, false, err), 0);
-    fe_buf_t out = {0};
+    lt_buf_t out = {0};
     assert_int_equal(fe_stopper_feed(&s, "42 is it", 8, &out), 0);
     assert_string_equal(out.data, "42 is it"); /* nothing could start a stop: all released */
     assert_int_equal(fe_stopper_feed(&s, " </ans", 6, &out), 0);
@@ -64,36 +64,36 @@ static void test_streaming_releases_early(void **state) {
     assert_string_equal(out.data, "42 is it ");
     assert_int_equal(s.matched, 0);
     fe_stopper_fini(&s);
-    fe_buf_free(&out);
+    lt_buf_free(&out);
 }
 
 static void test_earliest_and_include(void **state) {
     const char *stops[] = {"world", "lo w"};
     const char *pieces[] = {"hello world"};
-    fe_buf_t out = {0};
+    lt_buf_t out = {0};
     assert_int_equal(run(stops, 2, false, pieces, 1, &out), 1);
     assert_string_equal(out.data, "hel"); /* "lo w" starts earlier than "world" */
-    fe_buf_free(&out);
+    lt_buf_free(&out);
     assert_int_equal(run(stops, 2, true, pieces, 1, &out), 1);
     assert_string_equal(out.data, "hello w");
-    fe_buf_free(&out);
+    lt_buf_free(&out);
 }
 
 static void test_utf8(void **state) {
     const char *stops[] = {"\xe3\x80\x82"}; /* "。" */
     const char *pieces[] = {"\xe4\xbd\xa0\xe5\xa5\xbd", "\xe3\x80", "\x82\xe5\x86\x8d"};
-    fe_buf_t out = {0};
+    lt_buf_t out = {0};
     assert_int_equal(run(stops, 1, false, pieces, 3, &out), 1);
     assert_string_equal(out.data, "\xe4\xbd\xa0\xe5\xa5\xbd");
-    fe_buf_free(&out);
+    lt_buf_free(&out);
 }
 
 static void test_no_stops_and_errors(void **state) {
     const char *pieces[] = {"a", "b"};
-    fe_buf_t out = {0};
+    lt_buf_t out = {0};
     assert_int_equal(run(NULL, 0, false, pieces, 2, &out), 0);
     assert_string_equal(out.data, "ab");
-    fe_buf_free(&out);
+    lt_buf_free(&out);
     fe_stopper_t s;
     char err[LT_ERR_LEN];
     const char *empty[] = {""};

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frontend.h"
+#include "cli.h"
 #include "lantern.h"
 #include "lt.h"
 #include "proc.h"

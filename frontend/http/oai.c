@@ -37,7 +37,7 @@ int fe_oai_fail(fe_oai_error_t *e, int status, const char *type, const char *cod
 
 #define BAD(param, ...) fe_oai_fail(e, 400, "invalid_request_error", NULL, param, __VA_ARGS__)
 
-void fe_oai_error_json(const fe_oai_error_t *e, fe_buf_t *out) {
+void fe_oai_error_json(const fe_oai_error_t *e, lt_buf_t *out) {
     fe_jw_t w;
     fe_jw_init(&w, out);
     fe_jw_obj(&w);
@@ -219,11 +219,11 @@ static int parse_prompt(const fe_oai_ctx_t *c, const cJSON *j, fe_oai_request_t 
 
 /* content: "text" | [{"type": "text", "text": ...}, ...] -> one string (parts joined with "\n",
  * as vLLM joins them for string-content templates) */
-static int message_text(const cJSON *content, int i, fe_buf_t *out, fe_oai_error_t *e) {
+static int message_text(const cJSON *content, int i, lt_buf_t *out, fe_oai_error_t *e) {
     char param[48];
     snprintf(param, sizeof param, "messages[%d].content", i);
     if (cJSON_IsString(content))
-        return fe_buf_append(out, content->valuestring, strlen(content->valuestring)) ? -1 : 0;
+        return lt_buf_put(out, content->valuestring, strlen(content->valuestring)) ? -1 : 0;
     if (!cJSON_IsArray(content))
         return BAD(param, "'%s' must be a string or a list of content parts", param);
     const cJSON *part;
@@ -237,8 +237,8 @@ static int message_text(const cJSON *content, int i, fe_buf_t *out, fe_oai_error
             return BAD(param, "content part type '%.40s' is not supported (text only)",
                        type->valuestring);
         if (!cJSON_IsString(text)) return BAD(param, "a text part of '%s' needs 'text'", param);
-        if ((k++ && fe_buf_append(out, "\n", 1)) ||
-            fe_buf_append(out, text->valuestring, strlen(text->valuestring)))
+        if ((k++ && lt_buf_put(out, "\n", 1)) ||
+            lt_buf_put(out, text->valuestring, strlen(text->valuestring)))
             return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
     }
     return 0;
@@ -270,7 +270,7 @@ int fe_oai_render_chat(const fe_oai_ctx_t *c, const void *body_json, char **out,
     if (tools && !cJSON_IsArray(tools)) return BAD("tools", "'tools' must be a list");
 
     int rc = LT_ERR_INVAL;
-    fe_buf_t text = {0};
+    lt_buf_t text = {0};
     cJSON *ctx = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(ctx, "messages");
     const cJSON *m;
     int i = 0;
@@ -293,7 +293,7 @@ int fe_oai_render_chat(const fe_oai_ctx_t *c, const void *body_json, char **out,
         cJSON_AddItemToArray(arr, copy);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (content && !cJSON_IsNull(content)) {
-            fe_buf_clear(&text);
+            lt_buf_clear(&text);
             if (message_text(content, i, &text, e)) goto out;
             cJSON_ReplaceItemInObjectCaseSensitive(copy, "content",
                                                    cJSON_CreateString(text.data ? text.data : ""));
@@ -337,7 +337,7 @@ out:
         *out = NULL;
     }
     cJSON_Delete(ctx);
-    fe_buf_free(&text);
+    lt_buf_free(&text);
     return rc;
 }
 
@@ -553,14 +553,14 @@ void fe_oai_request_fini(fe_oai_request_t *r) {
 
 /* ---- JSON writer ---- */
 
-void fe_jw_init(fe_jw_t *w, fe_buf_t *b) {
+void fe_jw_init(fe_jw_t *w, lt_buf_t *b) {
     memset(w, 0, sizeof *w);
     w->b = b;
     w->first[0] = true;
 }
 
 static void put(fe_jw_t *w, const char *s, size_t n) {
-    if (!w->err && fe_buf_append(w->b, s, n)) w->err = LT_ERR_NOMEM;
+    if (!w->err && lt_buf_put(w->b, s, n)) w->err = LT_ERR_NOMEM;
 }
 
 /* a comma before every value but the first of its container (not after a key) */

@@ -13,13 +13,13 @@
 #include <string.h>
 
 #include "chat_template.h"
-#include "frontend.h"
+#include "cli.h"
 #include "gguf.h"
 #include "lantern.h"
 #include "lt.h"
 #include "stop.h"
 #include "tokenizer.h"
-#include "worker.h"
+#include "model_config.h"
 
 /* ---- the model's chat template ---- */
 
@@ -225,7 +225,7 @@ int fe_generate_text(int argc, char **argv) {
     int32_t *ids = NULL;
     int n_ids = 0;
     fe_stopper_t stopper;
-    fe_buf_t out = {0};
+    lt_buf_t out = {0};
     bool stopper_ok = false;
     if (fe_tokenizer_load(model, &tok, err)) goto fail;
     if (chat) {
@@ -243,9 +243,9 @@ int fe_generate_text(int argc, char **argv) {
         fe_detok_create(tok, true, &detok, err))
         goto fail;
     /* sampling defaults: the model's generation config, then OpenAI's */
-    wk_config_t gc;
-    wk_config_defaults(&gc);
-    if (lt_is_dir(model)) wk_config_from_hf_dir(model, &gc, err);
+    lt_model_config_t gc;
+    lt_model_config_defaults(&gc);
+    if (lt_is_dir(model)) lt_model_config_from_hf_dir(model, &gc, err);
     lantern_engine_args_t a;
     lantern_engine_args_default(&a);
     a.model = model;
@@ -304,7 +304,7 @@ int fe_generate_text(int argc, char **argv) {
             size_t tl;
             n_gen++;
             if (fe_detok_feed(detok, toks[i].id, &t, &tl, err)) goto fail;
-            fe_buf_clear(&out);
+            lt_buf_clear(&out);
             if (fe_stopper_feed(&stopper, t, tl, &out) == 1) stopped = true;
             fwrite(out.data ? out.data : "", 1, out.len, stdout);
             fflush(stdout);
@@ -319,7 +319,7 @@ int fe_generate_text(int argc, char **argv) {
         const char *t;
         size_t tl;
         if (fe_detok_flush(detok, &t, &tl, err)) goto fail;
-        fe_buf_clear(&out);
+        lt_buf_clear(&out);
         if (fe_stopper_feed(&stopper, t, tl, &out) != 1) fe_stopper_flush(&stopper, &out);
         fwrite(out.data ? out.data : "", 1, out.len, stdout);
     }
@@ -343,7 +343,7 @@ done:
     lantern_destroy(&l);
     fe_detok_destroy(&detok);
     if (stopper_ok) fe_stopper_fini(&stopper);
-    fe_buf_free(&out);
+    lt_buf_free(&out);
     fe_tokenizer_destroy(&tok);
     free(rendered);
     free(ids);

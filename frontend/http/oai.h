@@ -8,7 +8,7 @@
  * the model's generation config and then OpenAI's defaults, lengths checked against the context.
  * Thread safety: fe_oai_ctx_t is read-only after set-up and shared by every HTTP thread; a
  * request and a writer belong to one thread at a time. Ownership: fe_oai_request_fini frees what
- * parsing allocated. The writer appends to a caller's fe_buf_t and allocates only when the buffer
+ * parsing allocated. The writer appends to a caller's lt_buf_t and allocates only when the buffer
  * grows (it reaches a request's steady size after the first chunks: the SSE path stops
  * allocating).
  */
@@ -114,13 +114,13 @@ int fe_oai_render_chat(const fe_oai_ctx_t *ctx, const void *body_json, char **ou
 
 /* Appends JSON to a buffer; `first` tracks whether a comma is due at each nesting level. */
 typedef struct fe_jw {
-    fe_buf_t *b;
+    lt_buf_t *b;
     int depth;
     bool first[32];
     int err; /* sticky LT_ERR_NOMEM */
 } fe_jw_t;
 
-void fe_jw_init(fe_jw_t *w, fe_buf_t *b);
+void fe_jw_init(fe_jw_t *w, lt_buf_t *b);
 void fe_jw_obj(fe_jw_t *w);             /* { */
 void fe_jw_arr(fe_jw_t *w);             /* [ */
 void fe_jw_end(fe_jw_t *w, char close); /* } or ] */
@@ -136,6 +136,6 @@ void fe_jw_null(fe_jw_t *w);
 void fe_jw_raw(fe_jw_t *w, const char *s); /* a value already in JSON */
 
 /* The error body {"error": {...}}. */
-void fe_oai_error_json(const fe_oai_error_t *e, fe_buf_t *out);
+void fe_oai_error_json(const fe_oai_error_t *e, lt_buf_t *out);
 
 #endif

@@ -35,14 +35,14 @@
 #include <unistd.h>
 
 #include "chat_template.h"
-#include "frontend.h"
+#include "cli.h"
 #include "lantern.h"
 #include "lt.h"
 #include "oai.h"
 #include "proc.h"
 #include "stop.h"
 #include "tokenizer.h"
-#include "worker.h"
+#include "model_config.h"
 
 #define LANTERN_VERSION "0.1.0"
 #define TOKENS_PER_READ 64
@@ -102,7 +102,7 @@ typedef struct choice {
     fe_detok_t *detok;
     fe_stopper_t stopper;
     bool stopper_ok;
-    fe_buf_t text;     /* non-streaming: all the text; streaming: not yet sent */
+    lt_buf_t text;     /* non-streaming: all the text; streaming: not yet sent */
     size_t text_total; /* bytes of text released so far (logprobs text_offset) */
     lp_entry_t *lp;    /* logprob entries not yet written */
     int n_lp, cap_lp;
@@ -124,7 +124,7 @@ struct call {
     char oid[96]; /* the response's "id" */
     long created;
     uint64_t t0_ns;
-    fe_buf_t body;
+    lt_buf_t body;
     bool too_large, body_done;
     /* a generation */
     fe_oai_request_t req;
@@ -135,8 +135,8 @@ struct call {
     lantern_token_t *toks; /* TOKENS_PER_READ scratch for lantern_next */
     atomic_bool ready;
     atomic_bool suspended;
-    fe_buf_t out;     /* SSE bytes not yet handed to MHD */
-    fe_buf_t scratch; /* stop-string releases */
+    lt_buf_t out;     /* SSE bytes not yet handed to MHD */
+    lt_buf_t scratch; /* stop-string releases */
     size_t out_pos;
     bool tail_sent;   /* usage chunk and [DONE] written */
     bool complete;    /* every choice finished */
@@ -202,7 +202,7 @@ static enum MHD_Result respond(call_t *c, int status, const char *type, const ch
 }
 
 /* A JSON object body: json_begin opens it, respond_json closes, sends and frees it. */
-static void json_begin(fe_jw_t *w, fe_buf_t *b) {
+static void json_begin(fe_jw_t *w, lt_buf_t *b) {
     memset(b, 0, sizeof *b);
     fe_jw_init(w, b);
     fe_jw_obj(w);
@@ -212,7 +212,7 @@ static enum MHD_Result respond_json(call_t *c, fe_jw_t *w) {
     fe_jw_end(w, '}');
     enum MHD_Result ok =
         w->err ? MHD_NO : respond(c, 200, "application/json", w->b->data, w->b->len);
-    fe_buf_free(w->b);
+    lt_buf_free(w->b);
     return ok;
 }
 
@@ -227,12 +227,12 @@ static void count_error(srv_t *s, int status) {
 }
 
 static enum MHD_Result respond_error(call_t *c, const fe_oai_error_t *e) {
-    fe_buf_t b = {0};
+    lt_buf_t b = {0};
     fe_oai_error_json(e, &b);
     count_error(c->s, e->status);
     if (c->s->log_requests) LT_INFO("request %s: %d %s", c->rid, e->status, e->message);
     enum MHD_Result ok = respond(c, e->status, "application/json", b.data ? b.data : "{}", b.len);
-    fe_buf_free(&b);
+    lt_buf_free(&b);
     return ok;
 }
 
@@ -269,7 +269,7 @@ static void call_sleep(call_t *c) {
 static void choice_fini(choice_t *ch) {
     fe_detok_destroy(&ch->detok);
     if (ch->stopper_ok) fe_stopper_fini(&ch->stopper);
-    fe_buf_free(&ch->text);
+    lt_buf_free(&ch->text);
     free(ch->lp);
 }
 
@@ -300,9 +300,9 @@ static void call_free(call_t *c) {
     free(c->ch);
     free(c->toks);
     if (c->has_req) fe_oai_request_fini(&c->req);
-    fe_buf_free(&c->body);
-    fe_buf_free(&c->out);
-    fe_buf_free(&c->scratch);
+    lt_buf_free(&c->body);
+    lt_buf_free(&c->out);
+    lt_buf_free(&c->scratch);
     free(c);
 }
 
@@ -333,7 +333,7 @@ static call_t *call_new(srv_t *s, struct MHD_Connection *conn) {
 /* ---- generation: submit, read outputs, turn tokens into text ---- */
 
 static void text_out(choice_t *ch, const char *t, size_t n) {
-    fe_buf_append(&ch->text, t, n);
+    lt_buf_put(&ch->text, t, n);
     ch->text_total += n;
 }
 
@@ -414,8 +414,8 @@ static int call_submit(call_t *c, fe_oai_error_t *e) {
 
 /* Runs released text through the stop strings. */
 static void choice_text(call_t *c, choice_t *ch, const char *t, size_t n) {
-    fe_buf_t *out = &c->scratch;
-    fe_buf_clear(out);
+    lt_buf_t *out = &c->scratch;
+    lt_buf_clear(out);
     int m = fe_stopper_feed(&ch->stopper, t, n, out);
     text_out(ch, out->data ? out->data : "", out->len);
     if (m == 1) {
@@ -469,7 +469,7 @@ static void choice_feed(call_t *c, choice_t *ch, const lantern_output_t *o) {
         size_t n;
         if (fe_detok_flush(ch->detok, &txt, &n, err) == 0 && n) choice_text(c, ch, txt, n);
         if (!ch->stopped) {
-            fe_buf_clear(&c->scratch);
+            lt_buf_clear(&c->scratch);
             fe_stopper_flush(&ch->stopper, &c->scratch);
             text_out(ch, c->scratch.data ? c->scratch.data : "", c->scratch.len);
         } else {
@@ -685,7 +685,7 @@ static void write_head(fe_jw_t *w, const call_t *c, bool chunk) {
     fe_jw_cstr(w, c->s->served_name);
 }
 
-static void build_full(call_t *c, const summary_t *t, fe_buf_t *b) {
+static void build_full(call_t *c, const summary_t *t, lt_buf_t *b) {
     bool chat = c->req.kind == FE_OAI_CHAT;
     fe_jw_t w;
     fe_jw_init(&w, b);
@@ -731,7 +731,7 @@ static void build_chunks(call_t *c) {
         bool ended = !ch->live && ch->finish != LANTERN_FINISH_NONE;
         bool role = chat && !ch->role_sent;
         if (ch->final_sent || (!role && ch->text.len == 0 && ch->n_lp == 0 && !ended)) continue;
-        fe_buf_append(&c->out, "data: ", 6);
+        lt_buf_put(&c->out, "data: ", 6);
         fe_jw_init(&w, &c->out);
         fe_jw_obj(&w);
         write_head(&w, c, true);
@@ -757,7 +757,7 @@ static void build_chunks(call_t *c) {
             fe_jw_key(&w, "text");
             fe_jw_str(&w, ch->text.data ? ch->text.data : "", ch->text.len);
         }
-        fe_buf_clear(&ch->text);
+        lt_buf_clear(&ch->text);
         write_logprobs(&w, c, ch);
         fe_jw_key(&w, "finish_reason");
         fe_jw_cstr(&w, ended ? finish_str(ch->finish) : NULL);
@@ -777,21 +777,21 @@ static void build_chunks(call_t *c) {
             write_timings(&w, &t);
         }
         fe_jw_end(&w, '}');
-        fe_buf_append(&c->out, "\n\n", 2);
+        lt_buf_put(&c->out, "\n\n", 2);
         if (ended && ch->finish == LANTERN_FINISH_ERROR) {
             fe_oai_error_t e;
-            fe_buf_t eb = {0};
+            lt_buf_t eb = {0};
             fe_oai_fail(&e, 500, "server_error", NULL, NULL, "generation failed: %s", ch->error);
             fe_oai_error_json(&e, &eb);
-            fe_buf_append(&c->out, "data: ", 6);
-            fe_buf_append(&c->out, eb.data ? eb.data : "{}", eb.len);
-            fe_buf_append(&c->out, "\n\n", 2);
-            fe_buf_free(&eb);
+            lt_buf_put(&c->out, "data: ", 6);
+            lt_buf_put(&c->out, eb.data ? eb.data : "{}", eb.len);
+            lt_buf_put(&c->out, "\n\n", 2);
+            lt_buf_free(&eb);
         }
     }
     if (c->complete && !c->tail_sent) {
         if (c->req.include_usage) {
-            fe_buf_append(&c->out, "data: ", 6);
+            lt_buf_put(&c->out, "data: ", 6);
             fe_jw_init(&w, &c->out);
             fe_jw_obj(&w);
             write_head(&w, c, true);
@@ -802,9 +802,9 @@ static void build_chunks(call_t *c) {
             call_summary(c, &t);
             write_usage(&w, &t);
             fe_jw_end(&w, '}');
-            fe_buf_append(&c->out, "\n\n", 2);
+            lt_buf_put(&c->out, "\n\n", 2);
         }
-        fe_buf_append(&c->out, "data: [DONE]\n\n", 14);
+        lt_buf_put(&c->out, "data: [DONE]\n\n", 14);
         c->tail_sent = true;
     }
 }
@@ -832,7 +832,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             memcpy(buf, c->out.data + c->out_pos, n);
             c->out_pos += n;
             if (c->out_pos == c->out.len) {
-                fe_buf_clear(&c->out);
+                lt_buf_clear(&c->out);
                 c->out_pos = 0;
             }
             return (ssize_t)n;
@@ -902,11 +902,11 @@ static enum MHD_Result generation(call_t *c) {
         }
     summary_t t;
     call_summary(c, &t);
-    fe_buf_t b = {0};
+    lt_buf_t b = {0};
     build_full(c, &t, &b);
     struct MHD_Response *r =
         MHD_create_response_from_buffer(b.len, b.data ? b.data : "", MHD_RESPMEM_MUST_COPY);
-    fe_buf_free(&b);
+    lt_buf_free(&b);
     if (!r) return MHD_NO;
     static const char *const names[] = {"X-Lantern-Queue-Ms", "X-Lantern-Prefill-Ms",
                                         "X-Lantern-Decode-Ms", "X-Lantern-Decode-Tokens-Per-S"};
@@ -940,7 +940,7 @@ static void write_model(fe_jw_t *w, const srv_t *s) {
 }
 
 static enum MHD_Result models(call_t *c) {
-    fe_buf_t b;
+    lt_buf_t b;
     fe_jw_t w;
     json_begin(&w, &b);
     fe_jw_key(&w, "object");
@@ -956,30 +956,30 @@ static enum MHD_Result models(call_t *c) {
 static enum MHD_Result model(call_t *c, const char *id) {
     fe_oai_error_t e;
     if (fe_oai_model_known(&c->s->oai, id, &e)) return respond_error(c, &e);
-    fe_buf_t b = {0};
+    lt_buf_t b = {0};
     fe_jw_t w;
     fe_jw_init(&w, &b);
     write_model(&w, c->s);
     enum MHD_Result ok =
         w.err ? MHD_NO : respond(c, 200, "application/json", b.data ? b.data : "", b.len);
-    fe_buf_free(&b);
+    lt_buf_free(&b);
     return ok;
 }
 
-static void metric(fe_buf_t *b, const char *name, const char *type, const char *help,
+static void metric(lt_buf_t *b, const char *name, const char *type, const char *help,
                    const char *labels, double v) {
     char line[512];
     int n =
         snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s{model_name=\"%s\"%s} %.17g\n",
                  name, help, name, type, name, g_srv.served_name, labels, v);
-    fe_buf_append(b, line, (size_t)n);
+    lt_buf_put(b, line, (size_t)n);
 }
 
 static enum MHD_Result metrics(call_t *c) {
     srv_t *s = c->s;
     lantern_stats_t st;
     lantern_stats(s->l, &st);
-    fe_buf_t b = {0};
+    lt_buf_t b = {0};
     metric(&b, "lantern:num_requests_running", "gauge",
            "Number of requests in model execution batches.", "", st.running);
     metric(&b, "lantern:num_requests_waiting", "gauge",
@@ -1000,14 +1000,14 @@ static enum MHD_Result metrics(call_t *c) {
     static const char *reasons[] = {NULL, "stop", "length", "abort", "error"};
     static const char succ[] = "# HELP lantern:request_success_total Count of finished requests "
                                "by finish reason.\n# TYPE lantern:request_success_total counter\n";
-    fe_buf_append(&b, succ, sizeof succ - 1);
+    lt_buf_put(&b, succ, sizeof succ - 1);
     for (int k = 1; k <= 4; k++) {
         char line[256];
         int n = snprintf(line, sizeof line,
                          "lantern:request_success_total{model_name=\"%s\",finished_reason=\"%s\"} "
                          "%llu\n",
                          s->served_name, reasons[k], atomic_load(&s->n_finished[k]));
-        fe_buf_append(&b, line, (size_t)n);
+        lt_buf_put(&b, line, (size_t)n);
     }
     metric(&b, "lantern:client_disconnects_total", "counter",
            "Requests whose client went away before the end (aborted in the engine).", "",
@@ -1015,7 +1015,7 @@ static enum MHD_Result metrics(call_t *c) {
     metric(&b, "lantern:engine_alive", "gauge", "1 while the engine process tree is running.", "",
            lantern_alive(s->l));
     enum MHD_Result ok = respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
-    fe_buf_free(&b);
+    lt_buf_free(&b);
     return ok;
 }
 
@@ -1063,7 +1063,7 @@ static enum MHD_Result tokenize(call_t *c) {
         ok = fail(c, 500, "server_error", NULL, NULL, "tokenization failed");
         goto out;
     }
-    fe_buf_t b;
+    lt_buf_t b;
     fe_jw_t w;
     json_begin(&w, &b);
     fe_jw_key(&w, "count");
@@ -1104,7 +1104,7 @@ static enum MHD_Result detokenize(call_t *c) {
         ok = fail(c, 500, "server_error", NULL, NULL, "detokenization failed");
         goto out;
     }
-    fe_buf_t b;
+    lt_buf_t b;
     fe_jw_t w;
     json_begin(&w, &b);
     fe_jw_key(&w, "prompt");
@@ -1181,9 +1181,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size) { /* a piece of the body */
         if (!c->too_large && c->body.len + *upload_size > s->max_body) {
             c->too_large = true;
-            fe_buf_free(&c->body);
+            lt_buf_free(&c->body);
         }
-        if (!c->too_large && fe_buf_append(&c->body, upload, *upload_size)) return MHD_NO;
+        if (!c->too_large && lt_buf_put(&c->body, upload, *upload_size)) return MHD_NO;
         *upload_size = 0;
         return MHD_YES;
     }
@@ -1496,9 +1496,9 @@ int fe_cmd_serve(int argc, char **argv) {
             a.tensor_parallel_size);
     if (lantern_create(&a, &s->l, err)) goto fail;
     lantern_model_info(s->l, &s->info);
-    wk_config_t gc;
-    wk_config_defaults(&gc);
-    if (lt_is_dir(s->model) && wk_config_from_hf_dir(s->model, &gc, err))
+    lt_model_config_t gc;
+    lt_model_config_defaults(&gc);
+    if (lt_is_dir(s->model) && lt_model_config_from_hf_dir(s->model, &gc, err))
         LT_WARN("generation config: %s (OpenAI's defaults apply)", err);
     s->oai = (fe_oai_ctx_t){.tok = s->tok,
                             .tpl = s->tpl,

@@ -1,6 +1,6 @@
 /*
  * hf_config.c — turns a Hugging Face model directory's config.json (and the optional
- * generation_config.json beside it) into a wk_config_t.
+ * generation_config.json beside it) into a lt_model_config_t.
  *
  * config.json is written by transformers and edited by people, so every field is type-checked:
  * a wrong type or an out-of-range value is an error naming the file and the field, never a silent
@@ -17,18 +17,18 @@
 #include <sys/stat.h>
 
 #include "lt.h"
-#include "worker.h"
+#include "model_config.h"
 
 #define HF_PATH_MAX 4096
 
 /* ---- defaults ---- */
 
-void wk_config_defaults(wk_config_t *c) {
+void lt_model_config_defaults(lt_model_config_t *c) {
     memset(c, 0, sizeof *c);
-    c->arch = WK_ARCH_LLAMA;
+    c->arch = LT_ARCH_LLAMA;
     c->norm_eps = 1e-5f;
     c->rope_theta = 10000.0f;
-    c->rope_scaling = WK_ROPE_SCALING_NONE;
+    c->rope_scaling = LT_ROPE_SCALING_NONE;
     c->rope_factor = 1.0f;
     c->rope_low_freq_factor = 1.0f;
     c->rope_high_freq_factor = 4.0f;
@@ -140,7 +140,7 @@ static int get_str(const char *path, const cJSON *obj, const char *key, const ch
 
 /* ---- pieces of config.json ---- */
 
-/* Model families: Mistral runs as WK_ARCH_LLAMA but its config defaults differ. */
+/* Model families: Mistral runs as LT_ARCH_LLAMA but its config defaults differ. */
 typedef enum { FAM_LLAMA, FAM_MISTRAL, FAM_QWEN2, FAM_QWEN3 } hf_family_t;
 
 static bool family_from_name(const char *s, hf_family_t *fam) {
@@ -192,7 +192,8 @@ static int parse_family(const char *path, const cJSON *root, hf_family_t *fam, c
     return LT_OK;
 }
 
-static int parse_rope_scaling(const char *path, const cJSON *root, wk_config_t *c, char *err) {
+static int parse_rope_scaling(const char *path, const cJSON *root, lt_model_config_t *c,
+                              char *err) {
     const cJSON *rs = field(root, "rope_scaling");
     if (!rs) return LT_OK;
     if (!cJSON_IsObject(rs))
@@ -209,7 +210,7 @@ static int parse_rope_scaling(const char *path, const cJSON *root, wk_config_t *
     if (strcmp(type, "default") == 0) return LT_OK;
     bool found;
     if (strcmp(type, "linear") == 0) {
-        c->rope_scaling = WK_ROPE_SCALING_LINEAR;
+        c->rope_scaling = LT_ROPE_SCALING_LINEAR;
         rc = get_float(path, rs, "factor", 0, true, 1e6, &c->rope_factor, &found, err);
         if (rc != LT_OK) return rc;
         if (!found)
@@ -217,7 +218,7 @@ static int parse_rope_scaling(const char *path, const cJSON *root, wk_config_t *
         return LT_OK;
     }
     if (strcmp(type, "llama3") == 0) {
-        c->rope_scaling = WK_ROPE_SCALING_LLAMA3;
+        c->rope_scaling = LT_ROPE_SCALING_LLAMA3;
         static const char *keys[] = {"factor", "low_freq_factor", "high_freq_factor"};
         float *dst[] = {&c->rope_factor, &c->rope_low_freq_factor, &c->rope_high_freq_factor};
         for (int i = 0; i < 3; i++) {
@@ -238,7 +239,7 @@ static int parse_rope_scaling(const char *path, const cJSON *root, wk_config_t *
                    "%s: rope_scaling type '%.32s' is not supported (linear, llama3)", path, type);
 }
 
-/* Refuses options that add weights or change the math beyond what wk_config_t describes. */
+/* Refuses options that add weights or change the math beyond what lt_model_config_t describes. */
 static int check_unsupported(const char *path, const cJSON *root, char *err) {
     bool b = false;
     int rc = get_bool(path, root, "mlp_bias", &b, err);
@@ -254,7 +255,7 @@ static int check_unsupported(const char *path, const cJSON *root, char *err) {
     return LT_OK;
 }
 
-static int parse_config(const char *path, const cJSON *root, wk_config_t *c, char *err) {
+static int parse_config(const char *path, const cJSON *root, lt_model_config_t *c, char *err) {
     if (!cJSON_IsObject(root))
         return lt_errf(err, LT_ERR_FORMAT, "%s: top level is not a JSON object", path);
     hf_family_t fam = FAM_LLAMA;
@@ -265,7 +266,7 @@ static int parse_config(const char *path, const cJSON *root, wk_config_t *c, cha
 
     /* Defaults of transformers' LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config for
      * absent fields. */
-    static const wk_arch_t arch_of[] = {WK_ARCH_LLAMA, WK_ARCH_LLAMA, WK_ARCH_QWEN2, WK_ARCH_QWEN3};
+    static const lt_arch_t arch_of[] = {LT_ARCH_LLAMA, LT_ARCH_LLAMA, LT_ARCH_QWEN2, LT_ARCH_QWEN3};
     static const int max_pos_of[] = {2048, 131072, 32768, 32768};
     c->arch = arch_of[fam];
     c->max_seq_len = max_pos_of[fam];
@@ -313,8 +314,8 @@ static int parse_config(const char *path, const cJSON *root, wk_config_t *c, cha
     rc = get_bool(path, root, "tie_word_embeddings", &c->tie_embeddings, err);
     if (rc != LT_OK) return rc;
 
-    /* attention_bias (Llama, Qwen3) puts a bias on o_proj too, which wk_config_t cannot express;
-     * Qwen2's q/k/v biases are unconditional and it has no o_proj bias. */
+    /* attention_bias (Llama, Qwen3) puts a bias on o_proj too, which lt_model_config_t cannot
+     * express; Qwen2's q/k/v biases are unconditional and it has no o_proj bias. */
     if (fam != FAM_QWEN2) {
         bool ab = false;
         rc = get_bool(path, root, "attention_bias", &ab, err);
@@ -353,7 +354,7 @@ static int parse_config(const char *path, const cJSON *root, wk_config_t *c, cha
     return get_token_id(path, root, "eos_token_id", &c->eos_id, err);
 }
 
-static int parse_generation(const char *path, const cJSON *root, wk_config_t *c, char *err) {
+static int parse_generation(const char *path, const cJSON *root, lt_model_config_t *c, char *err) {
     if (!cJSON_IsObject(root))
         return lt_errf(err, LT_ERR_FORMAT, "%s: top level is not a JSON object", path);
     int rc = get_float(path, root, "temperature", 0, false, 100, &c->gen_temperature, NULL, err);
@@ -378,7 +379,7 @@ static int parse_generation(const char *path, const cJSON *root, wk_config_t *c,
 
 /* ---- cross-field checks ---- */
 
-static int validate(const char *path, const wk_config_t *c, char *err) {
+static int validate(const char *path, const lt_model_config_t *c, char *err) {
     if (c->n_head % c->n_kv_head != 0)
         return lt_errf(err, LT_ERR_FORMAT,
                        "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
@@ -411,7 +412,7 @@ static int load_json(const char *path, cJSON **root, char *err) {
     return LT_OK;
 }
 
-int wk_config_from_hf_dir(const char *dir, wk_config_t *out, char *err) {
+int lt_model_config_from_hf_dir(const char *dir, lt_model_config_t *out, char *err) {
     char path[HF_PATH_MAX];
     int n = snprintf(path, sizeof path, "%s/config.json", dir);
     if (n < 0 || (size_t)n >= sizeof path)
@@ -420,8 +421,8 @@ int wk_config_from_hf_dir(const char *dir, wk_config_t *out, char *err) {
     if (stat(path, &sb) != 0) return lt_errf(err, LT_ERR_NOTFOUND, "%s: no such file", path);
 
     /* Work on a copy so that *out is untouched on error. */
-    wk_config_t c;
-    wk_config_defaults(&c);
+    lt_model_config_t c;
+    lt_model_config_defaults(&c);
     cJSON *root = NULL;
     int rc = load_json(path, &root, err);
     if (rc != LT_OK) return rc;

@@ -1,14 +1,19 @@
 /*
  * main.c — entry point of the `lantern` binary: dispatches to subcommands.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "frontend.h"
+#include "cli.h"
 
-/* The other processes of the tree are this binary under hidden subcommands. */
+/* The other processes of the tree are this binary under hidden subcommands: the executable is
+ * the one place that links every module (the frontend's libraries link neither the engine nor
+ * the worker), so it declares their entry points itself. */
 int eng_core_main(int argc, char **argv);
 int wk_worker_main(int argc, char **argv);
+int wk_generate_solo(const char *model_path, const int *prompt, int n_prompt, int max_tokens,
+                     bool ignore_eos, int threads);
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lantern <command> [options]\n"
@@ -35,7 +40,8 @@ int main(int argc, char **argv) {
         printf("lantern 0.1.0\n");
         return 0;
     }
-    if (strcmp(argv[1], "generate") == 0) return fe_cmd_generate(argc - 1, argv + 1);
+    if (strcmp(argv[1], "generate") == 0)
+        return fe_cmd_generate(argc - 1, argv + 1, wk_generate_solo);
     if (strcmp(argv[1], "batch") == 0) return fe_cmd_batch(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return fe_cmd_serve(argc - 1, argv + 1);
     if (strcmp(argv[1], "__engine") == 0) return eng_core_main(argc - 1, argv + 1);

@@ -11,33 +11,6 @@
 
 #include "lt.h"
 
-/* ---- buffers ---- */
-
-int fe_buf_append(fe_buf_t *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) return LT_ERR_NOMEM;
-        b->data = d;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return LT_OK;
-}
-
-void fe_buf_clear(fe_buf_t *b) {
-    b->len = 0;
-    if (b->data) b->data[0] = '\0';
-}
-
-void fe_buf_free(fe_buf_t *b) {
-    free(b->data);
-    memset(b, 0, sizeof *b);
-}
-
 /* ---- stopper ---- */
 
 int fe_stopper_init(fe_stopper_t *s, const char *const *stops, int n, bool include, char *err) {
@@ -65,7 +38,7 @@ int fe_stopper_init(fe_stopper_t *s, const char *const *stops, int n, bool inclu
 
 void fe_stopper_fini(fe_stopper_t *s) {
     for (int i = 0; i < s->n; i++) free(s->stops[i]);
-    fe_buf_free(&s->held);
+    lt_buf_free(&s->held);
     s->n = 0;
 }
 
@@ -84,10 +57,10 @@ static size_t partial_tail(const fe_stopper_t *s, const char *text, size_t len) 
     return best;
 }
 
-int fe_stopper_feed(fe_stopper_t *s, const char *text, size_t len, fe_buf_t *out) {
+int fe_stopper_feed(fe_stopper_t *s, const char *text, size_t len, lt_buf_t *out) {
     if (s->matched >= 0) return 1;
-    if (s->n == 0) return fe_buf_append(out, text, len);
-    if (fe_buf_append(&s->held, text, len)) return LT_ERR_NOMEM;
+    if (s->n == 0) return lt_buf_put(out, text, len);
+    if (lt_buf_put(&s->held, text, len)) return LT_ERR_NOMEM;
     const char *h = s->held.data;
     size_t hl = s->held.len;
     /* earliest match wins; at one position, the longest stop string */
@@ -102,22 +75,22 @@ int fe_stopper_feed(fe_stopper_t *s, const char *text, size_t len, fe_buf_t *out
     }
     if (best) {
         size_t upto = (size_t)(best - h) + (s->include ? s->lens[which] : 0);
-        if (fe_buf_append(out, h, upto)) return LT_ERR_NOMEM;
+        if (lt_buf_put(out, h, upto)) return LT_ERR_NOMEM;
         s->matched = which;
-        fe_buf_clear(&s->held);
+        lt_buf_clear(&s->held);
         return 1;
     }
     size_t keep = partial_tail(s, h, hl);
-    if (fe_buf_append(out, h, hl - keep)) return LT_ERR_NOMEM;
+    if (lt_buf_put(out, h, hl - keep)) return LT_ERR_NOMEM;
     memmove(s->held.data, h + hl - keep, keep);
     s->held.len = keep;
     s->held.data[keep] = '\0';
     return 0;
 }
 
-int fe_stopper_flush(fe_stopper_t *s, fe_buf_t *out) {
+int fe_stopper_flush(fe_stopper_t *s, lt_buf_t *out) {
     if (s->matched >= 0 || s->held.len == 0) return LT_OK;
-    int rc = fe_buf_append(out, s->held.data, s->held.len);
-    fe_buf_clear(&s->held);
+    int rc = lt_buf_put(out, s->held.data, s->held.len);
+    lt_buf_clear(&s->held);
     return rc;
 }

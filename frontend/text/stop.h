@@ -8,7 +8,7 @@
  * always starts where a stop string starts, so a release never splits a UTF-8 character of valid
  * stop strings.
  * Thread safety: one stopper per request, one thread at a time. Ownership: the stopper copies
- * the stop strings; release buffers are the caller's (fe_buf_t).
+ * the stop strings; release buffers are the caller's (lt_buf_t).
  */
 #ifndef FE_STOP_H
 #define FE_STOP_H
@@ -16,15 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* A growable byte buffer, NUL-terminated for convenience. */
-typedef struct fe_buf {
-    char *data;
-    size_t len, cap;
-} fe_buf_t;
-
-int fe_buf_append(fe_buf_t *b, const char *s, size_t n);
-void fe_buf_clear(fe_buf_t *b);
-void fe_buf_free(fe_buf_t *b);
+#include "buf.h"
 
 #define FE_MAX_STOPS 16
 
@@ -33,7 +25,7 @@ typedef struct fe_stopper {
     size_t lens[FE_MAX_STOPS];
     int n;
     bool include;  /* release the stop string too (vLLM include_stop_str_in_output) */
-    fe_buf_t held; /* text not yet released */
+    lt_buf_t held; /* text not yet released */
     int matched;   /* index of the stop string that matched, -1 while none */
 } fe_stopper_t;
 
@@ -43,9 +35,9 @@ void fe_stopper_fini(fe_stopper_t *s);
 
 /* Appends text; writes what may be released to out. Returns 1 when a stop string matched
  * (nothing more will be released), 0 otherwise, or LT_ERR_NOMEM. */
-int fe_stopper_feed(fe_stopper_t *s, const char *text, size_t len, fe_buf_t *out);
+int fe_stopper_feed(fe_stopper_t *s, const char *text, size_t len, lt_buf_t *out);
 
 /* The stream ended without a match: releases the held-back text. */
-int fe_stopper_flush(fe_stopper_t *s, fe_buf_t *out);
+int fe_stopper_flush(fe_stopper_t *s, lt_buf_t *out);
 
 #endif

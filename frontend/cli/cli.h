@@ -7,8 +7,14 @@
 
 #include <stdbool.h>
 
+/* The single-process reference path of `lantern generate --in-process`: the model run in this
+ * process, without the engine. It lives with the worker (which the frontend does not link); the
+ * `lantern` executable hands it in. Returns the exit status. */
+typedef int (*fe_in_process_fn)(const char *model, const int *prompt, int n_prompt, int max_tokens,
+                                bool ignore_eos, int threads);
+
 /* `lantern generate`: greedy generation from token ids, with prefill/decode throughput. */
-int fe_cmd_generate(int argc, char **argv);
+int fe_cmd_generate(int argc, char **argv, fe_in_process_fn run_in_process);
 
 /* `lantern batch`: offline generation of JSON-lines requests through the process tree. */
 int fe_cmd_batch(int argc, char **argv);

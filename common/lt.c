@@ -15,6 +15,16 @@
 #include <time.h>
 #include <unistd.h>
 
+/* ---- version ---- */
+
+#ifndef LANTERN_VERSION
+#error "LANTERN_VERSION comes from CMakeLists.txt's project(VERSION)"
+#endif
+
+const char *lt_version(void) {
+    return LANTERN_VERSION;
+}
+
 /* ---- errors ---- */
 
 const char *lt_err_str(int code) {
@@ -81,6 +91,45 @@ void lt_log(lt_log_level_t level, const char *fmt, ...) {
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+}
+
+/* ---- parsing flag values ---- */
+
+bool lt_parse_long(const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool lt_parse_double(const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !(v >= lo && v <= hi)) return false;
+    *out = v;
+    return true;
+}
+
+bool lt_parse_size(const char *s, long long *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    double mul = 1;
+    if (end == s) return false;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1048576.0, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1073741824.0, end++;
+    if (*end == 'i' && mul > 1) end++;
+    if (*end == 'B') end++;
+    if (*end || errno || !(v > 0) || v * mul > 1e15) return false;
+    *out = (long long)(v * mul);
+    return true;
 }
 
 /* ---- time ---- */

@@ -15,6 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ---- version ---- */
+
+/* lantern's version ("0.1.0"), from the build (CMake's project version): the one place. */
+const char *lt_version(void);
+
 /* ---- errors ---- */
 
 /* Functions return 0 or one of these; a caller-supplied buffer of LT_ERR_LEN bytes receives the
@@ -50,6 +55,17 @@ void lt_log(lt_log_level_t level, const char *fmt, ...) __attribute__((format(pr
 #define LT_INFO(...)  lt_log(LT_LOG_INFO, __VA_ARGS__)
 #define LT_WARN(...)  lt_log(LT_LOG_WARN, __VA_ARGS__)
 #define LT_ERROR(...) lt_log(LT_LOG_ERROR, __VA_ARGS__)
+/* A line about one request starts "req=<its id>: ", in every process, so that one grep follows
+ * a request through the tree. */
+
+/* ---- parsing flag values ---- */
+
+/* Whole-string parses for command-line values: false unless s is entirely a number in [lo, hi]
+ * (out untouched then). */
+bool lt_parse_long(const char *s, long long lo, long long hi, long long *out);
+bool lt_parse_double(const char *s, double lo, double hi, double *out);
+/* A byte size with an optional K/M/G (or KiB/MiB/GiB, KB/MB/GB) suffix, > 0 and at most 1e15. */
+bool lt_parse_size(const char *s, long long *out);
 
 /* ---- time ---- */
 

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "engine.h"
 #include "ipc.h"
 #include "lt.h"
@@ -35,17 +36,17 @@
 typedef struct core_req {
     struct core_req *prev, *next; /* every live request, for aborts and shutdown */
     uint64_t id;
-    ipc_sampling_t sampling;
+    ipc_ident_t ident; /* from the ADD envelope: the id every log line names it by */
+    ipc_params_t params;
     int32_t *prompt;
     int n_prompt;
 } core_req_t;
 
 typedef struct core {
     /* arguments */
-    const char *model, *in_ep, *out_ep;
-    int tp, tree_pid, max_seqs, max_batched, max_len, block_size, threads;
-    long long kv_mem;
-    bool prefix_caching;
+    ipc_engine_args_t args;
+    const char *in_ep, *out_ep;
+    int tree_pid;
     /* children and channels */
     lt_child_t workers[CORE_MAX_TP];
     ipc_ctx_t *ctx;
@@ -102,11 +103,12 @@ static ipc_out_item_t *out_item(core_t *c, char *err) {
     return it;
 }
 
-static void fail_request(core_t *c, uint64_t id, int finish, const char *msg) {
+static void fail_request(core_t *c, uint64_t id, const char *rid, int finish, const char *msg) {
     char err[LT_ERR_LEN];
     ipc_out_item_t *it = out_item(c, err);
     if (!it) return;
     it->id = id;
+    snprintf(it->rid, sizeof it->rid, "%s", rid);
     it->finish = finish;
     if (msg) snprintf(it->error, sizeof it->error, "%.255s", msg);
 }
@@ -150,41 +152,66 @@ static core_req_t *find_req(core_t *c, uint64_t id) {
 
 static void on_add(core_t *c) {
     char err[LT_ERR_LEN];
-    int rc = ipc_msg_add_read(&c->env, &c->add, err);
+    ipc_add_t *a = &c->add;
+    a->id = 0;
+    a->ident.id[0] = '\0';
+    int rc = ipc_msg_add_read(&c->env, a, err);
+    if (rc == 0) rc = ipc_params_check(&a->params, c->info.vocab, NULL, err);
     if (rc) {
-        LT_ERROR("dropped a malformed ADD message: %s", err);
-        if (c->add.id) fail_request(c, c->add.id, IPC_FINISH_ERROR, err);
+        LT_ERROR("req=%s: refused a malformed ADD: %s", a->ident.id[0] ? a->ident.id : "?", err);
+        if (a->id) fail_request(c, a->id, a->ident.id, IPC_FINISH_ERROR, err);
         return;
     }
     core_req_t *r = calloc(1, sizeof *r);
-    if (!r || !(r->prompt = malloc(sizeof(int32_t) * (size_t)c->add.n_prompt))) {
+    if (!r || !(r->prompt = malloc(sizeof(int32_t) * (size_t)a->n_prompt))) {
         free(r);
-        fail_request(c, c->add.id, IPC_FINISH_ERROR, "engine out of memory");
+        fail_request(c, a->id, a->ident.id, IPC_FINISH_ERROR, "engine out of memory");
         return;
     }
-    r->id = c->add.id;
-    r->sampling = c->add.sampling;
-    r->n_prompt = c->add.n_prompt;
-    memcpy(r->prompt, c->add.prompt, sizeof(int32_t) * (size_t)r->n_prompt);
+    r->id = a->id;
+    r->ident = a->ident;
+    r->params = a->params;
+    r->n_prompt = a->n_prompt;
+    memcpy(r->prompt, a->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
     uint64_t now = lt_now_ns();
     eng_req_params_t p = {.id = r->id,
                           .prompt = r->prompt,
                           .n_prompt = r->n_prompt,
-                          .max_tokens = c->add.max_tokens,
-                          .min_tokens = c->add.min_tokens,
-                          .ignore_eos = c->add.ignore_eos,
+                          .max_tokens = r->params.max_tokens,
+                          .min_tokens = r->params.min_tokens,
+                          .ignore_eos = r->params.ignore_eos,
                           .eos_id = c->info.eos_id,
-                          .stop_token_ids = c->add.stop_ids,
-                          .n_stop_token_ids = c->add.n_stop_ids,
+                          .stop_token_ids = r->params.stop_ids,
+                          .n_stop_token_ids = r->params.n_stop_ids,
                           .arrival_ns = now,
                           .user = r};
     if ((rc = eng_sched_add(c->sched, &p, now, err))) {
-        fail_request(c, r->id, IPC_FINISH_ERROR, err);
+        LT_WARN("req=%s: refused: %s", r->ident.id, err);
+        fail_request(c, r->id, r->ident.id, IPC_FINISH_ERROR, err);
         free(r->prompt);
         free(r);
         return;
     }
     link_req(c, r);
+}
+
+static void on_abort(core_t *c) {
+    char err[LT_ERR_LEN];
+    uint64_t id = 0;
+    if (ipc_msg_abort_read(&c->env, &id, err)) {
+        LT_ERROR("dropped a malformed ABORT: %s", err);
+        return;
+    }
+    core_req_t *r = find_req(c, id);
+    if (!r || eng_sched_abort(c->sched, id, lt_now_ns()) != LT_OK) return; /* already over */
+    fail_request(c, id, r->ident.id, IPC_FINISH_ABORT, NULL);
+    /* an abort after a stop string is a normal end: its timings still count */
+    const eng_req_events_t *ev = eng_sched_events(c->sched, id);
+    if (ev && c->output.n_items > 0 && c->output.items[c->output.n_items - 1].id == id)
+        item_timings(&c->output.items[c->output.n_items - 1], ev);
+    /* the scheduler never dereferences `user`, and an aborted request is never scheduled
+     * again: its state can go now */
+    free_req(c, r);
 }
 
 static void drain_input(core_t *c) {
@@ -200,23 +227,7 @@ static void drain_input(core_t *c) {
         if (c->env.type == IPC_MSG_ADD) {
             on_add(c);
         } else if (c->env.type == IPC_MSG_ABORT) {
-            uint64_t id = 0;
-            if (c->env.request_id.ptr && c->env.request_id.len < 24) {
-                char buf[24];
-                memcpy(buf, c->env.request_id.ptr, c->env.request_id.len);
-                buf[c->env.request_id.len] = '\0';
-                id = strtoull(buf, NULL, 10);
-            }
-            if (id && eng_sched_abort(c->sched, id, lt_now_ns()) == LT_OK) {
-                fail_request(c, id, IPC_FINISH_ABORT, NULL);
-                /* an abort after a stop string is a normal end: its timings still count */
-                const eng_req_events_t *ev = eng_sched_events(c->sched, id);
-                if (ev && c->output.n_items > 0 && c->output.items[c->output.n_items - 1].id == id)
-                    item_timings(&c->output.items[c->output.n_items - 1], ev);
-                /* the scheduler never dereferences `user`, and an aborted request is never
-                 * scheduled again: its sampling state can go now */
-                free_req(c, find_req(c, id));
-            }
+            on_abort(c);
         } else if (c->env.type == IPC_MSG_SHUTDOWN) {
             lt_sig_shutdown = 1;
         } else {
@@ -250,7 +261,8 @@ static int send_step(core_t *c, char *err) {
             const core_req_t *r = q->user;
             ipc_step_new_t *nw = &s->news[s->n_new];
             nw->id = q->id;
-            nw->sampling = r->sampling;
+            nw->ident = r->ident;
+            nw->params = r->params;
             nw->n_prompt = r->n_prompt;
             memcpy(s->new_prompts + (size_t)s->n_new * s->max_prompt, r->prompt,
                    sizeof(int32_t) * (size_t)r->n_prompt);
@@ -268,7 +280,7 @@ static int send_step(core_t *c, char *err) {
     for (;;) {
         rc = ipc_ring_push(c->ring, data, len, 1000, err);
         if (rc != IPC_AGAIN) break;
-        for (int i = 0; i < c->tp; i++)
+        for (int i = 0; i < c->args.tensor_parallel_size; i++)
             if (lt_proc_check(&c->workers[i], NULL))
                 return lt_errf(err, LT_ERR_IO, "worker %d died", i);
     }
@@ -302,6 +314,7 @@ static int on_result(core_t *c, char *err) {
         ipc_out_item_t *it = out_item(c, err);
         if (!it) return LT_ERR_IO;
         it->id = o->id;
+        snprintf(it->rid, sizeof it->rid, "%s", ((const core_req_t *)o->user)->ident.id);
         it->token = o->token;
         /* the result items are in plan order; outputs too, minus aborted entries */
         for (int j = 0; j < c->result.n; j++) {
@@ -330,57 +343,32 @@ static int on_result(core_t *c, char *err) {
 
 /* Fails every request the scheduler holds (a worker died): each gets an error output. */
 static void fail_all(core_t *c, const char *why) {
-    int cap = c->max_seqs * 4 + 1024;
+    int cap = c->args.max_num_seqs * 4 + 1024;
     eng_req_info_t *infos = malloc(sizeof *infos * (size_t)cap);
     if (!infos) return;
     int n = eng_sched_list(c->sched, lt_now_ns(), infos, cap);
     char err[LT_ERR_LEN];
-    for (int i = 0; i < n; i++) fail_request(c, infos[i].id, IPC_FINISH_ERROR, why);
+    for (int i = 0; i < n && i < cap; i++) {
+        const core_req_t *r = infos[i].user;
+        fail_request(c, infos[i].id, r ? r->ident.id : "", IPC_FINISH_ERROR, why);
+    }
     flush_output(c, 0, err);
     free(infos);
 }
 
 /* ---- start-up ---- */
 
+/* Every worker gets the engine's own arguments (one argv writer, ipc/args.h) and its place. */
 static int spawn_workers(core_t *c, char *err) {
-    char rank[16], tp[16], seqs[16], batched[16], len[16], bs[16], kvm[32], thr[16];
-    snprintf(tp, sizeof tp, "%d", c->tp);
-    snprintf(seqs, sizeof seqs, "%d", c->max_seqs);
-    snprintf(batched, sizeof batched, "%d", c->max_batched);
-    snprintf(len, sizeof len, "%d", c->max_len);
-    snprintf(bs, sizeof bs, "%d", c->block_size);
-    snprintf(kvm, sizeof kvm, "%lld", c->kv_mem);
-    snprintf(thr, sizeof thr, "%d", c->threads);
-    for (int r = 0; r < c->tp; r++) {
-        snprintf(rank, sizeof rank, "%d", r);
-        char *argv[] = {"lantern",
-                        "__worker",
-                        "--model",
-                        (char *)c->model,
-                        "--rank",
-                        rank,
-                        "--tp",
-                        tp,
-                        "--ring",
-                        c->ring_name,
-                        "--allreduce",
-                        c->ar_name,
-                        "--results",
-                        c->res_ep,
-                        "--max-num-seqs",
-                        seqs,
-                        "--max-num-batched-tokens",
-                        batched,
-                        "--max-model-len",
-                        len,
-                        "--block-size",
-                        bs,
-                        "--kv-cache-memory",
-                        kvm,
-                        "--threads",
-                        thr,
-                        NULL};
-        int rc = lt_proc_spawn(argv, &c->workers[r], err);
+    for (int r = 0; r < c->args.tensor_parallel_size; r++) {
+        ipc_argv_t av = {0};
+        if (ipc_argv_add(&av, "lantern") || ipc_argv_add(&av, "__worker") ||
+            ipc_engine_args_to_argv(&c->args, &av) || ipc_argv_addf(&av, "rank", "%d", r) ||
+            ipc_argv_addf(&av, "ring", "%s", c->ring_name) ||
+            ipc_argv_addf(&av, "allreduce", "%s", c->ar_name) ||
+            ipc_argv_addf(&av, "results", "%s", c->res_ep))
+            return lt_errf(err, LT_ERR_RANGE, "a worker's command line is too long");
+        int rc = lt_proc_spawn(av.argv, &c->workers[r], err);
         if (rc) return rc;
     }
     return LT_OK;
@@ -391,7 +379,7 @@ static int wait_workers(core_t *c, char *err) {
     int ready = 0, min_blocks = 0;
     uint64_t deadline = lt_now_ns() + 600ull * 1000000000ull;
     int dead = -1, dead_status = 0;
-    while (ready < c->tp) {
+    while (ready < c->args.tensor_parallel_size) {
         if (lt_sig_shutdown) return lt_errf(err, LT_ERR_IO, "shut down during start-up");
         if (lt_now_ns() > deadline) return lt_errf(err, LT_ERR_IO, "workers did not start in time");
         /* a worker that fails says why before it exits: read its message before its death */
@@ -402,7 +390,7 @@ static int wait_workers(core_t *c, char *err) {
                 return lt_errf(err, LT_ERR_IO, "worker %d %s during start-up", dead,
                                lt_proc_status_str(dead_status, why, sizeof why));
             }
-            for (int i = 0; i < c->tp && dead < 0; i++)
+            for (int i = 0; i < c->args.tensor_parallel_size && dead < 0; i++)
                 if (c->workers[i].pid > 0 && lt_proc_check(&c->workers[i], &dead_status)) dead = i;
             continue;
         }
@@ -422,23 +410,24 @@ static int wait_workers(core_t *c, char *err) {
 }
 
 static int alloc_buffers(core_t *c, char *err) {
-    int mb = (c->info.max_model_len + c->block_size - 1) / c->block_size;
+    const int max_seqs = c->args.max_num_seqs, bs = c->args.block_size;
+    int mb = (c->info.max_model_len + bs - 1) / bs;
     ipc_step_t *s = &c->step;
     s->max_blocks = mb;
     s->max_prompt = c->info.max_model_len;
-    s->seq_ids = malloc(sizeof(uint64_t) * (size_t)c->max_seqs);
-    s->table_lens = malloc(sizeof(int32_t) * (size_t)c->max_seqs);
-    s->tables = malloc(sizeof(int32_t) * (size_t)c->max_seqs * (size_t)mb);
-    s->news = malloc(sizeof(ipc_step_new_t) * (size_t)c->max_seqs);
-    s->new_prompts = malloc(sizeof(int32_t) * (size_t)c->max_seqs * (size_t)s->max_prompt);
+    s->seq_ids = malloc(sizeof(uint64_t) * (size_t)max_seqs);
+    s->table_lens = malloc(sizeof(int32_t) * (size_t)max_seqs);
+    s->tables = malloc(sizeof(int32_t) * (size_t)max_seqs * (size_t)mb);
+    s->news = malloc(sizeof(ipc_step_new_t) * (size_t)max_seqs);
+    s->new_prompts = malloc(sizeof(int32_t) * (size_t)max_seqs * (size_t)s->max_prompt);
     c->add.prompt_cap = c->info.max_model_len;
     c->add.prompt = malloc(sizeof(int32_t) * (size_t)c->add.prompt_cap);
-    c->result.cap = c->max_seqs;
-    c->result.items = malloc(sizeof(ipc_out_item_t) * (size_t)c->max_seqs);
-    c->out_cap = c->max_seqs + 64;
+    c->result.cap = max_seqs;
+    c->result.items = malloc(sizeof(ipc_out_item_t) * (size_t)max_seqs);
+    c->out_cap = max_seqs + 64;
     c->output.items = malloc(sizeof(ipc_out_item_t) * (size_t)c->out_cap);
     c->output.items_cap = c->out_cap;
-    c->sampled = malloc(sizeof(int32_t) * (size_t)c->max_seqs);
+    c->sampled = malloc(sizeof(int32_t) * (size_t)max_seqs);
     if (!s->seq_ids || !s->table_lens || !s->tables || !s->news || !s->new_prompts ||
         !c->add.prompt || !c->result.items || !c->output.items || !c->sampled)
         return lt_errf(err, LT_ERR_NOMEM, "engine: out of memory for buffers");
@@ -457,163 +446,192 @@ static void free_buffers(core_t *c) {
     free(c->sampled);
 }
 
-/* ---- main ---- */
+/* ---- state dump ---- */
 
-int eng_core_main(int argc, char **argv) {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"tp", required_argument, 0, 't'},
-                                         {"input", required_argument, 0, 'i'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"tree-pid", required_argument, 0, 'P'},
-                                         {"max-num-seqs", required_argument, 0, 's'},
-                                         {"max-num-batched-tokens", required_argument, 0, 'b'},
-                                         {"max-model-len", required_argument, 0, 'l'},
-                                         {"block-size", required_argument, 0, 'B'},
-                                         {"kv-cache-memory", required_argument, 0, 'k'},
-                                         {"no-prefix-caching", no_argument, 0, 'n'},
-                                         {"threads", required_argument, 0, 'T'},
-                                         {0, 0, 0, 0}};
-    core_t c = {.tp = 1,
-                .max_seqs = 64,
-                .max_batched = 2048,
-                .block_size = 16,
-                .kv_mem = 1ll << 30,
-                .prefix_caching = true};
+static void req_label(const void *user, char *buf, size_t n) {
+    const core_req_t *r = user;
+    if (!r) {
+        snprintf(buf, n, "req=?");
+        return;
+    }
+    snprintf(buf, n, "req=%s traceparent=%s", r->ident.id,
+             r->ident.traceparent[0] ? r->ident.traceparent : "-");
+}
+
+static void dump_state(core_t *c) {
+    char args[512];
+    ipc_engine_args_str(&c->args, args, sizeof args);
+    for (int i = 0; i < c->args.tensor_parallel_size; i++)
+        if (c->workers[i].pid > 0) kill(c->workers[i].pid, SIGUSR1);
+    LT_INFO("state dump (pid %d, %d workers): model=%s %s", (int)getpid(),
+            c->args.tensor_parallel_size, c->args.model, args);
+    eng_sched_dump(c->sched, lt_now_ns(), req_label, stderr);
+}
+
+/* ---- start-up ---- */
+
+static void usage(void) {
+    fprintf(stderr, "lantern __engine: internal; started by the frontend\n");
+}
+
+/* The engine's own flags (where it sits in the tree) beside the engine arguments. */
+enum { OPT_TREE_PID = 1, OPT_INPUT, OPT_OUTPUT };
+
+static int parse_args(core_t *c, int argc, char **argv) {
+    static const struct option own[] = {{"tree-pid", required_argument, 0, OPT_TREE_PID},
+                                        {"input", required_argument, 0, OPT_INPUT},
+                                        {"output", required_argument, 0, OPT_OUTPUT}};
+    struct option opts[32];
+    char err[LT_ERR_LEN];
+    ipc_engine_args_defaults(&c->args);
+    if (ipc_engine_opts_table(own, 3, opts, 32) < 0) return 2;
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int rc = ipc_engine_args_set(&c->args, o, optarg, err);
+        if (rc < 0) {
+            fprintf(stderr, "lantern __engine: %s\n", err);
+            return 2;
+        }
+        if (rc == 0) continue;
         switch (o) {
-        case 'm': c.model = optarg; break;
-        case 't': c.tp = atoi(optarg); break;
-        case 'i': c.in_ep = optarg; break;
-        case 'o': c.out_ep = optarg; break;
-        case 'P': c.tree_pid = atoi(optarg); break;
-        case 's': c.max_seqs = atoi(optarg); break;
-        case 'b': c.max_batched = atoi(optarg); break;
-        case 'l': c.max_len = atoi(optarg); break;
-        case 'B': c.block_size = atoi(optarg); break;
-        case 'k': c.kv_mem = atoll(optarg); break;
-        case 'n': c.prefix_caching = false; break;
-        case 'T': c.threads = atoi(optarg); break;
-        default: return 2;
+        case OPT_TREE_PID: c->tree_pid = atoi(optarg); break;
+        case OPT_INPUT: c->in_ep = optarg; break;
+        case OPT_OUTPUT: c->out_ep = optarg; break;
+        default: usage(); return 2;
         }
     }
-    if (!c.model || !c.in_ep || !c.out_ep || c.tree_pid <= 0 || c.tp < 1 || c.tp > CORE_MAX_TP) {
-        fprintf(stderr, "lantern __engine: internal; started by the frontend\n");
+    if (!c->args.model || !c->in_ep || !c->out_ep || c->tree_pid <= 0 || optind < argc ||
+        ipc_engine_args_resolve(&c->args, err)) {
+        usage();
         return 2;
     }
-    lt_log_set_role("engine", -1);
-    lt_signals_install();
-    char err[LT_ERR_LEN];
-    int status = 1;
-    bool wr_ok = false, env_ok = false;
-    for (int i = 0; i < CORE_MAX_TP; i++) c.workers[i] = (lt_child_t){-1, -1};
-    if (ipc_writer_init(&c.wr, 1 << 16, err) || !(wr_ok = true) ||
-        ipc_envelope_init(&c.env, 0, err) || !(env_ok = true) || ipc_ctx_create(&c.ctx, err) ||
-        ipc_name(c.ring_name, sizeof c.ring_name, c.tree_pid, "step", err) ||
-        ipc_name(c.ar_name, sizeof c.ar_name, c.tree_pid, "allreduce", err) ||
-        ipc_endpoint(c.res_ep, sizeof c.res_ep, c.tree_pid, "results", err) ||
-        ipc_sock_create(c.ctx, IPC_PULL, 0, &c.res, err) || ipc_sock_bind(c.res, c.res_ep, err) ||
-        ipc_sock_create(c.ctx, IPC_ROUTER, 0, &c.in, err) || ipc_sock_bind(c.in, c.in_ep, err) ||
-        ipc_sock_create(c.ctx, IPC_PUSH, 0, &c.out, err) || ipc_sock_connect(c.out, c.out_ep, err))
-        goto fail;
-    ipc_ring_opts_t ro = {.ctx = c.ctx};
-    if (ipc_ring_create(c.ring_name, CORE_RING_CHUNKS, CORE_RING_CHUNK, (uint32_t)c.tp, &ro,
-                        &c.ring, err))
-        goto fail;
-    if (c.tp > 1 && ipc_allreduce_create(c.ar_name, IPC_NO_RANK, c.tp,
-                                         (size_t)c.max_batched * 16384, &c.ar, err))
-        goto fail;
-    int wrc;
-    if (spawn_workers(&c, err)) goto fail;
-    if ((wrc = wait_workers(&c, err))) {
-        const void *data;
-        size_t len;
-        char e2[LT_ERR_LEN];
-        if (wrc == CORE_CHILD_FAILED &&
-            ipc_msg_error_write(&c.wr, LT_ERR_IO, err, &data, &len, e2) == 0 &&
-            ipc_sock_send(c.out, NULL, data, len, 1000, e2) == 0) {
-            usleep(100000); /* sockets close with linger 0: let the report leave first */
-            goto fail_quiet;
-        }
-        goto fail;
-    }
-    c.max_len = c.info.max_model_len;
+    return 0;
+}
+
+/* Channels, the step ring and the all-reduce segment; then the workers and the scheduler. */
+static int start(core_t *c, char *err) {
+    const int tp = c->args.tensor_parallel_size;
+    if (ipc_ctx_create(&c->ctx, err) ||
+        ipc_name(c->ring_name, sizeof c->ring_name, c->tree_pid, "step", err) ||
+        ipc_name(c->ar_name, sizeof c->ar_name, c->tree_pid, "allreduce", err) ||
+        ipc_endpoint(c->res_ep, sizeof c->res_ep, c->tree_pid, "results", err) ||
+        ipc_sock_create(c->ctx, IPC_PULL, 0, &c->res, err) ||
+        ipc_sock_bind(c->res, c->res_ep, err) ||
+        ipc_sock_create(c->ctx, IPC_ROUTER, 0, &c->in, err) ||
+        ipc_sock_bind(c->in, c->in_ep, err) || ipc_sock_create(c->ctx, IPC_PUSH, 0, &c->out, err) ||
+        ipc_sock_connect(c->out, c->out_ep, err))
+        return LT_ERR_IO;
+    ipc_ring_opts_t ro = {.ctx = c->ctx};
+    if (ipc_ring_create(c->ring_name, CORE_RING_CHUNKS, CORE_RING_CHUNK, (uint32_t)tp, &ro,
+                        &c->ring, err))
+        return LT_ERR_IO;
+    if (tp > 1 && ipc_allreduce_create(c->ar_name, IPC_NO_RANK, tp,
+                                       (size_t)c->args.max_num_batched_tokens * 16384, &c->ar, err))
+        return LT_ERR_IO;
+    int rc;
+    if ((rc = spawn_workers(c, err)) || (rc = wait_workers(c, err))) return rc;
     eng_sched_config_t sc;
     eng_sched_config_defaults(&sc);
-    sc.num_blocks = c.info.num_blocks;
-    sc.block_size = c.block_size;
-    sc.max_num_seqs = c.max_seqs;
-    sc.max_num_batched_tokens = c.max_batched;
-    sc.max_model_len = c.info.max_model_len;
-    sc.enable_prefix_caching = c.prefix_caching;
-    sc.vocab_size = c.info.vocab;
-    if (eng_sched_create(&sc, &c.sched, err) || alloc_buffers(&c, err)) goto fail;
-    {
-        const void *data;
-        size_t len;
-        if (ipc_msg_hello_write(&c.wr, &c.info, &data, &len, err) ||
-            ipc_sock_send(c.out, NULL, data, len, 5000, err))
-            goto fail;
-    }
-    LT_INFO("ready: %d worker(s), %d KV blocks of %d tokens, max model len %d", c.tp,
-            c.info.num_blocks, c.block_size, c.info.max_model_len);
+    sc.num_blocks = c->info.num_blocks;
+    sc.block_size = c->args.block_size;
+    sc.max_num_seqs = c->args.max_num_seqs;
+    sc.max_num_batched_tokens = c->args.max_num_batched_tokens;
+    sc.max_model_len = c->info.max_model_len;
+    sc.enable_prefix_caching = c->args.enable_prefix_caching;
+    sc.vocab_size = c->info.vocab;
+    if (eng_sched_create(&sc, &c->sched, err) || alloc_buffers(c, err)) return LT_ERR_IO;
+    const void *data;
+    size_t len;
+    if (ipc_msg_hello_write(&c->wr, &c->info, &data, &len, err) ||
+        ipc_sock_send(c->out, NULL, data, len, 5000, err))
+        return LT_ERR_IO;
+    LT_INFO("ready: %d worker(s), %d KV blocks of %d tokens, max model len %d", tp,
+            c->info.num_blocks, c->args.block_size, c->info.max_model_len);
+    return LT_OK;
+}
 
+/* A worker reported why it could not start: pass its reason on to the frontend as the engine's
+ * own start-up error, so the user reads it once. */
+static void report_child_failure(core_t *c, const char *why) {
+    const void *data;
+    size_t len;
+    char e2[LT_ERR_LEN];
+    if (ipc_msg_error_write(&c->wr, LT_ERR_IO, why, &data, &len, e2) == 0 &&
+        ipc_sock_send(c->out, NULL, data, len, 1000, e2) == 0)
+        usleep(100000); /* sockets close with linger 0: let the report leave first */
+    else
+        LT_ERROR("%s", why);
+}
+
+/* ---- the loop ---- */
+
+/* Runs until SIGTERM/SHUTDOWN (0) or a failure that fails every request (1). */
+static int run(core_t *c) {
+    char err[LT_ERR_LEN];
+    const int tp = c->args.tensor_parallel_size;
     while (!lt_sig_shutdown) {
         if (lt_sig_dump) {
             lt_sig_dump = 0;
-            for (int i = 0; i < c.tp; i++)
-                if (c.workers[i].pid > 0) kill(c.workers[i].pid, SIGUSR1);
-            LT_INFO("state dump (pid %d, %d workers):", (int)getpid(), c.tp);
-            eng_sched_dump(c.sched, lt_now_ns(), stderr);
+            dump_state(c);
         }
         ipc_poll_item_t items[2 + CORE_MAX_TP];
         int n = 0;
-        items[n++] = (ipc_poll_item_t){.sock = c.in, .events = IPC_POLLIN};
-        items[n++] = (ipc_poll_item_t){.sock = c.res, .events = IPC_POLLIN};
-        for (int i = 0; i < c.tp; i++)
-            items[n++] = (ipc_poll_item_t){.fd = c.workers[i].pidfd, .events = IPC_POLLIN};
-        int timeout = c.in_flight ? 200 : eng_sched_has_work(c.sched) ? 0 : 100;
+        items[n++] = (ipc_poll_item_t){.sock = c->in, .events = IPC_POLLIN};
+        items[n++] = (ipc_poll_item_t){.sock = c->res, .events = IPC_POLLIN};
+        for (int i = 0; i < tp; i++)
+            items[n++] = (ipc_poll_item_t){.fd = c->workers[i].pidfd, .events = IPC_POLLIN};
+        int timeout = c->in_flight ? 200 : eng_sched_has_work(c->sched) ? 0 : 100;
         if (ipc_poll(items, n, timeout, err) < 0) goto fail;
-        for (int i = 0; i < c.tp; i++) {
+        for (int i = 0; i < tp; i++) {
             int st;
-            if (lt_proc_check(&c.workers[i], &st)) {
-                char why[96], msg[160];
-                snprintf(msg, sizeof msg, "worker %d %s", i,
+            if (lt_proc_check(&c->workers[i], &st)) {
+                char why[96];
+                snprintf(err, sizeof err, "worker %d %s", i,
                          lt_proc_status_str(st, why, sizeof why));
-                LT_ERROR("%s: failing every request and shutting down", msg);
-                fail_all(&c, msg);
-                goto fail_quiet;
+                goto fail;
             }
         }
-        drain_input(&c);
-        while (c.in_flight) {
-            int rc = ipc_sock_recv_envelope(c.res, NULL, &c.env, 0, err);
+        drain_input(c);
+        while (c->in_flight) {
+            int rc = ipc_sock_recv_envelope(c->res, NULL, &c->env, 0, err);
             if (rc == IPC_AGAIN) break;
-            if (rc < 0 || (rc = on_result(&c, err))) {
-                LT_ERROR("%s", err);
-                fail_all(&c, err);
-                goto fail_quiet;
-            }
+            if (rc < 0 || (rc = on_result(c, err))) goto fail;
         }
-        if (flush_output(&c, 0, err)) goto fail;
-        if (!c.in_flight && eng_sched_has_work(c.sched)) {
-            int rc = send_step(&c, err);
-            if (rc) {
-                LT_ERROR("%s", err);
-                fail_all(&c, err);
-                goto fail_quiet;
-            }
-        }
+        if (flush_output(c, 0, err)) goto fail;
+        if (!c->in_flight && eng_sched_has_work(c->sched) && send_step(c, err)) goto fail;
     }
-    status = 0;
-    goto out;
+    return 0;
 fail:
-    LT_ERROR("%s", err);
-fail_quiet:
+    LT_ERROR("%s: failing every request and shutting down", err);
+    fail_all(c, err);
+    return 1;
+}
+
+int eng_core_main(int argc, char **argv) {
+    core_t c = {0};
+    int status = parse_args(&c, argc, argv);
+    if (status) return status;
+    lt_log_set_role("engine", -1);
+    lt_signals_install();
+    char err[LT_ERR_LEN];
+    bool wr_ok = false, env_ok = false;
+    for (int i = 0; i < CORE_MAX_TP; i++) c.workers[i] = (lt_child_t){-1, -1};
     status = 1;
-out:
-    for (int i = 0; i < c.tp; i++) lt_proc_stop(&c.workers[i], SIGTERM, status ? 100 : 2000);
+    if (ipc_writer_init(&c.wr, 1 << 16, err) || !(wr_ok = true) ||
+        ipc_envelope_init(&c.env, 0, err) || !(env_ok = true)) {
+        LT_ERROR("%s", err);
+    } else {
+        int rc = start(&c, err);
+        if (rc == CORE_CHILD_FAILED)
+            report_child_failure(&c, err);
+        else if (rc)
+            LT_ERROR("%s", err);
+        else
+            status = run(&c);
+    }
+    for (int i = 0; i < c.args.tensor_parallel_size && i < CORE_MAX_TP; i++)
+        lt_proc_stop(&c.workers[i], SIGTERM, status ? 100 : 2000);
     if (c.ring) ipc_ring_destroy(&c.ring);
     if (c.ar) ipc_allreduce_destroy(&c.ar);
     ipc_sock_destroy(&c.in);

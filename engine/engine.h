@@ -25,6 +25,7 @@
 #define ENG_ENGINE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -128,9 +129,9 @@ typedef struct eng_sched eng_sched_t;
 
 typedef struct eng_sched_config {
     int num_blocks;                   /* KV blocks (required); max_model_len must fit in them */
-    int block_size;                   /* token slots per block, default 16 */
-    int max_num_seqs;                 /* running sequences at most, default 256 */
-    int max_num_batched_tokens;       /* tokens per step at most, default 2048 */
+    int block_size;                   /* token slots per block (IPC_DEF_BLOCK_SIZE) */
+    int max_num_seqs;                 /* running sequences at most (IPC_DEF_MAX_NUM_SEQS) */
+    int max_num_batched_tokens;       /* tokens per step at most (IPC_DEF_MAX_BATCHED_TOKENS) */
     int max_model_len;                /* prompt + output tokens at most, default 2048 */
     bool enable_prefix_caching;       /* default true */
     bool enable_chunked_prefill;      /* default true; false: a prompt is computed in one step, so
@@ -316,6 +317,7 @@ const char *eng_phase_str(eng_phase_t p);
 
 typedef struct eng_req_info {
     uint64_t id;
+    const void *user; /* the caller's, as given at eng_sched_add */
     eng_phase_t phase;
     int n_prompt;
     int n_computed; /* tokens whose KV is in the cache */
@@ -371,8 +373,12 @@ int eng_sched_recent_steps(const eng_sched_t *s, eng_step_info_t *out, int cap);
 /* The scheduler's KV manager, for introspection and test hooks. */
 eng_kv_t *eng_sched_kv(eng_sched_t *s);
 
+/* Names a request for a dump, from its `user` pointer: writes a label (e.g. "req=<id>") into buf.
+ */
+typedef void (*eng_req_label_fn)(const void *user, char *buf, size_t n);
+
 /* Writes a readable state dump (counters, KV usage, every request with phase and age, recent
- * steps) for SIGUSR1. now_ns is only used for ages. */
-void eng_sched_dump(const eng_sched_t *s, uint64_t now_ns, FILE *f);
+ * steps) for SIGUSR1; label (may be NULL) names each request. now_ns is only used for ages. */
+void eng_sched_dump(const eng_sched_t *s, uint64_t now_ns, eng_req_label_fn label, FILE *f);
 
 #endif

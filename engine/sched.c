@@ -19,15 +19,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "lt.h"
 
 /* ---- configuration ---- */
 
 void eng_sched_config_defaults(eng_sched_config_t *c) {
     memset(c, 0, sizeof *c);
-    c->block_size = 16;
-    c->max_num_seqs = 256;
-    c->max_num_batched_tokens = 2048;
+    /* the engine's defaults (ipc/args.h): one set for every process */
+    c->block_size = IPC_DEF_BLOCK_SIZE;
+    c->max_num_seqs = IPC_DEF_MAX_NUM_SEQS;
+    c->max_num_batched_tokens = IPC_DEF_MAX_BATCHED_TOKENS;
     c->max_model_len = 2048;
     c->enable_prefix_caching = true;
     c->enable_chunked_prefill = true;

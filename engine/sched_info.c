@@ -57,6 +57,7 @@ eng_phase_t eng_req_phase(const eng_req_t *r) {
 
 static void req_info(const eng_req_t *r, uint64_t now_ns, eng_req_info_t *o) {
     o->id = r->id;
+    o->user = r->user;
     o->phase = eng_req_phase(r);
     o->n_prompt = r->n_prompt;
     o->n_computed = r->num_computed;
@@ -126,19 +127,22 @@ int eng_sched_set_step_duration(eng_sched_t *s, uint64_t step_id, uint64_t dur_n
 
 #define DUMP_MAX_REQS 256
 
-static void dump_req(const eng_req_t *r, uint64_t now_ns, FILE *f) {
+static void dump_req(const eng_req_t *r, uint64_t now_ns, eng_req_label_fn label, FILE *f) {
     eng_req_info_t in;
     req_info(r, now_ns, &in);
+    char name[768] = "";
+    if (label) label(r->user, name, sizeof name);
     fprintf(f,
-            "  id=%" PRIu64 " phase=%s prompt=%d computed=%d output=%d cached=%d blocks=%d "
+            "  %s%sid=%" PRIu64 " phase=%s prompt=%d computed=%d output=%d cached=%d blocks=%d "
             "preemptions=%d age=%.3fs",
-            in.id, eng_phase_str(in.phase), in.n_prompt, in.n_computed, in.n_output,
-            in.n_cached_tokens, in.n_blocks, in.n_preemptions, (double)in.age_ns * 1e-9);
+            name, name[0] ? " " : "", in.id, eng_phase_str(in.phase), in.n_prompt, in.n_computed,
+            in.n_output, in.n_cached_tokens, in.n_blocks, in.n_preemptions,
+            (double)in.age_ns * 1e-9);
     if (r->state == RS_FINISHED) fprintf(f, " finish=%s", eng_finish_str(r->finish));
     fputc('\n', f);
 }
 
-void eng_sched_dump(const eng_sched_t *s, uint64_t now_ns, FILE *f) {
+void eng_sched_dump(const eng_sched_t *s, uint64_t now_ns, eng_req_label_fn label, FILE *f) {
     eng_sched_stats_t st;
     eng_sched_get_stats(s, &st);
     fprintf(f,
@@ -164,11 +168,11 @@ void eng_sched_dump(const eng_sched_t *s, uint64_t now_ns, FILE *f) {
     fprintf(f, "requests (%d):\n", s->n_reqs);
     int n = 0;
     for (int i = 0; i < s->n_running; i++)
-        if (n++ < DUMP_MAX_REQS) dump_req(s->running[i], now_ns, f);
+        if (n++ < DUMP_MAX_REQS) dump_req(s->running[i], now_ns, label, f);
     for (const eng_req_t *r = s->wait_head; r; r = r->next)
-        if (n++ < DUMP_MAX_REQS) dump_req(r, now_ns, f);
+        if (n++ < DUMP_MAX_REQS) dump_req(r, now_ns, label, f);
     for (const eng_req_t *r = s->done_head; r; r = r->next)
-        if (n++ < DUMP_MAX_REQS) dump_req(r, now_ns, f);
+        if (n++ < DUMP_MAX_REQS) dump_req(r, now_ns, label, f);
     if (n > DUMP_MAX_REQS) fprintf(f, "  ... and %d more\n", n - DUMP_MAX_REQS);
     eng_step_info_t steps[ENG_STEP_HISTORY];
     int ns = eng_sched_recent_steps(s, steps, ENG_STEP_HISTORY);

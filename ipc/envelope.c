@@ -73,7 +73,7 @@ bool ipc_traceparent_valid(const char *s, size_t len) {
 }
 
 /* Printable ASCII only: tracestate's grammar is a subset of it. */
-static bool tracestate_valid(const char *s, size_t len) {
+bool ipc_tracestate_valid(const char *s, size_t len) {
     if (len > IPC_TRACESTATE_MAX) return false;
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e) return false;
@@ -81,7 +81,7 @@ static bool tracestate_valid(const char *s, size_t len) {
 }
 
 /* Request ids end up in log lines: no control bytes (UTF-8 is fine). */
-static bool request_id_valid(const char *s, size_t len) {
+bool ipc_request_id_valid(const char *s, size_t len) {
     if (len == 0 || len > IPC_REQUEST_ID_MAX) return false;
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f) return false;
@@ -294,7 +294,7 @@ int ipc_envelope_decode(const void *buf, size_t len, ipc_envelope_t *env, char *
     if (f[2].type == MSGPACK_OBJECT_STR) {
         rid.ptr = f[2].via.str.ptr;
         rid.len = f[2].via.str.size;
-        if (!request_id_valid(rid.ptr, rid.len))
+        if (!ipc_request_id_valid(rid.ptr, rid.len))
             return lt_errf(err, LT_ERR_FORMAT,
                            "envelope: request id of %zu bytes is empty, longer than %d or holds "
                            "control characters",
@@ -318,7 +318,7 @@ int ipc_envelope_decode(const void *buf, size_t len, ipc_envelope_t *env, char *
             return lt_errf(err, LT_ERR_FORMAT, "envelope: invalid traceparent \"%.*s\"",
                            tc.traceparent.len > 64 ? 64 : (int)tc.traceparent.len,
                            tc.traceparent.ptr);
-        if (!tracestate_valid(tc.tracestate.ptr, tc.tracestate.len))
+        if (!ipc_tracestate_valid(tc.tracestate.ptr, tc.tracestate.len))
             return lt_errf(err, LT_ERR_FORMAT,
                            "envelope: tracestate of %zu bytes is longer than %d or not printable",
                            tc.tracestate.len, IPC_TRACESTATE_MAX);
@@ -421,7 +421,7 @@ int ipc_envelope_begin(ipc_writer_t *w, ipc_msg_type_t type, ipc_str_t request_i
     ipc_writer_reset(w);
     if ((uint32_t)type < 1 || (uint32_t)type > IPC_MSG_LAST)
         return lt_errf(err, LT_ERR_INVAL, "envelope: unknown message type %u", (unsigned)type);
-    if (request_id.ptr && !request_id_valid(request_id.ptr, request_id.len))
+    if (request_id.ptr && !ipc_request_id_valid(request_id.ptr, request_id.len))
         return lt_errf(err, LT_ERR_INVAL,
                        "envelope: request id of %zu bytes is empty, longer than %d or holds "
                        "control characters",
@@ -431,7 +431,7 @@ int ipc_envelope_begin(ipc_writer_t *w, ipc_msg_type_t type, ipc_str_t request_i
             return lt_errf(err, LT_ERR_INVAL, "envelope: invalid traceparent");
         if (trace->tracestate.len && !trace->tracestate.ptr)
             return lt_errf(err, LT_ERR_INVAL, "envelope: tracestate has a length but no bytes");
-        if (!tracestate_valid(trace->tracestate.ptr, trace->tracestate.len))
+        if (!ipc_tracestate_valid(trace->tracestate.ptr, trace->tracestate.len))
             return lt_errf(err, LT_ERR_INVAL, "envelope: tracestate too long or not printable");
     }
     msgpack_packer *pk = &w->pk;

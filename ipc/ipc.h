@@ -88,6 +88,10 @@ typedef struct ipc_trace_ctx {
 /* Strict W3C check: "00-" 32 lowercase hex "-" 16 lowercase hex "-" 2 lowercase hex, trace id
  * and parent id not all zeros. */
 bool ipc_traceparent_valid(const char *s, size_t len);
+/* 0..IPC_TRACESTATE_MAX printable ASCII bytes (tracestate's grammar is a subset of it). */
+bool ipc_tracestate_valid(const char *s, size_t len);
+/* 1..IPC_REQUEST_ID_MAX bytes without control bytes (request ids end up in log lines). */
+bool ipc_request_id_valid(const char *s, size_t len);
 
 /* -- writing -- */
 

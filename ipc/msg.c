@@ -11,15 +11,9 @@
 
 /* ---- helpers ---- */
 
-static int begin(ipc_writer_t *w, ipc_msg_type_t type, uint64_t id, const ipc_trace_ctx_t *trace,
-                 char *err) {
-    char rid[24];
-    ipc_str_t s = {NULL, 0};
-    if (id) {
-        snprintf(rid, sizeof rid, "%llu", (unsigned long long)id);
-        s = ipc_str(rid);
-    }
-    return ipc_envelope_begin(w, type, s, trace, err);
+/* A message that belongs to no single request: nil request_id. */
+static int begin(ipc_writer_t *w, ipc_msg_type_t type, const ipc_trace_ctx_t *trace, char *err) {
+    return ipc_envelope_begin(w, type, (ipc_str_t){NULL, 0}, trace, err);
 }
 
 static int payload_cursor(const ipc_envelope_t *env, ipc_msg_type_t type, ipc_rd_t *r,
@@ -30,71 +24,208 @@ static int payload_cursor(const ipc_envelope_t *env, ipc_msg_type_t type, ipc_rd
     return ipc_rd_init(r, env->payload, name, err);
 }
 
-void ipc_sampling_defaults(ipc_sampling_t *s) {
-    memset(s, 0, sizeof *s);
-    s->top_p = 1.0f;
-    s->repetition_penalty = 1.0f;
-    s->logprobs = -1;
+/* ---- parameters ---- */
+
+void ipc_params_defaults(ipc_params_t *p) {
+    memset(p, 0, sizeof *p);
+    p->max_tokens = IPC_DEF_MAX_TOKENS;
+    p->top_p = 1.0f;
+    p->repetition_penalty = 1.0f;
+    p->logprobs = -1;
 }
 
-static void wr_sampling(ipc_writer_t *w, const ipc_sampling_t *s) {
-    ipc_wr_array(w, 12);
-    ipc_wr_f32(w, s->temperature);
-    ipc_wr_f32(w, s->top_p);
-    ipc_wr_f32(w, s->min_p);
-    ipc_wr_f32(w, s->repetition_penalty);
-    ipc_wr_f32(w, s->presence_penalty);
-    ipc_wr_f32(w, s->frequency_penalty);
-    ipc_wr_i64(w, s->top_k);
-    if (s->has_seed)
-        ipc_wr_u64(w, s->seed);
+/* "'name' must be ..." with the field named for the caller (an OpenAI param in the frontend). */
+#define FIELD_FAIL(name, ...)                                                                      \
+    do {                                                                                           \
+        if (field) *field = name;                                                                  \
+        return lt_errf(err, LT_ERR_INVAL, __VA_ARGS__);                                            \
+    } while (0)
+
+static int check_range(const char *name, float v, float lo, bool lo_open, float hi,
+                       const char **field, char *err) {
+    if (!(v >= lo) || (lo_open && v == lo) || !(v <= hi)) {
+        if (lo_open) FIELD_FAIL(name, "'%s' must be in (%g, %g], got %g", name, lo, hi, v);
+        FIELD_FAIL(name, "'%s' must be between %g and %g, got %g", name, lo, hi, v);
+    }
+    return LT_OK;
+}
+
+static int check_ids(const char *name, const int32_t *ids, int n, int max, int vocab,
+                     const char **field, char *err) {
+    if (n < 0 || n > max) FIELD_FAIL(name, "at most %d entries in '%s'", max, name);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || (vocab > 0 && ids[i] >= vocab))
+            FIELD_FAIL(name, "token id %d in '%s' is outside the vocabulary (0..%d)", ids[i], name,
+                       vocab - 1);
+    return LT_OK;
+}
+
+int ipc_params_check(const ipc_params_t *p, int vocab, const char **field, char *err) {
+    int rc;
+    if (field) *field = NULL;
+    if (p->max_tokens < 0) FIELD_FAIL("max_tokens", "'max_tokens' must be at least 0");
+    if (p->min_tokens < 0 || p->min_tokens > p->max_tokens)
+        FIELD_FAIL("min_tokens", "'min_tokens' (%d) must be between 0 and max_tokens (%d)",
+                   p->min_tokens, p->max_tokens);
+    if ((rc = check_ids("stop_token_ids", p->stop_ids, p->n_stop_ids, IPC_MAX_STOP_IDS, vocab,
+                        field, err)) ||
+        (rc = check_ids("logit_bias", p->logit_bias_ids, p->n_logit_bias, IPC_MAX_LOGIT_BIAS, vocab,
+                        field, err)))
+        return rc;
+    for (int i = 0; i < p->n_logit_bias; i++)
+        if (!(p->logit_bias[i] >= -100.0f && p->logit_bias[i] <= 100.0f))
+            FIELD_FAIL("logit_bias", "logit_bias values must be numbers in [-100, 100]");
+    if ((rc = check_range("temperature", p->temperature, 0, false, 2, field, err)) ||
+        (rc = check_range("top_p", p->top_p, 0, true, 1, field, err)) ||
+        (rc = check_range("min_p", p->min_p, 0, false, 1, field, err)) ||
+        (rc = check_range("repetition_penalty", p->repetition_penalty, 0, true, 10, field, err)) ||
+        (rc = check_range("presence_penalty", p->presence_penalty, -2, false, 2, field, err)) ||
+        (rc = check_range("frequency_penalty", p->frequency_penalty, -2, false, 2, field, err)))
+        return rc;
+    if (p->top_k < 0) FIELD_FAIL("top_k", "'top_k' must be 0 (off) or positive, got %d", p->top_k);
+    if (p->logprobs < -1 || p->logprobs > IPC_MAX_LOGPROBS)
+        FIELD_FAIL("logprobs", "'logprobs' must be between 0 and %d", IPC_MAX_LOGPROBS);
+    return LT_OK;
+}
+
+static void wr_params(ipc_writer_t *w, const ipc_params_t *p) {
+    ipc_wr_array(w, 15);
+    ipc_wr_i64(w, p->max_tokens);
+    ipc_wr_i64(w, p->min_tokens);
+    ipc_wr_bool(w, p->ignore_eos);
+    ipc_wr_i32_vec(w, p->stop_ids, (size_t)p->n_stop_ids);
+    ipc_wr_i32_vec(w, p->logit_bias_ids, (size_t)p->n_logit_bias);
+    ipc_wr_f32_array(w, p->logit_bias, (size_t)p->n_logit_bias);
+    ipc_wr_f32(w, p->repetition_penalty);
+    ipc_wr_f32(w, p->presence_penalty);
+    ipc_wr_f32(w, p->frequency_penalty);
+    ipc_wr_f32(w, p->temperature);
+    ipc_wr_f32(w, p->min_p);
+    ipc_wr_i64(w, p->top_k);
+    ipc_wr_f32(w, p->top_p);
+    if (p->has_seed)
+        ipc_wr_u64(w, p->seed);
     else
         ipc_wr_nil(w);
-    ipc_wr_i64(w, s->logprobs);
-    ipc_wr_i32_vec(w, s->logit_bias_ids, (size_t)s->n_logit_bias);
-    ipc_wr_f32_array(w, s->logit_bias, (size_t)s->n_logit_bias);
-    ipc_wr_nil(w); /* reserved */
+    ipc_wr_i64(w, p->logprobs);
 }
 
-static int rd_sampling(ipc_rd_t *r, ipc_sampling_t *s) {
+/* Types and counts only: ranges are ipc_params_check's. */
+static int rd_params(ipc_rd_t *r, ipc_params_t *p) {
     ipc_rd_t a;
-    ipc_rd_array(r, &a, NULL, 12);
-    ipc_rd_f32(&a, &s->temperature);
-    ipc_rd_f32(&a, &s->top_p);
-    ipc_rd_f32(&a, &s->min_p);
-    ipc_rd_f32(&a, &s->repetition_penalty);
-    ipc_rd_f32(&a, &s->presence_penalty);
-    ipc_rd_f32(&a, &s->frequency_penalty);
-    ipc_rd_i32(&a, &s->top_k);
-    s->has_seed = ipc_rd_nil(&a) == 0;
-    if (s->has_seed) ipc_rd_u64(&a, &s->seed);
-    ipc_rd_i32_range(&a, &s->logprobs, -1, IPC_MAX_LOGPROBS);
-    size_t n = 0, m = 0;
-    ipc_rd_i32_vec(&a, s->logit_bias_ids, IPC_MAX_LOGIT_BIAS, &n);
-    ipc_rd_f32_array(&a, s->logit_bias, IPC_MAX_LOGIT_BIAS, &m);
-    ipc_rd_skip(&a);
+    memset(p, 0, sizeof *p);
+    ipc_rd_array(r, &a, NULL, 15);
+    size_t ns = 0, n = 0, m = 0;
+    ipc_rd_i32(&a, &p->max_tokens);
+    ipc_rd_i32(&a, &p->min_tokens);
+    ipc_rd_bool(&a, &p->ignore_eos);
+    ipc_rd_i32_vec(&a, p->stop_ids, IPC_MAX_STOP_IDS, &ns);
+    ipc_rd_i32_vec(&a, p->logit_bias_ids, IPC_MAX_LOGIT_BIAS, &n);
+    ipc_rd_f32_array(&a, p->logit_bias, IPC_MAX_LOGIT_BIAS, &m);
+    ipc_rd_f32(&a, &p->repetition_penalty);
+    ipc_rd_f32(&a, &p->presence_penalty);
+    ipc_rd_f32(&a, &p->frequency_penalty);
+    ipc_rd_f32(&a, &p->temperature);
+    ipc_rd_f32(&a, &p->min_p);
+    ipc_rd_i32(&a, &p->top_k);
+    ipc_rd_f32(&a, &p->top_p);
+    p->has_seed = ipc_rd_nil(&a) == 0;
+    if (p->has_seed) ipc_rd_u64(&a, &p->seed);
+    ipc_rd_i32_range(&a, &p->logprobs, -1, IPC_MAX_LOGPROBS);
     if (a.rc == 0 && n != m) {
-        a.rc = lt_errf(a.err, LT_ERR_FORMAT, "sampling: %zu logit_bias ids but %zu values", n, m);
+        a.rc = lt_errf(a.err, LT_ERR_FORMAT, "params: %zu logit_bias ids but %zu values", n, m);
         r->rc = a.rc;
     }
-    s->n_logit_bias = (int32_t)n;
+    p->n_stop_ids = (int32_t)ns;
+    p->n_logit_bias = (int32_t)n;
+    return ipc_rd_end(&a);
+}
+
+/* ---- identity ---- */
+
+static int copy_checked(char *dst, size_t cap, const char *s, bool (*valid)(const char *, size_t),
+                        const char *what, char *err) {
+    size_t n = s ? strlen(s) : 0;
+    if (n >= cap || (n && !valid(s, n)))
+        return lt_errf(err, LT_ERR_INVAL, "invalid %s \"%.80s\"", what, s);
+    memcpy(dst, s ? s : "", n);
+    dst[n] = '\0';
+    return LT_OK;
+}
+
+int ipc_ident_set(ipc_ident_t *d, const char *id, const char *traceparent, const char *tracestate,
+                  char *err) {
+    if (!id || !*id) return lt_errf(err, LT_ERR_INVAL, "a request needs an id");
+    int rc = copy_checked(d->id, sizeof d->id, id, ipc_request_id_valid, "request id", err);
+    if (!rc)
+        rc = copy_checked(d->traceparent, sizeof d->traceparent, traceparent, ipc_traceparent_valid,
+                          "traceparent", err);
+    if (!rc)
+        rc = copy_checked(d->tracestate, sizeof d->tracestate, d->traceparent[0] ? tracestate : "",
+                          ipc_tracestate_valid, "tracestate", err);
+    return rc;
+}
+
+const ipc_trace_ctx_t *ipc_ident_trace(const ipc_ident_t *d, ipc_trace_ctx_t *t) {
+    if (!d->traceparent[0]) return NULL;
+    t->traceparent = ipc_str(d->traceparent);
+    t->tracestate = ipc_str(d->tracestate);
+    return t;
+}
+
+/* Copies a decoded view into fixed storage of cap bytes (the decoder bounded its length). */
+static void copy_view(char *dst, size_t cap, ipc_str_t v) {
+    size_t n = v.ptr ? (v.len < cap ? v.len : cap - 1) : 0;
+    if (n) memcpy(dst, v.ptr, n);
+    dst[n] = '\0';
+}
+
+static void ident_from_envelope(const ipc_envelope_t *env, ipc_ident_t *d) {
+    copy_view(d->id, sizeof d->id, env->request_id);
+    copy_view(d->traceparent, sizeof d->traceparent,
+              env->has_trace ? env->trace.traceparent : (ipc_str_t){0});
+    copy_view(d->tracestate, sizeof d->tracestate,
+              env->has_trace ? env->trace.tracestate : (ipc_str_t){0});
+}
+
+static void wr_ident(ipc_writer_t *w, const ipc_ident_t *d) {
+    ipc_wr_array(w, 3);
+    ipc_wr_cstr(w, d->id);
+    ipc_wr_cstr(w, d->traceparent[0] ? d->traceparent : NULL);
+    ipc_wr_cstr(w, d->traceparent[0] ? d->tracestate : NULL);
+}
+
+static int rd_ident(ipc_rd_t *r, ipc_ident_t *d) {
+    ipc_rd_t a;
+    ipc_str_t id = {0}, tp = {0}, ts = {0};
+    ipc_rd_array(r, &a, NULL, 3);
+    ipc_rd_str(&a, &id, IPC_REQUEST_ID_MAX);
+    if (ipc_rd_nil(&a) == 0) ipc_rd_str(&a, &tp, IPC_TRACEPARENT_LEN);
+    if (ipc_rd_nil(&a) == 0) ipc_rd_str(&a, &ts, IPC_TRACESTATE_MAX);
+    if (a.rc == 0 && (!ipc_request_id_valid(id.ptr, id.len) ||
+                      (tp.ptr && !ipc_traceparent_valid(tp.ptr, tp.len)) ||
+                      (ts.ptr && !ipc_tracestate_valid(ts.ptr, ts.len)))) {
+        a.rc = lt_errf(a.err, LT_ERR_FORMAT, "identity: invalid request id or trace context");
+        r->rc = a.rc;
+    }
+    copy_view(d->id, sizeof d->id, id);
+    copy_view(d->traceparent, sizeof d->traceparent, tp);
+    copy_view(d->tracestate, sizeof d->tracestate, ts);
     return ipc_rd_end(&a);
 }
 
 /* ---- ADD ---- */
 
-int ipc_msg_add_write(ipc_writer_t *w, const ipc_add_t *a, const ipc_trace_ctx_t *trace,
-                      const void **data, size_t *len, char *err) {
-    int rc = begin(w, IPC_MSG_ADD, a->id, trace, err);
+int ipc_msg_add_write(ipc_writer_t *w, const ipc_add_t *a, const void **data, size_t *len,
+                      char *err) {
+    ipc_trace_ctx_t t;
+    int rc = ipc_envelope_begin(w, IPC_MSG_ADD, ipc_str(a->ident.id),
+                                ipc_ident_trace(&a->ident, &t), err);
     if (rc) return rc;
-    ipc_wr_array(w, 7);
+    ipc_wr_array(w, 3);
     ipc_wr_u64(w, a->id);
     ipc_wr_i32_vec(w, a->prompt, (size_t)a->n_prompt);
-    ipc_wr_i64(w, a->max_tokens);
-    ipc_wr_i64(w, a->min_tokens);
-    ipc_wr_bool(w, a->ignore_eos);
-    ipc_wr_i32_vec(w, a->stop_ids, (size_t)a->n_stop_ids);
-    wr_sampling(w, &a->sampling);
+    wr_params(w, &a->params);
     return ipc_envelope_end(w, data, len, err);
 }
 
@@ -102,23 +233,40 @@ int ipc_msg_add_read(const ipc_envelope_t *env, ipc_add_t *a, char *err) {
     ipc_rd_t r;
     int rc = payload_cursor(env, IPC_MSG_ADD, &r, "add", err);
     if (rc) return rc;
-    size_t n = 0, ns = 0;
+    size_t n = 0;
     ipc_rd_u64(&r, &a->id);
     ipc_rd_i32_vec(&r, a->prompt, (size_t)a->prompt_cap, &n);
-    ipc_rd_i32_range(&r, &a->max_tokens, 0, INT32_MAX);
-    ipc_rd_i32_range(&r, &a->min_tokens, 0, INT32_MAX);
-    ipc_rd_bool(&r, &a->ignore_eos);
-    ipc_rd_i32_vec(&r, a->stop_ids, IPC_MAX_STOP_IDS, &ns);
-    rd_sampling(&r, &a->sampling);
+    rd_params(&r, &a->params);
     a->n_prompt = (int32_t)n;
-    a->n_stop_ids = (int32_t)ns;
+    if ((rc = ipc_rd_end(&r))) return rc;
+    if (!env->request_id.ptr) return lt_errf(err, LT_ERR_FORMAT, "add: no request id");
+    ident_from_envelope(env, &a->ident);
+    return LT_OK;
+}
+
+/* ---- ABORT ---- */
+
+int ipc_msg_abort_write(ipc_writer_t *w, uint64_t id, const char *rid, const void **data,
+                        size_t *len, char *err) {
+    int rc = ipc_envelope_begin(w, IPC_MSG_ABORT, ipc_str(rid), NULL, err);
+    if (rc) return rc;
+    ipc_wr_array(w, 1);
+    ipc_wr_u64(w, id);
+    return ipc_envelope_end(w, data, len, err);
+}
+
+int ipc_msg_abort_read(const ipc_envelope_t *env, uint64_t *id, char *err) {
+    ipc_rd_t r;
+    int rc = payload_cursor(env, IPC_MSG_ABORT, &r, "abort", err);
+    if (rc) return rc;
+    ipc_rd_u64(&r, id);
     return ipc_rd_end(&r);
 }
 
 /* ---- OUTPUT ---- */
 
 static void wr_item(ipc_writer_t *w, const ipc_out_item_t *it, bool full) {
-    ipc_wr_array(w, full ? 14 : 5);
+    ipc_wr_array(w, full ? 15 : 5);
     ipc_wr_u64(w, it->id);
     ipc_wr_i64(w, it->token);
     ipc_wr_f32(w, it->logprob);
@@ -133,6 +281,7 @@ static void wr_item(ipc_writer_t *w, const ipc_out_item_t *it, bool full) {
     ipc_wr_u64(w, it->prefill_ns);
     ipc_wr_u64(w, it->decode_ns);
     ipc_wr_i64(w, it->n_preemptions);
+    ipc_wr_cstr(w, it->rid[0] ? it->rid : NULL);
     if (it->error[0])
         ipc_wr_cstr(w, it->error);
     else
@@ -142,7 +291,7 @@ static void wr_item(ipc_writer_t *w, const ipc_out_item_t *it, bool full) {
 static void rd_item(ipc_rd_t *r, ipc_out_item_t *it, bool full) {
     ipc_rd_t a;
     memset(it, 0, sizeof *it);
-    ipc_rd_array(r, &a, NULL, full ? 14 : 5);
+    ipc_rd_array(r, &a, NULL, full ? 15 : 5);
     size_t n = 0, m = 0;
     ipc_rd_u64(&a, &it->id);
     ipc_rd_i32_range(&a, &it->token, -1, INT32_MAX);
@@ -163,6 +312,9 @@ static void rd_item(ipc_rd_t *r, ipc_out_item_t *it, bool full) {
         ipc_rd_u64(&a, &it->prefill_ns);
         ipc_rd_u64(&a, &it->decode_ns);
         ipc_rd_i32_range(&a, &it->n_preemptions, 0, INT32_MAX);
+        ipc_str_t rid = {0};
+        if (ipc_rd_nil(&a) == 0) ipc_rd_str(&a, &rid, IPC_REQUEST_ID_MAX);
+        copy_view(it->rid, sizeof it->rid, rid);
         if (ipc_rd_nil(&a) == 0) {
             ipc_str_t s = {0};
             ipc_rd_str(&a, &s, sizeof it->error - 1);
@@ -175,7 +327,7 @@ static void rd_item(ipc_rd_t *r, ipc_out_item_t *it, bool full) {
 
 int ipc_msg_output_write(ipc_writer_t *w, const ipc_output_t *o, const void **data, size_t *len,
                          char *err) {
-    int rc = begin(w, IPC_MSG_OUTPUT, 0, NULL, err);
+    int rc = begin(w, IPC_MSG_OUTPUT, NULL, err);
     if (rc) return rc;
     ipc_wr_array(w, 3);
     ipc_wr_u64(w, o->step_id);
@@ -222,7 +374,7 @@ int ipc_msg_output_read(const ipc_envelope_t *env, ipc_output_t *o, char *err) {
 
 int ipc_msg_step_write(ipc_writer_t *w, const ipc_step_t *s, const ipc_trace_ctx_t *trace,
                        const void **data, size_t *len, char *err) {
-    int rc = begin(w, IPC_MSG_STEP, 0, trace, err);
+    int rc = begin(w, IPC_MSG_STEP, trace, err);
     if (rc) return rc;
     ipc_wr_array(w, 9);
     ipc_wr_u64(w, s->step_id);
@@ -239,9 +391,10 @@ int ipc_msg_step_write(ipc_writer_t *w, const ipc_step_t *s, const ipc_trace_ctx
     ipc_wr_i32_vec(w, s->sample_seqs, (size_t)s->n_sampled);
     ipc_wr_array(w, (size_t)s->n_new);
     for (int i = 0; i < s->n_new; i++) {
-        ipc_wr_array(w, 3);
+        ipc_wr_array(w, 4);
         ipc_wr_u64(w, s->news[i].id);
-        wr_sampling(w, &s->news[i].sampling);
+        wr_ident(w, &s->news[i].ident);
+        wr_params(w, &s->news[i].params);
         ipc_wr_i32_vec(w, s->new_prompts + (size_t)i * s->max_prompt, (size_t)s->news[i].n_prompt);
     }
     ipc_wr_array(w, (size_t)s->n_finished);
@@ -278,9 +431,10 @@ int ipc_msg_step_read(const ipc_envelope_t *env, ipc_step_t *s, char *err) {
     for (int i = 0; i < s->n_new; i++) {
         ipc_rd_t q;
         size_t np = 0;
-        ipc_rd_array(&news, &q, NULL, 3);
+        ipc_rd_array(&news, &q, NULL, 4);
         ipc_rd_u64(&q, &s->news[i].id);
-        rd_sampling(&q, &s->news[i].sampling);
+        rd_ident(&q, &s->news[i].ident);
+        rd_params(&q, &s->news[i].params);
         ipc_rd_i32_vec(&q, s->new_prompts + (size_t)i * s->max_prompt, (size_t)s->max_prompt, &np);
         s->news[i].n_prompt = (int32_t)np;
         ipc_rd_end(&q);
@@ -313,7 +467,7 @@ int ipc_msg_step_read(const ipc_envelope_t *env, ipc_step_t *s, char *err) {
 
 int ipc_msg_result_write(ipc_writer_t *w, const ipc_result_t *r, const void **data, size_t *len,
                          char *err) {
-    int rc = begin(w, IPC_MSG_RESULT, 0, NULL, err);
+    int rc = begin(w, IPC_MSG_RESULT, NULL, err);
     if (rc) return rc;
     ipc_wr_array(w, 4);
     ipc_wr_u64(w, r->step_id);
@@ -352,7 +506,7 @@ int ipc_msg_result_read(const ipc_envelope_t *env, ipc_result_t *r, char *err) {
 
 int ipc_msg_hello_write(ipc_writer_t *w, const ipc_hello_t *h, const void **data, size_t *len,
                         char *err) {
-    int rc = begin(w, IPC_MSG_HELLO, 0, NULL, err);
+    int rc = begin(w, IPC_MSG_HELLO, NULL, err);
     if (rc) return rc;
     ipc_wr_array(w, 9);
     ipc_wr_i64(w, h->role);
@@ -395,7 +549,7 @@ int ipc_msg_hello_read(const ipc_envelope_t *env, ipc_hello_t *h, char *err) {
 
 int ipc_msg_error_write(ipc_writer_t *w, int code, const char *text, const void **data, size_t *len,
                         char *err) {
-    int rc = begin(w, IPC_MSG_ERROR, 0, NULL, err);
+    int rc = begin(w, IPC_MSG_ERROR, NULL, err);
     if (rc) return rc;
     ipc_wr_array(w, 2);
     ipc_wr_i64(w, code);

@@ -47,46 +47,6 @@ double wk_rng_uniform(wk_rng_t *r) {
     return (double)(wk_rng_next(r) >> 11) * 0x1.0p-53;
 }
 
-/* ---- parameters ---- */
-
-void wk_sampling_defaults(wk_sampling_params_t *p) {
-    memset(p, 0, sizeof *p);
-    p->temperature = 0.0f;
-    p->top_p = 1.0f;
-    p->top_k = 0;
-    p->min_p = 0.0f;
-    p->repetition_penalty = 1.0f;
-    p->logprobs = -1;
-}
-
-int wk_sampling_validate(const wk_sampling_params_t *p, int vocab, char *err) {
-    if (!(p->temperature >= 0.0f) || p->temperature > 100.0f)
-        return lt_errf(err, LT_ERR_INVAL, "temperature must be in [0, 100], got %g",
-                       p->temperature);
-    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return lt_errf(err, LT_ERR_INVAL, "top_p must be in (0, 1], got %g", p->top_p);
-    if (p->top_k < -1) return lt_errf(err, LT_ERR_INVAL, "top_k must be -1, 0 or positive");
-    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
-        return lt_errf(err, LT_ERR_INVAL, "min_p must be in [0, 1], got %g", p->min_p);
-    if (!(p->repetition_penalty > 0.0f) || p->repetition_penalty > 10.0f)
-        return lt_errf(err, LT_ERR_INVAL, "repetition_penalty must be in (0, 10], got %g",
-                       p->repetition_penalty);
-    if (!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f))
-        return lt_errf(err, LT_ERR_INVAL, "presence_penalty must be in [-2, 2]");
-    if (!(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f))
-        return lt_errf(err, LT_ERR_INVAL, "frequency_penalty must be in [-2, 2]");
-    if (p->logprobs > WK_MAX_LOGPROBS)
-        return lt_errf(err, LT_ERR_INVAL, "logprobs must be at most %d", WK_MAX_LOGPROBS);
-    for (int i = 0; i < p->n_logit_bias; i++) {
-        if (p->logit_bias_ids[i] < 0 || p->logit_bias_ids[i] >= vocab)
-            return lt_errf(err, LT_ERR_INVAL, "logit_bias token %d is outside the vocabulary (%d)",
-                           p->logit_bias_ids[i], vocab);
-        if (!(p->logit_bias[i] >= -100.0f && p->logit_bias[i] <= 100.0f))
-            return lt_errf(err, LT_ERR_INVAL, "logit_bias values must be in [-100, 100]");
-    }
-    return LT_OK;
-}
-
 /* ---- sampler state ---- */
 
 typedef struct cand {
@@ -169,7 +129,7 @@ static int cand_cmp(const void *a, const void *b) {
 
 /* ---- sampling ---- */
 
-int wk_sample(wk_sampler_t *s, const wk_sampling_params_t *p, wk_rng_t *rng, float *logits,
+int wk_sample(wk_sampler_t *s, const ipc_params_t *p, wk_rng_t *rng, float *logits,
               const int32_t *prompt, int n_prompt, const int32_t *output, int n_output,
               wk_sample_result_t *res) {
     /* HOT */

@@ -18,27 +18,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define WK_MAX_LOGPROBS 20
+#include "msg.h"
 
-typedef struct wk_sampling_params {
-    float temperature;        /* 0: greedy (argmax) */
-    float top_p;              /* (0, 1]; 1 disables */
-    int top_k;                /* <= 0 disables */
-    float min_p;              /* [0, 1]; 0 disables */
-    float repetition_penalty; /* 1 disables; > 0 */
-    float presence_penalty;   /* [-2, 2] */
-    float frequency_penalty;  /* [-2, 2] */
-    int n_logit_bias;
-    const int32_t *logit_bias_ids; /* (n_logit_bias) */
-    const float *logit_bias;       /* (n_logit_bias) added to the logit, [-100, 100] */
-    int logprobs;                  /* top alternatives to report, 0..WK_MAX_LOGPROBS; < 0: none */
-} wk_sampling_params_t;
+#define WK_MAX_LOGPROBS IPC_MAX_LOGPROBS
 
-/* Neutral parameters: greedy, no filters, no penalties, no logprobs. */
-void wk_sampling_defaults(wk_sampling_params_t *p);
-
-/* Validates ranges; a message naming the parameter goes to err. */
-int wk_sampling_validate(const wk_sampling_params_t *p, int vocab, char *err);
+/* The parameters are the request's own ipc_params_t (ipc/msg.h), checked by the engine with
+ * ipc_params_check before they reach the sampler. */
 
 /* A request's generator: xoshiro256** seeded by splitmix64 from the seed. */
 typedef struct wk_rng {
@@ -65,7 +50,7 @@ void wk_sampler_destroy(wk_sampler_t **s);
 
 /* Samples one token from logits (vocab), which it may modify. prompt/output are the request's
  * token history for the penalties (output counts are derived from `output`). HOT */
-int wk_sample(wk_sampler_t *s, const wk_sampling_params_t *p, wk_rng_t *rng, float *logits,
+int wk_sample(wk_sampler_t *s, const ipc_params_t *p, wk_rng_t *rng, float *logits,
               const int32_t *prompt, int n_prompt, const int32_t *output, int n_output,
               wk_sample_result_t *res);
 

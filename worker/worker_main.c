@@ -4,6 +4,9 @@
  * broadcast on the shared-memory ring. Rank 0 samples and returns the tokens; all ranks join the
  * shared-memory all-reduce inside the forward pass.
  *
+ * Every rank keeps the identity of the sequences it computes (the STEP entry that first schedules
+ * a request carries it), so its logs and SIGUSR1 dumps name requests by the id the client knows.
+ *
  * It never decides scheduling and never talks to the frontend (DESIGN.md §1). It exits when the
  * ring closes or SHUTDOWN arrives, and dies with the engine (PR_SET_PDEATHSIG).
  */
@@ -14,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "ipc.h"
 #include "lt.h"
 #include "msg.h"
@@ -21,29 +25,37 @@
 #include "sampler.h"
 #include "worker.h"
 
-/* ---- per-request sampling state (rank 0) ---- */
+/* ---- per-sequence state ---- */
 
+/* A sequence the engine scheduled on this rank: its identity on every rank; on rank 0 also its
+ * parameters, generator and token history (for the penalties). */
 typedef struct seq_state {
     uint64_t id; /* 0: free slot */
-    ipc_sampling_t sp;
-    wk_sampling_params_t params;
+    ipc_ident_t ident;
+    ipc_params_t params;
     wk_rng_t rng;
-    int32_t *hist; /* prompt then output ids, for the penalties */
+    int32_t *hist; /* (cap) prompt then output ids: rank 0 only */
     int n_prompt, n_out, cap;
+    uint64_t first_step, last_step;
 } seq_state_t;
 
 typedef struct worker {
-    int rank, tp;
+    ipc_engine_args_t args;
+    const char *ring_name, *ar_name, *results;
+    int rank;
     wk_model_t *m;
     wk_kv_cache_t *kv;
     wk_ctx_t *ctx;
     wk_sampler_t *sampler;
-    float *logits; /* (max_num_seqs, vocab) */
+    float *logits; /* (max_num_seqs, vocab): rank 0 */
     seq_state_t *seqs;
     int n_seq_slots;
     ipc_step_t step;
     ipc_result_t result;
     int max_model_len;
+    long long n_blocks;
+    size_t block_bytes;
+    uint64_t n_steps;
 } worker_t;
 
 static seq_state_t *seq_find(worker_t *w, uint64_t id) {
@@ -52,35 +64,61 @@ static seq_state_t *seq_find(worker_t *w, uint64_t id) {
     return NULL;
 }
 
-static void seq_apply_new(worker_t *w, const ipc_step_new_t *nw, const int32_t *prompt) {
+/* A request the engine schedules for the first time (or again after a preemption). Fails only
+ * when no slot is free: the engine never schedules more than max_num_seqs at once and releases
+ * finished ones first, so that means the two disagree, and the step fails with an error rather
+ * than sampling the request differently from what it asked. */
+static int seq_apply_new(worker_t *w, const ipc_step_new_t *nw, const int32_t *prompt, char *err) {
     seq_state_t *s = seq_find(w, nw->id);
-    if (s) return; /* resumed after preemption: keep the generator and history */
-    s = seq_find(w, 0);
-    if (!s) {
-        LT_ERROR("no free sequence slot for request %llu", (unsigned long long)nw->id);
-        return;
-    }
+    if (s) return LT_OK; /* resumed after preemption: keep the generator and history */
+    if (!(s = seq_find(w, 0)))
+        return lt_errf(err, LT_ERR_RANGE, "req=%s: no free sequence slot (%d in use)", nw->ident.id,
+                       w->n_seq_slots);
     s->id = nw->id;
-    s->sp = nw->sampling;
-    wk_sampling_defaults(&s->params);
-    s->params.temperature = s->sp.temperature;
-    s->params.top_p = s->sp.top_p;
-    s->params.top_k = s->sp.top_k;
-    s->params.min_p = s->sp.min_p;
-    s->params.repetition_penalty = s->sp.repetition_penalty;
-    s->params.presence_penalty = s->sp.presence_penalty;
-    s->params.frequency_penalty = s->sp.frequency_penalty;
-    s->params.logprobs = s->sp.logprobs;
-    s->params.n_logit_bias = s->sp.n_logit_bias;
-    s->params.logit_bias_ids = s->sp.logit_bias_ids;
-    s->params.logit_bias = s->sp.logit_bias;
-    wk_rng_seed(&s->rng, s->sp.has_seed ? s->sp.seed : (lt_now_ns() ^ (nw->id << 17)));
+    s->ident = nw->ident;
+    s->params = nw->params;
+    s->first_step = s->last_step = w->step.step_id;
+    s->n_out = 0;
+    s->n_prompt = 0;
+    if (w->rank != 0) return LT_OK;
+    wk_rng_seed(&s->rng, s->params.has_seed ? s->params.seed : (lt_now_ns() ^ (nw->id << 17)));
     s->n_prompt = nw->n_prompt < s->cap ? nw->n_prompt : s->cap;
     memcpy(s->hist, prompt, (size_t)s->n_prompt * sizeof *prompt);
-    s->n_out = 0;
+    return LT_OK;
 }
 
 /* ---- one step ---- */
+
+/* Rank 0: samples every sampled row into the result. */
+static int sample_step(worker_t *w, char *err) {
+    const ipc_step_t *st = &w->step;
+    int vocab = w->m->cfg.vocab_size;
+    ipc_result_t *res = &w->result;
+    res->step_id = st->step_id;
+    res->n = st->n_sampled;
+    res->error = 0;
+    for (int i = 0; i < st->n_sampled; i++) {
+        uint64_t id = st->seq_ids[st->sample_seqs[i]];
+        seq_state_t *s = seq_find(w, id);
+        if (!s)
+            return lt_errf(err, LT_ERR_INVAL, "step %llu samples request %llu, never announced",
+                           (unsigned long long)st->step_id, (unsigned long long)id);
+        ipc_out_item_t *it = &res->items[i];
+        memset(it, 0, sizeof *it);
+        it->id = id;
+        wk_sample_result_t sr;
+        int rc = wk_sample(w->sampler, &s->params, &s->rng, w->logits + (size_t)i * vocab, s->hist,
+                           s->n_prompt, s->hist + s->n_prompt, s->n_out, &sr);
+        if (rc) return lt_errf(err, rc, "req=%s: sampling failed", s->ident.id);
+        it->token = sr.token;
+        it->logprob = sr.logprob;
+        it->n_top = sr.n_top;
+        memcpy(it->top_ids, sr.top_ids, sizeof(int32_t) * (size_t)sr.n_top);
+        memcpy(it->top_logprobs, sr.top_logprobs, sizeof(float) * (size_t)sr.n_top);
+        if (s->n_prompt + s->n_out < s->cap) s->hist[s->n_prompt + s->n_out++] = sr.token;
+    }
+    return LT_OK;
+}
 
 static int run_step(worker_t *w, char *err) {
     ipc_step_t *st = &w->step;
@@ -88,10 +126,16 @@ static int run_step(worker_t *w, char *err) {
         seq_state_t *s = seq_find(w, st->finished[i]);
         if (s) s->id = 0;
     }
-    if (w->rank == 0)
-        for (int i = 0; i < st->n_new; i++)
-            seq_apply_new(w, &st->news[i], st->new_prompts + (size_t)i * st->max_prompt);
+    for (int i = 0; i < st->n_new; i++) {
+        int rc = seq_apply_new(w, &st->news[i], st->new_prompts + (size_t)i * st->max_prompt, err);
+        if (rc) return rc;
+    }
     if (st->n_tokens == 0) return LT_OK;
+    w->n_steps++;
+    for (int i = 0; i < st->n_seqs; i++) {
+        seq_state_t *s = seq_find(w, st->seq_ids[i]);
+        if (s) s->last_step = st->step_id;
+    }
     const int32_t *tables[st->n_seqs > 0 ? st->n_seqs : 1];
     for (int i = 0; i < st->n_seqs; i++) tables[i] = st->tables + (size_t)i * st->max_blocks;
     wk_batch_t b = {.n_tokens = st->n_tokens,
@@ -105,142 +149,90 @@ static int run_step(worker_t *w, char *err) {
                     .logits_rows = st->sample_rows};
     int rc = wk_forward(w->m, w->kv, w->ctx, &b, w->logits, err);
     if (rc || w->rank != 0) return rc;
-    int vocab = w->m->cfg.vocab_size;
-    ipc_result_t *res = &w->result;
-    res->step_id = st->step_id;
-    res->n = st->n_sampled;
-    res->error = 0;
-    for (int i = 0; i < st->n_sampled; i++) {
-        uint64_t id = st->seq_ids[st->sample_seqs[i]];
-        seq_state_t *s = seq_find(w, id);
-        ipc_out_item_t *it = &res->items[i];
-        memset(it, 0, sizeof *it);
-        it->id = id;
-        wk_sample_result_t sr;
-        wk_sampling_params_t greedy;
-        wk_sampling_defaults(&greedy);
-        if (s)
-            rc = wk_sample(w->sampler, &s->params, &s->rng, w->logits + (size_t)i * vocab, s->hist,
-                           s->n_prompt, s->hist + s->n_prompt, s->n_out, &sr);
-        else /* state lost (should not happen): greedy keeps the request alive */
-            rc = wk_sample(w->sampler, &greedy, NULL, w->logits + (size_t)i * vocab, NULL, 0, NULL,
-                           0, &sr);
-        if (rc) return lt_errf(err, rc, "sampling failed for request %llu", (unsigned long long)id);
-        it->token = sr.token;
-        it->logprob = sr.logprob;
-        it->n_top = sr.n_top;
-        memcpy(it->top_ids, sr.top_ids, sizeof(int32_t) * (size_t)sr.n_top);
-        memcpy(it->top_logprobs, sr.top_logprobs, sizeof(float) * (size_t)sr.n_top);
-        if (s && s->n_prompt + s->n_out < s->cap) s->hist[s->n_prompt + s->n_out++] = sr.token;
-    }
-    return LT_OK;
+    return sample_step(w, err);
 }
 
-/* ---- main ---- */
+/* ---- dump ---- */
+
+static void dump_state(const worker_t *w) {
+    char args[512];
+    ipc_engine_args_str(&w->args, args, sizeof args);
+    int live = 0;
+    for (int i = 0; i < w->n_seq_slots; i++) live += w->seqs[i].id != 0;
+    LT_INFO("state dump: rank %d/%d pid %d, %lld KV blocks of %d tokens (%.0f MiB), weights %.0f "
+            "MiB, %llu steps, %d live sequences; model=%s %s",
+            w->rank, w->args.tensor_parallel_size, (int)getpid(), w->n_blocks, w->args.block_size,
+            (double)w->n_blocks * (double)w->block_bytes / 1048576.0,
+            w->m->weight_bytes / 1048576.0, (unsigned long long)w->n_steps, live, w->args.model,
+            args);
+    for (int i = 0; i < w->n_seq_slots; i++) {
+        const seq_state_t *s = &w->seqs[i];
+        if (!s->id) continue;
+        LT_INFO("state dump: req=%s engine id %llu traceparent=%s steps %llu..%llu%s", s->ident.id,
+                (unsigned long long)s->id, s->ident.traceparent[0] ? s->ident.traceparent : "-",
+                (unsigned long long)s->first_step, (unsigned long long)s->last_step,
+                w->rank == 0 ? "" : " (not sampled on this rank)");
+        if (w->rank == 0)
+            LT_INFO("state dump: req=%s prompt %d tokens, %d generated, temperature %g, top_p %g, "
+                    "top_k %d, seed %s",
+                    s->ident.id, s->n_prompt, s->n_out, s->params.temperature, s->params.top_p,
+                    s->params.top_k, s->params.has_seed ? "set" : "none");
+    }
+}
+
+/* ---- start-up ---- */
 
 static void usage(void) {
     fprintf(stderr, "lantern __worker: internal; started by the engine\n");
 }
 
-int wk_worker_main(int argc, char **argv) {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"rank", required_argument, 0, 'r'},
-                                         {"tp", required_argument, 0, 't'},
-                                         {"ring", required_argument, 0, 'R'},
-                                         {"allreduce", required_argument, 0, 'A'},
-                                         {"results", required_argument, 0, 'o'},
-                                         {"max-num-seqs", required_argument, 0, 's'},
-                                         {"max-num-batched-tokens", required_argument, 0, 'b'},
-                                         {"max-model-len", required_argument, 0, 'l'},
-                                         {"block-size", required_argument, 0, 'B'},
-                                         {"kv-cache-memory", required_argument, 0, 'k'},
-                                         {"threads", required_argument, 0, 'T'},
-                                         {0, 0, 0, 0}};
-    const char *model = NULL, *ring_name = NULL, *ar_name = NULL, *results = NULL;
-    int rank = 0, tp = 1, max_seqs = 64, max_batched = 2048, max_len = 0, block_size = 16,
-        threads = 0;
-    long long kv_mem = 1ll << 30;
+/* The worker's own flags (its place in the tree) beside the engine arguments. */
+enum { OPT_RANK = 1, OPT_RING, OPT_ALLREDUCE, OPT_RESULTS };
+
+static int parse_args(worker_t *w, int argc, char **argv) {
+    static const struct option own[] = {{"rank", required_argument, 0, OPT_RANK},
+                                        {"ring", required_argument, 0, OPT_RING},
+                                        {"allreduce", required_argument, 0, OPT_ALLREDUCE},
+                                        {"results", required_argument, 0, OPT_RESULTS}};
+    struct option opts[32];
+    char err[LT_ERR_LEN];
+    ipc_engine_args_defaults(&w->args);
+    if (ipc_engine_opts_table(own, 4, opts, 32) < 0) return 2;
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int rc = ipc_engine_args_set(&w->args, o, optarg, err);
+        if (rc < 0) {
+            fprintf(stderr, "lantern __worker: %s\n", err);
+            return 2;
+        }
+        if (rc == 0) continue;
         switch (o) {
-        case 'm': model = optarg; break;
-        case 'r': rank = atoi(optarg); break;
-        case 't': tp = atoi(optarg); break;
-        case 'R': ring_name = optarg; break;
-        case 'A': ar_name = optarg; break;
-        case 'o': results = optarg; break;
-        case 's': max_seqs = atoi(optarg); break;
-        case 'b': max_batched = atoi(optarg); break;
-        case 'l': max_len = atoi(optarg); break;
-        case 'B': block_size = atoi(optarg); break;
-        case 'k': kv_mem = atoll(optarg); break;
-        case 'T': threads = atoi(optarg); break;
+        case OPT_RANK: w->rank = atoi(optarg); break;
+        case OPT_RING: w->ring_name = optarg; break;
+        case OPT_ALLREDUCE: w->ar_name = optarg; break;
+        case OPT_RESULTS: w->results = optarg; break;
         default: usage(); return 2;
         }
     }
-    if (!model || !ring_name || !results || tp < 1 || rank < 0 || rank >= tp) {
+    if (!w->args.model || !w->ring_name || !w->results || optind < argc || w->rank < 0 ||
+        w->rank >= w->args.tensor_parallel_size || ipc_engine_args_resolve(&w->args, err)) {
         usage();
         return 2;
     }
-    lt_log_set_role("worker", rank);
-    lt_signals_install();
-    if (threads > 0) omp_set_num_threads(threads);
-    /* set by `lantern serve --batch-invariant` for the whole tree */
-    const char *bi = getenv("LANTERN_BATCH_INVARIANT");
-    if (bi && *bi && strcmp(bi, "0") != 0) {
-        wk_set_batch_invariant(true);
-        LT_INFO("batch-invariant mode: quantized kernels for every batch size");
-    }
-    char err[LT_ERR_LEN];
-    worker_t w = {.rank = rank, .tp = tp};
-    ipc_step_t *st = &w.step; /* before any goto: the clean-up frees its buffers */
-    ipc_ctx_t *ctx = NULL;
-    ipc_sock_t *out = NULL;
-    ipc_ring_t *ring = NULL;
-    ipc_allreduce_t *ar = NULL;
-    ipc_writer_t wr;
-    ipc_envelope_t env;
-    int status = 1;
-    bool wr_ok = false, env_ok = false, started = false;
-    const void *data;
-    size_t len;
-    ipc_hello_t h;
-    if (ipc_writer_init(&wr, 1 << 16, err) || !(wr_ok = true) || ipc_envelope_init(&env, 0, err) ||
-        !(env_ok = true) || ipc_ctx_create(&ctx, err) ||
-        ipc_sock_create(ctx, IPC_PUSH, 0, &out, err) || ipc_sock_connect(out, results, err))
-        goto fail;
-    wk_load_opts_t lo = {.tp_rank = rank, .tp_size = tp};
-    if (wk_model_load(model, &lo, &w.m, err)) goto fail;
-    const lt_model_config_t *c = &w.m->cfg;
-    w.max_model_len = max_len > 0 && max_len < c->max_seq_len ? max_len : c->max_seq_len;
-    size_t block_bytes =
-        (size_t)2 * c->n_layer * w.m->n_kv_head_local * block_size * c->head_dim * sizeof(float);
-    long long nb = kv_mem / (long long)block_bytes;
-    if (nb < 1) {
-        lt_errf(err, LT_ERR_RANGE, "--kv-cache-memory %lld bytes holds no %zu-byte KV block",
-                kv_mem, block_bytes);
-        goto fail;
-    }
-    if (nb > (1 << 24)) nb = 1 << 24;
-    if (wk_kv_cache_create(w.m, (int)nb, block_size, &w.kv, err) ||
-        wk_ctx_create(w.m, max_batched, w.max_model_len, &w.ctx, err))
-        goto fail;
-    if (tp > 1) {
-        int rc;
-        for (int i = 0;
-             i < 3000 && (rc = ipc_allreduce_attach(ar_name, rank, &ar, err)) == IPC_AGAIN; i++)
-            usleep(10000);
-        if (rc) goto fail;
-        wk_ctx_set_allreduce(w.ctx, ipc_allreduce_hook, ar);
-    }
-    /* step buffers, sized for the largest plan the engine may send */
-    int max_blocks = (w.max_model_len + block_size - 1) / block_size;
+    return 0;
+}
+
+/* Step buffers, sized for the largest plan the engine may send, and rank 0's sampling state. */
+static int alloc_buffers(worker_t *w, char *err) {
+    const int max_seqs = w->args.max_num_seqs, max_batched = w->args.max_num_batched_tokens;
+    const int max_blocks = (w->max_model_len + w->args.block_size - 1) / w->args.block_size;
+    ipc_step_t *st = &w->step;
     st->cap_tokens = max_batched;
     st->cap_seqs = max_seqs;
     st->max_blocks = max_blocks;
     st->cap_new = max_seqs;
-    st->max_prompt = w.max_model_len;
+    st->max_prompt = w->max_model_len;
     st->cap_finished = 4 * max_seqs;
     st->tokens = malloc(sizeof(int32_t) * (size_t)max_batched);
     st->pos = malloc(sizeof(int32_t) * (size_t)max_batched);
@@ -251,91 +243,189 @@ int wk_worker_main(int argc, char **argv) {
     st->sample_rows = malloc(sizeof(int32_t) * (size_t)max_seqs);
     st->sample_seqs = malloc(sizeof(int32_t) * (size_t)max_seqs);
     st->news = malloc(sizeof(ipc_step_new_t) * (size_t)max_seqs);
-    st->new_prompts = malloc(sizeof(int32_t) * (size_t)max_seqs * (size_t)w.max_model_len);
+    st->new_prompts = malloc(sizeof(int32_t) * (size_t)max_seqs * (size_t)w->max_model_len);
     st->finished = malloc(sizeof(uint64_t) * (size_t)st->cap_finished);
-    w.result.cap = max_seqs;
-    w.result.items = malloc(sizeof(ipc_out_item_t) * (size_t)max_seqs);
+    w->result.cap = max_seqs;
+    w->result.items = malloc(sizeof(ipc_out_item_t) * (size_t)max_seqs);
+    /* twice max_num_seqs: a finished sequence's slot is freed by the plan that also announces
+     * its successor, so both may be listed at once */
+    w->n_seq_slots = 2 * max_seqs;
+    w->seqs = calloc((size_t)w->n_seq_slots, sizeof *w->seqs);
     if (!st->tokens || !st->pos || !st->seq_idx || !st->seq_ids || !st->table_lens || !st->tables ||
         !st->sample_rows || !st->sample_seqs || !st->news || !st->new_prompts || !st->finished ||
-        !w.result.items) {
-        lt_errf(err, LT_ERR_NOMEM, "out of memory for step buffers");
-        goto fail;
+        !w->result.items || !w->seqs)
+        return lt_errf(err, LT_ERR_NOMEM, "out of memory for step buffers");
+    if (w->rank != 0) return LT_OK;
+    const int vocab = w->m->cfg.vocab_size;
+    w->logits = malloc(sizeof(float) * (size_t)max_seqs * (size_t)vocab);
+    if (!w->logits) return lt_errf(err, LT_ERR_NOMEM, "out of memory for logits");
+    for (int i = 0; i < w->n_seq_slots; i++) {
+        w->seqs[i].cap = w->max_model_len + 1;
+        w->seqs[i].hist = malloc(sizeof(int32_t) * (size_t)w->seqs[i].cap);
+        if (!w->seqs[i].hist) return lt_errf(err, LT_ERR_NOMEM, "out of memory for histories");
     }
-    if (rank == 0) {
-        w.n_seq_slots = 2 * max_seqs;
-        w.seqs = calloc((size_t)w.n_seq_slots, sizeof *w.seqs);
-        w.logits = malloc(sizeof(float) * (size_t)max_seqs * c->vocab_size);
-        if (!w.seqs || !w.logits || wk_sampler_create(c->vocab_size, &w.sampler, err)) goto fail;
-        for (int i = 0; i < w.n_seq_slots; i++) {
-            w.seqs[i].cap = w.max_model_len + 1;
-            w.seqs[i].hist = malloc(sizeof(int32_t) * (size_t)w.seqs[i].cap);
-            if (!w.seqs[i].hist) goto fail;
-        }
+    return wk_sampler_create(vocab, &w->sampler, err);
+}
+
+static void free_buffers(worker_t *w) {
+    ipc_step_t *st = &w->step;
+    free(st->tokens);
+    free(st->pos);
+    free(st->seq_idx);
+    free(st->seq_ids);
+    free(st->table_lens);
+    free(st->tables);
+    free(st->sample_rows);
+    free(st->sample_seqs);
+    free(st->news);
+    free(st->new_prompts);
+    free(st->finished);
+    free(w->result.items);
+    if (w->seqs)
+        for (int i = 0; i < w->n_seq_slots; i++) free(w->seqs[i].hist);
+    free(w->seqs);
+    free(w->logits);
+    wk_sampler_destroy(&w->sampler);
+}
+
+/* Model, KV cache, scratch and the all-reduce group. */
+static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
+    const ipc_engine_args_t *a = &w->args;
+    if (a->gpu_memory_utilization > 0)
+        return lt_errf(err, LT_ERR_UNSUPPORTED,
+                       "--gpu-memory-utilization sizes the KV cache of the CUDA backend; this "
+                       "worker runs the CPU backend: size it with --kv-cache-memory");
+    omp_set_num_threads(a->threads);
+    if (a->batch_invariant) {
+        wk_set_batch_invariant(true);
+        LT_INFO("batch-invariant mode: quantized kernels for every batch size");
     }
-    {
-        int rc;
-        for (int i = 0; i < 3000 && (rc = ipc_ring_attach(ring_name, (uint32_t)rank, ctx, &ring,
-                                                          err)) == IPC_AGAIN;
+    wk_load_opts_t lo = {.tp_rank = w->rank, .tp_size = a->tensor_parallel_size};
+    int rc = wk_model_load(a->model, &lo, &w->m, err);
+    if (rc) return rc;
+    const lt_model_config_t *c = &w->m->cfg;
+    w->max_model_len = a->max_model_len > 0 && a->max_model_len < c->max_seq_len ? a->max_model_len
+                                                                                 : c->max_seq_len;
+    w->block_bytes = (size_t)2 * c->n_layer * w->m->n_kv_head_local * a->block_size * c->head_dim *
+                     sizeof(float);
+    w->n_blocks = a->kv_cache_memory / (long long)w->block_bytes;
+    if (w->n_blocks < 1)
+        return lt_errf(err, LT_ERR_RANGE, "--kv-cache-memory %lld bytes holds no %zu-byte KV block",
+                       a->kv_cache_memory, w->block_bytes);
+    if (w->n_blocks > (1 << 24)) w->n_blocks = 1 << 24;
+    if ((rc = wk_kv_cache_create(w->m, (int)w->n_blocks, a->block_size, &w->kv, err)) ||
+        (rc = wk_ctx_create(w->m, a->max_num_batched_tokens, w->max_model_len, &w->ctx, err)))
+        return rc;
+    if (a->tensor_parallel_size > 1) {
+        for (int i = 0;
+             i < 3000 && (rc = ipc_allreduce_attach(w->ar_name, w->rank, ar, err)) == IPC_AGAIN;
              i++)
             usleep(10000);
-        if (rc) goto fail;
+        if (rc) return rc;
+        wk_ctx_set_allreduce(w->ctx, ipc_allreduce_hook, *ar);
     }
-    h = (ipc_hello_t){.role = 1,
-                      .rank = rank,
-                      .pid = (int)getpid(),
-                      .num_blocks = (int)nb,
-                      .vocab = c->vocab_size,
-                      .eos_id = c->eos_id,
-                      .bos_id = c->bos_id,
-                      .max_model_len = w.max_model_len,
-                      .block_size = block_size};
-    if (ipc_msg_hello_write(&wr, &h, &data, &len, err) ||
-        ipc_sock_send(out, NULL, data, len, 5000, err))
-        goto fail;
-    started = true;
-    LT_INFO("ready: %s shard %d/%d, %lld KV blocks of %d tokens (%.0f MiB)", model, rank, tp, nb,
-            block_size, (double)nb * block_bytes / 1048576.0);
+    return alloc_buffers(w, err);
+}
 
+/* ---- the loop ---- */
+
+/* Runs step plans until the ring closes or SHUTDOWN (0), or a failure (an error code). */
+static int serve(worker_t *w, ipc_ring_t *ring, ipc_sock_t *out, ipc_writer_t *wr,
+                 ipc_envelope_t *env, char *err) {
+    ipc_step_t *st = &w->step;
+    const void *data;
+    size_t len;
     while (!lt_sig_shutdown) {
         if (lt_sig_dump) {
             lt_sig_dump = 0;
-            LT_INFO("state: rank %d/%d pid %d, %d KV blocks of %d tokens, weights %.0f MiB", rank,
-                    tp, (int)getpid(), (int)nb, block_size, w.m->weight_bytes / 1048576.0);
+            dump_state(w);
         }
         const void *msg;
         size_t mlen;
         int rc = ipc_ring_read(ring, &msg, &mlen, 200, err);
         if (rc == IPC_AGAIN) continue;
-        if (rc == IPC_CLOSED) break;
-        if (rc < 0) goto fail;
-        rc = ipc_envelope_decode(msg, mlen, &env, err);
-        if (rc == 0 && env.type == IPC_MSG_SHUTDOWN) {
+        if (rc == IPC_CLOSED) return 0;
+        if (rc < 0) return rc;
+        rc = ipc_envelope_decode(msg, mlen, env, err);
+        if (rc == 0 && env->type == IPC_MSG_SHUTDOWN) {
             ipc_ring_release(ring);
-            break;
+            return 0;
         }
-        if (rc == 0) rc = ipc_msg_step_read(&env, st, err);
+        if (rc == 0) rc = ipc_msg_step_read(env, st, err);
         ipc_ring_release(ring);
         if (rc) {
             LT_ERROR("dropped a malformed step message: %s", err);
             continue;
         }
-        rc = run_step(&w, err);
-        if (rank == 0 && (st->n_tokens > 0 || rc)) { /* a plan with no rows gets no reply */
+        rc = run_step(w, err);
+        if (w->rank == 0 && (st->n_tokens > 0 || rc)) { /* a plan with no rows gets no reply */
             if (rc) {
-                w.result.step_id = st->step_id;
-                w.result.n = 0;
-                w.result.error = rc;
-                snprintf(w.result.err_text, sizeof w.result.err_text, "%.255s", err);
+                w->result.step_id = st->step_id;
+                w->result.n = 0;
+                w->result.error = rc;
+                snprintf(w->result.err_text, sizeof w->result.err_text, "%.255s", err);
             }
-            if (ipc_msg_result_write(&wr, &w.result, &data, &len, err) ||
-                ipc_sock_send(out, NULL, data, len, 5000, err))
-                goto fail;
+            char e2[LT_ERR_LEN];
+            if (ipc_msg_result_write(wr, &w->result, &data, &len, e2) ||
+                ipc_sock_send(out, NULL, data, len, 5000, e2)) {
+                snprintf(err, LT_ERR_LEN, "%s", e2);
+                return LT_ERR_IO;
+            }
         }
         if (rc) {
             LT_ERROR("step %llu failed: %s", (unsigned long long)st->step_id, err);
-            if (tp > 1) goto fail; /* a broken all-reduce group cannot go on */
+            if (w->args.tensor_parallel_size > 1) return rc; /* a broken group cannot go on */
         }
     }
+    return 0;
+}
+
+int wk_worker_main(int argc, char **argv) {
+    worker_t w = {0};
+    int status = parse_args(&w, argc, argv);
+    if (status) return status;
+    lt_log_set_role("worker", w.rank);
+    lt_signals_install();
+    char err[LT_ERR_LEN];
+    ipc_ctx_t *ctx = NULL;
+    ipc_sock_t *out = NULL;
+    ipc_ring_t *ring = NULL;
+    ipc_allreduce_t *ar = NULL;
+    ipc_writer_t wr;
+    ipc_envelope_t env;
+    bool wr_ok = false, env_ok = false, started = false;
+    const void *data;
+    size_t len;
+    status = 1;
+    if (ipc_writer_init(&wr, 1 << 16, err) || !(wr_ok = true) || ipc_envelope_init(&env, 0, err) ||
+        !(env_ok = true) || ipc_ctx_create(&ctx, err) ||
+        ipc_sock_create(ctx, IPC_PUSH, 0, &out, err) || ipc_sock_connect(out, w.results, err) ||
+        load(&w, &ar, err))
+        goto fail;
+    int rc;
+    for (int i = 0; i < 3000 && (rc = ipc_ring_attach(w.ring_name, (uint32_t)w.rank, ctx, &ring,
+                                                      err)) == IPC_AGAIN;
+         i++)
+        usleep(10000);
+    if (rc) goto fail;
+    const lt_model_config_t *c = &w.m->cfg;
+    ipc_hello_t h = {.role = 1,
+                     .rank = w.rank,
+                     .pid = (int)getpid(),
+                     .num_blocks = (int)w.n_blocks,
+                     .vocab = c->vocab_size,
+                     .eos_id = c->eos_id,
+                     .bos_id = c->bos_id,
+                     .max_model_len = w.max_model_len,
+                     .block_size = w.args.block_size};
+    if (ipc_msg_hello_write(&wr, &h, &data, &len, err) ||
+        ipc_sock_send(out, NULL, data, len, 5000, err))
+        goto fail;
+    started = true;
+    LT_INFO("ready: %s shard %d/%d, %lld KV blocks of %d tokens (%.0f MiB), %d threads",
+            w.args.model, w.rank, w.args.tensor_parallel_size, w.n_blocks, w.args.block_size,
+            (double)w.n_blocks * (double)w.block_bytes / 1048576.0, w.args.threads);
+    if (serve(&w, ring, out, &wr, &env, err)) goto fail;
     status = 0;
     goto out;
 fail:
@@ -354,23 +444,7 @@ out:
     ipc_ctx_destroy(&ctx);
     if (wr_ok) ipc_writer_fini(&wr);
     if (env_ok) ipc_envelope_fini(&env);
-    free(st->tokens);
-    free(st->pos);
-    free(st->seq_idx);
-    free(st->seq_ids);
-    free(st->table_lens);
-    free(st->tables);
-    free(st->sample_rows);
-    free(st->sample_seqs);
-    free(st->news);
-    free(st->new_prompts);
-    free(st->finished);
-    free(w.result.items);
-    if (w.seqs)
-        for (int i = 0; i < w.n_seq_slots; i++) free(w.seqs[i].hist);
-    free(w.seqs);
-    free(w.logits);
-    wk_sampler_destroy(&w.sampler);
+    free_buffers(&w);
     wk_ctx_destroy(&w.ctx);
     wk_kv_cache_destroy(&w.kv);
     wk_model_free(&w.m);

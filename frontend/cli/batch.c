@@ -27,7 +27,7 @@ typedef struct job {
     int32_t *prompt;
     int n_prompt;
     lantern_request_t req;
-    int32_t stop_ids[64];
+    char rid[32]; /* "batch-<line>": the request id in every process's logs */
     /* results */
     int32_t *out;
     int n_out, cap_out;
@@ -43,6 +43,7 @@ static void *job_main(void *arg) {
     lantern_token_t toks[64];
     lantern_output_t o = {.tokens = toks, .tokens_cap = 64};
     uint64_t id;
+    j->req.request_id = j->rid; /* here: the jobs array moved while it grew */
     j->submit_rc = lantern_submit(j->l, &j->req, &id, j->err);
     if (j->submit_rc == 0) {
         j->id = id;
@@ -109,31 +110,31 @@ static int parse_job(const char *line, job_t *j, char *err) {
     }
     j->req.prompt = j->prompt;
     j->req.n_prompt = n;
+    ipc_params_t *p = &j->req.params;
     const cJSON *v;
     if ((v = cJSON_GetObjectItem(o, "max_tokens")) && cJSON_IsNumber(v))
-        j->req.max_tokens = v->valueint;
+        p->max_tokens = v->valueint;
     if ((v = cJSON_GetObjectItem(o, "min_tokens")) && cJSON_IsNumber(v))
-        j->req.min_tokens = v->valueint;
-    if ((v = cJSON_GetObjectItem(o, "ignore_eos"))) j->req.ignore_eos = cJSON_IsTrue(v);
+        p->min_tokens = v->valueint;
+    if ((v = cJSON_GetObjectItem(o, "ignore_eos"))) p->ignore_eos = cJSON_IsTrue(v);
     if ((v = cJSON_GetObjectItem(o, "temperature")) && cJSON_IsNumber(v))
-        j->req.sampling.temperature = (float)v->valuedouble;
+        p->temperature = (float)v->valuedouble;
     if ((v = cJSON_GetObjectItem(o, "top_p")) && cJSON_IsNumber(v))
-        j->req.sampling.top_p = (float)v->valuedouble;
-    if ((v = cJSON_GetObjectItem(o, "top_k")) && cJSON_IsNumber(v))
-        j->req.sampling.top_k = v->valueint;
+        p->top_p = (float)v->valuedouble;
+    if ((v = cJSON_GetObjectItem(o, "top_k")) && cJSON_IsNumber(v)) p->top_k = v->valueint;
     if ((v = cJSON_GetObjectItem(o, "seed")) && cJSON_IsNumber(v)) {
-        j->req.sampling.has_seed = true;
-        j->req.sampling.seed = (uint64_t)v->valuedouble;
+        p->has_seed = true;
+        p->seed = (uint64_t)v->valuedouble;
     }
     if ((v = cJSON_GetObjectItem(o, "stop_token_ids")) && cJSON_IsArray(v)) {
         int k = cJSON_GetArraySize(v);
-        if (k > 64) k = 64;
-        for (int i = 0; i < k; i++) j->stop_ids[i] = cJSON_GetArrayItem(v, i)->valueint;
-        j->req.stop_token_ids = j->stop_ids;
-        j->req.n_stop_token_ids = k;
+        if (k > IPC_MAX_STOP_IDS) k = IPC_MAX_STOP_IDS;
+        for (int i = 0; i < k; i++) p->stop_ids[i] = cJSON_GetArrayItem(v, i)->valueint;
+        p->n_stop_ids = k;
     }
+    int rc = ipc_params_check(p, 0, NULL, err);
     cJSON_Delete(o);
-    return LT_OK;
+    return rc;
 }
 
 static const char *finish_name(lantern_finish_t f) {
@@ -147,60 +148,57 @@ static const char *finish_name(lantern_finish_t f) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: lantern batch --input FILE [--output FILE] [--model PATH]\n"
-               "                     [--concurrency N] [--tensor-parallel-size N]\n"
-               "                     [--max-num-seqs N] [--max-num-batched-tokens N]\n"
-               "                     [--block-size N] [--kv-cache-memory BYTES]\n"
-               "                     [--no-enable-prefix-caching] [--threads N]\n"
-               "\n"
-               "Runs every JSON-lines request of FILE through the engine, at most N at once\n"
-               "(default: all), writes one JSON line per request to --output (default: none)\n"
-               "and a JSON summary on stdout.\n");
+    fprintf(f,
+            "usage: lantern batch --input FILE [--output FILE] [--concurrency N] [engine options]\n"
+            "\n"
+            "Runs every JSON-lines request of FILE through the engine, at most N at once\n"
+            "(default: all), writes one JSON line per request to --output (default: none)\n"
+            "and a JSON summary on stdout. Request i is named batch-<i> in every process's\n"
+            "logs and dumps.\n"
+            "\n");
+    ipc_engine_args_help(f);
 }
 
+enum { OPT_INPUT = 1, OPT_OUTPUT, OPT_CONCURRENCY, OPT_HELP };
+
 int fe_cmd_batch(int argc, char **argv) {
-    static const struct option opts[] = {{"input", required_argument, 0, 'i'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"concurrency", required_argument, 0, 'c'},
-                                         {"tensor-parallel-size", required_argument, 0, 'P'},
-                                         {"max-num-seqs", required_argument, 0, 's'},
-                                         {"max-num-batched-tokens", required_argument, 0, 'b'},
-                                         {"block-size", required_argument, 0, 'B'},
-                                         {"kv-cache-memory", required_argument, 0, 'k'},
-                                         {"max-model-len", required_argument, 0, 'l'},
-                                         {"no-enable-prefix-caching", no_argument, 0, 'n'},
-                                         {"threads", required_argument, 0, 'T'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option own[] = {{"input", required_argument, 0, OPT_INPUT},
+                                        {"output", required_argument, 0, OPT_OUTPUT},
+                                        {"concurrency", required_argument, 0, OPT_CONCURRENCY},
+                                        {"help", no_argument, 0, OPT_HELP}};
+    struct option opts[32];
+    ipc_engine_opts_table(own, 4, opts, 32);
     lantern_engine_args_t a;
     lantern_engine_args_default(&a);
     const char *in_path = NULL, *out_path = NULL;
-    int concurrency = 0, o;
+    long long concurrency = 0;
+    char err[LT_ERR_LEN];
+    int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int rc = ipc_engine_args_set(&a, o, optarg, err);
+        if (rc < 0) {
+            fprintf(stderr, "lantern batch: %s\n", err);
+            return 2;
+        }
+        if (rc == 0) continue;
         switch (o) {
-        case 'i': in_path = optarg; break;
-        case 'o': out_path = optarg; break;
-        case 'm': a.model = optarg; break;
-        case 'c': concurrency = atoi(optarg); break;
-        case 'P': a.tensor_parallel_size = atoi(optarg); break;
-        case 's': a.max_num_seqs = atoi(optarg); break;
-        case 'b': a.max_num_batched_tokens = atoi(optarg); break;
-        case 'B': a.block_size = atoi(optarg); break;
-        case 'k': a.kv_cache_memory = atoll(optarg); break;
-        case 'l': a.max_model_len = atoi(optarg); break;
-        case 'n': a.enable_prefix_caching = false; break;
-        case 'T': a.threads_per_worker = atoi(optarg); break;
-        case 'h': usage(stdout); return 0;
+        case OPT_INPUT: in_path = optarg; break;
+        case OPT_OUTPUT: out_path = optarg; break;
+        case OPT_CONCURRENCY:
+            if (!lt_parse_long(optarg, 0, 1 << 20, &concurrency)) {
+                fprintf(stderr, "lantern batch: --concurrency must be a number\n");
+                return 2;
+            }
+            break;
+        case OPT_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (!in_path) {
+    if (!in_path || optind < argc) {
         usage(stderr);
         return 2;
     }
-    char err[LT_ERR_LEN];
     FILE *f = fopen(in_path, "r");
     if (!f) {
         fprintf(stderr, "lantern batch: cannot open %s\n", in_path);
@@ -219,6 +217,7 @@ int fe_cmd_batch(int argc, char **argv) {
             jobs = realloc(jobs, sizeof *jobs * (size_t)cap);
             memset(jobs + n_jobs, 0, sizeof *jobs * (size_t)(cap - n_jobs));
         }
+        snprintf(jobs[n_jobs].rid, sizeof jobs[n_jobs].rid, "batch-%d", n_jobs);
         if (parse_job(line, &jobs[n_jobs], err)) {
             fprintf(stderr, "lantern batch: %s line %d: %s\n", in_path, lineno, err);
             return 2;

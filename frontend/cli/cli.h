@@ -1,9 +1,9 @@
 /*
- * frontend.h — the `lantern` command line: subcommands and their shared helpers.
+ * cli.h — the `lantern` command line: subcommands and their shared helpers.
  * Single-threaded start-up code; each cmd_* returns the process exit status.
  */
-#ifndef FE_FRONTEND_H
-#define FE_FRONTEND_H
+#ifndef FE_CLI_H
+#define FE_CLI_H
 
 #include <stdbool.h>
 
@@ -13,25 +13,15 @@
 typedef int (*fe_in_process_fn)(const char *model, const int *prompt, int n_prompt, int max_tokens,
                                 bool ignore_eos, int threads);
 
-/* `lantern generate`: greedy generation from token ids, with prefill/decode throughput. */
+/* `lantern generate`: one request from the command line, text (--prompt, --chat) or token ids
+ * (--prompt-ids, greedy, with prefill/decode throughput). */
 int fe_cmd_generate(int argc, char **argv, fe_in_process_fn run_in_process);
 
 /* `lantern batch`: offline generation of JSON-lines requests through the process tree. */
 int fe_cmd_batch(int argc, char **argv);
 
-/* `lantern generate --prompt TEXT | --chat MESSAGE`: text in, streamed text out. */
-int fe_generate_text(int argc, char **argv);
-
-/* The model's chat template source (GGUF tokenizer.chat_template or tokenizer_config.json's
- * chat_template), malloc'd. */
-int fe_chat_template_source(const char *model_path, char **src, char *err);
-
 /* `lantern serve`: the OpenAI-compatible HTTP server. */
 int fe_cmd_serve(int argc, char **argv);
-
-/* Whole-string number parsing for flags: false when s is not a number in [lo, hi]. */
-bool fe_parse_float(const char *s, float lo, float hi, float *out);
-bool fe_parse_long(const char *s, long lo, long hi, long *out);
 
 /* Parses "1,2,3" into a malloc'd array; returns the count, or -1 with a message in err. */
 int fe_parse_ids(const char *s, int **out, char *err);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "lt.h"
 
 /* The other processes of the tree are this binary under hidden subcommands: the executable is
  * the one place that links every module (the frontend's libraries link neither the engine nor
@@ -37,7 +38,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("lantern 0.1.0\n");
+        printf("lantern %s\n", lt_version());
         return 0;
     }
     if (strcmp(argv[1], "generate") == 0)

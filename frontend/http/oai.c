@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -371,72 +372,74 @@ static int parse_stop(const cJSON *j, fe_oai_request_t *r, fe_oai_error_t *e) {
     return 0;
 }
 
-static int parse_ids_field(const fe_oai_ctx_t *c, const cJSON *j, fe_oai_request_t *r,
+static int parse_ids_field(const fe_oai_ctx_t *c, const cJSON *j, ipc_params_t *p,
                            fe_oai_error_t *e) {
     const cJSON *s = field(j, "stop_token_ids");
     if (s) {
         if (!cJSON_IsArray(s)) return BAD("stop_token_ids", "'stop_token_ids' must be a list");
-        int max = (int)(sizeof r->stop_ids / sizeof r->stop_ids[0]);
         const cJSON *it;
         cJSON_ArrayForEach(it, s) {
-            if (r->n_stop_ids == max)
-                return BAD("stop_token_ids", "at most %d stop token ids", max);
-            if (token_id(it, c->vocab_size, "stop_token_ids", &r->stop_ids[r->n_stop_ids], e))
+            if (p->n_stop_ids == IPC_MAX_STOP_IDS)
+                return BAD("stop_token_ids", "at most %d stop token ids", IPC_MAX_STOP_IDS);
+            if (token_id(it, c->vocab_size, "stop_token_ids", &p->stop_ids[p->n_stop_ids], e))
                 return LT_ERR_INVAL;
-            r->n_stop_ids++;
+            p->n_stop_ids++;
         }
     }
     const cJSON *b = field(j, "logit_bias");
     if (b) {
         if (!cJSON_IsObject(b))
             return BAD("logit_bias", "'logit_bias' must be an object of token id -> bias");
-        int max = (int)(sizeof r->bias_ids / sizeof r->bias_ids[0]);
         const cJSON *it;
         cJSON_ArrayForEach(it, b) {
             char *end;
             long id = strtol(it->string, &end, 10);
-            if (!*it->string || *end || id < 0 || id >= c->vocab_size)
+            if (!*it->string || *end || id < 0 || id > INT32_MAX)
                 return BAD("logit_bias", "logit_bias key '%.40s' is not a token id (0..%d)",
                            it->string, c->vocab_size - 1);
-            if (!cJSON_IsNumber(it) || !(it->valuedouble >= -100 && it->valuedouble <= 100))
-                return BAD("logit_bias", "logit_bias values must be numbers in [-100, 100]");
-            if (r->n_bias == max) return BAD("logit_bias", "at most %d logit_bias entries", max);
-            r->bias_ids[r->n_bias] = (int32_t)id;
-            r->bias[r->n_bias++] = (float)it->valuedouble;
+            if (!cJSON_IsNumber(it)) return BAD("logit_bias", "logit_bias values must be numbers");
+            if (p->n_logit_bias == IPC_MAX_LOGIT_BIAS)
+                return BAD("logit_bias", "at most %d logit_bias entries", IPC_MAX_LOGIT_BIAS);
+            p->logit_bias_ids[p->n_logit_bias] = (int32_t)id;
+            p->logit_bias[p->n_logit_bias++] = (float)it->valuedouble;
         }
     }
     return 0;
 }
 
-static int parse_sampling(const fe_oai_ctx_t *c, const cJSON *j, fe_oai_request_t *r,
-                          fe_oai_error_t *e) {
-    double v;
+void fe_oai_params_defaults(const fe_oai_ctx_t *c, ipc_params_t *p) {
+    ipc_params_defaults(p);
+    const lt_model_config_t *g = c->gen;
+    p->temperature = g && g->gen_temperature >= 0 ? g->gen_temperature : 1.0f;
+    p->top_p = g && g->gen_top_p > 0 ? g->gen_top_p : 1.0f;
+    p->top_k = g && g->gen_top_k > 0 ? g->gen_top_k : 0;
+    p->repetition_penalty = g && g->gen_repetition_penalty > 0 ? g->gen_repetition_penalty : 1.0f;
+}
+
+/* Types here; ranges are ipc_params_check's (called once the whole body is read). */
+static int parse_sampling(const cJSON *j, ipc_params_t *p, fe_oai_error_t *e) {
+    static const struct {
+        const char *name;
+        size_t off;
+    } nums[] = {{"temperature", offsetof(ipc_params_t, temperature)},
+                {"top_p", offsetof(ipc_params_t, top_p)},
+                {"min_p", offsetof(ipc_params_t, min_p)},
+                {"presence_penalty", offsetof(ipc_params_t, presence_penalty)},
+                {"frequency_penalty", offsetof(ipc_params_t, frequency_penalty)},
+                {"repetition_penalty", offsetof(ipc_params_t, repetition_penalty)}};
+    double v = 0;
     long long k;
     int g;
-    r->temperature = c->gen_temperature >= 0 ? c->gen_temperature : 1.0f;
-    r->top_p = c->gen_top_p > 0 ? c->gen_top_p : 1.0f;
-    r->top_k = c->gen_top_k > 0 ? c->gen_top_k : 0;
-    r->repetition_penalty = c->gen_repetition_penalty > 0 ? c->gen_repetition_penalty : 1.0f;
-    if ((g = get_num(j, "temperature", 0, 2, &v, e)) < 0) return g;
-    if (g) r->temperature = (float)v;
-    if ((g = get_num(j, "top_p", 0, 1, &v, e)) < 0) return g;
-    if (g && v <= 0) return BAD("top_p", "'top_p' must be in (0, 1], got %g", v);
-    if (g) r->top_p = (float)v;
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        if ((g = get_num(j, nums[i].name, -HUGE_VAL, HUGE_VAL, &v, e)) < 0) return g;
+        if (g) *(float *)((char *)p + nums[i].off) = (float)v;
+    }
     if ((g = get_int(j, "top_k", -1, 1 << 30, &k, e)) < 0) return g;
-    if (g) r->top_k = k < 0 ? 0 : (int)k;
-    if ((g = get_num(j, "min_p", 0, 1, &v, e)) < 0) return g;
-    if (g) r->min_p = (float)v;
-    if ((g = get_num(j, "presence_penalty", -2, 2, &v, e)) < 0) return g;
-    if (g) r->presence_penalty = (float)v;
-    if ((g = get_num(j, "frequency_penalty", -2, 2, &v, e)) < 0) return g;
-    if (g) r->frequency_penalty = (float)v;
-    if ((g = get_num(j, "repetition_penalty", 0, 10, &v, e)) < 0) return g;
-    if (g && v <= 0) return BAD("repetition_penalty", "'repetition_penalty' must be > 0");
-    if (g) r->repetition_penalty = (float)v;
+    if (g) p->top_k = k < 0 ? 0 : (int)k; /* vLLM's -1: no limit */
     if ((g = get_int(j, "seed", -9.2e18, 9.2e18, &k, e)) < 0) return g;
     if (g) {
-        r->has_seed = true;
-        r->seed = (uint64_t)k;
+        p->has_seed = true;
+        p->seed = (uint64_t)k;
     }
     return 0;
 }
@@ -445,10 +448,10 @@ static int parse_sampling(const fe_oai_ctx_t *c, const cJSON *j, fe_oai_request_
 static int parse_logprobs(const cJSON *j, fe_oai_request_t *r, fe_oai_error_t *e) {
     long long k;
     int g;
-    r->logprobs = -1;
+    r->params.logprobs = -1;
     if (r->kind == FE_OAI_COMPLETION) {
-        if ((g = get_int(j, "logprobs", 0, 20, &k, e)) < 0) return g;
-        if (g) r->logprobs = (int)k;
+        if ((g = get_int(j, "logprobs", 0, IPC_MAX_LOGPROBS, &k, e)) < 0) return g;
+        if (g) r->params.logprobs = (int)k;
         if (g && r->echo)
             return BAD("logprobs", "echo with logprobs is not supported: lantern does not "
                                    "compute prompt logprobs");
@@ -456,9 +459,9 @@ static int parse_logprobs(const cJSON *j, fe_oai_request_t *r, fe_oai_error_t *e
     }
     bool on = false;
     if ((g = get_bool(j, "logprobs", &on, e)) < 0) return g;
-    if ((g = get_int(j, "top_logprobs", 0, 20, &k, e)) < 0) return g;
+    if ((g = get_int(j, "top_logprobs", 0, IPC_MAX_LOGPROBS, &k, e)) < 0) return g;
     if (g && !on) return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
-    if (on) r->logprobs = g ? (int)k : 0;
+    if (on) r->params.logprobs = g ? (int)k : 0;
     return 0;
 }
 
@@ -466,13 +469,23 @@ static int parse_logprobs(const cJSON *j, fe_oai_request_t *r, fe_oai_error_t *e
 
 int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_ctx_t *c,
                  fe_oai_request_t *r, fe_oai_error_t *e) {
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (!j) {
+        memset(r, 0, sizeof *r);
+        return BAD(NULL, "the body is not valid JSON");
+    }
+    return fe_oai_parse_json(kind, j, c, r, e);
+}
+
+int fe_oai_parse_json(fe_oai_kind_t kind, void *json, const fe_oai_ctx_t *c, fe_oai_request_t *r,
+                      fe_oai_error_t *e) {
     memset(r, 0, sizeof *r);
     r->kind = kind;
     r->skip_special = true;
     r->n = 1;
-    cJSON *j = cJSON_ParseWithLength(body, len);
+    fe_oai_params_defaults(c, &r->params);
+    cJSON *j = json;
     r->json = j;
-    if (!j) return BAD(NULL, "the body is not valid JSON");
     if (!cJSON_IsObject(j)) return BAD(NULL, "the body must be a JSON object");
     if (fe_oai_check_model(c, j, e)) return LT_ERR_INVAL;
     if (get_str(j, "user", &r->user, e) < 0) return LT_ERR_INVAL;
@@ -501,13 +514,14 @@ int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_
             return BAD("stream_options", "'stream_options' is only allowed with 'stream': true");
         if (get_bool(so, "include_usage", &r->include_usage, e) < 0) return LT_ERR_INVAL;
     }
-    if (get_bool(j, "echo", &r->echo, e) < 0 || get_bool(j, "ignore_eos", &r->ignore_eos, e) < 0 ||
+    if (get_bool(j, "echo", &r->echo, e) < 0 ||
+        get_bool(j, "ignore_eos", &r->params.ignore_eos, e) < 0 ||
         get_bool(j, "skip_special_tokens", &r->skip_special, e) < 0 ||
         get_bool(j, "include_stop_str_in_output", &r->include_stop, e) < 0)
         return LT_ERR_INVAL;
     if (kind == FE_OAI_CHAT) r->echo = false; /* chat echo is a vLLM extension we do not offer */
-    if (parse_sampling(c, j, r, e) || parse_logprobs(j, r, e) || parse_stop(j, r, e) ||
-        parse_ids_field(c, j, r, e))
+    if (parse_sampling(j, &r->params, e) || parse_logprobs(j, r, e) || parse_stop(j, r, e) ||
+        parse_ids_field(c, j, &r->params, e))
         return LT_ERR_INVAL;
     if (kind == FE_OAI_CHAT ? parse_messages(c, j, r, e) : parse_prompt(c, j, r, e))
         return LT_ERR_INVAL;
@@ -533,11 +547,12 @@ int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_
                            "Please reduce the length of the %s or completion.",
                            c->max_model_len, longest + (max_tokens > 0 ? max_tokens : 0), longest,
                            what, max_tokens > 0 ? max_tokens : 0, what);
-    r->max_tokens = (int)max_tokens;
+    r->params.max_tokens = (int)max_tokens;
     if ((g = get_int(j, "min_tokens", 0, 1e9, &k, e)) < 0) return g;
-    if (g && k > max_tokens)
-        return BAD("min_tokens", "'min_tokens' (%lld) exceeds max_tokens (%lld)", k, max_tokens);
-    if (g) r->min_tokens = (int)k;
+    if (g) r->params.min_tokens = (int)k;
+    const char *bad = NULL;
+    char err[LT_ERR_LEN];
+    if (ipc_params_check(&r->params, c->vocab_size, &bad, err)) return BAD(bad, "%s", err);
     return 0;
 }
 

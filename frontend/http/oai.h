@@ -20,6 +20,8 @@
 #include <stdint.h>
 
 #include "chat_template.h"
+#include "model_config.h"
+#include "msg.h"
 #include "stop.h"
 #include "tokenizer.h"
 
@@ -31,10 +33,14 @@ typedef struct fe_oai_ctx {
     const char *served_name;
     int max_model_len;
     int vocab_size;
-    /* the model's generation config; < 0 (0 for top_k) when it has none */
-    float gen_temperature, gen_top_p, gen_repetition_penalty;
-    int gen_top_k;
+    /* the model's generation config (its gen_* fields; < 0 when absent), or NULL */
+    const lt_model_config_t *gen;
 } fe_oai_ctx_t;
+
+/* A request's parameters before the body is read: ipc_params_defaults, then the sampling
+ * defaults of the model's generation config, then OpenAI's (temperature 1). The one place these
+ * defaults are decided, for `lantern serve` and `lantern generate` alike. */
+void fe_oai_params_defaults(const fe_oai_ctx_t *ctx, ipc_params_t *p);
 
 /* ---- errors in OpenAI's shape ---- */
 
@@ -67,23 +73,13 @@ typedef struct fe_oai_request {
     fe_oai_kind_t kind;
     fe_oai_prompt_t *prompts;
     int n_prompts;
-    int n;          /* choices per prompt */
-    int max_tokens; /* resolved */
-    int min_tokens;
-    float temperature, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty;
-    int top_k;
-    bool has_seed;
-    uint64_t seed;
+    int n;               /* choices per prompt */
+    ipc_params_t params; /* resolved, defaulted and checked: what every choice asks the engine
+                            (choice k of n with a seed samples with seed + k) */
     const char *stops[FE_MAX_STOPS]; /* point into the parsed JSON (kept in json) */
     int n_stops;
-    int32_t stop_ids[64];
-    int n_stop_ids;
-    int32_t bias_ids[300];
-    float bias[300];
-    int n_bias;
-    int logprobs; /* -1: none; else the number of alternatives (0..20) */
-    bool echo;    /* completions: the prompt text before the completion */
-    bool ignore_eos, skip_special, include_stop, stream, include_usage;
+    bool echo; /* completions: the prompt text before the completion */
+    bool skip_special, include_stop, stream, include_usage;
     const char *user; /* NULL when absent */
     void *json;       /* the parsed body (cJSON *), owned */
 } fe_oai_request_t;
@@ -92,6 +88,10 @@ typedef struct fe_oai_request {
  * 404 for an unknown model, 503 never: the engine is not consulted). */
 int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_ctx_t *ctx,
                  fe_oai_request_t *r, fe_oai_error_t *e);
+/* The same for a body already parsed (a cJSON object), which r takes over (fe_oai_request_fini
+ * deletes it): for callers that build a request rather than receive one (`lantern generate`). */
+int fe_oai_parse_json(fe_oai_kind_t kind, void *json, const fe_oai_ctx_t *ctx, fe_oai_request_t *r,
+                      fe_oai_error_t *e);
 void fe_oai_request_fini(fe_oai_request_t *r);
 
 /* A JSON list of token ids (cJSON *) checked against the vocabulary into a malloc'd array;

@@ -44,8 +44,12 @@
 #include "tokenizer.h"
 #include "model_config.h"
 
-#define LANTERN_VERSION "0.1.0"
 #define TOKENS_PER_READ 64
+/* A client's X-Request-Id: printable ASCII without spaces, short enough that "<id>-<choice>"
+ * still fits an envelope's request id. */
+#define FE_RID_MAX (IPC_REQUEST_ID_MAX - 8)
+#define FE_RID_STR "120"
+_Static_assert(FE_RID_MAX == 120, "FE_RID_STR spells FE_RID_MAX");
 
 /* ---- server state ---- */
 
@@ -57,6 +61,7 @@ typedef struct srv {
     fe_tokenizer_t *tok;
     fe_chat_template_t *tpl;
     fe_oai_ctx_t oai;
+    lt_model_config_t gen; /* the model's generation config (fe_oai_ctx_t.gen) */
     lantern_model_info_t info;
     char model[4096], served_name[256], host[256];
     int port;
@@ -94,9 +99,10 @@ typedef struct lp_entry {
 
 typedef struct choice {
     int index, prompt;
-    uint64_t id;
-    bool live;    /* submitted and not yet finished in liblantern */
-    bool stopped; /* a stop string matched: no more text */
+    uint64_t id;                      /* liblantern's handle */
+    char rid[IPC_REQUEST_ID_MAX + 1]; /* its engine request id: the call's, "-<index>" if n > 1 */
+    bool live;                        /* submitted and not yet finished in liblantern */
+    bool stopped;                     /* a stop string matched: no more text */
     bool final_sent;
     bool role_sent;
     fe_detok_t *detok;
@@ -120,8 +126,11 @@ struct call {
     struct MHD_Connection *conn;
     route_t route;
     atomic_int refs;
-    char rid[72]; /* X-Request-Id */
-    char oid[96]; /* the response's "id" */
+    char rid[FE_RID_MAX + 1]; /* X-Request-Id, or made up: the request's identity everywhere */
+    bool rid_bad;             /* the client's X-Request-Id is not one we can carry: a 400 */
+    char traceparent[IPC_TRACEPARENT_LEN + 1]; /* the client's, when valid; "" otherwise */
+    char tracestate[IPC_TRACESTATE_MAX + 1];
+    char oid[FE_RID_MAX + 16]; /* the response's "id" */
     long created;
     uint64_t t0_ns;
     lt_buf_t body;
@@ -159,19 +168,27 @@ static void random_hex(char *out, int n) {
     out[n] = '\0';
 }
 
-/* a request id from the client is echoed only when it is short and printable */
-static void request_id(struct MHD_Connection *conn, char *out, size_t cap) {
-    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
-    if (h && *h && strlen(h) < cap && strlen(h) <= 64) {
-        bool ok = true;
-        for (const char *p = h; *p; p++)
-            if (*p < 0x21 || *p > 0x7e) ok = false;
-        if (ok) {
-            snprintf(out, cap, "%s", h);
-            return;
-        }
+/* The request's identity from its headers: the client's X-Request-Id (refused later with a 400
+ * when it is not 1..FE_RID_MAX printable ASCII characters; never silently replaced) or a made-up
+ * one, and the client's W3C trace context when its traceparent is valid (ignored otherwise, as
+ * the W3C spec asks). */
+static void call_identity(call_t *c) {
+    const char *h = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = h ? strlen(h) : 0;
+    bool ok = h && n >= 1 && n <= FE_RID_MAX;
+    for (size_t i = 0; ok && i < n; i++) ok = h[i] >= 0x21 && h[i] <= 0x7e;
+    if (ok)
+        memcpy(c->rid, h, n + 1);
+    else
+        random_hex(c->rid, 32);
+    c->rid_bad = h && !ok;
+    const char *tp = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "traceparent");
+    const char *ts = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "tracestate");
+    if (tp && ipc_traceparent_valid(tp, strlen(tp))) {
+        memcpy(c->traceparent, tp, IPC_TRACEPARENT_LEN + 1);
+        if (ts && ipc_tracestate_valid(ts, strlen(ts)))
+            snprintf(c->tracestate, sizeof c->tracestate, "%s", ts);
     }
-    random_hex(out, 32);
 }
 
 /* constant-time: the time taken depends on the key's length, never on where it differs */
@@ -230,7 +247,7 @@ static enum MHD_Result respond_error(call_t *c, const fe_oai_error_t *e) {
     lt_buf_t b = {0};
     fe_oai_error_json(e, &b);
     count_error(c->s, e->status);
-    if (c->s->log_requests) LT_INFO("request %s: %d %s", c->rid, e->status, e->message);
+    if (c->s->log_requests) LT_INFO("req=%s: %d %s", c->rid, e->status, e->message);
     enum MHD_Result ok = respond(c, e->status, "application/json", b.data ? b.data : "{}", b.len);
     lt_buf_free(&b);
     return ok;
@@ -320,7 +337,7 @@ static call_t *call_new(srv_t *s, struct MHD_Connection *conn) {
     atomic_init(&c->suspended, false);
     c->t0_ns = lt_now_ns();
     c->created = (long)time(NULL);
-    request_id(conn, c->rid, sizeof c->rid);
+    call_identity(c);
     pthread_mutex_lock(&s->mu);
     c->next = s->calls;
     if (s->calls) s->calls->prev = c;
@@ -367,7 +384,7 @@ static int call_submit(call_t *c, fe_oai_error_t *e) {
     }
     for (int i = 0; i < c->n_ch; i++) {
         choice_t *ch = &c->ch[i];
-        if (q->max_tokens == 0) {
+        if (q->params.max_tokens == 0) {
             ch->finish = LANTERN_FINISH_LENGTH;
             continue;
         }
@@ -376,25 +393,16 @@ static int call_submit(call_t *c, fe_oai_error_t *e) {
         lantern_request_default(&r);
         r.prompt = p->ids;
         r.n_prompt = p->n_ids;
-        r.max_tokens = q->max_tokens;
-        r.min_tokens = q->min_tokens;
-        r.ignore_eos = q->ignore_eos;
-        r.stop_token_ids = q->stop_ids;
-        r.n_stop_token_ids = q->n_stop_ids;
-        lantern_sampling_t *sp = &r.sampling;
-        sp->temperature = q->temperature;
-        sp->top_p = q->top_p;
-        sp->top_k = q->top_k;
-        sp->min_p = q->min_p;
-        sp->presence_penalty = q->presence_penalty;
-        sp->frequency_penalty = q->frequency_penalty;
-        sp->repetition_penalty = q->repetition_penalty;
-        sp->has_seed = q->has_seed;
-        sp->seed = q->seed + (uint64_t)(i % q->n); /* choice k of n: seed + k */
-        sp->logprobs = q->logprobs;
-        sp->n_logit_bias = q->n_bias;
-        sp->logit_bias_ids = q->bias_ids;
-        sp->logit_bias = q->bias;
+        r.params = q->params;
+        r.params.seed = q->params.seed + (uint64_t)(i % q->n); /* choice k of n: seed + k */
+        /* one engine request per choice: "<id>" alone, "<id>-<index>" among several */
+        if (c->n_ch == 1)
+            snprintf(ch->rid, sizeof ch->rid, "%s", c->rid);
+        else
+            snprintf(ch->rid, sizeof ch->rid, "%.*s-%u", FE_RID_MAX, c->rid, (unsigned)i % 1000u);
+        r.request_id = ch->rid;
+        r.traceparent = c->traceparent[0] ? c->traceparent : NULL;
+        r.tracestate = c->tracestate;
         r.notify = call_notify;
         r.notify_arg = c;
         if (lantern_submit(s->l, &r, &ch->id, err)) {
@@ -432,7 +440,7 @@ static void choice_feed(call_t *c, choice_t *ch, const lantern_output_t *o) {
     for (int i = 0; i < o->n_tokens && !ch->stopped; i++) {
         const lantern_token_t *t = &o->tokens[i];
         ch->n_tokens++;
-        if (q->logprobs >= 0) {
+        if (q->params.logprobs >= 0) {
             if (ch->n_lp == ch->cap_lp) {
                 int cap = ch->cap_lp ? ch->cap_lp * 2 : 16;
                 lp_entry_t *nl = realloc(ch->lp, sizeof *nl * (size_t)cap);
@@ -589,7 +597,7 @@ static void write_bytes(fe_jw_t *w, const char *t) {
 /* Writes and forgets the logprob entries gathered so far. */
 static void write_logprobs(fe_jw_t *w, const call_t *c, choice_t *ch) {
     fe_jw_key(w, "logprobs");
-    if (c->req.logprobs < 0) {
+    if (c->req.params.logprobs < 0) {
         fe_jw_null(w);
         return;
     }
@@ -609,7 +617,7 @@ static void write_logprobs(fe_jw_t *w, const call_t *c, choice_t *ch) {
             write_bytes(w, t);
             fe_jw_key(w, "top_logprobs");
             fe_jw_arr(w);
-            for (int k = 0; k < e->n_top && k < c->req.logprobs; k++) {
+            for (int k = 0; k < e->n_top && k < c->req.params.logprobs; k++) {
                 fe_jw_obj(w);
                 token_text(c->s, e->top_ids[k], t, sizeof t);
                 fe_jw_key(w, "token");
@@ -643,7 +651,7 @@ static void write_logprobs(fe_jw_t *w, const call_t *c, choice_t *ch) {
             token_text(c->s, ch->lp[i].tok.id, t, sizeof t);
             fe_jw_key(w, t);
             fe_jw_num(w, ch->lp[i].tok.logprob);
-            for (int k = 0; k < ch->lp[i].tok.n_top && k < c->req.logprobs; k++) {
+            for (int k = 0; k < ch->lp[i].tok.n_top && k < c->req.params.logprobs; k++) {
                 if (ch->lp[i].tok.top_ids[k] == ch->lp[i].tok.id) continue;
                 token_text(c->s, ch->lp[i].tok.top_ids[k], t, sizeof t);
                 fe_jw_key(w, t);
@@ -813,7 +821,7 @@ static void log_done(call_t *c) {
     if (!c->s->log_requests || !c->has_req) return;
     summary_t t;
     call_summary(c, &t);
-    LT_INFO("request %s: %s %d, %d choice(s), prompt %d tokens (%d cached), completion %d "
+    LT_INFO("req=%s: %s %d, %d choice(s), prompt %d tokens (%d cached), completion %d "
             "tokens, queue %.1f ms, prefill %.1f ms, decode %.1f ms (%.1f tokens/s)",
             c->rid, c->route == R_CHAT ? "chat" : "completion", c->status, c->n_ch, t.prompt,
             t.cached, t.completion, t.queue_s * 1e3, t.prefill_s * 1e3, t.decode_s * 1e3,
@@ -871,12 +879,12 @@ static enum MHD_Result generation(call_t *c) {
         c->submitted = true;
         snprintf(c->oid, sizeof c->oid, "%s-%s", kind == FE_OAI_CHAT ? "chatcmpl" : "cmpl", c->rid);
         if (s->log_requests)
-            LT_INFO("request %s: %s, %d prompt(s), %d tokens in the first, n %d, max_tokens %d, "
+            LT_INFO("req=%s: %s, %d prompt(s), %d tokens in the first, n %d, max_tokens %d, "
                     "temperature %g, top_p %g, seed %s%s",
                     c->rid, kind == FE_OAI_CHAT ? "chat" : "completion", c->req.n_prompts,
-                    c->req.prompts[0].n_ids, c->req.n, c->req.max_tokens, c->req.temperature,
-                    c->req.top_p, c->req.has_seed ? "set" : "none",
-                    c->req.stream ? ", streaming" : "");
+                    c->req.prompts[0].n_ids, c->req.n, c->req.params.max_tokens,
+                    c->req.params.temperature, c->req.params.top_p,
+                    c->req.params.has_seed ? "set" : "none", c->req.stream ? ", streaming" : "");
         if (c->req.stream) {
             struct MHD_Response *r =
                 MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_reader, c, sse_free);
@@ -1164,6 +1172,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         if (c->route == R_NONE)
             return fail(c, 404, "invalid_request_error", "not_found", NULL, "no such endpoint");
+        if (c->rid_bad)
+            return fail(c, 400, "invalid_request_error", "invalid_request_id", NULL,
+                        "X-Request-Id must be 1 to " FE_RID_STR
+                        " printable ASCII characters without spaces");
         bool method_ok = want_post ? strcmp(method, "POST") == 0
                                    : strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
         if (!method_ok)
@@ -1200,8 +1212,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     case R_MODEL: return model(c, url + 11);
     case R_HEALTH: return respond(c, lantern_alive(s->l) ? 200 : 503, NULL, "", 0);
     case R_VERSION: {
-        static const char v[] = "{\"version\":\"" LANTERN_VERSION "\"}";
-        return respond(c, 200, "application/json", v, sizeof v - 1);
+        char v[64];
+        int n = snprintf(v, sizeof v, "{\"version\":\"%s\"}", lt_version());
+        return respond(c, 200, "application/json", v, (size_t)n);
     }
     case R_METRICS: return metrics(c);
     case R_TOKENIZE: return tokenize(c);
@@ -1224,7 +1237,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         (c->submitted && c->req.stream && !c->tail_sent)) {
         atomic_fetch_add(&c->s->n_disconnects, 1);
         if (c->s->log_requests)
-            LT_INFO("request %s: the client went away (%s): aborted in the engine", c->rid,
+            LT_INFO("req=%s: the client went away (%s): aborted in the engine", c->rid,
                     toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT      ? "client abort"
                     : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "server shutdown"
                                                                     : "connection error");
@@ -1273,14 +1286,14 @@ static void dump_state(srv_t *s) {
     for (call_t *c = s->calls; c; c = c->next) {
         int toks = 0;
         for (int i = 0; i < c->n_ch; i++) toks += c->ch[i].n_tokens;
-        LT_INFO(
-            "  request %s: %s, age %.1f s, %d choice(s), %d still generating, %d tokens so far%s",
-            c->rid,
-            c->route == R_CHAT          ? "chat"
-            : c->route == R_COMPLETIONS ? "completion"
-                                        : "other",
-            (double)(now - c->t0_ns) / 1e9, c->n_ch, c->n_live, toks,
-            atomic_load(&c->suspended) ? ", waiting for the engine" : "");
+        LT_INFO("state dump: req=%s traceparent=%s: %s, age %.1f s, %d choice(s), %d still "
+                "generating, %d tokens so far%s",
+                c->rid, c->traceparent[0] ? c->traceparent : "-",
+                c->route == R_CHAT          ? "chat"
+                : c->route == R_COMPLETIONS ? "completion"
+                                            : "other",
+                (double)(now - c->t0_ns) / 1e9, c->n_ch, c->n_live, toks,
+                atomic_load(&c->suspended) ? ", waiting for the engine" : "");
     }
     pthread_mutex_unlock(&s->mu);
     lantern_dump(s->l);
@@ -1314,8 +1327,7 @@ static void usage(FILE *f) {
         "over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions (streaming\n"
         "with SSE), /v1/models, /tokenize, /detokenize, /health, /version, /metrics.\n"
         "\n"
-        "options (vLLM's names):\n"
-        "  --model PATH                   the model (instead of the positional MODEL)\n"
+        "server options (vLLM's names):\n"
         "  --host HOST                    address to listen on (127.0.0.1; use 0.0.0.0 or ::\n"
         "                                 to listen on all interfaces)\n"
         "  --port PORT                    port (8000; 0 picks a free one)\n"
@@ -1323,42 +1335,12 @@ static void usage(FILE *f) {
         "                                 or directory name)\n"
         "  --api-key KEY                  require 'Authorization: Bearer KEY' on every path but\n"
         "                                 /health, /metrics, /version (also LANTERN_API_KEY)\n"
-        "  --tensor-parallel-size N       worker processes, each holding 1/N of the model (1)\n"
-        "  --max-model-len N              context length (the model's)\n"
-        "  --max-num-seqs N               sequences per engine step (64)\n"
-        "  --max-num-batched-tokens N     tokens per engine step (2048)\n"
-        "  --block-size N                 KV-cache block size in tokens (16)\n"
-        "  --enable-prefix-caching        reuse cached KV blocks of shared prefixes (default)\n"
-        "  --no-enable-prefix-caching     turn it off\n"
-        "  --kv-cache-memory BYTES        KV-cache memory per worker, K/M/G suffixes (1G)\n"
-        "  --gpu-memory-utilization F     fraction of GPU memory for the CUDA backend (0.9;\n"
-        "                                 accepted, unused on the CPU backend)\n"
-        "  --threads N                    compute threads per worker (all cores / N workers)\n"
         "  --max-request-body BYTES       largest request body, K/M/G suffixes (16M)\n"
         "  --disable-log-requests         no log line per request\n"
         "  --disable-log-stats            no periodic stats line\n"
-        "  --batch-invariant              a request's tokens do not depend on what it is batched\n"
-        "                                 with (seeds reproduce under load); slower on large\n"
-        "                                 batches (also LANTERN_BATCH_INVARIANT=1)\n"
-        "  --help                         this text\n");
-}
-
-static bool parse_size(const char *s, long long *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    double mul = 1;
-    if (*end == 'K' || *end == 'k')
-        mul = 1024.0, end++;
-    else if (*end == 'M' || *end == 'm')
-        mul = 1048576.0, end++;
-    else if (*end == 'G' || *end == 'g')
-        mul = 1073741824.0, end++;
-    if (*end == 'i' || *end == 'B') end++;
-    if (*end == 'B') end++;
-    if (*end || errno || !(v > 0) || v * mul > 1e15) return false;
-    *out = (long long)(v * mul);
-    return true;
+        "  --help                         this text\n"
+        "\n");
+    ipc_engine_args_help(f);
 }
 
 static void default_name(const char *model, char *out, size_t cap) {
@@ -1387,64 +1369,55 @@ static int bind_addr(const char *host, int port, struct sockaddr_storage *ss, un
     return LT_OK;
 }
 
-int fe_cmd_serve(int argc, char **argv) {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"host", required_argument, 0, 'H'},
-                                         {"port", required_argument, 0, 'p'},
-                                         {"served-model-name", required_argument, 0, 'n'},
-                                         {"api-key", required_argument, 0, 'k'},
-                                         {"tensor-parallel-size", required_argument, 0, 'z'},
-                                         {"max-model-len", required_argument, 0, 'L'},
-                                         {"max-num-seqs", required_argument, 0, 'S'},
-                                         {"max-num-batched-tokens", required_argument, 0, 'B'},
-                                         {"block-size", required_argument, 0, 'b'},
-                                         {"enable-prefix-caching", no_argument, 0, 'e'},
-                                         {"no-enable-prefix-caching", no_argument, 0, 'E'},
-                                         {"kv-cache-memory", required_argument, 0, 'K'},
-                                         {"gpu-memory-utilization", required_argument, 0, 'g'},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"max-request-body", required_argument, 0, 'x'},
-                                         {"disable-log-requests", no_argument, 0, 'q'},
-                                         {"disable-log-stats", no_argument, 0, 'Q'},
-                                         {"batch-invariant", no_argument, 0, 'I'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    srv_t *s = &g_srv;
-    memset(s, 0, sizeof *s);
-    lantern_engine_args_t a;
-    lantern_engine_args_default(&a);
-    const char *model = NULL, *name = NULL, *host = "127.0.0.1", *key = getenv("LANTERN_API_KEY");
-    long port = 8000, v;
-    long long sz, max_body = 16ll << 20;
-    float gmu;
-    bool ok = true;
+/* The command line: the server's own options, then every engine option (ipc/args.h). 0 to go
+ * on, else the exit status. */
+enum {
+    OPT_HOST = 1,
+    OPT_PORT,
+    OPT_NAME,
+    OPT_KEY,
+    OPT_BODY,
+    OPT_NO_LOG_REQ,
+    OPT_NO_LOG_STATS,
+    OPT_HELP
+};
+
+static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a, long long *port) {
+    static const struct option own[] = {{"host", required_argument, 0, OPT_HOST},
+                                        {"port", required_argument, 0, OPT_PORT},
+                                        {"served-model-name", required_argument, 0, OPT_NAME},
+                                        {"api-key", required_argument, 0, OPT_KEY},
+                                        {"max-request-body", required_argument, 0, OPT_BODY},
+                                        {"disable-log-requests", no_argument, 0, OPT_NO_LOG_REQ},
+                                        {"disable-log-stats", no_argument, 0, OPT_NO_LOG_STATS},
+                                        {"help", no_argument, 0, OPT_HELP}};
+    struct option opts[40];
+    ipc_engine_opts_table(own, (int)(sizeof own / sizeof own[0]), opts, 40);
+    const char *name = NULL, *host = "127.0.0.1", *key = getenv("LANTERN_API_KEY");
+    long long max_body = 16ll << 20;
+    char err[LT_ERR_LEN];
+    *port = 8000;
     s->log_requests = s->log_stats = true;
+    ipc_engine_args_defaults(a);
     int o, li = 0;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, &li)) != -1) {
+        int rc = ipc_engine_args_set(a, o, optarg, err);
+        bool ok = true;
+        if (rc < 0) {
+            fprintf(stderr, "lantern serve: %s\n", err);
+            return 2;
+        }
+        if (rc == 0) continue;
         switch (o) {
-        case 'm': model = optarg; break;
-        case 'H': host = optarg; break;
-        case 'p': ok = fe_parse_long(optarg, 0, 65535, &port); break;
-        case 'n': name = optarg; break;
-        case 'k': key = optarg; break;
-        case 'z': ok = fe_parse_long(optarg, 1, 64, &v) && (a.tensor_parallel_size = (int)v); break;
-        case 'L': ok = fe_parse_long(optarg, 1, 1 << 24, &v) && (a.max_model_len = (int)v); break;
-        case 'S': ok = fe_parse_long(optarg, 1, 4096, &v) && (a.max_num_seqs = (int)v); break;
-        case 'B':
-            ok = fe_parse_long(optarg, 1, 1 << 24, &v) && (a.max_num_batched_tokens = (int)v);
-            break;
-        case 'b': ok = fe_parse_long(optarg, 1, 1024, &v) && (a.block_size = (int)v); break;
-        case 'e': a.enable_prefix_caching = true; break;
-        case 'E': a.enable_prefix_caching = false; break;
-        case 'K': ok = parse_size(optarg, &sz) && (a.kv_cache_memory = sz); break;
-        case 'g': ok = fe_parse_float(optarg, 0.01f, 1.0f, &gmu); break;
-        case 't': ok = fe_parse_long(optarg, 1, 1024, &v) && (a.threads_per_worker = (int)v); break;
-        case 'x': ok = parse_size(optarg, &max_body); break;
-        case 'q': s->log_requests = false; break;
-        case 'Q': s->log_stats = false; break;
-        case 'I': setenv("LANTERN_BATCH_INVARIANT", "1", 1); break; /* the workers read it */
-        case 'h': usage(stdout); return 0;
+        case OPT_HOST: host = optarg; break;
+        case OPT_PORT: ok = lt_parse_long(optarg, 0, 65535, port); break;
+        case OPT_NAME: name = optarg; break;
+        case OPT_KEY: key = optarg; break;
+        case OPT_BODY: ok = lt_parse_size(optarg, &max_body); break;
+        case OPT_NO_LOG_REQ: s->log_requests = false; break;
+        case OPT_NO_LOG_STATS: s->log_stats = false; break;
+        case OPT_HELP: usage(stdout); return -1;
         default: usage(stderr); return 2;
         }
         if (!ok) {
@@ -1452,18 +1425,18 @@ int fe_cmd_serve(int argc, char **argv) {
             return 2;
         }
     }
-    if (optind < argc && !model) model = argv[optind++];
+    if (optind < argc && !a->model) a->model = argv[optind++];
     if (optind < argc) {
         fprintf(stderr, "lantern serve: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
         return 2;
     }
     if (key && !*key) key = NULL;
-    lt_log_set_role("frontend", -1);
-    if (model)
-        snprintf(s->model, sizeof s->model, "%s", model);
+    if (a->model)
+        snprintf(s->model, sizeof s->model, "%s", a->model);
     else
         lt_default_model_path(s->model, sizeof s->model);
+    a->model = s->model;
     if (name)
         snprintf(s->served_name, sizeof s->served_name, "%s", name);
     else
@@ -1471,6 +1444,18 @@ int fe_cmd_serve(int argc, char **argv) {
     snprintf(s->host, sizeof s->host, "%s", host);
     s->max_body = (size_t)max_body;
     s->api_key = key ? strdup(key) : NULL;
+    return 0;
+}
+
+int fe_cmd_serve(int argc, char **argv) {
+    srv_t *s = &g_srv;
+    memset(s, 0, sizeof *s);
+    lantern_engine_args_t a;
+    long long port;
+    int st = parse_args(s, argc, argv, &a, &port);
+    if (st) return st < 0 ? 0 : st;
+    const char *host = s->host;
+    lt_log_set_role("frontend", -1);
     s->started = time(NULL);
     pthread_mutex_init(&s->mu, NULL);
 
@@ -1491,24 +1476,19 @@ int fe_cmd_serve(int argc, char **argv) {
     struct sockaddr_storage ss;
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (bind_addr(host, (int)port, &ss, &flags, err)) goto fail;
-    a.model = s->model;
     LT_INFO("starting the engine for %s (tensor parallel size %d)", s->model,
             a.tensor_parallel_size);
     if (lantern_create(&a, &s->l, err)) goto fail;
     lantern_model_info(s->l, &s->info);
-    lt_model_config_t gc;
-    lt_model_config_defaults(&gc);
-    if (lt_is_dir(s->model) && lt_model_config_from_hf_dir(s->model, &gc, err))
+    lt_model_config_defaults(&s->gen);
+    if (lt_is_dir(s->model) && lt_model_config_from_hf_dir(s->model, &s->gen, err))
         LT_WARN("generation config: %s (OpenAI's defaults apply)", err);
     s->oai = (fe_oai_ctx_t){.tok = s->tok,
                             .tpl = s->tpl,
                             .served_name = s->served_name,
                             .max_model_len = s->info.max_model_len,
                             .vocab_size = s->info.vocab_size,
-                            .gen_temperature = gc.gen_temperature,
-                            .gen_top_p = gc.gen_top_p,
-                            .gen_repetition_penalty = gc.gen_repetition_penalty,
-                            .gen_top_k = gc.gen_top_k};
+                            .gen = &s->gen};
     s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, /* first: it logs the rest */
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -1517,7 +1497,7 @@ int fe_cmd_serve(int argc, char **argv) {
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d) {
-        lt_errf(err, LT_ERR_IO, "cannot listen on %s:%ld: %s", host, port, strerror(errno));
+        lt_errf(err, LT_ERR_IO, "cannot listen on %s:%lld: %s", host, port, strerror(errno));
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);

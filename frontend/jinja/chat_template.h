@@ -42,4 +42,8 @@ void fe_chat_template_destroy(fe_chat_template_t **t);
  * LT_ERR_UNSUPPORTED. */
 int fe_chat_template_render(const fe_chat_template_t *t, const cJSON *ctx, char **out, char *err);
 
+/* The model's chat template source (GGUF tokenizer.chat_template or tokenizer_config.json's
+ * chat_template), malloc'd. LT_ERR_NOTFOUND when the model has none. (source.c) */
+int fe_chat_template_source(const char *model_path, char **src, char *err);
+
 #endif

@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "ipc.h"
 #include "lt.h"
 #include "msg.h"
@@ -27,6 +29,8 @@
 
 typedef struct req {
     uint64_t id;
+    char rid[IPC_REQUEST_ID_MAX + 1]; /* its identity, for aborts and dumps */
+    uint64_t submitted_ns;
     bool done;
     ipc_out_item_t *items; /* queued outputs, copied from the engine's messages */
     int n, cap, head;
@@ -51,6 +55,7 @@ struct lantern {
     int n_pending;
     atomic_bool alive, stop;
     uint64_t next_id;
+    char id_prefix[20]; /* made-up request ids: "<prefix>-<n>", random per instance */
     lantern_model_info_t info;
     lantern_stats_t stats;
     char death[200];
@@ -60,22 +65,9 @@ struct lantern {
     ipc_output_t output;
 };
 
-void lantern_engine_args_default(lantern_engine_args_t *a) {
-    memset(a, 0, sizeof *a);
-    a->tensor_parallel_size = 1;
-    a->max_num_seqs = 64;
-    a->max_num_batched_tokens = 2048;
-    a->block_size = 16;
-    a->enable_prefix_caching = true;
-    a->kv_cache_memory = 1ll << 30;
-}
-
 void lantern_request_default(lantern_request_t *r) {
     memset(r, 0, sizeof *r);
-    r->max_tokens = 16;
-    r->sampling.top_p = 1.0f;
-    r->sampling.repetition_penalty = 1.0f;
-    r->sampling.logprobs = -1;
+    ipc_params_defaults(&r->params);
 }
 
 /* ---- request table (under mu) ---- */
@@ -200,19 +192,18 @@ int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err
         snprintf(l->model, sizeof l->model, "%s", args->model);
     else
         lt_default_model_path(l->model, sizeof l->model);
+    l->args.model = l->model;
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = lt_now_ns() ^ (uint64_t)getpid();
+    snprintf(l->id_prefix, sizeof l->id_prefix, "%016llx", (unsigned long long)rnd);
     int rc;
     if ((rc = ipc_writer_init(&l->wr, 1 << 16, err))) goto fail_early;
     if ((rc = ipc_envelope_init(&l->env, 0, err))) {
         ipc_writer_fini(&l->wr);
         goto fail_early;
     }
-    int tp = args->tensor_parallel_size;
-    if (tp < 1 || tp > 64 || args->max_num_seqs < 1 || args->max_num_batched_tokens < 1 ||
-        args->block_size < 1) {
-        rc = lt_errf(err, LT_ERR_INVAL, "invalid engine arguments");
-        goto fail;
-    }
-    l->output.items_cap = args->max_num_seqs + 64;
+    if ((rc = ipc_engine_args_resolve(&l->args, err))) goto fail;
+    l->output.items_cap = l->args.max_num_seqs + 64;
     l->output.items = malloc(sizeof(ipc_out_item_t) * (size_t)l->output.items_cap);
     if (!l->output.items) {
         rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
@@ -224,47 +215,16 @@ int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err
         (rc = ipc_sock_create(l->ctx, IPC_PULL, 0, &l->out, err)) ||
         (rc = ipc_sock_bind(l->out, l->out_ep, err)))
         goto fail;
-    char tps[16], pid[16], seqs[16], batched[16], len[16], bs[16], kvm[32], thr[16];
-    int threads = args->threads_per_worker;
-    if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > tp ? (int)(n / tp) : 1;
+    ipc_argv_t av = {0};
+    if (ipc_argv_add(&av, "lantern") || ipc_argv_add(&av, "__engine") ||
+        ipc_engine_args_to_argv(&l->args, &av) ||
+        ipc_argv_addf(&av, "tree-pid", "%d", l->tree_pid) ||
+        ipc_argv_addf(&av, "input", "%s", l->in_ep) ||
+        ipc_argv_addf(&av, "output", "%s", l->out_ep)) {
+        rc = lt_errf(err, LT_ERR_RANGE, "the engine's command line is too long");
+        goto fail;
     }
-    snprintf(tps, sizeof tps, "%d", tp);
-    snprintf(pid, sizeof pid, "%d", l->tree_pid);
-    snprintf(seqs, sizeof seqs, "%d", args->max_num_seqs);
-    snprintf(batched, sizeof batched, "%d", args->max_num_batched_tokens);
-    snprintf(len, sizeof len, "%d", args->max_model_len);
-    snprintf(bs, sizeof bs, "%d", args->block_size);
-    snprintf(kvm, sizeof kvm, "%lld", args->kv_cache_memory);
-    snprintf(thr, sizeof thr, "%d", threads);
-    char *argv[] = {"lantern",
-                    "__engine",
-                    "--model",
-                    l->model,
-                    "--tp",
-                    tps,
-                    "--input",
-                    l->in_ep,
-                    "--output",
-                    l->out_ep,
-                    "--tree-pid",
-                    pid,
-                    "--max-num-seqs",
-                    seqs,
-                    "--max-num-batched-tokens",
-                    batched,
-                    "--max-model-len",
-                    len,
-                    "--block-size",
-                    bs,
-                    "--kv-cache-memory",
-                    kvm,
-                    "--threads",
-                    thr,
-                    args->enable_prefix_caching ? NULL : "--no-prefix-caching",
-                    NULL};
-    if ((rc = lt_proc_spawn(argv, &l->engine, err))) goto fail;
+    if ((rc = lt_proc_spawn(av.argv, &l->engine, err))) goto fail;
     /* wait for the engine's HELLO: every worker has loaded its shard */
     for (;;) {
         int st;
@@ -350,97 +310,91 @@ int lantern_submit(lantern_t *l, const lantern_request_t *r, uint64_t *id, char 
         return lt_errf(err, LT_ERR_IO, "the engine is not running%s%s", l->death[0] ? ": " : "",
                        l->death);
     if (!r->prompt || r->n_prompt <= 0) return lt_errf(err, LT_ERR_INVAL, "the prompt is empty");
-    if (r->n_stop_token_ids < 0 || r->n_stop_token_ids > IPC_MAX_STOP_IDS)
-        return lt_errf(err, LT_ERR_INVAL, "at most %d stop token ids", IPC_MAX_STOP_IDS);
-    const lantern_sampling_t *s = &r->sampling;
-    if (s->n_logit_bias < 0 || s->n_logit_bias > IPC_MAX_LOGIT_BIAS)
-        return lt_errf(err, LT_ERR_INVAL, "at most %d logit_bias entries", IPC_MAX_LOGIT_BIAS);
-    if (s->logprobs > IPC_MAX_LOGPROBS)
-        return lt_errf(err, LT_ERR_INVAL, "logprobs must be at most %d", IPC_MAX_LOGPROBS);
-    ipc_trace_ctx_t trace, *tp = NULL;
-    if (r->traceparent) {
-        if (!ipc_traceparent_valid(r->traceparent, strlen(r->traceparent)))
-            return lt_errf(err, LT_ERR_INVAL, "invalid traceparent '%s'", r->traceparent);
-        trace.traceparent = ipc_str(r->traceparent);
-        trace.tracestate = ipc_str(r->tracestate);
-        tp = &trace;
-    }
+    int rc = ipc_params_check(&r->params, l->info.vocab_size, NULL, err);
+    if (rc) return rc;
     req_t *q = calloc(1, sizeof *q);
     if (!q) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
     q->notify = r->notify;
     q->notify_arg = r->notify_arg;
+    q->submitted_ns = lt_now_ns();
     pthread_mutex_lock(&l->mu);
     q->id = ++l->next_id;
-    req_t **slot = req_slot(l, q->id);
-    *slot = q;
-    l->n_pending++;
     pthread_mutex_unlock(&l->mu);
 
     pthread_mutex_lock(&l->send_mu);
     ipc_add_t *a = &l->add;
-    a->id = q->id;
-    a->prompt = (int32_t *)r->prompt;
-    a->n_prompt = r->n_prompt;
-    a->max_tokens = r->max_tokens;
-    a->min_tokens = r->min_tokens;
-    a->ignore_eos = r->ignore_eos;
-    a->n_stop_ids = r->n_stop_token_ids;
-    if (r->n_stop_token_ids)
-        memcpy(a->stop_ids, r->stop_token_ids, sizeof(int32_t) * (size_t)r->n_stop_token_ids);
-    ipc_sampling_t *as = &a->sampling;
-    ipc_sampling_defaults(as);
-    as->temperature = s->temperature;
-    as->top_p = s->top_p;
-    as->min_p = s->min_p;
-    as->top_k = s->top_k;
-    as->repetition_penalty = s->repetition_penalty;
-    as->presence_penalty = s->presence_penalty;
-    as->frequency_penalty = s->frequency_penalty;
-    as->has_seed = s->has_seed;
-    as->seed = s->seed;
-    as->logprobs = s->logprobs;
-    as->n_logit_bias = s->n_logit_bias;
-    if (s->n_logit_bias) {
-        memcpy(as->logit_bias_ids, s->logit_bias_ids, sizeof(int32_t) * (size_t)s->n_logit_bias);
-        memcpy(as->logit_bias, s->logit_bias, sizeof(float) * (size_t)s->n_logit_bias);
+    char made_up[40];
+    const char *rid = r->request_id;
+    if (!rid) {
+        snprintf(made_up, sizeof made_up, "%s-%llu", l->id_prefix, (unsigned long long)q->id);
+        rid = made_up;
     }
+    rc = ipc_ident_set(&a->ident, rid, r->traceparent, r->tracestate, err);
     const void *data;
     size_t len;
-    int rc = ipc_msg_add_write(&l->wr, a, tp, &data, &len, err);
-    if (rc == 0) rc = ipc_sock_send(l->in, NULL, data, len, 5000, err);
+    if (rc == 0) {
+        snprintf(q->rid, sizeof q->rid, "%s", a->ident.id);
+        a->id = q->id;
+        a->prompt = (int32_t *)r->prompt;
+        a->n_prompt = r->n_prompt;
+        a->params = r->params;
+        pthread_mutex_lock(&l->mu); /* in the table before the engine can answer */
+        *req_slot(l, q->id) = q;
+        l->n_pending++;
+        pthread_mutex_unlock(&l->mu);
+        rc = ipc_msg_add_write(&l->wr, a, &data, &len, err);
+        if (rc == 0) rc = ipc_sock_send(l->in, NULL, data, len, 5000, err);
+        if (rc) {
+            pthread_mutex_lock(&l->mu);
+            req_forget(l, req_slot(l, q->id));
+            pthread_mutex_unlock(&l->mu);
+            q = NULL;
+        }
+    }
     pthread_mutex_unlock(&l->send_mu);
     if (rc) {
-        pthread_mutex_lock(&l->mu);
-        req_forget(l, req_slot(l, q->id));
-        pthread_mutex_unlock(&l->mu);
+        free(q); /* NULL once the table owned (and freed) it */
         return rc == IPC_AGAIN ? lt_errf(err, LT_ERR_IO, "the engine is not taking requests") : rc;
     }
-    *id = q->id;
+    *id = q->id; /* q stays valid: only this caller's lantern_next/release forget it */
     return LT_OK;
 }
 
-int lantern_abort(lantern_t *l, uint64_t id) {
-    char rid[24], err[LT_ERR_LEN];
-    snprintf(rid, sizeof rid, "%llu", (unsigned long long)id);
+/* Sends ABORT for request id, named rid. */
+static int send_abort(lantern_t *l, uint64_t id, const char *rid) {
+    char err[LT_ERR_LEN];
     pthread_mutex_lock(&l->send_mu);
     const void *data;
     size_t len;
-    int rc = ipc_envelope_begin(&l->wr, IPC_MSG_ABORT, ipc_str(rid), NULL, err);
-    if (rc == 0) rc = ipc_wr_nil(&l->wr);
-    if (rc == 0) rc = ipc_envelope_end(&l->wr, &data, &len, err);
+    int rc = ipc_msg_abort_write(&l->wr, id, rid, &data, &len, err);
     if (rc == 0) rc = ipc_sock_send(l->in, NULL, data, len, 1000, err);
     pthread_mutex_unlock(&l->send_mu);
+    if (rc) LT_WARN("req=%s: abort not sent: %s", rid, rc == IPC_AGAIN ? "engine busy" : err);
     return rc < 0 ? rc : LT_OK;
 }
 
+int lantern_abort(lantern_t *l, uint64_t id) {
+    char rid[IPC_REQUEST_ID_MAX + 1];
+    pthread_mutex_lock(&l->mu);
+    req_t *r = *req_slot(l, id);
+    if (r) memcpy(rid, r->rid, sizeof rid);
+    pthread_mutex_unlock(&l->mu);
+    if (!r) return LT_ERR_NOTFOUND; /* finished and read: nothing to abort */
+    return send_abort(l, id, rid);
+}
+
 void lantern_release(lantern_t *l, uint64_t id) {
+    char rid[IPC_REQUEST_ID_MAX + 1];
     pthread_mutex_lock(&l->mu);
     req_t **slot = req_slot(l, id), *r = *slot;
     bool running = r && !r->done;
-    if (r) req_forget(l, slot);
+    if (r) {
+        memcpy(rid, r->rid, sizeof rid);
+        req_forget(l, slot);
+    }
     pthread_mutex_unlock(&l->mu);
     /* its remaining outputs find no request and are dropped */
-    if (running && atomic_load(&l->alive)) lantern_abort(l, id);
+    if (running && atomic_load(&l->alive)) send_abort(l, id, rid);
 }
 
 int lantern_next(lantern_t *l, uint64_t id, lantern_output_t *out, int timeout_ms, char *err) {
@@ -510,6 +464,8 @@ void lantern_stats(lantern_t *l, lantern_stats_t *st) {
 void lantern_dump(lantern_t *l) {
     lantern_stats_t st;
     lantern_stats(l, &st);
+    char args[512];
+    ipc_engine_args_str(&l->args, args, sizeof args);
     LT_INFO("state dump: frontend pid %d, engine pid %d (%s), %d pending requests, engine: %d "
             "running, %d waiting, KV usage %.1f%%, prefix cache %llu/%llu tokens hit, %llu "
             "preemptions, %llu steps",
@@ -517,5 +473,14 @@ void lantern_dump(lantern_t *l) {
             st.pending_requests, st.running, st.waiting, st.kv_usage * 100.0,
             (unsigned long long)st.prefix_hits, (unsigned long long)st.prefix_queries,
             (unsigned long long)st.preemptions, (unsigned long long)st.steps);
+    LT_INFO("state dump: engine arguments: model=%s %s", l->model, args);
+    uint64_t now = lt_now_ns();
+    pthread_mutex_lock(&l->mu);
+    for (int b = 0; b < N_BUCKETS; b++)
+        for (const req_t *r = l->buckets[b]; r; r = r->next)
+            LT_INFO("state dump: req=%s engine id %llu, age %.3f s, %d outputs queued%s", r->rid,
+                    (unsigned long long)r->id, (double)(now - r->submitted_ns) / 1e9,
+                    r->n - r->head, r->done ? ", finished" : "");
+    pthread_mutex_unlock(&l->mu);
     if (l->engine.pid > 0) kill(l->engine.pid, SIGUSR1);
 }

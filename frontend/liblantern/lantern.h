@@ -18,23 +18,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct lantern_engine_args {
-    const char *model;          /* GGUF file or HF directory; NULL: the default model */
-    int tensor_parallel_size;   /* worker processes, default 1 */
-    int max_num_seqs;           /* default 64 */
-    int max_num_batched_tokens; /* default 2048 */
-    int max_model_len;          /* 0: the model's */
-    int block_size;             /* default 16 */
-    bool enable_prefix_caching; /* default true */
-    long long kv_cache_memory;  /* bytes per worker, default 1 GiB */
-    int threads_per_worker;     /* 0: all cores / tensor_parallel_size */
-} lantern_engine_args_t;
+#include "args.h"
+#include "msg.h"
 
-void lantern_engine_args_default(lantern_engine_args_t *a);
+/* The engine's arguments are ipc/args.h's: one struct and one set of defaults for every command
+ * and process. */
+typedef ipc_engine_args_t lantern_engine_args_t;
+
+static inline void lantern_engine_args_default(lantern_engine_args_t *a) {
+    ipc_engine_args_defaults(a);
+}
 
 typedef struct lantern lantern_t;
 
-/* Starts the engine and waits until it is ready (model loaded in every worker). */
+/* Starts the engine and waits until it is ready (model loaded in every worker). The arguments
+ * are resolved (ipc_engine_args_resolve) and passed to the engine, and by it to every worker,
+ * as command-line flags. */
 int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err);
 void lantern_destroy(lantern_t **l);
 
@@ -46,28 +45,17 @@ void lantern_model_info(const lantern_t *l, lantern_model_info_t *info);
 /* false once the engine has died. */
 bool lantern_alive(const lantern_t *l);
 
-typedef struct lantern_sampling {
-    float temperature; /* 0: greedy */
-    float top_p, min_p;
-    int top_k;
-    float repetition_penalty, presence_penalty, frequency_penalty;
-    bool has_seed;
-    uint64_t seed;
-    int logprobs; /* -1: none; 0..20: chosen token's and that many alternatives */
-    int n_logit_bias;
-    const int32_t *logit_bias_ids;
-    const float *logit_bias;
-} lantern_sampling_t;
-
+/* One request. Its parameters are ipc/msg.h's ipc_params_t: resolved by the caller, checked
+ * with ipc_params_check at submit, carried unchanged to the engine and the sampler. */
 typedef struct lantern_request {
     const int32_t *prompt;
     int n_prompt;
-    int max_tokens, min_tokens;
-    bool ignore_eos;
-    const int32_t *stop_token_ids;
-    int n_stop_token_ids;
-    lantern_sampling_t sampling;
-    const char *traceparent; /* optional W3C trace context of the caller's span */
+    ipc_params_t params;
+    /* Identity: the request id every process's logs and dumps name it by (1..IPC_REQUEST_ID_MAX
+     * bytes without control characters; NULL: one is made up), and the optional W3C trace
+     * context of the caller's span (an invalid traceparent is refused). */
+    const char *request_id;
+    const char *traceparent;
     const char *tracestate;
     /* Optional: called from liblantern's receiver thread each time new output for this request
      * is queued (tokens, its finish, or its failure), so an event loop can wake the request's
@@ -77,9 +65,11 @@ typedef struct lantern_request {
     void *notify_arg;
 } lantern_request_t;
 
+/* ipc_params_defaults, no identity, no notify. */
 void lantern_request_default(lantern_request_t *r);
 
-/* Queues a request; *id identifies it afterwards. Errors: invalid arguments, a dead engine. */
+/* Queues a request; *id identifies it afterwards. Errors: invalid arguments (the message names
+ * the parameter), a dead engine. */
 int lantern_submit(lantern_t *l, const lantern_request_t *r, uint64_t *id, char *err);
 
 typedef enum lantern_finish {
@@ -134,8 +124,8 @@ typedef struct lantern_stats {
 } lantern_stats_t;
 void lantern_stats(lantern_t *l, lantern_stats_t *st);
 
-/* SIGUSR1 for the whole tree: the frontend logs its own state and signals the engine, which
- * dumps and signals its workers. */
+/* SIGUSR1 for the whole tree: liblantern logs its pending requests (with their ids) and signals
+ * the engine, which dumps and signals its workers. */
 void lantern_dump(lantern_t *l);
 
 #endif

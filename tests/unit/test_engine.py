@@ -247,7 +247,7 @@ def test_dump():
     check("SIGUSR1: engine dumps its scheduler", "engine" in stderr and "running" in stderr,
           stderr[-500:])
     check("SIGUSR1: every worker dumps", all(f"worker[{r}]" in stderr for r in range(3)) and
-          stderr.count("state: rank") >= 3, stderr[-500:])
+          stderr.count("state dump: rank") >= 3, stderr[-500:])
 
 
 def main():

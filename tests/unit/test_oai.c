@@ -44,9 +44,7 @@ static int setup(void **state) {
                          .served_name = "tiny",
                          .max_model_len = 64,
                          .vocab_size = fe_tokenizer_n_vocab(tok),
-                         .gen_temperature = -1,
-                         .gen_top_p = -1,
-                         .gen_repetition_penalty = -1};
+                         .gen = NULL};
     return 0;
 }
 
@@ -96,9 +94,9 @@ static void test_prompt_shapes(void **state) {
     assert_string_equal(r.prompts[0].text, "Hello world");
     /* OpenAI's defaults */
     assert_int_equal(r.n, 1);
-    assert_int_equal(r.max_tokens, 16);
-    assert_true(r.temperature == 1.0f && r.top_p == 1.0f && r.top_k == 0);
-    assert_int_equal(r.logprobs, -1);
+    assert_int_equal(r.params.max_tokens, 16);
+    assert_true(r.params.temperature == 1.0f && r.params.top_p == 1.0f && r.params.top_k == 0);
+    assert_int_equal(r.params.logprobs, -1);
     assert_false(r.stream);
     assert_true(r.skip_special);
     fe_oai_request_fini(&r);
@@ -111,7 +109,7 @@ static void test_prompt_shapes(void **state) {
     assert_int_equal(r.prompts[0].n_ids, 2);
     assert_int_equal(r.prompts[0].ids[1], ids[1]);
     assert_true(r.echo);
-    assert_int_equal(r.max_tokens, 0);
+    assert_int_equal(r.params.max_tokens, 0);
     assert_true(strncmp(r.prompts[0].text, "Hello", 5) == 0);
     fe_oai_request_fini(&r);
 
@@ -222,13 +220,16 @@ static void test_defaults(void **state) {
     fe_oai_request_t r;
     fe_oai_error_t e;
     fe_oai_ctx_t saved = ctx;
-    ctx.gen_temperature = 0.6f;
-    ctx.gen_top_p = 0.9f;
-    ctx.gen_top_k = 50;
-    ctx.gen_repetition_penalty = 1.1f;
+    lt_model_config_t gen;
+    lt_model_config_defaults(&gen);
+    gen.gen_temperature = 0.6f;
+    gen.gen_top_p = 0.9f;
+    gen.gen_top_k = 50;
+    gen.gen_repetition_penalty = 1.1f;
+    ctx.gen = &gen;
     assert_int_equal(parse(FE_OAI_COMPLETION, "{\"prompt\": \"x\"}", &r, &e), 0);
-    assert_true(r.temperature == 0.6f && r.top_p == 0.9f && r.top_k == 50 &&
-                r.repetition_penalty == 1.1f);
+    assert_true(r.params.temperature == 0.6f && r.params.top_p == 0.9f && r.params.top_k == 50 &&
+                r.params.repetition_penalty == 1.1f);
     fe_oai_request_fini(&r);
     /* the request wins; null means "not given" */
     assert_int_equal(parse(FE_OAI_COMPLETION,
@@ -237,15 +238,15 @@ static void test_defaults(void **state) {
                            "{\"7\": -100}, \"stop_token_ids\": [2], \"logprobs\": 3}",
                            &r, &e),
                      0);
-    assert_true(r.temperature == 0.0f && r.top_p == 0.9f && r.top_k == 0);
-    assert_true(r.has_seed && r.seed == (uint64_t)-3);
+    assert_true(r.params.temperature == 0.0f && r.params.top_p == 0.9f && r.params.top_k == 0);
+    assert_true(r.params.has_seed && r.params.seed == (uint64_t)-3);
     assert_int_equal(r.n_stops, 1); /* empty strings are dropped */
     assert_string_equal(r.stops[0], "\n");
-    assert_int_equal(r.n_bias, 1);
-    assert_int_equal(r.bias_ids[0], 7);
-    assert_true(r.bias[0] == -100.0f);
-    assert_int_equal(r.n_stop_ids, 1);
-    assert_int_equal(r.logprobs, 3);
+    assert_int_equal(r.params.n_logit_bias, 1);
+    assert_int_equal(r.params.logit_bias_ids[0], 7);
+    assert_true(r.params.logit_bias[0] == -100.0f);
+    assert_int_equal(r.params.n_stop_ids, 1);
+    assert_int_equal(r.params.logprobs, 3);
     fe_oai_request_fini(&r);
     ctx = saved;
 }
@@ -269,8 +270,8 @@ static void test_chat(void **state) {
     assert_true(im_start >= 0);
     assert_int_equal(r.prompts[0].ids[0], im_start);
     /* chat's default max_tokens is the rest of the context */
-    assert_int_equal(r.max_tokens, 64 - r.prompts[0].n_ids);
-    assert_int_equal(r.logprobs, 2);
+    assert_int_equal(r.params.max_tokens, 64 - r.prompts[0].n_ids);
+    assert_int_equal(r.params.logprobs, 2);
     fe_oai_request_fini(&r);
 
     char *text;

@@ -20,7 +20,7 @@ static void make_logits(float *l, int n, unsigned seed) {
     for (int i = 0; i < n; i++) l[i] = (float)(wk_rng_uniform(&r) * 6.0 - 3.0);
 }
 
-static int draw(wk_sampler_t *s, const wk_sampling_params_t *p, wk_rng_t *rng, const float *l) {
+static int draw(wk_sampler_t *s, const ipc_params_t *p, wk_rng_t *rng, const float *l) {
     float buf[V];
     memcpy(buf, l, sizeof buf);
     wk_sample_result_t res;
@@ -44,8 +44,8 @@ static void test_greedy(void **state) {
     int best = 0;
     for (int i = 1; i < V; i++)
         if (l[i] > l[best]) best = i;
-    wk_sampling_params_t p;
-    wk_sampling_defaults(&p);
+    ipc_params_t p;
+    ipc_params_defaults(&p);
     wk_rng_t rng;
     wk_rng_seed(&rng, 5);
     for (int i = 0; i < 10; i++) assert_int_equal(draw(s, &p, &rng, l), best);
@@ -80,8 +80,8 @@ static void test_filters_exclude(void **state) {
 
     wk_rng_t rng;
     wk_rng_seed(&rng, 99);
-    wk_sampling_params_t p;
-    wk_sampling_defaults(&p);
+    ipc_params_t p;
+    ipc_params_defaults(&p);
     p.temperature = 1.0f;
     p.top_k = 5;
     bool seen[V] = {0};
@@ -91,11 +91,11 @@ static void test_filters_exclude(void **state) {
         seen[t] = true;
     }
     for (int i = 0; i < V; i++) assert_true(seen[i] == in_topk[i]); /* and all of them occur */
-    wk_sampling_defaults(&p);
+    ipc_params_defaults(&p);
     p.temperature = 1.0f;
     p.top_p = 0.5f;
     for (int i = 0; i < 3000; i++) assert_true(in_topp[draw(s, &p, &rng, l)]);
-    wk_sampling_defaults(&p);
+    ipc_params_defaults(&p);
     p.temperature = 1.0f;
     p.min_p = 0.3f;
     for (int i = 0; i < 3000; i++) assert_true(in_minp[draw(s, &p, &rng, l)]);
@@ -115,8 +115,8 @@ static void test_chi_square(void **state) {
     for (int ti = 0; ti < 3; ti++) {
         double pr[V];
         probs(l, temps[ti], pr);
-        wk_sampling_params_t p;
-        wk_sampling_defaults(&p);
+        ipc_params_t p;
+        ipc_params_defaults(&p);
         p.temperature = temps[ti];
         wk_rng_t rng;
         wk_rng_seed(&rng, 1234 + ti);
@@ -149,8 +149,8 @@ static void test_seed_reproducible(void **state) {
     assert_int_equal(wk_sampler_create(V, &s, err), 0);
     float l[V];
     make_logits(l, V, 4);
-    wk_sampling_params_t p;
-    wk_sampling_defaults(&p);
+    ipc_params_t p;
+    ipc_params_defaults(&p);
     p.temperature = 1.0f;
     p.top_p = 0.9f;
     int a[50], b[50], c[50];
@@ -176,8 +176,8 @@ static void test_penalties_and_bias(void **state) {
     l[3] = 2.0f;  /* best */
     l[7] = 1.5f;  /* second */
     l[9] = -1.0f; /* negative logit in the prompt */
-    wk_sampling_params_t p;
-    wk_sampling_defaults(&p);
+    ipc_params_t p;
+    ipc_params_defaults(&p);
     wk_rng_t rng;
     wk_rng_seed(&rng, 1);
     wk_sample_result_t res;
@@ -193,7 +193,7 @@ static void test_penalties_and_bias(void **state) {
     assert_float_equal(buf[9], -2.0f, 1e-6);
 
     /* frequency 0.3 x 2 occurrences + presence 0.1 on output token 3: 2.0 - 0.7 = 1.3 */
-    wk_sampling_defaults(&p);
+    ipc_params_defaults(&p);
     p.frequency_penalty = 0.3f;
     p.presence_penalty = 0.1f;
     int32_t out[] = {3, 5, 3};
@@ -209,12 +209,10 @@ static void test_penalties_and_bias(void **state) {
     assert_float_equal(buf[3], 1.3f, 1e-6);
 
     /* logit_bias forces a token */
-    wk_sampling_defaults(&p);
-    int32_t ids[] = {11};
-    float bias[] = {100.0f};
+    ipc_params_defaults(&p);
     p.n_logit_bias = 1;
-    p.logit_bias_ids = ids;
-    p.logit_bias = bias;
+    p.logit_bias_ids[0] = 11;
+    p.logit_bias[0] = 100.0f;
     memcpy(buf, l, sizeof buf);
     assert_int_equal(wk_sample(s, &p, &rng, buf, NULL, 0, NULL, 0, &res), 0);
     assert_int_equal(res.token, 11);
@@ -229,8 +227,8 @@ static void test_logprobs(void **state) {
     make_logits(l, V, 6);
     double pr[V];
     probs(l, 1.0f, pr);
-    wk_sampling_params_t p;
-    wk_sampling_defaults(&p);
+    ipc_params_t p;
+    ipc_params_defaults(&p);
     p.temperature = 0.5f; /* logprobs stay those of the raw distribution */
     p.logprobs = 5;
     wk_rng_t rng;
@@ -251,28 +249,42 @@ static void test_logprobs(void **state) {
     wk_sampler_destroy(&s);
 }
 
-static void test_validate(void **state) {
+/* The one check a request's parameters pass before they reach the sampler (ipc_params_check):
+ * out-of-range values and token ids are refused with the offending field named. */
+static void test_params_check(void **state) {
     char err[LT_ERR_LEN];
-    wk_sampling_params_t p;
-    wk_sampling_defaults(&p);
-    assert_int_equal(wk_sampling_validate(&p, V, err), 0);
+    const char *field;
+    ipc_params_t p;
+    ipc_params_defaults(&p);
+    assert_int_equal(ipc_params_check(&p, V, &field, err), 0);
     p.temperature = -1;
-    assert_int_equal(wk_sampling_validate(&p, V, err), LT_ERR_INVAL);
+    assert_int_equal(ipc_params_check(&p, V, &field, err), LT_ERR_INVAL);
+    assert_string_equal(field, "temperature");
     assert_non_null(strstr(err, "temperature"));
-    wk_sampling_defaults(&p);
+    ipc_params_defaults(&p);
     p.top_p = 0;
-    assert_int_equal(wk_sampling_validate(&p, V, err), LT_ERR_INVAL);
-    wk_sampling_defaults(&p);
+    assert_int_equal(ipc_params_check(&p, V, &field, err), LT_ERR_INVAL);
+    assert_string_equal(field, "top_p");
+    ipc_params_defaults(&p);
     p.temperature = NAN;
-    assert_int_equal(wk_sampling_validate(&p, V, err), LT_ERR_INVAL);
-    wk_sampling_defaults(&p);
-    int32_t ids[] = {V};
-    float b[] = {1};
+    assert_int_equal(ipc_params_check(&p, V, &field, err), LT_ERR_INVAL);
+    ipc_params_defaults(&p);
+    p.min_tokens = p.max_tokens + 1;
+    assert_int_equal(ipc_params_check(&p, V, &field, err), LT_ERR_INVAL);
+    assert_string_equal(field, "min_tokens");
+    ipc_params_defaults(&p);
     p.n_logit_bias = 1;
-    p.logit_bias_ids = ids;
-    p.logit_bias = b;
-    assert_int_equal(wk_sampling_validate(&p, V, err), LT_ERR_INVAL);
-    assert_non_null(strstr(err, "logit_bias"));
+    p.logit_bias_ids[0] = V;
+    p.logit_bias[0] = 1;
+    assert_int_equal(ipc_params_check(&p, V, &field, err), LT_ERR_INVAL);
+    assert_string_equal(field, "logit_bias");
+    assert_int_equal(ipc_params_check(&p, 0, &field, err), 0); /* vocabulary unknown: ids >= 0 */
+    p.logit_bias[0] = 101;
+    assert_int_equal(ipc_params_check(&p, 0, &field, err), LT_ERR_INVAL);
+    ipc_params_defaults(&p);
+    p.n_stop_ids = IPC_MAX_STOP_IDS + 1;
+    assert_int_equal(ipc_params_check(&p, V, &field, err), LT_ERR_INVAL);
+    assert_string_equal(field, "stop_token_ids");
 }
 
 int main(void) {
@@ -283,7 +295,7 @@ int main(void) {
         cmocka_unit_test(test_seed_reproducible),
         cmocka_unit_test(test_penalties_and_bias),
         cmocka_unit_test(test_logprobs),
-        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_params_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

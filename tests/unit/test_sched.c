@@ -949,7 +949,7 @@ static void test_events_stats_dump(void **state) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-    eng_sched_dump(h.s, h.now, f);
+    eng_sched_dump(h.s, h.now, NULL, f);
     fclose(f);
     assert_non_null(strstr(buf, "running"));
     assert_non_null(strstr(buf, "phase=decode"));

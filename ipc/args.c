@@ -1,0 +1,213 @@
+/*
+ * args.c — the engine's arguments (args.h): defaults, the option table, parsing, argv writing.
+ */
+#include "args.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lt.h"
+
+void ipc_engine_args_defaults(ipc_engine_args_t *a) {
+    memset(a, 0, sizeof *a);
+    a->tensor_parallel_size = IPC_DEF_TENSOR_PARALLEL_SIZE;
+    a->max_num_seqs = IPC_DEF_MAX_NUM_SEQS;
+    a->max_num_batched_tokens = IPC_DEF_MAX_BATCHED_TOKENS;
+    a->block_size = IPC_DEF_BLOCK_SIZE;
+    a->enable_prefix_caching = true;
+    a->kv_cache_memory = IPC_DEF_KV_CACHE_MEMORY;
+}
+
+int ipc_engine_args_resolve(ipc_engine_args_t *a, char *err) {
+    if (a->tensor_parallel_size < 1 || a->tensor_parallel_size > IPC_MAX_TENSOR_PARALLEL)
+        return lt_errf(err, LT_ERR_INVAL, "--tensor-parallel-size must be 1..%d",
+                       IPC_MAX_TENSOR_PARALLEL);
+    if (a->max_num_seqs < 1 || a->max_num_batched_tokens < 1 || a->block_size < 1 ||
+        a->max_model_len < 0 || a->kv_cache_memory < 1 || a->threads < 0)
+        return lt_errf(err, LT_ERR_INVAL, "invalid engine arguments");
+    if (a->threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        a->threads = n > a->tensor_parallel_size ? (int)(n / a->tensor_parallel_size) : 1;
+    }
+    return LT_OK;
+}
+
+/* ---- options ---- */
+
+enum {
+    O_MODEL,
+    O_TP,
+    O_SEQS,
+    O_BATCHED,
+    O_LEN,
+    O_BLOCK,
+    O_PREFIX,
+    O_NO_PREFIX,
+    O_KV_MEM,
+    O_GPU_MEM,
+    O_THREADS,
+    O_BATCH_INVARIANT,
+    O_COUNT
+};
+
+#define OPT(name, has, id)                                                                         \
+    { name, has, 0, IPC_ENGINE_OPT + id }
+static const struct option k_opts[O_COUNT] = {
+    OPT("model", required_argument, O_MODEL),
+    OPT("tensor-parallel-size", required_argument, O_TP),
+    OPT("max-num-seqs", required_argument, O_SEQS),
+    OPT("max-num-batched-tokens", required_argument, O_BATCHED),
+    OPT("max-model-len", required_argument, O_LEN),
+    OPT("block-size", required_argument, O_BLOCK),
+    OPT("enable-prefix-caching", no_argument, O_PREFIX),
+    OPT("no-enable-prefix-caching", no_argument, O_NO_PREFIX),
+    OPT("kv-cache-memory", required_argument, O_KV_MEM),
+    OPT("gpu-memory-utilization", required_argument, O_GPU_MEM),
+    OPT("threads", required_argument, O_THREADS),
+    OPT("batch-invariant", no_argument, O_BATCH_INVARIANT),
+};
+
+int ipc_engine_opts_table(const struct option *own, int n_own, struct option *out, int cap) {
+    if (n_own + O_COUNT + 1 > cap) return -1;
+    memcpy(out, own, sizeof *own * (size_t)n_own);
+    memcpy(out + n_own, k_opts, sizeof k_opts);
+    memset(&out[n_own + O_COUNT], 0, sizeof *out);
+    return n_own + O_COUNT;
+}
+
+int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *err) {
+    int id = val - IPC_ENGINE_OPT;
+    if (id < 0 || id >= O_COUNT) return 1;
+    long long v = 0;
+    bool ok = true;
+    const char *want = NULL;
+    switch (id) {
+    case O_MODEL: a->model = arg; break;
+    case O_TP:
+        ok = lt_parse_long(arg, 1, IPC_MAX_TENSOR_PARALLEL, &v);
+        a->tensor_parallel_size = (int)v;
+        want = "1..64";
+        break;
+    case O_SEQS:
+        ok = lt_parse_long(arg, 1, 4096, &v);
+        a->max_num_seqs = (int)v;
+        want = "1..4096";
+        break;
+    case O_BATCHED:
+        ok = lt_parse_long(arg, 1, 1 << 24, &v);
+        a->max_num_batched_tokens = (int)v;
+        want = "a positive number of tokens";
+        break;
+    case O_LEN:
+        ok = lt_parse_long(arg, 0, 1 << 24, &v);
+        a->max_model_len = (int)v;
+        want = "a number of tokens (0: the model's)";
+        break;
+    case O_BLOCK:
+        ok = lt_parse_long(arg, 1, 1024, &v);
+        a->block_size = (int)v;
+        want = "1..1024";
+        break;
+    case O_PREFIX: a->enable_prefix_caching = true; break;
+    case O_NO_PREFIX: a->enable_prefix_caching = false; break;
+    case O_KV_MEM:
+        ok = lt_parse_size(arg, &a->kv_cache_memory);
+        want = "a size in bytes, K/M/G suffixes";
+        break;
+    case O_GPU_MEM: {
+        double f = 0;
+        ok = lt_parse_double(arg, 1e-6, 1, &f);
+        a->gpu_memory_utilization = (float)f;
+        want = "a fraction in (0, 1]";
+        break;
+    }
+    case O_THREADS:
+        ok = lt_parse_long(arg, 1, 1024, &v);
+        a->threads = (int)v;
+        want = "1..1024";
+        break;
+    case O_BATCH_INVARIANT: a->batch_invariant = true; break;
+    }
+    if (!ok)
+        return lt_errf(err, LT_ERR_INVAL, "--%s: invalid value '%s' (want %s)", k_opts[id].name,
+                       arg, want);
+    return LT_OK;
+}
+
+void ipc_engine_args_help(FILE *f) {
+    fprintf(
+        f,
+        "engine options (vLLM's names):\n"
+        "  --model PATH                   GGUF file or Hugging Face directory (default: the\n"
+        "                                 default model, SmolLM2-135M-Instruct Q4_1)\n"
+        "  --tensor-parallel-size N       worker processes, each holding 1/N of the model (%d)\n"
+        "  --max-model-len N              context length (0: the model's)\n"
+        "  --max-num-seqs N               sequences per engine step (%d)\n"
+        "  --max-num-batched-tokens N     tokens per engine step (%d)\n"
+        "  --block-size N                 KV-cache block size in tokens (%d)\n"
+        "  --enable-prefix-caching        reuse cached KV blocks of shared prefixes (default)\n"
+        "  --no-enable-prefix-caching     turn it off\n"
+        "  --kv-cache-memory BYTES        KV-cache memory per worker, K/M/G suffixes (1G)\n"
+        "  --gpu-memory-utilization F     fraction of GPU memory for the KV cache of the CUDA\n"
+        "                                 backend (refused by the CPU backend)\n"
+        "  --threads N                    compute threads per worker (all cores / N workers)\n"
+        "  --batch-invariant              a request's tokens do not depend on what it is batched\n"
+        "                                 with (seeds reproduce under load); slower on large\n"
+        "                                 batches\n",
+        IPC_DEF_TENSOR_PARALLEL_SIZE, IPC_DEF_MAX_NUM_SEQS, IPC_DEF_MAX_BATCHED_TOKENS,
+        IPC_DEF_BLOCK_SIZE);
+}
+
+/* ---- argv ---- */
+
+int ipc_argv_add(ipc_argv_t *av, const char *s) {
+    size_t n = strlen(s) + 1;
+    if (av->argc >= IPC_ARGV_MAX || av->used + n > sizeof av->buf) return LT_ERR_RANGE;
+    char *p = av->buf + av->used;
+    memcpy(p, s, n);
+    av->used += n;
+    av->argv[av->argc++] = p;
+    av->argv[av->argc] = NULL;
+    return LT_OK;
+}
+
+int ipc_argv_addf(ipc_argv_t *av, const char *name, const char *fmt, ...) {
+    char flag[64], val[4200];
+    snprintf(flag, sizeof flag, "--%s", name);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof val, fmt, ap);
+    va_end(ap);
+    int rc = ipc_argv_add(av, flag);
+    return rc ? rc : ipc_argv_add(av, val);
+}
+
+int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av) {
+    int rc = 0;
+    if (a->model) rc |= ipc_argv_addf(av, "model", "%s", a->model);
+    rc |= ipc_argv_addf(av, "tensor-parallel-size", "%d", a->tensor_parallel_size);
+    rc |= ipc_argv_addf(av, "max-num-seqs", "%d", a->max_num_seqs);
+    rc |= ipc_argv_addf(av, "max-num-batched-tokens", "%d", a->max_num_batched_tokens);
+    rc |= ipc_argv_addf(av, "max-model-len", "%d", a->max_model_len);
+    rc |= ipc_argv_addf(av, "block-size", "%d", a->block_size);
+    rc |= ipc_argv_add(av, a->enable_prefix_caching ? "--enable-prefix-caching"
+                                                    : "--no-enable-prefix-caching");
+    rc |= ipc_argv_addf(av, "kv-cache-memory", "%lld", a->kv_cache_memory);
+    if (a->gpu_memory_utilization > 0)
+        rc |= ipc_argv_addf(av, "gpu-memory-utilization", "%.9g", a->gpu_memory_utilization);
+    rc |= ipc_argv_addf(av, "threads", "%d", a->threads);
+    if (a->batch_invariant) rc |= ipc_argv_add(av, "--batch-invariant");
+    return rc ? LT_ERR_RANGE : LT_OK;
+}
+
+void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n) {
+    snprintf(buf, n,
+             "tensor_parallel_size=%d max_num_seqs=%d max_num_batched_tokens=%d max_model_len=%d "
+             "block_size=%d enable_prefix_caching=%d kv_cache_memory=%lld "
+             "gpu_memory_utilization=%g threads=%d batch_invariant=%d",
+             a->tensor_parallel_size, a->max_num_seqs, a->max_num_batched_tokens, a->max_model_len,
+             a->block_size, a->enable_prefix_caching, a->kv_cache_memory, a->gpu_memory_utilization,
+             a->threads, a->batch_invariant);
+}

@@ -1,0 +1,87 @@
+/*
+ * args.h — the engine's arguments: one struct, one set of defaults, one option table with
+ * vLLM's flag names, one parser and one argv writer. `lantern serve`, `generate` and `batch`
+ * parse the user's flags with it, liblantern writes them into the engine's argv with it, the
+ * engine parses them back and writes the same argv for every worker, and each worker parses
+ * them once more: every flag reaches the process that uses it by argument, never by environment.
+ *
+ * Thread safety: plain data and pure functions. Not on the hot path.
+ */
+#ifndef LT_IPC_ARGS_H
+#define LT_IPC_ARGS_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* ---- defaults ---- */
+
+#define IPC_DEF_TENSOR_PARALLEL_SIZE 1
+#define IPC_DEF_MAX_NUM_SEQS         64
+#define IPC_DEF_MAX_BATCHED_TOKENS   2048
+#define IPC_DEF_BLOCK_SIZE           16
+#define IPC_DEF_KV_CACHE_MEMORY      (1ll << 30)
+#define IPC_MAX_TENSOR_PARALLEL      64
+
+typedef struct ipc_engine_args {
+    const char *model;          /* GGUF file or HF directory (borrowed); NULL: the default model */
+    int tensor_parallel_size;   /* worker processes, each holding 1/N of the model */
+    int max_num_seqs;           /* sequences per engine step at most */
+    int max_num_batched_tokens; /* tokens per engine step at most */
+    int max_model_len;          /* 0: the model's own context */
+    int block_size;             /* KV-cache block size, tokens */
+    bool enable_prefix_caching;
+    long long kv_cache_memory;    /* bytes per worker (CPU backend) */
+    float gpu_memory_utilization; /* 0: not given; the CUDA backend's KV sizing */
+    int threads;                  /* compute threads per worker; 0: cores / tensor_parallel_size */
+    bool batch_invariant;         /* results independent of the batch (quantized kernels only) */
+} ipc_engine_args_t;
+
+void ipc_engine_args_defaults(ipc_engine_args_t *a);
+
+/* Cross-field checks and the resolution of automatic values (threads). LT_ERR_INVAL with the
+ * flag named in err. */
+int ipc_engine_args_resolve(ipc_engine_args_t *a, char *err);
+
+/* ---- command line ---- */
+
+/* getopt_long `val` of the engine options: IPC_ENGINE_OPT + index (out of every short option's
+ * and every command's own range). */
+#define IPC_ENGINE_OPT 0x1000
+
+/* Builds a getopt_long table in out (cap entries): the command's own options (n_own, no
+ * terminator needed), then every engine option, then the terminator. Returns the number of
+ * entries before the terminator, or -1 when cap is too small. */
+int ipc_engine_opts_table(const struct option *own, int n_own, struct option *out, int cap);
+
+/* Applies one parsed option: 0 when it was an engine option with a valid value, 1 when `val` is
+ * not an engine option (the caller's own), LT_ERR_INVAL with "--flag: why" in err. */
+int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *err);
+
+/* The engine options, one per line with their defaults, for a command's --help. */
+void ipc_engine_args_help(FILE *f);
+
+/* ---- argv for a child process ---- */
+
+#define IPC_ARGV_MAX 96
+
+typedef struct ipc_argv {
+    int argc;
+    char *argv[IPC_ARGV_MAX + 1]; /* NULL-terminated */
+    char buf[8192];
+    size_t used;
+} ipc_argv_t;
+
+/* Appends one argument (copied). LT_ERR_RANGE when the argv is full. */
+int ipc_argv_add(ipc_argv_t *av, const char *s);
+/* Appends "--name" and a formatted value. */
+int ipc_argv_addf(ipc_argv_t *av, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Appends every field of a as flags, so the child resolves nothing again. */
+int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av);
+
+/* "tensor_parallel_size=2 max_num_seqs=64 ..." for logs and dumps. */
+void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n);
+
+#endif

@@ -10,6 +10,7 @@
  * is then failed with an error, the other workers are stopped, the shared memory is unlinked and
  * the engine exits non-zero. The engine dies with the frontend (PR_SET_PDEATHSIG).
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -463,9 +464,22 @@ static void dump_state(core_t *c) {
     ipc_engine_args_str(&c->args, args, sizeof args);
     for (int i = 0; i < c->args.tensor_parallel_size; i++)
         if (c->workers[i].pid > 0) kill(c->workers[i].pid, SIGUSR1);
-    LT_INFO("state dump (pid %d, %d workers): model=%s %s", (int)getpid(),
-            c->args.tensor_parallel_size, c->args.model, args);
-    eng_sched_dump(c->sched, lt_now_ns(), req_label, stderr);
+    LT_INFO("state dump: %d workers, model=%s %s", c->args.tensor_parallel_size, c->args.model,
+            args);
+    /* the scheduler writes its dump to a stream; each of its lines goes out as a log line, so
+     * that it carries the engine's tag like every other line of this process */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return;
+    eng_sched_dump(c->sched, lt_now_ns(), req_label, f);
+    fclose(f);
+    for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        LT_INFO("state dump: %s", line);
+    }
+    free(text);
 }
 
 /* ---- start-up ---- */

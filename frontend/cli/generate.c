@@ -27,6 +27,7 @@
 #include "lantern.h"
 #include "lt.h"
 #include "oai.h"
+#include "proc.h"
 #include "stop.h"
 #include "tokenizer.h"
 
@@ -293,6 +294,7 @@ typedef struct gen_run {
 static int gen_start(const gen_opts_t *o, gen_run_t *g, const int32_t *ids, int n_ids,
                      int max_tokens, char *err) {
     g->t_start = lt_now_ns();
+    lt_signals_install();
     int rc = lantern_create(&o->args, &g->l, err);
     if (rc) return rc;
     g->t_ready = lt_now_ns();
@@ -306,6 +308,23 @@ static int gen_start(const gen_opts_t *o, gen_run_t *g, const int32_t *ids, int 
                        "prompt (%d tokens) + max tokens (%d) exceeds the model's context of %d",
                        n_ids, max_tokens, g->info.max_model_len);
     return LT_OK;
+}
+
+/* lantern_next, waking every 100 ms to serve signals: SIGUSR1 dumps the whole tree's state,
+ * SIGTERM/SIGINT abort the request (its last output follows). */
+static int gen_next(gen_run_t *g, uint64_t id, lantern_output_t *out, char *err) {
+    for (;;) {
+        int rc = lantern_next(g->l, id, out, 100, err);
+        if (lt_sig_dump) {
+            lt_sig_dump = 0;
+            lantern_dump(g->l);
+        }
+        if (lt_sig_shutdown == 1) {
+            lt_sig_shutdown = 2;
+            lantern_abort(g->l, id);
+        }
+        if (rc != LANTERN_AGAIN) return rc;
+    }
 }
 
 static int gen_submit(const gen_opts_t *o, gen_run_t *g, const int32_t *ids, int n_ids,
@@ -341,7 +360,7 @@ static int run_ids(const gen_opts_t *o, const int *prompt, int n_prompt) {
     }
     if (gen_submit(o, &g, prompt, n_prompt, &p, &id, err)) goto fail;
     do {
-        if (lantern_next(g.l, id, &out, -1, err) < 0) goto fail;
+        if (gen_next(&g, id, &out, err) < 0) goto fail;
         for (int i = 0; i < out.n_tokens; i++) printf(n_gen++ ? ",%d" : "%d", toks[i].id);
         fflush(stdout);
     } while (out.finish == LANTERN_FINISH_NONE);
@@ -399,7 +418,7 @@ static int stream_text(gen_run_t *g, uint64_t id, fe_detok_t *detok, fe_stopper_
     lt_buf_t text = {0};
     int rc = 0;
     do {
-        if ((rc = lantern_next(g->l, id, out, -1, err)) < 0) break;
+        if ((rc = gen_next(g, id, out, err)) < 0) break;
         for (int i = 0; i < out->n_tokens && !*stopped; i++) {
             const char *t;
             size_t tl;

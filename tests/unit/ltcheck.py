@@ -7,10 +7,12 @@ go and add up to an exit status, and the default model's path.
     ...
     return ltcheck.summary()          # 1 if any check failed, else 0
 """
+import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 
 failures = []
@@ -51,6 +53,22 @@ def default_model(honor_env=True):
                        capture_output=True, text=True)
     path = r.stdout.strip()
     return path if r.returncode == 0 and os.path.exists(path) else None
+
+
+def tiny_model(tmp):
+    """llama-tiny-gguf (random weights, byte-level BPE tokenizer, no chat template) from
+    LANTERN_MODELS_DIR, else made in tmp from tools/random_models.json."""
+    models = os.environ.get("LANTERN_MODELS_DIR", "")
+    path = os.path.join(models, "llama-tiny-gguf", "model.gguf")
+    if models and os.path.exists(path):
+        return path
+    src = os.environ["LANTERN_SOURCE_DIR"]
+    with open(os.path.join(src, "tools", "random_models.json")) as f:
+        args = json.load(f)["llama-tiny-gguf"]
+    out = os.path.join(tmp, "llama-tiny-gguf")
+    subprocess.run([sys.executable, os.path.join(src, "tools", "make_random_model.py"),
+                    "--out", out, *args], check=True, capture_output=True)
+    return os.path.join(out, "model.gguf")
 
 
 class Server:

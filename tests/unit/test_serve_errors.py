@@ -36,27 +36,10 @@ import tempfile
 import time
 
 import ltcheck
-from ltcheck import check, Server
+from ltcheck import check, Server, tiny_model
 
 BIN = os.environ["LANTERN_BIN"]
-SRC = os.environ["LANTERN_SOURCE_DIR"]
-MODELS = os.environ.get("LANTERN_MODELS_DIR", "")
 KEY = "sk-lantern-test-key"
-
-
-
-
-def tiny_model(tmp):
-    """llama-tiny-gguf from LANTERN_MODELS_DIR, else made here from tools/random_models.json."""
-    path = os.path.join(MODELS, "llama-tiny-gguf", "model.gguf")
-    if MODELS and os.path.exists(path):
-        return path
-    with open(os.path.join(SRC, "tools", "random_models.json")) as f:
-        args = json.load(f)["llama-tiny-gguf"]
-    out = os.path.join(tmp, "llama-tiny-gguf")
-    subprocess.run([sys.executable, os.path.join(SRC, "tools", "make_random_model.py"),
-                    "--out", out, *args], check=True, capture_output=True)
-    return os.path.join(out, "model.gguf")
 
 
 

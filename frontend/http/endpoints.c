@@ -1,0 +1,208 @@
+/*
+ * endpoints.c — the endpoints besides generation: /v1/models (and /v1/models/{id}), /metrics,
+ * /tokenize and /detokenize.
+ */
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "lt.h"
+
+static void write_model(fe_jw_t *w, const srv_t *s) {
+    fe_jw_obj(w);
+    fe_jw_key(w, "id");
+    fe_jw_cstr(w, s->served_name);
+    fe_jw_key(w, "object");
+    fe_jw_cstr(w, "model");
+    fe_jw_key(w, "created");
+    fe_jw_int(w, (long long)s->started);
+    fe_jw_key(w, "owned_by");
+    fe_jw_cstr(w, "lantern");
+    fe_jw_key(w, "root");
+    fe_jw_cstr(w, s->model);
+    fe_jw_key(w, "max_model_len");
+    fe_jw_int(w, s->info.max_model_len);
+    fe_jw_end(w, '}');
+}
+
+enum MHD_Result fe_http_models(call_t *c) {
+    lt_buf_t b;
+    fe_jw_t w;
+    fe_http_json_begin(&w, &b);
+    fe_jw_key(&w, "object");
+    fe_jw_cstr(&w, "list");
+    fe_jw_key(&w, "data");
+    fe_jw_arr(&w);
+    write_model(&w, c->s);
+    fe_jw_end(&w, ']');
+    return fe_http_respond_json(c, &w);
+}
+
+/* GET /v1/models/{id}: the model object itself (OpenAI's "retrieve model") */
+enum MHD_Result fe_http_model(call_t *c, const char *id) {
+    fe_oai_error_t e;
+    if (fe_oai_model_known(&c->s->oai, id, &e)) return fe_http_respond_error(c, &e);
+    lt_buf_t b = {0};
+    fe_jw_t w;
+    fe_jw_init(&w, &b);
+    write_model(&w, c->s);
+    enum MHD_Result ok =
+        w.err ? MHD_NO : fe_http_respond(c, 200, "application/json", b.data ? b.data : "", b.len);
+    lt_buf_free(&b);
+    return ok;
+}
+
+static void metric(const srv_t *s, lt_buf_t *b, const char *name, const char *type,
+                   const char *help, const char *labels, double v) {
+    char line[512];
+    int n =
+        snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s{model_name=\"%s\"%s} %.17g\n",
+                 name, help, name, type, name, s->served_name, labels, v);
+    lt_buf_put(b, line, (size_t)n);
+}
+
+enum MHD_Result fe_http_metrics(call_t *c) {
+    srv_t *s = c->s;
+    lantern_stats_t st;
+    lantern_stats(s->l, &st);
+    lt_buf_t b = {0};
+    metric(s, &b, "lantern:num_requests_running", "gauge",
+           "Number of requests in model execution batches.", "", st.running);
+    metric(s, &b, "lantern:num_requests_waiting", "gauge",
+           "Number of requests waiting to be processed.", "", st.waiting);
+    metric(s, &b, "lantern:kv_cache_usage_perc", "gauge",
+           "KV-cache usage. 1 means 100 percent usage.", "", st.kv_usage);
+    metric(s, &b, "lantern:prefix_cache_queries_total", "counter",
+           "Prefix cache queries, in terms of number of queried tokens.", "",
+           (double)st.prefix_queries);
+    metric(s, &b, "lantern:prefix_cache_hits_total", "counter",
+           "Prefix cache hits, in terms of number of cached tokens.", "", (double)st.prefix_hits);
+    metric(s, &b, "lantern:num_preemptions_total", "counter", "Cumulative number of preemptions.",
+           "", (double)st.preemptions);
+    metric(s, &b, "lantern:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
+           "", (double)atomic_load(&s->n_prompt_tokens));
+    metric(s, &b, "lantern:generation_tokens_total", "counter",
+           "Number of generation tokens processed.", "", (double)atomic_load(&s->n_gen_tokens));
+    static const char *reasons[] = {NULL, "stop", "length", "abort", "error"};
+    static const char succ[] = "# HELP lantern:request_success_total Count of finished requests "
+                               "by finish reason.\n# TYPE lantern:request_success_total counter\n";
+    lt_buf_put(&b, succ, sizeof succ - 1);
+    for (int k = 1; k <= 4; k++) {
+        char line[256];
+        int n = snprintf(line, sizeof line,
+                         "lantern:request_success_total{model_name=\"%s\",finished_reason=\"%s\"} "
+                         "%llu\n",
+                         s->served_name, reasons[k], atomic_load(&s->n_finished[k]));
+        lt_buf_put(&b, line, (size_t)n);
+    }
+    metric(s, &b, "lantern:client_disconnects_total", "counter",
+           "Requests whose client went away before the end (aborted in the engine).", "",
+           (double)atomic_load(&s->n_disconnects));
+    metric(s, &b, "lantern:engine_alive", "gauge", "1 while the engine process tree is running.",
+           "", lantern_alive(s->l));
+    enum MHD_Result ok = fe_http_respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
+    lt_buf_free(&b);
+    return ok;
+}
+
+enum MHD_Result fe_http_tokenize(call_t *c) {
+    srv_t *s = c->s;
+    fe_oai_error_t e;
+    cJSON *j = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return fe_http_fail(c, 400, "invalid_request_error", NULL, NULL,
+                            "the body must be a JSON object");
+    }
+    enum MHD_Result ok;
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    const cJSON *add = cJSON_GetObjectItemCaseSensitive(j, "add_special_tokens");
+    char *text = NULL, err[LT_ERR_LEN];
+    int32_t *ids = NULL;
+    int n = 0;
+    if (fe_oai_check_model(&s->oai, j, &e)) {
+        ok = fe_http_respond_error(c, &e);
+        goto out;
+    }
+    if (add && !cJSON_IsBool(add) && !cJSON_IsNull(add)) {
+        ok = fe_http_fail(c, 400, "invalid_request_error", NULL, "add_special_tokens",
+                          "'add_special_tokens' must be a boolean");
+        goto out;
+    }
+    bool add_special;
+    if (cJSON_IsString(prompt)) {
+        add_special = !add || !cJSON_IsFalse(add);
+        text = strdup(prompt->valuestring);
+    } else if (msgs) {
+        add_special = add && cJSON_IsTrue(add);
+        if (fe_oai_render_chat(&s->oai, j, &text, &e)) {
+            ok = fe_http_respond_error(c, &e);
+            goto out;
+        }
+    } else {
+        ok = fe_http_fail(c, 400, "invalid_request_error", NULL, "prompt",
+                          "give 'prompt' (a string) or 'messages'");
+        goto out;
+    }
+    if (!text ||
+        fe_tokenizer_encode(s->tok, text, strlen(text), add_special, true, &ids, &n, err)) {
+        ok = fe_http_fail(c, 500, "server_error", NULL, NULL, "tokenization failed");
+        goto out;
+    }
+    lt_buf_t b;
+    fe_jw_t w;
+    fe_http_json_begin(&w, &b);
+    fe_jw_key(&w, "count");
+    fe_jw_int(&w, n);
+    fe_jw_key(&w, "max_model_len");
+    fe_jw_int(&w, s->info.max_model_len);
+    fe_jw_key(&w, "tokens");
+    fe_jw_arr(&w);
+    for (int i = 0; i < n; i++) fe_jw_int(&w, ids[i]);
+    fe_jw_end(&w, ']');
+    ok = fe_http_respond_json(c, &w);
+out:
+    free(text);
+    free(ids);
+    cJSON_Delete(j);
+    return ok;
+}
+
+enum MHD_Result fe_http_detokenize(call_t *c) {
+    srv_t *s = c->s;
+    fe_oai_error_t e;
+    cJSON *j = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
+    enum MHD_Result ok;
+    int32_t *ids = NULL;
+    int n = 0;
+    char *text = NULL, err[LT_ERR_LEN];
+    if (!cJSON_IsObject(j)) {
+        ok = fe_http_fail(c, 400, "invalid_request_error", NULL, NULL,
+                          "the body must be a JSON object");
+        goto out;
+    }
+    if (fe_oai_token_ids(&s->oai, cJSON_GetObjectItemCaseSensitive(j, "tokens"), "tokens", &ids, &n,
+                         &e)) {
+        ok = fe_http_respond_error(c, &e);
+        goto out;
+    }
+    size_t len;
+    if (fe_tokenizer_decode(s->tok, ids, n, false, &text, &len, err)) {
+        ok = fe_http_fail(c, 500, "server_error", NULL, NULL, "detokenization failed");
+        goto out;
+    }
+    lt_buf_t b;
+    fe_jw_t w;
+    fe_http_json_begin(&w, &b);
+    fe_jw_key(&w, "prompt");
+    fe_jw_str(&w, text, len);
+    ok = fe_http_respond_json(c, &w);
+out:
+    free(ids);
+    free(text);
+    cJSON_Delete(j);
+    return ok;
+}

@@ -1,0 +1,255 @@
+/*
+ * server.c — the libmicrohttpd side of `lantern serve`: the access handler (route, authorize,
+ * size-check, read the body, dispatch), the completion hook that releases a finished call, the
+ * responses every handler sends (with the headers every answer carries) and errors in OpenAI's
+ * shape, and the request's identity from its headers (X-Request-Id, traceparent, tracestate).
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "http.h"
+#include "lt.h"
+
+/* ---- small helpers ---- */
+
+static void random_hex(char *out, int n) {
+    unsigned char b[32];
+    if (n > 64) n = 64;
+    if (getrandom(b, (size_t)(n + 1) / 2, 0) < 0)
+        for (int i = 0; i < 32; i++) b[i] = (unsigned char)(lt_now_ns() >> (i % 8));
+    for (int i = 0; i < n; i++) out[i] = "0123456789abcdef"[(b[i / 2] >> (i % 2 ? 0 : 4)) & 15];
+    out[n] = '\0';
+}
+
+/* The request's identity from its headers: the client's X-Request-Id (refused later with a 400
+ * when it is not 1..FE_RID_MAX printable ASCII characters; never silently replaced) or a made-up
+ * one, and the client's W3C trace context when its traceparent is valid (ignored otherwise, as
+ * the W3C spec asks). */
+void fe_http_call_identity(call_t *c) {
+    const char *h = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = h ? strlen(h) : 0;
+    bool ok = h && n >= 1 && n <= FE_RID_MAX;
+    for (size_t i = 0; ok && i < n; i++) ok = h[i] >= 0x21 && h[i] <= 0x7e;
+    if (ok)
+        memcpy(c->rid, h, n + 1);
+    else
+        random_hex(c->rid, 32);
+    c->rid_bad = h && !ok;
+    const char *tp = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "traceparent");
+    const char *ts = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "tracestate");
+    if (tp && ipc_traceparent_valid(tp, strlen(tp))) {
+        memcpy(c->traceparent, tp, IPC_TRACEPARENT_LEN + 1);
+        if (ts && ipc_tracestate_valid(ts, strlen(ts)))
+            snprintf(c->tracestate, sizeof c->tracestate, "%s", ts);
+    }
+}
+
+/* constant-time: the time taken depends on the key's length, never on where it differs */
+static bool key_matches(const char *given, const char *key) {
+    size_t gl = strlen(given), kl = strlen(key);
+    unsigned char diff = gl != kl;
+    for (size_t i = 0; i < kl; i++) diff |= (unsigned char)(key[i] ^ (i < gl ? given[i] : 0));
+    return diff == 0;
+}
+
+/* ---- responses ---- */
+
+/* Sends a response with the headers every answer carries; takes r. */
+enum MHD_Result fe_http_queue(call_t *c, int status, const char *type, struct MHD_Response *r) {
+    if (!r) return MHD_NO;
+    if (type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, "X-Request-Id", c->rid);
+    c->status = status;
+    enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+enum MHD_Result fe_http_respond(call_t *c, int status, const char *type, const char *body,
+                                size_t len) {
+    return fe_http_queue(c, status, type,
+                         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY));
+}
+
+/* A JSON object body: json_begin opens it, respond_json closes, sends and frees it. */
+void fe_http_json_begin(fe_jw_t *w, lt_buf_t *b) {
+    memset(b, 0, sizeof *b);
+    fe_jw_init(w, b);
+    fe_jw_obj(w);
+}
+
+enum MHD_Result fe_http_respond_json(call_t *c, fe_jw_t *w) {
+    fe_jw_end(w, '}');
+    enum MHD_Result ok =
+        w->err ? MHD_NO : fe_http_respond(c, 200, "application/json", w->b->data, w->b->len);
+    lt_buf_free(w->b);
+    return ok;
+}
+
+static void count_error(srv_t *s, int status) {
+    int k = status == 400   ? 0
+            : status == 401 ? 1
+            : status == 404 ? 2
+            : status == 413 ? 3
+            : status == 503 ? 4
+                            : 5;
+    atomic_fetch_add(&s->n_errors[k], 1);
+}
+
+enum MHD_Result fe_http_respond_error(call_t *c, const fe_oai_error_t *e) {
+    lt_buf_t b = {0};
+    fe_oai_error_json(e, &b);
+    count_error(c->s, e->status);
+    if (c->s->log_requests) LT_INFO("req=%s: %d %s", c->rid, e->status, e->message);
+    enum MHD_Result ok =
+        fe_http_respond(c, e->status, "application/json", b.data ? b.data : "{}", b.len);
+    lt_buf_free(&b);
+    return ok;
+}
+
+enum MHD_Result fe_http_fail(call_t *c, int status, const char *type, const char *code,
+                             const char *param, const char *msg) {
+    fe_oai_error_t e;
+    fe_oai_fail(&e, status, type, code, param, "%s", msg);
+    return fe_http_respond_error(c, &e);
+}
+
+enum MHD_Result fe_http_engine_gone(call_t *c) {
+    return fe_http_fail(c, 503, "service_unavailable_error", "engine_unavailable", NULL,
+                        "the engine is not running");
+}
+
+/* ---- the access handler ---- */
+
+static route_t route_of(const char *url, bool *post) {
+    static const struct {
+        const char *path;
+        route_t r;
+        bool post;
+    } table[] = {
+        {"/v1/completions", R_COMPLETIONS, true}, {"/v1/chat/completions", R_CHAT, true},
+        {"/v1/models", R_MODELS, false},          {"/health", R_HEALTH, false},
+        {"/version", R_VERSION, false},           {"/metrics", R_METRICS, false},
+        {"/tokenize", R_TOKENIZE, true},          {"/detokenize", R_DETOKENIZE, true},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(url, table[i].path) == 0) {
+            *post = table[i].post;
+            return table[i].r;
+        }
+    if (strncmp(url, "/v1/models/", 11) == 0 && url[11]) {
+        *post = false;
+        return R_MODEL;
+    }
+    return R_NONE;
+}
+
+enum MHD_Result fe_http_on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version, const char *upload,
+                                   size_t *upload_size, void **con_cls) {
+    (void)version;
+    srv_t *s = cls;
+    call_t *c = *con_cls;
+    if (!c) { /* headers are in: route, authorize, size-check before reading any body */
+        if (!(c = fe_http_call_new(s, conn))) return MHD_NO;
+        *con_cls = c;
+        bool want_post = false;
+        c->route = route_of(url, &want_post);
+        /* the key guards every path but the three that monitoring must reach, unknown ones too
+         * (so a client without the key learns nothing about what exists) */
+        bool open = c->route == R_HEALTH || c->route == R_VERSION || c->route == R_METRICS;
+        if (s->api_key && !open) {
+            const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+            if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !key_matches(h + 7, s->api_key))
+                return fe_http_fail(
+                    c, 401, "authentication_error", "invalid_api_key", NULL,
+                    "missing or invalid API key: send 'Authorization: Bearer <key>'");
+        }
+        if (c->route == R_NONE)
+            return fe_http_fail(c, 404, "invalid_request_error", "not_found", NULL,
+                                "no such endpoint");
+        if (c->rid_bad)
+            return fe_http_fail(c, 400, "invalid_request_error", "invalid_request_id", NULL,
+                                "X-Request-Id must be 1 to " FE_RID_STR
+                                " printable ASCII characters without spaces");
+        bool method_ok = want_post ? strcmp(method, "POST") == 0
+                                   : strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+        if (!method_ok)
+            return fe_http_fail(c, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                want_post ? "use POST" : "use GET");
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the request body is over the limit of %zu bytes",
+                     s->max_body);
+            return fe_http_fail(c, 413, "invalid_request_error", "request_too_large", NULL, msg);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) { /* a piece of the body */
+        if (!c->too_large && c->body.len + *upload_size > s->max_body) {
+            c->too_large = true;
+            lt_buf_free(&c->body);
+        }
+        if (!c->too_large && lt_buf_put(&c->body, upload, *upload_size)) return MHD_NO;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (c->status) return MHD_YES; /* already answered (a resumed call that was failed) */
+    if (c->too_large) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request body is over the limit of %zu bytes", s->max_body);
+        return fe_http_fail(c, 413, "invalid_request_error", "request_too_large", NULL, msg);
+    }
+    switch (c->route) {
+    case R_COMPLETIONS:
+    case R_CHAT: return fe_http_generation(c);
+    case R_MODELS: return fe_http_models(c);
+    case R_MODEL: return fe_http_model(c, url + 11);
+    case R_HEALTH: return fe_http_respond(c, lantern_alive(s->l) ? 200 : 503, NULL, "", 0);
+    case R_VERSION: {
+        char v[64];
+        int n = snprintf(v, sizeof v, "{\"version\":\"%s\"}", lt_version());
+        return fe_http_respond(c, 200, "application/json", v, (size_t)n);
+    }
+    case R_METRICS: return fe_http_metrics(c);
+    case R_TOKENIZE: return fe_http_tokenize(c);
+    case R_DETOKENIZE: return fe_http_detokenize(c);
+    default: return MHD_NO;
+    }
+}
+
+void fe_http_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                          enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    call_t *c = *con_cls;
+    if (!c) return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&c->s->mu);
+    c->closed = true;
+    pthread_mutex_unlock(&c->s->mu);
+    if (c->n_live > 0 || atomic_load(&c->gone) ||
+        (c->submitted && c->req.stream && !c->tail_sent)) {
+        atomic_fetch_add(&c->s->n_disconnects, 1);
+        if (c->s->log_requests)
+            LT_INFO("req=%s: the client went away (%s): aborted in the engine", c->rid,
+                    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT      ? "client abort"
+                    : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "server shutdown"
+                                                                    : "connection error");
+    }
+    fe_http_call_release(c); /* no notify after this: the connection may now go */
+    fe_http_call_unref(c);
+}
+
+void fe_http_mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+    LT_WARN("http: %s", line);
+}

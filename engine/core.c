@@ -501,13 +501,8 @@ static int parse_args(core_t *c, int argc, char **argv) {
     if (ipc_engine_opts_table(own, 3, opts, 32) < 0) return 2;
     int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int rc = ipc_engine_args_set(&c->args, o, optarg, err);
-        if (rc < 0) {
-            fprintf(stderr, "lantern __engine: %s\n", err);
-            return 2;
-        }
-        if (rc == 0) continue;
+    while ((o = ipc_engine_getopt(argc, argv, opts, &c->args, "lantern __engine")) != -1) {
+        if (o == IPC_OPT_BAD) return 2;
         switch (o) {
         case OPT_TREE_PID: c->tree_pid = atoi(optarg); break;
         case OPT_INPUT: c->in_ep = optarg; break;

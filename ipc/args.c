@@ -136,6 +136,21 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
     return LT_OK;
 }
 
+int ipc_engine_getopt(int argc, char **argv, const struct option *opts, ipc_engine_args_t *a,
+                      const char *prog) {
+    char err[LT_ERR_LEN];
+    for (;;) {
+        int o = getopt_long(argc, argv, "", opts, NULL);
+        if (o == -1) return -1;
+        int rc = ipc_engine_args_set(a, o, optarg, err);
+        if (rc == 1) return o;
+        if (rc < 0) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return IPC_OPT_BAD;
+        }
+    }
+}
+
 void ipc_engine_args_help(FILE *f) {
     fprintf(
         f,

@@ -59,6 +59,14 @@ int ipc_engine_opts_table(const struct option *own, int n_own, struct option *ou
  * not an engine option (the caller's own), LT_ERR_INVAL with "--flag: why" in err. */
 int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *err);
 
+/* getopt_long over a table from ipc_engine_opts_table that applies the engine options to a
+ * itself: returns the next option that is the caller's own (its val; '?' for an unknown one,
+ * which getopt has reported), -1 at the end, or IPC_OPT_BAD after printing "<prog>: --flag: why"
+ * for an engine option with a bad value. Set optind = 1 before the first call. */
+#define IPC_OPT_BAD (-2)
+int ipc_engine_getopt(int argc, char **argv, const struct option *opts, ipc_engine_args_t *a,
+                      const char *prog);
+
 /* The engine options, one per line with their defaults, for a command's --help. */
 void ipc_engine_args_help(FILE *f);
 

@@ -200,13 +200,8 @@ static int parse_args(worker_t *w, int argc, char **argv) {
     if (ipc_engine_opts_table(own, 4, opts, 32) < 0) return 2;
     int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int rc = ipc_engine_args_set(&w->args, o, optarg, err);
-        if (rc < 0) {
-            fprintf(stderr, "lantern __worker: %s\n", err);
-            return 2;
-        }
-        if (rc == 0) continue;
+    while ((o = ipc_engine_getopt(argc, argv, opts, &w->args, "lantern __worker")) != -1) {
+        if (o == IPC_OPT_BAD) return 2;
         switch (o) {
         case OPT_RANK: w->rank = atoi(optarg); break;
         case OPT_RING: w->ring_name = optarg; break;

@@ -175,13 +175,8 @@ int fe_cmd_batch(int argc, char **argv) {
     char err[LT_ERR_LEN];
     int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int rc = ipc_engine_args_set(&a, o, optarg, err);
-        if (rc < 0) {
-            fprintf(stderr, "lantern batch: %s\n", err);
-            return 2;
-        }
-        if (rc == 0) continue;
+    while ((o = ipc_engine_getopt(argc, argv, opts, &a, "lantern batch")) != -1) {
+        if (o == IPC_OPT_BAD) return 2;
         switch (o) {
         case OPT_INPUT: in_path = optarg; break;
         case OPT_OUTPUT: out_path = optarg; break;

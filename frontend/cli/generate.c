@@ -173,16 +173,10 @@ static int parse_opts(int argc, char **argv, gen_opts_t *o) {
     memset(o, 0, sizeof *o);
     ipc_engine_args_defaults(&o->args);
     o->max_tokens = -1;
-    char err[LT_ERR_LEN];
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int rc = ipc_engine_args_set(&o->args, c, optarg, err);
-        if (rc < 0) {
-            fprintf(stderr, "lantern generate: %s\n", err);
-            return 2;
-        }
-        if (rc == 0) continue;
+    while ((c = ipc_engine_getopt(argc, argv, opts, &o->args, "lantern generate")) != -1) {
+        if (c == IPC_OPT_BAD) return 2;
         switch (c) {
         case OPT_PROMPT: o->prompt = optarg; break;
         case OPT_CHAT: o->chat = optarg; break;

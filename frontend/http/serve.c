@@ -175,20 +175,14 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
     ipc_engine_opts_table(own, (int)(sizeof own / sizeof own[0]), opts, 40);
     const char *name = NULL, *host = "127.0.0.1", *key = getenv("LANTERN_API_KEY");
     long long max_body = 16ll << 20;
-    char err[LT_ERR_LEN];
     *port = 8000;
     s->log_requests = s->log_stats = true;
     ipc_engine_args_defaults(a);
-    int o, li = 0;
+    int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, &li)) != -1) {
-        int rc = ipc_engine_args_set(a, o, optarg, err);
+    while ((o = ipc_engine_getopt(argc, argv, opts, a, "lantern serve")) != -1) {
+        if (o == IPC_OPT_BAD) return 2;
         bool ok = true;
-        if (rc < 0) {
-            fprintf(stderr, "lantern serve: %s\n", err);
-            return 2;
-        }
-        if (rc == 0) continue;
         switch (o) {
         case OPT_HOST: host = optarg; break;
         case OPT_PORT: ok = lt_parse_long(optarg, 0, 65535, port); break;
@@ -201,7 +195,8 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
         default: usage(stderr); return 2;
         }
         if (!ok) {
-            fprintf(stderr, "lantern serve: invalid value '%s' for --%s\n", optarg, opts[li].name);
+            fprintf(stderr, "lantern serve: invalid value '%s' for --%s\n", optarg,
+                    o == OPT_PORT ? "port" : "max-request-body");
             return 2;
         }
     }

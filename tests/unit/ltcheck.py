@@ -55,6 +55,23 @@ def default_model(honor_env=True):
     return path if r.returncode == 0 and os.path.exists(path) else None
 
 
+def start_tree(args, stdout=subprocess.PIPE):
+    """Starts a `lantern` command (args, the binary first) that runs the process tree; returns
+    (process, its stderr lines as they come, an event set once the engine logged that every
+    worker has loaded its shard, the reader thread)."""
+    p = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    lines, ready = [], threading.Event()
+
+    def pump():
+        for line in p.stderr:
+            lines.append(line)
+            if " engine " in line and "ready:" in line:
+                ready.set()
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    return p, lines, ready, t
+
+
 def tiny_model(tmp):
     """llama-tiny-gguf (random weights, byte-level BPE tokenizer, no chat template) from
     LANTERN_MODELS_DIR, else made in tmp from tools/random_models.json."""

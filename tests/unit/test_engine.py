@@ -21,7 +21,7 @@ import threading
 import time
 
 import ltcheck
-from ltcheck import check, default_model
+from ltcheck import check, default_model, start_tree
 
 BIN = os.environ["LANTERN_BIN"]
 MODELS = os.environ["LANTERN_MODELS_DIR"]
@@ -147,22 +147,6 @@ def test_concurrency():
 
 # ---- faults ----
 
-def start_tree(args):
-    """Starts `lantern batch`, returns (process, stderr lines list, ready event): ready is set
-    once the engine logged that every worker has loaded its shard."""
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, ready = [], threading.Event()
-
-    def pump():
-        for line in p.stderr:
-            lines.append(line)
-            if " engine " in line and "ready:" in line:
-                ready.set()
-    t = threading.Thread(target=pump, daemon=True)
-    t.start()
-    return p, lines, ready, t
-
-
 def run_and_kill(which):
     """Streams 16 long requests on the default model (slow enough to be mid-stream), kill -9s a
     worker ('worker') or the engine, and measures."""
@@ -238,7 +222,9 @@ def test_dump():
         ready.wait(300)
         time.sleep(1.0)
         os.kill(p.pid, signal.SIGUSR1)
-        time.sleep(1.0)
+        deadline = time.time() + 60  # a worker dumps between two steps (slow under ASan)
+        while time.time() < deadline and sum("state dump: rank" in l for l in lines) < 3:
+            time.sleep(0.2)
         p.terminate()
         p.wait(120)
         pump.join(5)

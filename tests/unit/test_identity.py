@@ -28,7 +28,7 @@ import time
 import httpx
 
 import ltcheck
-from ltcheck import check, default_model, Server
+from ltcheck import check, default_model, Server, start_tree
 
 BIN = os.environ["LANTERN_BIN"]
 
@@ -127,20 +127,10 @@ RESOLVED = ("tensor_parallel_size=3 max_num_seqs=7 max_num_batched_tokens=300 ma
             "gpu_memory_utilization=0 threads=1 batch_invariant=1")
 
 
-def run_and_dump(args, start=None):
-    """Starts `lantern ...args` (or start() for serve), SIGUSR1s it once its engine is ready and
-    a request runs, returns its stderr lines."""
-    p = subprocess.Popen([BIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True)
-    lines, ready = [], threading.Event()
-
-    def pump():
-        for line in p.stderr:
-            lines.append(line)
-            if " engine " in line and "ready:" in line:
-                ready.set()
-    t = threading.Thread(target=pump, daemon=True)
-    t.start()
+def run_and_dump(args):
+    """Starts `lantern ...args`, SIGUSR1s it once its engine is ready and a request runs,
+    returns its stderr lines."""
+    p, lines, ready, t = start_tree([BIN, *args], stdout=subprocess.DEVNULL)
     ready.wait(300)
     time.sleep(1.5)
     p.send_signal(signal.SIGUSR1)

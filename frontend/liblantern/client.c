@@ -117,7 +117,11 @@ static void on_output(lantern_t *l) {
     for (int i = 0; i < l->output.n_items; i++) {
         const ipc_out_item_t *it = &l->output.items[i];
         req_t *r = *req_slot(l, it->id);
-        if (r && !r->done) req_push(r, it);
+        if (!r || r->done) continue;
+        if (it->rid[0] && strcmp(it->rid, r->rid) != 0) /* the identity must survive the trip */
+            LT_ERROR("req=%s: the engine's output for id %llu names req=%s", r->rid,
+                     (unsigned long long)it->id, it->rid);
+        req_push(r, it);
     }
     const ipc_sched_stats_t *s = &l->output.stats;
     l->stats.running = s->running;

@@ -49,6 +49,9 @@ enum {
     O_GPU_MEM,
     O_THREADS,
     O_BATCH_INVARIANT,
+    O_OTLP,
+    O_DETAILED,
+    O_SLOW,
     O_COUNT
 };
 
@@ -67,6 +70,9 @@ static const struct option k_opts[O_COUNT] = {
     OPT("gpu-memory-utilization", required_argument, O_GPU_MEM),
     OPT("threads", required_argument, O_THREADS),
     OPT("batch-invariant", no_argument, O_BATCH_INVARIANT),
+    OPT("otlp-traces-endpoint", required_argument, O_OTLP),
+    OPT("collect-detailed-traces", required_argument, O_DETAILED),
+    OPT("trace-slow-threshold-ms", required_argument, O_SLOW),
 };
 
 int ipc_engine_opts_table(const struct option *own, int n_own, struct option *out, int cap) {
@@ -129,6 +135,32 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
         want = "1..1024";
         break;
     case O_BATCH_INVARIANT: a->batch_invariant = true; break;
+    case O_OTLP:
+        ok = *arg != '\0';
+        a->otlp_traces_endpoint = arg;
+        want = "a URL";
+        break;
+    case O_DETAILED: /* vLLM's values, comma-separated */
+        a->detailed_traces = 0;
+        for (const char *p = arg; ok && *p;) {
+            size_t n = strcspn(p, ",");
+            if (n == 6 && strncmp(p, "engine", 6) == 0)
+                a->detailed_traces |= IPC_TRACE_ENGINE;
+            else if (n == 6 && strncmp(p, "worker", 6) == 0)
+                a->detailed_traces |= IPC_TRACE_ENGINE | IPC_TRACE_WORKER;
+            else if (n == 3 && strncmp(p, "all", 3) == 0)
+                a->detailed_traces |= IPC_TRACE_ENGINE | IPC_TRACE_WORKER;
+            else
+                ok = false;
+            p += n + (p[n] == ',');
+        }
+        want = "engine, worker or all";
+        break;
+    case O_SLOW:
+        ok = lt_parse_long(arg, 0, 1ll << 31, &v);
+        a->trace_slow_threshold_ms = (int)v;
+        want = "milliseconds (0: off)";
+        break;
     }
     if (!ok)
         return lt_errf(err, LT_ERR_INVAL, "--%s: invalid value '%s' (want %s)", k_opts[id].name,
@@ -214,6 +246,13 @@ int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av) {
         rc |= ipc_argv_addf(av, "gpu-memory-utilization", "%.9g", a->gpu_memory_utilization);
     rc |= ipc_argv_addf(av, "threads", "%d", a->threads);
     if (a->batch_invariant) rc |= ipc_argv_add(av, "--batch-invariant");
+    if (a->otlp_traces_endpoint)
+        rc |= ipc_argv_addf(av, "otlp-traces-endpoint", "%s", a->otlp_traces_endpoint);
+    if (a->detailed_traces)
+        rc |= ipc_argv_addf(av, "collect-detailed-traces", "%s",
+                            a->detailed_traces & IPC_TRACE_WORKER ? "all" : "engine");
+    if (a->trace_slow_threshold_ms)
+        rc |= ipc_argv_addf(av, "trace-slow-threshold-ms", "%d", a->trace_slow_threshold_ms);
     return rc ? LT_ERR_RANGE : LT_OK;
 }
 
@@ -221,8 +260,11 @@ void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n) {
     snprintf(buf, n,
              "tensor_parallel_size=%d max_num_seqs=%d max_num_batched_tokens=%d max_model_len=%d "
              "block_size=%d enable_prefix_caching=%d kv_cache_memory=%lld "
-             "gpu_memory_utilization=%g threads=%d batch_invariant=%d",
+             "gpu_memory_utilization=%g threads=%d batch_invariant=%d otlp_traces_endpoint=%s "
+             "detailed_traces=%d trace_slow_threshold_ms=%d",
              a->tensor_parallel_size, a->max_num_seqs, a->max_num_batched_tokens, a->max_model_len,
              a->block_size, a->enable_prefix_caching, a->kv_cache_memory, a->gpu_memory_utilization,
-             a->threads, a->batch_invariant);
+             a->threads, a->batch_invariant,
+             a->otlp_traces_endpoint ? a->otlp_traces_endpoint : "-", a->detailed_traces,
+             a->trace_slow_threshold_ms);
 }

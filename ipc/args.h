@@ -36,7 +36,16 @@ typedef struct ipc_engine_args {
     float gpu_memory_utilization; /* 0: not given; the CUDA backend's KV sizing */
     int threads;                  /* compute threads per worker; 0: cores / tensor_parallel_size */
     bool batch_invariant;         /* results independent of the batch (quantized kernels only) */
+    /* tracing (telemetry/): where every process sends its spans (NULL: OTEL_EXPORTER_OTLP_*
+     * environment, else no export), which step-level spans to record, and the e2e latency past
+     * which a request's spans are kept whatever the sampler said */
+    const char *otlp_traces_endpoint;
+    int detailed_traces; /* IPC_TRACE_* bits */
+    int trace_slow_threshold_ms;
 } ipc_engine_args_t;
+
+#define IPC_TRACE_ENGINE 1 /* one span per scheduler step, linked to its requests */
+#define IPC_TRACE_WORKER 2 /* per-rank worker spans under each step span */
 
 void ipc_engine_args_defaults(ipc_engine_args_t *a);
 

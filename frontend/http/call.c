@@ -186,6 +186,7 @@ static void choice_feed(call_t *c, choice_t *ch, const lantern_output_t *o) {
     for (int i = 0; i < o->n_tokens && !ch->stopped; i++) {
         const lantern_token_t *t = &o->tokens[i];
         ch->n_tokens++;
+        if (!c->t_first_chunk_ns) c->t_first_chunk_ns = lt_now_ns();
         if (q->params.logprobs >= 0) {
             if (ch->n_lp == ch->cap_lp) {
                 int cap = ch->cap_lp ? ch->cap_lp * 2 : 16;
@@ -300,10 +301,11 @@ enum MHD_Result fe_http_generation(call_t *c) {
         c->has_req = true;
         if (!lantern_alive(s->l)) return fe_http_engine_gone(c);
         fe_oai_kind_t kind = c->route == R_CHAT ? FE_OAI_CHAT : FE_OAI_COMPLETION;
-        if (fe_oai_parse(kind, c->body.data ? c->body.data : "", c->body.len, &s->oai, &c->req,
-                         &e) ||
-            call_submit(c, &e))
-            return fe_http_respond_error(c, &e);
+        fe_http_span_request(c);
+        int bad =
+            fe_oai_parse(kind, c->body.data ? c->body.data : "", c->body.len, &s->oai, &c->req, &e);
+        fe_http_span_parsed(c);
+        if (bad || call_submit(c, &e)) return fe_http_respond_error(c, &e);
         atomic_fetch_add(&s->n_requests, 1);
         c->submitted = true;
         snprintf(c->oid, sizeof c->oid, "%s-%s", kind == FE_OAI_CHAT ? "chatcmpl" : "cmpl", c->rid);
@@ -318,6 +320,7 @@ enum MHD_Result fe_http_generation(call_t *c) {
             struct MHD_Response *r =
                 MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_reader, c, sse_free);
             if (!r) return MHD_NO;
+            fe_http_span_stream(c);
             atomic_fetch_add(&c->refs, 1);
             MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
             return fe_http_queue(c, 200, "text/event-stream", r);

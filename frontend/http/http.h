@@ -31,6 +31,7 @@
 #include "oai.h"
 #include "stop.h"
 #include "tokenizer.h"
+#include "trace.h"
 
 #define TOKENS_PER_READ 64
 /* A client's X-Request-Id: printable ASCII without spaces, short enough that "<id>-<choice>"
@@ -38,6 +39,8 @@
 #define FE_RID_MAX (IPC_REQUEST_ID_MAX - 8)
 #define FE_RID_STR "120"
 _Static_assert(FE_RID_MAX == 120, "FE_RID_STR spells FE_RID_MAX");
+
+#define FE_SPANS_PENDING 4
 
 /* ---- server state ---- */
 
@@ -62,8 +65,10 @@ typedef struct srv {
     int n_calls;
     /* counters (frontend view) */
     atomic_ullong n_requests, n_prompt_tokens, n_gen_tokens, n_disconnects;
-    atomic_ullong n_finished[5]; /* by lantern_finish_t */
-    atomic_ullong n_errors[6];   /* 400 401 404 413 503 other */
+    atomic_ullong n_finished[5];     /* by lantern_finish_t */
+    atomic_ullong n_errors[6];       /* 400 401 404 413 503 other */
+    atomic_ullong n_bad_traceparent; /* requests whose traceparent header was malformed */
+    uint64_t trace_slow_ns;          /* --trace-slow-threshold-ms, ns (0: off) */
 } srv_t;
 
 typedef enum route {
@@ -116,8 +121,16 @@ struct call {
     atomic_int refs;
     char rid[FE_RID_MAX + 1]; /* X-Request-Id, or made up: the request's identity everywhere */
     bool rid_bad;             /* the client's X-Request-Id is not one we can carry: a 400 */
-    char traceparent[IPC_TRACEPARENT_LEN + 1]; /* the client's, when valid; "" otherwise */
+    tel_ctx_t client_ctx;     /* the client's traceparent, when valid */
+    char traceparent[IPC_TRACEPARENT_LEN + 1]; /* what the engine gets: llm_request's context,
+                                                  or the client's with tracing off; "" if none */
     char tracestate[IPC_TRACESTATE_MAX + 1];
+    /* spans (spans.c): NULL with tracing off */
+    char method[16];
+    uint64_t t0_unix_ns, t_first_chunk_ns;
+    tel_span_t *http_span, *req_span, *stream_span;
+    tel_span_t *pending[FE_SPANS_PENDING]; /* ended children, submitted with llm_request */
+    int n_pending;
     char oid[FE_RID_MAX + 16]; /* the response's "id" */
     long created;
     uint64_t t0_ns;
@@ -150,6 +163,19 @@ typedef struct summary {
     double queue_s, prefill_s, decode_s;
 } summary_t;
 
+/* ---- spans.c: the spans of one HTTP request ---- */
+
+/* The HTTP server span (when the headers are in and the call routed). */
+void fe_http_span_begin(call_t *c, const char *method, const char *url);
+/* llm_request, before the body is parsed; its context becomes what the engine receives. */
+void fe_http_span_request(call_t *c);
+/* chat_template and tokenize, from the parse's recorded instants. */
+void fe_http_span_parsed(call_t *c);
+/* stream, when a streaming response starts. */
+void fe_http_span_stream(call_t *c);
+/* Ends every span of the call (tail keeping: errors, aborts, slow requests are kept). */
+void fe_http_span_end(call_t *c, bool client_gone);
+
 /* ---- server.c: libmicrohttpd glue: access handler, routing, authorization, responses ---- */
 
 void fe_http_call_identity(call_t *c);
@@ -180,6 +206,8 @@ call_t *fe_http_call_new(srv_t *s, struct MHD_Connection *conn);
 
 double fe_http_tokens_per_s(int n_tokens, double decode_s);
 void fe_http_call_summary(const call_t *c, summary_t *t);
+/* "stop", "length", "abort", "error"; NULL while a choice runs. */
+const char *fe_http_finish_str(lantern_finish_t f);
 void fe_http_build_full(call_t *c, const summary_t *t, lt_buf_t *b);
 void fe_http_build_chunks(call_t *c);
 void fe_http_log_done(call_t *c);

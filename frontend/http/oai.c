@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lt.h"
 
@@ -165,14 +166,25 @@ static int add_prompt(fe_oai_request_t *r, fe_oai_error_t *e) {
     return 0;
 }
 
+/* Wall-clock ns: when a parsing phase ran, for the caller's spans. */
+static uint64_t unix_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static int text_prompt(const fe_oai_ctx_t *c, fe_oai_request_t *r, const char *s, size_t len,
                        bool add_special, fe_oai_error_t *e) {
     if (add_prompt(r, e)) return LT_ERR_INVAL;
     fe_oai_prompt_t *p = &r->prompts[r->n_prompts - 1];
     char err[LT_ERR_LEN];
-    if (!(p->text = strndup(s, len)) ||
-        fe_tokenizer_encode(c->tok, s, len, add_special, true, &p->ids, &p->n_ids, err))
-        return fe_oai_fail(e, 500, "server_error", NULL, NULL, "tokenization failed");
+    uint64_t t0 = unix_ns();
+    if (!r->tokenize_start_ns) r->tokenize_start_ns = t0;
+    int rc = !(p->text = strndup(s, len)) ||
+             fe_tokenizer_encode(c->tok, s, len, add_special, true, &p->ids, &p->n_ids, err);
+    r->tokenize_end_ns = unix_ns();
+    r->tokenize_ns += r->tokenize_end_ns - t0;
+    if (rc) return fe_oai_fail(e, 500, "server_error", NULL, NULL, "tokenization failed");
     return 0;
 }
 
@@ -345,7 +357,10 @@ out:
 static int parse_messages(const fe_oai_ctx_t *c, const cJSON *j, fe_oai_request_t *r,
                           fe_oai_error_t *e) {
     char *text;
-    if (fe_oai_render_chat(c, j, &text, e)) return LT_ERR_INVAL;
+    r->render_start_ns = unix_ns();
+    int bad = fe_oai_render_chat(c, j, &text, e);
+    r->render_end_ns = unix_ns();
+    if (bad) return LT_ERR_INVAL;
     /* the template writes the special tokens (BOS included) itself */
     int rc = text_prompt(c, r, text, strlen(text), false, e);
     free(text);

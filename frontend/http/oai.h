@@ -81,7 +81,10 @@ typedef struct fe_oai_request {
     bool echo; /* completions: the prompt text before the completion */
     bool skip_special, include_stop, stream, include_usage;
     const char *user; /* NULL when absent */
-    void *json;       /* the parsed body (cJSON *), owned */
+    /* when parsing rendered the chat template and tokenized (wall-clock ns; 0: did not), for
+     * the caller's spans; tokenize_ns sums every prompt's tokenization */
+    uint64_t render_start_ns, render_end_ns, tokenize_start_ns, tokenize_end_ns, tokenize_ns;
+    void *json; /* the parsed body (cJSON *), owned */
 } fe_oai_request_t;
 
 /* Parses and validates a request body. On failure returns non-zero with e filled (status 400,

@@ -12,7 +12,7 @@
 
 /* ---- response bodies ---- */
 
-static const char *finish_str(lantern_finish_t f) {
+const char *fe_http_finish_str(lantern_finish_t f) {
     switch (f) {
     case LANTERN_FINISH_STOP: return "stop";
     case LANTERN_FINISH_LENGTH: return "length";
@@ -212,7 +212,7 @@ void fe_http_build_full(call_t *c, const summary_t *t, lt_buf_t *b) {
         }
         write_logprobs(&w, c, ch);
         fe_jw_key(&w, "finish_reason");
-        fe_jw_cstr(&w, finish_str(ch->finish));
+        fe_jw_cstr(&w, fe_http_finish_str(ch->finish));
         write_stop_reason(&w, c, ch);
         fe_jw_end(&w, '}');
     }
@@ -260,7 +260,7 @@ void fe_http_build_chunks(call_t *c) {
         lt_buf_clear(&ch->text);
         write_logprobs(&w, c, ch);
         fe_jw_key(&w, "finish_reason");
-        fe_jw_cstr(&w, ended ? finish_str(ch->finish) : NULL);
+        fe_jw_cstr(&w, ended ? fe_http_finish_str(ch->finish) : NULL);
         if (ended) {
             write_stop_reason(&w, c, ch);
             ch->final_sent = true;

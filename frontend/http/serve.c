@@ -232,6 +232,7 @@ int fe_cmd_serve(int argc, char **argv) {
     const char *host = s->host;
     lt_log_set_role("frontend", -1);
     s->started = time(NULL);
+    s->trace_slow_ns = (uint64_t)a.trace_slow_threshold_ms * 1000000ull;
     pthread_mutex_init(&s->mu, NULL);
 
     int status = 1;

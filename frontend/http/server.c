@@ -40,10 +40,12 @@ void fe_http_call_identity(call_t *c) {
     c->rid_bad = h && !ok;
     const char *tp = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "traceparent");
     const char *ts = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "tracestate");
-    if (tp && ipc_traceparent_valid(tp, strlen(tp))) {
-        memcpy(c->traceparent, tp, IPC_TRACEPARENT_LEN + 1);
+    if (tp && tel_ctx_parse(tp, strlen(tp), &c->client_ctx)) {
+        tel_ctx_format(&c->client_ctx, c->traceparent); /* a later version: as version 00 */
         if (ts && ipc_tracestate_valid(ts, strlen(ts)))
             snprintf(c->tracestate, sizeof c->tracestate, "%s", ts);
+    } else if (tp) {
+        atomic_fetch_add(&c->s->n_bad_traceparent, 1); /* ignored, never trusted or echoed */
     }
 }
 
@@ -62,6 +64,16 @@ enum MHD_Result fe_http_queue(call_t *c, int status, const char *type, struct MH
     if (!r) return MHD_NO;
     if (type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, "X-Request-Id", c->rid);
+    /* where the client finds its trace: our server span, or its own context with tracing off */
+    char tp[TEL_TRACEPARENT_LEN + 1];
+    if (c->http_span) {
+        tel_ctx_t hc = tel_span_ctx(c->http_span);
+        tel_ctx_format(&hc, tp);
+        MHD_add_response_header(r, "traceparent", tp);
+    } else if (c->client_ctx.valid) {
+        tel_ctx_format(&c->client_ctx, tp);
+        MHD_add_response_header(r, "traceparent", tp);
+    }
     c->status = status;
     enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -158,6 +170,9 @@ enum MHD_Result fe_http_on_request(void *cls, struct MHD_Connection *conn, const
         *con_cls = c;
         bool want_post = false;
         c->route = route_of(url, &want_post);
+        /* monitoring paths (scraped every few seconds) get no span */
+        if (c->route != R_HEALTH && c->route != R_METRICS && c->route != R_VERSION)
+            fe_http_span_begin(c, method, url);
         /* the key guards every path but the three that monitoring must reach, unknown ones too
          * (so a client without the key learns nothing about what exists) */
         bool open = c->route == R_HEALTH || c->route == R_VERSION || c->route == R_METRICS;
@@ -232,8 +247,9 @@ void fe_http_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls
     pthread_mutex_lock(&c->s->mu);
     c->closed = true;
     pthread_mutex_unlock(&c->s->mu);
-    if (c->n_live > 0 || atomic_load(&c->gone) ||
-        (c->submitted && c->req.stream && !c->tail_sent)) {
+    bool gone =
+        c->n_live > 0 || atomic_load(&c->gone) || (c->submitted && c->req.stream && !c->tail_sent);
+    if (gone) {
         atomic_fetch_add(&c->s->n_disconnects, 1);
         if (c->s->log_requests)
             LT_INFO("req=%s: the client went away (%s): aborted in the engine", c->rid,
@@ -242,6 +258,7 @@ void fe_http_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls
                                                                     : "connection error");
     }
     fe_http_call_release(c); /* no notify after this: the connection may now go */
+    fe_http_span_end(c, gone);
     fe_http_call_unref(c);
 }
 

@@ -25,52 +25,7 @@
 #include "lt.h"
 #include "msg.h"
 #include "proc.h"
-
-#define CORE_MAX_TP      64
-#define CORE_RING_CHUNKS 8
-#define CORE_RING_CHUNK  (256 * 1024)
-/* wait_workers: a worker reported a start-up error (text in err), to pass on to the frontend */
-#define CORE_CHILD_FAILED (-100)
-
-/* What the engine keeps per request besides the scheduler's state: what rank 0 needs when the
- * sequence first reaches it. */
-typedef struct core_req {
-    struct core_req *prev, *next; /* every live request, for aborts and shutdown */
-    uint64_t id;
-    ipc_ident_t ident; /* from the ADD envelope: the id every log line names it by */
-    ipc_params_t params;
-    int32_t *prompt;
-    int n_prompt;
-} core_req_t;
-
-typedef struct core {
-    /* arguments */
-    ipc_engine_args_t args;
-    const char *in_ep, *out_ep;
-    int tree_pid;
-    /* children and channels */
-    lt_child_t workers[CORE_MAX_TP];
-    ipc_ctx_t *ctx;
-    ipc_sock_t *in, *out, *res;
-    ipc_ring_t *ring;
-    ipc_allreduce_t *ar;
-    char ring_name[128], ar_name[128], res_ep[256];
-    /* state */
-    eng_sched_t *sched;
-    ipc_hello_t info;
-    ipc_writer_t wr;
-    ipc_envelope_t env;
-    ipc_add_t add;
-    ipc_step_t step;
-    ipc_result_t result;
-    ipc_output_t output;
-    int out_cap;
-    int32_t *sampled;
-    bool in_flight;
-    eng_plan_t plan;
-    uint64_t step_started_ns;
-    core_req_t *reqs; /* live requests (head of a doubly-linked list) */
-} core_t;
+#include "core_priv.h"
 
 /* ---- output to the frontend ---- */
 
@@ -194,6 +149,7 @@ static void on_add(core_t *c) {
         return;
     }
     link_req(c, r);
+    core_spans_add(c, r);
 }
 
 static void on_abort(core_t *c) {
@@ -206,6 +162,7 @@ static void on_abort(core_t *c) {
     core_req_t *r = find_req(c, id);
     if (!r || eng_sched_abort(c->sched, id, lt_now_ns()) != LT_OK) return; /* already over */
     fail_request(c, id, r->ident.id, IPC_FINISH_ABORT, NULL);
+    core_spans_finish(c, r, "abort", false);
     /* an abort after a stop string is a normal end: its timings still count */
     const eng_req_events_t *ev = eng_sched_events(c->sched, id);
     if (ev && c->output.n_items > 0 && c->output.items[c->output.n_items - 1].id == id)
@@ -244,6 +201,7 @@ static int send_step(core_t *c, char *err) {
     int rc = eng_sched_step(c->sched, lt_now_ns(), pl);
     if (rc) return rc;
     if (pl->n_seqs == 0 && pl->n_finished == 0) return LT_OK;
+    core_spans_step(c, tel_now_unix_ns());
     ipc_step_t *s = &c->step;
     s->step_id = pl->step_id;
     s->n_tokens = pl->n_tokens;
@@ -277,7 +235,9 @@ static int send_step(core_t *c, char *err) {
     s->finished = (uint64_t *)pl->finished_ids;
     const void *data;
     size_t len;
-    if ((rc = ipc_msg_step_write(&c->wr, s, NULL, &data, &len, err))) return rc;
+    ipc_trace_ctx_t tc = {ipc_str(c->step_traceparent), {NULL, 0}};
+    if ((rc = ipc_msg_step_write(&c->wr, s, c->step_traceparent[0] ? &tc : NULL, &data, &len, err)))
+        return rc;
     for (;;) {
         rc = ipc_ring_push(c->ring, data, len, 1000, err);
         if (rc != IPC_AGAIN) break;
@@ -310,6 +270,7 @@ static int on_result(core_t *c, char *err) {
     c->in_flight = false;
     if ((rc = eng_sched_update(c->sched, &c->plan, c->sampled, c->result.n, now, &outs)))
         return lt_errf(err, rc, "scheduler update failed");
+    core_spans_result(c, &outs, tel_now_unix_ns()); /* before finished requests are freed */
     for (int i = 0; i < outs.n; i++) {
         const eng_output_t *o = &outs.items[i];
         ipc_out_item_t *it = out_item(c, err);
@@ -350,8 +311,9 @@ static void fail_all(core_t *c, const char *why) {
     int n = eng_sched_list(c->sched, lt_now_ns(), infos, cap);
     char err[LT_ERR_LEN];
     for (int i = 0; i < n && i < cap; i++) {
-        const core_req_t *r = infos[i].user;
+        core_req_t *r = (core_req_t *)infos[i].user;
         fail_request(c, infos[i].id, r ? r->ident.id : "", IPC_FINISH_ERROR, why);
+        if (r) core_spans_finish(c, r, why, true);
     }
     flush_output(c, 0, err);
     free(infos);
@@ -549,7 +511,8 @@ static int start(core_t *c, char *err) {
     sc.max_model_len = c->info.max_model_len;
     sc.enable_prefix_caching = c->args.enable_prefix_caching;
     sc.vocab_size = c->info.vocab;
-    if (eng_sched_create(&sc, &c->sched, err) || alloc_buffers(c, err)) return LT_ERR_IO;
+    if (eng_sched_create(&sc, &c->sched, err) || alloc_buffers(c, err) || core_spans_init(c, err))
+        return LT_ERR_IO;
     const void *data;
     size_t len;
     if (ipc_msg_hello_write(&c->wr, &c->info, &data, &len, err) ||
@@ -652,5 +615,6 @@ int eng_core_main(int argc, char **argv) {
     eng_sched_destroy(&c.sched);
     while (c.reqs) free_req(&c, c.reqs);
     free_buffers(&c);
+    core_spans_fini(&c);
     return status;
 }

@@ -28,11 +28,13 @@ void tel_attrs_str(tel_attr_t *attrs, int *n, int cap, char *text, uint32_t *tex
 }
 
 void tel_span_set_str(tel_span_t *sp, const char *key, const char *s) {
+    if (!sp) return;
     tel_attrs_str(sp->attrs, &sp->n_attrs, TEL_MAX_ATTRS, sp->text, &sp->text_len, TEL_TEXT_MAX,
                   &sp->dropped_attrs, key, s, s ? strlen(s) : 0);
 }
 
 static tel_attr_t *span_attr(tel_span_t *sp, const char *key, uint8_t type) {
+    if (!sp) return NULL;
     if (sp->n_attrs >= TEL_MAX_ATTRS) {
         sp->dropped_attrs++;
         return NULL;

@@ -102,7 +102,8 @@ typedef struct tel_resource {
     char text[2048];
 } tel_resource_t;
 
-/* Helpers that fill a span or a resource (the same layout of attrs and text store). They drop
+/* Helpers that fill a span or a resource (the same layout of attrs and text store); a NULL span
+ * (tracing off, or not recorded) is fine and ignored. They drop
  * (and count in *dropped, may be NULL) what does not fit; string values are truncated at a UTF-8
  * boundary when the store runs short. */
 void tel_attrs_str(tel_attr_t *attrs, int *n, int cap, char *text, uint32_t *text_len,

@@ -23,6 +23,7 @@
 #include "msg.h"
 #include "proc.h"
 #include "sampler.h"
+#include "trace.h"
 #include "worker.h"
 
 /* ---- per-sequence state ---- */
@@ -38,6 +39,13 @@ typedef struct seq_state {
     int n_prompt, n_out, cap;
     uint64_t first_step, last_step;
 } seq_state_t;
+
+/* The all-reduce, timed: every call's duration feeds the step's figures (and its span). */
+typedef struct ar_timer {
+    ipc_allreduce_t *ar;
+    uint64_t calls, total_ns, max_ns; /* since the step began */
+    tel_span_t *span;                 /* the step's forward span, or NULL */
+} ar_timer_t;
 
 typedef struct worker {
     ipc_engine_args_t args;
@@ -56,7 +64,23 @@ typedef struct worker {
     long long n_blocks;
     size_t block_bytes;
     uint64_t n_steps;
+    ar_timer_t ar_timer;
+    tel_ctx_t step_ctx; /* the STEP envelope's trace context (the engine's step span) */
 } worker_t;
+
+static int timed_allreduce(float *buf, size_t n, void *user) {
+    ar_timer_t *t = user;
+    uint64_t t0 = lt_now_ns(), u0 = t->span ? tel_now_unix_ns() : 0;
+    int rc = ipc_allreduce_hook(buf, n, t->ar);
+    uint64_t dt = lt_now_ns() - t0;
+    t->calls++;
+    t->total_ns += dt;
+    if (dt > t->max_ns) t->max_ns = dt;
+    if (t->span) /* the first ones as events; every one in the totals */
+        tel_span_event(t->span, "allreduce", u0, 2, "lantern.allreduce.floats", (int64_t)n,
+                       "lantern.allreduce.ns", (int64_t)dt);
+    return rc;
+}
 
 static seq_state_t *seq_find(worker_t *w, uint64_t id) {
     for (int i = 0; i < w->n_seq_slots; i++)
@@ -147,9 +171,40 @@ static int run_step(worker_t *w, char *err) {
                     .block_table_len = st->table_lens,
                     .n_logits = w->rank == 0 ? st->n_sampled : 0,
                     .logits_rows = st->sample_rows};
+    /* --collect-detailed-traces worker: this rank's spans, children of the engine's step */
+    tel_span_t *step = NULL, *fwd = NULL;
+    if (w->step_ctx.valid) {
+        step = tel_span_start("worker_step", TEL_KIND_INTERNAL, &w->step_ctx, 0);
+        tel_span_set_int(step, "lantern.worker.rank", w->rank);
+        tel_span_set_int(step, "lantern.step.id", (int64_t)st->step_id);
+        tel_span_set_int(step, "lantern.step.tokens", st->n_tokens);
+        tel_span_set_int(step, "lantern.step.sequences", st->n_seqs);
+        tel_ctx_t sc = step ? tel_span_ctx(step) : w->step_ctx;
+        fwd = tel_span_start("forward", TEL_KIND_INTERNAL, &sc, 0);
+    }
+    w->ar_timer = (ar_timer_t){.ar = w->ar_timer.ar, .span = fwd};
     int rc = wk_forward(w->m, w->kv, w->ctx, &b, w->logits, err);
-    if (rc || w->rank != 0) return rc;
-    return sample_step(w, err);
+    if (fwd) {
+        tel_span_set_int(fwd, "lantern.allreduce.calls", (int64_t)w->ar_timer.calls);
+        tel_span_set_int(fwd, "lantern.allreduce.total_ns", (int64_t)w->ar_timer.total_ns);
+        tel_span_set_int(fwd, "lantern.allreduce.max_ns", (int64_t)w->ar_timer.max_ns);
+        if (rc) tel_span_set_status(fwd, TEL_STATUS_ERROR, err);
+        tel_span_submit(fwd, 0, rc != 0);
+        w->ar_timer.span = NULL;
+    }
+    if (!rc && w->rank == 0) {
+        tel_span_t *smp = NULL;
+        if (step) {
+            tel_ctx_t sc = tel_span_ctx(step);
+            smp = tel_span_start("sample", TEL_KIND_INTERNAL, &sc, 0);
+            tel_span_set_int(smp, "lantern.sampled", st->n_sampled);
+        }
+        rc = sample_step(w, err);
+        tel_span_submit(smp, 0, rc != 0);
+    }
+    if (step && rc) tel_span_set_status(step, TEL_STATUS_ERROR, err);
+    tel_span_submit(step, 0, rc != 0);
+    return rc;
 }
 
 /* ---- dump ---- */
@@ -317,7 +372,8 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
              i++)
             usleep(10000);
         if (rc) return rc;
-        wk_ctx_set_allreduce(w->ctx, ipc_allreduce_hook, *ar);
+        w->ar_timer.ar = *ar;
+        wk_ctx_set_allreduce(w->ctx, timed_allreduce, &w->ar_timer);
     }
     return alloc_buffers(w, err);
 }
@@ -347,6 +403,9 @@ static int serve(worker_t *w, ipc_ring_t *ring, ipc_sock_t *out, ipc_writer_t *w
             return 0;
         }
         if (rc == 0) rc = ipc_msg_step_read(env, st, err);
+        w->step_ctx.valid = false;
+        if (rc == 0 && env->has_trace && tel_tracer_enabled())
+            tel_ctx_parse(env->trace.traceparent.ptr, env->trace.traceparent.len, &w->step_ctx);
         ipc_ring_release(ring);
         if (rc) {
             LT_ERROR("dropped a malformed step message: %s", err);

@@ -367,7 +367,7 @@ static int encode_word(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work
                 sym_add(&l, id);
             } else {
                 char c[4];
-                int cn = tok_utf8_encode(tok_byte_to_cp((uint8_t)s[i]), c);
+                int cn = lt_utf8_encode(tok_byte_to_cp((uint8_t)s[i]), c);
                 sym_unknown(m, &l, c, (size_t)cn, &pend_unk);
             }
         }

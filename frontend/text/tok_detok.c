@@ -102,7 +102,7 @@ static bool is_byte_token(const char *s, size_t n, uint8_t *out) {
 static void run_flush(fe_detok_t *d, int k) {
     stage_t *st = &d->st[k];
     if (!st->run.n) return;
-    if (tok_utf8_valid_prefix(st->run.p, st->run.n) == st->run.n) {
+    if (lt_utf8_valid_prefix(st->run.p, st->run.n) == st->run.n) {
         emit(d, k, st->run.p, st->run.n, false);
     } else {
         for (size_t i = 0; i < st->run.n; i++) emit(d, k, FFFD, 3, false);
@@ -130,12 +130,12 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
         if (tok_buf_reserve(raw, n + 1)) goto nomem;
         for (size_t i = 0; i < n;) {
             uint32_t cp;
-            size_t v = tok_utf8_valid_prefix(s + i, n - i);
+            size_t v = lt_utf8_valid_prefix(s + i, n - i);
             if (v == 0) {
                 mapped = false;
                 break;
             }
-            i += (size_t)tok_utf8_decode(s + i, n - i, &cp);
+            i += (size_t)lt_utf8_decode(s + i, n - i, &cp);
             int b = tok_cp_to_byte(cp);
             if (b < 0) {
                 mapped = false;
@@ -178,7 +178,7 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
     case TOK_DEC_METASPACE: {
         bool first = st->n_tok == 1;
         char rep[4];
-        int rn = tok_utf8_encode(dc->ch, rep);
+        int rn = lt_utf8_encode(dc->ch, rep);
         for (size_t i = 0; i < n;) {
             if (n - i >= (size_t)rn && memcmp(s + i, rep, (size_t)rn) == 0) {
                 if (!(first && dc->prepend) && tok_buf_put(o, " ", 1)) goto nomem;
@@ -193,7 +193,7 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
     }
     case TOK_DEC_STRIP: {
         char ch[4];
-        int chn = tok_utf8_encode(dc->ch, ch);
+        int chn = lt_utf8_encode(dc->ch, ch);
         if (!cont) {
             strip_end_token(st);
             st->stripped = 0;

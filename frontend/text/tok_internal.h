@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "tokenizer.h"
+#include "utf8.h"
 
 /* ---- limits ---- */
 
@@ -84,13 +85,6 @@ static inline uint64_t tok_hash_bytes(const char *s, size_t n) {
 
 /* ---- UTF-8 ---- */
 
-/* Length of the valid UTF-8 prefix of s (Unicode Table 3-7: no overlongs, no surrogates, nothing
- * above U+10FFFF). */
-size_t tok_utf8_valid_prefix(const char *s, size_t n);
-/* Decodes one code point from valid UTF-8; returns its length (1..4). */
-int tok_utf8_decode(const char *s, size_t n, uint32_t *cp);
-/* Encodes cp; returns its length (1..4). */
-int tok_utf8_encode(uint32_t cp, char *out);
 /* Streaming lossy UTF-8 repair with Rust's String::from_utf8_lossy (and Python's
  * errors="replace") rules: each maximal invalid subpart becomes one U+FFFD. `pend` holds a
  * trailing incomplete sequence between calls (at most 3 bytes). */

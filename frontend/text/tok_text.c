@@ -72,108 +72,20 @@ void tok_buf_free(tok_buf_t *b) {
 
 /* ---- UTF-8 ---- */
 
-/* Length of the valid sequence starting at s[0] (1..4), 0 if invalid or incomplete; *need is the
- * sequence length the lead byte announces and *ok how many leading bytes are a valid prefix. */
-static int utf8_seq(const uint8_t *s, size_t n, int *ok) {
-    uint8_t b = s[0];
-    if (b < 0x80) return *ok = 1, 1;
-    int need;
-    uint8_t lo = 0x80, hi = 0xbf;
-    if (b >= 0xc2 && b <= 0xdf)
-        need = 2;
-    else if (b >= 0xe0 && b <= 0xef) {
-        need = 3;
-        if (b == 0xe0) lo = 0xa0;
-        if (b == 0xed) hi = 0x9f;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        need = 4;
-        if (b == 0xf0) lo = 0x90;
-        if (b == 0xf4) hi = 0x8f;
-    } else
-        return *ok = 0, 0;
-    *ok = 1;
-    for (int k = 1; k < need; k++) {
-        if ((size_t)k >= n) return 0;
-        uint8_t c = s[k];
-        if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xbf)) return 0;
-        *ok = k + 1;
-    }
-    return need;
-}
-
-size_t tok_utf8_valid_prefix(const char *s, size_t n) {
-    const uint8_t *u = (const uint8_t *)s;
-    size_t i = 0;
-    while (i < n) {
-        if (u[i] < 0x80) {
-            /* ASCII fast path, eight bytes at a time. */
-            while (i + 8 <= n) {
-                uint64_t v;
-                memcpy(&v, u + i, 8);
-                if (v & 0x8080808080808080ull) break;
-                i += 8;
-            }
-            while (i < n && u[i] < 0x80) i++;
-            continue;
-        }
-        int ok;
-        int k = utf8_seq(u + i, n - i, &ok);
-        if (!k) return i;
-        i += (size_t)k;
-    }
-    return n;
-}
-
-int tok_utf8_decode(const char *s, size_t n, uint32_t *cp) {
-    const uint8_t *u = (const uint8_t *)s;
-    if (u[0] < 0x80 || n < 2) return *cp = u[0], 1;
-    if (u[0] < 0xe0) return *cp = ((uint32_t)(u[0] & 0x1f) << 6) | (u[1] & 0x3f), 2;
-    if (u[0] < 0xf0 || n < 4) {
-        if (n < 3) return *cp = u[0], 1;
-        *cp = ((uint32_t)(u[0] & 0x0f) << 12) | ((uint32_t)(u[1] & 0x3f) << 6) | (u[2] & 0x3f);
-        return 3;
-    }
-    *cp = ((uint32_t)(u[0] & 0x07) << 18) | ((uint32_t)(u[1] & 0x3f) << 12) |
-          ((uint32_t)(u[2] & 0x3f) << 6) | (u[3] & 0x3f);
-    return 4;
-}
-
-int tok_utf8_encode(uint32_t cp, char *out) {
-    uint8_t *o = (uint8_t *)out;
-    if (cp < 0x80) return o[0] = (uint8_t)cp, 1;
-    if (cp < 0x800) {
-        o[0] = (uint8_t)(0xc0 | (cp >> 6));
-        o[1] = (uint8_t)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (uint8_t)(0xe0 | (cp >> 12));
-        o[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (uint8_t)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (uint8_t)(0xf0 | (cp >> 18));
-    o[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (uint8_t)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 static const char REPLACEMENT[3] = {(char)0xef, (char)0xbf, (char)0xbd};
 
 /* Repairs s[0..n) into out; returns how many trailing bytes form an incomplete (so far valid)
  * sequence that was not consumed (only when `final` is false). */
 static int lossy_run(const char *s, size_t n, bool final, tok_buf_t *out, size_t *held) {
-    const uint8_t *u = (const uint8_t *)s;
     size_t i = 0;
     *held = 0;
     while (i < n) {
-        size_t v = tok_utf8_valid_prefix(s + i, n - i);
+        size_t v = lt_utf8_valid_prefix(s + i, n - i);
         if (v && tok_buf_put(out, s + i, v)) return LT_ERR_NOMEM;
         i += v;
         if (i >= n) break;
         int ok;
-        (void)utf8_seq(u + i, n - i, &ok);
+        (void)lt_utf8_seq(s + i, n - i, &ok);
         if (ok > 0 && i + (size_t)ok == n && !final) { /* incomplete at the end: wait */
             *held = (size_t)ok;
             return 0;
@@ -196,7 +108,7 @@ int tok_lossy_push(tok_lossy_t *st, const char *s, size_t n, tok_buf_t *out) {
         memcpy(tmp + st->n_pend, s, k);
         size_t tn = st->n_pend + k;
         int ok;
-        int len = utf8_seq((const uint8_t *)tmp, tn, &ok);
+        int len = lt_utf8_seq(tmp, tn, &ok);
         if (len == 0 && ok == (int)tn) { /* still incomplete: everything pending */
             memcpy(st->pend, tmp, tn);
             st->n_pend = (uint8_t)tn;
@@ -269,6 +181,13 @@ static bool is_word(uint32_t cp) {
     utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
     return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_ME) || c == UTF8PROC_CATEGORY_ND ||
            c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC;
+}
+
+/* lt_utf8_decode with ASCII decoded in line: the predicate pre-tokenizers (Digits runs on every
+ * byte-level GPT-2 text) decode every character, and a call per character costs them 5%. */
+static inline int utf8_next(const char *s, size_t n, uint32_t *cp) {
+    if ((uint8_t)s[0] < 0x80) return *cp = (uint8_t)s[0], 1;
+    return lt_utf8_decode(s, n, cp);
 }
 
 /* Start of the code point that ends at s[n]. */
@@ -453,15 +372,15 @@ static int norm_lower(const char *s, size_t n, tok_buf_t *o) {
             continue;
         }
         uint32_t cp;
-        int k = tok_utf8_decode(s + i, n - i, &cp);
+        int k = lt_utf8_decode(s + i, n - i, &cp);
         i += (size_t)k;
         char enc[8];
         int m;
         if (cp == 0x130) {
-            m = tok_utf8_encode('i', enc);
-            m += tok_utf8_encode(0x307, enc + m);
+            m = lt_utf8_encode('i', enc);
+            m += lt_utf8_encode(0x307, enc + m);
         } else {
-            m = tok_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), enc);
+            m = lt_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), enc);
         }
         if (tok_buf_put(o, enc, (size_t)m)) return LT_ERR_NOMEM;
     }
@@ -480,7 +399,7 @@ static int norm_replace(tok_ctx_t *ctx, const tok_norm_t *nm, const char *s, siz
         if (me == ms) { /* an empty match replaces nothing; step over one character */
             if (me >= n) break;
             uint32_t cp;
-            from = me + (size_t)tok_utf8_decode(s + me, n - me, &cp);
+            from = me + (size_t)lt_utf8_decode(s + me, n - me, &cp);
             continue;
         }
         if (tok_buf_put(o, s + pos, ms - pos) || tok_buf_put(o, nm->str, nm->str_len))
@@ -497,14 +416,14 @@ static void norm_strip(const char *s, size_t n, bool left, bool right, size_t *b
     uint32_t cp;
     if (left)
         while (i < j) {
-            int k = tok_utf8_decode(s + i, j - i, &cp);
+            int k = lt_utf8_decode(s + i, j - i, &cp);
             if (!tok_is_whitespace(cp)) break;
             i += (size_t)k;
         }
     if (right)
         while (j > i) {
             size_t p = utf8_prev(s, j);
-            tok_utf8_decode(s + p, j - p, &cp);
+            lt_utf8_decode(s + p, j - p, &cp);
             if (!tok_is_whitespace(cp)) break;
             j = p;
         }
@@ -624,7 +543,7 @@ static int segs_regex(tok_ctx_t *ctx, const pcre2_code *re, const char *s, size_
         if (me == ms) { /* empty match: step over one character */
             if (me >= n) break;
             uint32_t cp;
-            from = me + (size_t)tok_utf8_decode(s + me, n - me, &cp);
+            from = me + (size_t)lt_utf8_decode(s + me, n - me, &cp);
         } else {
             from = me;
         }
@@ -639,7 +558,7 @@ static int segs_pred(const char *s, size_t n, bool (*pred)(uint32_t, const tok_p
     size_t last = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t k = (size_t)tok_utf8_decode(s + i, n - i, &cp);
+        size_t k = (size_t)utf8_next(s + i, n - i, &cp);
         if (pred(cp, pre)) {
             if (last < i && segs_push(out, last, i, false)) return LT_ERR_NOMEM;
             if (segs_push(out, i, i + k, true)) return LT_ERR_NOMEM;
@@ -665,7 +584,7 @@ static bool pred_punct(uint32_t cp, const tok_pre_t *p) {
 }
 static bool pred_meta(uint32_t cp, const tok_pre_t *p) {
     uint32_t r;
-    tok_utf8_decode(p->rep, (size_t)p->rep_len, &r);
+    lt_utf8_decode(p->rep, (size_t)p->rep_len, &r);
     return cp == r;
 }
 
@@ -821,14 +740,14 @@ static bool ends_with_word(const char *s, size_t n) {
     if (n == 0) return false;
     size_t p = utf8_prev(s, n);
     uint32_t cp;
-    tok_utf8_decode(s + p, n - p, &cp);
+    lt_utf8_decode(s + p, n - p, &cp);
     return is_word(cp);
 }
 
 static bool starts_with_word(const char *s, size_t n) {
     if (n == 0) return false;
     uint32_t cp;
-    tok_utf8_decode(s, n, &cp);
+    lt_utf8_decode(s, n, &cp);
     return is_word(cp);
 }
 
@@ -885,7 +804,7 @@ int tok_added_split(const tok_addset_t *set, const char *pool, const char *s, si
             while (ns > 0) {
                 size_t p = utf8_prev(s, ns);
                 uint32_t cp;
-                tok_utf8_decode(s + p, ns - p, &cp);
+                lt_utf8_decode(s + p, ns - p, &cp);
                 if (!tok_is_whitespace(cp)) break;
                 ns = p;
             }
@@ -894,7 +813,7 @@ int tok_added_split(const tok_addset_t *set, const char *pool, const char *s, si
         if (hit->rstrip) {
             while (stop < n) {
                 uint32_t cp;
-                int k = tok_utf8_decode(s + stop, n - stop, &cp);
+                int k = lt_utf8_decode(s + stop, n - stop, &cp);
                 if (!tok_is_whitespace(cp)) break;
                 stop += (size_t)k;
             }

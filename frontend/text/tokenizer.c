@@ -88,10 +88,10 @@ static int pool_add(builder_t *b, const char *s, size_t n, uint32_t *off) {
 /* Raw bytes of a byte-level token string; false if a character is outside the byte table. */
 static bool bytelevel_decode(const char *s, size_t n, char *out, size_t *on) {
     size_t o = 0;
-    if (tok_utf8_valid_prefix(s, n) != n) return false;
+    if (lt_utf8_valid_prefix(s, n) != n) return false;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        i += (size_t)tok_utf8_decode(s + i, n - i, &cp);
+        i += (size_t)lt_utf8_decode(s + i, n - i, &cp);
         int b = tok_cp_to_byte(cp);
         if (b < 0) return false;
         out[o++] = (char)b;
@@ -220,7 +220,7 @@ static int added_finish(fe_tokenizer_t *t, added_in_t *in, int n, char *err) {
         if (in[i].id < 0 || in[i].id >= t->n_vocab) continue;
         t->flags[in[i].id] |= TOK_F_ADDED | (in[i].special ? TOK_F_SPECIAL : 0);
         /* Tokens whose text is empty or not UTF-8 can never match (repaired) input text. */
-        if (in[i].n == 0 || tok_utf8_valid_prefix(in[i].s, in[i].n) != in[i].n) continue;
+        if (in[i].n == 0 || lt_utf8_valid_prefix(in[i].s, in[i].n) != in[i].n) continue;
         if (!in[i].normalized || t->n_norm == 0) {
             raw[n_raw++] = in[i];
             continue;
@@ -774,9 +774,9 @@ static int parse_behavior(const char *s, tok_split_behavior_t *out) {
 /* Metaspace's replacement and prepend scheme (also the legacy add_prefix_space). */
 static int parse_metaspace(const cJSON *j, char *rep, int *rep_len, tok_prepend_t *scheme) {
     const char *r = jstr(j, "replacement");
-    if (!r || !*r || strlen(r) > 4 || tok_utf8_valid_prefix(r, strlen(r)) != strlen(r)) return -1;
+    if (!r || !*r || strlen(r) > 4 || lt_utf8_valid_prefix(r, strlen(r)) != strlen(r)) return -1;
     uint32_t cp;
-    *rep_len = tok_utf8_decode(r, strlen(r), &cp);
+    *rep_len = lt_utf8_decode(r, strlen(r), &cp);
     memcpy(rep, r, (size_t)*rep_len);
     rep[*rep_len] = '\0';
     const char *ps = jstr(j, "prepend_scheme");
@@ -880,7 +880,7 @@ static int parse_dec(fe_tokenizer_t *t, const cJSON *j, const char *src, char *e
             return lt_errf(err, LT_ERR_FORMAT, "%s: malformed Metaspace", src);
         tok_dec_t *d = new_dec(t, TOK_DEC_METASPACE, err);
         if (!d) return LT_ERR_UNSUPPORTED;
-        tok_utf8_decode(rep, (size_t)rep_len, &d->ch);
+        lt_utf8_decode(rep, (size_t)rep_len, &d->ch);
         d->prepend = scheme != TOK_PREPEND_NEVER;
         return 0;
     }
@@ -893,7 +893,7 @@ static int parse_dec(fe_tokenizer_t *t, const cJSON *j, const char *src, char *e
             return lt_errf(err, LT_ERR_FORMAT, "%s: malformed Strip decoder", src);
         tok_dec_t *d = new_dec(t, TOK_DEC_STRIP, err);
         if (!d) return LT_ERR_UNSUPPORTED;
-        tok_utf8_decode(c, strlen(c), &d->ch);
+        lt_utf8_decode(c, strlen(c), &d->ch);
         d->start = st->valuedouble > 1e6 ? 1000000 : (int)st->valuedouble;
         d->stop = sp->valuedouble > 1e6 ? 1000000 : (int)sp->valuedouble;
         return 0;
@@ -1351,7 +1351,7 @@ int tok_encode(const fe_tokenizer_t *t, const char *text, size_t len, bool add_s
     tok_seg_t *segs = NULL;
     size_t n_segs = 0, cap = 0;
     int rc = 0;
-    if (tok_utf8_valid_prefix(text, len) != len) {
+    if (lt_utf8_valid_prefix(text, len) != len) {
         tok_lossy_t st = {0};
         if (tok_lossy_push(&st, text, len, &fixed) || tok_lossy_flush(&st, &fixed)) {
             rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "buf.h"
 #include "tokenizer.h"
 #include "utf8.h"
 
@@ -46,16 +47,6 @@ typedef struct {
 
 char *tok_arena_alloc(tok_arena_t *a, size_t n);
 void tok_arena_free(tok_arena_t *a);
-
-/* Growable byte buffer. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} tok_buf_t;
-
-int tok_buf_reserve(tok_buf_t *b, size_t extra);
-int tok_buf_put(tok_buf_t *b, const void *src, size_t n);
-void tok_buf_free(tok_buf_t *b);
 
 /* ---- hashing ---- */
 
@@ -84,16 +75,6 @@ static inline uint64_t tok_hash_bytes(const char *s, size_t n) {
 }
 
 /* ---- UTF-8 ---- */
-
-/* Streaming lossy UTF-8 repair with Rust's String::from_utf8_lossy (and Python's
- * errors="replace") rules: each maximal invalid subpart becomes one U+FFFD. `pend` holds a
- * trailing incomplete sequence between calls (at most 3 bytes). */
-typedef struct {
-    uint8_t pend[4];
-    uint8_t n_pend;
-} tok_lossy_t;
-int tok_lossy_push(tok_lossy_t *st, const char *s, size_t n, tok_buf_t *out);
-int tok_lossy_flush(tok_lossy_t *st, tok_buf_t *out);
 
 /* Rust's char::is_whitespace (the Unicode White_Space property). */
 bool tok_is_whitespace(uint32_t cp);

@@ -46,99 +46,7 @@ void tok_arena_free(tok_arena_t *a) {
     }
 }
 
-int tok_buf_reserve(tok_buf_t *b, size_t extra) {
-    if (b->cap - b->n > extra) return 0; /* keep one byte for a NUL */
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->n <= extra) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return LT_ERR_NOMEM;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-int tok_buf_put(tok_buf_t *b, const void *src, size_t n) {
-    if (tok_buf_reserve(b, n)) return LT_ERR_NOMEM;
-    if (n) memcpy(b->p + b->n, src, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return 0;
-}
-
-void tok_buf_free(tok_buf_t *b) {
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 /* ---- UTF-8 ---- */
-
-static const char REPLACEMENT[3] = {(char)0xef, (char)0xbf, (char)0xbd};
-
-/* Repairs s[0..n) into out; returns how many trailing bytes form an incomplete (so far valid)
- * sequence that was not consumed (only when `final` is false). */
-static int lossy_run(const char *s, size_t n, bool final, tok_buf_t *out, size_t *held) {
-    size_t i = 0;
-    *held = 0;
-    while (i < n) {
-        size_t v = lt_utf8_valid_prefix(s + i, n - i);
-        if (v && tok_buf_put(out, s + i, v)) return LT_ERR_NOMEM;
-        i += v;
-        if (i >= n) break;
-        int ok;
-        (void)lt_utf8_seq(s + i, n - i, &ok);
-        if (ok > 0 && i + (size_t)ok == n && !final) { /* incomplete at the end: wait */
-            *held = (size_t)ok;
-            return 0;
-        }
-        /* A maximal invalid subpart: the valid prefix (at least the lead byte) becomes one
-         * U+FFFD; the byte that broke it starts over. */
-        if (tok_buf_put(out, REPLACEMENT, 3)) return LT_ERR_NOMEM;
-        i += ok > 0 ? (size_t)ok : 1;
-    }
-    return 0;
-}
-
-int tok_lossy_push(tok_lossy_t *st, const char *s, size_t n, tok_buf_t *out) {
-    size_t held;
-    if (st->n_pend) {
-        /* Complete the pending sequence with up to 3 more bytes, then go on from there. */
-        char tmp[8];
-        size_t k = n < 3 ? n : 3;
-        memcpy(tmp, st->pend, st->n_pend);
-        memcpy(tmp + st->n_pend, s, k);
-        size_t tn = st->n_pend + k;
-        int ok;
-        int len = lt_utf8_seq(tmp, tn, &ok);
-        if (len == 0 && ok == (int)tn) { /* still incomplete: everything pending */
-            memcpy(st->pend, tmp, tn);
-            st->n_pend = (uint8_t)tn;
-            return 0;
-        }
-        size_t used; /* bytes of s consumed by the pending sequence */
-        if (len) {
-            if (tok_buf_put(out, tmp, (size_t)len)) return LT_ERR_NOMEM;
-            used = (size_t)len - st->n_pend;
-        } else {
-            if (tok_buf_put(out, REPLACEMENT, 3)) return LT_ERR_NOMEM;
-            used = ok > st->n_pend ? (size_t)ok - st->n_pend : 0;
-        }
-        st->n_pend = 0;
-        s += used;
-        n -= used;
-    }
-    int rc = lossy_run(s, n, false, out, &held);
-    if (rc) return rc;
-    memcpy(st->pend, s + n - held, held);
-    st->n_pend = (uint8_t)held;
-    return 0;
-}
-
-int tok_lossy_flush(tok_lossy_t *st, tok_buf_t *out) {
-    size_t held;
-    int rc = lossy_run((const char *)st->pend, st->n_pend, true, out, &held);
-    st->n_pend = 0;
-    return rc;
-}
 
 bool tok_is_whitespace(uint32_t cp) {
     if (cp < 0x80) return (cp >= 9 && cp <= 13) || cp == 32;
@@ -199,7 +107,7 @@ static size_t utf8_prev(const char *s, size_t n) {
 
 /* ---- regular expressions ---- */
 
-static int rewrite_pattern(const char *pat, size_t len, tok_buf_t *o) {
+static int rewrite_pattern(const char *pat, size_t len, lt_buf_t *o) {
     static const char S_IN[] = "\\t-\\r\\x{85}\\p{Z}";
     static const char W_IN[] = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
     bool in_class = false;
@@ -211,34 +119,34 @@ static int rewrite_pattern(const char *pat, size_t len, tok_buf_t *o) {
             if (e == 's' || e == 'w') {
                 const char *cls = e == 's' ? S_IN : W_IN;
                 if (in_class)
-                    rc = tok_buf_put(o, cls, strlen(cls));
+                    rc = lt_buf_puts(o, cls);
                 else {
-                    rc = tok_buf_put(o, "[", 1);
-                    rc |= tok_buf_put(o, cls, strlen(cls));
-                    rc |= tok_buf_put(o, "]", 1);
+                    rc = lt_buf_putc(o, '[');
+                    rc |= lt_buf_puts(o, cls);
+                    rc |= lt_buf_putc(o, ']');
                 }
             } else if (e == 'h' || (e == 'H' && !in_class)) {
                 /* Oniguruma's \h is a hexadecimal digit, PCRE2's a horizontal space. */
                 const char *cls = in_class   ? "0-9a-fA-F"
                                   : e == 'h' ? "[0-9a-fA-F]"
                                              : "[^0-9a-fA-F]";
-                rc = tok_buf_put(o, cls, strlen(cls));
+                rc = lt_buf_puts(o, cls);
             } else if ((e == 'S' || e == 'W') && !in_class) {
                 const char *cls = e == 'S' ? S_IN : W_IN;
-                rc = tok_buf_put(o, "[^", 2);
-                rc |= tok_buf_put(o, cls, strlen(cls));
-                rc |= tok_buf_put(o, "]", 1);
+                rc = lt_buf_puts(o, "[^");
+                rc |= lt_buf_puts(o, cls);
+                rc |= lt_buf_putc(o, ']');
             } else {
                 char two[2] = {'\\', e};
-                rc = tok_buf_put(o, two, 2);
+                rc = lt_buf_put(o, two, 2);
             }
         } else {
             if (!in_class && c == '[') {
                 in_class = true;
-                rc = tok_buf_put(o, &c, 1);
+                rc = lt_buf_putc(o, c);
                 /* A ']' right after '[' or '[^' is a literal. */
-                if (i + 1 < len && pat[i + 1] == '^') rc |= tok_buf_put(o, &pat[++i], 1);
-                if (i + 1 < len && pat[i + 1] == ']') rc |= tok_buf_put(o, &pat[++i], 1);
+                if (i + 1 < len && pat[i + 1] == '^') rc |= lt_buf_putc(o, pat[++i]);
+                if (i + 1 < len && pat[i + 1] == ']') rc |= lt_buf_putc(o, pat[++i]);
                 if (rc) return LT_ERR_NOMEM;
                 continue;
             }
@@ -251,14 +159,14 @@ static int rewrite_pattern(const char *pat, size_t len, tok_buf_t *o) {
                         break;
                     }
                 if (end) {
-                    rc = tok_buf_put(o, pat + i, (size_t)(end - (pat + i)));
+                    rc = lt_buf_put(o, pat + i, (size_t)(end - (pat + i)));
                     i = (size_t)(end - pat) - 1;
                     if (rc) return LT_ERR_NOMEM;
                     continue;
                 }
             }
             if (in_class && c == ']') in_class = false;
-            rc = tok_buf_put(o, &c, 1);
+            rc = lt_buf_putc(o, c);
         }
         if (rc) return LT_ERR_NOMEM;
     }
@@ -266,19 +174,19 @@ static int rewrite_pattern(const char *pat, size_t len, tok_buf_t *o) {
 }
 
 int tok_regex_compile(const char *pat, size_t len, bool literal, pcre2_code **out, char *err) {
-    tok_buf_t b = {0};
+    lt_buf_t b = {0};
     const char *p = pat;
     size_t n = len;
     if (!literal) {
         if (rewrite_pattern(pat, len, &b)) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
-        p = b.p ? b.p : "";
-        n = b.n;
+        p = lt_buf_str(&b);
+        n = b.len;
     }
     int ec;
     PCRE2_SIZE eo;
     uint32_t opt = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)p, n, opt, &ec, &eo, NULL);
-    tok_buf_free(&b);
+    lt_buf_free(&b);
     if (!re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(ec, msg, sizeof msg);
@@ -319,27 +227,27 @@ int tok_regex_next(tok_ctx_t *ctx, const pcre2_code *re, const char *s, size_t n
 
 /* ---- normalizers ---- */
 
-static int arena_copy(tok_ctx_t *ctx, const tok_buf_t *b, tok_span_t *out) {
-    char *p = tok_arena_alloc(&ctx->arena, b->n + 1);
+static int arena_copy(tok_ctx_t *ctx, const lt_buf_t *b, tok_span_t *out) {
+    char *p = tok_arena_alloc(&ctx->arena, b->len + 1);
     if (!p) return lt_errf(ctx->err, LT_ERR_NOMEM, "out of memory");
-    if (b->n) memcpy(p, b->p, b->n);
-    p[b->n] = '\0';
+    if (b->len) memcpy(p, b->data, b->len);
+    p[b->len] = '\0';
     out->p = p;
-    out->n = b->n;
+    out->n = b->len;
     return 0;
 }
 
 /* Unicode normalization form `opt` (utf8proc flags). ASCII is invariant under every form and a
  * starter that nothing composes with from the left, so only the non-ASCII runs (with the ASCII
  * character before each, which a combining mark may compose with) go through utf8proc. */
-static int norm_unicode(const char *s, size_t n, int opt, tok_buf_t *o) {
+static int norm_unicode(const char *s, size_t n, int opt, lt_buf_t *o) {
     size_t i = 0;
     while (i < n) {
         size_t j = i;
         while (j < n && (uint8_t)s[j] < 0x80) j++;
-        if (j == n) return tok_buf_put(o, s + i, n - i);
+        if (j == n) return lt_buf_put(o, s + i, n - i);
         size_t seg = j > i ? j - 1 : j; /* keep the ASCII character before the run with it */
-        if (seg > i && tok_buf_put(o, s + i, seg - i)) return LT_ERR_NOMEM;
+        if (seg > i && lt_buf_put(o, s + i, seg - i)) return LT_ERR_NOMEM;
         size_t k = j;
         while (k < n && (uint8_t)s[k] >= 0x80) k++;
         utf8proc_uint8_t *dst = NULL;
@@ -348,9 +256,9 @@ static int norm_unicode(const char *s, size_t n, int opt, tok_buf_t *o) {
                          (utf8proc_option_t)opt);
         if (r < 0) {
             /* Cannot happen on valid UTF-8; keep the text rather than fail. */
-            if (tok_buf_put(o, s + seg, k - seg)) return LT_ERR_NOMEM;
+            if (lt_buf_put(o, s + seg, k - seg)) return LT_ERR_NOMEM;
         } else {
-            int rc = tok_buf_put(o, dst, (size_t)r);
+            int rc = lt_buf_put(o, dst, (size_t)r);
             free(dst);
             if (rc) return rc;
         }
@@ -361,14 +269,19 @@ static int norm_unicode(const char *s, size_t n, int opt, tok_buf_t *o) {
 
 /* Rust's char::to_lowercase, code point by code point (HF's Lowercase does not apply the final
  * sigma rule): the simple mapping, except U+0130 which lowercases to "i̇". */
-static int norm_lower(const char *s, size_t n, tok_buf_t *o) {
-    if (tok_buf_reserve(o, n + 16)) return LT_ERR_NOMEM;
+static int norm_lower(const char *s, size_t n, lt_buf_t *o) {
+    if (lt_buf_reserve(o, n + 16)) return LT_ERR_NOMEM;
     for (size_t i = 0; i < n;) {
         uint8_t b = (uint8_t)s[i];
-        if (b < 0x80) {
-            char c = (char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
-            if (tok_buf_put(o, &c, 1)) return LT_ERR_NOMEM;
-            i++;
+        if (b < 0x80) { /* an ASCII run: one reserve, no call per byte */
+            size_t j = i;
+            while (j < n && (uint8_t)s[j] < 0x80) j++;
+            if (lt_buf_reserve(o, j - i)) return LT_ERR_NOMEM;
+            for (; i < j; i++) {
+                uint8_t c = (uint8_t)s[i];
+                o->data[o->len++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+            }
+            o->data[o->len] = '\0';
             continue;
         }
         uint32_t cp;
@@ -382,12 +295,12 @@ static int norm_lower(const char *s, size_t n, tok_buf_t *o) {
         } else {
             m = lt_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), enc);
         }
-        if (tok_buf_put(o, enc, (size_t)m)) return LT_ERR_NOMEM;
+        if (lt_buf_put(o, enc, (size_t)m)) return LT_ERR_NOMEM;
     }
     return 0;
 }
 
-static int norm_replace(tok_ctx_t *ctx, const tok_norm_t *nm, const char *s, size_t n, tok_buf_t *o,
+static int norm_replace(tok_ctx_t *ctx, const tok_norm_t *nm, const char *s, size_t n, lt_buf_t *o,
                         bool *changed) {
     size_t pos = 0, from = 0;
     *changed = false;
@@ -402,12 +315,12 @@ static int norm_replace(tok_ctx_t *ctx, const tok_norm_t *nm, const char *s, siz
             from = me + (size_t)lt_utf8_decode(s + me, n - me, &cp);
             continue;
         }
-        if (tok_buf_put(o, s + pos, ms - pos) || tok_buf_put(o, nm->str, nm->str_len))
+        if (lt_buf_put(o, s + pos, ms - pos) || lt_buf_put(o, nm->str, nm->str_len))
             return LT_ERR_NOMEM;
         pos = from = me;
         *changed = true;
     }
-    if (*changed && tok_buf_put(o, s + pos, n - pos)) return LT_ERR_NOMEM;
+    if (*changed && lt_buf_put(o, s + pos, n - pos)) return LT_ERR_NOMEM;
     return 0;
 }
 
@@ -434,11 +347,11 @@ static void norm_strip(const char *s, size_t n, bool left, bool right, size_t *b
 int tok_normalize(tok_ctx_t *ctx, const tok_norm_t *norms, int n_norms, const char *s, size_t n,
                   tok_span_t *out) {
     tok_span_t cur = {s, n};
-    tok_buf_t b = {0};
+    lt_buf_t b = {0};
     int rc = 0;
     for (int k = 0; k < n_norms && rc == 0; k++) {
         const tok_norm_t *nm = &norms[k];
-        b.n = 0;
+        lt_buf_clear(&b);
         bool changed = true;
         switch (nm->kind) {
         case TOK_NORM_NFC:
@@ -464,8 +377,8 @@ int tok_normalize(tok_ctx_t *ctx, const tok_norm_t *norms, int n_norms, const ch
                 changed = false;
                 break;
             }
-            rc = tok_buf_put(&b, nm->str, nm->str_len);
-            if (!rc) rc = tok_buf_put(&b, cur.p, cur.n);
+            rc = lt_buf_put(&b, nm->str, nm->str_len);
+            if (!rc) rc = lt_buf_put(&b, cur.p, cur.n);
             break;
         case TOK_NORM_REPLACE: rc = norm_replace(ctx, nm, cur.p, cur.n, &b, &changed); break;
         case TOK_NORM_STRIP: {
@@ -480,7 +393,7 @@ int tok_normalize(tok_ctx_t *ctx, const tok_norm_t *norms, int n_norms, const ch
         if (rc == LT_ERR_NOMEM) rc = lt_errf(ctx->err, rc, "out of memory");
         if (!rc && changed) rc = arena_copy(ctx, &b, &cur);
     }
-    tok_buf_free(&b);
+    lt_buf_free(&b);
     *out = cur;
     return rc;
 }

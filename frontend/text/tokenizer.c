@@ -41,7 +41,7 @@ static const char META[] = "\xe2\x96\x81"; /* U+2581 "▁" */
 /* ---- builder: the vocabulary while it is being loaded ---- */
 
 typedef struct {
-    tok_buf_t pool;
+    lt_buf_t pool;
     int32_t n;
     uint32_t *text_off, *text_len; /* as written */
     uint32_t *key_off, *key_len;   /* model key (raw bytes for byte-level) */
@@ -64,11 +64,11 @@ static int bld_init(builder_t *b, int32_t n, bool byte_level) {
     if (!b->text_off || !b->text_len || !b->key_off || !b->key_len || !b->in_model || !b->flags)
         return LT_ERR_NOMEM;
     /* Offset 0 is the empty string, the text of ids without a token. */
-    return tok_buf_put(&b->pool, "", 1);
+    return lt_buf_putc(&b->pool, '\0');
 }
 
 static void bld_free(builder_t *b) {
-    tok_buf_free(&b->pool);
+    lt_buf_free(&b->pool);
     free(b->text_off);
     free(b->text_len);
     free(b->key_off);
@@ -79,9 +79,9 @@ static void bld_free(builder_t *b) {
 }
 
 static int pool_add(builder_t *b, const char *s, size_t n, uint32_t *off) {
-    if (b->pool.n + n + 1 > UINT32_MAX) return LT_ERR_RANGE;
-    *off = (uint32_t)b->pool.n;
-    if (tok_buf_put(&b->pool, s, n) || tok_buf_put(&b->pool, "", 1)) return LT_ERR_NOMEM;
+    if (b->pool.len + n + 1 > UINT32_MAX) return LT_ERR_RANGE;
+    *off = (uint32_t)b->pool.len;
+    if (lt_buf_put(&b->pool, s, n) || lt_buf_putc(&b->pool, '\0')) return LT_ERR_NOMEM;
     return 0;
 }
 
@@ -129,13 +129,12 @@ static int bld_set(builder_t *b, int32_t id, const char *s, size_t n, bool in_mo
 
 /* Moves the builder's arrays into t and builds the model's lookup tables. */
 static int bld_finish(builder_t *b, fe_tokenizer_t *t, char *err) {
-    t->pool = b->pool.p;
-    t->pool_len = b->pool.n;
+    t->pool_len = b->pool.len;
+    t->pool = lt_buf_take(&b->pool); /* not NULL: bld_init put the empty string in */
     t->n_vocab = b->n;
     t->text_off = b->text_off;
     t->text_len = b->text_len;
     t->flags = b->flags;
-    b->pool.p = NULL;
     b->text_off = b->text_len = NULL;
     b->flags = NULL;
     tok_bpe_t *m = &t->bpe;
@@ -166,7 +165,7 @@ typedef struct {
 } added_in_t;
 
 /* Builds a matcher over `in`, copying the patterns into pool. */
-static int addset_build(tok_addset_t *set, tok_buf_t *pool, const added_in_t *in, int n) {
+static int addset_build(tok_addset_t *set, lt_buf_t *pool, const added_in_t *in, int n) {
     memset(set, 0, sizeof *set);
     if (n == 0) return 0;
     set->tok = calloc((size_t)n, sizeof *set->tok);
@@ -180,9 +179,9 @@ static int addset_build(tok_addset_t *set, tok_buf_t *pool, const added_in_t *in
     for (int i = 0; i < n; i++) {
         uint8_t fb = (uint8_t)in[i].s[0];
         tok_added_t *t = &set->tok[count[fb]++];
-        if (pool->n + in[i].n + 1 > UINT32_MAX) return LT_ERR_RANGE;
-        t->off = (uint32_t)pool->n;
-        if (tok_buf_put(pool, in[i].s, in[i].n) || tok_buf_put(pool, "", 1)) return LT_ERR_NOMEM;
+        if (pool->len + in[i].n + 1 > UINT32_MAX) return LT_ERR_RANGE;
+        t->off = (uint32_t)pool->len;
+        if (lt_buf_put(pool, in[i].s, in[i].n) || lt_buf_putc(pool, '\0')) return LT_ERR_NOMEM;
         t->len = (uint32_t)in[i].n;
         t->id = in[i].id;
         t->special = in[i].special;
@@ -211,7 +210,7 @@ static int addset_build(tok_addset_t *set, tok_buf_t *pool, const added_in_t *in
 static int added_finish(fe_tokenizer_t *t, added_in_t *in, int n, char *err) {
     added_in_t *raw = calloc((size_t)n + 1, sizeof *raw);
     added_in_t *nrm = calloc((size_t)n + 1, sizeof *nrm);
-    tok_buf_t pool = {0};
+    lt_buf_t pool = {0};
     int n_raw = 0, n_nrm = 0, rc = 0;
     tok_ctx_t ctx = {.err = err};
     ctx.md = pcre2_match_data_create(1, NULL);
@@ -236,7 +235,7 @@ static int added_finish(fe_tokenizer_t *t, added_in_t *in, int n, char *err) {
     if (!rc && (addset_build(&t->added_raw, &pool, raw, n_raw) ||
                 addset_build(&t->added_norm, &pool, nrm, n_nrm)))
         rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
-    t->added_pool = pool.p;
+    t->added_pool = pool.data; /* the tokenizer's now; NULL without added tokens */
     tok_arena_free(&ctx.arena);
     pcre2_match_data_free(ctx.md);
     free(raw);
@@ -251,14 +250,15 @@ typedef int (*merge_get_fn)(void *ctx, size_t i, const char **a, size_t *an, con
                             size_t *bn);
 
 /* Model-key form of a token string: raw bytes for byte-level vocabularies. */
-static bool key_form(bool byte_level, const char *s, size_t n, tok_buf_t *out) {
-    out->n = 0;
-    if (!byte_level) return tok_buf_put(out, s, n) == 0;
-    if (tok_buf_reserve(out, n + 1)) return false;
+static bool key_form(bool byte_level, const char *s, size_t n, lt_buf_t *out) {
+    lt_buf_clear(out);
+    if (!byte_level) return lt_buf_put(out, s, n) == 0;
+    if (lt_buf_reserve(out, n)) return false;
     size_t on;
-    if (!bytelevel_decode(s, n, out->p, &on)) return false;
-    out->n = on;
-    return true;
+    bool ok = bytelevel_decode(s, n, out->data, &on);
+    out->len = ok ? on : 0;
+    out->data[out->len] = '\0';
+    return ok;
 }
 
 /* Fills the pair map: merge i has rank i; its result is the token spelled a+b. A token missing
@@ -266,7 +266,7 @@ static bool key_form(bool byte_level, const char *s, size_t n, tok_buf_t *out) {
 static int load_merges(fe_tokenizer_t *t, size_t n, merge_get_fn get, void *gctx, const char *src,
                        char *err) {
     bool bl = t->bpe.byte_level;
-    tok_buf_t ka = {0}, kb = {0};
+    lt_buf_t ka = {0}, kb = {0};
     int rc = tok_pairmap_init(&t->bpe.pairs, n);
     if (rc) return lt_errf(err, rc, "out of memory");
     for (size_t i = 0; i < n && !rc; i++) {
@@ -281,13 +281,13 @@ static int load_merges(fe_tokenizer_t *t, size_t n, merge_get_fn get, void *gctx
                          src, i, (int)an, a, (int)bn, b);
             break;
         }
-        int32_t ia = tok_strmap_get(&t->bpe.vocab, ka.p, ka.n);
-        int32_t ib = tok_strmap_get(&t->bpe.vocab, kb.p, kb.n);
-        if (tok_buf_put(&ka, kb.p, kb.n)) {
+        int32_t ia = tok_strmap_get(&t->bpe.vocab, ka.data, ka.len);
+        int32_t ib = tok_strmap_get(&t->bpe.vocab, kb.data, kb.len);
+        if (lt_buf_put(&ka, kb.data, kb.len)) {
             rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
             break;
         }
-        int32_t im = tok_strmap_get(&t->bpe.vocab, ka.p, ka.n);
+        int32_t im = tok_strmap_get(&t->bpe.vocab, ka.data, ka.len);
         if (ia < 0 || ib < 0 || im < 0) {
             rc = lt_errf(err, LT_ERR_FORMAT,
                          "%s: merge %zu '%.*s %.*s' uses a token that is not "
@@ -298,8 +298,8 @@ static int load_merges(fe_tokenizer_t *t, size_t n, merge_get_fn get, void *gctx
         if (tok_pairmap_put(&t->bpe.pairs, ia, ib, (uint32_t)i, im))
             rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
     }
-    tok_buf_free(&ka);
-    tok_buf_free(&kb);
+    lt_buf_free(&ka);
+    lt_buf_free(&kb);
     return rc;
 }
 
@@ -1191,10 +1191,10 @@ int fe_tokenizer_from_hf(const char *json_path, const char *config_path, fe_toke
     m->ignore_merges = jbool(model, "ignore_merges", false);
     const char *unk = jstr(model, "unk_token");
     if (unk) {
-        tok_buf_t k = {0};
+        lt_buf_t k = {0};
         if (key_form(byte_level, unk, strlen(unk), &k))
-            m->unk_id = tok_strmap_get(&m->vocab, k.p, k.n);
-        tok_buf_free(&k);
+            m->unk_id = tok_strmap_get(&m->vocab, k.data, k.len);
+        lt_buf_free(&k);
     }
     json_merge_ctx_t mc = {merges->child};
     if ((rc = load_merges(t, (size_t)cJSON_GetArraySize(merges), json_merge_get, &mc, src, err)))
@@ -1345,20 +1345,20 @@ int tok_encode(const fe_tokenizer_t *t, const char *text, size_t len, bool add_s
     *n_ids = 0;
     if (len > (size_t)INT32_MAX)
         return lt_errf(err, LT_ERR_RANGE, "text of %zu bytes is too long to tokenize", len);
-    tok_buf_t fixed = {0};
+    lt_buf_t fixed = {0};
     tok_ctx_t ctx = {.err = err};
     ids_t out = {0};
     tok_seg_t *segs = NULL;
     size_t n_segs = 0, cap = 0;
     int rc = 0;
     if (lt_utf8_valid_prefix(text, len) != len) {
-        tok_lossy_t st = {0};
-        if (tok_lossy_push(&st, text, len, &fixed) || tok_lossy_flush(&st, &fixed)) {
+        lt_utf8_lossy_t st = {0};
+        if (lt_utf8_lossy_push(&st, text, len, &fixed) || lt_utf8_lossy_flush(&st, &fixed)) {
             rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
             goto done;
         }
-        text = fixed.p;
-        len = fixed.n;
+        text = fixed.data;
+        len = fixed.len;
     }
     if (!(ctx.md = pcre2_match_data_create(1, NULL))) {
         rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
@@ -1403,7 +1403,7 @@ done:
     if (rc == LT_ERR_NOMEM && err && !*err) lt_errf(err, rc, "out of memory");
     free(out.v);
     free(segs);
-    tok_buf_free(&fixed);
+    lt_buf_free(&fixed);
     tok_arena_free(&ctx.arena);
     free(ctx.cache.slot);
     free(ctx.cache.ids);
@@ -1444,10 +1444,11 @@ int32_t fe_tokenizer_token_id(const fe_tokenizer_t *t, const char *text, size_t 
         if ((t->flags[id] & TOK_F_ADDED) && t->text_len[id] == len &&
             memcmp(t->pool + t->text_off[id], text, len) == 0)
             return id;
-    tok_buf_t k = {0};
+    lt_buf_t k = {0};
     int32_t id = -1;
-    if (key_form(t->bpe.byte_level, text, len, &k)) id = tok_strmap_get(&t->bpe.vocab, k.p, k.n);
-    tok_buf_free(&k);
+    if (key_form(t->bpe.byte_level, text, len, &k))
+        id = tok_strmap_get(&t->bpe.vocab, k.data, k.len);
+    lt_buf_free(&k);
     return id;
 }
 

@@ -1,8 +1,9 @@
 /*
  * tok_internal.h — the tokenizer's private types, shared by tokenizer.c (loading, encode driver),
- * tok_bpe.c (vocabulary, merges, the BPE model), tok_text.c (UTF-8, normalizers, pre-tokenizers,
- * added-token matching) and tok_detok.c (decoders, streaming detokenization). Not a public
- * header: only frontend/tok_*.c and tokenizer.c include it.
+ * tok_bpe.c (vocabulary, merges, the BPE model), tok_text.c (character classes, normalizers,
+ * pre-tokenizers, added-token matching) and tok_detok.c (decoders, streaming detokenization). Not
+ * a public header: only frontend/text/tok_*.c and tokenizer.c include it. Buffers, arenas and
+ * UTF-8 are common/'s (buf.h, utf8.h).
  *
  * The pipeline mirrors Hugging Face `tokenizers` stage by stage, because matching its ids exactly
  * is the point: added-token extraction on the raw text, normalizer, added-token extraction on the
@@ -30,23 +31,13 @@
 
 #define TOK_MAX_STAGES 16 /* normalizers, pre-tokenizers, decoders: after flattening Sequences */
 
-/* ---- strings and arena ---- */
+/* ---- strings ---- */
 
-/* A byte range that borrows its memory (the input text, the tokenizer, or a tok_arena_t). */
+/* A byte range that borrows its memory (the input text, the tokenizer, or the call's arena). */
 typedef struct {
     const char *p;
     size_t n;
 } tok_span_t;
-
-/* Bump allocator for per-call scratch strings: chunks are never moved, so pointers into the arena
- * stay valid until tok_arena_free. */
-typedef struct tok_chunk tok_chunk_t;
-typedef struct {
-    tok_chunk_t *head;
-} tok_arena_t;
-
-char *tok_arena_alloc(tok_arena_t *a, size_t n);
-void tok_arena_free(tok_arena_t *a);
 
 /* ---- hashing ---- */
 
@@ -74,7 +65,7 @@ static inline uint64_t tok_hash_bytes(const char *s, size_t n) {
     return tok_mix64(h ^ v);
 }
 
-/* ---- UTF-8 ---- */
+/* ---- character classes ---- */
 
 /* Rust's char::is_whitespace (the Unicode White_Space property). */
 bool tok_is_whitespace(uint32_t cp);
@@ -230,7 +221,9 @@ typedef struct {
 
 /* Per-call encode scratch (one per fe_tokenizer_encode call; never shared). */
 typedef struct {
-    tok_arena_t arena;
+    lt_arena_t arena; /* the call's scratch strings (normalized text, rewritten pieces) */
+    char *pack;       /* rewritten pieces: the free rest of a packed arena block (tok_text.c) */
+    size_t pack_left;
     tok_cache_t cache; /* slot == NULL: no cache (short input) */
     tok_pieces_t a, b;
     pcre2_match_data *md;

@@ -236,7 +236,7 @@ static int added_finish(fe_tokenizer_t *t, added_in_t *in, int n, char *err) {
                 addset_build(&t->added_norm, &pool, nrm, n_nrm)))
         rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
     t->added_pool = pool.data; /* the tokenizer's now; NULL without added tokens */
-    tok_arena_free(&ctx.arena);
+    lt_arena_free(&ctx.arena);
     pcre2_match_data_free(ctx.md);
     free(raw);
     free(nrm);
@@ -1404,7 +1404,7 @@ done:
     free(out.v);
     free(segs);
     lt_buf_free(&fixed);
-    tok_arena_free(&ctx.arena);
+    lt_arena_free(&ctx.arena);
     free(ctx.cache.slot);
     free(ctx.cache.ids);
     free(ctx.a.v);

@@ -1062,6 +1062,77 @@ static int apply_config(fe_tokenizer_t *t, const char *path, char *err) {
     return 0;
 }
 
+/* The model section: anything but a plain BPE model is refused. */
+static int hf_check_model(const cJSON *model, const char *src, char *err) {
+    const char *mtype = jstr(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (!mtype && cJSON_IsArray(merges)) mtype = "BPE";
+    if (!mtype || strcmp(mtype, "BPE") != 0) return unsupported(err, src, "model", mtype);
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
+        return lt_errf(err, LT_ERR_FORMAT, "%s: BPE model without vocab or merges", src);
+    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    const char *cont = jstr(model, "continuing_subword_prefix");
+    const char *eow = jstr(model, "end_of_word_suffix");
+    if ((cJSON_IsNumber(dropout) && dropout->valuedouble > 0) || (cont && *cont) || (eow && *eow))
+        return unsupported(err, src, "BPE option",
+                           "dropout/continuing_subword_prefix/"
+                           "end_of_word_suffix");
+    return 0;
+}
+
+/* The model's vocabulary and the added tokens into b, whose ids run to the largest id either
+ * names. *added receives the added tokens (their content borrowed from the JSON); the caller
+ * frees it, also on failure. */
+static int hf_vocab(const cJSON *vocab, const cJSON *atoks, bool byte_level, builder_t *b,
+                    added_in_t **added, int *n_added, const char *src, char *err) {
+    *added = NULL;
+    *n_added = 0;
+    int32_t max_id = -1;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vocab) {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= INT32_MAX / 4)
+            return lt_errf(err, LT_ERR_FORMAT, "%s: vocab entry '%s' has a bad id", src, e->string);
+        if ((int32_t)e->valuedouble > max_id) max_id = (int32_t)e->valuedouble;
+    }
+    added_in_t *v = *added = calloc((size_t)cJSON_GetArraySize(atoks) + 1, sizeof *v);
+    if (!v) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    cJSON_ArrayForEach(e, atoks) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        const char *content = jstr(e, "content");
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX / 4 ||
+            !content)
+            return lt_errf(err, LT_ERR_FORMAT, "%s: malformed added token", src);
+        v[(*n_added)++] = (added_in_t){.s = content,
+                                       .n = strlen(content),
+                                       .id = (int32_t)id->valuedouble,
+                                       .special = jbool(e, "special", false),
+                                       .lstrip = jbool(e, "lstrip", false),
+                                       .rstrip = jbool(e, "rstrip", false),
+                                       .single_word = jbool(e, "single_word", false),
+                                       .normalized = jbool(e, "normalized", true)};
+        if (v[*n_added - 1].id > max_id) max_id = v[*n_added - 1].id;
+    }
+    if (max_id < 0) return lt_errf(err, LT_ERR_FORMAT, "%s: empty vocabulary", src);
+    if (bld_init(b, max_id + 1, byte_level)) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    int rc;
+    cJSON_ArrayForEach(e, vocab) {
+        if ((rc = bld_set(b, (int32_t)e->valuedouble, e->string, strlen(e->string), true)))
+            return lt_errf(err, rc, "%s: vocabulary too large", src);
+    }
+    /* An added token's content is its text (HF decodes added tokens by content). */
+    for (int i = 0; i < *n_added; i++) {
+        int32_t id = v[i].id;
+        uint32_t off;
+        if ((rc = pool_add(b, v[i].s, v[i].n, &off)))
+            return lt_errf(err, rc, "%s: vocabulary too large", src);
+        b->text_off[id] = off;
+        b->text_len[id] = (uint32_t)v[i].n;
+        b->flags[id] |= TOK_F_PRESENT;
+    }
+    return 0;
+}
+
 int fe_tokenizer_from_hf(const char *json_path, const char *config_path, fe_tokenizer_t **out,
                          char *err) {
     *out = NULL;
@@ -1085,89 +1156,14 @@ int fe_tokenizer_from_hf(const char *json_path, const char *config_path, fe_toke
         goto done;
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    const char *mtype = jstr(model, "type");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!mtype && cJSON_IsArray(merges)) mtype = "BPE";
-    if (!mtype || strcmp(mtype, "BPE") != 0) {
-        rc = unsupported(err, src, "model", mtype);
-        goto done;
-    }
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        rc = lt_errf(err, LT_ERR_FORMAT, "%s: BPE model without vocab or merges", src);
-        goto done;
-    }
-    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
-    const char *cont = jstr(model, "continuing_subword_prefix");
-    const char *eow = jstr(model, "end_of_word_suffix");
-    if ((cJSON_IsNumber(dropout) && dropout->valuedouble > 0) || (cont && *cont) || (eow && *eow)) {
-        rc = unsupported(err, src, "BPE option",
-                         "dropout/continuing_subword_prefix/"
-                         "end_of_word_suffix");
-        goto done;
-    }
-    const cJSON *atoks = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    int32_t max_id = -1;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= INT32_MAX / 4) {
-            rc = lt_errf(err, LT_ERR_FORMAT, "%s: vocab entry '%s' has a bad id", src, e->string);
-            goto done;
-        }
-        if ((int32_t)e->valuedouble > max_id) max_id = (int32_t)e->valuedouble;
-    }
-    int n_atoks = cJSON_GetArraySize(atoks);
-    added = calloc((size_t)n_atoks + 1, sizeof *added);
-    if (!added) {
-        rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    cJSON_ArrayForEach(e, atoks) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        const char *content = jstr(e, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX / 4 ||
-            !content) {
-            rc = lt_errf(err, LT_ERR_FORMAT, "%s: malformed added token", src);
-            goto done;
-        }
-        added[n_added++] = (added_in_t){.s = content,
-                                        .n = strlen(content),
-                                        .id = (int32_t)id->valuedouble,
-                                        .special = jbool(e, "special", false),
-                                        .lstrip = jbool(e, "lstrip", false),
-                                        .rstrip = jbool(e, "rstrip", false),
-                                        .single_word = jbool(e, "single_word", false),
-                                        .normalized = jbool(e, "normalized", true)};
-        if (added[n_added - 1].id > max_id) max_id = added[n_added - 1].id;
-    }
-    if (max_id < 0) {
-        rc = lt_errf(err, LT_ERR_FORMAT, "%s: empty vocabulary", src);
-        goto done;
-    }
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     bool byte_level = jfind_type(pre, "ByteLevel", "pretokenizers");
-    if ((rc = bld_init(&b, max_id + 1, byte_level)) != 0) {
-        rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    if ((rc = hf_check_model(model, src, err)) ||
+        (rc = hf_vocab(cJSON_GetObjectItemCaseSensitive(model, "vocab"),
+                       cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), byte_level, &b,
+                       &added, &n_added, src, err)))
         goto done;
-    }
-    cJSON_ArrayForEach(e, vocab) {
-        if ((rc = bld_set(&b, (int32_t)e->valuedouble, e->string, strlen(e->string), true))) {
-            rc = lt_errf(err, rc, "%s: vocabulary too large", src);
-            goto done;
-        }
-    }
-    /* An added token's content is its text (HF decodes added tokens by content). */
-    for (int i = 0; i < n_added; i++) {
-        int32_t id = added[i].id;
-        uint32_t off;
-        if ((rc = pool_add(&b, added[i].s, added[i].n, &off))) {
-            rc = lt_errf(err, rc, "%s: vocabulary too large", src);
-            goto done;
-        }
-        b.text_off[id] = off;
-        b.text_len[id] = (uint32_t)added[i].n;
-        b.flags[id] |= TOK_F_PRESENT;
-    }
     if ((rc = parse_norm(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), src, err)) ||
         (rc = parse_pre(t, pre, src, err)))
         goto done;

@@ -21,9 +21,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
+#include "lt.h"
 #include "tokenizer.h"
 #include "utf8.h"
 
@@ -38,6 +40,38 @@ typedef struct {
     const char *p;
     size_t n;
 } tok_span_t;
+
+/* ---- growing arrays ---- */
+
+/* Room for `need` elements of `size` bytes in the array v of capacity *cap: the capacity doubles
+ * (from `first`) until they fit. Returns the array, moved or not, and updates *cap; NULL when out
+ * of memory (v and *cap are then unchanged). */
+static inline void *tok_grow(void *v, size_t *cap, size_t need, size_t size, size_t first) {
+    size_t c = *cap ? *cap : first;
+    while (c < need) {
+        if (c > SIZE_MAX / 2 / size) return NULL;
+        c *= 2;
+    }
+    void *p = realloc(v, c * size);
+    if (p) *cap = c;
+    return p;
+}
+
+/* Token ids as they are produced: the BPE model appends to the encode call's output. */
+typedef struct {
+    int32_t *v;
+    size_t n, cap;
+} tok_ids_t;
+
+static inline int tok_ids_push(tok_ids_t *o, int32_t id) {
+    if (o->n == o->cap) {
+        int32_t *v = tok_grow(o->v, &o->cap, o->n + 1, sizeof *v, 256);
+        if (!v) return LT_ERR_NOMEM;
+        o->v = v;
+    }
+    o->v[o->n++] = id;
+    return 0;
+}
 
 /* ---- hashing ---- */
 
@@ -118,9 +152,8 @@ typedef struct {
 typedef struct tok_bpe_work tok_bpe_work_t;
 void tok_bpe_work_free(tok_bpe_work_t **w);
 
-/* Tokenizes one pre-tokenized piece, appending ids to *out (grown as needed). */
-int tok_bpe_encode(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work_t **w, int32_t **out,
-                   size_t *n_out, size_t *cap_out);
+/* Tokenizes one pre-tokenized piece, appending ids to out. */
+int tok_bpe_encode(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work_t **w, tok_ids_t *out);
 
 /* Decides meta_split from the vocabulary (after the map is built). */
 void tok_bpe_init_meta_split(tok_bpe_t *m, int32_t n_vocab);

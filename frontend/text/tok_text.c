@@ -394,11 +394,9 @@ static char *piece_bytes(tok_ctx_t *ctx, size_t n) {
 static int pieces_push(tok_ctx_t *ctx, tok_pieces_t *l, const char *p, size_t n, bool origin) {
     if (n == 0) return 0; /* HF drops empty splits */
     if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        tok_piece_t *v = realloc(l->v, cap * sizeof *v);
+        tok_piece_t *v = tok_grow(l->v, &l->cap, l->n + 1, sizeof *v, 256);
         if (!v) return lt_errf(ctx->err, LT_ERR_NOMEM, "out of memory");
         l->v = v;
-        l->cap = cap;
     }
     l->v[l->n++] = (tok_piece_t){p, (uint32_t)n, origin};
     return 0;
@@ -417,11 +415,9 @@ typedef struct {
 
 static int segs_push(segs_t *l, size_t s, size_t e, bool m) {
     if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        seg_t *v = realloc(l->v, cap * sizeof *v);
+        seg_t *v = tok_grow(l->v, &l->cap, l->n + 1, sizeof *v, 64);
         if (!v) return LT_ERR_NOMEM;
         l->v = v;
-        l->cap = cap;
     }
     l->v[l->n++] = (seg_t){(uint32_t)s, (uint32_t)e, m};
     return 0;
@@ -651,11 +647,9 @@ static bool starts_with_word(const char *s, size_t n) {
 
 static int segv_push(tok_seg_t **v, size_t *n, size_t *cap, size_t s, size_t e, int32_t id) {
     if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 16;
-        tok_seg_t *p = realloc(*v, c * sizeof *p);
+        tok_seg_t *p = tok_grow(*v, cap, *n + 1, sizeof *p, 16);
         if (!p) return LT_ERR_NOMEM;
         *v = p;
-        *cap = c;
     }
     (*v)[(*n)++] = (tok_seg_t){s, e, id};
     return 0;

@@ -1232,51 +1232,30 @@ int fe_tokenizer_load(const char *model_path, fe_tokenizer_t **out, char *err) {
 
 /* ---- encoding ---- */
 
-typedef struct {
-    int32_t *v;
-    size_t n, cap;
-} ids_t;
-
-static int ids_push(ids_t *o, int32_t id) {
-    if (o->n == o->cap) {
-        size_t c = o->cap ? o->cap * 2 : 64;
-        int32_t *p = realloc(o->v, c * sizeof *p);
-        if (!p) return LT_ERR_NOMEM;
-        o->v = p;
-        o->cap = c;
-    }
-    o->v[o->n++] = id;
-    return 0;
-}
-
 #define CACHE_MAX_PIECE 32   /* bytes: longer pieces are rare and not worth caching */
 #define CACHE_MIN_INPUT 4096 /* bytes: below this an encode call does not set up a cache */
 
 /* The model on one pre-tokenized piece, through the per-call cache when there is one. */
 static int encode_piece(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *p, size_t n,
-                        ids_t *out) {
+                        tok_ids_t *out) {
     tok_cache_t *c = &ctx->cache;
-    if (!c->slot || n > CACHE_MAX_PIECE)
-        return tok_bpe_encode(&t->bpe, p, n, &ctx->bpe, &out->v, &out->n, &out->cap);
+    if (!c->slot || n > CACHE_MAX_PIECE) return tok_bpe_encode(&t->bpe, p, n, &ctx->bpe, out);
     uint32_t i = (uint32_t)tok_hash_bytes(p, n) & c->mask;
     for (; c->slot[i].p; i = (i + 1) & c->mask) {
         const tok_cache_slot_t *s = &c->slot[i];
         if (s->n != n || memcmp(s->p, p, n) != 0) continue;
         for (uint32_t k = 0; k < s->cnt; k++)
-            if (ids_push(out, c->ids[s->off + k])) return LT_ERR_NOMEM;
+            if (tok_ids_push(out, c->ids[s->off + k])) return LT_ERR_NOMEM;
         return 0;
     }
     size_t before = out->n;
-    int rc = tok_bpe_encode(&t->bpe, p, n, &ctx->bpe, &out->v, &out->n, &out->cap);
+    int rc = tok_bpe_encode(&t->bpe, p, n, &ctx->bpe, out);
     if (rc || (c->used + 1) * 4 > (c->mask + 1) * 3) return rc; /* full: stop inserting */
     size_t cnt = out->n - before;
     if (c->n_ids + cnt > c->cap_ids) {
-        size_t cap = c->cap_ids ? c->cap_ids * 2 : 4096;
-        while (cap < c->n_ids + cnt) cap *= 2;
-        int32_t *v = realloc(c->ids, cap * sizeof *v);
+        int32_t *v = tok_grow(c->ids, &c->cap_ids, c->n_ids + cnt, sizeof *v, 4096);
         if (!v) return LT_ERR_NOMEM;
         c->ids = v;
-        c->cap_ids = cap;
     }
     memcpy(c->ids + c->n_ids, out->v + before, cnt * sizeof *out->v);
     c->slot[i] = (tok_cache_slot_t){p, (uint32_t)n, (uint32_t)c->n_ids, (uint32_t)cnt};
@@ -1287,7 +1266,7 @@ static int encode_piece(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *p, 
 
 /* Pre-tokenizer and model over one piece of normalized text. */
 static int encode_words(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *s, size_t n,
-                        bool origin, ids_t *out) {
+                        bool origin, tok_ids_t *out) {
     tok_piece_t whole = {s, (uint32_t)n, origin};
     const tok_piece_t *v = &whole;
     size_t cnt = n ? 1 : 0;
@@ -1307,7 +1286,7 @@ static int encode_words(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *s, 
 /* Normalizer, then normalized added tokens, then pre-tokenizer and model, on one stretch of text
  * between raw added tokens. */
 static int encode_text(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *s, size_t n,
-                       bool origin, bool parse_special, ids_t *out) {
+                       bool origin, bool parse_special, tok_ids_t *out) {
     tok_span_t ns = {s, n};
     if (t->n_norm) {
         int rc = tok_normalize(ctx, t->norm, t->n_norm, s, n, &ns);
@@ -1321,7 +1300,8 @@ static int encode_text(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *s, s
     if (rc) rc = lt_errf(ctx->err, rc, "out of memory");
     for (size_t i = 0; i < n_segs && !rc; i++) {
         if (segs[i].id >= 0)
-            rc = ids_push(out, segs[i].id) ? lt_errf(ctx->err, LT_ERR_NOMEM, "out of memory") : 0;
+            rc = tok_ids_push(out, segs[i].id) ? lt_errf(ctx->err, LT_ERR_NOMEM, "out of memory")
+                                               : 0;
         else
             rc = encode_words(t, ctx, ns.p + segs[i].start, segs[i].end - segs[i].start,
                               origin && segs[i].start == 0, out);
@@ -1343,7 +1323,7 @@ int tok_encode(const fe_tokenizer_t *t, const char *text, size_t len, bool add_s
         return lt_errf(err, LT_ERR_RANGE, "text of %zu bytes is too long to tokenize", len);
     lt_buf_t fixed = {0};
     tok_ctx_t ctx = {.err = err};
-    ids_t out = {0};
+    tok_ids_t out = {0};
     tok_seg_t *segs = NULL;
     size_t n_segs = 0, cap = 0;
     int rc = 0;
@@ -1367,7 +1347,8 @@ int tok_encode(const fe_tokenizer_t *t, const char *text, size_t len, bool add_s
         ctx.cache.slot = calloc(slots, sizeof *ctx.cache.slot);
         ctx.cache.mask = ctx.cache.slot ? (uint32_t)(slots - 1) : 0; /* no memory: no cache */
     }
-    for (int i = 0; i < t->n_prefix && add_special && !rc; i++) rc = ids_push(&out, t->prefix[i]);
+    for (int i = 0; i < t->n_prefix && add_special && !rc; i++)
+        rc = tok_ids_push(&out, t->prefix[i]);
     if (!rc && t->added_raw.n)
         rc = tok_added_split(&t->added_raw, t->added_pool, text, len, parse_special, &segs, &n_segs,
                              &cap);
@@ -1380,13 +1361,15 @@ int tok_encode(const fe_tokenizer_t *t, const char *text, size_t len, bool add_s
     } else {
         for (size_t i = 0; i < n_segs && !rc; i++) {
             if (segs[i].id >= 0)
-                rc = ids_push(&out, segs[i].id) ? lt_errf(err, LT_ERR_NOMEM, "out of memory") : 0;
+                rc = tok_ids_push(&out, segs[i].id) ? lt_errf(err, LT_ERR_NOMEM, "out of memory")
+                                                    : 0;
             else
                 rc = encode_text(t, &ctx, text + segs[i].start, segs[i].end - segs[i].start,
                                  segs[i].start == 0, parse_special, &out);
         }
     }
-    for (int i = 0; i < t->n_suffix && add_special && !rc; i++) rc = ids_push(&out, t->suffix[i]);
+    for (int i = 0; i < t->n_suffix && add_special && !rc; i++)
+        rc = tok_ids_push(&out, t->suffix[i]);
     if (rc) goto done;
     if (out.n > (size_t)INT32_MAX) {
         rc = lt_errf(err, LT_ERR_RANGE, "too many tokens");

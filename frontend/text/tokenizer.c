@@ -78,10 +78,12 @@ static void bld_free(builder_t *b) {
     memset(b, 0, sizeof *b);
 }
 
-static int pool_add(builder_t *b, const char *s, size_t n, uint32_t *off) {
-    if (b->pool.len + n + 1 > UINT32_MAX) return LT_ERR_RANGE;
-    *off = (uint32_t)b->pool.len;
-    if (lt_buf_put(&b->pool, s, n) || lt_buf_putc(&b->pool, '\0')) return LT_ERR_NOMEM;
+/* Appends s[0, n) and a NUL to a string pool; *off receives its offset (pools are indexed with
+ * 32 bits). */
+static int pool_add(lt_buf_t *pool, const char *s, size_t n, uint32_t *off) {
+    if (pool->len + n + 1 > UINT32_MAX) return LT_ERR_RANGE;
+    *off = (uint32_t)pool->len;
+    if (lt_buf_put(pool, s, n) || lt_buf_putc(pool, '\0')) return LT_ERR_NOMEM;
     return 0;
 }
 
@@ -102,7 +104,7 @@ static bool bytelevel_decode(const char *s, size_t n, char *out, size_t *on) {
 
 /* Sets id's text (and model key when in_model). */
 static int bld_set(builder_t *b, int32_t id, const char *s, size_t n, bool in_model) {
-    int rc = pool_add(b, s, n, &b->text_off[id]);
+    int rc = pool_add(&b->pool, s, n, &b->text_off[id]);
     if (rc) return rc;
     b->text_len[id] = (uint32_t)n;
     b->flags[id] |= TOK_F_PRESENT;
@@ -118,7 +120,7 @@ static int bld_set(builder_t *b, int32_t id, const char *s, size_t n, bool in_mo
     if (!raw) return LT_ERR_NOMEM;
     size_t rn;
     if (bytelevel_decode(s, n, raw, &rn)) {
-        rc = pool_add(b, raw, rn, &b->key_off[id]);
+        rc = pool_add(&b->pool, raw, rn, &b->key_off[id]);
         b->key_len[id] = (uint32_t)rn;
     } else {
         b->in_model[id] = 0; /* no byte sequence spells it: BPE can never produce it */
@@ -179,9 +181,8 @@ static int addset_build(tok_addset_t *set, lt_buf_t *pool, const added_in_t *in,
     for (int i = 0; i < n; i++) {
         uint8_t fb = (uint8_t)in[i].s[0];
         tok_added_t *t = &set->tok[count[fb]++];
-        if (pool->len + in[i].n + 1 > UINT32_MAX) return LT_ERR_RANGE;
-        t->off = (uint32_t)pool->len;
-        if (lt_buf_put(pool, in[i].s, in[i].n) || lt_buf_putc(pool, '\0')) return LT_ERR_NOMEM;
+        int rc = pool_add(pool, in[i].s, in[i].n, &t->off);
+        if (rc) return rc;
         t->len = (uint32_t)in[i].n;
         t->id = in[i].id;
         t->special = in[i].special;
@@ -337,36 +338,33 @@ void fe_tokenizer_destroy(fe_tokenizer_t **tp) {
 
 /* ---- pipeline stages ---- */
 
-static tok_pre_t *new_pre(fe_tokenizer_t *t, tok_pre_kind_t kind, char *err) {
-    if (t->n_pre == TOK_MAX_STAGES) {
-        lt_errf(err, LT_ERR_UNSUPPORTED, "more than %d pre-tokenizers", TOK_MAX_STAGES);
+/* The next free element (zeroed) of an array of TOK_MAX_STAGES stages of `size` bytes, *n of
+ * them in use; NULL, with the error written, when all are taken. */
+static void *new_stage(void *stages, size_t size, int *n, const char *what, char *err) {
+    if (*n == TOK_MAX_STAGES) {
+        lt_errf(err, LT_ERR_UNSUPPORTED, "more than %d %s", TOK_MAX_STAGES, what);
         return NULL;
     }
-    tok_pre_t *p = &t->pre[t->n_pre++];
-    memset(p, 0, sizeof *p);
-    p->kind = kind;
+    void *p = (char *)stages + (size_t)(*n)++ * size;
+    memset(p, 0, size);
+    return p;
+}
+
+static tok_pre_t *new_pre(fe_tokenizer_t *t, tok_pre_kind_t kind, char *err) {
+    tok_pre_t *p = new_stage(t->pre, sizeof *p, &t->n_pre, "pre-tokenizers", err);
+    if (p) p->kind = kind;
     return p;
 }
 
 static tok_norm_t *new_norm(fe_tokenizer_t *t, tok_norm_kind_t kind, char *err) {
-    if (t->n_norm == TOK_MAX_STAGES) {
-        lt_errf(err, LT_ERR_UNSUPPORTED, "more than %d normalizers", TOK_MAX_STAGES);
-        return NULL;
-    }
-    tok_norm_t *nm = &t->norm[t->n_norm++];
-    memset(nm, 0, sizeof *nm);
-    nm->kind = kind;
+    tok_norm_t *nm = new_stage(t->norm, sizeof *nm, &t->n_norm, "normalizers", err);
+    if (nm) nm->kind = kind;
     return nm;
 }
 
 static tok_dec_t *new_dec(fe_tokenizer_t *t, tok_dec_kind_t kind, char *err) {
-    if (t->n_dec == TOK_MAX_STAGES) {
-        lt_errf(err, LT_ERR_UNSUPPORTED, "more than %d decoders", TOK_MAX_STAGES);
-        return NULL;
-    }
-    tok_dec_t *d = &t->dec[t->n_dec++];
-    memset(d, 0, sizeof *d);
-    d->kind = kind;
+    tok_dec_t *d = new_stage(t->dec, sizeof *d, &t->n_dec, "decoders", err);
+    if (d) d->kind = kind;
     return d;
 }
 
@@ -715,18 +713,24 @@ static int unsupported(char *err, const char *src, const char *what, const char 
                    type ? type : "(no type)");
 }
 
+typedef int (*parse_fn)(fe_tokenizer_t *t, const cJSON *j, const char *src, char *err);
+
+/* A Sequence of normalizers, pre-tokenizers or decoders: the elements of j[key] in order. */
+static int parse_seq(fe_tokenizer_t *t, const cJSON *j, const char *key, parse_fn parse,
+                     const char *src, char *err) {
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, key)) {
+        int rc = parse(t, e, src, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int parse_norm(fe_tokenizer_t *t, const cJSON *j, const char *src, char *err) {
     if (!j || cJSON_IsNull(j)) return 0;
     const char *ty = jstr(j, "type");
     if (!ty) return unsupported(err, src, "normalizer", ty);
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "normalizers")) {
-            int rc = parse_norm(t, e, src, err);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    if (strcmp(ty, "Sequence") == 0) return parse_seq(t, j, "normalizers", parse_norm, src, err);
     static const struct {
         const char *name;
         tok_norm_kind_t kind;
@@ -791,14 +795,7 @@ static int parse_pre(fe_tokenizer_t *t, const cJSON *j, const char *src, char *e
     if (!j || cJSON_IsNull(j)) return 0;
     const char *ty = jstr(j, "type");
     if (!ty) return unsupported(err, src, "pre-tokenizer", ty);
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "pretokenizers")) {
-            int rc = parse_pre(t, e, src, err);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    if (strcmp(ty, "Sequence") == 0) return parse_seq(t, j, "pretokenizers", parse_pre, src, err);
     if (t->n_pre && t->pre[t->n_pre - 1].kind == TOK_PRE_BYTELEVEL)
         return lt_errf(err, LT_ERR_UNSUPPORTED, "%s: a pre-tokenizer after ByteLevel", src);
     if (strcmp(ty, "ByteLevel") == 0)
@@ -846,14 +843,7 @@ static int parse_pre(fe_tokenizer_t *t, const cJSON *j, const char *src, char *e
 static int parse_dec(fe_tokenizer_t *t, const cJSON *j, const char *src, char *err) {
     const char *ty = jstr(j, "type");
     if (!ty) return unsupported(err, src, "decoder", ty);
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "decoders")) {
-            int rc = parse_dec(t, e, src, err);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    if (strcmp(ty, "Sequence") == 0) return parse_seq(t, j, "decoders", parse_dec, src, err);
     if (strcmp(ty, "ByteLevel") == 0)
         return new_dec(t, TOK_DEC_BYTELEVEL, err) ? 0 : LT_ERR_UNSUPPORTED;
     if (strcmp(ty, "ByteFallback") == 0) {
@@ -913,6 +903,12 @@ static int wrap_add(int32_t *v, int *n, int32_t id) {
     return 0;
 }
 
+static int wrap_add_all(int32_t *v, int *n, const int32_t *ids, int n_ids) {
+    for (int i = 0; i < n_ids; i++)
+        if (wrap_add(v, n, ids[i])) return -1;
+    return 0;
+}
+
 static int parse_post(const cJSON *j, wrap_t *w, const char *src, char *err) {
     if (!j || cJSON_IsNull(j)) return 0;
     const char *ty = jstr(j, "type");
@@ -962,18 +958,11 @@ static int parse_post(const cJSON *j, wrap_t *w, const char *src, char *err) {
     }
     /* A later processor wraps what the earlier ones produced. */
     wrap_t r = {0};
-    for (int i = 0; i < x.n_pre; i++)
-        if (wrap_add(r.pre, &r.n_pre, x.pre[i]))
-            return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
-    for (int i = 0; i < w->n_pre; i++)
-        if (wrap_add(r.pre, &r.n_pre, w->pre[i]))
-            return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
-    for (int i = 0; i < w->n_suf; i++)
-        if (wrap_add(r.suf, &r.n_suf, w->suf[i]))
-            return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
-    for (int i = 0; i < x.n_suf; i++)
-        if (wrap_add(r.suf, &r.n_suf, x.suf[i]))
-            return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
+    if (wrap_add_all(r.pre, &r.n_pre, x.pre, x.n_pre) ||
+        wrap_add_all(r.pre, &r.n_pre, w->pre, w->n_pre) ||
+        wrap_add_all(r.suf, &r.n_suf, w->suf, w->n_suf) ||
+        wrap_add_all(r.suf, &r.n_suf, x.suf, x.n_suf))
+        return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
     *w = r;
     return 0;
 }
@@ -1124,7 +1113,7 @@ static int hf_vocab(const cJSON *vocab, const cJSON *atoks, bool byte_level, bui
     for (int i = 0; i < *n_added; i++) {
         int32_t id = v[i].id;
         uint32_t off;
-        if ((rc = pool_add(b, v[i].s, v[i].n, &off)))
+        if ((rc = pool_add(&b->pool, v[i].s, v[i].n, &off)))
             return lt_errf(err, rc, "%s: vocabulary too large", src);
         b->text_off[id] = off;
         b->text_len[id] = (uint32_t)v[i].n;

@@ -156,6 +156,20 @@ int tok_cp_to_byte(uint32_t cp) {
     return -1;
 }
 
+bool tok_bytelevel_decode(const char *s, size_t n, char *out, size_t *on) {
+    size_t o = 0;
+    if (lt_utf8_valid_prefix(s, n) != n) return false;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        i += (size_t)lt_utf8_decode(s + i, n - i, &cp);
+        int b = tok_cp_to_byte(cp);
+        if (b < 0) return false;
+        out[o++] = (char)b;
+    }
+    *on = o;
+    return true;
+}
+
 /* ---- merge loop ---- */
 
 typedef struct {

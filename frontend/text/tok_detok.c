@@ -110,6 +110,23 @@ static void run_flush(fe_detok_t *d, int k) {
     lt_buf_clear(&st->run);
 }
 
+/* Appends s[0, n) to o with each occurrence of pat (scanned left to right, not overlapping)
+ * replaced by rep. */
+static int replace_all(lt_buf_t *o, const char *s, size_t n, const char *pat, size_t pat_len,
+                       const char *rep, size_t rep_len) {
+    size_t from = 0;
+    for (size_t i = 0; i + pat_len <= n;) {
+        if (memcmp(s + i, pat, pat_len) != 0) {
+            i++;
+            continue;
+        }
+        if (lt_buf_put(o, s + from, i - from) || lt_buf_put(o, rep, rep_len)) return LT_ERR_NOMEM;
+        i += pat_len;
+        from = i;
+    }
+    return lt_buf_put(o, s + from, n - from);
+}
+
 static void strip_end_token(stage_t *st) {
     st->held = 0; /* trailing characters of a finished token are dropped */
 }
@@ -125,27 +142,12 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
         /* Map every character back to its byte; a token with a character outside the table
          * keeps its UTF-8 bytes (HF's rule). */
         lt_buf_t *raw = &st->run; /* scratch: ByteLevel never uses run otherwise */
-        lt_buf_clear(raw);
-        bool mapped = true;
         if (lt_buf_reserve(raw, n)) goto nomem;
-        for (size_t i = 0; i < n;) {
-            uint32_t cp;
-            size_t v = lt_utf8_valid_prefix(s + i, n - i);
-            if (v == 0) {
-                mapped = false;
-                break;
-            }
-            i += (size_t)lt_utf8_decode(s + i, n - i, &cp);
-            int b = tok_cp_to_byte(cp);
-            if (b < 0) {
-                mapped = false;
-                break;
-            }
-            raw->data[raw->len++] = (char)b;
-        }
-        if (lt_utf8_lossy_push(&st->lossy, mapped ? raw->data : s, mapped ? raw->len : n, o))
-            goto nomem;
+        size_t rn;
+        bool mapped = tok_bytelevel_decode(s, n, raw->data, &rn);
+        int rc = lt_utf8_lossy_push(&st->lossy, mapped ? raw->data : s, mapped ? rn : n, o);
         lt_buf_clear(raw);
+        if (rc) goto nomem;
         emit(d, k, lt_buf_str(o), o->len, st->emitted);
         st->emitted = true;
         return;
@@ -165,30 +167,16 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
         return;
     }
     case TOK_DEC_REPLACE:
-        for (size_t i = 0; i < n;) {
-            if (n - i >= dc->pat_len && memcmp(s + i, dc->pat, dc->pat_len) == 0) {
-                if (lt_buf_put(o, dc->rep, dc->rep_len)) goto nomem;
-                i += dc->pat_len;
-            } else {
-                if (lt_buf_put(o, s + i, 1)) goto nomem;
-                i++;
-            }
-        }
+        if (replace_all(o, s, n, dc->pat, dc->pat_len, dc->rep, dc->rep_len)) goto nomem;
         emit(d, k, lt_buf_str(o), o->len, cont);
         return;
     case TOK_DEC_METASPACE: {
-        bool first = st->n_tok == 1;
-        char rep[4];
-        int rn = lt_utf8_encode(dc->ch, rep);
-        for (size_t i = 0; i < n;) {
-            if (n - i >= (size_t)rn && memcmp(s + i, rep, (size_t)rn) == 0) {
-                if (!(first && dc->prepend) && lt_buf_putc(o, ' ')) goto nomem;
-                i += (size_t)rn;
-            } else {
-                if (lt_buf_put(o, s + i, 1)) goto nomem;
-                i++;
-            }
-        }
+        /* The replacement character becomes a space, except in the first token when a prefix
+         * was prepended. */
+        char ch[4];
+        int chn = lt_utf8_encode(dc->ch, ch);
+        bool drop = st->n_tok == 1 && dc->prepend;
+        if (replace_all(o, s, n, ch, (size_t)chn, " ", drop ? 0 : 1)) goto nomem;
         emit(d, k, lt_buf_str(o), o->len, cont);
         return;
     }
@@ -329,10 +317,7 @@ int fe_detok_feed(fe_detok_t *d, int32_t id, const char **text, size_t *len, cha
 
 int fe_detok_flush(fe_detok_t *d, const char **text, size_t *len, char *err) {
     lt_buf_clear(&d->out);
-    if (d->t->n_dec)
-        flush(d, 0);
-    else
-        flush(d, d->t->n_dec);
+    flush(d, 0);
     return release(d, text, len, err);
 }
 
@@ -344,14 +329,10 @@ int fe_tokenizer_decode(const fe_tokenizer_t *t, const int32_t *ids, int n, bool
     int rc = fe_detok_create(t, skip_special, &d, err);
     if (rc) return rc;
     for (int i = 0; i < n && !d->rc; i++) feed_id(d, ids[i]);
-    flush(d, 0 < t->n_dec ? 0 : t->n_dec);
-    if (d->rc || lt_buf_reserve(&d->out, 0)) {
-        fe_detok_destroy(&d);
-        return lt_errf(err, LT_ERR_NOMEM, "out of memory");
-    }
-    d->out.data[d->out.len] = '\0';
-    *len = d->out.len;
-    *text = lt_buf_take(&d->out);
+    flush(d, 0);
+    const char *s;
+    rc = release(d, &s, len, err);
+    if (rc == 0) *text = lt_buf_take(&d->out); /* s itself: release made sure there is memory */
     fe_detok_destroy(&d);
-    return 0;
+    return rc;
 }

@@ -171,6 +171,9 @@ void tok_pairmap_free(tok_pairmap_t *m);
  * U+0100..). */
 uint32_t tok_byte_to_cp(uint8_t b);
 int tok_cp_to_byte(uint32_t cp); /* -1 if cp is not in the table */
+/* The raw bytes a byte-level token string stands for, into out (n bytes of room); false if it is
+ * not valid UTF-8 or a character is outside the table. */
+bool tok_bytelevel_decode(const char *s, size_t n, char *out, size_t *on);
 
 /* ---- normalizers, pre-tokenizers (tok_text.c) ---- */
 

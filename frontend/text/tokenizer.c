@@ -87,21 +87,6 @@ static int pool_add(lt_buf_t *pool, const char *s, size_t n, uint32_t *off) {
     return 0;
 }
 
-/* Raw bytes of a byte-level token string; false if a character is outside the byte table. */
-static bool bytelevel_decode(const char *s, size_t n, char *out, size_t *on) {
-    size_t o = 0;
-    if (lt_utf8_valid_prefix(s, n) != n) return false;
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        i += (size_t)lt_utf8_decode(s + i, n - i, &cp);
-        int b = tok_cp_to_byte(cp);
-        if (b < 0) return false;
-        out[o++] = (char)b;
-    }
-    *on = o;
-    return true;
-}
-
 /* Sets id's text (and model key when in_model). */
 static int bld_set(builder_t *b, int32_t id, const char *s, size_t n, bool in_model) {
     int rc = pool_add(&b->pool, s, n, &b->text_off[id]);
@@ -119,7 +104,7 @@ static int bld_set(builder_t *b, int32_t id, const char *s, size_t n, bool in_mo
     char *raw = n <= sizeof stackbuf ? stackbuf : malloc(n);
     if (!raw) return LT_ERR_NOMEM;
     size_t rn;
-    if (bytelevel_decode(s, n, raw, &rn)) {
+    if (tok_bytelevel_decode(s, n, raw, &rn)) {
         rc = pool_add(&b->pool, raw, rn, &b->key_off[id]);
         b->key_len[id] = (uint32_t)rn;
     } else {
@@ -256,7 +241,7 @@ static bool key_form(bool byte_level, const char *s, size_t n, lt_buf_t *out) {
     if (!byte_level) return lt_buf_put(out, s, n) == 0;
     if (lt_buf_reserve(out, n)) return false;
     size_t on;
-    bool ok = bytelevel_decode(s, n, out->data, &on);
+    bool ok = tok_bytelevel_decode(s, n, out->data, &on);
     out->len = ok ? on : 0;
     out->data[out->len] = '\0';
     return ok;

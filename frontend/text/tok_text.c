@@ -74,6 +74,29 @@ static size_t utf8_prev(const char *s, size_t n) {
     return i;
 }
 
+/* End of the whitespace run that starts at s[i], within s[0, n). */
+static size_t ws_skip(const char *s, size_t i, size_t n) {
+    uint32_t cp;
+    while (i < n) {
+        int k = lt_utf8_decode(s + i, n - i, &cp);
+        if (!tok_is_whitespace(cp)) break;
+        i += (size_t)k;
+    }
+    return i;
+}
+
+/* Start of the whitespace run that ends at s[j], not before s[lo]. */
+static size_t ws_skip_back(const char *s, size_t lo, size_t j) {
+    uint32_t cp;
+    while (j > lo) {
+        size_t p = utf8_prev(s, j);
+        lt_utf8_decode(s + p, j - p, &cp);
+        if (!tok_is_whitespace(cp)) break;
+        j = p;
+    }
+    return j;
+}
+
 /* ---- regular expressions ---- */
 
 static int rewrite_pattern(const char *pat, size_t len, lt_buf_t *o) {
@@ -292,23 +315,8 @@ static int norm_replace(tok_ctx_t *ctx, const tok_norm_t *nm, const char *s, siz
 }
 
 static void norm_strip(const char *s, size_t n, bool left, bool right, size_t *b, size_t *e) {
-    size_t i = 0, j = n;
-    uint32_t cp;
-    if (left)
-        while (i < j) {
-            int k = lt_utf8_decode(s + i, j - i, &cp);
-            if (!tok_is_whitespace(cp)) break;
-            i += (size_t)k;
-        }
-    if (right)
-        while (j > i) {
-            size_t p = utf8_prev(s, j);
-            lt_utf8_decode(s + p, j - p, &cp);
-            if (!tok_is_whitespace(cp)) break;
-            j = p;
-        }
-    *b = i;
-    *e = j;
+    *b = left ? ws_skip(s, 0, n) : 0;
+    *e = right ? ws_skip_back(s, *b, n) : n;
 }
 
 int tok_normalize(tok_ctx_t *ctx, const tok_norm_t *norms, int n_norms, const char *s, size_t n,
@@ -692,24 +700,10 @@ int tok_added_split(const tok_addset_t *set, const char *pool, const char *s, si
         }
         size_t start = ms, stop = me;
         if (hit->lstrip) {
-            size_t ns = ms;
-            while (ns > 0) {
-                size_t p = utf8_prev(s, ns);
-                uint32_t cp;
-                lt_utf8_decode(s + p, ns - p, &cp);
-                if (!tok_is_whitespace(cp)) break;
-                ns = p;
-            }
+            size_t ns = ws_skip_back(s, 0, ms);
             start = ns > start_off ? ns : start_off;
         }
-        if (hit->rstrip) {
-            while (stop < n) {
-                uint32_t cp;
-                int k = lt_utf8_decode(s + stop, n - stop, &cp);
-                if (!tok_is_whitespace(cp)) break;
-                stop += (size_t)k;
-            }
-        }
+        if (hit->rstrip) stop = ws_skip(s, stop, n);
         if (start_off < start && segv_push(segs, n_segs, cap, start_off, start, -1))
             return LT_ERR_NOMEM;
         if (segv_push(segs, n_segs, cap, start, stop, hit->id)) return LT_ERR_NOMEM;

@@ -371,8 +371,7 @@ static int encode_word(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work
     } else {
         for (size_t i = 0; i < n;) {
             uint8_t b = (uint8_t)s[i];
-            size_t cn = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-            if (cn > n - i) cn = n - i;
+            size_t cn = tok_char_len(s + i, n - i);
             int32_t id = b < 0x80 ? m->ascii_id[b] : tok_strmap_get(&m->vocab, s + i, cn);
             if (id >= 0) {
                 if (pend_unk >= 0) sym_add(&l, pend_unk), pend_unk = -1;

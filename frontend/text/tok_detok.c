@@ -77,12 +77,6 @@ static void emit(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
         sink(d, s, n, cont);
 }
 
-static int cp_len(const char *s, size_t n) {
-    uint8_t b = (uint8_t)s[0];
-    int k = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-    return (size_t)k > n ? (int)n : k;
-}
-
 static bool is_byte_token(const char *s, size_t n, uint8_t *out) {
     if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return false;
     int v = 0;
@@ -189,11 +183,11 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
             st->leading = true;
         }
         for (size_t i = 0; i < n;) {
-            int k2 = cp_len(s + i, n - i);
-            bool is_ch = k2 == chn && memcmp(s + i, ch, (size_t)chn) == 0;
+            size_t k2 = tok_char_len(s + i, n - i);
+            bool is_ch = k2 == (size_t)chn && memcmp(s + i, ch, (size_t)chn) == 0;
             if (st->leading && st->stripped < dc->start && is_ch) {
                 st->stripped++;
-                i += (size_t)k2;
+                i += k2;
                 continue;
             }
             st->leading = false;
@@ -206,9 +200,9 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
             } else {
                 for (; st->held > 0; st->held--)
                     if (lt_buf_put(o, ch, (size_t)chn)) goto nomem;
-                if (lt_buf_put(o, s + i, (size_t)k2)) goto nomem;
+                if (lt_buf_put(o, s + i, k2)) goto nomem;
             }
-            i += (size_t)k2;
+            i += k2;
         }
         emit(d, k, lt_buf_str(o), o->len, cont);
         return;

@@ -101,6 +101,14 @@ static inline uint64_t tok_hash_bytes(const char *s, size_t n) {
 
 /* ---- character classes ---- */
 
+/* Length of the character s[0] starts, as its lead byte announces it, cut to the n bytes there are
+ * (no validation: for text already known to be UTF-8, or read as such on purpose). */
+static inline size_t tok_char_len(const char *s, size_t n) {
+    uint8_t b = (uint8_t)s[0];
+    size_t k = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+    return k > n ? n : k;
+}
+
 /* Rust's char::is_whitespace (the Unicode White_Space property). */
 bool tok_is_whitespace(uint32_t cp);
 

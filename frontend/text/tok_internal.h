@@ -21,7 +21,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
@@ -45,17 +44,9 @@ typedef struct {
 
 /* Room for `need` elements of `size` bytes in the array v of capacity *cap: the capacity doubles
  * (from `first`) until they fit. Returns the array, moved or not, and updates *cap; NULL when out
- * of memory (v and *cap are then unchanged). */
-static inline void *tok_grow(void *v, size_t *cap, size_t need, size_t size, size_t first) {
-    size_t c = *cap ? *cap : first;
-    while (c < need) {
-        if (c > SIZE_MAX / 2 / size) return NULL;
-        c *= 2;
-    }
-    void *p = realloc(v, c * size);
-    if (p) *cap = c;
-    return p;
-}
+ * of memory (v and *cap are then unchanged). Out of line (tok_text.c), so that the pushes that
+ * call it stay small enough to be inlined. */
+void *tok_grow(void *v, size_t *cap, size_t need, size_t size, size_t first);
 
 /* Token ids as they are produced: the BPE model appends to the encode call's output. */
 typedef struct {

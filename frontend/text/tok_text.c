@@ -15,6 +15,19 @@
 #include "lt.h"
 #include "tok_internal.h"
 
+/* ---- arrays ---- */
+
+void *tok_grow(void *v, size_t *cap, size_t need, size_t size, size_t first) {
+    size_t c = *cap ? *cap : first;
+    while (c < need) {
+        if (c > SIZE_MAX / 2 / size) return NULL;
+        c *= 2;
+    }
+    void *p = realloc(v, c * size);
+    if (p) *cap = c;
+    return p;
+}
+
 /* ---- character classes ---- */
 
 bool tok_is_whitespace(uint32_t cp) {
@@ -399,7 +412,8 @@ static char *piece_bytes(tok_ctx_t *ctx, size_t n) {
     return p;
 }
 
-static int pieces_push(tok_ctx_t *ctx, tok_pieces_t *l, const char *p, size_t n, bool origin) {
+static inline int pieces_push(tok_ctx_t *ctx, tok_pieces_t *l, const char *p, size_t n,
+                              bool origin) {
     if (n == 0) return 0; /* HF drops empty splits */
     if (l->n == l->cap) {
         tok_piece_t *v = tok_grow(l->v, &l->cap, l->n + 1, sizeof *v, 256);

@@ -156,6 +156,20 @@ int tok_cp_to_byte(uint32_t cp) {
     return -1;
 }
 
+bool tok_bytelevel_decode(const char *s, size_t n, char *out, size_t *on) {
+    size_t o = 0;
+    if (lt_utf8_valid_prefix(s, n) != n) return false;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        i += (size_t)lt_utf8_decode(s + i, n - i, &cp);
+        int b = tok_cp_to_byte(cp);
+        if (b < 0) return false;
+        out[o++] = (char)b;
+    }
+    *on = o;
+    return true;
+}
+
 /* ---- merge loop ---- */
 
 typedef struct {
@@ -195,11 +209,9 @@ static inline bool cand_less(const cand_t *a, const cand_t *b) {
 
 static int heap_push(tok_bpe_work_t *w, cand_t c) {
     if (w->n_heap == w->cap_heap) {
-        size_t cap = w->cap_heap ? w->cap_heap * 2 : 256;
-        cand_t *h = realloc(w->heap, cap * sizeof *h);
+        cand_t *h = tok_grow(w->heap, &w->cap_heap, w->n_heap + 1, sizeof *h, 256);
         if (!h) return LT_ERR_NOMEM;
         w->heap = h;
-        w->cap_heap = cap;
     }
     size_t i = w->n_heap++;
     while (i > 0) {
@@ -294,18 +306,6 @@ static int merge_heap(const tok_bpe_t *m, tok_bpe_work_t *w, int32_t n) {
 
 /* ---- piece -> ids ---- */
 
-static int out_push(int32_t **out, size_t *n_out, size_t *cap, int32_t id) {
-    if (*n_out == *cap) {
-        size_t c = *cap ? *cap * 2 : 256;
-        int32_t *p = realloc(*out, c * sizeof *p);
-        if (!p) return LT_ERR_NOMEM;
-        *out = p;
-        *cap = c;
-    }
-    (*out)[(*n_out)++] = id;
-    return 0;
-}
-
 typedef struct {
     sym_t *s;
     int32_t n;
@@ -341,7 +341,7 @@ static void sym_unknown(const tok_bpe_t *m, symlist_t *l, const char *c, size_t 
 }
 
 static int encode_word(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work_t **wp,
-                       int32_t **out, size_t *n_out, size_t *cap_out) {
+                       tok_ids_t *out) {
     if (!*wp) {
         *wp = calloc(1, sizeof **wp);
         if (!*wp) return LT_ERR_NOMEM;
@@ -350,12 +350,9 @@ static int encode_word(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work
     /* At most one symbol per byte, except byte fallback in byte-level mode: two per byte (the
      * UTF-8 of the byte's mapped character). */
     if (w->cap_sym < 2 * n + 2) {
-        size_t cap = w->cap_sym ? w->cap_sym : 64;
-        while (cap < 2 * n + 2) cap *= 2;
-        sym_t *p = realloc(w->sym, cap * sizeof *p);
+        sym_t *p = tok_grow(w->sym, &w->cap_sym, 2 * n + 2, sizeof *p, 64);
         if (!p) return LT_ERR_NOMEM;
         w->sym = p;
-        w->cap_sym = cap;
     }
     symlist_t l = {w->sym, 0};
     int32_t pend_unk = -1;
@@ -367,15 +364,14 @@ static int encode_word(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work
                 sym_add(&l, id);
             } else {
                 char c[4];
-                int cn = tok_utf8_encode(tok_byte_to_cp((uint8_t)s[i]), c);
+                int cn = lt_utf8_encode(tok_byte_to_cp((uint8_t)s[i]), c);
                 sym_unknown(m, &l, c, (size_t)cn, &pend_unk);
             }
         }
     } else {
         for (size_t i = 0; i < n;) {
             uint8_t b = (uint8_t)s[i];
-            size_t cn = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-            if (cn > n - i) cn = n - i;
+            size_t cn = tok_char_len(s + i, n - i);
             int32_t id = b < 0x80 ? m->ascii_id[b] : tok_strmap_get(&m->vocab, s + i, cn);
             if (id >= 0) {
                 if (pend_unk >= 0) sym_add(&l, pend_unk), pend_unk = -1;
@@ -397,7 +393,7 @@ static int encode_word(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work
         }
     }
     for (int32_t i = 0; i >= 0; i = l.s[i].next) {
-        int rc = out_push(out, n_out, cap_out, l.s[i].id);
+        int rc = tok_ids_push(out, l.s[i].id);
         if (rc) return rc;
     }
     return 0;
@@ -409,23 +405,23 @@ static inline bool meta_at(const char *s, size_t n, size_t i) {
     return i + 3 <= n && memcmp(s + i, META, 3) == 0;
 }
 
-int tok_bpe_encode(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work_t **wp, int32_t **out,
-                   size_t *n_out, size_t *cap_out) {
+int tok_bpe_encode(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work_t **wp,
+                   tok_ids_t *out) {
     if (n == 0) return 0;
     if (m->ignore_merges) {
         int32_t id = tok_strmap_get(&m->vocab, s, n);
-        if (id >= 0) return out_push(out, n_out, cap_out, id);
+        if (id >= 0) return tok_ids_push(out, id);
     }
-    if (!m->meta_split) return encode_word(m, s, n, wp, out, n_out, cap_out);
+    if (!m->meta_split) return encode_word(m, s, n, wp, out);
     size_t start = 0;
     for (size_t i = 3; i + 3 <= n; i++) {
         if (!meta_at(s, n, i) || meta_at(s, n, i - 3)) continue;
-        int rc = encode_word(m, s + start, i - start, wp, out, n_out, cap_out);
+        int rc = encode_word(m, s + start, i - start, wp, out);
         if (rc) return rc;
         start = i;
         i += 2;
     }
-    return encode_word(m, s + start, n - start, wp, out, n_out, cap_out);
+    return encode_word(m, s + start, n - start, wp, out);
 }
 
 void tok_bpe_init_meta_split(tok_bpe_t *m, int32_t n_vocab) {

@@ -30,23 +30,23 @@
 /* ---- state ---- */
 
 typedef struct {
-    uint64_t n_tok;    /* tokens (non-continuation pieces) received */
-    bool emitted;      /* Fuse/ByteLevel: produced their (single) output token already */
-    tok_buf_t run;     /* ByteFallback: pending bytes */
-    tok_lossy_t lossy; /* ByteLevel */
-    int stripped;      /* Strip: leading characters dropped from the current token */
-    bool leading;      /* Strip: still at the start of the current token */
-    int held;          /* Strip: trailing characters held back */
-    tok_buf_t tmp;     /* scratch for this stage's output */
+    uint64_t n_tok;        /* tokens (non-continuation pieces) received */
+    bool emitted;          /* Fuse/ByteLevel: produced their (single) output token already */
+    lt_buf_t run;          /* ByteFallback: pending bytes */
+    lt_utf8_lossy_t lossy; /* ByteLevel */
+    int stripped;          /* Strip: leading characters dropped from the current token */
+    bool leading;          /* Strip: still at the start of the current token */
+    int held;              /* Strip: trailing characters held back */
+    lt_buf_t tmp;          /* scratch for this stage's output */
 } stage_t;
 
 struct fe_detok {
     const fe_tokenizer_t *t;
     bool skip_special;
     stage_t st[TOK_MAX_STAGES];
-    tok_lossy_t guard;
+    lt_utf8_lossy_t guard;
     bool any_token; /* sink: a token was joined (no-decoder mode) */
-    tok_buf_t out;
+    lt_buf_t out;
     int rc;
 };
 
@@ -64,10 +64,10 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont);
 
 static void sink(fe_detok_t *d, const char *s, size_t n, bool cont) {
     if (!d->t->has_decoder && !cont) {
-        if (d->any_token && tok_buf_put(&d->out, " ", 1)) d->rc = LT_ERR_NOMEM;
+        if (d->any_token && lt_buf_putc(&d->out, ' ')) d->rc = LT_ERR_NOMEM;
         d->any_token = true;
     }
-    if (tok_lossy_push(&d->guard, s, n, &d->out)) d->rc = LT_ERR_NOMEM;
+    if (lt_utf8_lossy_push(&d->guard, s, n, &d->out)) d->rc = LT_ERR_NOMEM;
 }
 
 static void emit(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
@@ -75,12 +75,6 @@ static void emit(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
         push(d, k + 1, s, n, cont);
     else
         sink(d, s, n, cont);
-}
-
-static int cp_len(const char *s, size_t n) {
-    uint8_t b = (uint8_t)s[0];
-    int k = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-    return (size_t)k > n ? (int)n : k;
 }
 
 static bool is_byte_token(const char *s, size_t n, uint8_t *out) {
@@ -101,13 +95,30 @@ static bool is_byte_token(const char *s, size_t n, uint8_t *out) {
 
 static void run_flush(fe_detok_t *d, int k) {
     stage_t *st = &d->st[k];
-    if (!st->run.n) return;
-    if (tok_utf8_valid_prefix(st->run.p, st->run.n) == st->run.n) {
-        emit(d, k, st->run.p, st->run.n, false);
+    if (!st->run.len) return;
+    if (lt_utf8_valid_prefix(st->run.data, st->run.len) == st->run.len) {
+        emit(d, k, st->run.data, st->run.len, false);
     } else {
-        for (size_t i = 0; i < st->run.n; i++) emit(d, k, FFFD, 3, false);
+        for (size_t i = 0; i < st->run.len; i++) emit(d, k, FFFD, 3, false);
     }
-    st->run.n = 0;
+    lt_buf_clear(&st->run);
+}
+
+/* Appends s[0, n) to o with each occurrence of pat (scanned left to right, not overlapping)
+ * replaced by rep. */
+static int replace_all(lt_buf_t *o, const char *s, size_t n, const char *pat, size_t pat_len,
+                       const char *rep, size_t rep_len) {
+    size_t from = 0;
+    for (size_t i = 0; i + pat_len <= n;) {
+        if (memcmp(s + i, pat, pat_len) != 0) {
+            i++;
+            continue;
+        }
+        if (lt_buf_put(o, s + from, i - from) || lt_buf_put(o, rep, rep_len)) return LT_ERR_NOMEM;
+        i += pat_len;
+        from = i;
+    }
+    return lt_buf_put(o, s + from, n - from);
 }
 
 static void strip_end_token(stage_t *st) {
@@ -118,34 +129,20 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
     const tok_dec_t *dc = &d->t->dec[k];
     stage_t *st = &d->st[k];
     if (!cont) st->n_tok++;
-    tok_buf_t *o = &st->tmp;
-    o->n = 0;
+    lt_buf_t *o = &st->tmp;
+    lt_buf_clear(o);
     switch (dc->kind) {
     case TOK_DEC_BYTELEVEL: {
         /* Map every character back to its byte; a token with a character outside the table
          * keeps its UTF-8 bytes (HF's rule). */
-        tok_buf_t *raw = &st->run; /* scratch: ByteLevel never uses run otherwise */
-        raw->n = 0;
-        bool mapped = true;
-        if (tok_buf_reserve(raw, n + 1)) goto nomem;
-        for (size_t i = 0; i < n;) {
-            uint32_t cp;
-            size_t v = tok_utf8_valid_prefix(s + i, n - i);
-            if (v == 0) {
-                mapped = false;
-                break;
-            }
-            i += (size_t)tok_utf8_decode(s + i, n - i, &cp);
-            int b = tok_cp_to_byte(cp);
-            if (b < 0) {
-                mapped = false;
-                break;
-            }
-            raw->p[raw->n++] = (char)b;
-        }
-        if (tok_lossy_push(&st->lossy, mapped ? raw->p : s, mapped ? raw->n : n, o)) goto nomem;
-        raw->n = 0;
-        emit(d, k, o->p ? o->p : "", o->n, st->emitted);
+        lt_buf_t *raw = &st->run; /* scratch: ByteLevel never uses run otherwise */
+        if (lt_buf_reserve(raw, n)) goto nomem;
+        size_t rn;
+        bool mapped = tok_bytelevel_decode(s, n, raw->data, &rn);
+        int rc = lt_utf8_lossy_push(&st->lossy, mapped ? raw->data : s, mapped ? rn : n, o);
+        lt_buf_clear(raw);
+        if (rc) goto nomem;
+        emit(d, k, lt_buf_str(o), o->len, st->emitted);
         st->emitted = true;
         return;
     }
@@ -156,7 +153,7 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
     case TOK_DEC_BYTEFALLBACK: {
         uint8_t byte;
         if (!cont && is_byte_token(s, n, &byte)) {
-            if (tok_buf_put(&st->run, &byte, 1)) goto nomem;
+            if (lt_buf_putc(&st->run, (char)byte)) goto nomem;
             return;
         }
         run_flush(d, k);
@@ -164,64 +161,50 @@ static void push(fe_detok_t *d, int k, const char *s, size_t n, bool cont) {
         return;
     }
     case TOK_DEC_REPLACE:
-        for (size_t i = 0; i < n;) {
-            if (n - i >= dc->pat_len && memcmp(s + i, dc->pat, dc->pat_len) == 0) {
-                if (tok_buf_put(o, dc->rep, dc->rep_len)) goto nomem;
-                i += dc->pat_len;
-            } else {
-                if (tok_buf_put(o, s + i, 1)) goto nomem;
-                i++;
-            }
-        }
-        emit(d, k, o->p ? o->p : "", o->n, cont);
+        if (replace_all(o, s, n, dc->pat, dc->pat_len, dc->rep, dc->rep_len)) goto nomem;
+        emit(d, k, lt_buf_str(o), o->len, cont);
         return;
     case TOK_DEC_METASPACE: {
-        bool first = st->n_tok == 1;
-        char rep[4];
-        int rn = tok_utf8_encode(dc->ch, rep);
-        for (size_t i = 0; i < n;) {
-            if (n - i >= (size_t)rn && memcmp(s + i, rep, (size_t)rn) == 0) {
-                if (!(first && dc->prepend) && tok_buf_put(o, " ", 1)) goto nomem;
-                i += (size_t)rn;
-            } else {
-                if (tok_buf_put(o, s + i, 1)) goto nomem;
-                i++;
-            }
-        }
-        emit(d, k, o->p ? o->p : "", o->n, cont);
+        /* The replacement character becomes a space, except in the first token when a prefix
+         * was prepended. */
+        char ch[4];
+        int chn = lt_utf8_encode(dc->ch, ch);
+        bool drop = st->n_tok == 1 && dc->prepend;
+        if (replace_all(o, s, n, ch, (size_t)chn, " ", drop ? 0 : 1)) goto nomem;
+        emit(d, k, lt_buf_str(o), o->len, cont);
         return;
     }
     case TOK_DEC_STRIP: {
         char ch[4];
-        int chn = tok_utf8_encode(dc->ch, ch);
+        int chn = lt_utf8_encode(dc->ch, ch);
         if (!cont) {
             strip_end_token(st);
             st->stripped = 0;
             st->leading = true;
         }
         for (size_t i = 0; i < n;) {
-            int k2 = cp_len(s + i, n - i);
-            bool is_ch = k2 == chn && memcmp(s + i, ch, (size_t)chn) == 0;
+            size_t k2 = tok_char_len(s + i, n - i);
+            bool is_ch = k2 == (size_t)chn && memcmp(s + i, ch, (size_t)chn) == 0;
             if (st->leading && st->stripped < dc->start && is_ch) {
                 st->stripped++;
-                i += (size_t)k2;
+                i += k2;
                 continue;
             }
             st->leading = false;
             if (dc->stop > 0 && is_ch) {
                 if (st->held == dc->stop) {
-                    if (tok_buf_put(o, ch, (size_t)chn)) goto nomem; /* oldest held goes out */
+                    if (lt_buf_put(o, ch, (size_t)chn)) goto nomem; /* oldest held goes out */
                 } else {
                     st->held++;
                 }
             } else {
                 for (; st->held > 0; st->held--)
-                    if (tok_buf_put(o, ch, (size_t)chn)) goto nomem;
-                if (tok_buf_put(o, s + i, (size_t)k2)) goto nomem;
+                    if (lt_buf_put(o, ch, (size_t)chn)) goto nomem;
+                if (lt_buf_put(o, s + i, k2)) goto nomem;
             }
-            i += (size_t)k2;
+            i += k2;
         }
-        emit(d, k, o->p ? o->p : "", o->n, cont);
+        emit(d, k, lt_buf_str(o), o->len, cont);
         return;
     }
     }
@@ -232,17 +215,17 @@ nomem:
 
 static void flush(fe_detok_t *d, int k) {
     if (k >= d->t->n_dec) {
-        if (tok_lossy_flush(&d->guard, &d->out)) d->rc = LT_ERR_NOMEM;
+        if (lt_utf8_lossy_flush(&d->guard, &d->out)) d->rc = LT_ERR_NOMEM;
         return;
     }
     stage_t *st = &d->st[k];
     switch (d->t->dec[k].kind) {
     case TOK_DEC_BYTEFALLBACK: run_flush(d, k); break;
     case TOK_DEC_BYTELEVEL:
-        st->tmp.n = 0;
-        if (tok_lossy_flush(&st->lossy, &st->tmp)) d->rc = LT_ERR_NOMEM;
-        if (st->tmp.n) {
-            emit(d, k, st->tmp.p, st->tmp.n, st->emitted);
+        lt_buf_clear(&st->tmp);
+        if (lt_utf8_lossy_flush(&st->lossy, &st->tmp)) d->rc = LT_ERR_NOMEM;
+        if (st->tmp.len) {
+            emit(d, k, st->tmp.data, st->tmp.len, st->emitted);
             st->emitted = true;
         }
         break;
@@ -284,7 +267,7 @@ void fe_detok_reset(fe_detok_t *d) {
         stage_t *st = &d->st[k];
         st->n_tok = 0;
         st->emitted = false;
-        st->run.n = 0;
+        lt_buf_clear(&st->run);
         st->lossy.n_pend = 0;
         st->stripped = 0;
         st->leading = true;
@@ -292,7 +275,7 @@ void fe_detok_reset(fe_detok_t *d) {
     }
     d->guard.n_pend = 0;
     d->any_token = false;
-    d->out.n = 0;
+    lt_buf_clear(&d->out);
     d->rc = 0;
 }
 
@@ -300,38 +283,35 @@ void fe_detok_destroy(fe_detok_t **dp) {
     fe_detok_t *d = dp ? *dp : NULL;
     if (!d) return;
     for (int k = 0; k < TOK_MAX_STAGES; k++) {
-        tok_buf_free(&d->st[k].run);
-        tok_buf_free(&d->st[k].tmp);
+        lt_buf_free(&d->st[k].run);
+        lt_buf_free(&d->st[k].tmp);
     }
-    tok_buf_free(&d->out);
+    lt_buf_free(&d->out);
     free(d);
     *dp = NULL;
 }
 
 static int release(fe_detok_t *d, const char **text, size_t *len, char *err) {
-    if (d->rc || tok_buf_reserve(&d->out, 0)) {
+    if (d->rc || lt_buf_reserve(&d->out, 0)) {
         *text = "";
         *len = 0;
         return lt_errf(err, LT_ERR_NOMEM, "out of memory");
     }
-    d->out.p[d->out.n] = '\0';
-    *text = d->out.p;
-    *len = d->out.n;
+    d->out.data[d->out.len] = '\0';
+    *text = d->out.data;
+    *len = d->out.len;
     return 0;
 }
 
 int fe_detok_feed(fe_detok_t *d, int32_t id, const char **text, size_t *len, char *err) {
-    d->out.n = 0;
+    lt_buf_clear(&d->out);
     feed_id(d, id);
     return release(d, text, len, err);
 }
 
 int fe_detok_flush(fe_detok_t *d, const char **text, size_t *len, char *err) {
-    d->out.n = 0;
-    if (d->t->n_dec)
-        flush(d, 0);
-    else
-        flush(d, d->t->n_dec);
+    lt_buf_clear(&d->out);
+    flush(d, 0);
     return release(d, text, len, err);
 }
 
@@ -343,15 +323,10 @@ int fe_tokenizer_decode(const fe_tokenizer_t *t, const int32_t *ids, int n, bool
     int rc = fe_detok_create(t, skip_special, &d, err);
     if (rc) return rc;
     for (int i = 0; i < n && !d->rc; i++) feed_id(d, ids[i]);
-    flush(d, 0 < t->n_dec ? 0 : t->n_dec);
-    if (d->rc || tok_buf_reserve(&d->out, 0)) {
-        fe_detok_destroy(&d);
-        return lt_errf(err, LT_ERR_NOMEM, "out of memory");
-    }
-    d->out.p[d->out.n] = '\0';
-    *text = d->out.p;
-    *len = d->out.n;
-    d->out.p = NULL;
+    flush(d, 0);
+    const char *s;
+    rc = release(d, &s, len, err);
+    if (rc == 0) *text = lt_buf_take(&d->out); /* s itself: release made sure there is memory */
     fe_detok_destroy(&d);
-    return 0;
+    return rc;
 }

@@ -1,8 +1,9 @@
 /*
  * tok_internal.h — the tokenizer's private types, shared by tokenizer.c (loading, encode driver),
- * tok_bpe.c (vocabulary, merges, the BPE model), tok_text.c (UTF-8, normalizers, pre-tokenizers,
- * added-token matching) and tok_detok.c (decoders, streaming detokenization). Not a public
- * header: only frontend/tok_*.c and tokenizer.c include it.
+ * tok_bpe.c (vocabulary, merges, the BPE model), tok_text.c (character classes, normalizers,
+ * pre-tokenizers, added-token matching) and tok_detok.c (decoders, streaming detokenization). Not
+ * a public header: only frontend/text/tok_*.c and tokenizer.c include it. Buffers, arenas and
+ * UTF-8 are common/'s (buf.h, utf8.h).
  *
  * The pipeline mirrors Hugging Face `tokenizers` stage by stage, because matching its ids exactly
  * is the point: added-token extraction on the raw text, normalizer, added-token extraction on the
@@ -22,39 +23,46 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "buf.h"
+#include "lt.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 /* ---- limits ---- */
 
 #define TOK_MAX_STAGES 16 /* normalizers, pre-tokenizers, decoders: after flattening Sequences */
 
-/* ---- strings and arena ---- */
+/* ---- strings ---- */
 
-/* A byte range that borrows its memory (the input text, the tokenizer, or a tok_arena_t). */
+/* A byte range that borrows its memory (the input text, the tokenizer, or the call's arena). */
 typedef struct {
     const char *p;
     size_t n;
 } tok_span_t;
 
-/* Bump allocator for per-call scratch strings: chunks are never moved, so pointers into the arena
- * stay valid until tok_arena_free. */
-typedef struct tok_chunk tok_chunk_t;
-typedef struct {
-    tok_chunk_t *head;
-} tok_arena_t;
+/* ---- growing arrays ---- */
 
-char *tok_arena_alloc(tok_arena_t *a, size_t n);
-void tok_arena_free(tok_arena_t *a);
+/* Room for `need` elements of `size` bytes in the array v of capacity *cap: the capacity doubles
+ * (from `first`) until they fit. Returns the array, moved or not, and updates *cap; NULL when out
+ * of memory (v and *cap are then unchanged). Out of line (tok_text.c), so that the pushes that
+ * call it stay small enough to be inlined. */
+void *tok_grow(void *v, size_t *cap, size_t need, size_t size, size_t first);
 
-/* Growable byte buffer. */
+/* Token ids as they are produced: the BPE model appends to the encode call's output. */
 typedef struct {
-    char *p;
+    int32_t *v;
     size_t n, cap;
-} tok_buf_t;
+} tok_ids_t;
 
-int tok_buf_reserve(tok_buf_t *b, size_t extra);
-int tok_buf_put(tok_buf_t *b, const void *src, size_t n);
-void tok_buf_free(tok_buf_t *b);
+static inline int tok_ids_push(tok_ids_t *o, int32_t id) {
+    if (o->n == o->cap) {
+        int32_t *v = tok_grow(o->v, &o->cap, o->n + 1, sizeof *v, 256);
+        if (!v) return LT_ERR_NOMEM;
+        o->v = v;
+    }
+    o->v[o->n++] = id;
+    return 0;
+}
 
 /* ---- hashing ---- */
 
@@ -82,24 +90,15 @@ static inline uint64_t tok_hash_bytes(const char *s, size_t n) {
     return tok_mix64(h ^ v);
 }
 
-/* ---- UTF-8 ---- */
+/* ---- character classes ---- */
 
-/* Length of the valid UTF-8 prefix of s (Unicode Table 3-7: no overlongs, no surrogates, nothing
- * above U+10FFFF). */
-size_t tok_utf8_valid_prefix(const char *s, size_t n);
-/* Decodes one code point from valid UTF-8; returns its length (1..4). */
-int tok_utf8_decode(const char *s, size_t n, uint32_t *cp);
-/* Encodes cp; returns its length (1..4). */
-int tok_utf8_encode(uint32_t cp, char *out);
-/* Streaming lossy UTF-8 repair with Rust's String::from_utf8_lossy (and Python's
- * errors="replace") rules: each maximal invalid subpart becomes one U+FFFD. `pend` holds a
- * trailing incomplete sequence between calls (at most 3 bytes). */
-typedef struct {
-    uint8_t pend[4];
-    uint8_t n_pend;
-} tok_lossy_t;
-int tok_lossy_push(tok_lossy_t *st, const char *s, size_t n, tok_buf_t *out);
-int tok_lossy_flush(tok_lossy_t *st, tok_buf_t *out);
+/* Length of the character s[0] starts, as its lead byte announces it, cut to the n bytes there are
+ * (no validation: for text already known to be UTF-8, or read as such on purpose). */
+static inline size_t tok_char_len(const char *s, size_t n) {
+    uint8_t b = (uint8_t)s[0];
+    size_t k = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+    return k > n ? n : k;
+}
 
 /* Rust's char::is_whitespace (the Unicode White_Space property). */
 bool tok_is_whitespace(uint32_t cp);
@@ -152,9 +151,8 @@ typedef struct {
 typedef struct tok_bpe_work tok_bpe_work_t;
 void tok_bpe_work_free(tok_bpe_work_t **w);
 
-/* Tokenizes one pre-tokenized piece, appending ids to *out (grown as needed). */
-int tok_bpe_encode(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work_t **w, int32_t **out,
-                   size_t *n_out, size_t *cap_out);
+/* Tokenizes one pre-tokenized piece, appending ids to out. */
+int tok_bpe_encode(const tok_bpe_t *m, const char *s, size_t n, tok_bpe_work_t **w, tok_ids_t *out);
 
 /* Decides meta_split from the vocabulary (after the map is built). */
 void tok_bpe_init_meta_split(tok_bpe_t *m, int32_t n_vocab);
@@ -172,6 +170,9 @@ void tok_pairmap_free(tok_pairmap_t *m);
  * U+0100..). */
 uint32_t tok_byte_to_cp(uint8_t b);
 int tok_cp_to_byte(uint32_t cp); /* -1 if cp is not in the table */
+/* The raw bytes a byte-level token string stands for, into out (n bytes of room); false if it is
+ * not valid UTF-8 or a character is outside the table. */
+bool tok_bytelevel_decode(const char *s, size_t n, char *out, size_t *on);
 
 /* ---- normalizers, pre-tokenizers (tok_text.c) ---- */
 
@@ -255,7 +256,9 @@ typedef struct {
 
 /* Per-call encode scratch (one per fe_tokenizer_encode call; never shared). */
 typedef struct {
-    tok_arena_t arena;
+    lt_arena_t arena; /* the call's scratch strings (normalized text, rewritten pieces) */
+    char *pack;       /* rewritten pieces: the free rest of a packed arena block (tok_text.c) */
+    size_t pack_left;
     tok_cache_t cache; /* slot == NULL: no cache (short input) */
     tok_pieces_t a, b;
     pcre2_match_data *md;

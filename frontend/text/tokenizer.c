@@ -41,7 +41,7 @@ static const char META[] = "\xe2\x96\x81"; /* U+2581 "▁" */
 /* ---- builder: the vocabulary while it is being loaded ---- */
 
 typedef struct {
-    tok_buf_t pool;
+    lt_buf_t pool;
     int32_t n;
     uint32_t *text_off, *text_len; /* as written */
     uint32_t *key_off, *key_len;   /* model key (raw bytes for byte-level) */
@@ -64,11 +64,11 @@ static int bld_init(builder_t *b, int32_t n, bool byte_level) {
     if (!b->text_off || !b->text_len || !b->key_off || !b->key_len || !b->in_model || !b->flags)
         return LT_ERR_NOMEM;
     /* Offset 0 is the empty string, the text of ids without a token. */
-    return tok_buf_put(&b->pool, "", 1);
+    return lt_buf_putc(&b->pool, '\0');
 }
 
 static void bld_free(builder_t *b) {
-    tok_buf_free(&b->pool);
+    lt_buf_free(&b->pool);
     free(b->text_off);
     free(b->text_len);
     free(b->key_off);
@@ -78,31 +78,18 @@ static void bld_free(builder_t *b) {
     memset(b, 0, sizeof *b);
 }
 
-static int pool_add(builder_t *b, const char *s, size_t n, uint32_t *off) {
-    if (b->pool.n + n + 1 > UINT32_MAX) return LT_ERR_RANGE;
-    *off = (uint32_t)b->pool.n;
-    if (tok_buf_put(&b->pool, s, n) || tok_buf_put(&b->pool, "", 1)) return LT_ERR_NOMEM;
+/* Appends s[0, n) and a NUL to a string pool; *off receives its offset (pools are indexed with
+ * 32 bits). */
+static int pool_add(lt_buf_t *pool, const char *s, size_t n, uint32_t *off) {
+    if (pool->len + n + 1 > UINT32_MAX) return LT_ERR_RANGE;
+    *off = (uint32_t)pool->len;
+    if (lt_buf_put(pool, s, n) || lt_buf_putc(pool, '\0')) return LT_ERR_NOMEM;
     return 0;
-}
-
-/* Raw bytes of a byte-level token string; false if a character is outside the byte table. */
-static bool bytelevel_decode(const char *s, size_t n, char *out, size_t *on) {
-    size_t o = 0;
-    if (tok_utf8_valid_prefix(s, n) != n) return false;
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        i += (size_t)tok_utf8_decode(s + i, n - i, &cp);
-        int b = tok_cp_to_byte(cp);
-        if (b < 0) return false;
-        out[o++] = (char)b;
-    }
-    *on = o;
-    return true;
 }
 
 /* Sets id's text (and model key when in_model). */
 static int bld_set(builder_t *b, int32_t id, const char *s, size_t n, bool in_model) {
-    int rc = pool_add(b, s, n, &b->text_off[id]);
+    int rc = pool_add(&b->pool, s, n, &b->text_off[id]);
     if (rc) return rc;
     b->text_len[id] = (uint32_t)n;
     b->flags[id] |= TOK_F_PRESENT;
@@ -117,8 +104,8 @@ static int bld_set(builder_t *b, int32_t id, const char *s, size_t n, bool in_mo
     char *raw = n <= sizeof stackbuf ? stackbuf : malloc(n);
     if (!raw) return LT_ERR_NOMEM;
     size_t rn;
-    if (bytelevel_decode(s, n, raw, &rn)) {
-        rc = pool_add(b, raw, rn, &b->key_off[id]);
+    if (tok_bytelevel_decode(s, n, raw, &rn)) {
+        rc = pool_add(&b->pool, raw, rn, &b->key_off[id]);
         b->key_len[id] = (uint32_t)rn;
     } else {
         b->in_model[id] = 0; /* no byte sequence spells it: BPE can never produce it */
@@ -129,13 +116,12 @@ static int bld_set(builder_t *b, int32_t id, const char *s, size_t n, bool in_mo
 
 /* Moves the builder's arrays into t and builds the model's lookup tables. */
 static int bld_finish(builder_t *b, fe_tokenizer_t *t, char *err) {
-    t->pool = b->pool.p;
-    t->pool_len = b->pool.n;
+    t->pool_len = b->pool.len;
+    t->pool = lt_buf_take(&b->pool); /* not NULL: bld_init put the empty string in */
     t->n_vocab = b->n;
     t->text_off = b->text_off;
     t->text_len = b->text_len;
     t->flags = b->flags;
-    b->pool.p = NULL;
     b->text_off = b->text_len = NULL;
     b->flags = NULL;
     tok_bpe_t *m = &t->bpe;
@@ -166,7 +152,7 @@ typedef struct {
 } added_in_t;
 
 /* Builds a matcher over `in`, copying the patterns into pool. */
-static int addset_build(tok_addset_t *set, tok_buf_t *pool, const added_in_t *in, int n) {
+static int addset_build(tok_addset_t *set, lt_buf_t *pool, const added_in_t *in, int n) {
     memset(set, 0, sizeof *set);
     if (n == 0) return 0;
     set->tok = calloc((size_t)n, sizeof *set->tok);
@@ -180,9 +166,8 @@ static int addset_build(tok_addset_t *set, tok_buf_t *pool, const added_in_t *in
     for (int i = 0; i < n; i++) {
         uint8_t fb = (uint8_t)in[i].s[0];
         tok_added_t *t = &set->tok[count[fb]++];
-        if (pool->n + in[i].n + 1 > UINT32_MAX) return LT_ERR_RANGE;
-        t->off = (uint32_t)pool->n;
-        if (tok_buf_put(pool, in[i].s, in[i].n) || tok_buf_put(pool, "", 1)) return LT_ERR_NOMEM;
+        int rc = pool_add(pool, in[i].s, in[i].n, &t->off);
+        if (rc) return rc;
         t->len = (uint32_t)in[i].n;
         t->id = in[i].id;
         t->special = in[i].special;
@@ -211,7 +196,7 @@ static int addset_build(tok_addset_t *set, tok_buf_t *pool, const added_in_t *in
 static int added_finish(fe_tokenizer_t *t, added_in_t *in, int n, char *err) {
     added_in_t *raw = calloc((size_t)n + 1, sizeof *raw);
     added_in_t *nrm = calloc((size_t)n + 1, sizeof *nrm);
-    tok_buf_t pool = {0};
+    lt_buf_t pool = {0};
     int n_raw = 0, n_nrm = 0, rc = 0;
     tok_ctx_t ctx = {.err = err};
     ctx.md = pcre2_match_data_create(1, NULL);
@@ -220,7 +205,7 @@ static int added_finish(fe_tokenizer_t *t, added_in_t *in, int n, char *err) {
         if (in[i].id < 0 || in[i].id >= t->n_vocab) continue;
         t->flags[in[i].id] |= TOK_F_ADDED | (in[i].special ? TOK_F_SPECIAL : 0);
         /* Tokens whose text is empty or not UTF-8 can never match (repaired) input text. */
-        if (in[i].n == 0 || tok_utf8_valid_prefix(in[i].s, in[i].n) != in[i].n) continue;
+        if (in[i].n == 0 || lt_utf8_valid_prefix(in[i].s, in[i].n) != in[i].n) continue;
         if (!in[i].normalized || t->n_norm == 0) {
             raw[n_raw++] = in[i];
             continue;
@@ -236,8 +221,8 @@ static int added_finish(fe_tokenizer_t *t, added_in_t *in, int n, char *err) {
     if (!rc && (addset_build(&t->added_raw, &pool, raw, n_raw) ||
                 addset_build(&t->added_norm, &pool, nrm, n_nrm)))
         rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
-    t->added_pool = pool.p;
-    tok_arena_free(&ctx.arena);
+    t->added_pool = pool.data; /* the tokenizer's now; NULL without added tokens */
+    lt_arena_free(&ctx.arena);
     pcre2_match_data_free(ctx.md);
     free(raw);
     free(nrm);
@@ -251,14 +236,15 @@ typedef int (*merge_get_fn)(void *ctx, size_t i, const char **a, size_t *an, con
                             size_t *bn);
 
 /* Model-key form of a token string: raw bytes for byte-level vocabularies. */
-static bool key_form(bool byte_level, const char *s, size_t n, tok_buf_t *out) {
-    out->n = 0;
-    if (!byte_level) return tok_buf_put(out, s, n) == 0;
-    if (tok_buf_reserve(out, n + 1)) return false;
+static bool key_form(bool byte_level, const char *s, size_t n, lt_buf_t *out) {
+    lt_buf_clear(out);
+    if (!byte_level) return lt_buf_put(out, s, n) == 0;
+    if (lt_buf_reserve(out, n)) return false;
     size_t on;
-    if (!bytelevel_decode(s, n, out->p, &on)) return false;
-    out->n = on;
-    return true;
+    bool ok = tok_bytelevel_decode(s, n, out->data, &on);
+    out->len = ok ? on : 0;
+    out->data[out->len] = '\0';
+    return ok;
 }
 
 /* Fills the pair map: merge i has rank i; its result is the token spelled a+b. A token missing
@@ -266,7 +252,7 @@ static bool key_form(bool byte_level, const char *s, size_t n, tok_buf_t *out) {
 static int load_merges(fe_tokenizer_t *t, size_t n, merge_get_fn get, void *gctx, const char *src,
                        char *err) {
     bool bl = t->bpe.byte_level;
-    tok_buf_t ka = {0}, kb = {0};
+    lt_buf_t ka = {0}, kb = {0};
     int rc = tok_pairmap_init(&t->bpe.pairs, n);
     if (rc) return lt_errf(err, rc, "out of memory");
     for (size_t i = 0; i < n && !rc; i++) {
@@ -281,13 +267,13 @@ static int load_merges(fe_tokenizer_t *t, size_t n, merge_get_fn get, void *gctx
                          src, i, (int)an, a, (int)bn, b);
             break;
         }
-        int32_t ia = tok_strmap_get(&t->bpe.vocab, ka.p, ka.n);
-        int32_t ib = tok_strmap_get(&t->bpe.vocab, kb.p, kb.n);
-        if (tok_buf_put(&ka, kb.p, kb.n)) {
+        int32_t ia = tok_strmap_get(&t->bpe.vocab, ka.data, ka.len);
+        int32_t ib = tok_strmap_get(&t->bpe.vocab, kb.data, kb.len);
+        if (lt_buf_put(&ka, kb.data, kb.len)) {
             rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
             break;
         }
-        int32_t im = tok_strmap_get(&t->bpe.vocab, ka.p, ka.n);
+        int32_t im = tok_strmap_get(&t->bpe.vocab, ka.data, ka.len);
         if (ia < 0 || ib < 0 || im < 0) {
             rc = lt_errf(err, LT_ERR_FORMAT,
                          "%s: merge %zu '%.*s %.*s' uses a token that is not "
@@ -298,8 +284,8 @@ static int load_merges(fe_tokenizer_t *t, size_t n, merge_get_fn get, void *gctx
         if (tok_pairmap_put(&t->bpe.pairs, ia, ib, (uint32_t)i, im))
             rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
     }
-    tok_buf_free(&ka);
-    tok_buf_free(&kb);
+    lt_buf_free(&ka);
+    lt_buf_free(&kb);
     return rc;
 }
 
@@ -337,36 +323,33 @@ void fe_tokenizer_destroy(fe_tokenizer_t **tp) {
 
 /* ---- pipeline stages ---- */
 
-static tok_pre_t *new_pre(fe_tokenizer_t *t, tok_pre_kind_t kind, char *err) {
-    if (t->n_pre == TOK_MAX_STAGES) {
-        lt_errf(err, LT_ERR_UNSUPPORTED, "more than %d pre-tokenizers", TOK_MAX_STAGES);
+/* The next free element (zeroed) of an array of TOK_MAX_STAGES stages of `size` bytes, *n of
+ * them in use; NULL, with the error written, when all are taken. */
+static void *new_stage(void *stages, size_t size, int *n, const char *what, char *err) {
+    if (*n == TOK_MAX_STAGES) {
+        lt_errf(err, LT_ERR_UNSUPPORTED, "more than %d %s", TOK_MAX_STAGES, what);
         return NULL;
     }
-    tok_pre_t *p = &t->pre[t->n_pre++];
-    memset(p, 0, sizeof *p);
-    p->kind = kind;
+    void *p = (char *)stages + (size_t)(*n)++ * size;
+    memset(p, 0, size);
+    return p;
+}
+
+static tok_pre_t *new_pre(fe_tokenizer_t *t, tok_pre_kind_t kind, char *err) {
+    tok_pre_t *p = new_stage(t->pre, sizeof *p, &t->n_pre, "pre-tokenizers", err);
+    if (p) p->kind = kind;
     return p;
 }
 
 static tok_norm_t *new_norm(fe_tokenizer_t *t, tok_norm_kind_t kind, char *err) {
-    if (t->n_norm == TOK_MAX_STAGES) {
-        lt_errf(err, LT_ERR_UNSUPPORTED, "more than %d normalizers", TOK_MAX_STAGES);
-        return NULL;
-    }
-    tok_norm_t *nm = &t->norm[t->n_norm++];
-    memset(nm, 0, sizeof *nm);
-    nm->kind = kind;
+    tok_norm_t *nm = new_stage(t->norm, sizeof *nm, &t->n_norm, "normalizers", err);
+    if (nm) nm->kind = kind;
     return nm;
 }
 
 static tok_dec_t *new_dec(fe_tokenizer_t *t, tok_dec_kind_t kind, char *err) {
-    if (t->n_dec == TOK_MAX_STAGES) {
-        lt_errf(err, LT_ERR_UNSUPPORTED, "more than %d decoders", TOK_MAX_STAGES);
-        return NULL;
-    }
-    tok_dec_t *d = &t->dec[t->n_dec++];
-    memset(d, 0, sizeof *d);
-    d->kind = kind;
+    tok_dec_t *d = new_stage(t->dec, sizeof *d, &t->n_dec, "decoders", err);
+    if (d) d->kind = kind;
     return d;
 }
 
@@ -715,18 +698,24 @@ static int unsupported(char *err, const char *src, const char *what, const char 
                    type ? type : "(no type)");
 }
 
+typedef int (*parse_fn)(fe_tokenizer_t *t, const cJSON *j, const char *src, char *err);
+
+/* A Sequence of normalizers, pre-tokenizers or decoders: the elements of j[key] in order. */
+static int parse_seq(fe_tokenizer_t *t, const cJSON *j, const char *key, parse_fn parse,
+                     const char *src, char *err) {
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, key)) {
+        int rc = parse(t, e, src, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int parse_norm(fe_tokenizer_t *t, const cJSON *j, const char *src, char *err) {
     if (!j || cJSON_IsNull(j)) return 0;
     const char *ty = jstr(j, "type");
     if (!ty) return unsupported(err, src, "normalizer", ty);
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "normalizers")) {
-            int rc = parse_norm(t, e, src, err);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    if (strcmp(ty, "Sequence") == 0) return parse_seq(t, j, "normalizers", parse_norm, src, err);
     static const struct {
         const char *name;
         tok_norm_kind_t kind;
@@ -774,9 +763,9 @@ static int parse_behavior(const char *s, tok_split_behavior_t *out) {
 /* Metaspace's replacement and prepend scheme (also the legacy add_prefix_space). */
 static int parse_metaspace(const cJSON *j, char *rep, int *rep_len, tok_prepend_t *scheme) {
     const char *r = jstr(j, "replacement");
-    if (!r || !*r || strlen(r) > 4 || tok_utf8_valid_prefix(r, strlen(r)) != strlen(r)) return -1;
+    if (!r || !*r || strlen(r) > 4 || lt_utf8_valid_prefix(r, strlen(r)) != strlen(r)) return -1;
     uint32_t cp;
-    *rep_len = tok_utf8_decode(r, strlen(r), &cp);
+    *rep_len = lt_utf8_decode(r, strlen(r), &cp);
     memcpy(rep, r, (size_t)*rep_len);
     rep[*rep_len] = '\0';
     const char *ps = jstr(j, "prepend_scheme");
@@ -791,14 +780,7 @@ static int parse_pre(fe_tokenizer_t *t, const cJSON *j, const char *src, char *e
     if (!j || cJSON_IsNull(j)) return 0;
     const char *ty = jstr(j, "type");
     if (!ty) return unsupported(err, src, "pre-tokenizer", ty);
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "pretokenizers")) {
-            int rc = parse_pre(t, e, src, err);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    if (strcmp(ty, "Sequence") == 0) return parse_seq(t, j, "pretokenizers", parse_pre, src, err);
     if (t->n_pre && t->pre[t->n_pre - 1].kind == TOK_PRE_BYTELEVEL)
         return lt_errf(err, LT_ERR_UNSUPPORTED, "%s: a pre-tokenizer after ByteLevel", src);
     if (strcmp(ty, "ByteLevel") == 0)
@@ -846,14 +828,7 @@ static int parse_pre(fe_tokenizer_t *t, const cJSON *j, const char *src, char *e
 static int parse_dec(fe_tokenizer_t *t, const cJSON *j, const char *src, char *err) {
     const char *ty = jstr(j, "type");
     if (!ty) return unsupported(err, src, "decoder", ty);
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "decoders")) {
-            int rc = parse_dec(t, e, src, err);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    if (strcmp(ty, "Sequence") == 0) return parse_seq(t, j, "decoders", parse_dec, src, err);
     if (strcmp(ty, "ByteLevel") == 0)
         return new_dec(t, TOK_DEC_BYTELEVEL, err) ? 0 : LT_ERR_UNSUPPORTED;
     if (strcmp(ty, "ByteFallback") == 0) {
@@ -880,7 +855,7 @@ static int parse_dec(fe_tokenizer_t *t, const cJSON *j, const char *src, char *e
             return lt_errf(err, LT_ERR_FORMAT, "%s: malformed Metaspace", src);
         tok_dec_t *d = new_dec(t, TOK_DEC_METASPACE, err);
         if (!d) return LT_ERR_UNSUPPORTED;
-        tok_utf8_decode(rep, (size_t)rep_len, &d->ch);
+        lt_utf8_decode(rep, (size_t)rep_len, &d->ch);
         d->prepend = scheme != TOK_PREPEND_NEVER;
         return 0;
     }
@@ -893,7 +868,7 @@ static int parse_dec(fe_tokenizer_t *t, const cJSON *j, const char *src, char *e
             return lt_errf(err, LT_ERR_FORMAT, "%s: malformed Strip decoder", src);
         tok_dec_t *d = new_dec(t, TOK_DEC_STRIP, err);
         if (!d) return LT_ERR_UNSUPPORTED;
-        tok_utf8_decode(c, strlen(c), &d->ch);
+        lt_utf8_decode(c, strlen(c), &d->ch);
         d->start = st->valuedouble > 1e6 ? 1000000 : (int)st->valuedouble;
         d->stop = sp->valuedouble > 1e6 ? 1000000 : (int)sp->valuedouble;
         return 0;
@@ -910,6 +885,12 @@ typedef struct {
 static int wrap_add(int32_t *v, int *n, int32_t id) {
     if (*n == 8) return -1;
     v[(*n)++] = id;
+    return 0;
+}
+
+static int wrap_add_all(int32_t *v, int *n, const int32_t *ids, int n_ids) {
+    for (int i = 0; i < n_ids; i++)
+        if (wrap_add(v, n, ids[i])) return -1;
     return 0;
 }
 
@@ -962,18 +943,11 @@ static int parse_post(const cJSON *j, wrap_t *w, const char *src, char *err) {
     }
     /* A later processor wraps what the earlier ones produced. */
     wrap_t r = {0};
-    for (int i = 0; i < x.n_pre; i++)
-        if (wrap_add(r.pre, &r.n_pre, x.pre[i]))
-            return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
-    for (int i = 0; i < w->n_pre; i++)
-        if (wrap_add(r.pre, &r.n_pre, w->pre[i]))
-            return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
-    for (int i = 0; i < w->n_suf; i++)
-        if (wrap_add(r.suf, &r.n_suf, w->suf[i]))
-            return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
-    for (int i = 0; i < x.n_suf; i++)
-        if (wrap_add(r.suf, &r.n_suf, x.suf[i]))
-            return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
+    if (wrap_add_all(r.pre, &r.n_pre, x.pre, x.n_pre) ||
+        wrap_add_all(r.pre, &r.n_pre, w->pre, w->n_pre) ||
+        wrap_add_all(r.suf, &r.n_suf, w->suf, w->n_suf) ||
+        wrap_add_all(r.suf, &r.n_suf, x.suf, x.n_suf))
+        return lt_errf(err, LT_ERR_RANGE, "%s: too many template ids", src);
     *w = r;
     return 0;
 }
@@ -1062,6 +1036,77 @@ static int apply_config(fe_tokenizer_t *t, const char *path, char *err) {
     return 0;
 }
 
+/* The model section: anything but a plain BPE model is refused. */
+static int hf_check_model(const cJSON *model, const char *src, char *err) {
+    const char *mtype = jstr(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (!mtype && cJSON_IsArray(merges)) mtype = "BPE";
+    if (!mtype || strcmp(mtype, "BPE") != 0) return unsupported(err, src, "model", mtype);
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
+        return lt_errf(err, LT_ERR_FORMAT, "%s: BPE model without vocab or merges", src);
+    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    const char *cont = jstr(model, "continuing_subword_prefix");
+    const char *eow = jstr(model, "end_of_word_suffix");
+    if ((cJSON_IsNumber(dropout) && dropout->valuedouble > 0) || (cont && *cont) || (eow && *eow))
+        return unsupported(err, src, "BPE option",
+                           "dropout/continuing_subword_prefix/"
+                           "end_of_word_suffix");
+    return 0;
+}
+
+/* The model's vocabulary and the added tokens into b, whose ids run to the largest id either
+ * names. *added receives the added tokens (their content borrowed from the JSON); the caller
+ * frees it, also on failure. */
+static int hf_vocab(const cJSON *vocab, const cJSON *atoks, bool byte_level, builder_t *b,
+                    added_in_t **added, int *n_added, const char *src, char *err) {
+    *added = NULL;
+    *n_added = 0;
+    int32_t max_id = -1;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vocab) {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= INT32_MAX / 4)
+            return lt_errf(err, LT_ERR_FORMAT, "%s: vocab entry '%s' has a bad id", src, e->string);
+        if ((int32_t)e->valuedouble > max_id) max_id = (int32_t)e->valuedouble;
+    }
+    added_in_t *v = *added = calloc((size_t)cJSON_GetArraySize(atoks) + 1, sizeof *v);
+    if (!v) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    cJSON_ArrayForEach(e, atoks) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        const char *content = jstr(e, "content");
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX / 4 ||
+            !content)
+            return lt_errf(err, LT_ERR_FORMAT, "%s: malformed added token", src);
+        v[(*n_added)++] = (added_in_t){.s = content,
+                                       .n = strlen(content),
+                                       .id = (int32_t)id->valuedouble,
+                                       .special = jbool(e, "special", false),
+                                       .lstrip = jbool(e, "lstrip", false),
+                                       .rstrip = jbool(e, "rstrip", false),
+                                       .single_word = jbool(e, "single_word", false),
+                                       .normalized = jbool(e, "normalized", true)};
+        if (v[*n_added - 1].id > max_id) max_id = v[*n_added - 1].id;
+    }
+    if (max_id < 0) return lt_errf(err, LT_ERR_FORMAT, "%s: empty vocabulary", src);
+    if (bld_init(b, max_id + 1, byte_level)) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    int rc;
+    cJSON_ArrayForEach(e, vocab) {
+        if ((rc = bld_set(b, (int32_t)e->valuedouble, e->string, strlen(e->string), true)))
+            return lt_errf(err, rc, "%s: vocabulary too large", src);
+    }
+    /* An added token's content is its text (HF decodes added tokens by content). */
+    for (int i = 0; i < *n_added; i++) {
+        int32_t id = v[i].id;
+        uint32_t off;
+        if ((rc = pool_add(&b->pool, v[i].s, v[i].n, &off)))
+            return lt_errf(err, rc, "%s: vocabulary too large", src);
+        b->text_off[id] = off;
+        b->text_len[id] = (uint32_t)v[i].n;
+        b->flags[id] |= TOK_F_PRESENT;
+    }
+    return 0;
+}
+
 int fe_tokenizer_from_hf(const char *json_path, const char *config_path, fe_tokenizer_t **out,
                          char *err) {
     *out = NULL;
@@ -1085,89 +1130,14 @@ int fe_tokenizer_from_hf(const char *json_path, const char *config_path, fe_toke
         goto done;
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    const char *mtype = jstr(model, "type");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!mtype && cJSON_IsArray(merges)) mtype = "BPE";
-    if (!mtype || strcmp(mtype, "BPE") != 0) {
-        rc = unsupported(err, src, "model", mtype);
-        goto done;
-    }
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        rc = lt_errf(err, LT_ERR_FORMAT, "%s: BPE model without vocab or merges", src);
-        goto done;
-    }
-    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
-    const char *cont = jstr(model, "continuing_subword_prefix");
-    const char *eow = jstr(model, "end_of_word_suffix");
-    if ((cJSON_IsNumber(dropout) && dropout->valuedouble > 0) || (cont && *cont) || (eow && *eow)) {
-        rc = unsupported(err, src, "BPE option",
-                         "dropout/continuing_subword_prefix/"
-                         "end_of_word_suffix");
-        goto done;
-    }
-    const cJSON *atoks = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    int32_t max_id = -1;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= INT32_MAX / 4) {
-            rc = lt_errf(err, LT_ERR_FORMAT, "%s: vocab entry '%s' has a bad id", src, e->string);
-            goto done;
-        }
-        if ((int32_t)e->valuedouble > max_id) max_id = (int32_t)e->valuedouble;
-    }
-    int n_atoks = cJSON_GetArraySize(atoks);
-    added = calloc((size_t)n_atoks + 1, sizeof *added);
-    if (!added) {
-        rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    cJSON_ArrayForEach(e, atoks) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        const char *content = jstr(e, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX / 4 ||
-            !content) {
-            rc = lt_errf(err, LT_ERR_FORMAT, "%s: malformed added token", src);
-            goto done;
-        }
-        added[n_added++] = (added_in_t){.s = content,
-                                        .n = strlen(content),
-                                        .id = (int32_t)id->valuedouble,
-                                        .special = jbool(e, "special", false),
-                                        .lstrip = jbool(e, "lstrip", false),
-                                        .rstrip = jbool(e, "rstrip", false),
-                                        .single_word = jbool(e, "single_word", false),
-                                        .normalized = jbool(e, "normalized", true)};
-        if (added[n_added - 1].id > max_id) max_id = added[n_added - 1].id;
-    }
-    if (max_id < 0) {
-        rc = lt_errf(err, LT_ERR_FORMAT, "%s: empty vocabulary", src);
-        goto done;
-    }
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     bool byte_level = jfind_type(pre, "ByteLevel", "pretokenizers");
-    if ((rc = bld_init(&b, max_id + 1, byte_level)) != 0) {
-        rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    if ((rc = hf_check_model(model, src, err)) ||
+        (rc = hf_vocab(cJSON_GetObjectItemCaseSensitive(model, "vocab"),
+                       cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), byte_level, &b,
+                       &added, &n_added, src, err)))
         goto done;
-    }
-    cJSON_ArrayForEach(e, vocab) {
-        if ((rc = bld_set(&b, (int32_t)e->valuedouble, e->string, strlen(e->string), true))) {
-            rc = lt_errf(err, rc, "%s: vocabulary too large", src);
-            goto done;
-        }
-    }
-    /* An added token's content is its text (HF decodes added tokens by content). */
-    for (int i = 0; i < n_added; i++) {
-        int32_t id = added[i].id;
-        uint32_t off;
-        if ((rc = pool_add(&b, added[i].s, added[i].n, &off))) {
-            rc = lt_errf(err, rc, "%s: vocabulary too large", src);
-            goto done;
-        }
-        b.text_off[id] = off;
-        b.text_len[id] = (uint32_t)added[i].n;
-        b.flags[id] |= TOK_F_PRESENT;
-    }
     if ((rc = parse_norm(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), src, err)) ||
         (rc = parse_pre(t, pre, src, err)))
         goto done;
@@ -1191,10 +1161,10 @@ int fe_tokenizer_from_hf(const char *json_path, const char *config_path, fe_toke
     m->ignore_merges = jbool(model, "ignore_merges", false);
     const char *unk = jstr(model, "unk_token");
     if (unk) {
-        tok_buf_t k = {0};
+        lt_buf_t k = {0};
         if (key_form(byte_level, unk, strlen(unk), &k))
-            m->unk_id = tok_strmap_get(&m->vocab, k.p, k.n);
-        tok_buf_free(&k);
+            m->unk_id = tok_strmap_get(&m->vocab, k.data, k.len);
+        lt_buf_free(&k);
     }
     json_merge_ctx_t mc = {merges->child};
     if ((rc = load_merges(t, (size_t)cJSON_GetArraySize(merges), json_merge_get, &mc, src, err)))
@@ -1236,51 +1206,30 @@ int fe_tokenizer_load(const char *model_path, fe_tokenizer_t **out, char *err) {
 
 /* ---- encoding ---- */
 
-typedef struct {
-    int32_t *v;
-    size_t n, cap;
-} ids_t;
-
-static int ids_push(ids_t *o, int32_t id) {
-    if (o->n == o->cap) {
-        size_t c = o->cap ? o->cap * 2 : 64;
-        int32_t *p = realloc(o->v, c * sizeof *p);
-        if (!p) return LT_ERR_NOMEM;
-        o->v = p;
-        o->cap = c;
-    }
-    o->v[o->n++] = id;
-    return 0;
-}
-
 #define CACHE_MAX_PIECE 32   /* bytes: longer pieces are rare and not worth caching */
 #define CACHE_MIN_INPUT 4096 /* bytes: below this an encode call does not set up a cache */
 
 /* The model on one pre-tokenized piece, through the per-call cache when there is one. */
 static int encode_piece(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *p, size_t n,
-                        ids_t *out) {
+                        tok_ids_t *out) {
     tok_cache_t *c = &ctx->cache;
-    if (!c->slot || n > CACHE_MAX_PIECE)
-        return tok_bpe_encode(&t->bpe, p, n, &ctx->bpe, &out->v, &out->n, &out->cap);
+    if (!c->slot || n > CACHE_MAX_PIECE) return tok_bpe_encode(&t->bpe, p, n, &ctx->bpe, out);
     uint32_t i = (uint32_t)tok_hash_bytes(p, n) & c->mask;
     for (; c->slot[i].p; i = (i + 1) & c->mask) {
         const tok_cache_slot_t *s = &c->slot[i];
         if (s->n != n || memcmp(s->p, p, n) != 0) continue;
         for (uint32_t k = 0; k < s->cnt; k++)
-            if (ids_push(out, c->ids[s->off + k])) return LT_ERR_NOMEM;
+            if (tok_ids_push(out, c->ids[s->off + k])) return LT_ERR_NOMEM;
         return 0;
     }
     size_t before = out->n;
-    int rc = tok_bpe_encode(&t->bpe, p, n, &ctx->bpe, &out->v, &out->n, &out->cap);
+    int rc = tok_bpe_encode(&t->bpe, p, n, &ctx->bpe, out);
     if (rc || (c->used + 1) * 4 > (c->mask + 1) * 3) return rc; /* full: stop inserting */
     size_t cnt = out->n - before;
     if (c->n_ids + cnt > c->cap_ids) {
-        size_t cap = c->cap_ids ? c->cap_ids * 2 : 4096;
-        while (cap < c->n_ids + cnt) cap *= 2;
-        int32_t *v = realloc(c->ids, cap * sizeof *v);
+        int32_t *v = tok_grow(c->ids, &c->cap_ids, c->n_ids + cnt, sizeof *v, 4096);
         if (!v) return LT_ERR_NOMEM;
         c->ids = v;
-        c->cap_ids = cap;
     }
     memcpy(c->ids + c->n_ids, out->v + before, cnt * sizeof *out->v);
     c->slot[i] = (tok_cache_slot_t){p, (uint32_t)n, (uint32_t)c->n_ids, (uint32_t)cnt};
@@ -1291,7 +1240,7 @@ static int encode_piece(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *p, 
 
 /* Pre-tokenizer and model over one piece of normalized text. */
 static int encode_words(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *s, size_t n,
-                        bool origin, ids_t *out) {
+                        bool origin, tok_ids_t *out) {
     tok_piece_t whole = {s, (uint32_t)n, origin};
     const tok_piece_t *v = &whole;
     size_t cnt = n ? 1 : 0;
@@ -1311,7 +1260,7 @@ static int encode_words(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *s, 
 /* Normalizer, then normalized added tokens, then pre-tokenizer and model, on one stretch of text
  * between raw added tokens. */
 static int encode_text(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *s, size_t n,
-                       bool origin, bool parse_special, ids_t *out) {
+                       bool origin, bool parse_special, tok_ids_t *out) {
     tok_span_t ns = {s, n};
     if (t->n_norm) {
         int rc = tok_normalize(ctx, t->norm, t->n_norm, s, n, &ns);
@@ -1325,7 +1274,8 @@ static int encode_text(const fe_tokenizer_t *t, tok_ctx_t *ctx, const char *s, s
     if (rc) rc = lt_errf(ctx->err, rc, "out of memory");
     for (size_t i = 0; i < n_segs && !rc; i++) {
         if (segs[i].id >= 0)
-            rc = ids_push(out, segs[i].id) ? lt_errf(ctx->err, LT_ERR_NOMEM, "out of memory") : 0;
+            rc = tok_ids_push(out, segs[i].id) ? lt_errf(ctx->err, LT_ERR_NOMEM, "out of memory")
+                                               : 0;
         else
             rc = encode_words(t, ctx, ns.p + segs[i].start, segs[i].end - segs[i].start,
                               origin && segs[i].start == 0, out);
@@ -1345,20 +1295,20 @@ int tok_encode(const fe_tokenizer_t *t, const char *text, size_t len, bool add_s
     *n_ids = 0;
     if (len > (size_t)INT32_MAX)
         return lt_errf(err, LT_ERR_RANGE, "text of %zu bytes is too long to tokenize", len);
-    tok_buf_t fixed = {0};
+    lt_buf_t fixed = {0};
     tok_ctx_t ctx = {.err = err};
-    ids_t out = {0};
+    tok_ids_t out = {0};
     tok_seg_t *segs = NULL;
     size_t n_segs = 0, cap = 0;
     int rc = 0;
-    if (tok_utf8_valid_prefix(text, len) != len) {
-        tok_lossy_t st = {0};
-        if (tok_lossy_push(&st, text, len, &fixed) || tok_lossy_flush(&st, &fixed)) {
+    if (lt_utf8_valid_prefix(text, len) != len) {
+        lt_utf8_lossy_t st = {0};
+        if (lt_utf8_lossy_push(&st, text, len, &fixed) || lt_utf8_lossy_flush(&st, &fixed)) {
             rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
             goto done;
         }
-        text = fixed.p;
-        len = fixed.n;
+        text = fixed.data;
+        len = fixed.len;
     }
     if (!(ctx.md = pcre2_match_data_create(1, NULL))) {
         rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
@@ -1371,7 +1321,8 @@ int tok_encode(const fe_tokenizer_t *t, const char *text, size_t len, bool add_s
         ctx.cache.slot = calloc(slots, sizeof *ctx.cache.slot);
         ctx.cache.mask = ctx.cache.slot ? (uint32_t)(slots - 1) : 0; /* no memory: no cache */
     }
-    for (int i = 0; i < t->n_prefix && add_special && !rc; i++) rc = ids_push(&out, t->prefix[i]);
+    for (int i = 0; i < t->n_prefix && add_special && !rc; i++)
+        rc = tok_ids_push(&out, t->prefix[i]);
     if (!rc && t->added_raw.n)
         rc = tok_added_split(&t->added_raw, t->added_pool, text, len, parse_special, &segs, &n_segs,
                              &cap);
@@ -1384,13 +1335,15 @@ int tok_encode(const fe_tokenizer_t *t, const char *text, size_t len, bool add_s
     } else {
         for (size_t i = 0; i < n_segs && !rc; i++) {
             if (segs[i].id >= 0)
-                rc = ids_push(&out, segs[i].id) ? lt_errf(err, LT_ERR_NOMEM, "out of memory") : 0;
+                rc = tok_ids_push(&out, segs[i].id) ? lt_errf(err, LT_ERR_NOMEM, "out of memory")
+                                                    : 0;
             else
                 rc = encode_text(t, &ctx, text + segs[i].start, segs[i].end - segs[i].start,
                                  segs[i].start == 0, parse_special, &out);
         }
     }
-    for (int i = 0; i < t->n_suffix && add_special && !rc; i++) rc = ids_push(&out, t->suffix[i]);
+    for (int i = 0; i < t->n_suffix && add_special && !rc; i++)
+        rc = tok_ids_push(&out, t->suffix[i]);
     if (rc) goto done;
     if (out.n > (size_t)INT32_MAX) {
         rc = lt_errf(err, LT_ERR_RANGE, "too many tokens");
@@ -1403,8 +1356,8 @@ done:
     if (rc == LT_ERR_NOMEM && err && !*err) lt_errf(err, rc, "out of memory");
     free(out.v);
     free(segs);
-    tok_buf_free(&fixed);
-    tok_arena_free(&ctx.arena);
+    lt_buf_free(&fixed);
+    lt_arena_free(&ctx.arena);
     free(ctx.cache.slot);
     free(ctx.cache.ids);
     free(ctx.a.v);
@@ -1444,10 +1397,11 @@ int32_t fe_tokenizer_token_id(const fe_tokenizer_t *t, const char *text, size_t 
         if ((t->flags[id] & TOK_F_ADDED) && t->text_len[id] == len &&
             memcmp(t->pool + t->text_off[id], text, len) == 0)
             return id;
-    tok_buf_t k = {0};
+    lt_buf_t k = {0};
     int32_t id = -1;
-    if (key_form(t->bpe.byte_level, text, len, &k)) id = tok_strmap_get(&t->bpe.vocab, k.p, k.n);
-    tok_buf_free(&k);
+    if (key_form(t->bpe.byte_level, text, len, &k))
+        id = tok_strmap_get(&t->bpe.vocab, k.data, k.len);
+    lt_buf_free(&k);
     return id;
 }
 

@@ -62,6 +62,12 @@ static int parse_timeout(tel_otlp_config_t *cfg, char *err) {
     if (v && !lt_parse_long(v, 1, 3600000, &ms))
         return lt_errf(err, LT_ERR_INVAL,
                        "%s='%s': expected milliseconds, a whole number in [1, 3600000]", name, v);
+    /* The specification says milliseconds; the Python SDK (vLLM's) reads seconds, so a value
+     * carried over from a vLLM deployment ("10") would make every export time out. */
+    if (v && ms < 100)
+        LT_WARN("%s=%s: that is %lld ms (OTLP timeouts are milliseconds; the Python SDK reads "
+                "seconds)",
+                name, v, ms);
     cfg->timeout_ms = (int)ms;
     return 0;
 }

@@ -170,6 +170,15 @@ static int build_headers(tel_otlp_t *o, char *err) {
     return 0;
 }
 
+/* Only HTTP(S), whatever the URL says (and never a redirect elsewhere: none are followed). */
+static CURLcode set_protocols(CURL *e) {
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
+    return curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    return curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+}
+
 static int setup_easy(tel_otlp_t *o, char *err) {
     CURL *e = o->easy;
     char ua[64];
@@ -178,8 +187,7 @@ static int setup_easy(tel_otlp_t *o, char *err) {
     long ver = !grpc        ? CURL_HTTP_VERSION_NONE /* curl's default: 1.1, or h2 over TLS */
                : o->cfg.tls ? CURL_HTTP_VERSION_2TLS
                             : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
-    if (curl_easy_setopt(e, CURLOPT_URL, o->cfg.url) ||
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") ||
+    if (curl_easy_setopt(e, CURLOPT_URL, o->cfg.url) || set_protocols(e) ||
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, ver) || curl_easy_setopt(e, CURLOPT_POST, 1L) ||
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) ||
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, o->headers) ||

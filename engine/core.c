@@ -26,6 +26,7 @@
 #include "msg.h"
 #include "proc.h"
 #include "core_priv.h"
+#include "telemetry.h"
 
 /* ---- output to the frontend ---- */
 
@@ -587,6 +588,15 @@ int eng_core_main(int argc, char **argv) {
     lt_log_set_role("engine", -1);
     lt_signals_install();
     char err[LT_ERR_LEN];
+    tel_process_config_t tc = {.role = "engine",
+                               .rank = -1,
+                               .tensor_parallel_size = c.args.tensor_parallel_size,
+                               .otlp_endpoint = c.args.otlp_traces_endpoint,
+                               .pool_size = 4096};
+    if (tel_process_start(&tc, err)) {
+        LT_ERROR("%s", err);
+        return 2;
+    }
     bool wr_ok = false, env_ok = false;
     for (int i = 0; i < CORE_MAX_TP; i++) c.workers[i] = (lt_child_t){-1, -1};
     status = 1;
@@ -616,5 +626,6 @@ int eng_core_main(int argc, char **argv) {
     while (c.reqs) free_req(&c, c.reqs);
     free_buffers(&c);
     core_spans_fini(&c);
+    tel_process_stop(5000);
     return status;
 }

@@ -3,7 +3,8 @@
  *
  * The pool is an array of slots and a lock-free stack of free slot indices (a Treiber stack
  * whose head packs the index with a tag that changes on every push, so a stale pop cannot
- * succeed: no ABA). Starting a span pops a slot, the exporter's release pushes it back.
+ * succeed: no ABA). Starting a span pops a slot (or takes one never used yet: the array is
+ * calloc'd, so untouched slots cost no memory), the exporter's release pushes it back.
  */
 #define _GNU_SOURCE
 #include "trace.h"
@@ -223,6 +224,8 @@ static struct {
     slot_t *slots;
     uint32_t n_slots;
     _Atomic uint64_t free_head; /* (tag << 32) | (index + 1); index + 1 == 0: empty */
+    _Atomic uint32_t fresh;     /* slots never handed out start here: the pool's memory is
+                                   touched only as far as it is used */
     _Atomic uint64_t started, submitted, discarded, pool_empty, links_dropped;
 } g;
 
@@ -243,7 +246,11 @@ static slot_t *pop_free(void) {
     uint64_t head = atomic_load_explicit(&g.free_head, memory_order_acquire);
     for (;;) {
         uint32_t top = (uint32_t)head;
-        if (top == 0) return NULL;
+        if (top == 0) { /* nothing given back: a slot never used yet, if any is left */
+            if (atomic_load_explicit(&g.fresh, memory_order_relaxed) >= g.n_slots) return NULL;
+            uint32_t i = atomic_fetch_add_explicit(&g.fresh, 1, memory_order_relaxed);
+            return i < g.n_slots ? &g.slots[i] : NULL;
+        }
         slot_t *s = &g.slots[top - 1];
         uint64_t next =
             ((head >> 32) + 1) << 32 | atomic_load_explicit(&s->next, memory_order_relaxed);
@@ -263,7 +270,6 @@ int tel_tracer_init(const tel_tracer_config_t *cfg, char *err) {
     if (!g.slots)
         return lt_errf(err, LT_ERR_NOMEM, "tracer: out of memory for %d spans", cfg->pool_size);
     g.n_slots = (uint32_t)cfg->pool_size;
-    for (uint32_t i = g.n_slots; i-- > 0;) push_free(&g.slots[i]);
     g.enabled = true;
     return LT_OK;
 }

@@ -23,6 +23,7 @@
 #include "msg.h"
 #include "proc.h"
 #include "sampler.h"
+#include "telemetry.h"
 #include "trace.h"
 #include "worker.h"
 
@@ -441,6 +442,15 @@ int wk_worker_main(int argc, char **argv) {
     lt_log_set_role("worker", w.rank);
     lt_signals_install();
     char err[LT_ERR_LEN];
+    /* a worker records spans only for --collect-detailed-traces worker/all */
+    tel_process_config_t tc = {.role = "worker",
+                               .rank = w.rank,
+                               .tensor_parallel_size = w.args.tensor_parallel_size,
+                               .otlp_endpoint = w.args.otlp_traces_endpoint};
+    if ((w.args.detailed_traces & IPC_TRACE_WORKER) && tel_process_start(&tc, err)) {
+        LT_ERROR("%s", err);
+        return 2;
+    }
     ipc_ctx_t *ctx = NULL;
     ipc_sock_t *out = NULL;
     ipc_ring_t *ring = NULL;
@@ -502,5 +512,6 @@ out:
     wk_ctx_destroy(&w.ctx);
     wk_kv_cache_destroy(&w.kv);
     wk_model_free(&w.m);
+    tel_process_stop(5000);
     return status;
 }

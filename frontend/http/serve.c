@@ -32,6 +32,7 @@
 #include "http.h"
 #include "lt.h"
 #include "proc.h"
+#include "telemetry.h"
 
 static srv_t g_srv;
 
@@ -239,7 +240,15 @@ int fe_cmd_serve(int argc, char **argv) {
     char err[LT_ERR_LEN];
     char *src = NULL;
     lt_signals_install();
-    if (fe_tokenizer_load(s->model, &s->tok, err)) goto fe_http_fail;
+    tel_process_config_t tc = {.role = "frontend",
+                               .rank = -1,
+                               .tensor_parallel_size = a.tensor_parallel_size,
+                               .otlp_endpoint = a.otlp_traces_endpoint};
+    if (tel_process_start(&tc, err)) {
+        fprintf(stderr, "lantern serve: %s\n", err);
+        return 2;
+    }
+    if (fe_tokenizer_load(s->model, &s->tok, err)) goto fail;
     if (fe_chat_template_source(s->model, &src, err) == 0) {
         if (fe_chat_template_compile(src, strlen(src), &s->tpl, err))
             LT_WARN("the model's chat template cannot be used (%s): /v1/chat/completions will "
@@ -251,10 +260,10 @@ int fe_cmd_serve(int argc, char **argv) {
     free(src);
     struct sockaddr_storage ss;
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (bind_addr(host, (int)port, &ss, &flags, err)) goto fe_http_fail;
+    if (bind_addr(host, (int)port, &ss, &flags, err)) goto fail;
     LT_INFO("starting the engine for %s (tensor parallel size %d)", s->model,
             a.tensor_parallel_size);
-    if (lantern_create(&a, &s->l, err)) goto fe_http_fail;
+    if (lantern_create(&a, &s->l, err)) goto fail;
     lantern_model_info(s->l, &s->info);
     lt_model_config_defaults(&s->gen);
     if (lt_is_dir(s->model) && lt_model_config_from_hf_dir(s->model, &s->gen, err))
@@ -274,7 +283,7 @@ int fe_cmd_serve(int argc, char **argv) {
         fe_http_on_completed, s, MHD_OPTION_END);
     if (!s->d) {
         lt_errf(err, LT_ERR_IO, "cannot listen on %s:%lld: %s", host, port, strerror(errno));
-        goto fe_http_fail;
+        goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : (int)port;
@@ -324,7 +333,7 @@ int fe_cmd_serve(int argc, char **argv) {
     MHD_stop_daemon(s->d);
     s->d = NULL;
     goto done;
-fe_http_fail:
+fail:
     fprintf(stderr, "lantern serve: %s\n", err);
 done:
     if (s->d) MHD_stop_daemon(s->d);
@@ -332,5 +341,6 @@ done:
     fe_chat_template_destroy(&s->tpl);
     fe_tokenizer_destroy(&s->tok);
     free(s->api_key);
+    tel_process_stop(5000); /* after every span of every call has ended */
     return status;
 }

@@ -9,6 +9,7 @@
 
 #include "http.h"
 #include "lt.h"
+#include "telemetry.h"
 
 static void write_model(fe_jw_t *w, const srv_t *s) {
     fe_jw_obj(w);
@@ -102,6 +103,23 @@ enum MHD_Result fe_http_metrics(call_t *c) {
            (double)atomic_load(&s->n_disconnects));
     metric(s, &b, "lantern:engine_alive", "gauge", "1 while the engine process tree is running.",
            "", lantern_alive(s->l));
+    metric(s, &b, "lantern:traceparent_malformed_total", "counter",
+           "Requests whose traceparent header was malformed (ignored).", "",
+           (double)atomic_load(&s->n_bad_traceparent));
+    tel_process_stats_t ts;
+    tel_process_stats(&ts);
+    if (ts.enabled) { /* the frontend's own spans; the engine's and workers' are in their logs */
+        metric(s, &b, "lantern:spans_queued", "gauge", "Spans waiting for export.",
+               ",role=\"frontend\"", (double)ts.bsp.queued);
+        metric(s, &b, "lantern:spans_exported_total", "counter", "Spans a collector accepted.",
+               ",role=\"frontend\"", (double)ts.bsp.exported);
+        metric(s, &b, "lantern:spans_dropped_total", "counter",
+               "Spans dropped: the export queue was full.", ",role=\"frontend\"",
+               (double)ts.bsp.dropped);
+        metric(s, &b, "lantern:spans_failed_total", "counter",
+               "Spans not exported: the collector failed or did not answer in time.",
+               ",role=\"frontend\"", (double)ts.bsp.failed);
+    }
     enum MHD_Result ok = fe_http_respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
     lt_buf_free(&b);
     return ok;

@@ -37,7 +37,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
 #include "lt.h"
+#include "utf8.h"
 
 /* ---- limits ---- */
 
@@ -63,111 +65,6 @@ static int ct_errf(char *err, int code, int line, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     return lt_errf(err, code, "chat template line %d: %s", line, msg);
-}
-
-/* ---- arena ---- */
-
-typedef struct chunk {
-    struct chunk *next;
-    size_t used, cap;
-    max_align_t data[];
-} chunk_t;
-
-typedef struct {
-    chunk_t *head;
-    size_t total; /* bytes taken from malloc */
-    size_t limit; /* 0: none */
-    bool over;    /* the last failure was the limit, not malloc */
-} arena_t;
-
-static void *arena_alloc(arena_t *a, size_t n) {
-    if (n > ((size_t)1 << 40)) {
-        a->over = true;
-        return NULL;
-    }
-    n = (n + 15) & ~(size_t)15;
-    if (n == 0) n = 16;
-    chunk_t *c = a->head;
-    if (!c || c->cap - c->used < n) {
-        size_t cap = n > CT_ARENA_CHUNK ? n : CT_ARENA_CHUNK;
-        if (a->limit && a->total + cap > a->limit) {
-            a->over = true;
-            return NULL;
-        }
-        c = malloc(sizeof *c + cap);
-        if (!c) return NULL;
-        c->cap = cap;
-        c->used = 0;
-        if (n > CT_ARENA_CHUNK / 2 && a->head) { /* a big block: keep filling the current chunk */
-            c->next = a->head->next;
-            a->head->next = c;
-        } else {
-            c->next = a->head;
-            a->head = c;
-        }
-        a->total += cap;
-    }
-    void *p = (char *)c->data + c->used;
-    c->used += n;
-    return p;
-}
-
-static void arena_free(arena_t *a) {
-    chunk_t *c = a->head;
-    while (c) {
-        chunk_t *next = c->next;
-        free(c);
-        c = next;
-    }
-    a->head = NULL;
-    a->total = 0;
-}
-
-/* ---- growable byte buffer ---- */
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf_t;
-
-/* 0, LT_ERR_NOMEM, or LT_ERR_RANGE past CT_MAX_OUTPUT. */
-static int sb_reserve(sbuf_t *b, size_t extra) {
-    if (extra > CT_MAX_OUTPUT || b->n + extra > CT_MAX_OUTPUT) return LT_ERR_RANGE;
-    if (b->n + extra + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return LT_ERR_NOMEM;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int sb_put(sbuf_t *b, const char *s, size_t n) {
-    int rc = sb_reserve(b, n);
-    if (rc) return rc;
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
-
-static int sb_puts(sbuf_t *b, const char *s) {
-    return sb_put(b, s, strlen(s));
-}
-
-static int sb_putc(sbuf_t *b, char c) {
-    return sb_put(b, &c, 1);
-}
-
-static int sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sb_printf(sbuf_t *b, const char *fmt, ...) {
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k < 0) return LT_ERR_INVAL;
-    return sb_put(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
 }
 
 /* ---- UTF-8 and the bits of Unicode that Python's str methods need ---- */
@@ -217,32 +114,15 @@ static uint32_t u8_prev(const char *s, size_t start, size_t *i) {
     return c;
 }
 
-static size_t u8_encode(uint32_t c, char *o) {
-    if (c < 0x80) {
-        o[0] = (char)c;
-        return 1;
-    }
+/* UTF-8 for c, writing an escaped raw byte (U+DC80..U+DCFF, see u8_next) back as that byte and
+ * any other lone surrogate as U+FFFD. */
+static size_t u8_put(uint32_t c, char *o) {
     if (c >= 0xDC80 && c <= 0xDCFF) { /* an escaped raw byte */
         o[0] = (char)(c & 0xFF);
         return 1;
     }
     if (c >= 0xD800 && c <= 0xDFFF) c = 0xFFFD;
-    if (c < 0x800) {
-        o[0] = (char)(0xC0 | (c >> 6));
-        o[1] = (char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        o[0] = (char)(0xE0 | (c >> 12));
-        o[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (c >> 18));
-    o[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((c >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
+    return (size_t)lt_utf8_encode(c, o);
 }
 
 static size_t u8_count(const char *s, size_t n) {
@@ -541,7 +421,7 @@ typedef struct lexer {
     bool line_starting; /* the last match ended a line: lstrip_blocks may strip at pos */
     tok_t *v;
     size_t nv, cap;
-    arena_t *arena;
+    lt_arena_t *arena;
     char *err;
 } lexer_t;
 
@@ -740,7 +620,7 @@ static size_t scan_int(const char *s, size_t n, size_t i, int64_t *v, bool *big)
 
 /* Decodes a string literal's body as Python's unicode-escape codec does. */
 static int lex_string(lexer_t *lx, const char *s, size_t n, int line, tok_t *t) {
-    char *o = arena_alloc(lx->arena, n + 1);
+    char *o = lt_arena_alloc(lx->arena, n + 1);
     if (!o) return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
     size_t k = 0;
     for (size_t i = 0; i < n;) {
@@ -789,7 +669,7 @@ static int lex_string(lexer_t *lx, const char *s, size_t n, int line, tok_t *t) 
                 }
             }
             if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD;
-            k += u8_encode(cp, o + k);
+            k += u8_put(cp, o + k);
             continue;
         }
         case 'N':
@@ -800,7 +680,7 @@ static int lex_string(lexer_t *lx, const char *s, size_t n, int line, tok_t *t) 
                 cp = (uint32_t)(c - '0');
                 for (int d = 0; d < 2 && i < n && s[i] >= '0' && s[i] <= '7'; d++)
                     cp = cp * 8 + (uint32_t)(s[i++] - '0');
-                k += u8_encode(cp, o + k);
+                k += u8_put(cp, o + k);
                 continue;
             }
             o[k++] = '\\'; /* unknown escapes stay as written */
@@ -1064,8 +944,8 @@ typedef struct {
 } name_t;
 
 struct fe_chat_template {
-    arena_t arena; /* nodes, names, decoded strings */
-    char *src;     /* the newline-normalised source: data nodes point into it */
+    lt_arena_t arena; /* nodes, names, decoded strings */
+    char *src;        /* the newline-normalised source: data nodes point into it */
     node_t **body;
     int nbody;
     name_t *names; /* identifiers, by id */
@@ -1482,7 +1362,7 @@ static int p_expect_type(parser_t *p, int type, const char *what) {
 }
 
 static node_t *p_node(parser_t *p, int kind, int line) {
-    node_t *e = arena_alloc(&p->tpl->arena, sizeof *e);
+    node_t *e = lt_arena_alloc(&p->tpl->arena, sizeof *e);
     if (e) *e = (node_t){.kind = (uint8_t)kind, .line = line, .id = -1};
     return e;
 }
@@ -1490,7 +1370,7 @@ static node_t *p_node(parser_t *p, int kind, int line) {
 static int nv_push(parser_t *p, nvec_t *v, node_t *e) {
     if (v->n == v->cap) {
         int cap = v->cap ? v->cap * 2 : 4;
-        node_t **nv = arena_alloc(&p->tpl->arena, (size_t)cap * sizeof *nv);
+        node_t **nv = lt_arena_alloc(&p->tpl->arena, (size_t)cap * sizeof *nv);
         if (!nv) return p_nomem(p);
         if (v->n) memcpy(nv, v->v, (size_t)v->n * sizeof *nv);
         v->v = nv;
@@ -1506,13 +1386,13 @@ static int intern(fe_chat_template_t *t, const char *s, size_t n) {
         if (t->names[i].n == n && memcmp(t->names[i].s, s, n) == 0) return i;
     if (t->nnames == t->capnames) {
         int cap = t->capnames ? t->capnames * 2 : 32;
-        name_t *v = arena_alloc(&t->arena, (size_t)cap * sizeof *v);
+        name_t *v = lt_arena_alloc(&t->arena, (size_t)cap * sizeof *v);
         if (!v) return -1;
         if (t->nnames) memcpy(v, t->names, (size_t)t->nnames * sizeof *v);
         t->names = v;
         t->capnames = cap;
     }
-    char *c = arena_alloc(&t->arena, n + 1);
+    char *c = lt_arena_alloc(&t->arena, n + 1);
     if (!c) return -1;
     memcpy(c, s, n);
     c[n] = 0;
@@ -1551,7 +1431,7 @@ static int parse_call_args(parser_t *p, node_t *e) {
             if ((rc = parse_expression(p, true, &a))) return rc;
             if (nkw == capkw) {
                 capkw = capkw ? capkw * 2 : 4;
-                int *nk = arena_alloc(&p->tpl->arena, (size_t)capkw * sizeof *nk);
+                int *nk = lt_arena_alloc(&p->tpl->arena, (size_t)capkw * sizeof *nk);
                 if (!nk) return p_nomem(p);
                 if (nkw) memcpy(nk, kw, (size_t)nkw * sizeof *nk);
                 kw = nk;
@@ -1645,7 +1525,7 @@ static int parse_test(parser_t *p, node_t *node, node_t **out) {
                            "you cannot chain multiple tests with is");
         node_t *arg;
         if ((rc = parse_primary(p, false, &arg)) || (rc = parse_postfix(p, &arg))) return rc;
-        e->v = arena_alloc(&p->tpl->arena, sizeof *e->v);
+        e->v = lt_arena_alloc(&p->tpl->arena, sizeof *e->v);
         if (!e->v) return p_nomem(p);
         e->v[0] = arg;
         e->nv = 1;
@@ -1685,7 +1565,7 @@ static int parse_subscribed(parser_t *p, node_t **out) {
     }
     node_t *s = p_node(p, E_SLICE, line);
     if (!s) return p_nomem(p);
-    s->v = arena_alloc(&p->tpl->arena, 3 * sizeof *s->v);
+    s->v = lt_arena_alloc(&p->tpl->arena, 3 * sizeof *s->v);
     if (!s->v) return p_nomem(p);
     memcpy(s->v, args, sizeof args);
     s->nv = 3;
@@ -1852,7 +1732,7 @@ static int parse_primary(parser_t *p, bool with_ns, node_t **out) {
         if (k == p->i) { /* the common case: one literal */
             e->k = v_str(t->s, t->n);
         } else { /* adjacent literals concatenate */
-            char *s = arena_alloc(&p->tpl->arena, total + 1);
+            char *s = lt_arena_alloc(&p->tpl->arena, total + 1);
             if (!s) return p_nomem(p);
             memcpy(s, t->s, t->n);
             size_t off = t->n;
@@ -2054,7 +1934,7 @@ static int parse_compare(parser_t *p, node_t **out) {
         return 0;
     }
     node_t *c = p_node(p, E_CMP, line);
-    if (!c || !(c->ops = arena_alloc(&p->tpl->arena, (size_t)operands.n))) return p_nomem(p);
+    if (!c || !(c->ops = lt_arena_alloc(&p->tpl->arena, (size_t)operands.n))) return p_nomem(p);
     memcpy(c->ops, ops, (size_t)operands.n);
     c->a = first;
     c->v = operands.v;
@@ -2224,7 +2104,7 @@ static int parse_signature(parser_t *p, node_t *e) {
         n++;
     }
     p->i++;
-    e->kw = arena_alloc(&p->tpl->arena, (size_t)(n ? n : 1) * sizeof *e->kw);
+    e->kw = lt_arena_alloc(&p->tpl->arena, (size_t)(n ? n : 1) * sizeof *e->kw);
     if (!e->kw) return p_nomem(p);
     memcpy(e->kw, ids, (size_t)n * sizeof *ids);
     e->w = defs.v;
@@ -2302,7 +2182,7 @@ static int parse_if(parser_t *p, node_t **out) {
         e->v = body.v;
         e->nv = body.n;
         if (last) {
-            last->w = arena_alloc(&p->tpl->arena, sizeof *last->w);
+            last->w = lt_arena_alloc(&p->tpl->arena, sizeof *last->w);
             if (!last->w) return p_nomem(p);
             last->w[0] = e;
             last->nw = 1;
@@ -2426,7 +2306,7 @@ static int parse_simple_block(parser_t *p, int kind, const char *end, node_t **o
             if ((rc = parse_expression(p, true, &v)) || (rc = nv_push(p, &vals, v))) return rc;
             n++;
         }
-        e->kw = arena_alloc(&p->tpl->arena, (size_t)(n ? n : 1) * sizeof *e->kw);
+        e->kw = lt_arena_alloc(&p->tpl->arena, (size_t)(n ? n : 1) * sizeof *e->kw);
         if (!e->kw) return p_nomem(p);
         memcpy(e->kw, ids, (size_t)n * sizeof *ids);
         e->w = vals.v;
@@ -2591,10 +2471,10 @@ enum { SIG_BREAK = 1, SIG_CONTINUE = 2 };
 typedef struct render {
     const fe_chat_template_t *t;
     const cJSON *ctx;
-    arena_t arena;
-    sbuf_t out;  /* output; captured bodies are rendered at its end and cut off again */
-    val_t *root; /* top-level variables by name id; VK_MISSING: not looked up yet */
-    scope_t *sc; /* innermost scope; NULL: top level */
+    lt_arena_t arena;
+    lt_buf_t out; /* output; captured bodies are rendered at its end and cut off again */
+    val_t *root;  /* top-level variables by name id; VK_MISSING: not looked up yet */
+    scope_t *sc;  /* innermost scope; NULL: top level */
     uint64_t steps;
     int calls;
     bool raised; /* err holds a raise_exception() message as is */
@@ -2634,7 +2514,7 @@ static int r_step(render_t *r, int line, uint64_t k) {
 }
 
 static void *r_alloc(render_t *r, size_t n) {
-    return arena_alloc(&r->arena, n);
+    return lt_arena_alloc(&r->arena, n);
 }
 
 static list_t *list_new(render_t *r, size_t cap) {
@@ -2869,96 +2749,96 @@ static bool uc_unprintable(uint32_t c) {
            (c >= 0xDC80 && c <= 0xDCFF);
 }
 
-static int repr_str(sbuf_t *b, const char *s, size_t n) {
+static int repr_str(lt_buf_t *b, const char *s, size_t n) {
     bool has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
     char q = has_sq && !has_dq ? '"' : '\'';
-    int rc = sb_putc(b, q);
+    int rc = lt_buf_putc(b, q);
     for (size_t i = 0; i < n && !rc;) {
         size_t j = i;
         uint32_t c = u8_next(s, n, &j);
         if (c == (uint32_t)q || c == '\\') {
             char e[2] = {'\\', (char)c};
-            rc = sb_put(b, e, 2);
+            rc = lt_buf_put(b, e, 2);
         } else if (c == '\n')
-            rc = sb_put(b, "\\n", 2);
+            rc = lt_buf_put(b, "\\n", 2);
         else if (c == '\r')
-            rc = sb_put(b, "\\r", 2);
+            rc = lt_buf_put(b, "\\r", 2);
         else if (c == '\t')
-            rc = sb_put(b, "\\t", 2);
+            rc = lt_buf_put(b, "\\t", 2);
         else if (uc_unprintable(c)) {
             if (c >= 0xDC80 && c <= 0xDCFF)
-                rc = sb_printf(b, "\\udc%02x", c & 0xFF);
+                rc = lt_buf_printf(b, "\\udc%02x", c & 0xFF);
             else if (c < 0x100)
-                rc = sb_printf(b, "\\x%02x", c);
+                rc = lt_buf_printf(b, "\\x%02x", c);
             else
-                rc = sb_printf(b, "\\u%04x", c);
+                rc = lt_buf_printf(b, "\\u%04x", c);
         } else
-            rc = sb_put(b, s + i, j - i);
+            rc = lt_buf_put(b, s + i, j - i);
         i = j;
     }
-    return rc ? rc : sb_putc(b, q);
+    return rc ? rc : lt_buf_putc(b, q);
 }
 
-static int v_write(render_t *r, sbuf_t *b, const val_t *v, bool repr, int depth);
+static int v_write(render_t *r, lt_buf_t *b, const val_t *v, bool repr, int depth);
 
-static int write_dict_body(render_t *r, sbuf_t *b, const dict_t *d, int depth) {
-    int rc = sb_putc(b, '{');
+static int write_dict_body(render_t *r, lt_buf_t *b, const dict_t *d, int depth) {
+    int rc = lt_buf_putc(b, '{');
     for (uint32_t i = 0; i < d->n && !rc; i++) {
-        if (i) rc = sb_put(b, ", ", 2);
+        if (i) rc = lt_buf_put(b, ", ", 2);
         if (!rc) rc = v_write(r, b, &d->k[i], true, depth + 1);
-        if (!rc) rc = sb_put(b, ": ", 2);
+        if (!rc) rc = lt_buf_put(b, ": ", 2);
         if (!rc) rc = v_write(r, b, &d->v[i], true, depth + 1);
     }
-    return rc ? rc : sb_putc(b, '}');
+    return rc ? rc : lt_buf_putc(b, '}');
 }
 
 /* str(v) (repr false) or repr(v) into b. Returns an sbuf error code (LT_ERR_RANGE when the value
  * nests too deeply or the text grows past the output limit). */
-static int v_write(render_t *r, sbuf_t *b, const val_t *v, bool repr, int depth) {
+static int v_write(render_t *r, lt_buf_t *b, const val_t *v, bool repr, int depth) {
     char tmp[64];
     if (depth > CT_MAX_VAL_DEPTH) return LT_ERR_RANGE;
     switch (v->k) {
-    case VK_UNDEF: return repr ? sb_puts(b, "Undefined") : 0;
-    case VK_NONE: return sb_puts(b, "None");
-    case VK_BOOL: return sb_puts(b, v->u.b ? "True" : "False");
-    case VK_INT: return sb_printf(b, "%lld", (long long)v->u.i);
-    case VK_FLOAT: return sb_put(b, tmp, fmt_float(v->u.d, tmp));
+    case VK_UNDEF: return repr ? lt_buf_puts(b, "Undefined") : 0;
+    case VK_NONE: return lt_buf_puts(b, "None");
+    case VK_BOOL: return lt_buf_puts(b, v->u.b ? "True" : "False");
+    case VK_INT: return lt_buf_printf(b, "%lld", (long long)v->u.i);
+    case VK_FLOAT: return lt_buf_put(b, tmp, fmt_float(v->u.d, tmp));
     case VK_STR:
-        if (!repr) return sb_put(b, v->u.s, v->n);
+        if (!repr) return lt_buf_put(b, v->u.s, v->n);
         if (v->f) { /* Markup('...') */
-            int rc = sb_puts(b, "Markup(");
+            int rc = lt_buf_puts(b, "Markup(");
             if (!rc) rc = repr_str(b, v->u.s, v->n);
-            return rc ? rc : sb_putc(b, ')');
+            return rc ? rc : lt_buf_putc(b, ')');
         }
         return repr_str(b, v->u.s, v->n);
     case VK_LIST: {
         const list_t *l = v->u.l;
         bool tuple = v->f & LF_TUPLE;
-        if (v->f & LF_ITER) return sb_puts(b, "<generator object>");
-        int rc = sb_putc(b, tuple ? '(' : '[');
+        if (v->f & LF_ITER) return lt_buf_puts(b, "<generator object>");
+        int rc = lt_buf_putc(b, tuple ? '(' : '[');
         for (uint32_t i = 0; i < l->n && !rc; i++) {
-            if (i) rc = sb_put(b, ", ", 2);
+            if (i) rc = lt_buf_put(b, ", ", 2);
             if (!rc) rc = v_write(r, b, &l->v[i], true, depth + 1);
         }
-        if (!rc && tuple && l->n == 1) rc = sb_putc(b, ',');
-        return rc ? rc : sb_putc(b, tuple ? ')' : ']');
+        if (!rc && tuple && l->n == 1) rc = lt_buf_putc(b, ',');
+        return rc ? rc : lt_buf_putc(b, tuple ? ')' : ']');
     }
     case VK_DICT: return write_dict_body(r, b, v->u.m, depth);
     case VK_NS: {
-        int rc = sb_puts(b, "<Namespace ");
+        int rc = lt_buf_puts(b, "<Namespace ");
         if (!rc) rc = write_dict_body(r, b, v->u.m, depth);
-        return rc ? rc : sb_putc(b, '>');
+        return rc ? rc : lt_buf_putc(b, '>');
     }
     case VK_LOOP:
-        return sb_printf(b, "<LoopContext %lld/%lld>", (long long)v->u.lp->i + 1,
-                         (long long)v->u.lp->n);
+        return lt_buf_printf(b, "<LoopContext %lld/%lld>", (long long)v->u.lp->i + 1,
+                             (long long)v->u.lp->n);
     case VK_FN:
         if (v->u.fn->kind == FN_MACRO)
-            return sb_printf(b, "<Macro '%.*s'>", (int)v->u.fn->node->n, v->u.fn->node->s);
-        if (v->u.fn->kind == FN_CALLER) return sb_puts(b, "<Macro 'caller'>");
+            return lt_buf_printf(b, "<Macro '%.*s'>", (int)v->u.fn->node->n, v->u.fn->node->s);
+        if (v->u.fn->kind == FN_CALLER) return lt_buf_puts(b, "<Macro 'caller'>");
         if (v->u.fn->kind == FN_GLOBAL)
-            return sb_printf(b, "<function %s>", k_fixed_names[v->u.fn->id]);
-        return sb_puts(b, "<built-in method>");
+            return lt_buf_printf(b, "<function %s>", k_fixed_names[v->u.fn->id]);
+        return lt_buf_puts(b, "<built-in method>");
     default: return 0;
     }
 }
@@ -2973,15 +2853,15 @@ static int v_tostr(render_t *r, int line, const val_t *v, val_t *out) {
         *out = v_str("", 0);
         return 0;
     }
-    sbuf_t b = {0};
+    lt_buf_t b = {.limit = CT_MAX_OUTPUT};
     int rc = v_write(r, &b, v, false, 0);
     if (rc) {
-        free(b.p);
+        free(b.data);
         return r_outerr(r, line, rc);
     }
-    char *s = str_new(r, b.n, out);
-    if (s && b.n) memcpy(s, b.p, b.n);
-    free(b.p);
+    char *s = str_new(r, b.len, out);
+    if (s && b.len) memcpy(s, b.data, b.len);
+    free(b.data);
     return s ? 0 : r_nomem(r, line);
 }
 
@@ -2995,32 +2875,32 @@ typedef struct {
     bool sort_keys, ensure_ascii;
 } json_opts_t;
 
-static int json_str(sbuf_t *b, const char *s, size_t n, bool ascii) {
-    int rc = sb_putc(b, '"');
+static int json_str(lt_buf_t *b, const char *s, size_t n, bool ascii) {
+    int rc = lt_buf_putc(b, '"');
     for (size_t i = 0; i < n && !rc;) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"')
-            rc = sb_put(b, "\\\"", 2);
+            rc = lt_buf_put(b, "\\\"", 2);
         else if (c == '\\')
-            rc = sb_put(b, "\\\\", 2);
+            rc = lt_buf_put(b, "\\\\", 2);
         else if (c == '\n')
-            rc = sb_put(b, "\\n", 2);
+            rc = lt_buf_put(b, "\\n", 2);
         else if (c == '\r')
-            rc = sb_put(b, "\\r", 2);
+            rc = lt_buf_put(b, "\\r", 2);
         else if (c == '\t')
-            rc = sb_put(b, "\\t", 2);
+            rc = lt_buf_put(b, "\\t", 2);
         else if (c == '\b')
-            rc = sb_put(b, "\\b", 2);
+            rc = lt_buf_put(b, "\\b", 2);
         else if (c == '\f')
-            rc = sb_put(b, "\\f", 2);
+            rc = lt_buf_put(b, "\\f", 2);
         else if (c < 0x20)
-            rc = sb_printf(b, "\\u%04x", c);
+            rc = lt_buf_printf(b, "\\u%04x", c);
         else if (c < 0x80 || !ascii) {
             size_t j = i + 1;
             while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' &&
                    (!ascii || (unsigned char)s[j] < 0x80))
                 j++;
-            rc = sb_put(b, s + i, j - i);
+            rc = lt_buf_put(b, s + i, j - i);
             i = j;
             continue;
         } else {
@@ -3028,38 +2908,38 @@ static int json_str(sbuf_t *b, const char *s, size_t n, bool ascii) {
             uint32_t cp = u8_next(s, n, &j);
             if (cp >= 0x10000) {
                 cp -= 0x10000;
-                rc = sb_printf(b, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+                rc = lt_buf_printf(b, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
             } else {
-                rc = sb_printf(b, "\\u%04x", cp);
+                rc = lt_buf_printf(b, "\\u%04x", cp);
             }
             i = j;
             continue;
         }
         i++;
     }
-    return rc ? rc : sb_putc(b, '"');
+    return rc ? rc : lt_buf_putc(b, '"');
 }
 
-static int json_newline(sbuf_t *b, const json_opts_t *o, int level) {
-    int rc = sb_putc(b, '\n');
-    for (int i = 0; i < level && !rc; i++) rc = sb_put(b, o->indent, o->indent_n);
+static int json_newline(lt_buf_t *b, const json_opts_t *o, int level) {
+    int rc = lt_buf_putc(b, '\n');
+    for (int i = 0; i < level && !rc; i++) rc = lt_buf_put(b, o->indent, o->indent_n);
     return rc;
 }
 
 /* Writes v as JSON; *bad receives the first value that cannot be serialised. */
-static int json_write(render_t *r, sbuf_t *b, const val_t *v, const json_opts_t *o, int level,
+static int json_write(render_t *r, lt_buf_t *b, const val_t *v, const json_opts_t *o, int level,
                       const val_t **bad) {
     char tmp[64];
     int rc = 0;
     if (level > CT_MAX_VAL_DEPTH) return LT_ERR_RANGE;
     switch (v->k) {
-    case VK_NONE: return sb_puts(b, "null");
-    case VK_BOOL: return sb_puts(b, v->u.b ? "true" : "false");
-    case VK_INT: return sb_printf(b, "%lld", (long long)v->u.i);
+    case VK_NONE: return lt_buf_puts(b, "null");
+    case VK_BOOL: return lt_buf_puts(b, v->u.b ? "true" : "false");
+    case VK_INT: return lt_buf_printf(b, "%lld", (long long)v->u.i);
     case VK_FLOAT:
-        if (v->u.d != v->u.d) return sb_puts(b, "NaN");
-        if (isinf(v->u.d)) return sb_puts(b, v->u.d < 0 ? "-Infinity" : "Infinity");
-        return sb_put(b, tmp, fmt_float(v->u.d, tmp));
+        if (v->u.d != v->u.d) return lt_buf_puts(b, "NaN");
+        if (isinf(v->u.d)) return lt_buf_puts(b, v->u.d < 0 ? "-Infinity" : "Infinity");
+        return lt_buf_put(b, tmp, fmt_float(v->u.d, tmp));
     case VK_STR: return json_str(b, v->u.s, v->n, o->ensure_ascii);
     case VK_LIST: {
         const list_t *l = v->u.l;
@@ -3067,19 +2947,19 @@ static int json_write(render_t *r, sbuf_t *b, const val_t *v, const json_opts_t 
             *bad = v;
             return LT_ERR_INVAL;
         }
-        if (l->n == 0) return sb_put(b, "[]", 2);
-        rc = sb_putc(b, '[');
+        if (l->n == 0) return lt_buf_put(b, "[]", 2);
+        rc = lt_buf_putc(b, '[');
         for (uint32_t i = 0; i < l->n && !rc; i++) {
-            if (i) rc = sb_put(b, o->item_sep, o->item_sep_n);
+            if (i) rc = lt_buf_put(b, o->item_sep, o->item_sep_n);
             if (!rc && o->indent) rc = json_newline(b, o, level + 1);
             if (!rc) rc = json_write(r, b, &l->v[i], o, level + 1, bad);
         }
         if (!rc && o->indent) rc = json_newline(b, o, level);
-        return rc ? rc : sb_putc(b, ']');
+        return rc ? rc : lt_buf_putc(b, ']');
     }
     case VK_DICT: {
         const dict_t *d = v->u.m;
-        if (d->n == 0) return sb_put(b, "{}", 2);
+        if (d->n == 0) return lt_buf_put(b, "{}", 2);
         uint32_t *order = NULL;
         if (o->sort_keys && d->n > 1) { /* insertion sort: keys are few, and this is stable */
             order = r_alloc(r, d->n * sizeof *order);
@@ -3094,35 +2974,35 @@ static int json_write(render_t *r, sbuf_t *b, const val_t *v, const json_opts_t 
                 order[j] = i;
             }
         }
-        rc = sb_putc(b, '{');
+        rc = lt_buf_putc(b, '{');
         for (uint32_t i = 0; i < d->n && !rc; i++) {
             uint32_t k = order ? order[i] : i;
             const val_t *key = &d->k[k];
-            if (i) rc = sb_put(b, o->item_sep, o->item_sep_n);
+            if (i) rc = lt_buf_put(b, o->item_sep, o->item_sep_n);
             if (!rc && o->indent) rc = json_newline(b, o, level + 1);
             if (rc) break;
             if (key->k == VK_STR)
                 rc = json_str(b, key->u.s, key->n, o->ensure_ascii);
             else if (key->k == VK_NONE)
-                rc = sb_puts(b, "\"null\"");
+                rc = lt_buf_puts(b, "\"null\"");
             else if (key->k == VK_BOOL)
-                rc = sb_puts(b, key->u.b ? "\"true\"" : "\"false\"");
+                rc = lt_buf_puts(b, key->u.b ? "\"true\"" : "\"false\"");
             else if (key->k == VK_INT)
-                rc = sb_printf(b, "\"%lld\"", (long long)key->u.i);
+                rc = lt_buf_printf(b, "\"%lld\"", (long long)key->u.i);
             else if (key->k == VK_FLOAT) {
                 size_t m = fmt_float(key->u.d, tmp);
-                rc = sb_putc(b, '"');
-                if (!rc) rc = sb_put(b, tmp, m);
-                if (!rc) rc = sb_putc(b, '"');
+                rc = lt_buf_putc(b, '"');
+                if (!rc) rc = lt_buf_put(b, tmp, m);
+                if (!rc) rc = lt_buf_putc(b, '"');
             } else {
                 *bad = key;
                 return LT_ERR_INVAL;
             }
-            if (!rc) rc = sb_put(b, o->key_sep, o->key_sep_n);
+            if (!rc) rc = lt_buf_put(b, o->key_sep, o->key_sep_n);
             if (!rc) rc = json_write(r, b, &d->v[k], o, level + 1, bad);
         }
         if (!rc && o->indent) rc = json_newline(b, o, level);
-        return rc ? rc : sb_putc(b, '}');
+        return rc ? rc : lt_buf_putc(b, '}');
     }
     default: *bad = v; return LT_ERR_INVAL;
     }
@@ -3375,12 +3255,12 @@ static val_t str_char_at(const char *s, size_t n, size_t off) {
 
 /* The undefined value of a failed obj[key] lookup, naming the key for the error message. */
 static int undef_item(render_t *r, int line, int objkind, const val_t *key, val_t *out) {
-    sbuf_t b = {0};
+    lt_buf_t b = {.limit = CT_MAX_OUTPUT};
     int rc = v_write(r, &b, key, true, 0);
-    size_t n = rc ? 0 : (b.n > 200 ? 200 : b.n);
+    size_t n = rc ? 0 : (b.len > 200 ? 200 : b.len);
     char *s = r_alloc(r, n + 1);
-    if (s && n) memcpy(s, b.p, n);
-    free(b.p);
+    if (s && n) memcpy(s, b.data, n);
+    free(b.data);
     if (!s) return r_nomem(r, line);
     *out = v_undef_hint(UH_ITEM, objkind, s, n);
     return 0;
@@ -3745,13 +3625,13 @@ static int str_percent(render_t *r, int line, const val_t *fmt, const val_t *arg
     }
     const char *s = fmt->u.s;
     size_t n = fmt->n;
-    sbuf_t b = {0};
+    lt_buf_t b = {.limit = CT_MAX_OUTPUT};
     int rc = 0, brc = 0;
     for (size_t i = 0; i < n && !rc && !brc;) {
         if (s[i] != '%') {
             const char *p = memchr(s + i, '%', n - i);
             size_t j = p ? (size_t)(p - s) : n;
-            brc = sb_put(&b, s + i, j - i);
+            brc = lt_buf_put(&b, s + i, j - i);
             i = j;
             continue;
         }
@@ -3760,7 +3640,7 @@ static int str_percent(render_t *r, int line, const val_t *fmt, const val_t *arg
             break;
         }
         if (s[i] == '%') {
-            brc = sb_putc(&b, '%');
+            brc = lt_buf_putc(&b, '%');
             i++;
             continue;
         }
@@ -3794,8 +3674,8 @@ static int str_percent(render_t *r, int line, const val_t *fmt, const val_t *arg
                 rc =
                     r_err(r, line, LT_ERR_INVAL, "cannot convert float infinity or NaN to integer");
             else
-                brc = sb_printf(&b, "%lld",
-                                (long long)(v->k == VK_FLOAT ? (int64_t)v->u.d : v_asint(v)));
+                brc = lt_buf_printf(&b, "%lld",
+                                    (long long)(v->k == VK_FLOAT ? (int64_t)v->u.d : v_asint(v)));
         } else if (c == 'd' || c == 'i') {
             rc = type_err(r, line, "%%d format: a real number is required, not %s", v, NULL);
         } else {
@@ -3806,9 +3686,9 @@ static int str_percent(render_t *r, int line, const val_t *fmt, const val_t *arg
     if (!rc && !brc && !mapping && used < nargs)
         rc = r_err(r, line, LT_ERR_INVAL, "not all arguments converted during string formatting");
     if (!rc && brc) rc = r_outerr(r, line, brc);
-    char *dst = rc ? NULL : str_new(r, b.n, out);
-    if (dst && b.n) memcpy(dst, b.p, b.n);
-    free(b.p);
+    char *dst = rc ? NULL : str_new(r, b.len, out);
+    if (dst && b.len) memcpy(dst, b.data, b.len);
+    free(b.data);
     if (rc) return rc;
     return dst ? 0 : r_nomem(r, line);
 }
@@ -3927,9 +3807,9 @@ static int str_case(render_t *r, int line, const val_t *s, int mode, val_t *out)
         } else if (!up && c == 0x3A3 && prev_cased) { /* Σ ends a word as ς */
             size_t j = i;
             bool next_cased = i < s->n && uc_cased(u8_next(s->u.s, s->n, &j));
-            k += u8_encode(next_cased ? 0x3C3 : 0x3C2, o + k);
+            k += u8_put(next_cased ? 0x3C3 : 0x3C2, o + k);
         } else {
-            k += u8_encode(up ? uc_upper(c) : uc_lower(c), o + k);
+            k += u8_put(up ? uc_upper(c) : uc_lower(c), o + k);
         }
         prev_cased = uc_cased(c);
         prev = c;
@@ -4363,20 +4243,20 @@ static int apply_test(render_t *r, int line, int id, const val_t *v, const args_
 
 /* markupsafe's escape(): a Markup string. */
 static int html_escape(render_t *r, int line, const val_t *v, val_t *out) {
-    sbuf_t b = {0};
+    lt_buf_t b = {.limit = CT_MAX_OUTPUT};
     int rc = 0;
     for (uint32_t i = 0; i < v->n && !rc; i++) {
         char c = v->u.s[i];
-        rc = c == '&'    ? sb_puts(&b, "&amp;")
-             : c == '<'  ? sb_puts(&b, "&lt;")
-             : c == '>'  ? sb_puts(&b, "&gt;")
-             : c == '"'  ? sb_puts(&b, "&#34;")
-             : c == '\'' ? sb_puts(&b, "&#39;")
-                         : sb_putc(&b, c);
+        rc = c == '&'    ? lt_buf_puts(&b, "&amp;")
+             : c == '<'  ? lt_buf_puts(&b, "&lt;")
+             : c == '>'  ? lt_buf_puts(&b, "&gt;")
+             : c == '"'  ? lt_buf_puts(&b, "&#34;")
+             : c == '\'' ? lt_buf_puts(&b, "&#39;")
+                         : lt_buf_putc(&b, c);
     }
-    char *dst = rc ? NULL : str_new(r, b.n, out);
-    if (dst && b.n) memcpy(dst, b.p, b.n);
-    free(b.p);
+    char *dst = rc ? NULL : str_new(r, b.len, out);
+    if (dst && b.len) memcpy(dst, b.data, b.len);
+    free(b.data);
     if (rc) return r_outerr(r, line, rc);
     if (!dst) return r_nomem(r, line);
     out->f = 1;
@@ -4540,19 +4420,19 @@ static int filter_tojson(render_t *r, int line, const val_t *v, const val_t *slo
         o.key_sep = sep->u.l->v[1].u.s;
         o.key_sep_n = sep->u.l->v[1].n;
     }
-    sbuf_t b = {0};
+    lt_buf_t b = {.limit = CT_MAX_OUTPUT};
     const val_t *bad = NULL;
     int rc = json_write(r, &b, v, &o, 0, &bad);
     if (rc) {
-        free(b.p);
+        free(b.data);
         if (bad)
             return r_err(r, line, LT_ERR_INVAL, "Object of type %s is not JSON serializable",
                          v_typename(bad->k, bad->f));
         return rc == LT_ERR_NOMEM ? r_nomem(r, line) : r_outerr(r, line, rc);
     }
-    char *s = str_new(r, b.n, out);
-    if (s && b.n) memcpy(s, b.p, b.n);
-    free(b.p);
+    char *s = str_new(r, b.len, out);
+    if (s && b.len) memcpy(s, b.data, b.len);
+    free(b.data);
     return s ? 0 : r_nomem(r, line);
 }
 
@@ -4572,27 +4452,27 @@ static int filter_indent(render_t *r, int line, const val_t *s, const val_t *slo
     }
     bool first = arg_bool(&slots[1], false), blank = arg_bool(&slots[2], false);
     /* s += "\n"; lines = s.splitlines(); ... as jinja2 does */
-    sbuf_t b = {0};
-    int rc = sb_put(&b, s->u.s, s->n);
-    if (!rc) rc = sb_putc(&b, '\n');
-    val_t whole = v_str(b.p, b.n), lines;
+    lt_buf_t b = {.limit = CT_MAX_OUTPUT};
+    int rc = lt_buf_put(&b, s->u.s, s->n);
+    if (!rc) rc = lt_buf_putc(&b, '\n');
+    val_t whole = v_str(b.data, b.len), lines;
     if (!rc && (rc = str_splitlines(r, line, &whole, &lines))) {
-        free(b.p);
+        free(b.data);
         return rc;
     }
-    sbuf_t o = {0};
-    if (!rc && first) rc = sb_put(&o, ind.u.s, ind.n);
+    lt_buf_t o = {.limit = CT_MAX_OUTPUT};
+    if (!rc && first) rc = lt_buf_put(&o, ind.u.s, ind.n);
     const list_t *l = rc ? NULL : lines.u.l;
     for (uint32_t i = 0; l && i < l->n && !rc; i++) {
         const val_t *ln = &l->v[i];
-        if (i) rc = sb_putc(&o, '\n');
-        if (!rc && i && (blank || ln->n)) rc = sb_put(&o, ind.u.s, ind.n);
-        if (!rc) rc = sb_put(&o, ln->u.s, ln->n);
+        if (i) rc = lt_buf_putc(&o, '\n');
+        if (!rc && i && (blank || ln->n)) rc = lt_buf_put(&o, ind.u.s, ind.n);
+        if (!rc) rc = lt_buf_put(&o, ln->u.s, ln->n);
     }
-    char *dst = rc ? NULL : str_new(r, o.n, out);
-    if (dst && o.n) memcpy(dst, o.p, o.n);
-    free(b.p);
-    free(o.p);
+    char *dst = rc ? NULL : str_new(r, o.len, out);
+    if (dst && o.len) memcpy(dst, o.data, o.len);
+    free(b.data);
+    free(o.data);
     if (rc) return r_outerr(r, line, rc);
     return dst ? 0 : r_nomem(r, line);
 }
@@ -4604,18 +4484,18 @@ static int filter_join(render_t *r, int line, const val_t *v, const val_t *slots
     int rc;
     if (slots[0].k != VK_MISSING && (rc = v_tostr(r, line, &slots[0], &sep))) return rc;
     if ((rc = iter_items(r, line, v, &items, &n)) || (rc = r_step(r, line, n))) return rc;
-    sbuf_t b = {0};
+    lt_buf_t b = {.limit = CT_MAX_OUTPUT};
     for (size_t i = 0; i < n && !rc; i++) {
         x = items[i];
         if (slots[1].k != VK_MISSING && (rc = attr_path(r, line, &items[i], &slots[1], &x))) break;
         if ((rc = v_tostr(r, line, &x, &s))) break;
-        int brc = (i ? sb_put(&b, sep.u.s, sep.n) : 0);
-        if (!brc) brc = sb_put(&b, s.u.s, s.n);
+        int brc = (i ? lt_buf_put(&b, sep.u.s, sep.n) : 0);
+        if (!brc) brc = lt_buf_put(&b, s.u.s, s.n);
         if (brc) rc = r_outerr(r, line, brc);
     }
-    char *dst = rc ? NULL : str_new(r, b.n, out);
-    if (dst && b.n) memcpy(dst, b.p, b.n);
-    free(b.p);
+    char *dst = rc ? NULL : str_new(r, b.len, out);
+    if (dst && b.len) memcpy(dst, b.data, b.len);
+    free(b.data);
     if (rc) return rc;
     return dst ? 0 : r_nomem(r, line);
 }
@@ -5126,20 +5006,20 @@ static int call_method(render_t *r, int line, const val_t *self, int m, const ar
         const val_t *items;
         size_t n;
         if ((rc = iter_items(r, line, &sl[0], &items, &n))) return rc;
-        sbuf_t b = {0};
+        lt_buf_t b = {.limit = CT_MAX_OUTPUT};
         for (size_t i = 0; i < n && !rc; i++) {
             if (items[i].k != VK_STR) {
-                free(b.p);
+                free(b.data);
                 return r_err(r, line, LT_ERR_INVAL,
                              "sequence item %zu: expected str instance, %s found", i,
                              v_typename(items[i].k, items[i].f));
             }
-            if (i) rc = sb_put(&b, self->u.s, self->n);
-            if (!rc) rc = sb_put(&b, items[i].u.s, items[i].n);
+            if (i) rc = lt_buf_put(&b, self->u.s, self->n);
+            if (!rc) rc = lt_buf_put(&b, items[i].u.s, items[i].n);
         }
-        char *dst = rc ? NULL : str_new(r, b.n, out);
-        if (dst && b.n) memcpy(dst, b.p, b.n);
-        free(b.p);
+        char *dst = rc ? NULL : str_new(r, b.len, out);
+        if (dst && b.len) memcpy(dst, b.data, b.len);
+        free(b.data);
         if (rc) return r_outerr(r, line, rc);
         return dst ? 0 : r_nomem(r, line);
     }
@@ -5370,18 +5250,18 @@ static int call_macro(render_t *r, int line, const fn_t *f, const args_t *a, con
         for (int i = 0; !rc && i < n; i++) l->v[l->n++] = a->pos[m->nw + i];
         if (!rc) rc = scope_set(r, line, NM_VARARGS, v_list(l, LF_TUPLE));
     }
-    size_t mark = r->out.n;
+    size_t mark = r->out.len;
     if (!rc) rc = exec_body(r, m->v, m->nv);
     r->calls--;
     r->sc = saved;
     if (rc < 0) {
-        r->out.n = mark;
+        r->out.len = mark;
         return rc;
     }
-    size_t len = r->out.n - mark;
+    size_t len = r->out.len - mark;
     char *dst = str_new(r, len, out);
-    if (dst && len) memcpy(dst, r->out.p + mark, len);
-    r->out.n = mark;
+    if (dst && len) memcpy(dst, r->out.data + mark, len);
+    r->out.len = mark;
     return dst ? 0 : r_nomem(r, line);
 }
 
@@ -5494,21 +5374,21 @@ static int eval(render_t *r, const node_t *e, val_t *out) {
         }
         return 0;
     case E_CONCAT: {
-        sbuf_t buf = {0};
+        lt_buf_t buf = {.limit = CT_MAX_OUTPUT};
         for (int i = 0; i < e->nv; i++) {
             if ((rc = eval(r, e->v[i], &a))) {
-                free(buf.p);
+                free(buf.data);
                 return rc;
             }
-            int brc = a.k == VK_STR ? sb_put(&buf, a.u.s, a.n) : v_write(r, &buf, &a, false, 0);
+            int brc = a.k == VK_STR ? lt_buf_put(&buf, a.u.s, a.n) : v_write(r, &buf, &a, false, 0);
             if (brc) {
-                free(buf.p);
+                free(buf.data);
                 return r_outerr(r, e->line, brc);
             }
         }
-        char *dst = str_new(r, buf.n, out);
-        if (dst && buf.n) memcpy(dst, buf.p, buf.n);
-        free(buf.p);
+        char *dst = str_new(r, buf.len, out);
+        if (dst && buf.len) memcpy(dst, buf.data, buf.len);
+        free(buf.data);
         return dst ? 0 : r_nomem(r, e->line);
     }
     case E_CMP: {
@@ -5571,7 +5451,7 @@ static int eval(render_t *r, const node_t *e, val_t *out) {
 /* ---- render: statements ---- */
 
 static int emit(render_t *r, int line, const char *s, size_t n) {
-    int rc = sb_put(&r->out, s, n);
+    int rc = lt_buf_put(&r->out, s, n);
     return rc ? r_outerr(r, line, rc) : 0;
 }
 
@@ -5651,20 +5531,20 @@ static int exec_for(render_t *r, const node_t *e) {
 /* Renders body into a string value (set blocks, filter blocks), in a scope of its own: what the
  * body assigns stays inside, as in jinja2. */
 static int capture(render_t *r, const node_t *e, val_t *out) {
-    size_t mark = r->out.n;
+    size_t mark = r->out.len;
     scope_t *saved = r->sc, *s = scope_push(r, saved);
     if (!s) return r_nomem(r, e->line);
     r->sc = s;
     int rc = exec_body(r, e->v, e->nv);
     r->sc = saved;
     if (rc) {
-        r->out.n = mark;
+        r->out.len = mark;
         return rc;
     }
-    size_t len = r->out.n - mark;
+    size_t len = r->out.len - mark;
     char *dst = str_new(r, len, out);
-    if (dst && len) memcpy(dst, r->out.p + mark, len);
-    r->out.n = mark;
+    if (dst && len) memcpy(dst, r->out.data + mark, len);
+    r->out.len = mark;
     if (!dst) return r_nomem(r, e->line);
     if (e->c) return eval_filter(r, e->c, out, out);
     return 0;
@@ -5754,6 +5634,7 @@ int fe_chat_template_compile(const char *src, size_t len, fe_chat_template_t **o
                        CT_MAX_SOURCE);
     fe_chat_template_t *t = calloc(1, sizeof *t);
     if (!t) return lt_errf(err, LT_ERR_NOMEM, "chat template: out of memory");
+    t->arena.chunk_bytes = CT_ARENA_CHUNK;
     /* newlines normalised to \n, and one trailing newline dropped (keep_trailing_newline=False) */
     t->src = malloc(len + 1);
     if (!t->src) {
@@ -5799,7 +5680,7 @@ int fe_chat_template_compile(const char *src, size_t len, fe_chat_template_t **o
 
 void fe_chat_template_destroy(fe_chat_template_t **t) {
     if (!t || !*t) return;
-    arena_free(&(*t)->arena);
+    lt_arena_free(&(*t)->arena);
     free((*t)->src);
     free(*t);
     *t = NULL;
@@ -5811,23 +5692,27 @@ int fe_chat_template_render(const fe_chat_template_t *t, const cJSON *ctx, char 
     if (ctx && !cJSON_IsObject(ctx))
         return lt_errf(err, LT_ERR_INVAL, "chat template: the context must be a JSON object");
     char ebuf[LT_ERR_LEN] = "";
-    render_t r = {.t = t, .ctx = ctx, .err = ebuf};
-    r.arena.limit = CT_MAX_ARENA;
+    render_t r = {.t = t,
+                  .ctx = ctx,
+                  .arena = {.chunk_bytes = CT_ARENA_CHUNK, .limit = CT_MAX_ARENA},
+                  .out = {.limit = CT_MAX_OUTPUT},
+                  .err = ebuf};
     r.root = r_alloc(&r, (size_t)t->nnames * sizeof *r.root);
     int rc = 0;
     if (!r.root) rc = lt_errf(ebuf, LT_ERR_NOMEM, "chat template: out of memory");
     if (!rc) {
         memset(r.root, 0, (size_t)t->nnames * sizeof *r.root); /* VK_MISSING */
-        rc = sb_reserve(&r.out, 4096) ? lt_errf(ebuf, LT_ERR_NOMEM, "chat template: out of memory")
-                                      : exec_body(&r, t->body, t->nbody);
+        rc = lt_buf_reserve(&r.out, 4096)
+                 ? lt_errf(ebuf, LT_ERR_NOMEM, "chat template: out of memory")
+                 : exec_body(&r, t->body, t->nbody);
     }
-    arena_free(&r.arena);
+    lt_arena_free(&r.arena);
     if (rc) {
-        free(r.out.p);
+        lt_buf_free(&r.out);
         if (err) snprintf(err, LT_ERR_LEN, "%s", ebuf);
         return rc;
     }
-    r.out.p[r.out.n] = 0;
-    *out = r.out.p;
+    r.out.data[r.out.len] = 0; /* macro calls and captures may have cut the text after its NUL */
+    *out = lt_buf_take(&r.out);
     return 0;
 }

@@ -980,44 +980,8 @@ static const char *const k_fixed_names[NM__FIXED] = {
 
 /* ---- builtin tables: filters, tests, methods ---- */
 
-enum {
-    F_ABS,
-    F_ATTR,
-    F_CAPITALIZE,
-    F_DEFAULT,
-    F_DICTSORT,
-    F_ESCAPE,
-    F_FIRST,
-    F_FLOAT,
-    F_FORMAT,
-    F_INDENT,
-    F_INT,
-    F_ITEMS,
-    F_JOIN,
-    F_LAST,
-    F_LENGTH,
-    F_LIST,
-    F_LOWER,
-    F_MAP,
-    F_MAX,
-    F_MIN,
-    F_REJECT,
-    F_REJECTATTR,
-    F_REPLACE,
-    F_REVERSE,
-    F_ROUND,
-    F_SAFE,
-    F_SELECT,
-    F_SELECTATTR,
-    F_SORT,
-    F_STRING,
-    F_SUM,
-    F_TITLE,
-    F_TOJSON,
-    F_TRIM,
-    F_UNIQUE,
-    F_UPPER,
-};
+/* The index of the filter called name in k_filters (in the filters section), or -1. */
+static int find_filter(const char *s, size_t len);
 
 typedef struct {
     const char *name;
@@ -1025,48 +989,6 @@ typedef struct {
     bool variadic;         /* takes its arguments as they come (map, select...) */
     const char *params[4]; /* after the operand, in order */
 } builtin_t;
-
-static const builtin_t k_filters[] = {
-    {"abs", F_ABS, false, {0}},
-    {"attr", F_ATTR, false, {"name"}},
-    {"capitalize", F_CAPITALIZE, false, {0}},
-    {"count", F_LENGTH, false, {0}},
-    {"d", F_DEFAULT, false, {"default_value", "boolean"}},
-    {"default", F_DEFAULT, false, {"default_value", "boolean"}},
-    {"dictsort", F_DICTSORT, false, {"case_sensitive", "by", "reverse"}},
-    {"e", F_ESCAPE, false, {0}},
-    {"escape", F_ESCAPE, false, {0}},
-    {"first", F_FIRST, false, {0}},
-    {"float", F_FLOAT, false, {"default"}},
-    {"format", F_FORMAT, true, {0}},
-    {"indent", F_INDENT, false, {"width", "first", "blank"}},
-    {"int", F_INT, false, {"default", "base"}},
-    {"items", F_ITEMS, false, {0}},
-    {"join", F_JOIN, false, {"d", "attribute"}},
-    {"last", F_LAST, false, {0}},
-    {"length", F_LENGTH, false, {0}},
-    {"list", F_LIST, false, {0}},
-    {"lower", F_LOWER, false, {0}},
-    {"map", F_MAP, true, {0}},
-    {"max", F_MAX, false, {"case_sensitive", "attribute"}},
-    {"min", F_MIN, false, {"case_sensitive", "attribute"}},
-    {"reject", F_REJECT, true, {0}},
-    {"rejectattr", F_REJECTATTR, true, {0}},
-    {"replace", F_REPLACE, false, {"old", "new", "count"}},
-    {"reverse", F_REVERSE, false, {0}},
-    {"round", F_ROUND, false, {"precision", "method"}},
-    {"safe", F_SAFE, false, {0}},
-    {"select", F_SELECT, true, {0}},
-    {"selectattr", F_SELECTATTR, true, {0}},
-    {"sort", F_SORT, false, {"reverse", "case_sensitive", "attribute"}},
-    {"string", F_STRING, false, {0}},
-    {"sum", F_SUM, false, {"attribute", "start"}},
-    {"title", F_TITLE, false, {0}},
-    {"tojson", F_TOJSON, false, {"ensure_ascii", "indent", "separators", "sort_keys"}},
-    {"trim", F_TRIM, false, {"chars"}},
-    {"unique", F_UNIQUE, false, {"case_sensitive", "attribute"}},
-    {"upper", F_UPPER, false, {0}},
-};
 
 /* jinja2 filters we do not implement: a template using one fails to compile, by name. */
 static const char *const k_filters_unsupported[] = {
@@ -1467,7 +1389,7 @@ static int parse_filter(parser_t *p, node_t *node, bool start_inline, node_t **o
         p->i++;
         if (is_op(cur(p), OP_DOT))
             return ct_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported dotted filter name");
-        int f = find_builtin(k_filters, COUNT_OF(k_filters), t->s, t->n);
+        int f = find_filter(t->s, t->n);
         if (f < 0) {
             if (in_list(k_filters_unsupported, COUNT_OF(k_filters_unsupported), t->s, t->n))
                 return ct_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported filter '%.*s'",
@@ -1479,8 +1401,8 @@ static int parse_filter(parser_t *p, node_t *node, bool start_inline, node_t **o
         if (!e) return p_nomem(p);
         e->a = node;
         e->id = f;
-        e->s = k_filters[f].name;
-        e->n = strlen(e->s);
+        e->s = t->s;
+        e->n = t->n;
         if (is_op(cur(p), OP_LPAREN) && (rc = parse_call_args(p, e))) return rc;
         node = e;
     }
@@ -4263,12 +4185,17 @@ static int html_escape(render_t *r, int line, const val_t *v, val_t *out) {
     return 0;
 }
 
-static int apply_filter(render_t *r, int line, int fidx, const val_t *v, const args_t *a,
+/* A filter gets its operand v and the call's arguments as they came (a); unless its row is
+ * variadic, they are also bound to the row's parameters in sl (unbound slots VK_MISSING). */
+typedef int (*filter_fn)(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out);
+
+static int apply_filter(render_t *r, int line, int idx, const val_t *v, const args_t *a,
                         val_t *out);
 
 /* select / reject / selectattr / rejectattr. */
-static int filter_select(render_t *r, int line, const val_t *v, const args_t *a, bool attr,
-                         bool keep, val_t *out) {
+static int select_items(render_t *r, int line, const val_t *v, const args_t *a, bool attr,
+                        bool keep, val_t *out) {
     if (a->nkw)
         return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported keyword argument to select filters");
     int off = attr ? 1 : 0, test = -1, rc;
@@ -4305,7 +4232,28 @@ static int filter_select(render_t *r, int line, const val_t *v, const args_t *a,
     return 0;
 }
 
-static int filter_map(render_t *r, int line, const val_t *v, const args_t *a, val_t *out) {
+static int filter_select(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
+    return select_items(r, line, v, a, false, true, out);
+}
+
+static int filter_reject(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
+    return select_items(r, line, v, a, false, false, out);
+}
+
+static int filter_selectattr(render_t *r, int line, const val_t *v, const args_t *a,
+                             const val_t *sl, val_t *out) {
+    return select_items(r, line, v, a, true, true, out);
+}
+
+static int filter_rejectattr(render_t *r, int line, const val_t *v, const args_t *a,
+                             const val_t *sl, val_t *out) {
+    return select_items(r, line, v, a, true, false, out);
+}
+
+static int filter_map(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                      val_t *out) {
     int rc;
     const val_t *attr = NULL, *dflt = NULL;
     int filt = -1;
@@ -4322,8 +4270,7 @@ static int filter_map(render_t *r, int line, const val_t *v, const args_t *a, va
         }
         if (!attr) return r_err(r, line, LT_ERR_INVAL, "map requires a filter argument");
     } else {
-        if (a->pos[0].k != VK_STR ||
-            (filt = find_builtin(k_filters, COUNT_OF(k_filters), a->pos[0].u.s, a->pos[0].n)) < 0)
+        if (a->pos[0].k != VK_STR || (filt = find_filter(a->pos[0].u.s, a->pos[0].n)) < 0)
             return r_err(r, line, LT_ERR_INVAL, "map: no filter named '%.*s'",
                          a->pos[0].k == VK_STR ? (int)a->pos[0].n : 1,
                          a->pos[0].k == VK_STR ? a->pos[0].u.s : "?");
@@ -4390,11 +4337,12 @@ static bool parse_float_str(const val_t *s, double *out) {
     return end == buf + k && k > 0;
 }
 
-static int filter_tojson(render_t *r, int line, const val_t *v, const val_t *slots, val_t *out) {
+static int filter_tojson(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
     json_opts_t o = {.item_sep = ", ", .item_sep_n = 2, .key_sep = ": ", .key_sep_n = 2};
-    o.ensure_ascii = arg_bool(&slots[0], false);
-    o.sort_keys = arg_bool(&slots[3], false);
-    const val_t *ind = &slots[1];
+    o.ensure_ascii = arg_bool(&sl[0], false);
+    o.sort_keys = arg_bool(&sl[3], false);
+    const val_t *ind = &sl[1];
     if (ind->k != VK_MISSING && ind->k != VK_NONE) {
         if (ind->k == VK_STR) {
             o.indent = ind->u.s;
@@ -4410,7 +4358,7 @@ static int filter_tojson(render_t *r, int line, const val_t *v, const val_t *slo
         o.item_sep = ",";
         o.item_sep_n = 1;
     }
-    const val_t *sep = &slots[2];
+    const val_t *sep = &sl[2];
     if (sep->k != VK_MISSING && sep->k != VK_NONE) {
         if (sep->k != VK_LIST || sep->u.l->n != 2 || sep->u.l->v[0].k != VK_STR ||
             sep->u.l->v[1].k != VK_STR)
@@ -4436,24 +4384,29 @@ static int filter_tojson(render_t *r, int line, const val_t *v, const val_t *slo
     return s ? 0 : r_nomem(r, line);
 }
 
-static int filter_indent(render_t *r, int line, const val_t *s, const val_t *slots, val_t *out) {
+/* `s += "\n"` in jinja2: only strings. */
+static int filter_indent(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
+    if (v->k == VK_UNDEF) return undef_err(r, line, v);
+    if (v->k != VK_STR)
+        return type_err(r, line, "unsupported operand type(s) for +=: '%s' and 'str'", v, NULL);
     char spaces[64];
     val_t ind;
-    if (slots[0].k == VK_STR) {
-        ind = slots[0];
+    if (sl[0].k == VK_STR) {
+        ind = sl[0];
     } else {
-        int64_t w;
-        int rc = arg_int(r, line, &slots[0], 4, "indent", &w);
+        int64_t w = 0;
+        int rc = arg_int(r, line, &sl[0], 4, "indent", &w);
         if (rc) return rc;
         if (w < 0) w = 0;
         if (w > (int64_t)sizeof spaces) w = sizeof spaces;
         memset(spaces, ' ', sizeof spaces);
         ind = v_str(spaces, (size_t)w);
     }
-    bool first = arg_bool(&slots[1], false), blank = arg_bool(&slots[2], false);
+    bool first = arg_bool(&sl[1], false), blank = arg_bool(&sl[2], false);
     /* s += "\n"; lines = s.splitlines(); ... as jinja2 does */
     lt_buf_t b = {.limit = CT_MAX_OUTPUT};
-    int rc = lt_buf_put(&b, s->u.s, s->n);
+    int rc = lt_buf_put(&b, v->u.s, v->n);
     if (!rc) rc = lt_buf_putc(&b, '\n');
     val_t whole = v_str(b.data, b.len), lines;
     if (!rc && (rc = str_splitlines(r, line, &whole, &lines))) {
@@ -4477,17 +4430,18 @@ static int filter_indent(render_t *r, int line, const val_t *s, const val_t *slo
     return dst ? 0 : r_nomem(r, line);
 }
 
-static int filter_join(render_t *r, int line, const val_t *v, const val_t *slots, val_t *out) {
+static int filter_join(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                       val_t *out) {
     const val_t *items;
     size_t n;
-    val_t sep = v_str("", 0), x, s;
+    val_t sep = v_str("", 0), x, s = {0};
     int rc;
-    if (slots[0].k != VK_MISSING && (rc = v_tostr(r, line, &slots[0], &sep))) return rc;
+    if (sl[0].k != VK_MISSING && (rc = v_tostr(r, line, &sl[0], &sep))) return rc;
     if ((rc = iter_items(r, line, v, &items, &n)) || (rc = r_step(r, line, n))) return rc;
     lt_buf_t b = {.limit = CT_MAX_OUTPUT};
     for (size_t i = 0; i < n && !rc; i++) {
         x = items[i];
-        if (slots[1].k != VK_MISSING && (rc = attr_path(r, line, &items[i], &slots[1], &x))) break;
+        if (sl[1].k != VK_MISSING && (rc = attr_path(r, line, &items[i], &sl[1], &x))) break;
         if ((rc = v_tostr(r, line, &x, &s))) break;
         int brc = (i ? lt_buf_put(&b, sep.u.s, sep.n) : 0);
         if (!brc) brc = lt_buf_put(&b, s.u.s, s.n);
@@ -4500,16 +4454,18 @@ static int filter_join(render_t *r, int line, const val_t *v, const val_t *slots
     return dst ? 0 : r_nomem(r, line);
 }
 
-/* sort, unique, min, max: keys through attribute and case folding. */
-static int sort_keys_of(render_t *r, int line, const val_t *items, size_t n, const val_t *attr,
-                        bool case_sensitive, val_t **keys) {
-    val_t *k = r_alloc(r, (n ? n : 1) * sizeof *k);
+/* The items of v (a step each) and their keys for sort, unique, min and max: through attribute
+ * when given, lower-cased unless case_sensitive. */
+static int items_and_keys(render_t *r, int line, const val_t *v, const val_t *attr,
+                          bool case_sensitive, const val_t **items, size_t *n, val_t **keys) {
+    int rc;
+    if ((rc = iter_items(r, line, v, items, n)) || (rc = r_step(r, line, *n))) return rc;
+    val_t *k = r_alloc(r, (*n ? *n : 1) * sizeof *k);
     if (!k) return r_nomem(r, line);
-    for (size_t i = 0; i < n; i++) {
-        val_t x = items[i];
-        int rc;
+    for (size_t i = 0; i < *n; i++) {
+        val_t x = (*items)[i];
         if (attr->k != VK_MISSING && attr->k != VK_NONE &&
-            (rc = attr_path(r, line, &items[i], attr, &x)))
+            (rc = attr_path(r, line, &(*items)[i], attr, &x)))
             return rc;
         if ((rc = fold_case(r, line, &x, case_sensitive, &k[i]))) return rc;
     }
@@ -4517,359 +4473,506 @@ static int sort_keys_of(render_t *r, int line, const val_t *items, size_t n, con
     return 0;
 }
 
-static int apply_filter(render_t *r, int line, int fidx, const val_t *v, const args_t *a,
-                        val_t *out) {
-    const builtin_t *f = &k_filters[fidx];
-    val_t sl[4];
-    int rc, np = 0;
-    if (!f->variadic) {
-        char what[48];
-        while (np < 4 && f->params[np]) np++;
-        snprintf(what, sizeof what, "filter '%s'", f->name);
-        if ((rc = bind(r, line, what, f->params, np, a, sl))) return rc;
-    }
-    val_t s;
+static int filter_sort(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                       val_t *out) {
     const val_t *items;
     size_t n;
-    switch (f->id) {
-    case F_SAFE: /* Markup(str(value)) */
-        if ((rc = v_tostr(r, line, v, out))) return rc;
-        out->f = 1;
-        return 0;
-    case F_STRING: return v_tostr(r, line, v, out);
-    case F_UPPER:
-    case F_LOWER:
-    case F_CAPITALIZE:
-    case F_TITLE:
-        if ((rc = v_tostr(r, line, v, &s))) return rc;
-        return str_case(r, line, &s,
-                        f->id == F_UPPER        ? CASE_UPPER
-                        : f->id == F_LOWER      ? CASE_LOWER
-                        : f->id == F_CAPITALIZE ? CASE_CAPITALIZE
-                                                : CASE_JTITLE,
-                        out);
-    case F_TRIM:
-        if ((rc = v_tostr(r, line, v, &s))) return rc;
-        if (sl[0].k != VK_MISSING && sl[0].k != VK_NONE && (rc = need_str(r, line, &sl[0], "trim")))
-            return rc;
-        *out = str_strip(&s, sl[0].k == VK_STR ? &sl[0] : NULL, true, true);
-        return 0;
-    case F_DEFAULT:
-        if (v->k == VK_UNDEF || (arg_bool(&sl[1], false) && !v_truthy(v)))
-            *out = sl[0].k == VK_MISSING ? v_str("", 0) : sl[0];
-        else
-            *out = *v;
-        return 0;
-    case F_LENGTH:
-        switch (v->k) {
-        case VK_UNDEF: *out = v_int(0); return 0;
-        case VK_STR: *out = v_int((int64_t)u8_count(v->u.s, v->n)); return 0;
-        case VK_LIST:
-            if (v_isiter(v)) break;
-            *out = v_int(v->u.l->n);
-            return 0;
-        case VK_DICT: *out = v_int(v->u.m->n); return 0;
-        case VK_LOOP: *out = v_int(v->u.lp->n); return 0;
-        default: break;
-        }
-        return type_err(r, line, "object of type '%s' has no len()", v, NULL);
-    case F_FIRST:
-    case F_LAST:
-        if (f->id == F_LAST && v_isiter(v))
-            return type_err(r, line, "'%s' object is not reversible", v, NULL);
-        if ((rc = iter_items(r, line, v, &items, &n))) return rc;
-        if (n == 0)
-            *out = v_undef_hint(UH_MSG, 0, "No first item, sequence was empty.", 34);
-        else
-            *out = items[f->id == F_FIRST ? 0 : n - 1];
-        return 0;
-    case F_LIST:
-        if ((rc = iter_items(r, line, v, &items, &n))) return rc;
-        {
-            list_t *l = list_new(r, n);
-            if (!l) return r_nomem(r, line);
-            if (n) memcpy(l->v, items, n * sizeof *items);
-            l->n = (uint32_t)n;
-            *out = v_list(l, 0);
-        }
-        return 0;
-    case F_ITEMS:
-        if (v->k == VK_UNDEF) {
-            list_t *l = list_new(r, 0);
-            if (!l) return r_nomem(r, line);
-            *out = v_list(l, LF_ITER);
-            return 0;
-        }
-        if (v->k != VK_DICT)
-            return deferred_iter(r, line, "Can only get item pairs from a mapping.", v, out);
-        {
-            const dict_t *d = v->u.m;
-            list_t *l = list_new(r, d->n);
-            if (!l) return r_nomem(r, line);
-            for (uint32_t i = 0; i < d->n; i++) {
-                list_t *p = list_new(r, 2);
-                if (!p) return r_nomem(r, line);
-                p->v[0] = d->k[i];
-                p->v[1] = d->v[i];
-                p->n = 2;
-                l->v[l->n++] = v_list(p, LF_TUPLE);
-            }
-            *out = v_list(l, LF_ITER);
-        }
-        return 0;
-    case F_JOIN: return filter_join(r, line, v, sl, out);
-    case F_REPLACE: {
-        val_t old, rep;
-        int64_t count;
-        if (sl[0].k == VK_MISSING || sl[1].k == VK_MISSING)
-            return r_err(r, line, LT_ERR_INVAL, "replace needs old and new strings");
-        if ((rc = v_tostr(r, line, v, &s)) || (rc = v_tostr(r, line, &sl[0], &old)) ||
-            (rc = v_tostr(r, line, &sl[1], &rep)) ||
-            (rc = arg_int(r, line, &sl[2], -1, "replace", &count)))
-            return rc;
-        return str_replace(r, line, &s, &old, &rep, count, out);
+    val_t *keys;
+    int rc = items_and_keys(r, line, v, &sl[2], arg_bool(&sl[1], false), &items, &n, &keys);
+    if (rc) return rc;
+    list_t *l = list_new(r, n);
+    uint32_t *order = l ? r_alloc(r, (n ? n : 1) * sizeof *order) : NULL;
+    if (!order) return r_nomem(r, line);
+    for (size_t i = 0; i < n; i++) order[i] = (uint32_t)i;
+    if ((rc = sort_order(r, line, keys, order, n, arg_bool(&sl[0], false)))) return rc;
+    for (size_t i = 0; i < n; i++) l->v[i] = items[order[i]];
+    l->n = (uint32_t)n;
+    *out = v_list(l, 0);
+    return 0;
+}
+
+static int filter_unique(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
+    if (!is_iterable(v)) return deferred_iter(r, line, "'%s' object is not iterable", v, out);
+    const val_t *items;
+    size_t n;
+    val_t *keys;
+    int rc = items_and_keys(r, line, v, &sl[1], arg_bool(&sl[0], false), &items, &n, &keys);
+    if (rc) return rc;
+    list_t *l = list_new(r, n);
+    if (!l) return r_nomem(r, line);
+    for (size_t i = 0; i < n; i++) {
+        size_t j;
+        for (j = 0; j < i; j++)
+            if (v_eq(&keys[j], &keys[i], 0)) break;
+        if (j == i) l->v[l->n++] = items[i];
     }
-    case F_TOJSON: return filter_tojson(r, line, v, sl, out);
-    case F_INDENT: /* `s += "\n"` in jinja2: only strings */
-        if (v->k == VK_UNDEF) return undef_err(r, line, v);
-        if (v->k != VK_STR)
-            return type_err(r, line, "unsupported operand type(s) for +=: '%s' and 'str'", v, NULL);
-        return filter_indent(r, line, v, sl, out);
-    case F_ESCAPE:
-        if (v->k == VK_STR && v->f) {
-            *out = *v;
-            return 0;
-        }
-        if ((rc = v_tostr(r, line, v, &s))) return rc;
-        return html_escape(r, line, &s, out);
-    case F_INT: {
-        int64_t dflt, i;
-        double d;
-        if (v->k == VK_UNDEF) return undef_err(r, line, v);
-        if ((rc = arg_int(r, line, &sl[0], 0, "int", &dflt))) return rc;
-        if (sl[1].k != VK_MISSING && !(v_isint(&sl[1]) && v_asint(&sl[1]) == 10))
-            return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported int filter base");
-        if (v_isint(v))
-            *out = v_int(v_asint(v));
-        else if (v->k == VK_FLOAT && isfinite(v->u.d) && fabs(v->u.d) < 9.2e18)
-            *out = v_int((int64_t)v->u.d);
-        else if (v->k == VK_STR && parse_int_str(v, &i))
-            *out = v_int(i);
-        else if (v->k == VK_STR && parse_float_str(v, &d) && isfinite(d) && fabs(d) < 9.2e18)
-            *out = v_int((int64_t)d);
-        else
-            *out = sl[0].k == VK_MISSING ? v_int(dflt) : sl[0];
+    *out = v_list(l, LF_ITER);
+    return 0;
+}
+
+/* min (want -1) or max (want 1): the first item whose key no other key beats. */
+static int extreme(render_t *r, int line, const val_t *v, const val_t *sl, int want, val_t *out) {
+    const val_t *items;
+    size_t n;
+    val_t *keys;
+    int rc = items_and_keys(r, line, v, &sl[1], arg_bool(&sl[0], false), &items, &n, &keys);
+    if (rc) return rc;
+    if (n == 0) {
+        *out = v_undef_hint(UH_MSG, 0, "No aggregated item, sequence was empty.", 39);
         return 0;
     }
-    case F_FLOAT: {
-        double d;
-        if (v->k == VK_UNDEF) return undef_err(r, line, v);
-        if (v_isnum(v))
-            *out = v_float(v_asfloat(v));
-        else if (v->k == VK_STR && parse_float_str(v, &d))
-            *out = v_float(d);
-        else
-            *out = sl[0].k == VK_MISSING ? v_float(0.0) : sl[0];
-        return 0;
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++) {
+        int c;
+        if (!v_cmp(&keys[i], &keys[best], &c, 0))
+            return type_err(r, line, "'<' not supported between instances of '%s' and '%s'",
+                            &keys[i], &keys[best]);
+        if (c == want) best = i;
     }
-    case F_ABS:
-        if (v->k == VK_FLOAT)
-            *out = v_float(fabs(v->u.d));
-        else if (v_isint(v)) {
-            int64_t i = v_asint(v);
-            if (i == INT64_MIN) return r_err(r, line, LT_ERR_RANGE, "integer overflow");
-            *out = v_int(i < 0 ? -i : i);
-        } else
-            return type_err(r, line, "bad operand type for abs(): '%s'", v, NULL);
+    *out = items[best];
+    return 0;
+}
+
+static int filter_min(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                      val_t *out) {
+    return extreme(r, line, v, sl, -1, out);
+}
+
+static int filter_max(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                      val_t *out) {
+    return extreme(r, line, v, sl, 1, out);
+}
+
+/* Markup(str(value)) */
+static int filter_safe(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                       val_t *out) {
+    int rc = v_tostr(r, line, v, out);
+    if (!rc) out->f = 1;
+    return rc;
+}
+
+static int filter_string(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
+    return v_tostr(r, line, v, out);
+}
+
+/* str(value), then a case mapping (CASE_*). */
+static int case_filter(render_t *r, int line, const val_t *v, int mode, val_t *out) {
+    val_t s = {0};
+    int rc = v_tostr(r, line, v, &s);
+    return rc ? rc : str_case(r, line, &s, mode, out);
+}
+
+static int filter_upper(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                        val_t *out) {
+    return case_filter(r, line, v, CASE_UPPER, out);
+}
+
+static int filter_lower(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                        val_t *out) {
+    return case_filter(r, line, v, CASE_LOWER, out);
+}
+
+static int filter_capitalize(render_t *r, int line, const val_t *v, const args_t *a,
+                             const val_t *sl, val_t *out) {
+    return case_filter(r, line, v, CASE_CAPITALIZE, out);
+}
+
+static int filter_title(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                        val_t *out) {
+    return case_filter(r, line, v, CASE_JTITLE, out);
+}
+
+static int filter_trim(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                       val_t *out) {
+    val_t s = {0};
+    int rc;
+    if ((rc = v_tostr(r, line, v, &s))) return rc;
+    if (sl[0].k != VK_MISSING && sl[0].k != VK_NONE && (rc = need_str(r, line, &sl[0], "trim")))
+        return rc;
+    *out = str_strip(&s, sl[0].k == VK_STR ? &sl[0] : NULL, true, true);
+    return 0;
+}
+
+static int filter_default(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                          val_t *out) {
+    if (v->k == VK_UNDEF || (arg_bool(&sl[1], false) && !v_truthy(v)))
+        *out = sl[0].k == VK_MISSING ? v_str("", 0) : sl[0];
+    else
+        *out = *v;
+    return 0;
+}
+
+static int filter_length(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
+    switch (v->k) {
+    case VK_UNDEF: *out = v_int(0); return 0;
+    case VK_STR: *out = v_int((int64_t)u8_count(v->u.s, v->n)); return 0;
+    case VK_LIST:
+        if (v_isiter(v)) break;
+        *out = v_int(v->u.l->n);
         return 0;
-    case F_ROUND: {
-        int64_t prec;
-        if ((rc = arg_int(r, line, &sl[0], 0, "round", &prec))) return rc;
-        val_t m = sl[1].k == VK_MISSING ? v_str("common", 6) : sl[1];
-        bool common = str_eq(&m, "common", 6), ceil_ = str_eq(&m, "ceil", 4);
-        if (!common && !ceil_ && !str_eq(&m, "floor", 5))
-            return r_err(r, line, LT_ERR_INVAL, "method must be common, ceil or floor");
-        if (!v_isnum(v))
-            return type_err(r, line, "type %s doesn't define __round__ method", v, NULL);
-        if (common && v_isint(v) && prec >= 0) {
-            *out = v_int(v_asint(v));
-            return 0;
-        }
-        double x = v_asfloat(v), y;
-        if (!common) {
-            double p10 = pow(10.0, (double)prec);
-            y = (ceil_ ? ceil(x * p10) : floor(x * p10)) / p10;
-        } else if (!isfinite(x)) {
-            y = x;
-        } else if (prec >= 0) {
-            char buf[400];
-            snprintf(buf, sizeof buf, "%.*f", (int)(prec > 300 ? 300 : prec), x);
-            y = strtod(buf, NULL);
-        } else {
-            double p10 = pow(10.0, (double)-prec);
-            y = nearbyint(x / p10) * p10;
-        }
-        *out = v_float(y);
-        return 0;
+    case VK_DICT: *out = v_int(v->u.m->n); return 0;
+    case VK_LOOP: *out = v_int(v->u.lp->n); return 0;
+    default: break;
     }
-    case F_ATTR:
-        if (sl[0].k == VK_MISSING) return r_err(r, line, LT_ERR_INVAL, "attr needs a name");
-        if ((rc = v_tostr(r, line, &sl[0], &s))) return rc;
-        if (v->k == VK_DICT) { /* an attribute, not a key: only methods */
-            bool unsafe;
-            int m = find_method(s.u.s, s.n);
-            if (method_of(v, m, &unsafe) && !unsafe) return bound_method(r, line, v, m, out);
-            *out = v_undef_hint(UH_ATTR, VK_DICT, s.u.s, s.n);
-            return 0;
-        }
-        return get_attr(r, line, v, s.u.s, s.n, find_method(s.u.s, s.n), out);
-    case F_REVERSE:
-        if (v->k == VK_STR) {
-            char *o = str_new(r, v->n, out);
-            if (!o) return r_nomem(r, line);
-            size_t k = v->n;
-            for (size_t i = 0; i < v->n;) {
-                size_t j = i;
-                u8_next(v->u.s, v->n, &j);
-                k -= j - i;
-                memcpy(o + k, v->u.s + i, j - i);
-                i = j;
-            }
-            return 0;
-        }
-        if ((rc = iter_items(r, line, v, &items, &n))) return rc;
-        {
-            list_t *l = list_new(r, n);
-            if (!l) return r_nomem(r, line);
-            for (size_t i = 0; i < n; i++) l->v[i] = items[n - 1 - i];
-            l->n = (uint32_t)n;
-            *out = v_list(l, v_isiter(v) ? 0 : LF_ITER);
-        }
-        return 0;
-    case F_MAP: return filter_map(r, line, v, a, out);
-    case F_FORMAT: { /* str(value) % (kwargs or args) */
-        if (a->npos && a->nkw)
-            return r_err(r, line, LT_ERR_INVAL,
-                         "can't handle positional and keyword arguments at the same time");
-        val_t arg;
-        if (a->nkw) {
-            dict_t *d = dict_new(r, (size_t)a->nkw);
-            if (!d) return r_nomem(r, line);
-            for (int k = 0; k < a->nkw; k++) {
-                const name_t *nm = &r->t->names[a->kwid[k]];
-                if (!dict_set(r, d, v_str(nm->s, nm->n), a->kwv[k])) return r_nomem(r, line);
-            }
-            arg = (val_t){.k = VK_DICT, .u.m = d};
-        } else {
-            list_t *l = list_new(r, (size_t)a->npos);
-            if (!l) return r_nomem(r, line);
-            for (int k = 0; k < a->npos; k++) l->v[l->n++] = a->pos[k];
-            arg = v_list(l, LF_TUPLE);
-        }
-        if ((rc = v_tostr(r, line, v, &s))) return rc;
-        return str_percent(r, line, &s, &arg, out);
+    return type_err(r, line, "object of type '%s' has no len()", v, NULL);
+}
+
+static int filter_first(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                        val_t *out) {
+    const val_t *items;
+    size_t n;
+    int rc = iter_items(r, line, v, &items, &n);
+    if (rc) return rc;
+    *out = n ? items[0] : v_undef_hint(UH_MSG, 0, "No first item, sequence was empty.", 34);
+    return 0;
+}
+
+static int filter_last(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                       val_t *out) {
+    if (v_isiter(v)) return type_err(r, line, "'%s' object is not reversible", v, NULL);
+    const val_t *items;
+    size_t n;
+    int rc = iter_items(r, line, v, &items, &n);
+    if (rc) return rc;
+    *out = n ? items[n - 1] : v_undef_hint(UH_MSG, 0, "No first item, sequence was empty.", 34);
+    return 0;
+}
+
+static int filter_list(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                       val_t *out) {
+    const val_t *items;
+    size_t n;
+    int rc = iter_items(r, line, v, &items, &n);
+    if (rc) return rc;
+    list_t *l = list_new(r, n);
+    if (!l) return r_nomem(r, line);
+    if (n) memcpy(l->v, items, n * sizeof *items);
+    l->n = (uint32_t)n;
+    *out = v_list(l, 0);
+    return 0;
+}
+
+/* The (key, value) tuples of d, in order. */
+static list_t *dict_items(render_t *r, const dict_t *d, const uint32_t *order) {
+    list_t *l = list_new(r, d->n);
+    if (!l) return NULL;
+    for (uint32_t i = 0; i < d->n; i++) {
+        uint32_t k = order ? order[i] : i;
+        list_t *p = list_new(r, 2);
+        if (!p) return NULL;
+        p->v[0] = d->k[k];
+        p->v[1] = d->v[k];
+        p->n = 2;
+        l->v[l->n++] = v_list(p, LF_TUPLE);
     }
-    case F_SELECT: return filter_select(r, line, v, a, false, true, out);
-    case F_REJECT: return filter_select(r, line, v, a, false, false, out);
-    case F_SELECTATTR: return filter_select(r, line, v, a, true, true, out);
-    case F_REJECTATTR: return filter_select(r, line, v, a, true, false, out);
-    case F_SORT:
-    case F_UNIQUE:
-    case F_MIN:
-    case F_MAX: {
-        bool sort = f->id == F_SORT;
-        const val_t *attr = &sl[sort ? 2 : 1];
-        if (f->id == F_UNIQUE && !is_iterable(v))
-            return deferred_iter(r, line, "'%s' object is not iterable", v, out);
-        bool cs = arg_bool(&sl[sort ? 1 : 0], false);
-        val_t *keys = NULL;
-        if ((rc = iter_items(r, line, v, &items, &n)) || (rc = r_step(r, line, n)) ||
-            (rc = sort_keys_of(r, line, items, n, attr, cs, &keys)))
-            return rc;
-        list_t *l = list_new(r, n);
+    return l;
+}
+
+static int filter_items(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                        val_t *out) {
+    if (v->k == VK_UNDEF) {
+        list_t *l = list_new(r, 0);
         if (!l) return r_nomem(r, line);
-        if (f->id == F_UNIQUE) {
-            for (size_t i = 0; i < n; i++) {
-                size_t j;
-                for (j = 0; j < i; j++)
-                    if (v_eq(&keys[j], &keys[i], 0)) break;
-                if (j == i) l->v[l->n++] = items[i];
-            }
-            *out = v_list(l, LF_ITER);
-            return 0;
-        }
-        uint32_t *order = r_alloc(r, (n ? n : 1) * sizeof *order);
-        if (!order) return r_nomem(r, line);
-        for (size_t i = 0; i < n; i++) order[i] = (uint32_t)i;
-        if (f->id == F_SORT) {
-            if ((rc = sort_order(r, line, keys, order, n, arg_bool(&sl[0], false)))) return rc;
-            for (size_t i = 0; i < n; i++) l->v[i] = items[order[i]];
-            l->n = (uint32_t)n;
-            *out = v_list(l, 0);
-            return 0;
-        }
-        if (n == 0) {
-            *out = v_undef_hint(UH_MSG, 0, "No aggregated item, sequence was empty.", 39);
-            return 0;
-        }
-        size_t best = 0;
-        for (size_t i = 1; i < n; i++) {
-            int c;
-            if (!v_cmp(&keys[i], &keys[best], &c, 0))
-                return type_err(r, line, "'<' not supported between instances of '%s' and '%s'",
-                                &keys[i], &keys[best]);
-            if ((f->id == F_MIN && c == -1) || (f->id == F_MAX && c == 1)) best = i;
-        }
-        *out = items[best];
+        *out = v_list(l, LF_ITER);
         return 0;
     }
-    case F_SUM: {
-        val_t acc = sl[1].k == VK_MISSING ? v_int(0) : sl[1];
-        if ((rc = iter_items(r, line, v, &items, &n)) || (rc = r_step(r, line, n))) return rc;
-        for (size_t i = 0; i < n; i++) {
-            val_t x = items[i];
-            if (sl[0].k != VK_MISSING && sl[0].k != VK_NONE &&
-                (rc = attr_path(r, line, &items[i], &sl[0], &x)))
-                return rc;
-            if ((rc = arith(r, line, OP_ADD, &acc, &x, &acc))) return rc;
-        }
-        *out = acc;
+    if (v->k != VK_DICT)
+        return deferred_iter(r, line, "Can only get item pairs from a mapping.", v, out);
+    list_t *l = dict_items(r, v->u.m, NULL);
+    if (!l) return r_nomem(r, line);
+    *out = v_list(l, LF_ITER);
+    return 0;
+}
+
+static int filter_replace(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                          val_t *out) {
+    val_t s, old, rep;
+    int64_t count = 0;
+    int rc;
+    if (sl[0].k == VK_MISSING || sl[1].k == VK_MISSING)
+        return r_err(r, line, LT_ERR_INVAL, "replace needs old and new strings");
+    if ((rc = v_tostr(r, line, v, &s)) || (rc = v_tostr(r, line, &sl[0], &old)) ||
+        (rc = v_tostr(r, line, &sl[1], &rep)) ||
+        (rc = arg_int(r, line, &sl[2], -1, "replace", &count)))
+        return rc;
+    return str_replace(r, line, &s, &old, &rep, count, out);
+}
+
+static int filter_escape(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
+    if (v->k == VK_STR && v->f) {
+        *out = *v;
         return 0;
     }
-    case F_DICTSORT: {
-        if (v->k != VK_DICT) return type_err(r, line, "dictsort: '%s' is not a mapping", v, NULL);
-        bool cs = arg_bool(&sl[0], false), by_value = false;
-        if (sl[1].k != VK_MISSING) {
-            if (str_eq(&sl[1], "value", 5))
-                by_value = true;
-            else if (!str_eq(&sl[1], "key", 3))
-                return r_err(r, line, LT_ERR_INVAL,
-                             "You can only sort by either \"key\" or \"value\"");
-        }
-        const dict_t *d = v->u.m;
-        n = d->n;
-        val_t *keys = r_alloc(r, (n ? n : 1) * sizeof *keys);
-        uint32_t *order = r_alloc(r, (n ? n : 1) * sizeof *order);
-        list_t *l = list_new(r, n);
-        if (!keys || !order || !l) return r_nomem(r, line);
-        for (size_t i = 0; i < n; i++) {
-            order[i] = (uint32_t)i;
-            if ((rc = fold_case(r, line, by_value ? &d->v[i] : &d->k[i], cs, &keys[i]))) return rc;
-        }
-        if ((rc = sort_order(r, line, keys, order, n, arg_bool(&sl[2], false)))) return rc;
-        for (size_t i = 0; i < n; i++) {
-            list_t *p = list_new(r, 2);
-            if (!p) return r_nomem(r, line);
-            p->v[0] = d->k[order[i]];
-            p->v[1] = d->v[order[i]];
-            p->n = 2;
-            l->v[l->n++] = v_list(p, LF_TUPLE);
-        }
-        *out = v_list(l, 0);
+    val_t s;
+    int rc = v_tostr(r, line, v, &s);
+    return rc ? rc : html_escape(r, line, &s, out);
+}
+
+static int filter_int(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                      val_t *out) {
+    int64_t dflt = 0, i;
+    double d;
+    int rc;
+    if (v->k == VK_UNDEF) return undef_err(r, line, v);
+    if ((rc = arg_int(r, line, &sl[0], 0, "int", &dflt))) return rc;
+    if (sl[1].k != VK_MISSING && !(v_isint(&sl[1]) && v_asint(&sl[1]) == 10))
+        return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported int filter base");
+    if (v_isint(v))
+        *out = v_int(v_asint(v));
+    else if (v->k == VK_FLOAT && isfinite(v->u.d) && fabs(v->u.d) < 9.2e18)
+        *out = v_int((int64_t)v->u.d);
+    else if (v->k == VK_STR && parse_int_str(v, &i))
+        *out = v_int(i);
+    else if (v->k == VK_STR && parse_float_str(v, &d) && isfinite(d) && fabs(d) < 9.2e18)
+        *out = v_int((int64_t)d);
+    else
+        *out = sl[0].k == VK_MISSING ? v_int(dflt) : sl[0];
+    return 0;
+}
+
+static int filter_float(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                        val_t *out) {
+    double d;
+    if (v->k == VK_UNDEF) return undef_err(r, line, v);
+    if (v_isnum(v))
+        *out = v_float(v_asfloat(v));
+    else if (v->k == VK_STR && parse_float_str(v, &d))
+        *out = v_float(d);
+    else
+        *out = sl[0].k == VK_MISSING ? v_float(0.0) : sl[0];
+    return 0;
+}
+
+static int filter_abs(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                      val_t *out) {
+    if (v->k == VK_FLOAT) {
+        *out = v_float(fabs(v->u.d));
         return 0;
     }
-    default: return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported filter '%s'", f->name);
+    if (!v_isint(v)) return type_err(r, line, "bad operand type for abs(): '%s'", v, NULL);
+    int64_t i = v_asint(v);
+    if (i == INT64_MIN) return r_err(r, line, LT_ERR_RANGE, "integer overflow");
+    *out = v_int(i < 0 ? -i : i);
+    return 0;
+}
+
+static int filter_round(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                        val_t *out) {
+    int64_t prec = 0;
+    int rc;
+    if ((rc = arg_int(r, line, &sl[0], 0, "round", &prec))) return rc;
+    val_t m = sl[1].k == VK_MISSING ? v_str("common", 6) : sl[1];
+    bool common = str_eq(&m, "common", 6), ceil_ = str_eq(&m, "ceil", 4);
+    if (!common && !ceil_ && !str_eq(&m, "floor", 5))
+        return r_err(r, line, LT_ERR_INVAL, "method must be common, ceil or floor");
+    if (!v_isnum(v)) return type_err(r, line, "type %s doesn't define __round__ method", v, NULL);
+    if (common && v_isint(v) && prec >= 0) {
+        *out = v_int(v_asint(v));
+        return 0;
     }
+    double x = v_asfloat(v), y;
+    if (!common) {
+        double p10 = pow(10.0, (double)prec);
+        y = (ceil_ ? ceil(x * p10) : floor(x * p10)) / p10;
+    } else if (!isfinite(x)) {
+        y = x;
+    } else if (prec >= 0) {
+        char buf[400];
+        snprintf(buf, sizeof buf, "%.*f", (int)(prec > 300 ? 300 : prec), x);
+        y = strtod(buf, NULL);
+    } else {
+        double p10 = pow(10.0, (double)-prec);
+        y = nearbyint(x / p10) * p10;
+    }
+    *out = v_float(y);
+    return 0;
+}
+
+static int filter_attr(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                       val_t *out) {
+    val_t s;
+    int rc;
+    if (sl[0].k == VK_MISSING) return r_err(r, line, LT_ERR_INVAL, "attr needs a name");
+    if ((rc = v_tostr(r, line, &sl[0], &s))) return rc;
+    if (v->k == VK_DICT) { /* an attribute, not a key: only methods */
+        bool unsafe;
+        int m = find_method(s.u.s, s.n);
+        if (method_of(v, m, &unsafe) && !unsafe) return bound_method(r, line, v, m, out);
+        *out = v_undef_hint(UH_ATTR, VK_DICT, s.u.s, s.n);
+        return 0;
+    }
+    return get_attr(r, line, v, s.u.s, s.n, find_method(s.u.s, s.n), out);
+}
+
+static int filter_reverse(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                          val_t *out) {
+    if (v->k == VK_STR) {
+        char *o = str_new(r, v->n, out);
+        if (!o) return r_nomem(r, line);
+        size_t k = v->n;
+        for (size_t i = 0; i < v->n;) {
+            size_t j = i;
+            u8_next(v->u.s, v->n, &j);
+            k -= j - i;
+            memcpy(o + k, v->u.s + i, j - i);
+            i = j;
+        }
+        return 0;
+    }
+    const val_t *items;
+    size_t n;
+    int rc = iter_items(r, line, v, &items, &n);
+    if (rc) return rc;
+    list_t *l = list_new(r, n);
+    if (!l) return r_nomem(r, line);
+    for (size_t i = 0; i < n; i++) l->v[i] = items[n - 1 - i];
+    l->n = (uint32_t)n;
+    *out = v_list(l, v_isiter(v) ? 0 : LF_ITER);
+    return 0;
+}
+
+/* str(value) % (kwargs or args) */
+static int filter_format(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                         val_t *out) {
+    if (a->npos && a->nkw)
+        return r_err(r, line, LT_ERR_INVAL,
+                     "can't handle positional and keyword arguments at the same time");
+    val_t arg, s;
+    int rc;
+    if (a->nkw) {
+        dict_t *d = dict_new(r, (size_t)a->nkw);
+        if (!d) return r_nomem(r, line);
+        for (int k = 0; k < a->nkw; k++) {
+            const name_t *nm = &r->t->names[a->kwid[k]];
+            if (!dict_set(r, d, v_str(nm->s, nm->n), a->kwv[k])) return r_nomem(r, line);
+        }
+        arg = (val_t){.k = VK_DICT, .u.m = d};
+    } else {
+        list_t *l = list_new(r, (size_t)a->npos);
+        if (!l) return r_nomem(r, line);
+        for (int k = 0; k < a->npos; k++) l->v[l->n++] = a->pos[k];
+        arg = v_list(l, LF_TUPLE);
+    }
+    if ((rc = v_tostr(r, line, v, &s))) return rc;
+    return str_percent(r, line, &s, &arg, out);
+}
+
+static int filter_sum(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                      val_t *out) {
+    val_t acc = sl[1].k == VK_MISSING ? v_int(0) : sl[1];
+    const val_t *items;
+    size_t n;
+    int rc;
+    if ((rc = iter_items(r, line, v, &items, &n)) || (rc = r_step(r, line, n))) return rc;
+    for (size_t i = 0; i < n; i++) {
+        val_t x = items[i];
+        if (sl[0].k != VK_MISSING && sl[0].k != VK_NONE &&
+            (rc = attr_path(r, line, &items[i], &sl[0], &x)))
+            return rc;
+        if ((rc = arith(r, line, OP_ADD, &acc, &x, &acc))) return rc;
+    }
+    *out = acc;
+    return 0;
+}
+
+static int filter_dictsort(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                           val_t *out) {
+    if (v->k != VK_DICT) return type_err(r, line, "dictsort: '%s' is not a mapping", v, NULL);
+    bool cs = arg_bool(&sl[0], false), by_value = false;
+    int rc;
+    if (sl[1].k != VK_MISSING) {
+        if (str_eq(&sl[1], "value", 5))
+            by_value = true;
+        else if (!str_eq(&sl[1], "key", 3))
+            return r_err(r, line, LT_ERR_INVAL, "You can only sort by either \"key\" or \"value\"");
+    }
+    const dict_t *d = v->u.m;
+    size_t n = d->n;
+    val_t *keys = r_alloc(r, (n ? n : 1) * sizeof *keys);
+    uint32_t *order = r_alloc(r, (n ? n : 1) * sizeof *order);
+    if (!keys || !order) return r_nomem(r, line);
+    for (size_t i = 0; i < n; i++) {
+        order[i] = (uint32_t)i;
+        if ((rc = fold_case(r, line, by_value ? &d->v[i] : &d->k[i], cs, &keys[i]))) return rc;
+    }
+    if ((rc = sort_order(r, line, keys, order, n, arg_bool(&sl[2], false)))) return rc;
+    list_t *l = dict_items(r, d, order);
+    if (!l) return r_nomem(r, line);
+    *out = v_list(l, 0);
+    return 0;
+}
+
+/* jinja2's filters, by name; aliases share a function. */
+static const struct {
+    const char *name;
+    filter_fn fn;
+    bool variadic;         /* takes its arguments as they come (map, select...) */
+    const char *params[4]; /* after the operand, in order */
+} k_filters[] = {
+    {"abs", filter_abs, false, {0}},
+    {"attr", filter_attr, false, {"name"}},
+    {"capitalize", filter_capitalize, false, {0}},
+    {"count", filter_length, false, {0}},
+    {"d", filter_default, false, {"default_value", "boolean"}},
+    {"default", filter_default, false, {"default_value", "boolean"}},
+    {"dictsort", filter_dictsort, false, {"case_sensitive", "by", "reverse"}},
+    {"e", filter_escape, false, {0}},
+    {"escape", filter_escape, false, {0}},
+    {"first", filter_first, false, {0}},
+    {"float", filter_float, false, {"default"}},
+    {"format", filter_format, true, {0}},
+    {"indent", filter_indent, false, {"width", "first", "blank"}},
+    {"int", filter_int, false, {"default", "base"}},
+    {"items", filter_items, false, {0}},
+    {"join", filter_join, false, {"d", "attribute"}},
+    {"last", filter_last, false, {0}},
+    {"length", filter_length, false, {0}},
+    {"list", filter_list, false, {0}},
+    {"lower", filter_lower, false, {0}},
+    {"map", filter_map, true, {0}},
+    {"max", filter_max, false, {"case_sensitive", "attribute"}},
+    {"min", filter_min, false, {"case_sensitive", "attribute"}},
+    {"reject", filter_reject, true, {0}},
+    {"rejectattr", filter_rejectattr, true, {0}},
+    {"replace", filter_replace, false, {"old", "new", "count"}},
+    {"reverse", filter_reverse, false, {0}},
+    {"round", filter_round, false, {"precision", "method"}},
+    {"safe", filter_safe, false, {0}},
+    {"select", filter_select, true, {0}},
+    {"selectattr", filter_selectattr, true, {0}},
+    {"sort", filter_sort, false, {"reverse", "case_sensitive", "attribute"}},
+    {"string", filter_string, false, {0}},
+    {"sum", filter_sum, false, {"attribute", "start"}},
+    {"title", filter_title, false, {0}},
+    {"tojson", filter_tojson, false, {"ensure_ascii", "indent", "separators", "sort_keys"}},
+    {"trim", filter_trim, false, {"chars"}},
+    {"unique", filter_unique, false, {"case_sensitive", "attribute"}},
+    {"upper", filter_upper, false, {0}},
+};
+
+static int find_filter(const char *s, size_t len) {
+    for (size_t i = 0; i < COUNT_OF(k_filters); i++)
+        if (strlen(k_filters[i].name) == len && memcmp(k_filters[i].name, s, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Applies filter number idx (from find_filter) to v. */
+static int apply_filter(render_t *r, int line, int idx, const val_t *v, const args_t *a,
+                        val_t *out) {
+    val_t sl[4];
+    int rc, np = 0;
+    if (!k_filters[idx].variadic) {
+        char what[48];
+        while (np < 4 && k_filters[idx].params[np]) np++;
+        snprintf(what, sizeof what, "filter '%s'", k_filters[idx].name);
+        if ((rc = bind(r, line, what, k_filters[idx].params, np, a, sl))) return rc;
+    }
+    return k_filters[idx].fn(r, line, v, a, sl, out);
 }
 
 /* ---- render: methods ---- */
@@ -5049,8 +5152,7 @@ static int call_method(render_t *r, int line, const val_t *self, int m, const ar
         if ((rc = bind(r, line, what, p_none, 0, a, sl))) return rc;
         if (m == M_ITEMS) { /* a view, not a generator: it has a length */
             args_t none = {0};
-            rc = apply_filter(r, line, find_builtin(k_filters, COUNT_OF(k_filters), "items", 5),
-                              self, &none, out);
+            rc = filter_items(r, line, self, &none, NULL, out);
             out->f = 0;
             return rc;
         }

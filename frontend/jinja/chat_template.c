@@ -1069,128 +1069,10 @@ static const builtin_t k_tests[] = {
 
 static const char *const k_tests_unsupported[] = {"filter", "test"};
 
-/* Python methods templates call. Which types have which is decided in method_of(). */
-enum {
-    M_STRIP,
-    M_LSTRIP,
-    M_RSTRIP,
-    M_SPLIT,
-    M_RSPLIT,
-    M_SPLITLINES,
-    M_STARTSWITH,
-    M_ENDSWITH,
-    M_UPPER,
-    M_LOWER,
-    M_CASEFOLD,
-    M_TITLE,
-    M_CAPITALIZE,
-    M_REPLACE,
-    M_FIND,
-    M_RFIND,
-    M_COUNT,
-    M_JOIN,
-    M_ISDIGIT,
-    M_ISALPHA,
-    M_ISALNUM,
-    M_ISSPACE,
-    M_ISLOWER,
-    M_ISUPPER,
-    M_REMOVEPREFIX,
-    M_REMOVESUFFIX,
-    M_GET,
-    M_ITEMS,
-    M_KEYS,
-    M_VALUES,
-    M_COPY,
-    M_INDEX,
-    M_CYCLE,
-    M_CHANGED,
-    /* methods that exist but that we refuse: mutating (the sandbox calls them unsafe) */
-    M_APPEND,
-    M_EXTEND,
-    M_INSERT,
-    M_POP,
-    M_REMOVE,
-    M_REVERSE,
-    M_SORT,
-    M_CLEAR,
-    M_UPDATE,
-    M_SETDEFAULT,
-    M_POPITEM,
-    /* str methods we do not implement */
-    M_FORMAT,
-    M_OTHER_STR,
-};
-
-static const struct {
-    const char *name;
-    uint8_t id;
-} k_methods[] = {
-    {"strip", M_STRIP},
-    {"lstrip", M_LSTRIP},
-    {"rstrip", M_RSTRIP},
-    {"split", M_SPLIT},
-    {"rsplit", M_RSPLIT},
-    {"splitlines", M_SPLITLINES},
-    {"startswith", M_STARTSWITH},
-    {"endswith", M_ENDSWITH},
-    {"upper", M_UPPER},
-    {"lower", M_LOWER},
-    {"casefold", M_CASEFOLD},
-    {"title", M_TITLE},
-    {"capitalize", M_CAPITALIZE},
-    {"replace", M_REPLACE},
-    {"find", M_FIND},
-    {"rfind", M_RFIND},
-    {"count", M_COUNT},
-    {"join", M_JOIN},
-    {"isdigit", M_ISDIGIT},
-    {"isalpha", M_ISALPHA},
-    {"isalnum", M_ISALNUM},
-    {"isspace", M_ISSPACE},
-    {"islower", M_ISLOWER},
-    {"isupper", M_ISUPPER},
-    {"removeprefix", M_REMOVEPREFIX},
-    {"removesuffix", M_REMOVESUFFIX},
-    {"get", M_GET},
-    {"items", M_ITEMS},
-    {"keys", M_KEYS},
-    {"values", M_VALUES},
-    {"copy", M_COPY},
-    {"index", M_INDEX},
-    {"cycle", M_CYCLE},
-    {"changed", M_CHANGED},
-    {"append", M_APPEND},
-    {"extend", M_EXTEND},
-    {"insert", M_INSERT},
-    {"pop", M_POP},
-    {"remove", M_REMOVE},
-    {"reverse", M_REVERSE},
-    {"sort", M_SORT},
-    {"clear", M_CLEAR},
-    {"update", M_UPDATE},
-    {"setdefault", M_SETDEFAULT},
-    {"popitem", M_POPITEM},
-    {"format", M_FORMAT},
-    {"center", M_OTHER_STR},
-    {"ljust", M_OTHER_STR},
-    {"rjust", M_OTHER_STR},
-    {"zfill", M_OTHER_STR},
-    {"partition", M_OTHER_STR},
-    {"rpartition", M_OTHER_STR},
-    {"encode", M_OTHER_STR},
-    {"expandtabs", M_OTHER_STR},
-    {"swapcase", M_OTHER_STR},
-    {"istitle", M_OTHER_STR},
-    {"isnumeric", M_OTHER_STR},
-    {"isdecimal", M_OTHER_STR},
-    {"isidentifier", M_OTHER_STR},
-    {"isprintable", M_OTHER_STR},
-    {"isascii", M_OTHER_STR},
-    {"rindex", M_OTHER_STR},
-    {"format_map", M_OTHER_STR},
-    {"translate", M_OTHER_STR},
-};
+/* The index of the Python method called name in k_methods (in the methods section), or -1;
+ * whether value v has method m, and whether the sandbox forbids it. */
+static int find_method(const char *s, size_t len);
+static bool method_of(const val_t *v, int m, bool *unsafe);
 
 static int find_builtin(const builtin_t *tab, size_t n, const char *s, size_t len) {
     for (size_t i = 0; i < n; i++)
@@ -1202,13 +1084,6 @@ static bool in_list(const char *const *tab, size_t n, const char *s, size_t len)
     for (size_t i = 0; i < n; i++)
         if (strlen(tab[i]) == len && memcmp(tab[i], s, len) == 0) return true;
     return false;
-}
-
-static int find_method(const char *s, size_t len) {
-    for (size_t i = 0; i < sizeof k_methods / sizeof k_methods[0]; i++)
-        if (strlen(k_methods[i].name) == len && memcmp(k_methods[i].name, s, len) == 0)
-            return k_methods[i].id;
-    return -1;
 }
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
@@ -2369,7 +2244,7 @@ enum { FN_MACRO, FN_CALLER, FN_GLOBAL, FN_METHOD };
 
 struct fn {
     uint8_t kind;
-    int id;             /* FN_GLOBAL: NM_*; FN_METHOD: M_* */
+    int id;             /* FN_GLOBAL: NM_*; FN_METHOD: index into k_methods */
     const node_t *node; /* FN_MACRO: S_MACRO; FN_CALLER: S_CALLBLOCK */
     scope_t *scope;     /* where it was defined */
     val_t self;         /* FN_METHOD */
@@ -3074,27 +2949,6 @@ static int type_err(render_t *r, int line, const char *fmt, const val_t *a, cons
 }
 
 /* ---- render: attributes and items (jinja2's sandboxed getattr / getitem) ---- */
-
-/* Whether v's type has method m, and whether the sandbox forbids it. */
-static bool method_of(const val_t *v, int m, bool *unsafe) {
-    *unsafe = false;
-    if (m < 0 || v_isiter(v)) return false;
-    switch (v->k) {
-    case VK_STR: return m <= M_REMOVESUFFIX || m == M_INDEX || m == M_FORMAT || m == M_OTHER_STR;
-    case VK_LIST:
-        if (m == M_INDEX || m == M_COUNT || m == M_COPY) return true;
-        *unsafe = m == M_APPEND || m == M_EXTEND || m == M_INSERT || m == M_POP || m == M_REMOVE ||
-                  m == M_REVERSE || m == M_SORT || m == M_CLEAR;
-        return *unsafe;
-    case VK_DICT:
-        if (m == M_GET || m == M_ITEMS || m == M_KEYS || m == M_VALUES || m == M_COPY) return true;
-        *unsafe =
-            m == M_POP || m == M_POPITEM || m == M_SETDEFAULT || m == M_UPDATE || m == M_CLEAR;
-        return *unsafe;
-    case VK_LOOP: return m == M_CYCLE || m == M_CHANGED;
-    default: return false;
-    }
-}
 
 static int loop_attr(render_t *r, const loopctx_t *lp, const char *s, size_t n, val_t *out) {
 #define IS(lit) (n == sizeof(lit) - 1 && memcmp(s, lit, n) == 0)
@@ -4977,231 +4831,495 @@ static int apply_filter(render_t *r, int line, int idx, const val_t *v, const ar
 
 /* ---- render: methods ---- */
 
+/* A method gets its receiver self and the call's arguments as they came (a); unless its row is
+ * variadic, they are also bound to the row's parameters in sl. what ("str.strip()") names it in
+ * messages. */
+typedef int (*method_fn)(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                         const char *what, val_t *out);
+
+/* The receivers a method row applies to. */
+enum { MT_STR = 1, MT_LIST = 2, MT_DICT = 4, MT_LOOP = 8 };
+
+/* An optional `chars` / `sep` argument: a string, or NULL when missing or None. */
+static int opt_str(render_t *r, int line, const val_t *v, const char *what, const val_t **out) {
+    int rc;
+    if (v->k != VK_MISSING && v->k != VK_NONE && (rc = need_str(r, line, v, what))) return rc;
+    *out = v->k == VK_STR ? v : NULL;
+    return 0;
+}
+
+static int strip_method(render_t *r, int line, const val_t *self, const val_t *sl, const char *what,
+                        bool left, bool right, val_t *out) {
+    const val_t *chars;
+    int rc = opt_str(r, line, &sl[0], what, &chars);
+    if (rc) return rc;
+    *out = str_strip(self, chars, left, right);
+    return 0;
+}
+
+static int method_strip(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    return strip_method(r, line, self, sl, what, true, true, out);
+}
+
+static int method_lstrip(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                         const char *what, val_t *out) {
+    return strip_method(r, line, self, sl, what, true, false, out);
+}
+
+static int method_rstrip(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                         const char *what, val_t *out) {
+    return strip_method(r, line, self, sl, what, false, true, out);
+}
+
+static int split_method(render_t *r, int line, const val_t *self, const val_t *sl, const char *what,
+                        bool right, val_t *out) {
+    int64_t maxsplit = 0;
+    const val_t *sep;
+    int rc;
+    if ((rc = arg_int(r, line, &sl[1], -1, what, &maxsplit)) ||
+        (rc = opt_str(r, line, &sl[0], what, &sep)))
+        return rc;
+    return str_split(r, line, self, sep, maxsplit, right, out);
+}
+
+static int method_split(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    return split_method(r, line, self, sl, what, false, out);
+}
+
+static int method_rsplit(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                         const char *what, val_t *out) {
+    return split_method(r, line, self, sl, what, true, out);
+}
+
+static int method_splitlines(render_t *r, int line, const val_t *self, const args_t *a,
+                             const val_t *sl, const char *what, val_t *out) {
+    if (arg_bool(&sl[0], false))
+        return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported splitlines(keepends=True)");
+    return str_splitlines(r, line, self, out);
+}
+
+/* startswith / endswith: x is a string or a tuple of strings. */
+static int affix_method(render_t *r, int line, const val_t *self, const val_t *sl, const char *what,
+                        bool at_end, val_t *out) {
+    const val_t *cands = &sl[0];
+    size_t nc = 1;
+    if (sl[0].k == VK_LIST && (sl[0].f & LF_TUPLE)) {
+        cands = sl[0].u.l->v;
+        nc = sl[0].u.l->n;
+    }
+    bool hit = false;
+    for (size_t i = 0; i < nc && !hit; i++) {
+        if (cands[i].k != VK_STR)
+            return r_err(r, line, LT_ERR_INVAL, "%s: expected a str or a tuple of str", what);
+        size_t k = cands[i].n;
+        hit = k <= self->n && memcmp(self->u.s + (at_end ? self->n - k : 0), cands[i].u.s, k) == 0;
+    }
+    *out = v_bool(hit);
+    return 0;
+}
+
+static int method_startswith(render_t *r, int line, const val_t *self, const args_t *a,
+                             const val_t *sl, const char *what, val_t *out) {
+    return affix_method(r, line, self, sl, what, false, out);
+}
+
+static int method_endswith(render_t *r, int line, const val_t *self, const args_t *a,
+                           const val_t *sl, const char *what, val_t *out) {
+    return affix_method(r, line, self, sl, what, true, out);
+}
+
+static int method_upper(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    return str_case(r, line, self, CASE_UPPER, out);
+}
+
+static int method_lower(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    return str_case(r, line, self, CASE_LOWER, out);
+}
+
+static int method_casefold(render_t *r, int line, const val_t *self, const args_t *a,
+                           const val_t *sl, const char *what, val_t *out) {
+    return str_case(r, line, self, CASE_LOWER, out);
+}
+
+static int method_title(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    return str_case(r, line, self, CASE_TITLE, out);
+}
+
+static int method_capitalize(render_t *r, int line, const val_t *self, const args_t *a,
+                             const val_t *sl, const char *what, val_t *out) {
+    return str_case(r, line, self, CASE_CAPITALIZE, out);
+}
+
+static int method_replace(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    int64_t count = 0;
+    int rc;
+    if (sl[0].k == VK_MISSING || sl[1].k == VK_MISSING)
+        return r_err(r, line, LT_ERR_INVAL, "%s needs old and new", what);
+    if ((rc = need_str(r, line, &sl[0], what)) || (rc = need_str(r, line, &sl[1], what)) ||
+        (rc = arg_int(r, line, &sl[2], -1, what, &count)))
+        return rc;
+    return str_replace(r, line, self, &sl[0], &sl[1], count, out);
+}
+
+/* The one argument of find, count, index and the like; a string unless self is a list. */
+static int sub_arg(render_t *r, int line, const val_t *self, const val_t *sl, const char *what) {
+    if (sl[0].k == VK_MISSING) return r_err(r, line, LT_ERR_INVAL, "%s needs an argument", what);
+    return self->k == VK_LIST ? 0 : need_str(r, line, &sl[0], what);
+}
+
+/* How many items of l equal x, and the index of the first (-1: none). */
+static int64_t list_search(const list_t *l, const val_t *x, int64_t *first) {
+    int64_t hits = 0;
+    *first = -1;
+    for (uint32_t i = 0; i < l->n; i++)
+        if (v_eq(&l->v[i], x, 0)) {
+            if (*first < 0) *first = i;
+            hits++;
+        }
+    return hits;
+}
+
+static int method_find(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                       const char *what, val_t *out) {
+    int rc = sub_arg(r, line, self, sl, what);
+    if (!rc) *out = v_int(str_find(self, &sl[0], false));
+    return rc;
+}
+
+static int method_rfind(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    int rc = sub_arg(r, line, self, sl, what);
+    if (!rc) *out = v_int(str_find(self, &sl[0], true));
+    return rc;
+}
+
+static int method_count(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    int64_t first;
+    int rc = sub_arg(r, line, self, sl, what);
+    if (rc) return rc;
+    *out = v_int(self->k == VK_LIST ? list_search(self->u.l, &sl[0], &first)
+                                    : str_count(self, &sl[0]));
+    return 0;
+}
+
+static int method_index(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    int64_t i;
+    int rc = sub_arg(r, line, self, sl, what);
+    if (rc) return rc;
+    if (self->k == VK_LIST) {
+        list_search(self->u.l, &sl[0], &i);
+        if (i < 0) return r_err(r, line, LT_ERR_INVAL, "list.index(x): x not in list");
+    } else {
+        i = str_find(self, &sl[0], false);
+        if (i < 0) return r_err(r, line, LT_ERR_INVAL, "substring not found");
+    }
+    *out = v_int(i);
+    return 0;
+}
+
+/* removeprefix (at_end false) / removesuffix. */
+static int unaffix_method(render_t *r, int line, const val_t *self, const val_t *sl,
+                          const char *what, bool at_end, val_t *out) {
+    int rc = sub_arg(r, line, self, sl, what);
+    if (rc) return rc;
+    size_t k = sl[0].n;
+    if (k <= self->n && memcmp(self->u.s + (at_end ? self->n - k : 0), sl[0].u.s, k) == 0)
+        *out = v_str(self->u.s + (at_end ? 0 : k), self->n - k);
+    else
+        *out = *self;
+    return 0;
+}
+
+static int method_removeprefix(render_t *r, int line, const val_t *self, const args_t *a,
+                               const val_t *sl, const char *what, val_t *out) {
+    return unaffix_method(r, line, self, sl, what, false, out);
+}
+
+static int method_removesuffix(render_t *r, int line, const val_t *self, const args_t *a,
+                               const val_t *sl, const char *what, val_t *out) {
+    return unaffix_method(r, line, self, sl, what, true, out);
+}
+
+static int method_join(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                       const char *what, val_t *out) {
+    const val_t *items;
+    size_t n;
+    int rc = iter_items(r, line, &sl[0], &items, &n);
+    if (rc) return rc;
+    lt_buf_t b = {.limit = CT_MAX_OUTPUT};
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (items[i].k != VK_STR) {
+            free(b.data);
+            return r_err(r, line, LT_ERR_INVAL,
+                         "sequence item %zu: expected str instance, %s found", i,
+                         v_typename(items[i].k, items[i].f));
+        }
+        if (i) rc = lt_buf_put(&b, self->u.s, self->n);
+        if (!rc) rc = lt_buf_put(&b, items[i].u.s, items[i].n);
+    }
+    char *dst = rc ? NULL : str_new(r, b.len, out);
+    if (dst && b.len) memcpy(dst, b.data, b.len);
+    free(b.data);
+    if (rc) return r_outerr(r, line, rc);
+    return dst ? 0 : r_nomem(r, line);
+}
+
+static int method_isdigit(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    *out = v_bool(str_all(self, uc_isdigit));
+    return 0;
+}
+
+static int method_isalpha(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    *out = v_bool(str_all(self, uc_isalpha));
+    return 0;
+}
+
+static int method_isalnum(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    *out = v_bool(str_all(self, uc_isalnum));
+    return 0;
+}
+
+static int method_isspace(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    *out = v_bool(str_all(self, uc_isspace));
+    return 0;
+}
+
+static int method_islower(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    *out = v_bool(str_iscase(self, true));
+    return 0;
+}
+
+static int method_isupper(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    *out = v_bool(str_iscase(self, false));
+    return 0;
+}
+
+static int method_get(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                      const char *what, val_t *out) {
+    if (sl[0].k == VK_MISSING) return r_err(r, line, LT_ERR_INVAL, "%s needs a key", what);
+    int i = dict_find(self->u.m, &sl[0]);
+    *out = i >= 0 ? self->u.m->v[i] : sl[1].k == VK_MISSING ? v_none() : sl[1];
+    return 0;
+}
+
+/* A view, not a generator: it has a length. */
+static int method_items(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    list_t *l = dict_items(r, self->u.m, NULL);
+    if (!l) return r_nomem(r, line);
+    *out = v_list(l, 0);
+    return 0;
+}
+
+/* keys() (want_keys) or values(), as a list. */
+static int dict_column(render_t *r, int line, const dict_t *d, bool want_keys, val_t *out) {
+    list_t *l = list_new(r, d->n);
+    if (!l) return r_nomem(r, line);
+    memcpy(l->v, want_keys ? d->k : d->v, d->n * sizeof *l->v);
+    l->n = d->n;
+    *out = v_list(l, 0);
+    return 0;
+}
+
+static int method_keys(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                       const char *what, val_t *out) {
+    return dict_column(r, line, self->u.m, true, out);
+}
+
+static int method_values(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                         const char *what, val_t *out) {
+    return dict_column(r, line, self->u.m, false, out);
+}
+
+static int method_copy(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                       const char *what, val_t *out) {
+    if (self->k == VK_LIST) {
+        list_t *l = list_new(r, self->u.l->n);
+        if (!l) return r_nomem(r, line);
+        memcpy(l->v, self->u.l->v, self->u.l->n * sizeof *l->v);
+        l->n = self->u.l->n;
+        *out = v_list(l, self->f);
+        return 0;
+    }
+    const dict_t *d = self->u.m;
+    dict_t *c = dict_new(r, d->n);
+    if (!c) return r_nomem(r, line);
+    memcpy(c->k, d->k, d->n * sizeof *c->k);
+    memcpy(c->v, d->v, d->n * sizeof *c->v);
+    c->n = d->n;
+    *out = (val_t){.k = VK_DICT, .u.m = c};
+    return 0;
+}
+
+/* loop.cycle(a, b, ...) */
+static int method_cycle(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                        const char *what, val_t *out) {
+    if (a->nkw || a->npos == 0) return r_err(r, line, LT_ERR_INVAL, "no items for cycling given");
+    *out = a->pos[self->u.lp->i % a->npos];
+    return 0;
+}
+
+/* loop.changed(a, b, ...): whether the arguments differ from the last call's. */
+static int method_changed(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    list_t *l = list_new(r, (size_t)a->npos);
+    if (!l) return r_nomem(r, line);
+    if (a->npos) memcpy(l->v, a->pos, (size_t)a->npos * sizeof *l->v);
+    l->n = (uint32_t)a->npos;
+    val_t now = v_list(l, 0);
+    loopctx_t *lp = self->u.lp;
+    bool changed = !lp->has_last || !v_eq(&lp->last, &now, 0);
+    lp->last = now;
+    lp->has_last = true;
+    *out = v_bool(changed);
+    return 0;
+}
+
+/* str methods Python has and we refuse by name (str.format is refused on its own row, and so
+ * keeps its own name in the message). */
+static int method_format(render_t *r, int line, const val_t *self, const args_t *a, const val_t *sl,
+                         const char *what, val_t *out) {
+    return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported method '%s'", what);
+}
+
+static int method_refused(render_t *r, int line, const val_t *self, const args_t *a,
+                          const val_t *sl, const char *what, val_t *out) {
+    return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported method '%s'", what);
+}
+
+/* The Python methods templates call, by name. `on`: the receivers that have it; `unsafe`: those
+ * on which it exists but mutates, so the sandbox refuses it (no function). */
+static const struct {
+    const char *name;
+    method_fn fn;
+    uint8_t on, unsafe;    /* MT_* */
+    bool variadic;         /* takes its arguments as they come */
+    const char *params[3]; /* in order */
+} k_methods[] = {
+    {"strip", method_strip, MT_STR, 0, false, {"chars"}},
+    {"lstrip", method_lstrip, MT_STR, 0, false, {"chars"}},
+    {"rstrip", method_rstrip, MT_STR, 0, false, {"chars"}},
+    {"split", method_split, MT_STR, 0, false, {"sep", "maxsplit"}},
+    {"rsplit", method_rsplit, MT_STR, 0, false, {"sep", "maxsplit"}},
+    {"splitlines", method_splitlines, MT_STR, 0, false, {"keepends"}},
+    {"startswith", method_startswith, MT_STR, 0, false, {"x"}},
+    {"endswith", method_endswith, MT_STR, 0, false, {"x"}},
+    {"upper", method_upper, MT_STR, 0, false, {0}},
+    {"lower", method_lower, MT_STR, 0, false, {0}},
+    {"casefold", method_casefold, MT_STR, 0, false, {0}},
+    {"title", method_title, MT_STR, 0, false, {0}},
+    {"capitalize", method_capitalize, MT_STR, 0, false, {0}},
+    {"replace", method_replace, MT_STR, 0, false, {"old", "new", "count"}},
+    {"find", method_find, MT_STR, 0, false, {"x"}},
+    {"rfind", method_rfind, MT_STR, 0, false, {"x"}},
+    {"count", method_count, MT_STR | MT_LIST, 0, false, {"x"}},
+    {"join", method_join, MT_STR, 0, false, {"x"}},
+    {"isdigit", method_isdigit, MT_STR, 0, false, {0}},
+    {"isalpha", method_isalpha, MT_STR, 0, false, {0}},
+    {"isalnum", method_isalnum, MT_STR, 0, false, {0}},
+    {"isspace", method_isspace, MT_STR, 0, false, {0}},
+    {"islower", method_islower, MT_STR, 0, false, {0}},
+    {"isupper", method_isupper, MT_STR, 0, false, {0}},
+    {"removeprefix", method_removeprefix, MT_STR, 0, false, {"x"}},
+    {"removesuffix", method_removesuffix, MT_STR, 0, false, {"x"}},
+    {"get", method_get, MT_DICT, 0, false, {"key", "default"}},
+    {"items", method_items, MT_DICT, 0, false, {0}},
+    {"keys", method_keys, MT_DICT, 0, false, {0}},
+    {"values", method_values, MT_DICT, 0, false, {0}},
+    {"copy", method_copy, MT_LIST | MT_DICT, 0, false, {0}},
+    {"index", method_index, MT_STR | MT_LIST, 0, false, {"x"}},
+    {"cycle", method_cycle, MT_LOOP, 0, true, {0}},
+    {"changed", method_changed, MT_LOOP, 0, true, {0}},
+    {"append", NULL, 0, MT_LIST, false, {0}},
+    {"extend", NULL, 0, MT_LIST, false, {0}},
+    {"insert", NULL, 0, MT_LIST, false, {0}},
+    {"pop", NULL, 0, MT_LIST | MT_DICT, false, {0}},
+    {"remove", NULL, 0, MT_LIST, false, {0}},
+    {"reverse", NULL, 0, MT_LIST, false, {0}},
+    {"sort", NULL, 0, MT_LIST, false, {0}},
+    {"clear", NULL, 0, MT_LIST | MT_DICT, false, {0}},
+    {"update", NULL, 0, MT_DICT, false, {0}},
+    {"setdefault", NULL, 0, MT_DICT, false, {0}},
+    {"popitem", NULL, 0, MT_DICT, false, {0}},
+    {"format", method_format, MT_STR, 0, true, {0}},
+    {"center", method_refused, MT_STR, 0, true, {0}},
+    {"ljust", method_refused, MT_STR, 0, true, {0}},
+    {"rjust", method_refused, MT_STR, 0, true, {0}},
+    {"zfill", method_refused, MT_STR, 0, true, {0}},
+    {"partition", method_refused, MT_STR, 0, true, {0}},
+    {"rpartition", method_refused, MT_STR, 0, true, {0}},
+    {"encode", method_refused, MT_STR, 0, true, {0}},
+    {"expandtabs", method_refused, MT_STR, 0, true, {0}},
+    {"swapcase", method_refused, MT_STR, 0, true, {0}},
+    {"istitle", method_refused, MT_STR, 0, true, {0}},
+    {"isnumeric", method_refused, MT_STR, 0, true, {0}},
+    {"isdecimal", method_refused, MT_STR, 0, true, {0}},
+    {"isidentifier", method_refused, MT_STR, 0, true, {0}},
+    {"isprintable", method_refused, MT_STR, 0, true, {0}},
+    {"isascii", method_refused, MT_STR, 0, true, {0}},
+    {"rindex", method_refused, MT_STR, 0, true, {0}},
+    {"format_map", method_refused, MT_STR, 0, true, {0}},
+    {"translate", method_refused, MT_STR, 0, true, {0}},
+};
+
+static int find_method(const char *s, size_t len) {
+    for (size_t i = 0; i < COUNT_OF(k_methods); i++)
+        if (strlen(k_methods[i].name) == len && memcmp(k_methods[i].name, s, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+static bool method_of(const val_t *v, int m, bool *unsafe) {
+    *unsafe = false;
+    if (m < 0 || v_isiter(v)) return false;
+    int type = v->k == VK_STR    ? MT_STR
+               : v->k == VK_LIST ? MT_LIST
+               : v->k == VK_DICT ? MT_DICT
+               : v->k == VK_LOOP ? MT_LOOP
+                                 : 0;
+    if (k_methods[m].on & type) return true;
+    *unsafe = (k_methods[m].unsafe & type) != 0;
+    return *unsafe;
+}
+
+/* Calls method number m (from find_method) of self, which has it (method_of). */
 static int call_method(render_t *r, int line, const val_t *self, int m, const args_t *a,
                        val_t *out) {
-    static const char *const p_chars[] = {"chars"}, *const p_split[] = {"sep", "maxsplit"},
-                             *const p_one[] = {"x"}, *const p_get[] = {"key", "default"},
-                             *const p_replace[] = {"old", "new", "count"}, *const p_none[] = {NULL},
-                             *const p_keepends[] = {"keepends"};
-    const char *name = "method";
-    for (size_t i = 0; i < COUNT_OF(k_methods); i++)
-        if (k_methods[i].id == m) {
+    /* messages name a method after the first row with its function, so the refused str methods
+     * all report as 'center', as they always have */
+    const char *name = k_methods[m].name;
+    for (size_t i = 0; k_methods[m].fn && i < COUNT_OF(k_methods); i++)
+        if (k_methods[i].fn == k_methods[m].fn) {
             name = k_methods[i].name;
             break;
         }
-    char what[64];
-    snprintf(what, sizeof what, "%s.%s()", v_typename(self->k, self->f), name);
-    val_t sl[3];
-    int rc;
     bool unsafe;
     method_of(self, m, &unsafe);
     if (unsafe)
         return r_err(r, line, LT_ERR_INVAL, "access to attribute '%s' of '%s' object is unsafe",
                      name, v_typename(self->k, self->f));
-    if (m == M_FORMAT || m == M_OTHER_STR)
-        return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported method '%s'", what);
-    switch (m) {
-    case M_STRIP:
-    case M_LSTRIP:
-    case M_RSTRIP:
-        if ((rc = bind(r, line, what, p_chars, 1, a, sl))) return rc;
-        if (sl[0].k != VK_MISSING && sl[0].k != VK_NONE && (rc = need_str(r, line, &sl[0], what)))
-            return rc;
-        *out = str_strip(self, sl[0].k == VK_STR ? &sl[0] : NULL, m != M_RSTRIP, m != M_LSTRIP);
-        return 0;
-    case M_SPLIT:
-    case M_RSPLIT: {
-        int64_t maxsplit;
-        if ((rc = bind(r, line, what, p_split, 2, a, sl)) ||
-            (rc = arg_int(r, line, &sl[1], -1, what, &maxsplit)))
-            return rc;
-        if (sl[0].k != VK_MISSING && sl[0].k != VK_NONE && (rc = need_str(r, line, &sl[0], what)))
-            return rc;
-        return str_split(r, line, self, sl[0].k == VK_STR ? &sl[0] : NULL, maxsplit, m == M_RSPLIT,
-                         out);
-    }
-    case M_SPLITLINES:
-        if ((rc = bind(r, line, what, p_keepends, 1, a, sl))) return rc;
-        if (arg_bool(&sl[0], false))
-            return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported splitlines(keepends=True)");
-        return str_splitlines(r, line, self, out);
-    case M_STARTSWITH:
-    case M_ENDSWITH: {
-        if ((rc = bind(r, line, what, p_one, 1, a, sl))) return rc;
-        const val_t *cands = &sl[0];
-        size_t nc = 1;
-        if (sl[0].k == VK_LIST && (sl[0].f & LF_TUPLE)) {
-            cands = sl[0].u.l->v;
-            nc = sl[0].u.l->n;
-        }
-        bool hit = false;
-        for (size_t i = 0; i < nc && !hit; i++) {
-            if (cands[i].k != VK_STR)
-                return r_err(r, line, LT_ERR_INVAL, "%s: expected a str or a tuple of str", what);
-            size_t k = cands[i].n;
-            hit = k <= self->n &&
-                  memcmp(self->u.s + (m == M_STARTSWITH ? 0 : self->n - k), cands[i].u.s, k) == 0;
-        }
-        *out = v_bool(hit);
-        return 0;
-    }
-    case M_UPPER:
-    case M_LOWER:
-    case M_CASEFOLD:
-    case M_TITLE:
-    case M_CAPITALIZE:
-        if ((rc = bind(r, line, what, p_none, 0, a, sl))) return rc;
-        return str_case(r, line, self,
-                        m == M_UPPER        ? CASE_UPPER
-                        : m == M_TITLE      ? CASE_TITLE
-                        : m == M_CAPITALIZE ? CASE_CAPITALIZE
-                                            : CASE_LOWER,
-                        out);
-    case M_REPLACE: {
-        int64_t count;
-        if ((rc = bind(r, line, what, p_replace, 3, a, sl))) return rc;
-        if (sl[0].k == VK_MISSING || sl[1].k == VK_MISSING)
-            return r_err(r, line, LT_ERR_INVAL, "%s needs old and new", what);
-        if ((rc = need_str(r, line, &sl[0], what)) || (rc = need_str(r, line, &sl[1], what)) ||
-            (rc = arg_int(r, line, &sl[2], -1, what, &count)))
-            return rc;
-        return str_replace(r, line, self, &sl[0], &sl[1], count, out);
-    }
-    case M_FIND:
-    case M_RFIND:
-    case M_COUNT:
-    case M_INDEX:
-    case M_REMOVEPREFIX:
-    case M_REMOVESUFFIX:
-        if ((rc = bind(r, line, what, p_one, 1, a, sl))) return rc;
-        if (sl[0].k == VK_MISSING)
-            return r_err(r, line, LT_ERR_INVAL, "%s needs an argument", what);
-        if (self->k == VK_LIST) {
-            int64_t hits = 0, first = -1;
-            for (uint32_t i = 0; i < self->u.l->n; i++)
-                if (v_eq(&self->u.l->v[i], &sl[0], 0)) {
-                    if (first < 0) first = i;
-                    hits++;
-                }
-            if (m == M_INDEX && first < 0)
-                return r_err(r, line, LT_ERR_INVAL, "list.index(x): x not in list");
-            *out = v_int(m == M_INDEX ? first : hits);
-            return 0;
-        }
-        if ((rc = need_str(r, line, &sl[0], what))) return rc;
-        if (m == M_COUNT) {
-            *out = v_int(str_count(self, &sl[0]));
-        } else if (m == M_REMOVEPREFIX || m == M_REMOVESUFFIX) {
-            size_t k = sl[0].n;
-            bool pre = m == M_REMOVEPREFIX;
-            if (k <= self->n && memcmp(self->u.s + (pre ? 0 : self->n - k), sl[0].u.s, k) == 0)
-                *out = v_str(self->u.s + (pre ? k : 0), self->n - k);
-            else
-                *out = *self;
-        } else {
-            int64_t i = str_find(self, &sl[0], m == M_RFIND);
-            if (m == M_INDEX && i < 0) return r_err(r, line, LT_ERR_INVAL, "substring not found");
-            *out = v_int(i);
-        }
-        return 0;
-    case M_JOIN: {
-        if ((rc = bind(r, line, what, p_one, 1, a, sl))) return rc;
-        const val_t *items;
-        size_t n;
-        if ((rc = iter_items(r, line, &sl[0], &items, &n))) return rc;
-        lt_buf_t b = {.limit = CT_MAX_OUTPUT};
-        for (size_t i = 0; i < n && !rc; i++) {
-            if (items[i].k != VK_STR) {
-                free(b.data);
-                return r_err(r, line, LT_ERR_INVAL,
-                             "sequence item %zu: expected str instance, %s found", i,
-                             v_typename(items[i].k, items[i].f));
-            }
-            if (i) rc = lt_buf_put(&b, self->u.s, self->n);
-            if (!rc) rc = lt_buf_put(&b, items[i].u.s, items[i].n);
-        }
-        char *dst = rc ? NULL : str_new(r, b.len, out);
-        if (dst && b.len) memcpy(dst, b.data, b.len);
-        free(b.data);
-        if (rc) return r_outerr(r, line, rc);
-        return dst ? 0 : r_nomem(r, line);
-    }
-    case M_ISDIGIT:
-    case M_ISALPHA:
-    case M_ISALNUM:
-    case M_ISSPACE:
-    case M_ISLOWER:
-    case M_ISUPPER:
-        if ((rc = bind(r, line, what, p_none, 0, a, sl))) return rc;
-        *out = v_bool(m == M_ISDIGIT   ? str_all(self, uc_isdigit)
-                      : m == M_ISALPHA ? str_all(self, uc_isalpha)
-                      : m == M_ISALNUM ? str_all(self, uc_isalnum)
-                      : m == M_ISSPACE ? str_all(self, uc_isspace)
-                                       : str_iscase(self, m == M_ISLOWER));
-        return 0;
-    case M_GET: {
-        if ((rc = bind(r, line, what, p_get, 2, a, sl))) return rc;
-        if (sl[0].k == VK_MISSING) return r_err(r, line, LT_ERR_INVAL, "%s needs a key", what);
-        int i = dict_find(self->u.m, &sl[0]);
-        *out = i >= 0 ? self->u.m->v[i] : sl[1].k == VK_MISSING ? v_none() : sl[1];
-        return 0;
-    }
-    case M_ITEMS:
-    case M_KEYS:
-    case M_VALUES: {
-        if ((rc = bind(r, line, what, p_none, 0, a, sl))) return rc;
-        if (m == M_ITEMS) { /* a view, not a generator: it has a length */
-            args_t none = {0};
-            rc = filter_items(r, line, self, &none, NULL, out);
-            out->f = 0;
-            return rc;
-        }
-        const dict_t *d = self->u.m;
-        list_t *l = list_new(r, d->n);
-        if (!l) return r_nomem(r, line);
-        memcpy(l->v, m == M_KEYS ? d->k : d->v, d->n * sizeof *l->v);
-        l->n = d->n;
-        *out = v_list(l, 0);
-        return 0;
-    }
-    case M_COPY:
-        if ((rc = bind(r, line, what, p_none, 0, a, sl))) return rc;
-        if (self->k == VK_LIST) {
-            list_t *l = list_new(r, self->u.l->n);
-            if (!l) return r_nomem(r, line);
-            memcpy(l->v, self->u.l->v, self->u.l->n * sizeof *l->v);
-            l->n = self->u.l->n;
-            *out = v_list(l, self->f);
-        } else {
-            const dict_t *d = self->u.m;
-            dict_t *c = dict_new(r, d->n);
-            if (!c) return r_nomem(r, line);
-            memcpy(c->k, d->k, d->n * sizeof *c->k);
-            memcpy(c->v, d->v, d->n * sizeof *c->v);
-            c->n = d->n;
-            *out = (val_t){.k = VK_DICT, .u.m = c};
-        }
-        return 0;
-    case M_CYCLE:
-        if (a->nkw || a->npos == 0)
-            return r_err(r, line, LT_ERR_INVAL, "no items for cycling given");
-        *out = a->pos[self->u.lp->i % a->npos];
-        return 0;
-    case M_CHANGED: {
-        list_t *l = list_new(r, (size_t)a->npos);
-        if (!l) return r_nomem(r, line);
-        if (a->npos) memcpy(l->v, a->pos, (size_t)a->npos * sizeof *l->v);
-        l->n = (uint32_t)a->npos;
-        val_t now = v_list(l, 0);
-        loopctx_t *lp = self->u.lp;
-        bool changed = !lp->has_last || !v_eq(&lp->last, &now, 0);
-        lp->last = now;
-        lp->has_last = true;
-        *out = v_bool(changed);
-        return 0;
-    }
-    default: return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported method '%s'", what);
-    }
+    char what[64];
+    snprintf(what, sizeof what, "%s.%s()", v_typename(self->k, self->f), name);
+    val_t sl[3];
+    int rc, np = 0;
+    while (np < 3 && k_methods[m].params[np]) np++;
+    if (!k_methods[m].variadic && (rc = bind(r, line, what, k_methods[m].params, np, a, sl)))
+        return rc;
+    return k_methods[m].fn(r, line, self, a, sl, what, out);
 }
 
 /* ---- render: global functions and macros ---- */

@@ -983,102 +983,22 @@ static const char *const k_fixed_names[NM__FIXED] = {
 /* The index of the filter called name in k_filters (in the filters section), or -1. */
 static int find_filter(const char *s, size_t len);
 
-typedef struct {
-    const char *name;
-    uint8_t id;
-    bool variadic;         /* takes its arguments as they come (map, select...) */
-    const char *params[4]; /* after the operand, in order */
-} builtin_t;
-
 /* jinja2 filters we do not implement: a template using one fails to compile, by name. */
 static const char *const k_filters_unsupported[] = {
     "batch",     "center", "filesizeformat", "forceescape", "groupby",
     "pprint",    "random", "slice",          "striptags",   "truncate",
     "urlencode", "urlize", "wordcount",      "wordwrap",    "xmlattr"};
 
-enum {
-    T_BOOLEAN,
-    T_CALLABLE,
-    T_DEFINED,
-    T_DIVISIBLEBY,
-    T_EQ,
-    T_ESCAPED,
-    T_EVEN,
-    T_FALSE,
-    T_FLOAT,
-    T_GE,
-    T_GT,
-    T_IN,
-    T_INTEGER,
-    T_ITERABLE,
-    T_LE,
-    T_LOWER,
-    T_LT,
-    T_MAPPING,
-    T_NE,
-    T_NONE,
-    T_NUMBER,
-    T_ODD,
-    T_SAMEAS,
-    T_SEQUENCE,
-    T_STRING,
-    T_TRUE,
-    T_UNDEFINED,
-    T_UPPER,
-};
+/* The index of the test called name in k_tests (in the tests section), or -1. */
+static int find_test(const char *s, size_t len);
 
-static const builtin_t k_tests[] = {
-    {"boolean", T_BOOLEAN, false, {0}},
-    {"callable", T_CALLABLE, false, {0}},
-    {"defined", T_DEFINED, false, {0}},
-    {"divisibleby", T_DIVISIBLEBY, false, {"num"}},
-    {"eq", T_EQ, false, {"b"}},
-    {"equalto", T_EQ, false, {"b"}},
-    {"==", T_EQ, false, {"b"}},
-    {"escaped", T_ESCAPED, false, {0}},
-    {"even", T_EVEN, false, {0}},
-    {"false", T_FALSE, false, {0}},
-    {"float", T_FLOAT, false, {0}},
-    {"ge", T_GE, false, {"b"}},
-    {">=", T_GE, false, {"b"}},
-    {"gt", T_GT, false, {"b"}},
-    {">", T_GT, false, {"b"}},
-    {"greaterthan", T_GT, false, {"b"}},
-    {"in", T_IN, false, {"seq"}},
-    {"integer", T_INTEGER, false, {0}},
-    {"iterable", T_ITERABLE, false, {0}},
-    {"le", T_LE, false, {"b"}},
-    {"<=", T_LE, false, {"b"}},
-    {"lower", T_LOWER, false, {0}},
-    {"lt", T_LT, false, {"b"}},
-    {"<", T_LT, false, {"b"}},
-    {"lessthan", T_LT, false, {"b"}},
-    {"mapping", T_MAPPING, false, {0}},
-    {"ne", T_NE, false, {"b"}},
-    {"!=", T_NE, false, {"b"}},
-    {"none", T_NONE, false, {0}},
-    {"number", T_NUMBER, false, {0}},
-    {"odd", T_ODD, false, {0}},
-    {"sameas", T_SAMEAS, false, {"other"}},
-    {"sequence", T_SEQUENCE, false, {0}},
-    {"string", T_STRING, false, {0}},
-    {"true", T_TRUE, false, {0}},
-    {"undefined", T_UNDEFINED, false, {0}},
-    {"upper", T_UPPER, false, {0}},
-};
-
+/* jinja2 tests we do not implement. */
 static const char *const k_tests_unsupported[] = {"filter", "test"};
 
 /* The index of the Python method called name in k_methods (in the methods section), or -1;
  * whether value v has method m, and whether the sandbox forbids it. */
 static int find_method(const char *s, size_t len);
 static bool method_of(const val_t *v, int m, bool *unsafe);
-
-static int find_builtin(const builtin_t *tab, size_t n, const char *s, size_t len) {
-    for (size_t i = 0; i < n; i++)
-        if (strlen(tab[i].name) == len && memcmp(tab[i].name, s, len) == 0) return (int)i;
-    return -1;
-}
 
 static bool in_list(const char *const *tab, size_t n, const char *s, size_t len) {
     for (size_t i = 0; i < n; i++)
@@ -1298,7 +1218,7 @@ static int parse_test(parser_t *p, node_t *node, node_t **out) {
     p->i++;
     if (is_op(cur(p), OP_DOT))
         return ct_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported dotted test name");
-    int id = find_builtin(k_tests, COUNT_OF(k_tests), t->s, t->n);
+    int id = find_test(t->s, t->n);
     if (id < 0) {
         if (in_list(k_tests_unsupported, COUNT_OF(k_tests_unsupported), t->s, t->n))
             return ct_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported test '%.*s'",
@@ -1309,8 +1229,8 @@ static int parse_test(parser_t *p, node_t *node, node_t **out) {
     if (!e) return p_nomem(p);
     e->a = node;
     e->id = id;
-    e->s = k_tests[id].name;
-    e->n = strlen(e->s);
+    e->s = t->s;
+    e->n = t->n;
     const tok_t *c = cur(p);
     if (is_op(c, OP_LPAREN)) {
         if ((rc = parse_call_args(p, e))) return rc;
@@ -3929,90 +3849,239 @@ static int sort_order(render_t *r, int line, const val_t *keys, uint32_t *order,
 
 /* ---- render: tests ---- */
 
-static int apply_test(render_t *r, int line, int id, const val_t *v, const args_t *a, bool *res);
+/* A test gets its operand v and its one argument (VK_MISSING for the tests that take none). */
+typedef int (*test_fn)(render_t *r, int line, const val_t *v, const val_t *arg, bool *res);
 
-static int find_test_by_name(const val_t *name) {
-    if (name->k != VK_STR) return -1;
-    int i = find_builtin(k_tests, COUNT_OF(k_tests), name->u.s, name->n);
-    return i < 0 ? -1 : k_tests[i].id;
+static int test_boolean(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_BOOL;
+    return 0;
 }
 
-static int apply_test(render_t *r, int line, int id, const val_t *v, const args_t *a, bool *res) {
-    val_t arg[1] = {{.k = VK_MISSING}};
-    const builtin_t *b = NULL;
+static int test_callable(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_FN || v->k == VK_UNDEF;
+    return 0;
+}
+
+static int test_defined(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k != VK_UNDEF;
+    return 0;
+}
+
+static int test_undefined(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_UNDEF;
+    return 0;
+}
+
+static int test_none(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_NONE;
+    return 0;
+}
+
+static int test_false(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_BOOL && !v->u.b;
+    return 0;
+}
+
+static int test_true(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_BOOL && v->u.b;
+    return 0;
+}
+
+static int test_integer(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_INT;
+    return 0;
+}
+
+static int test_float(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_FLOAT;
+    return 0;
+}
+
+static int test_number(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v_isnum(v);
+    return 0;
+}
+
+static int test_string(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_STR;
+    return 0;
+}
+
+static int test_mapping(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = v->k == VK_DICT;
+    return 0;
+}
+
+static int test_iterable(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res =
+        v->k == VK_STR || v->k == VK_LIST || v->k == VK_DICT || v->k == VK_UNDEF || v->k == VK_LOOP;
+    return 0;
+}
+
+static int test_sequence(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res =
+        v->k == VK_STR || (v->k == VK_LIST && !v_isiter(v)) || v->k == VK_DICT || v->k == VK_UNDEF;
+    return 0;
+}
+
+static int test_escaped(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    *res = false;
+    return 0;
+}
+
+static int test_lower(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    val_t s;
+    int rc = v_tostr(r, line, v, &s);
+    if (!rc) *res = str_iscase(&s, true);
+    return rc;
+}
+
+static int test_upper(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    val_t s;
+    int rc = v_tostr(r, line, v, &s);
+    if (!rc) *res = str_iscase(&s, false);
+    return rc;
+}
+
+/* v % d == want, as Python computes it (so floats and bools work, and 0 is an error). */
+static int mod_is(render_t *r, int line, const val_t *v, val_t d, double want, bool *res) {
+    val_t m;
+    int rc = arith(r, line, OP_MOD, v, &d, &m);
+    if (!rc) *res = v_asfloat(&m) == want;
+    return rc;
+}
+
+static int test_even(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return mod_is(r, line, v, v_int(2), 0.0, res);
+}
+
+static int test_odd(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return mod_is(r, line, v, v_int(2), 1.0, res);
+}
+
+static int test_divisibleby(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return mod_is(r, line, v, *arg, 0.0, res);
+}
+
+/* Python's `is`: identity, as far as values here have one (small ints are cached). */
+static int test_sameas(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    const val_t *o = arg;
+    if (v->k != o->k)
+        *res = false;
+    else if (v->k == VK_NONE || v->k == VK_UNDEF)
+        *res = true;
+    else if (v->k == VK_BOOL)
+        *res = v->u.b == o->u.b;
+    else if (v->k == VK_INT)
+        *res = v->u.i == o->u.i && v->u.i >= -5 && v->u.i <= 256;
+    else if (v->k == VK_STR)
+        *res = v->u.s == o->u.s && v->n == o->n;
+    else
+        *res = v->u.l == o->u.l;
+    return 0;
+}
+
+static int test_in(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return contains(r, line, v, arg, res);
+}
+
+static int test_eq(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return compare(r, line, OP_EQ, v, arg, res);
+}
+
+static int test_ne(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return compare(r, line, OP_NE, v, arg, res);
+}
+
+static int test_lt(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return compare(r, line, OP_LT, v, arg, res);
+}
+
+static int test_le(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return compare(r, line, OP_LE, v, arg, res);
+}
+
+static int test_gt(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return compare(r, line, OP_GT, v, arg, res);
+}
+
+static int test_ge(render_t *r, int line, const val_t *v, const val_t *arg, bool *res) {
+    return compare(r, line, OP_GE, v, arg, res);
+}
+
+/* jinja2's tests, by name; aliases share a function. */
+static const struct {
+    const char *name;
+    test_fn fn;
+    const char *param; /* the one argument's name, or NULL */
+} k_tests[] = {
+    {"boolean", test_boolean, NULL},
+    {"callable", test_callable, NULL},
+    {"defined", test_defined, NULL},
+    {"divisibleby", test_divisibleby, "num"},
+    {"eq", test_eq, "b"},
+    {"equalto", test_eq, "b"},
+    {"==", test_eq, "b"},
+    {"escaped", test_escaped, NULL},
+    {"even", test_even, NULL},
+    {"false", test_false, NULL},
+    {"float", test_float, NULL},
+    {"ge", test_ge, "b"},
+    {">=", test_ge, "b"},
+    {"gt", test_gt, "b"},
+    {">", test_gt, "b"},
+    {"greaterthan", test_gt, "b"},
+    {"in", test_in, "seq"},
+    {"integer", test_integer, NULL},
+    {"iterable", test_iterable, NULL},
+    {"le", test_le, "b"},
+    {"<=", test_le, "b"},
+    {"lower", test_lower, NULL},
+    {"lt", test_lt, "b"},
+    {"<", test_lt, "b"},
+    {"lessthan", test_lt, "b"},
+    {"mapping", test_mapping, NULL},
+    {"ne", test_ne, "b"},
+    {"!=", test_ne, "b"},
+    {"none", test_none, NULL},
+    {"number", test_number, NULL},
+    {"odd", test_odd, NULL},
+    {"sameas", test_sameas, "other"},
+    {"sequence", test_sequence, NULL},
+    {"string", test_string, NULL},
+    {"true", test_true, NULL},
+    {"undefined", test_undefined, NULL},
+    {"upper", test_upper, NULL},
+};
+
+static int find_test(const char *s, size_t len) {
     for (size_t i = 0; i < COUNT_OF(k_tests); i++)
-        if (k_tests[i].id == id) {
-            b = &k_tests[i];
+        if (strlen(k_tests[i].name) == len && memcmp(k_tests[i].name, s, len) == 0) return (int)i;
+    return -1;
+}
+
+/* The test a string value names (select, reject...), or -1. */
+static int find_test_by_name(const val_t *name) {
+    return name->k == VK_STR ? find_test(name->u.s, name->n) : -1;
+}
+
+/* Applies test number idx (from find_test) to v. */
+static int apply_test(render_t *r, int line, int idx, const val_t *v, const args_t *a, bool *res) {
+    /* messages name a test after the first row with its function: `==` reports as 'eq' */
+    const char *name = k_tests[idx].name;
+    for (size_t i = 0; i < COUNT_OF(k_tests); i++)
+        if (k_tests[i].fn == k_tests[idx].fn) {
+            name = k_tests[i].name;
             break;
         }
-    int np = b->params[0] ? 1 : 0, rc;
+    val_t arg = {.k = VK_MISSING};
+    int np = k_tests[idx].param ? 1 : 0, rc;
     char what[48];
-    snprintf(what, sizeof what, "test '%s'", b->name);
-    if ((rc = bind(r, line, what, b->params, np, a, arg))) return rc;
-    if (np && arg[0].k == VK_MISSING)
+    snprintf(what, sizeof what, "test '%s'", name);
+    if ((rc = bind(r, line, what, &k_tests[idx].param, np, a, &arg))) return rc;
+    if (np && arg.k == VK_MISSING)
         return r_err(r, line, LT_ERR_INVAL, "%s needs an argument", what);
-    switch (id) {
-    case T_BOOLEAN: *res = v->k == VK_BOOL; return 0;
-    case T_CALLABLE: *res = v->k == VK_FN || v->k == VK_UNDEF; return 0;
-    case T_DEFINED: *res = v->k != VK_UNDEF; return 0;
-    case T_UNDEFINED: *res = v->k == VK_UNDEF; return 0;
-    case T_NONE: *res = v->k == VK_NONE; return 0;
-    case T_FALSE: *res = v->k == VK_BOOL && !v->u.b; return 0;
-    case T_TRUE: *res = v->k == VK_BOOL && v->u.b; return 0;
-    case T_INTEGER: *res = v->k == VK_INT; return 0;
-    case T_FLOAT: *res = v->k == VK_FLOAT; return 0;
-    case T_NUMBER: *res = v_isnum(v); return 0;
-    case T_STRING: *res = v->k == VK_STR; return 0;
-    case T_MAPPING: *res = v->k == VK_DICT; return 0;
-    case T_ITERABLE:
-        *res = v->k == VK_STR || v->k == VK_LIST || v->k == VK_DICT || v->k == VK_UNDEF ||
-               v->k == VK_LOOP;
-        return 0;
-    case T_SEQUENCE:
-        *res = v->k == VK_STR || (v->k == VK_LIST && !v_isiter(v)) || v->k == VK_DICT ||
-               v->k == VK_UNDEF;
-        return 0;
-    case T_ESCAPED: *res = false; return 0;
-    case T_LOWER:
-    case T_UPPER: {
-        val_t s;
-        if ((rc = v_tostr(r, line, v, &s))) return rc;
-        *res = str_iscase(&s, id == T_LOWER);
-        return 0;
-    }
-    case T_EVEN:
-    case T_ODD:
-    case T_DIVISIBLEBY: {
-        val_t m, d = id == T_DIVISIBLEBY ? arg[0] : v_int(2);
-        if ((rc = arith(r, line, OP_MOD, v, &d, &m))) return rc;
-        *res = v_asfloat(&m) == (id == T_ODD ? 1.0 : 0.0);
-        return 0;
-    }
-    case T_SAMEAS: {
-        const val_t *o = &arg[0];
-        if (v->k != o->k)
-            *res = false;
-        else if (v->k == VK_NONE || v->k == VK_UNDEF)
-            *res = true;
-        else if (v->k == VK_BOOL)
-            *res = v->u.b == o->u.b;
-        else if (v->k == VK_INT)
-            *res = v->u.i == o->u.i && v->u.i >= -5 && v->u.i <= 256;
-        else if (v->k == VK_STR)
-            *res = v->u.s == o->u.s && v->n == o->n;
-        else
-            *res = v->u.l == o->u.l;
-        return 0;
-    }
-    case T_IN: return contains(r, line, v, &arg[0], res);
-    case T_EQ: return compare(r, line, OP_EQ, v, &arg[0], res);
-    case T_NE: return compare(r, line, OP_NE, v, &arg[0], res);
-    case T_LT: return compare(r, line, OP_LT, v, &arg[0], res);
-    case T_LE: return compare(r, line, OP_LE, v, &arg[0], res);
-    case T_GT: return compare(r, line, OP_GT, v, &arg[0], res);
-    case T_GE: return compare(r, line, OP_GE, v, &arg[0], res);
-    default: return r_err(r, line, LT_ERR_UNSUPPORTED, "unsupported test");
-    }
+    return k_tests[idx].fn(r, line, v, &arg, res);
 }
 
 /* ---- render: filters ---- */
@@ -5563,7 +5632,7 @@ static int eval(render_t *r, const node_t *e, val_t *out) {
         args_t args;
         bool res;
         if ((rc = eval(r, e->a, &a)) || (rc = eval_args(r, e, &args)) ||
-            (rc = apply_test(r, e->line, k_tests[e->id].id, &a, &args, &res)))
+            (rc = apply_test(r, e->line, e->id, &a, &args, &res)))
             return rc;
         *out = v_bool(res);
         return 0;

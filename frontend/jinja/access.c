@@ -100,7 +100,7 @@ static int undef_item(render_t *r, int line, int objkind, const val_t *key, val_
     size_t n = rc ? 0 : (b.len > 200 ? 200 : b.len);
     char *s = jt_alloc(r, n + 1);
     if (s && n) memcpy(s, b.data, n);
-    free(b.data);
+    lt_buf_free(&b);
     if (!s) return jt_nomem(r, line);
     *out = v_undef_hint(UH_ITEM, objkind, s, n);
     return 0;

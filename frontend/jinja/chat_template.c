@@ -36,13 +36,18 @@
 
 /* ---- errors ---- */
 
-int jt_errf(char *err, int code, int line, const char *fmt, ...) {
+int jt_verrf(char *err, int code, int line, const char *fmt, va_list ap) {
     char msg[LT_ERR_LEN];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    return lt_errf(err, code, "chat template line %d: %s", line, msg);
+}
+
+int jt_errf(char *err, int code, int line, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = jt_verrf(err, code, line, fmt, ap);
     va_end(ap);
-    return lt_errf(err, code, "chat template line %d: %s", line, msg);
+    return rc;
 }
 
 /* ---- public API ---- */

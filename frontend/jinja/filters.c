@@ -33,6 +33,18 @@ static int deferred_iter(render_t *r, int line, const char *msg, const val_t *v,
     return 0;
 }
 
+/* The start of a generator filter (select, map...): v's items, a step each, and a list for what
+ * it yields; or, when v cannot be iterated, *l NULL and *out the deferred failure. */
+static int generator_start(render_t *r, int line, const val_t *v, const val_t **items, size_t *n,
+                           list_t **l, val_t *out) {
+    int rc;
+    *l = NULL;
+    if (!is_iterable(v)) return deferred_iter(r, line, "'%s' object is not iterable", v, out);
+    if ((rc = jt_iter_items(r, line, v, items, n)) || (rc = jt_step(r, line, *n))) return rc;
+    *l = jt_list_new(r, *n);
+    return *l ? 0 : jt_nomem(r, line);
+}
+
 /* A generator filter's per-item failure (a test or filter raising on one item) becomes a deferred
  * iterator too: jinja2 would only raise when the items are consumed. Other errors stay errors. */
 static int defer_failure(render_t *r, int line, int rc, val_t *out) {
@@ -140,12 +152,10 @@ static int select_items(render_t *r, int line, const val_t *v, const args_t *a, 
     }
     args_t targs = {.pos = a->npos > off + 1 ? a->pos + off + 1 : NULL,
                     .npos = a->npos > off + 1 ? a->npos - off - 1 : 0};
-    if (!is_iterable(v)) return deferred_iter(r, line, "'%s' object is not iterable", v, out);
     const val_t *items;
     size_t n;
-    if ((rc = jt_iter_items(r, line, v, &items, &n)) || (rc = jt_step(r, line, n))) return rc;
-    list_t *l = jt_list_new(r, n);
-    if (!l) return jt_nomem(r, line);
+    list_t *l;
+    if ((rc = generator_start(r, line, v, &items, &n, &l, out)) || !l) return rc;
     for (size_t i = 0; i < n; i++) {
         val_t x = items[i];
         if (attr && (rc = attr_path(r, line, &items[i], &a->pos[0], &x)))
@@ -206,12 +216,10 @@ static int filter_map(render_t *r, int line, const val_t *v, const args_t *a, co
         fargs = (args_t){
             .pos = a->pos + 1, .npos = a->npos - 1, .kwv = a->kwv, .kwid = a->kwid, .nkw = a->nkw};
     }
-    if (!is_iterable(v)) return deferred_iter(r, line, "'%s' object is not iterable", v, out);
     const val_t *items;
     size_t n;
-    if ((rc = jt_iter_items(r, line, v, &items, &n)) || (rc = jt_step(r, line, n))) return rc;
-    list_t *l = jt_list_new(r, n);
-    if (!l) return jt_nomem(r, line);
+    list_t *l;
+    if ((rc = generator_start(r, line, v, &items, &n, &l, out)) || !l) return rc;
     for (size_t i = 0; i < n; i++) {
         val_t x;
         if (attr) {
@@ -302,16 +310,13 @@ static int filter_tojson(render_t *r, int line, const val_t *v, const args_t *a,
     const val_t *bad = NULL;
     int rc = jt_json_write(r, &b, v, &o, 0, &bad);
     if (rc) {
-        free(b.data);
+        lt_buf_free(&b);
         if (bad)
             return jt_err(r, line, LT_ERR_INVAL, "Object of type %s is not JSON serializable",
                           jt_typename(bad->k, bad->f));
         return rc == LT_ERR_NOMEM ? jt_nomem(r, line) : jt_outerr(r, line, rc);
     }
-    char *s = jt_str_new(r, b.len, out);
-    if (s && b.len) memcpy(s, b.data, b.len);
-    free(b.data);
-    return s ? 0 : jt_nomem(r, line);
+    return jt_str_take(r, line, &b, 0, out);
 }
 
 /* `s += "\n"` in jinja2: only strings. */
@@ -340,7 +345,7 @@ static int filter_indent(render_t *r, int line, const val_t *v, const args_t *a,
     if (!rc) rc = lt_buf_putc(&b, '\n');
     val_t whole = v_str(b.data, b.len), lines;
     if (!rc && (rc = jt_str_splitlines(r, line, &whole, &lines))) {
-        free(b.data);
+        lt_buf_free(&b);
         return rc;
     }
     lt_buf_t o = {.limit = CT_MAX_OUTPUT};
@@ -352,12 +357,8 @@ static int filter_indent(render_t *r, int line, const val_t *v, const args_t *a,
         if (!rc && i && (blank || ln->n)) rc = lt_buf_put(&o, ind.u.s, ind.n);
         if (!rc) rc = lt_buf_put(&o, ln->u.s, ln->n);
     }
-    char *dst = rc ? NULL : jt_str_new(r, o.len, out);
-    if (dst && o.len) memcpy(dst, o.data, o.len);
-    free(b.data);
-    free(o.data);
-    if (rc) return jt_outerr(r, line, rc);
-    return dst ? 0 : jt_nomem(r, line);
+    lt_buf_free(&b); /* after the lines, which point into it */
+    return jt_str_take(r, line, &o, rc, out);
 }
 
 static int filter_join(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
@@ -377,11 +378,11 @@ static int filter_join(render_t *r, int line, const val_t *v, const args_t *a, c
         if (!brc) brc = lt_buf_put(&b, s.u.s, s.n);
         if (brc) rc = jt_outerr(r, line, brc);
     }
-    char *dst = rc ? NULL : jt_str_new(r, b.len, out);
-    if (dst && b.len) memcpy(dst, b.data, b.len);
-    free(b.data);
-    if (rc) return rc;
-    return dst ? 0 : jt_nomem(r, line);
+    if (rc) {
+        lt_buf_free(&b);
+        return rc;
+    }
+    return jt_str_take(r, line, &b, 0, out);
 }
 
 /* The items of v (a step each) and their keys for sort, unique, min and max: through attribute
@@ -550,25 +551,27 @@ static int filter_length(render_t *r, int line, const val_t *v, const args_t *a,
     return jt_type_err(r, line, "object of type '%s' has no len()", v, NULL);
 }
 
-static int filter_first(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
-                        val_t *out) {
+/* The first or last item; undefined when there is none (with the first filter's message for
+ * both, where jinja2's last says "No last item"). */
+static int end_item(render_t *r, int line, const val_t *v, bool last, val_t *out) {
     const val_t *items;
     size_t n;
     int rc = jt_iter_items(r, line, v, &items, &n);
     if (rc) return rc;
-    *out = n ? items[0] : v_undef_hint(UH_MSG, 0, "No first item, sequence was empty.", 34);
+    *out = n ? items[last ? n - 1 : 0]
+             : v_undef_hint(UH_MSG, 0, "No first item, sequence was empty.", 34);
     return 0;
+}
+
+static int filter_first(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
+                        val_t *out) {
+    return end_item(r, line, v, false, out);
 }
 
 static int filter_last(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,
                        val_t *out) {
     if (v_isiter(v)) return jt_type_err(r, line, "'%s' object is not reversible", v, NULL);
-    const val_t *items;
-    size_t n;
-    int rc = jt_iter_items(r, line, v, &items, &n);
-    if (rc) return rc;
-    *out = n ? items[n - 1] : v_undef_hint(UH_MSG, 0, "No first item, sequence was empty.", 34);
-    return 0;
+    return end_item(r, line, v, true, out);
 }
 
 static int filter_list(render_t *r, int line, const val_t *v, const args_t *a, const val_t *sl,

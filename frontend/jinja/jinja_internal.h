@@ -16,6 +16,7 @@
 #ifndef FE_JINJA_INTERNAL_H
 #define FE_JINJA_INTERNAL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +45,7 @@
 /* "chat template line N: <message>" into err (LT_ERR_LEN bytes, may be NULL); returns code. */
 int jt_errf(char *err, int code, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+int jt_verrf(char *err, int code, int line, const char *fmt, va_list ap);
 
 /* ---- values ---- */
 
@@ -456,6 +458,9 @@ bool jt_list_push(render_t *r, list_t *l, val_t v);
 dict_t *jt_dict_new(render_t *r, size_t cap);
 /* A new string of n bytes to fill; NULL when out of memory. */
 char *jt_str_new(render_t *r, size_t n, val_t *out);
+/* b's text as a new string value, or, when brc (what filling b returned) is not 0, its error
+ * (jt_outerr). Frees b either way. */
+int jt_str_take(render_t *r, int line, lt_buf_t *b, int brc, val_t *out);
 /* The index of key in d (Python's ==), or -1. */
 int jt_dict_find(const dict_t *d, const val_t *key);
 /* The index of the string key s[0, n) in d, or -1. */

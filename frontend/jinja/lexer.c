@@ -37,6 +37,10 @@ typedef struct lexer {
     char *err;
 } lexer_t;
 
+static int lex_nomem(const lexer_t *lx) {
+    return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+}
+
 static tok_t *lex_push(lexer_t *lx, int type, int line, const char *s, size_t n) {
     if (lx->nv == lx->cap) {
         size_t cap = lx->cap ? lx->cap * 2 : 256;
@@ -225,7 +229,7 @@ static size_t scan_int(const char *s, size_t n, size_t i, int64_t *v, bool *big)
 /* Decodes a string literal's body as Python's unicode-escape codec does. */
 static int lex_string(lexer_t *lx, const char *s, size_t n, int line, tok_t *t) {
     char *o = lt_arena_alloc(lx->arena, n + 1);
-    if (!o) return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+    if (!o) return lex_nomem(lx);
     size_t k = 0;
     for (size_t i = 0; i < n;) {
         if (s[i] != '\\' || i + 1 >= n) {
@@ -307,7 +311,7 @@ static int lex_tag(lexer_t *lx, char kind, size_t p, int open_line) {
     char stack[CT_MAX_NEST];
     int depth = 0;
     if (!lex_push(lx, kind == '%' ? TK_BLOCK_BEGIN : TK_VAR_BEGIN, lx->line, NULL, 0))
-        return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+        return lex_nomem(lx);
     size_t i = p;
     for (;;) {
         if (i >= n)
@@ -323,7 +327,7 @@ static int lex_tag(lexer_t *lx, char kind, size_t p, int open_line) {
                 end = i + 2;
             if (end) {
                 if (!lex_push(lx, kind == '%' ? TK_BLOCK_END : TK_VAR_END, lx->line, NULL, 0))
-                    return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+                    return lex_nomem(lx);
                 lx->line += count_nl(s + i, end - i);
                 lx->line_starting = s[end - 1] == '\n';
                 lx->pos = end;
@@ -345,8 +349,7 @@ static int lex_tag(lexer_t *lx, char kind, size_t p, int open_line) {
                 for (size_t m = i; m < j && k < sizeof tmp - 1; m++)
                     if (s[m] != '_') tmp[k++] = s[m];
                 tmp[k] = 0;
-                if (!(t = lex_push(lx, TK_FLOAT, lx->line, s + i, j - i)))
-                    return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+                if (!(t = lex_push(lx, TK_FLOAT, lx->line, s + i, j - i))) return lex_nomem(lx);
                 t->d = strtod(tmp, NULL);
             } else {
                 int64_t v;
@@ -355,8 +358,7 @@ static int lex_tag(lexer_t *lx, char kind, size_t p, int open_line) {
                 if (big)
                     return jt_errf(lx->err, LT_ERR_UNSUPPORTED, lx->line,
                                    "integer literal '%.*s' is too large", (int)(j - i), s + i);
-                if (!(t = lex_push(lx, TK_INT, lx->line, s + i, j - i)))
-                    return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+                if (!(t = lex_push(lx, TK_INT, lx->line, s + i, j - i))) return lex_nomem(lx);
                 t->i = v;
             }
             i = j;
@@ -364,8 +366,7 @@ static int lex_tag(lexer_t *lx, char kind, size_t p, int open_line) {
         }
         if (is_name_start(c)) {
             for (j = i + 1; j < n && is_name_char(s[j]);) j++;
-            if (!lex_push(lx, TK_NAME, lx->line, s + i, j - i))
-                return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+            if (!lex_push(lx, TK_NAME, lx->line, s + i, j - i)) return lex_nomem(lx);
             i = j;
             continue;
         }
@@ -374,8 +375,7 @@ static int lex_tag(lexer_t *lx, char kind, size_t p, int open_line) {
             }
             if (j >= n)
                 return jt_errf(lx->err, LT_ERR_FORMAT, lx->line, "unterminated string literal");
-            if (!(t = lex_push(lx, TK_STRING, lx->line, NULL, 0)))
-                return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+            if (!(t = lex_push(lx, TK_STRING, lx->line, NULL, 0))) return lex_nomem(lx);
             int rc = lex_string(lx, s + i + 1, j - i - 1, lx->line, t);
             if (rc) return rc;
             lx->line += count_nl(s + i, j - i);
@@ -402,8 +402,7 @@ static int lex_tag(lexer_t *lx, char kind, size_t p, int open_line) {
                 return jt_errf(lx->err, LT_ERR_FORMAT, lx->line, "unexpected '%c', expected '%c'",
                                c, stack[depth]);
         }
-        if (!(t = lex_push(lx, TK_OP, lx->line, s + i, strlen(k_ops[k].s))))
-            return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+        if (!(t = lex_push(lx, TK_OP, lx->line, s + i, strlen(k_ops[k].s)))) return lex_nomem(lx);
         t->op = op;
         i += strlen(k_ops[k].s);
     }
@@ -421,8 +420,7 @@ static int lex_all(lexer_t *lx) {
                !(s[q] == '{' && (s[q + 1] == '{' || s[q + 1] == '%' || s[q + 1] == '#')))
             q++;
         if (q + 1 >= n) { /* the rest is data */
-            if (!lex_push(lx, TK_DATA, lx->line, s + lx->pos, n - lx->pos))
-                return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+            if (!lex_push(lx, TK_DATA, lx->line, s + lx->pos, n - lx->pos)) return lex_nomem(lx);
             lx->line += count_nl(s + lx->pos, n - lx->pos);
             lx->pos = n;
             break;
@@ -438,8 +436,7 @@ static int lex_all(lexer_t *lx) {
             b = ws_rstrip(s, a, b);
         else if (sign != '+' && kind != '{')
             b = lstrip_block(lx, a, b);
-        if (b > a && !lex_push(lx, TK_DATA, lx->line, s + a, b - a))
-            return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+        if (b > a && !lex_push(lx, TK_DATA, lx->line, s + a, b - a)) return lex_nomem(lx);
         lx->line += count_nl(s + a, q - a);
         int open_line = lx->line;
         if (raw) {
@@ -456,7 +453,7 @@ static int lex_all(lexer_t *lx) {
             else if (esign != '+')
                 e = lstrip_block(lx, raw_end, e);
             if (e > raw_end && !lex_push(lx, TK_DATA, lx->line, s + raw_end, e - raw_end))
-                return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+                return lex_nomem(lx);
             lx->line += count_nl(s + raw_end, end - raw_end);
             lx->line_starting = s[end - 1] == '\n';
             lx->pos = end;
@@ -480,8 +477,7 @@ static int lex_all(lexer_t *lx) {
             if (rc) return rc;
         }
     }
-    if (!lex_push(lx, TK_EOF, lx->line, NULL, 0))
-        return lt_errf(lx->err, LT_ERR_NOMEM, "chat template: out of memory");
+    if (!lex_push(lx, TK_EOF, lx->line, NULL, 0)) return lex_nomem(lx);
     return 0;
 }
 

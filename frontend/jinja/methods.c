@@ -239,7 +239,7 @@ static int method_join(render_t *r, int line, const val_t *self, const args_t *a
     lt_buf_t b = {.limit = CT_MAX_OUTPUT};
     for (size_t i = 0; i < n && !rc; i++) {
         if (items[i].k != VK_STR) {
-            free(b.data);
+            lt_buf_free(&b);
             return jt_err(r, line, LT_ERR_INVAL,
                           "sequence item %zu: expected str instance, %s found", i,
                           jt_typename(items[i].k, items[i].f));
@@ -247,11 +247,7 @@ static int method_join(render_t *r, int line, const val_t *self, const args_t *a
         if (i) rc = lt_buf_put(&b, self->u.s, self->n);
         if (!rc) rc = lt_buf_put(&b, items[i].u.s, items[i].n);
     }
-    char *dst = rc ? NULL : jt_str_new(r, b.len, out);
-    if (dst && b.len) memcpy(dst, b.data, b.len);
-    free(b.data);
-    if (rc) return jt_outerr(r, line, rc);
-    return dst ? 0 : jt_nomem(r, line);
+    return jt_str_take(r, line, &b, rc, out);
 }
 
 static int method_isdigit(render_t *r, int line, const val_t *self, const args_t *a,

@@ -207,25 +207,38 @@ static int parse_call_args(parser_t *p, node_t *e) {
     return 0;
 }
 
+/* The name of a filter or test (kind) after `|` or `is`: *name its token and *row its row from
+ * find; a dotted name, a name in refused or an unknown one is an error that names it. */
+static int parse_builtin_name(parser_t *p, const char *kind, int (*find)(const char *, size_t),
+                              const char *const *refused, size_t nrefused, const tok_t **name,
+                              int *row) {
+    const tok_t *t = cur(p);
+    char what[16];
+    *name = t;
+    *row = -1;
+    snprintf(what, sizeof what, "%s name", kind);
+    if (t->type != TK_NAME) return p_unexpected(p, what);
+    p->i++;
+    if (is_op(cur(p), OP_DOT))
+        return jt_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported dotted %s name", kind);
+    if ((*row = find(t->s, t->n)) >= 0) return 0;
+    if (in_list(refused, nrefused, t->s, t->n))
+        return jt_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported %s '%.*s'", kind,
+                       (int)t->n, t->s);
+    return jt_errf(p->err, LT_ERR_FORMAT, t->line, "no %s named '%.*s'", kind, (int)t->n, t->s);
+}
+
 /* `| name(args)` chains; node may be NULL (filter blocks, set blocks). */
 static int parse_filter(parser_t *p, node_t *node, bool start_inline, node_t **out) {
     int rc;
     while (is_op(cur(p), OP_PIPE) || start_inline) {
         if (!start_inline) p->i++;
         start_inline = false;
-        const tok_t *t = cur(p);
-        if (t->type != TK_NAME) return p_unexpected(p, "filter name");
-        p->i++;
-        if (is_op(cur(p), OP_DOT))
-            return jt_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported dotted filter name");
-        int f = jt_filter_find(t->s, t->n);
-        if (f < 0) {
-            if (in_list(k_filters_unsupported, COUNT_OF(k_filters_unsupported), t->s, t->n))
-                return jt_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported filter '%.*s'",
-                               (int)t->n, t->s);
-            return jt_errf(p->err, LT_ERR_FORMAT, t->line, "no filter named '%.*s'", (int)t->n,
-                           t->s);
-        }
+        const tok_t *t;
+        int f;
+        if ((rc = parse_builtin_name(p, "filter", jt_filter_find, k_filters_unsupported,
+                                     COUNT_OF(k_filters_unsupported), &t, &f)))
+            return rc;
         node_t *e = p_node(p, E_FILTER, t->line);
         if (!e) return p_nomem(p);
         e->a = node;
@@ -247,18 +260,11 @@ static int parse_test(parser_t *p, node_t *node, node_t **out) {
         negated = true;
         p->i++;
     }
-    const tok_t *t = cur(p);
-    if (t->type != TK_NAME) return p_unexpected(p, "test name");
-    p->i++;
-    if (is_op(cur(p), OP_DOT))
-        return jt_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported dotted test name");
-    int id = jt_test_find(t->s, t->n);
-    if (id < 0) {
-        if (in_list(k_tests_unsupported, COUNT_OF(k_tests_unsupported), t->s, t->n))
-            return jt_errf(p->err, LT_ERR_UNSUPPORTED, t->line, "unsupported test '%.*s'",
-                           (int)t->n, t->s);
-        return jt_errf(p->err, LT_ERR_FORMAT, t->line, "no test named '%.*s'", (int)t->n, t->s);
-    }
+    const tok_t *t;
+    int id;
+    if ((rc = parse_builtin_name(p, "test", jt_test_find, k_tests_unsupported,
+                                 COUNT_OF(k_tests_unsupported), &t, &id)))
+        return rc;
     node_t *e = p_node(p, E_TEST, line);
     if (!e) return p_nomem(p);
     e->a = node;
@@ -380,6 +386,16 @@ static int parse_subscript(parser_t *p, node_t **e) {
     return 0;
 }
 
+/* `callee(args)`: *e, the callee, becomes the call. */
+static int parse_call(parser_t *p, int line, node_t **e) {
+    node_t *c = p_node(p, E_CALL, line);
+    if (!c) return p_nomem(p);
+    c->a = *e;
+    int rc = parse_call_args(p, c);
+    if (!rc) *e = c;
+    return rc;
+}
+
 static int parse_postfix(parser_t *p, node_t **e) {
     int rc;
     for (;;) {
@@ -387,11 +403,7 @@ static int parse_postfix(parser_t *p, node_t **e) {
         if (is_op(t, OP_DOT) || is_op(t, OP_LBRACKET)) {
             if ((rc = parse_subscript(p, e))) return rc;
         } else if (is_op(t, OP_LPAREN)) {
-            node_t *c = p_node(p, E_CALL, t->line);
-            if (!c) return p_nomem(p);
-            c->a = *e;
-            if ((rc = parse_call_args(p, c))) return rc;
-            *e = c;
+            if ((rc = parse_call(p, t->line, e))) return rc;
         } else {
             return 0;
         }
@@ -407,11 +419,7 @@ static int parse_filter_expr(parser_t *p, node_t **e) {
         } else if (is_name(t, "is")) {
             if ((rc = parse_test(p, *e, e))) return rc;
         } else if (is_op(t, OP_LPAREN)) {
-            node_t *c = p_node(p, E_CALL, t->line);
-            if (!c) return p_nomem(p);
-            c->a = *e;
-            if ((rc = parse_call_args(p, c))) return rc;
-            *e = c;
+            if ((rc = parse_call(p, t->line, e))) return rc;
         } else {
             return 0;
         }
@@ -555,6 +563,39 @@ static int parse_bin(parser_t *p, int kind, int op, int line, node_t *a, node_t 
     return 0;
 }
 
+/* One precedence level of operands from sub joined left to right: by the arithmetic operators in
+ * ops (ending with OP_NONE) into E_BIN nodes, or by the keyword word into kind nodes. */
+static int parse_arith_level(parser_t *p, const uint8_t *ops, int (*sub)(parser_t *, node_t **),
+                             node_t **out) {
+    node_t *l = NULL, *r = NULL;
+    int rc;
+    if ((rc = sub(p, &l))) return rc;
+    for (;;) {
+        const tok_t *t = cur(p);
+        int k = 0;
+        while (ops[k] != OP_NONE && !is_op(t, ops[k])) k++;
+        if (ops[k] == OP_NONE) break;
+        p->i++;
+        if ((rc = sub(p, &r)) || (rc = parse_bin(p, E_BIN, t->op, t->line, l, r, &l))) return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+static int parse_logic_level(parser_t *p, const char *word, int kind,
+                             int (*sub)(parser_t *, node_t **), node_t **out) {
+    node_t *l = NULL, *r = NULL;
+    int rc;
+    if ((rc = sub(p, &l))) return rc;
+    while (is_name(cur(p), word)) {
+        int line = cur(p)->line;
+        p->i++;
+        if ((rc = sub(p, &r)) || (rc = parse_bin(p, kind, 0, line, l, r, &l))) return rc;
+    }
+    *out = l;
+    return 0;
+}
+
 /* The value of a numeric constant expression as jinja2's optimizer folds it (literals, unary
  * signs and arithmetic on them); false for anything else. */
 static bool const_num(const node_t *e, double *v) {
@@ -601,19 +642,8 @@ static int parse_pow(parser_t *p, node_t **out) {
 }
 
 static int parse_math2(parser_t *p, node_t **out) {
-    node_t *l = NULL, *r = NULL;
-    int rc;
-    if ((rc = parse_pow(p, &l))) return rc;
-    for (;;) {
-        const tok_t *t = cur(p);
-        if (!(is_op(t, OP_MUL) || is_op(t, OP_DIV) || is_op(t, OP_FLOORDIV) || is_op(t, OP_MOD)))
-            break;
-        p->i++;
-        if ((rc = parse_pow(p, &r)) || (rc = parse_bin(p, E_BIN, t->op, t->line, l, r, &l)))
-            return rc;
-    }
-    *out = l;
-    return 0;
+    static const uint8_t ops[] = {OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD, OP_NONE};
+    return parse_arith_level(p, ops, parse_pow, out);
 }
 
 static int parse_concat(parser_t *p, node_t **out) {
@@ -639,18 +669,8 @@ static int parse_concat(parser_t *p, node_t **out) {
 }
 
 static int parse_math1(parser_t *p, node_t **out) {
-    node_t *l = NULL, *r = NULL;
-    int rc;
-    if ((rc = parse_concat(p, &l))) return rc;
-    for (;;) {
-        const tok_t *t = cur(p);
-        if (!(is_op(t, OP_ADD) || is_op(t, OP_SUB))) break;
-        p->i++;
-        if ((rc = parse_concat(p, &r)) || (rc = parse_bin(p, E_BIN, t->op, t->line, l, r, &l)))
-            return rc;
-    }
-    *out = l;
-    return 0;
+    static const uint8_t ops[] = {OP_ADD, OP_SUB, OP_NONE};
+    return parse_arith_level(p, ops, parse_concat, out);
 }
 
 static int parse_compare(parser_t *p, node_t **out) {
@@ -712,29 +732,11 @@ static int parse_not(parser_t *p, node_t **out) {
 }
 
 static int parse_and(parser_t *p, node_t **out) {
-    node_t *l = NULL, *r = NULL;
-    int rc;
-    if ((rc = parse_not(p, &l))) return rc;
-    while (is_name(cur(p), "and")) {
-        int line = cur(p)->line;
-        p->i++;
-        if ((rc = parse_not(p, &r)) || (rc = parse_bin(p, E_AND, 0, line, l, r, &l))) return rc;
-    }
-    *out = l;
-    return 0;
+    return parse_logic_level(p, "and", E_AND, parse_not, out);
 }
 
 static int parse_or(parser_t *p, node_t **out) {
-    node_t *l = NULL, *r = NULL;
-    int rc;
-    if ((rc = parse_and(p, &l))) return rc;
-    while (is_name(cur(p), "or")) {
-        int line = cur(p)->line;
-        p->i++;
-        if ((rc = parse_and(p, &r)) || (rc = parse_bin(p, E_OR, 0, line, l, r, &l))) return rc;
-    }
-    *out = l;
-    return 0;
+    return parse_logic_level(p, "or", E_OR, parse_and, out);
 }
 
 static int parse_condexpr(parser_t *p, node_t **out) {
@@ -863,6 +865,18 @@ static int parse_signature(parser_t *p, node_t *e) {
     return 0;
 }
 
+/* `%}` and the body of e up to `{% end %}`, whose name is consumed (the caller expects `%}`). */
+static int parse_block_body(parser_t *p, const char *end, node_t *e) {
+    const char *ends[] = {end, NULL};
+    nvec_t body = {0};
+    int rc = parse_statements(p, ends, &body);
+    if (rc) return rc;
+    p->i++;
+    e->v = body.v;
+    e->nv = body.n;
+    return 0;
+}
+
 /* MAC_* bits for the special names read anywhere under e. */
 static int special_names(const node_t *e) {
     if (!e) return 0;
@@ -957,7 +971,6 @@ static int parse_if(parser_t *p, node_t **out) {
 }
 
 static int parse_set(parser_t *p, node_t **out) {
-    static const char *const ends[] = {"endset", NULL};
     int line = cur(p)->line, rc;
     p->i++;
     node_t *target;
@@ -971,19 +984,25 @@ static int parse_set(parser_t *p, node_t **out) {
     } else {
         if (!(e = p_node(p, S_SETBLOCK, line))) return p_nomem(p);
         e->a = target;
-        if ((rc = parse_filter(p, NULL, false, &e->c))) return rc;
-        nvec_t body = {0};
-        if ((rc = parse_statements(p, ends, &body))) return rc;
-        p->i++;
-        e->v = body.v;
-        e->nv = body.n;
+        if ((rc = parse_filter(p, NULL, false, &e->c)) || (rc = parse_block_body(p, "endset", e)))
+            return rc;
     }
     *out = e;
     return 0;
 }
 
+/* A macro's or call block's body, up to `end`: the loops around it are not its own (no break or
+ * continue), and e->op records the special names it reads. */
+static int parse_macro_body(parser_t *p, const char *end, node_t *e) {
+    int loops = p->loops, rc;
+    p->loops = 0;
+    if ((rc = parse_block_body(p, end, e))) return rc;
+    p->loops = loops;
+    e->op = (uint8_t)body_special_names(e->v, e->nv);
+    return 0;
+}
+
 static int parse_macro(parser_t *p, node_t **out) {
-    static const char *const ends[] = {"endmacro", NULL};
     int line = cur(p)->line, rc;
     p->i++;
     const tok_t *t = cur(p);
@@ -995,21 +1014,12 @@ static int parse_macro(parser_t *p, node_t **out) {
     e->s = p->tpl->names[e->id].s;
     e->n = t->n;
     if ((rc = parse_signature(p, e))) return rc;
-    int loops = p->loops;
-    p->loops = 0;
-    nvec_t body = {0};
-    if ((rc = parse_statements(p, ends, &body))) return rc;
-    p->loops = loops;
-    p->i++;
-    e->v = body.v;
-    e->nv = body.n;
-    e->op = (uint8_t)body_special_names(body.v, body.n);
+    if ((rc = parse_macro_body(p, "endmacro", e))) return rc;
     *out = e;
     return 0;
 }
 
 static int parse_call_block(parser_t *p, node_t **out) {
-    static const char *const ends[] = {"endcall", NULL};
     int line = cur(p)->line, rc;
     p->i++;
     node_t *e = p_node(p, S_CALLBLOCK, line);
@@ -1021,21 +1031,12 @@ static int parse_call_block(parser_t *p, node_t **out) {
     }
     if ((rc = parse_expression(p, true, &e->a))) return rc;
     if (e->a->kind != E_CALL) return jt_errf(p->err, LT_ERR_FORMAT, line, "expected call");
-    int loops = p->loops;
-    p->loops = 0;
-    nvec_t body = {0};
-    if ((rc = parse_statements(p, ends, &body))) return rc;
-    p->loops = loops;
-    p->i++;
-    e->v = body.v;
-    e->nv = body.n;
-    e->op = (uint8_t)body_special_names(body.v, body.n);
+    if ((rc = parse_macro_body(p, "endcall", e))) return rc;
     *out = e;
     return 0;
 }
 
 static int parse_simple_block(parser_t *p, int kind, const char *end, node_t **out) {
-    const char *ends[] = {end, NULL};
     int line = cur(p)->line, rc;
     p->i++;
     node_t *e = p_node(p, kind, line);
@@ -1063,11 +1064,7 @@ static int parse_simple_block(parser_t *p, int kind, const char *end, node_t **o
         e->w = vals.v;
         e->nw = n;
     }
-    nvec_t body = {0};
-    if ((rc = parse_statements(p, ends, &body))) return rc;
-    p->i++;
-    e->v = body.v;
-    e->nv = body.n;
+    if ((rc = parse_block_body(p, end, e))) return rc;
     *out = e;
     return 0;
 }

@@ -179,15 +179,7 @@ int jt_tostr(render_t *r, int line, const val_t *v, val_t *out) {
         return 0;
     }
     lt_buf_t b = {.limit = CT_MAX_OUTPUT};
-    int rc = jt_write(r, &b, v, false, 0);
-    if (rc) {
-        free(b.data);
-        return jt_outerr(r, line, rc);
-    }
-    char *s = jt_str_new(r, b.len, out);
-    if (s && b.len) memcpy(s, b.data, b.len);
-    free(b.data);
-    return s ? 0 : jt_nomem(r, line);
+    return jt_str_take(r, line, &b, jt_write(r, &b, v, false, 0), out);
 }
 
 /* ---- JSON (transformers' tojson: json.dumps with ensure_ascii=False) ---- */

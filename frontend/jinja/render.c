@@ -20,12 +20,11 @@
 /* ---- errors and limits ---- */
 
 int jt_err(render_t *r, int line, int code, const char *fmt, ...) {
-    char msg[LT_ERR_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = jt_verrf(r->err, code, line, fmt, ap);
     va_end(ap);
-    return jt_errf(r->err, code, line, "%s", msg);
+    return rc;
 }
 
 int jt_nomem(render_t *r, int line) {
@@ -294,6 +293,16 @@ static int call_global(render_t *r, int line, int id, const args_t *a, val_t *ou
     }
 }
 
+/* What the output gained since mark (a macro's or a block's text), as a string value; the
+ * output is cut back to mark. */
+static int cut_output(render_t *r, int line, size_t mark, val_t *out) {
+    size_t len = r->out.len - mark;
+    char *dst = jt_str_new(r, len, out);
+    if (dst && len) memcpy(dst, r->out.data + mark, len);
+    r->out.len = mark;
+    return dst ? 0 : jt_nomem(r, line);
+}
+
 /* Calls a macro (or a call block's body as `caller`) and returns what it rendered, binding
  * arguments as jinja2's Macro.__call__ does: positionals, then keywords, then defaults; `caller`,
  * `kwargs` and `varargs` only for a body that reads them. */
@@ -371,11 +380,7 @@ static int call_macro(render_t *r, int line, const fn_t *f, const args_t *a, con
         r->out.len = mark;
         return rc;
     }
-    size_t len = r->out.len - mark;
-    char *dst = jt_str_new(r, len, out);
-    if (dst && len) memcpy(dst, r->out.data + mark, len);
-    r->out.len = mark;
-    return dst ? 0 : jt_nomem(r, line);
+    return cut_output(r, line, mark, out);
 }
 
 static int call_value(render_t *r, int line, const val_t *f, const args_t *a, const fn_t *caller,
@@ -490,20 +495,14 @@ static int eval(render_t *r, const node_t *e, val_t *out) {
         lt_buf_t buf = {.limit = CT_MAX_OUTPUT};
         for (int i = 0; i < e->nv; i++) {
             if ((rc = eval(r, e->v[i], &a))) {
-                free(buf.data);
+                lt_buf_free(&buf);
                 return rc;
             }
             int brc =
                 a.k == VK_STR ? lt_buf_put(&buf, a.u.s, a.n) : jt_write(r, &buf, &a, false, 0);
-            if (brc) {
-                free(buf.data);
-                return jt_outerr(r, e->line, brc);
-            }
+            if (brc) return jt_str_take(r, e->line, &buf, brc, out);
         }
-        char *dst = jt_str_new(r, buf.len, out);
-        if (dst && buf.len) memcpy(dst, buf.data, buf.len);
-        free(buf.data);
-        return dst ? 0 : jt_nomem(r, e->line);
+        return jt_str_take(r, e->line, &buf, 0, out);
     }
     case E_CMP: {
         if ((rc = eval(r, e->a, &a))) return rc;
@@ -656,11 +655,7 @@ static int capture(render_t *r, const node_t *e, val_t *out) {
         r->out.len = mark;
         return rc;
     }
-    size_t len = r->out.len - mark;
-    char *dst = jt_str_new(r, len, out);
-    if (dst && len) memcpy(dst, r->out.data + mark, len);
-    r->out.len = mark;
-    if (!dst) return jt_nomem(r, e->line);
+    if ((rc = cut_output(r, e->line, mark, out))) return rc;
     if (e->c) return eval_filter(r, e->c, out, out);
     return 0;
 }

@@ -335,12 +335,11 @@ int jt_str_percent(render_t *r, int line, const val_t *fmt, const val_t *arg, va
     }
     if (!rc && !brc && !mapping && used < nargs)
         rc = jt_err(r, line, LT_ERR_INVAL, "not all arguments converted during string formatting");
-    if (!rc && brc) rc = jt_outerr(r, line, brc);
-    char *dst = rc ? NULL : jt_str_new(r, b.len, out);
-    if (dst && b.len) memcpy(dst, b.data, b.len);
-    free(b.data);
-    if (rc) return rc;
-    return dst ? 0 : jt_nomem(r, line);
+    if (rc) {
+        lt_buf_free(&b);
+        return rc;
+    }
+    return jt_str_take(r, line, &b, brc, out);
 }
 
 int jt_html_escape(render_t *r, int line, const val_t *v, val_t *out) {
@@ -355,11 +354,7 @@ int jt_html_escape(render_t *r, int line, const val_t *v, val_t *out) {
              : c == '\'' ? lt_buf_puts(&b, "&#39;")
                          : lt_buf_putc(&b, c);
     }
-    char *dst = rc ? NULL : jt_str_new(r, b.len, out);
-    if (dst && b.len) memcpy(dst, b.data, b.len);
-    free(b.data);
-    if (rc) return jt_outerr(r, line, rc);
-    if (!dst) return jt_nomem(r, line);
+    if ((rc = jt_str_take(r, line, &b, rc, out))) return rc;
     out->f = 1;
     return 0;
 }

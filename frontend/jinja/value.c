@@ -79,6 +79,14 @@ char *jt_str_new(render_t *r, size_t n, val_t *out) {
     return s;
 }
 
+int jt_str_take(render_t *r, int line, lt_buf_t *b, int brc, val_t *out) {
+    char *s = brc ? NULL : jt_str_new(r, b->len, out);
+    if (s && b->len) memcpy(s, b->data, b->len);
+    lt_buf_free(b);
+    if (brc) return jt_outerr(r, line, brc);
+    return s ? 0 : jt_nomem(r, line);
+}
+
 int jt_dict_find(const dict_t *d, const val_t *key) {
     for (uint32_t i = 0; i < d->n; i++)
         if (jt_eq(&d->k[i], key, 0)) return (int)i;

@@ -7,7 +7,6 @@
  * later misuse fails with jinja2's own message; that is the same for every caller.
  */
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "jinja_internal.h"

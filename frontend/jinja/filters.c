@@ -94,7 +94,7 @@ static int fold_case(render_t *r, int line, const val_t *v, bool case_sensitive,
     return jt_str_case(r, line, v, CASE_LOWER, out);
 }
 
-/* Stable merge sort of order[] by keys[]; false on incomparable keys (error set). */
+/* Stable merge sort of order[] by keys[]; incomparable keys are a TypeError. */
 static int sort_order(render_t *r, int line, const val_t *keys, uint32_t *order, size_t n,
                       bool reverse) {
     uint32_t *tmp = jt_alloc(r, (n ? n : 1) * sizeof *tmp);

@@ -469,7 +469,7 @@ int jt_dict_find_str(const dict_t *d, const char *s, size_t n);
 bool jt_dict_append(render_t *r, dict_t *d, val_t key, val_t v);
 /* Sets key to v (a new key goes last, as in Python). */
 bool jt_dict_set(render_t *r, dict_t *d, val_t key, val_t v);
-/* The (key, value) tuples of d, in order. */
+/* The (key, value) tuples of d, in its order or, when order is not NULL, in that one. */
 list_t *jt_dict_items(render_t *r, const dict_t *d, const uint32_t *order);
 /* Python's a == b; depth bounds the recursion (too deep: not equal). */
 bool jt_eq(const val_t *a, const val_t *b, int depth);

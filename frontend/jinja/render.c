@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -91,6 +90,8 @@ static const fn_t k_global_fns[NM__FIXED] = {
     [NM_LIPSUM] = {.kind = FN_GLOBAL, .id = NM_LIPSUM},
 };
 
+/* Variable id: from the innermost scope that binds it, else the context (converted from cJSON
+ * on first use and kept in r->root), else a global function, else undefined. */
 static int lookup(render_t *r, int line, int id, val_t *out) {
     for (scope_t *s = r->sc; s; s = s->parent)
         for (int i = s->n - 1; i >= 0; i--)
@@ -117,6 +118,7 @@ static int lookup(render_t *r, int line, int id, val_t *out) {
     return 0;
 }
 
+/* Binds id in the innermost scope (at the top level when there is none). */
 static int scope_set(render_t *r, int line, int id, val_t v) {
     scope_t *s = r->sc;
     if (!s) {

@@ -9,7 +9,6 @@
 
 #define _GNU_SOURCE /* memmem */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "jinja_internal.h"

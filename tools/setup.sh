@@ -27,7 +27,7 @@ SUDO=""
 debs=(build-essential cmake pkg-config git unzip ca-certificates curl
       libopenblas-openmp-dev libcjson-dev libzmq3-dev libmsgpack-dev libmicrohttpd-dev
       libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
-      libcmocka-dev python3-venv openssl)
+      libcmocka-dev python3-venv clang-format openssl)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

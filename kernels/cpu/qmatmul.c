@@ -149,8 +149,10 @@ static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, con
         const uint8_t *qs = block_head(type, wrow + (size_t)b * bb, &d, &mn);
         __m256i q8 = load_q8(type, qs);
         __m128i q8lo = _mm256_castsi256_si128(q8), q8hi = _mm256_extracti128_si256(q8, 1);
-        __m256i qlo = type == LT_DTYPE_Q8_0 ? _mm256_cvtepi8_epi16(q8lo) : _mm256_cvtepu8_epi16(q8lo);
-        __m256i qhi = type == LT_DTYPE_Q8_0 ? _mm256_cvtepi8_epi16(q8hi) : _mm256_cvtepu8_epi16(q8hi);
+        __m256i qlo =
+            type == LT_DTYPE_Q8_0 ? _mm256_cvtepi8_epi16(q8lo) : _mm256_cvtepu8_epi16(q8lo);
+        __m256i qhi =
+            type == LT_DTYPE_Q8_0 ? _mm256_cvtepi8_epi16(q8hi) : _mm256_cvtepu8_epi16(q8hi);
         for (int r = 0; r < m; r++) {
             const int16_t *xq = a->xq + (size_t)r * k + (size_t)b * QK;
             __m256i p = _mm256_add_epi32(

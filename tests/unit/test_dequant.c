@@ -157,10 +157,12 @@ static void test_geometry(void **state) {
         int elems;
         size_t bytes;
     } want[] = {
-        {LT_DTYPE_F32, "F32", 1, 4},       {LT_DTYPE_F16, "F16", 1, 2},       {LT_DTYPE_BF16, "BF16", 1, 2},
-        {LT_DTYPE_Q4_0, "Q4_0", 32, 18},   {LT_DTYPE_Q4_1, "Q4_1", 32, 20},   {LT_DTYPE_Q5_0, "Q5_0", 32, 22},
-        {LT_DTYPE_Q5_1, "Q5_1", 32, 24},   {LT_DTYPE_Q8_0, "Q8_0", 32, 34},   {LT_DTYPE_Q2_K, "Q2_K", 256, 84},
-        {LT_DTYPE_Q3_K, "Q3_K", 256, 110}, {LT_DTYPE_Q4_K, "Q4_K", 256, 144}, {LT_DTYPE_Q5_K, "Q5_K", 256, 176},
+        {LT_DTYPE_F32, "F32", 1, 4},       {LT_DTYPE_F16, "F16", 1, 2},
+        {LT_DTYPE_BF16, "BF16", 1, 2},     {LT_DTYPE_Q4_0, "Q4_0", 32, 18},
+        {LT_DTYPE_Q4_1, "Q4_1", 32, 20},   {LT_DTYPE_Q5_0, "Q5_0", 32, 22},
+        {LT_DTYPE_Q5_1, "Q5_1", 32, 24},   {LT_DTYPE_Q8_0, "Q8_0", 32, 34},
+        {LT_DTYPE_Q2_K, "Q2_K", 256, 84},  {LT_DTYPE_Q3_K, "Q3_K", 256, 110},
+        {LT_DTYPE_Q4_K, "Q4_K", 256, 144}, {LT_DTYPE_Q5_K, "Q5_K", 256, 176},
         {LT_DTYPE_Q6_K, "Q6_K", 256, 210},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -182,7 +184,8 @@ static void test_geometry(void **state) {
     assert_int_equal(lt_dtype_nbytes(LT_DTYPE_Q8_0, 576LL * 49152), 576LL * 49152 / 32 * 34);
 
     /* Known ids we do not decode, and ids that are not types at all. */
-    static const int unsupported[] = {LT_DTYPE_Q8_1, LT_DTYPE_Q8_K, 4, 5, 16, 29, 31, 99, -1, 1 << 30};
+    static const int unsupported[] = {LT_DTYPE_Q8_1, LT_DTYPE_Q8_K, 4, 5, 16, 29, 31, 99, -1,
+                                      1 << 30};
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
         int t = unsupported[i];
         assert_false(lt_dtype_supported(t));

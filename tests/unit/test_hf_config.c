@@ -136,11 +136,11 @@ static void test_llama_minimal_defaults(void **state) {
     (void)state;
     /* SmolLM2-style: only what is needed; everything else takes LlamaConfig's defaults. */
     lt_model_config_t c = load_ok("{\"model_type\":\"llama\",\"hidden_size\":576,"
-                            "\"intermediate_size\":1536,\"num_attention_heads\":9,"
-                            "\"num_hidden_layers\":30,\"vocab_size\":49152,"
-                            "\"tie_word_embeddings\":true,\"rope_scaling\":null,"
-                            "\"bos_token_id\":null}",
-                            NULL);
+                                  "\"intermediate_size\":1536,\"num_attention_heads\":9,"
+                                  "\"num_hidden_layers\":30,\"vocab_size\":49152,"
+                                  "\"tie_word_embeddings\":true,\"rope_scaling\":null,"
+                                  "\"bos_token_id\":null}",
+                                  NULL);
     assert_int_equal(c.arch, LT_ARCH_LLAMA);
     assert_int_equal(c.n_kv_head, 9);
     assert_int_equal(c.head_dim, 64);
@@ -156,10 +156,10 @@ static void test_llama_minimal_defaults(void **state) {
 static void test_linear_rope(void **state) {
     (void)state;
     lt_model_config_t c = load_ok("{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,"
-                            "\"intermediate_size\":128,\"num_attention_heads\":4,"
-                            "\"num_hidden_layers\":2,\"vocab_size\":100,"
-                            "\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}}",
-                            NULL);
+                                  "\"intermediate_size\":128,\"num_attention_heads\":4,"
+                                  "\"num_hidden_layers\":2,\"vocab_size\":100,"
+                                  "\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}}",
+                                  NULL);
     assert_int_equal(c.rope_scaling, LT_ROPE_SCALING_LINEAR);
     assert_float(c.rope_factor, 2.0f);
     c = load_ok("{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,"
@@ -263,10 +263,11 @@ static void test_qwen3(void **state) {
 
 static void test_generation_config(void **state) {
     (void)state;
-    lt_model_config_t c = load_ok(k_llama31, "{\"bos_token_id\":128000,\"do_sample\":true,"
-                                       "\"eos_token_id\":[128009,128001],\"temperature\":0.6,"
-                                       "\"top_p\":0.9,\"top_k\":50,\"repetition_penalty\":1.1,"
-                                       "\"transformers_version\":\"4.45.0\"}");
+    lt_model_config_t c =
+        load_ok(k_llama31, "{\"bos_token_id\":128000,\"do_sample\":true,"
+                           "\"eos_token_id\":[128009,128001],\"temperature\":0.6,"
+                           "\"top_p\":0.9,\"top_k\":50,\"repetition_penalty\":1.1,"
+                           "\"transformers_version\":\"4.45.0\"}");
     assert_int_equal(c.bos_id, 128000);
     assert_int_equal(c.eos_id, 128009); /* generation_config wins */
     assert_float(c.gen_temperature, 0.6f);

@@ -314,8 +314,8 @@ int jt_arith(render_t *r, int line, int op, const val_t *a, const val_t *b, val_
          ((b->k == VK_STR || b->k == VK_LIST) && v_isint(a)))) {
         const val_t *seq = a->k == VK_STR || a->k == VK_LIST ? a : b;
         int64_t times = v_asint(seq == a ? b : a);
-        if (times < 0) times = 0;
         size_t unit = seq->k == VK_STR ? seq->n : seq->u.l->n;
+        if (times < 0 || unit == 0) times = 0; /* an empty unit: empty, at once, whatever N */
         if (unit && (uint64_t)times > CT_MAX_OUTPUT / unit)
             return jt_err(r, line, LT_ERR_RANGE, "sequence repeated too many times");
         size_t total = unit * (size_t)times;

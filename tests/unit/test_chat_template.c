@@ -1,5 +1,5 @@
 /*
- * test_chat_template.c — the chat template interpreter (frontend/chat_template.c) against
+ * test_chat_template.c — the chat template interpreter (frontend/jinja/) against
  * transformers: every case of tests/fixtures/chat_templates.json (made by
  * tools/gen_chat_template_fixtures.py with transformers' own render_jinja_template) must render
  * byte for byte, or fail with the message the template raises. Then what the fixture cannot
@@ -339,6 +339,17 @@ static void test_limits(void **state) {
         }
         assert_null(out);
         assert_true(dt < (SANITIZED ? 60.0 : 10.0));
+    }
+    /* an empty sequence repeated a huge number of times is empty, at once (it used to loop) */
+    static const char *const empty_times[] = {"{{ ([] * 9223372036854775807)|length }}",
+                                              "{{ ('' * 9223372036854775807)|length }}"};
+    for (size_t i = 0; i < 2; i++) {
+        char err[LT_ERR_LEN] = "", *out = NULL;
+        double t0 = now_s();
+        assert_int_equal(render_str(empty_times[i], NULL, &out, err), 0);
+        assert_string_equal(out, "0");
+        assert_true(now_s() - t0 < 1.0);
+        free(out);
     }
 }
 

@@ -20,6 +20,7 @@
 #include "lantern.h"
 #include "lt.h"
 #include "proc.h"
+#include "telemetry.h"
 
 typedef struct job {
     lantern_t *l;
@@ -44,6 +45,17 @@ static void *job_main(void *arg) {
     lantern_output_t o = {.tokens = toks, .tokens_cap = 64};
     uint64_t id;
     j->req.request_id = j->rid; /* here: the jobs array moved while it grew */
+    /* with tracing on, each request runs under an llm_request span of its own trace */
+    char tp[TEL_TRACEPARENT_LEN + 1];
+    tel_span_t *span = tel_span_start("llm_request", TEL_KIND_INTERNAL, NULL, 0);
+    if (span) {
+        tel_ctx_t c = tel_span_ctx(span);
+        tel_ctx_format(&c, tp);
+        j->req.traceparent = tp;
+        tel_span_set_str(span, "gen_ai.request.id", j->rid);
+        tel_span_set_int(span, "gen_ai.request.max_tokens", j->req.params.max_tokens);
+        tel_span_set_int(span, "gen_ai.usage.prompt_tokens", j->n_prompt);
+    }
     j->submit_rc = lantern_submit(j->l, &j->req, &id, j->err);
     if (j->submit_rc == 0) {
         j->id = id;
@@ -67,6 +79,13 @@ static void *job_main(void *arg) {
         }
         j->last = o;
         j->last.tokens = NULL;
+    }
+    if (span) {
+        bool failed = j->submit_rc || o.finish == LANTERN_FINISH_ERROR;
+        tel_span_set_int(span, "gen_ai.usage.completion_tokens", j->n_out);
+        tel_span_set_double(span, "gen_ai.latency.time_to_first_token", o.queue_s + o.prefill_s);
+        if (failed) tel_span_set_status(span, TEL_STATUS_ERROR, j->err);
+        tel_span_submit(span, 0, failed);
     }
     sem_post(j->slots);
     return NULL;
@@ -223,6 +242,14 @@ int fe_cmd_batch(int argc, char **argv) {
     fclose(f);
     if (concurrency <= 0 || concurrency > n_jobs) concurrency = n_jobs > 0 ? n_jobs : 1;
     lt_signals_install();
+    tel_process_config_t tc = {.role = "frontend",
+                               .rank = -1,
+                               .tensor_parallel_size = a.tensor_parallel_size,
+                               .otlp_endpoint = a.otlp_traces_endpoint};
+    if (tel_process_start(&tc, err)) {
+        fprintf(stderr, "lantern batch: %s\n", err);
+        return 2;
+    }
     lantern_t *l;
     if (lantern_create(&a, &l, err)) {
         fprintf(stderr, "lantern batch: %s\n", err);
@@ -293,6 +320,7 @@ int fe_cmd_batch(int argc, char **argv) {
            alive ? "true" : "false");
     fflush(stdout);
     lantern_destroy(&l);
+    tel_process_stop(5000);
     for (int i = 0; i < n_jobs; i++) {
         free(jobs[i].prompt);
         free(jobs[i].out);

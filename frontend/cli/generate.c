@@ -29,6 +29,7 @@
 #include "oai.h"
 #include "proc.h"
 #include "stop.h"
+#include "telemetry.h"
 #include "tokenizer.h"
 
 /* ---- options ---- */
@@ -282,6 +283,9 @@ typedef struct gen_run {
     lantern_t *l;
     lantern_model_info_t info;
     uint64_t t_start, t_ready;
+    bool traced;      /* tel_process_start ran: tel_process_stop is due */
+    tel_span_t *span; /* the request's llm_request, with tracing on */
+    char traceparent[TEL_TRACEPARENT_LEN + 1];
 } gen_run_t;
 
 /* Starts the engine and checks the prompt against the model (vocabulary, context). */
@@ -289,8 +293,14 @@ static int gen_start(const gen_opts_t *o, gen_run_t *g, const int32_t *ids, int 
                      int max_tokens, char *err) {
     g->t_start = lt_now_ns();
     lt_signals_install();
-    int rc = lantern_create(&o->args, &g->l, err);
+    tel_process_config_t tc = {.role = "frontend",
+                               .rank = -1,
+                               .tensor_parallel_size = o->args.tensor_parallel_size,
+                               .otlp_endpoint = o->args.otlp_traces_endpoint};
+    int rc = tel_process_start(&tc, err);
     if (rc) return rc;
+    g->traced = true;
+    if ((rc = lantern_create(&o->args, &g->l, err))) return rc;
     g->t_ready = lt_now_ns();
     lantern_model_info(g->l, &g->info);
     for (int i = 0; i < n_ids; i++)
@@ -321,6 +331,8 @@ static int gen_next(gen_run_t *g, uint64_t id, lantern_output_t *out, char *err)
     }
 }
 
+/* With tracing on, the request runs under an llm_request span of this process (a child of
+ * --traceparent when given), whose context the engine receives. */
 static int gen_submit(const gen_opts_t *o, gen_run_t *g, const int32_t *ids, int n_ids,
                       const ipc_params_t *p, uint64_t *id, char *err) {
     lantern_request_t r;
@@ -330,7 +342,40 @@ static int gen_submit(const gen_opts_t *o, gen_run_t *g, const int32_t *ids, int
     r.params = *p;
     r.request_id = o->request_id;
     r.traceparent = o->traceparent;
+    tel_ctx_t parent = {0};
+    if (o->traceparent && !tel_ctx_parse(o->traceparent, strlen(o->traceparent), &parent))
+        return lt_errf(err, LT_ERR_INVAL, "--traceparent '%.80s' is not a W3C traceparent",
+                       o->traceparent);
+    if ((g->span = tel_span_start("llm_request", TEL_KIND_INTERNAL, &parent, 0))) {
+        tel_ctx_t c = tel_span_ctx(g->span);
+        tel_ctx_format(&c, g->traceparent);
+        r.traceparent = g->traceparent;
+        tel_span_set_int(g->span, "gen_ai.request.max_tokens", p->max_tokens);
+        tel_span_set_double(g->span, "gen_ai.request.temperature", p->temperature);
+        tel_span_set_str(g->span, "gen_ai.operation.name", "text_completion");
+        tel_span_set_str(g->span, "gen_ai.provider.name", "lantern");
+    }
     return lantern_submit(g->l, &r, id, err);
+}
+
+/* Ends the request's span (kept whatever the sampler said when the request failed), stops the
+ * tree, and flushes this process's spans. */
+static void gen_end(gen_run_t *g, const lantern_output_t *out, int n_prompt, int n_gen,
+                    const char *error) {
+    if (g->span) {
+        tel_span_set_int(g->span, "gen_ai.usage.prompt_tokens", n_prompt);
+        tel_span_set_int(g->span, "gen_ai.usage.completion_tokens", n_gen);
+        tel_span_set_double(g->span, "gen_ai.latency.time_in_queue", out->queue_s);
+        tel_span_set_double(g->span, "gen_ai.latency.time_to_first_token",
+                            out->queue_s + out->prefill_s);
+        tel_span_set_double(g->span, "gen_ai.latency.time_in_model_prefill", out->prefill_s);
+        tel_span_set_double(g->span, "gen_ai.latency.time_in_model_decode", out->decode_s);
+        if (error) tel_span_set_status(g->span, TEL_STATUS_ERROR, error);
+        tel_span_submit(g->span, 0, error != NULL);
+        g->span = NULL;
+    }
+    lantern_destroy(&g->l);
+    if (g->traced) tel_process_stop(5000);
 }
 
 /* Ids mode through the tree: greedy ids on stdout, throughput on stderr. */
@@ -375,7 +420,7 @@ static int run_ids(const gen_opts_t *o, const int *prompt, int n_prompt) {
 fail:
     fprintf(stderr, "lantern generate: %s\n", err);
 done:
-    lantern_destroy(&g.l);
+    gen_end(&g, &out, n_prompt, n_gen, status ? err : NULL);
     return status;
 }
 
@@ -453,6 +498,8 @@ static int run_text(const gen_opts_t *o) {
     fe_stopper_t stopper;
     bool stopper_ok = false, stopped = false;
     gen_run_t g = {0};
+    lantern_token_t toks[64];
+    lantern_output_t out = {.tokens = toks, .tokens_cap = 64};
     lt_model_config_t gen;
     lt_model_config_defaults(&gen);
     const char *model = o->args.model;
@@ -475,8 +522,6 @@ static int run_text(const gen_opts_t *o) {
         fe_stopper_init(&stopper, o->stops, o->n_stops, false, err) || !(stopper_ok = true) ||
         fe_detok_create(tok, true, &detok, err) || gen_start(o, &g, ids, n_ids, p.max_tokens, err))
         goto fail;
-    lantern_token_t toks[64];
-    lantern_output_t out = {.tokens = toks, .tokens_cap = 64};
     uint64_t id;
     if (p.max_tokens > 0) {
         if (gen_submit(o, &g, ids, n_ids, &p, &id, err) ||
@@ -498,7 +543,7 @@ static int run_text(const gen_opts_t *o) {
 fail:
     fprintf(stderr, "lantern generate: %s\n", err);
 done:
-    lantern_destroy(&g.l);
+    gen_end(&g, &out, n_ids, n_gen, status ? err : NULL);
     fe_detok_destroy(&detok);
     if (stopper_ok) fe_stopper_fini(&stopper);
     fe_chat_template_destroy(&tpl);

@@ -290,6 +290,78 @@ def run_broken(model, what):
           f"status {status}, {dt:.1f} s")
 
 
+def run_generate(model):
+    """`lantern generate` traces too: its llm_request is a child of --traceparent."""
+    rec = GrpcReceiver()
+    tid, sid = "5" * 32, "6" * 16
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc")
+    r = subprocess.run([BIN, "generate", "--model", model, "--prompt", "Hello", "--max-tokens",
+                        "4", "--temperature", "0", "--otlp-traces-endpoint",
+                        f"http://127.0.0.1:{rec.port}", "--traceparent", f"00-{tid}-{sid}-01"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    spans = rec.resource_spans()
+    rec.close()
+    check("generate: runs", r.returncode == 0, r.stderr[-400:])
+    lr = [s for _, s in spans if s["name"] == "llm_request"]
+    check("generate: llm_request is a child of --traceparent",
+          len(lr) == 1 and lr[0]["trace_id"] == tid and lr[0]["parent_span_id"] == sid,
+          [(s["name"], s["trace_id"], s["parent_span_id"]) for _, s in spans])
+    eng = [s["name"] for r, s in spans if r.get("lantern.process.role") == "engine" and lr and
+           s["parent_span_id"] == lr[0]["span_id"]]
+    check("generate: the engine's spans are its children", "decode" in eng, eng)
+    r = subprocess.run([BIN, "generate", "--model", model, "--prompt", "Hello", "--traceparent",
+                        "00-xyz"], capture_output=True, text=True, timeout=120)
+    check("generate: a malformed --traceparent is refused", r.returncode != 0 and
+          "traceparent" in r.stderr, r.stderr[-300:])
+
+
+def run_tail(model):
+    """Ratio sampling at 0: nothing is exported, except requests that failed, were aborted or
+    were slower than --trace-slow-threshold-ms."""
+    rec = GrpcReceiver()
+    os.environ["OTEL_TRACES_SAMPLER"] = "traceidratio"
+    os.environ["OTEL_TRACES_SAMPLER_ARG"] = "0"
+    srv = start(model, f"http://127.0.0.1:{rec.port}", "grpc", "--trace-slow-threshold-ms",
+                "60000")
+    try:
+        if not check("tail: server up", srv.base is not None, srv.log()):
+            return
+        quick = httpx.post(srv.base + "/v1/completions", timeout=60,
+                           headers={"X-Request-Id": "tail-quick"},
+                           json={"prompt": "Hello", "max_tokens": 2})
+        bad = httpx.post(srv.base + "/v1/completions", timeout=60,
+                         headers={"X-Request-Id": "tail-bad"},
+                         json={"prompt": "Hello", "max_tokens": -3})
+        # a client that goes away mid-stream: its request is aborted
+        try:
+            with httpx.stream("POST", srv.base + "/v1/completions", timeout=60,
+                              headers={"X-Request-Id": "tail-gone"},
+                              json={"prompt": "Once", "max_tokens": 300, "ignore_eos": True,
+                                    "stream": True}) as st:
+                next(st.iter_lines())
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    finally:
+        srv.stop()
+        for k in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+            os.environ.pop(k, None)
+    spans = rec.resource_spans()
+    rec.close()
+    ids = {s["attributes"].get("gen_ai.request.id") or
+           s["attributes"].get("http.request.header.x-request-id") for _, s in spans}
+    check("tail: a quick successful request is not exported", quick.status_code == 200 and
+          "tail-quick" not in ids, ids)
+    check("tail: a refused request (400) is kept", bad.status_code == 400 and "tail-bad" in ids,
+          ids)
+    gone = [(r["lantern.process.role"], s["name"]) for r, s in spans
+            if s["attributes"].get("gen_ai.request.id") == "tail-gone" or
+            s["attributes"].get("http.request.header.x-request-id") == "tail-gone"]
+    roles = {r for r, _ in gone}
+    check("tail: an aborted request is kept, in the frontend and the engine",
+          {"frontend", "engine"} <= roles, gone)
+
+
 def main():
     model = default_model(honor_env=False)
     if not model:
@@ -302,6 +374,10 @@ def main():
     for what in ["down", "black hole", "503"]:
         if not only or "broken" in only:
             run_broken(model, what)
+    if not only or "generate" in only:
+        run_generate(model)
+    if not only or "tail" in only:
+        run_tail(model)
     return ltcheck.summary()
 
 

@@ -37,10 +37,12 @@ def default_model():
     return r.stdout.strip()
 
 
-def run_one(binary, model, threads, conc, args, log):
+def run_one(binary, model, threads, conc, args, log, extra=()):
+    """One server (binary serve model ... extra), one warm-up, the workload at concurrency conc;
+    returns bench_serve.py's JSON result."""
     port = free_port()
     srv = subprocess.Popen([binary, "serve", model, "--port", str(port), "--threads",
-                            str(threads), "--disable-log-requests", *args.server_arg],
+                            str(threads), "--disable-log-requests", *args.server_arg, *extra],
                            stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.time() + 180
@@ -75,6 +77,24 @@ def figures(result):
             "ITL p99 ms": s["itl_ms"]["p99"]}
 
 
+def table(runs, concs, reps, sides):
+    """Medians over reps and the ratio of each side to the first (> 1: better)."""
+    first = sides[0]
+    head = " | ".join(sides)
+    ratios = " | ".join(f"{s}/{first}" for s in sides[1:])
+    print(f"\n| C | metric (median of {reps}) | {head} | {ratios} |")
+    print("|---:|---|" + "---:|" * (2 * len(sides) - 1))
+    for c in concs:
+        for k in runs[first][c][0]:
+            meds = [statistics.median(r[k] for r in runs[s][c]) for s in sides]
+            rs = []
+            for m in meds[1:]:
+                b = meds[0]
+                rs.append((m / b if k == "out tok/s" else b / m) if b and m else float("nan"))
+            print(f"| {c} | {k} | " + " | ".join(f"{m:.1f}" for m in meds) + " | " +
+                  " | ".join(f"{r:.3f}" for r in rs) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,14 +124,7 @@ def main():
                 print(f"rep {rep + 1} C={c:<3} {side:>4}: " +
                       ", ".join(f"{k} {v:.1f}" for k, v in f.items()), file=sys.stderr,
                       flush=True)
-    print(f"\n| C | metric (median of {args.reps}) | base | new | ratio (>1: new better) |")
-    print("|---:|---|---:|---:|---:|")
-    for c in concs:
-        for k in runs["base"][c][0]:
-            b = statistics.median(r[k] for r in runs["base"][c])
-            n = statistics.median(r[k] for r in runs["new"][c])
-            ratio = (n / b if k == "out tok/s" else b / n) if b and n else float("nan")
-            print(f"| {c} | {k} | {b:.1f} | {n:.1f} | {ratio:.2f} |")
+    table(runs, concs, args.reps, ["base", "new"])
     print(f"\nmodel {os.path.basename(model)}, {args.threads} threads, {args.input_len} in / "
           f"{args.output_len} out tokens, streaming; load average {os.getloadavg()[0]:.2f} at "
           f"the end; server logs in {log.name}")

@@ -8,7 +8,8 @@
  * libFuzzer, from the repo root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Itelemetry -Icommon \
- *       tests/fuzz/fuzz_traceparent.c telemetry/trace.c telemetry/span.c common/lt.c \
+ *       -DLANTERN_VERSION=\"fuzz\" tests/fuzz/fuzz_traceparent.c telemetry/trace.c \
+ *       telemetry/span.c common/lt.c \
  *       -o /tmp/fuzz_traceparent
  *   /tmp/fuzz_traceparent -max_total_time=60 -max_len=256 tests/fuzz/corpus_traceparent
  */

@@ -164,6 +164,7 @@ static void on_abort(core_t *c) {
     if (!r || eng_sched_abort(c->sched, id, lt_now_ns()) != LT_OK) return; /* already over */
     fail_request(c, id, r->ident.id, IPC_FINISH_ABORT, NULL);
     core_spans_finish(c, r, "abort", false);
+    core_metrics_finish(c, r, false);
     /* an abort after a stop string is a normal end: its timings still count */
     const eng_req_events_t *ev = eng_sched_events(c->sched, id);
     if (ev && c->output.n_items > 0 && c->output.items[c->output.n_items - 1].id == id)
@@ -239,22 +240,39 @@ static int send_step(core_t *c, char *err) {
     ipc_trace_ctx_t tc = {ipc_str(c->step_traceparent), {NULL, 0}};
     if ((rc = ipc_msg_step_write(&c->wr, s, c->step_traceparent[0] ? &tc : NULL, &data, &len, err)))
         return rc;
+    /* test aid: LANTERN_FAULT_CORRUPT_STEP=N sends step N cut in half (a malformed message the
+     * workers must refuse with an error rather than drop) */
+    if (c->fault_corrupt_step && pl->step_id == c->fault_corrupt_step) {
+        LT_WARN("fault injection: step %llu sent corrupted", (unsigned long long)pl->step_id);
+        len /= 2;
+    }
+    uint64_t t0 = lt_now_ns();
     for (;;) {
         rc = ipc_ring_push(c->ring, data, len, 1000, err);
         if (rc != IPC_AGAIN) break;
         for (int i = 0; i < c->args.tensor_parallel_size; i++)
             if (lt_proc_check(&c->workers[i], NULL))
                 return lt_errf(err, LT_ERR_IO, "worker %d died", i);
+        /* the ring is full: a worker has not taken the earlier steps (a hang) */
+        uint64_t wd = (uint64_t)c->args.watchdog_timeout_s * 1000000000ull;
+        if (wd && lt_now_ns() - t0 > wd) {
+            c->step_started_ns = t0;
+            return CORE_STALLED;
+        }
     }
     if (rc) return rc;
     c->in_flight = pl->n_seqs > 0;
     c->step_started_ns = lt_now_ns();
+    if (c->in_flight) core_metrics_step_sent(c, c->step_started_ns);
     return LT_OK;
 }
 
 static int on_result(core_t *c, char *err) {
     int rc = ipc_msg_result_read(&c->env, &c->result, err);
     if (rc) return rc;
+    if (c->in_flight && c->result.error) /* a worker refused the step (or could not read it) */
+        return lt_errf(err, LT_ERR_IO, "worker failed step %llu: %s",
+                       (unsigned long long)c->plan.step_id, c->result.err_text);
     if (!c->in_flight || c->result.step_id != c->plan.step_id) {
         LT_WARN("ignored a result for step %llu", (unsigned long long)c->result.step_id);
         return LT_OK;
@@ -272,6 +290,7 @@ static int on_result(core_t *c, char *err) {
     if ((rc = eng_sched_update(c->sched, &c->plan, c->sampled, c->result.n, now, &outs)))
         return lt_errf(err, rc, "scheduler update failed");
     core_spans_result(c, &outs, tel_now_unix_ns()); /* before finished requests are freed */
+    core_metrics_result(c, &outs, now);
     for (int i = 0; i < outs.n; i++) {
         const eng_output_t *o = &outs.items[i];
         ipc_out_item_t *it = out_item(c, err);
@@ -315,6 +334,7 @@ static void fail_all(core_t *c, const char *why) {
         core_req_t *r = (core_req_t *)infos[i].user;
         fail_request(c, infos[i].id, r ? r->ident.id : "", IPC_FINISH_ERROR, why);
         if (r) core_spans_finish(c, r, why, true);
+        if (r) core_metrics_finish(c, r, true);
     }
     flush_output(c, 0, err);
     free(infos);
@@ -330,7 +350,8 @@ static int spawn_workers(core_t *c, char *err) {
             ipc_engine_args_to_argv(&c->args, &av) || ipc_argv_addf(&av, "rank", "%d", r) ||
             ipc_argv_addf(&av, "ring", "%s", c->ring_name) ||
             ipc_argv_addf(&av, "allreduce", "%s", c->ar_name) ||
-            ipc_argv_addf(&av, "results", "%s", c->res_ep))
+            ipc_argv_addf(&av, "results", "%s", c->res_ep) ||
+            ipc_argv_addf(&av, "metrics", "lantern-%d-metrics", c->tree_pid))
             return lt_errf(err, LT_ERR_RANGE, "a worker's command line is too long");
         int rc = lt_proc_spawn(av.argv, &c->workers[r], err);
         if (rc) return rc;
@@ -445,6 +466,30 @@ static void dump_state(core_t *c) {
     free(text);
 }
 
+/* ---- the watchdog ---- */
+
+/* A step has been in flight past --watchdog-timeout (a worker hangs, or died without the kernel
+ * telling us): marks the engine unhealthy for /health, names the stalled step and its requests,
+ * dumps the whole state first (logs and, with --dump-dir, JSON), and leaves the message every
+ * request fails with in err. */
+static void stalled(core_t *c, char *err) {
+    double s = (double)(lt_now_ns() - c->step_started_ns) / 1e9;
+    if (c->metrics) atomic_store(&c->metrics->engine.stalled, 1);
+    char ids[512] = "";
+    for (int i = 0, n = 0; i < c->plan.n_seqs; i++) {
+        const core_req_t *r = c->plan.seqs[i].user;
+        n += snprintf(ids + n, sizeof ids - (size_t)n, "%s%s", i ? " " : "", r->ident.id);
+        if ((size_t)n >= sizeof ids) break;
+    }
+    LT_ERROR("watchdog: step %llu (%d sequences: %s) has not completed in %.1f s (timeout %d s): "
+             "the engine is stalled",
+             (unsigned long long)c->plan.step_id, c->plan.n_seqs, ids, s,
+             c->args.watchdog_timeout_s);
+    dump_state(c);
+    snprintf(err, LT_ERR_LEN, "engine stalled: step %llu did not complete in %d s",
+             (unsigned long long)c->plan.step_id, c->args.watchdog_timeout_s);
+}
+
 /* ---- start-up ---- */
 
 static void usage(void) {
@@ -514,6 +559,7 @@ static int start(core_t *c, char *err) {
     sc.vocab_size = c->info.vocab;
     if (eng_sched_create(&sc, &c->sched, err) || alloc_buffers(c, err) || core_spans_init(c, err))
         return LT_ERR_IO;
+    core_metrics_ready(c);
     const void *data;
     size_t len;
     if (ipc_msg_hello_write(&c->wr, &c->info, &data, &len, err) ||
@@ -566,15 +612,24 @@ static int run(core_t *c) {
             }
         }
         drain_input(c);
+        core_metrics_gauges(c);
         while (c->in_flight) {
             int rc = ipc_sock_recv_envelope(c->res, NULL, &c->env, 0, err);
             if (rc == IPC_AGAIN) break;
             if (rc < 0 || (rc = on_result(c, err))) goto fail;
         }
+        uint64_t wd = (uint64_t)c->args.watchdog_timeout_s * 1000000000ull;
+        if (c->in_flight && wd && lt_now_ns() - c->step_started_ns > wd) goto stalled;
         if (flush_output(c, 0, err)) goto fail;
-        if (!c->in_flight && eng_sched_has_work(c->sched) && send_step(c, err)) goto fail;
+        if (!c->in_flight && eng_sched_has_work(c->sched)) {
+            int rc = send_step(c, err);
+            if (rc == CORE_STALLED) goto stalled;
+            if (rc) goto fail;
+        }
     }
     return 0;
+stalled:
+    stalled(c, err);
 fail:
     LT_ERROR("%s: failing every request and shutting down", err);
     fail_all(c, err);
@@ -597,6 +652,9 @@ int eng_core_main(int argc, char **argv) {
         LT_ERROR("%s", err);
         return 2;
     }
+    if (core_metrics_attach(&c, err)) LT_WARN("%s: no metrics from the engine", err);
+    const char *fault = getenv("LANTERN_FAULT_CORRUPT_STEP");
+    if (fault && *fault) c.fault_corrupt_step = strtoull(fault, NULL, 10);
     bool wr_ok = false, env_ok = false;
     for (int i = 0; i < CORE_MAX_TP; i++) c.workers[i] = (lt_child_t){-1, -1};
     status = 1;
@@ -627,5 +685,6 @@ int eng_core_main(int argc, char **argv) {
     free_buffers(&c);
     core_spans_fini(&c);
     tel_process_stop(5000);
+    tel_metrics_detach(&c.metrics);
     return status;
 }

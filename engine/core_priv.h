@@ -11,12 +11,15 @@
 #include "args.h"
 #include "engine.h"
 #include "ipc.h"
+#include "metrics.h"
 #include "msg.h"
 #include "proc.h"
 #include "trace.h"
 
-#define CORE_SPANS_HELD  16
-#define CORE_MAX_TP      64
+#define CORE_SPANS_HELD 16
+#define CORE_MAX_TP     64
+/* send_step: the workers have not taken a step within the watchdog timeout */
+#define CORE_STALLED     (-101)
 #define CORE_RING_CHUNKS 8
 #define CORE_RING_CHUNK  (256 * 1024)
 /* wait_workers: a worker reported a start-up error (text in err), to pass on to the frontend */
@@ -36,6 +39,7 @@ typedef struct core_req {
     uint64_t arrival_unix_ns;   /* wall clock at ADD */
     uint64_t preempted_unix_ns; /* wall clock of its last preemption, 0 when running */
     bool scheduled;             /* left the waiting queue once */
+    uint64_t last_token_ns;     /* its last token (inter-token latency), monotonic */
     tel_span_t *decode;         /* open from its first decode step to its end */
     int decode_steps, prefill_chunks;
     tel_span_t *held[CORE_SPANS_HELD]; /* ended spans of an unsampled trace, kept or dropped at
@@ -75,6 +79,10 @@ typedef struct core {
     tel_span_t **chunk_spans; /* (max_num_seqs) prefill chunks of the step, by plan index */
     char step_traceparent[TEL_TRACEPARENT_LEN + 1]; /* the STEP envelope's, "" without */
     uint64_t trace_slow_ns;
+    /* metrics (core_metrics.c): the tree's shared region, NULL if it could not be attached */
+    tel_metrics_shm_t *metrics;
+    tel_bounds_t tok_bounds;     /* token-count buckets (1, 2, 5, ... up to max_model_len) */
+    uint64_t fault_corrupt_step; /* LANTERN_FAULT_CORRUPT_STEP: a test's fault injection */
 } core_t;
 
 /* ---- core_spans.c ---- */
@@ -92,5 +100,17 @@ void core_spans_finish(core_t *c, core_req_t *r, const char *why, bool error);
 /* Allocates the per-step arrays (start-up). */
 int core_spans_init(core_t *c, char *err);
 void core_spans_fini(core_t *c);
+
+/* ---- core_metrics.c ---- */
+
+int core_metrics_attach(core_t *c, char *err);
+/* The engine is ready: cache configuration, buckets. */
+void core_metrics_ready(core_t *c);
+/* The scheduler's gauges and counters, this process's span counts. */
+void core_metrics_gauges(core_t *c);
+void core_metrics_step_sent(core_t *c, uint64_t now_ns);
+void core_metrics_result(core_t *c, const eng_outputs_t *outs, uint64_t now_ns);
+/* A request ends outside a result: aborted or failed. */
+void core_metrics_finish(core_t *c, core_req_t *r, bool error);
 
 #endif

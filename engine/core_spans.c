@@ -42,9 +42,9 @@ void core_spans_fini(core_t *c) {
 void core_spans_add(core_t *c, core_req_t *r) {
     (void)c;
     r->arrival_unix_ns = tel_now_unix_ns();
+    /* parsed with tracing off too: the metrics' exemplars carry the trace id */
     const char *tp = r->ident.traceparent;
-    if (!tel_tracer_enabled() || !tel_ctx_parse(tp, strlen(tp), &r->parent))
-        r->parent.valid = false;
+    if (!tel_ctx_parse(tp, strlen(tp), &r->parent)) r->parent.valid = false;
 }
 
 /* A child of the request's llm_request, with the request's id. */

@@ -18,6 +18,7 @@ void ipc_engine_args_defaults(ipc_engine_args_t *a) {
     a->block_size = IPC_DEF_BLOCK_SIZE;
     a->enable_prefix_caching = true;
     a->kv_cache_memory = IPC_DEF_KV_CACHE_MEMORY;
+    a->watchdog_timeout_s = IPC_DEF_WATCHDOG_TIMEOUT_S;
 }
 
 int ipc_engine_args_resolve(ipc_engine_args_t *a, char *err) {
@@ -52,6 +53,8 @@ enum {
     O_OTLP,
     O_DETAILED,
     O_SLOW,
+    O_WATCHDOG,
+    O_DUMP_DIR,
     O_COUNT
 };
 
@@ -73,6 +76,8 @@ static const struct option k_opts[O_COUNT] = {
     OPT("otlp-traces-endpoint", required_argument, O_OTLP),
     OPT("collect-detailed-traces", required_argument, O_DETAILED),
     OPT("trace-slow-threshold-ms", required_argument, O_SLOW),
+    OPT("watchdog-timeout", required_argument, O_WATCHDOG),
+    OPT("dump-dir", required_argument, O_DUMP_DIR),
 };
 
 int ipc_engine_opts_table(const struct option *own, int n_own, struct option *out, int cap) {
@@ -160,6 +165,16 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
         ok = lt_parse_long(arg, 0, 1ll << 31, &v);
         a->trace_slow_threshold_ms = (int)v;
         want = "milliseconds (0: off)";
+        break;
+    case O_WATCHDOG:
+        ok = lt_parse_long(arg, 0, 86400, &v);
+        a->watchdog_timeout_s = (int)v;
+        want = "seconds, 0..86400 (0: off)";
+        break;
+    case O_DUMP_DIR:
+        ok = *arg != '\0';
+        a->dump_dir = arg;
+        want = "a directory";
         break;
     }
     if (!ok)
@@ -253,6 +268,8 @@ int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av) {
                             a->detailed_traces & IPC_TRACE_WORKER ? "all" : "engine");
     if (a->trace_slow_threshold_ms)
         rc |= ipc_argv_addf(av, "trace-slow-threshold-ms", "%d", a->trace_slow_threshold_ms);
+    rc |= ipc_argv_addf(av, "watchdog-timeout", "%d", a->watchdog_timeout_s);
+    if (a->dump_dir) rc |= ipc_argv_addf(av, "dump-dir", "%s", a->dump_dir);
     return rc ? LT_ERR_RANGE : LT_OK;
 }
 

@@ -42,7 +42,13 @@ typedef struct ipc_engine_args {
     const char *otlp_traces_endpoint;
     int detailed_traces; /* IPC_TRACE_* bits */
     int trace_slow_threshold_ms;
+    /* health: a step in flight longer than this (seconds) means a hung engine or worker: the
+     * engine dumps its state, fails every request with an error and exits (0: off) */
+    int watchdog_timeout_s;
+    const char *dump_dir; /* SIGUSR1 also writes one JSON document per process here (NULL: no) */
 } ipc_engine_args_t;
+
+#define IPC_DEF_WATCHDOG_TIMEOUT_S 300
 
 #define IPC_TRACE_ENGINE 1 /* one span per scheduler step, linked to its requests */
 #define IPC_TRACE_WORKER 2 /* per-rank worker spans under each step span */

@@ -23,6 +23,7 @@
 #include "msg.h"
 #include "proc.h"
 #include "sampler.h"
+#include "metrics.h"
 #include "telemetry.h"
 #include "trace.h"
 #include "worker.h"
@@ -46,11 +47,14 @@ typedef struct ar_timer {
     ipc_allreduce_t *ar;
     uint64_t calls, total_ns, max_ns; /* since the step began */
     tel_span_t *span;                 /* the step's forward span, or NULL */
+    tel_hist_t *hist;                 /* this rank's all-reduce histogram, or NULL */
 } ar_timer_t;
 
 typedef struct worker {
     ipc_engine_args_t args;
-    const char *ring_name, *ar_name, *results;
+    const char *ring_name, *ar_name, *results, *metrics_name;
+    tel_metrics_shm_t *metrics; /* the tree's region; this rank writes rank[rank] */
+    tel_rank_metrics_t *mine;
     int rank;
     wk_model_t *m;
     wk_kv_cache_t *kv;
@@ -77,6 +81,7 @@ static int timed_allreduce(float *buf, size_t n, void *user) {
     t->calls++;
     t->total_ns += dt;
     if (dt > t->max_ns) t->max_ns = dt;
+    if (t->hist) tel_hist_observe(t->hist, &TEL_B_STEP, (double)dt * 1e-9, NULL, NULL);
     if (t->span) /* the first ones as events; every one in the totals */
         tel_span_event(t->span, "allreduce", u0, 2, "lantern.allreduce.floats", (int64_t)n,
                        "lantern.allreduce.ns", (int64_t)dt);
@@ -183,8 +188,12 @@ static int run_step(worker_t *w, char *err) {
         tel_ctx_t sc = step ? tel_span_ctx(step) : w->step_ctx;
         fwd = tel_span_start("forward", TEL_KIND_INTERNAL, &sc, 0);
     }
-    w->ar_timer = (ar_timer_t){.ar = w->ar_timer.ar, .span = fwd};
+    w->ar_timer = (ar_timer_t){.ar = w->ar_timer.ar, .span = fwd, .hist = w->ar_timer.hist};
+    uint64_t f0 = lt_now_ns();
     int rc = wk_forward(w->m, w->kv, w->ctx, &b, w->logits, err);
+    if (w->mine)
+        tel_hist_observe(&w->mine->hist[TEL_H_FORWARD], &TEL_B_STEP,
+                         (double)(lt_now_ns() - f0) * 1e-9, NULL, NULL);
     if (fwd) {
         tel_span_set_int(fwd, "lantern.allreduce.calls", (int64_t)w->ar_timer.calls);
         tel_span_set_int(fwd, "lantern.allreduce.total_ns", (int64_t)w->ar_timer.total_ns);
@@ -206,6 +215,34 @@ static int run_step(worker_t *w, char *err) {
     if (step && rc) tel_span_set_status(step, TEL_STATUS_ERROR, err);
     tel_span_submit(step, 0, rc != 0);
     return rc;
+}
+
+/* ---- metrics ---- */
+
+/* This process's span counts into its rank's section (for /metrics). */
+static void worker_span_counts(worker_t *w) {
+    if (!w->mine) return;
+    tel_process_stats_t ts;
+    tel_process_stats(&ts);
+    tel_span_counts_t *c = &w->mine->spans;
+    atomic_store_explicit(&c->enabled, ts.enabled, memory_order_relaxed);
+    atomic_store_explicit(&c->exported, ts.bsp.exported, memory_order_relaxed);
+    atomic_store_explicit(&c->dropped, ts.bsp.dropped, memory_order_relaxed);
+    atomic_store_explicit(&c->failed, ts.bsp.failed, memory_order_relaxed);
+    atomic_store_explicit(&c->queued, ts.bsp.queued, memory_order_relaxed);
+}
+
+static void metrics_attach(worker_t *w) {
+    char err[LT_ERR_LEN];
+    if (!w->metrics_name) return;
+    if (tel_metrics_attach(w->metrics_name, &w->metrics, err) || w->rank >= w->metrics->n_ranks) {
+        LT_WARN("%s: no metrics from this worker", err);
+        tel_metrics_detach(&w->metrics);
+        return;
+    }
+    w->mine = &w->metrics->rank[w->rank];
+    atomic_store(&w->mine->pid, (int64_t)getpid());
+    w->ar_timer.hist = &w->mine->hist[TEL_H_ALLREDUCE];
 }
 
 /* ---- dump ---- */
@@ -243,17 +280,18 @@ static void usage(void) {
 }
 
 /* The worker's own flags (its place in the tree) beside the engine arguments. */
-enum { OPT_RANK = 1, OPT_RING, OPT_ALLREDUCE, OPT_RESULTS };
+enum { OPT_RANK = 1, OPT_RING, OPT_ALLREDUCE, OPT_RESULTS, OPT_METRICS };
 
 static int parse_args(worker_t *w, int argc, char **argv) {
     static const struct option own[] = {{"rank", required_argument, 0, OPT_RANK},
                                         {"ring", required_argument, 0, OPT_RING},
                                         {"allreduce", required_argument, 0, OPT_ALLREDUCE},
-                                        {"results", required_argument, 0, OPT_RESULTS}};
+                                        {"results", required_argument, 0, OPT_RESULTS},
+                                        {"metrics", required_argument, 0, OPT_METRICS}};
     struct option opts[32];
     char err[LT_ERR_LEN];
     ipc_engine_args_defaults(&w->args);
-    if (ipc_engine_opts_table(own, 4, opts, 32) < 0) return 2;
+    if (ipc_engine_opts_table(own, 5, opts, 32) < 0) return 2;
     int o;
     optind = 1;
     while ((o = ipc_engine_getopt(argc, argv, opts, &w->args, "lantern __worker")) != -1) {
@@ -263,6 +301,7 @@ static int parse_args(worker_t *w, int argc, char **argv) {
         case OPT_RING: w->ring_name = optarg; break;
         case OPT_ALLREDUCE: w->ar_name = optarg; break;
         case OPT_RESULTS: w->results = optarg; break;
+        case OPT_METRICS: w->metrics_name = optarg; break;
         default: usage(); return 2;
         }
     }
@@ -408,11 +447,28 @@ static int serve(worker_t *w, ipc_ring_t *ring, ipc_sock_t *out, ipc_writer_t *w
         if (rc == 0 && env->has_trace && tel_tracer_enabled())
             tel_ctx_parse(env->trace.traceparent.ptr, env->trace.traceparent.len, &w->step_ctx);
         ipc_ring_release(ring);
-        if (rc) {
-            LT_ERROR("dropped a malformed step message: %s", err);
+        if (rc) { /* answered with an error, so the engine fails the step instead of waiting */
+            LT_ERROR("refused a malformed step message: %s", err);
+            char e2[LT_ERR_LEN];
+            w->result = (ipc_result_t){
+                .items = w->result.items, .cap = w->result.cap, .error = LT_ERR_FORMAT};
+            snprintf(w->result.err_text, sizeof w->result.err_text,
+                     "rank %d could not read the step: %.200s", w->rank, err);
+            if (ipc_msg_result_write(wr, &w->result, &data, &len, e2) ||
+                ipc_sock_send(out, NULL, data, len, 5000, e2)) {
+                snprintf(err, LT_ERR_LEN, "%s", e2);
+                return LT_ERR_IO;
+            }
             continue;
         }
+        uint64_t s0 = lt_now_ns();
         rc = run_step(w, err);
+        if (w->mine && st->n_tokens > 0) {
+            tel_hist_observe(&w->mine->hist[TEL_H_STEP], &TEL_B_STEP,
+                             (double)(lt_now_ns() - s0) * 1e-9, NULL, NULL);
+            atomic_fetch_add_explicit(&w->mine->steps, 1, memory_order_relaxed);
+            if ((w->n_steps & 63) == 1) worker_span_counts(w); /* now and then */
+        }
         if (w->rank == 0 && (st->n_tokens > 0 || rc)) { /* a plan with no rows gets no reply */
             if (rc) {
                 w->result.step_id = st->step_id;
@@ -451,6 +507,7 @@ int wk_worker_main(int argc, char **argv) {
         LT_ERROR("%s", err);
         return 2;
     }
+    metrics_attach(&w);
     ipc_ctx_t *ctx = NULL;
     ipc_sock_t *out = NULL;
     ipc_ring_t *ring = NULL;
@@ -513,5 +570,6 @@ out:
     wk_kv_cache_destroy(&w.kv);
     wk_model_free(&w.m);
     tel_process_stop(5000);
+    tel_metrics_detach(&w.metrics);
     return status;
 }

@@ -44,7 +44,6 @@ void fe_http_call_release(call_t *c) {
             c->ch[i].live = false;
             c->ch[i].finish = LANTERN_FINISH_ABORT;
             c->n_live--;
-            atomic_fetch_add(&c->s->n_finished[LANTERN_FINISH_ABORT], 1);
         }
 }
 
@@ -161,8 +160,10 @@ static int call_submit(call_t *c, fe_oai_error_t *e) {
         ch->live = true;
         c->n_live++;
     }
-    for (int i = 0; i < q->n_prompts; i++)
-        atomic_fetch_add(&s->n_prompt_tokens, (unsigned long long)q->prompts[i].n_ids);
+    tel_hist_observe(&s->h_n, &TEL_B_N, q->n, NULL, NULL);
+    tel_hist_observe(&s->h_tokenize, &TEL_B_FAST,
+                     (double)(q->tokenize_ns + (q->render_end_ns - q->render_start_ns)) * 1e-9,
+                     NULL, NULL);
     return 0;
 }
 
@@ -205,9 +206,11 @@ static void choice_feed(call_t *c, choice_t *ch, const lantern_output_t *o) {
         if (stop_tok && !q->include_stop) continue;
         const char *txt;
         size_t n;
-        if (fe_detok_feed(ch->detok, t->id, &txt, &n, err) == 0 && n) choice_text(c, ch, txt, n);
+        uint64_t d0 = lt_now_ns();
+        int bad = fe_detok_feed(ch->detok, t->id, &txt, &n, err);
+        c->detok_ns += lt_now_ns() - d0;
+        if (!bad && n) choice_text(c, ch, txt, n);
     }
-    atomic_fetch_add(&c->s->n_gen_tokens, (unsigned long long)o->n_tokens);
     if (o->finish == LANTERN_FINISH_NONE) return;
     ch->live = false;
     c->n_live--;
@@ -233,7 +236,6 @@ static void choice_feed(call_t *c, choice_t *ch, const lantern_output_t *o) {
         if (o->finish == LANTERN_FINISH_ERROR)
             snprintf(ch->error, sizeof ch->error, "%s", o->error);
     }
-    atomic_fetch_add(&c->s->n_finished[ch->finish], 1);
 }
 
 /* Reads whatever the engine has for every live choice; never waits. */

@@ -1,6 +1,6 @@
 /*
- * endpoints.c — the endpoints besides generation: /v1/models (and /v1/models/{id}), /metrics,
- * /tokenize and /detokenize.
+ * endpoints.c — the endpoints besides generation and /metrics: /v1/models (and
+ * /v1/models/{id}), /tokenize and /detokenize.
  */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
@@ -9,7 +9,6 @@
 
 #include "http.h"
 #include "lt.h"
-#include "telemetry.h"
 
 static void write_model(fe_jw_t *w, const srv_t *s) {
     fe_jw_obj(w);
@@ -51,76 +50,6 @@ enum MHD_Result fe_http_model(call_t *c, const char *id) {
     write_model(&w, c->s);
     enum MHD_Result ok =
         w.err ? MHD_NO : fe_http_respond(c, 200, "application/json", b.data ? b.data : "", b.len);
-    lt_buf_free(&b);
-    return ok;
-}
-
-static void metric(const srv_t *s, lt_buf_t *b, const char *name, const char *type,
-                   const char *help, const char *labels, double v) {
-    char line[512];
-    int n =
-        snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s{model_name=\"%s\"%s} %.17g\n",
-                 name, help, name, type, name, s->served_name, labels, v);
-    lt_buf_put(b, line, (size_t)n);
-}
-
-enum MHD_Result fe_http_metrics(call_t *c) {
-    srv_t *s = c->s;
-    lantern_stats_t st;
-    lantern_stats(s->l, &st);
-    lt_buf_t b = {0};
-    metric(s, &b, "lantern:num_requests_running", "gauge",
-           "Number of requests in model execution batches.", "", st.running);
-    metric(s, &b, "lantern:num_requests_waiting", "gauge",
-           "Number of requests waiting to be processed.", "", st.waiting);
-    metric(s, &b, "lantern:kv_cache_usage_perc", "gauge",
-           "KV-cache usage. 1 means 100 percent usage.", "", st.kv_usage);
-    metric(s, &b, "lantern:prefix_cache_queries_total", "counter",
-           "Prefix cache queries, in terms of number of queried tokens.", "",
-           (double)st.prefix_queries);
-    metric(s, &b, "lantern:prefix_cache_hits_total", "counter",
-           "Prefix cache hits, in terms of number of cached tokens.", "", (double)st.prefix_hits);
-    metric(s, &b, "lantern:num_preemptions_total", "counter", "Cumulative number of preemptions.",
-           "", (double)st.preemptions);
-    metric(s, &b, "lantern:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
-           "", (double)atomic_load(&s->n_prompt_tokens));
-    metric(s, &b, "lantern:generation_tokens_total", "counter",
-           "Number of generation tokens processed.", "", (double)atomic_load(&s->n_gen_tokens));
-    static const char *reasons[] = {NULL, "stop", "length", "abort", "error"};
-    static const char succ[] = "# HELP lantern:request_success_total Count of finished requests "
-                               "by finish reason.\n# TYPE lantern:request_success_total counter\n";
-    lt_buf_put(&b, succ, sizeof succ - 1);
-    for (int k = 1; k <= 4; k++) {
-        char line[256];
-        int n = snprintf(line, sizeof line,
-                         "lantern:request_success_total{model_name=\"%s\",finished_reason=\"%s\"} "
-                         "%llu\n",
-                         s->served_name, reasons[k], atomic_load(&s->n_finished[k]));
-        lt_buf_put(&b, line, (size_t)n);
-    }
-    metric(s, &b, "lantern:client_disconnects_total", "counter",
-           "Requests whose client went away before the end (aborted in the engine).", "",
-           (double)atomic_load(&s->n_disconnects));
-    metric(s, &b, "lantern:engine_alive", "gauge", "1 while the engine process tree is running.",
-           "", lantern_alive(s->l));
-    metric(s, &b, "lantern:traceparent_malformed_total", "counter",
-           "Requests whose traceparent header was malformed (ignored).", "",
-           (double)atomic_load(&s->n_bad_traceparent));
-    tel_process_stats_t ts;
-    tel_process_stats(&ts);
-    if (ts.enabled) { /* the frontend's own spans; the engine's and workers' are in their logs */
-        metric(s, &b, "lantern:spans_queued", "gauge", "Spans waiting for export.",
-               ",role=\"frontend\"", (double)ts.bsp.queued);
-        metric(s, &b, "lantern:spans_exported_total", "counter", "Spans a collector accepted.",
-               ",role=\"frontend\"", (double)ts.bsp.exported);
-        metric(s, &b, "lantern:spans_dropped_total", "counter",
-               "Spans dropped: the export queue was full.", ",role=\"frontend\"",
-               (double)ts.bsp.dropped);
-        metric(s, &b, "lantern:spans_failed_total", "counter",
-               "Spans not exported: the collector failed or did not answer in time.",
-               ",role=\"frontend\"", (double)ts.bsp.failed);
-    }
-    enum MHD_Result ok = fe_http_respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
     lt_buf_free(&b);
     return ok;
 }

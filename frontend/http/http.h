@@ -31,6 +31,7 @@
 #include "oai.h"
 #include "stop.h"
 #include "tokenizer.h"
+#include "metrics.h"
 #include "trace.h"
 
 #define TOKENS_PER_READ 64
@@ -64,11 +65,13 @@ typedef struct srv {
     call_t *calls;      /* live calls, for dumps and shutdown */
     int n_calls;
     /* counters (frontend view) */
-    atomic_ullong n_requests, n_prompt_tokens, n_gen_tokens, n_disconnects;
-    atomic_ullong n_finished[5];     /* by lantern_finish_t */
+    atomic_ullong n_requests, n_disconnects;
     atomic_ullong n_errors[6];       /* 400 401 404 413 503 other */
     atomic_ullong n_bad_traceparent; /* requests whose traceparent header was malformed */
     uint64_t trace_slow_ns;          /* --trace-slow-threshold-ms, ns (0: off) */
+    /* what only the frontend observes (metrics.c); the rest is in the tree's metrics region */
+    const char *metrics_prefix; /* "lantern", or "vllm" (--metrics-prefix) */
+    tel_hist_t h_e2e, h_n, h_tokenize, h_detokenize;
 } srv_t;
 
 typedef enum route {
@@ -128,6 +131,7 @@ struct call {
     /* spans (spans.c): NULL with tracing off */
     char method[16];
     uint64_t t0_unix_ns, t_first_chunk_ns;
+    uint64_t detok_ns; /* time spent detokenizing its tokens */
     tel_span_t *http_span, *req_span, *stream_span;
     tel_span_t *pending[FE_SPANS_PENDING]; /* ended children, submitted with llm_request */
     int n_pending;
@@ -217,6 +221,8 @@ void fe_http_log_done(call_t *c);
 enum MHD_Result fe_http_models(call_t *c);
 enum MHD_Result fe_http_model(call_t *c, const char *id);
 enum MHD_Result fe_http_metrics(call_t *c);
+/* True once the engine's step watchdog fired (/health answers 503). */
+bool fe_http_engine_stalled(const srv_t *s);
 enum MHD_Result fe_http_tokenize(call_t *c);
 enum MHD_Result fe_http_detokenize(call_t *c);
 

@@ -84,7 +84,10 @@ static void stats_line(srv_t *s, double dt, unsigned long long *last_p,
                        unsigned long long *last_g) {
     lantern_stats_t st;
     lantern_stats(s->l, &st);
-    unsigned long long p = atomic_load(&s->n_prompt_tokens), g = atomic_load(&s->n_gen_tokens);
+    const tel_metrics_shm_t *sh = lantern_metrics(s->l); /* the engine's counters */
+    unsigned long long p = sh ? atomic_load(&((tel_metrics_shm_t *)sh)->engine.prompt_tokens) : 0;
+    unsigned long long g =
+        sh ? atomic_load(&((tel_metrics_shm_t *)sh)->engine.generation_tokens) : 0;
     if (p == *last_p && g == *last_g && st.running == 0 && st.waiting == 0) return; /* idle */
     LT_INFO("stats: prompt throughput %.1f tokens/s, generation throughput %.1f tokens/s, running "
             "%d, waiting %d, KV cache usage %.1f%%, prefix cache hit rate %.1f%%, %d open HTTP "
@@ -119,6 +122,8 @@ static void usage(FILE *f) {
         "  --max-request-body BYTES       largest request body, K/M/G suffixes (16M)\n"
         "  --disable-log-requests         no log line per request\n"
         "  --disable-log-stats            no periodic stats line\n"
+        "  --metrics-prefix P             lantern (default) or vllm: /metrics under vLLM's own\n"
+        "                                 names, for vLLM dashboards and alerts\n"
         "  --help                         this text\n"
         "\n");
     ipc_engine_args_help(f);
@@ -160,24 +165,28 @@ enum {
     OPT_BODY,
     OPT_NO_LOG_REQ,
     OPT_NO_LOG_STATS,
+    OPT_METRICS_PREFIX,
     OPT_HELP
 };
 
 static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a, long long *port) {
-    static const struct option own[] = {{"host", required_argument, 0, OPT_HOST},
-                                        {"port", required_argument, 0, OPT_PORT},
-                                        {"served-model-name", required_argument, 0, OPT_NAME},
-                                        {"api-key", required_argument, 0, OPT_KEY},
-                                        {"max-request-body", required_argument, 0, OPT_BODY},
-                                        {"disable-log-requests", no_argument, 0, OPT_NO_LOG_REQ},
-                                        {"disable-log-stats", no_argument, 0, OPT_NO_LOG_STATS},
-                                        {"help", no_argument, 0, OPT_HELP}};
+    static const struct option own[] = {
+        {"host", required_argument, 0, OPT_HOST},
+        {"port", required_argument, 0, OPT_PORT},
+        {"served-model-name", required_argument, 0, OPT_NAME},
+        {"api-key", required_argument, 0, OPT_KEY},
+        {"max-request-body", required_argument, 0, OPT_BODY},
+        {"disable-log-requests", no_argument, 0, OPT_NO_LOG_REQ},
+        {"disable-log-stats", no_argument, 0, OPT_NO_LOG_STATS},
+        {"metrics-prefix", required_argument, 0, OPT_METRICS_PREFIX},
+        {"help", no_argument, 0, OPT_HELP}};
     struct option opts[40];
     ipc_engine_opts_table(own, (int)(sizeof own / sizeof own[0]), opts, 40);
     const char *name = NULL, *host = "127.0.0.1", *key = getenv("LANTERN_API_KEY");
     long long max_body = 16ll << 20;
     *port = 8000;
     s->log_requests = s->log_stats = true;
+    s->metrics_prefix = "lantern";
     ipc_engine_args_defaults(a);
     int o;
     optind = 1;
@@ -192,12 +201,18 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
         case OPT_BODY: ok = lt_parse_size(optarg, &max_body); break;
         case OPT_NO_LOG_REQ: s->log_requests = false; break;
         case OPT_NO_LOG_STATS: s->log_stats = false; break;
+        case OPT_METRICS_PREFIX:
+            ok = strcmp(optarg, "lantern") == 0 || strcmp(optarg, "vllm") == 0;
+            s->metrics_prefix = strcmp(optarg, "vllm") == 0 ? "vllm" : "lantern";
+            break;
         case OPT_HELP: usage(stdout); return -1;
         default: usage(stderr); return 2;
         }
         if (!ok) {
             fprintf(stderr, "lantern serve: invalid value '%s' for --%s\n", optarg,
-                    o == OPT_PORT ? "port" : "max-request-body");
+                    o == OPT_PORT             ? "port"
+                    : o == OPT_METRICS_PREFIX ? "metrics-prefix (lantern or vllm)"
+                                              : "max-request-body");
             return 2;
         }
     }

@@ -224,7 +224,9 @@ enum MHD_Result fe_http_on_request(void *cls, struct MHD_Connection *conn, const
     case R_CHAT: return fe_http_generation(c);
     case R_MODELS: return fe_http_models(c);
     case R_MODEL: return fe_http_model(c, url + 11);
-    case R_HEALTH: return fe_http_respond(c, lantern_alive(s->l) ? 200 : 503, NULL, "", 0);
+    case R_HEALTH: /* 503 once the engine died, or while its watchdog says it is stalled */
+        return fe_http_respond(c, lantern_alive(s->l) && !fe_http_engine_stalled(s) ? 200 : 503,
+                               NULL, "", 0);
     case R_VERSION: {
         char v[64];
         int n = snprintf(v, sizeof v, "{\"version\":\"%s\"}", lt_version());

@@ -127,7 +127,19 @@ static void request_attrs(call_t *c, tel_span_t *sp, const summary_t *t) {
     if (p->has_seed) tel_span_set_int(sp, "gen_ai.request.seed", (int64_t)p->seed);
 }
 
+/* The frontend's own histograms of a finished generation (e2e, detokenization). */
+static void record(call_t *c) {
+    if (!c->submitted) return;
+    const uint8_t *trace = c->http_span          ? c->http_span->trace_id
+                           : c->client_ctx.valid ? c->client_ctx.trace_id
+                                                 : NULL;
+    tel_hist_observe(&c->s->h_e2e, &TEL_B_LATENCY, (double)(lt_now_ns() - c->t0_ns) * 1e-9, trace,
+                     NULL);
+    tel_hist_observe(&c->s->h_detokenize, &TEL_B_FAST, (double)c->detok_ns * 1e-9, NULL, NULL);
+}
+
 void fe_http_span_end(call_t *c, bool client_gone) {
+    record(c);
     if (!c->http_span) return;
     uint64_t now = tel_now_unix_ns();
     const char *error = NULL;

@@ -21,6 +21,7 @@
 
 #include "args.h"
 #include "ipc.h"
+#include "metrics.h"
 #include "lt.h"
 #include "msg.h"
 #include "proc.h"
@@ -58,6 +59,7 @@ struct lantern {
     char id_prefix[20]; /* made-up request ids: "<prefix>-<n>", random per instance */
     lantern_model_info_t info;
     lantern_stats_t stats;
+    tel_metrics_shm_t *metrics; /* lantern-<pid>-metrics: the engine's and workers' figures */
     char death[200];
     ipc_writer_t wr; /* under send_mu */
     ipc_add_t add;
@@ -219,6 +221,11 @@ int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err
         (rc = ipc_sock_create(l->ctx, IPC_PULL, 0, &l->out, err)) ||
         (rc = ipc_sock_bind(l->out, l->out_ep, err)))
         goto fail;
+    /* the metrics region the engine and the workers write and the frontend reads */
+    char mname[128];
+    if ((rc = ipc_name(mname, sizeof mname, l->tree_pid, "metrics", err)) ||
+        (rc = tel_metrics_create(mname, l->args.tensor_parallel_size, &l->metrics, err)))
+        goto fail;
     ipc_argv_t av = {0};
     if (ipc_argv_add(&av, "lantern") || ipc_argv_add(&av, "__engine") ||
         ipc_engine_args_to_argv(&l->args, &av) ||
@@ -292,11 +299,16 @@ void lantern_destroy(lantern_t **lp) {
     ipc_writer_fini(&l->wr);
     ipc_envelope_fini(&l->env);
     free(l->output.items);
+    tel_metrics_detach(&l->metrics); /* its name went with ipc_cleanup */
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->send_mu);
     pthread_cond_destroy(&l->cv);
     free(l);
     *lp = NULL;
+}
+
+const tel_metrics_shm_t *lantern_metrics(const lantern_t *l) {
+    return l->metrics;
 }
 
 void lantern_model_info(const lantern_t *l, lantern_model_info_t *info) {

@@ -42,6 +42,11 @@ typedef struct lantern_model_info {
 } lantern_model_info_t;
 void lantern_model_info(const lantern_t *l, lantern_model_info_t *info);
 
+/* The tree's shared metrics region (telemetry/metrics.h), written by the engine and the workers:
+ * read it at any time, from any thread, without calling into the engine. NULL before create. */
+struct tel_metrics_shm;
+const struct tel_metrics_shm *lantern_metrics(const lantern_t *l);
+
 /* false once the engine has died. */
 bool lantern_alive(const lantern_t *l);
 

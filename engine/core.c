@@ -11,6 +11,7 @@
  * the engine exits non-zero. The engine dies with the frontend (PR_SET_PDEATHSIG).
  */
 #define _GNU_SOURCE
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -26,6 +27,7 @@
 #include "msg.h"
 #include "proc.h"
 #include "core_priv.h"
+#include "dump.h"
 #include "telemetry.h"
 
 /* ---- output to the frontend ---- */
@@ -88,6 +90,9 @@ static void link_req(core_t *c, core_req_t *r) {
     c->reqs = r;
 }
 
+/* A finished or aborted request leaves the live list, but the scheduler keeps pointing at it
+ * (its `user`) until its next step releases the request: until then dumps and lists may still
+ * read it, so it is freed only after that step (release_retired). */
 static void free_req(core_t *c, core_req_t *r) {
     if (!r) return;
     if (r->prev)
@@ -95,8 +100,18 @@ static void free_req(core_t *c, core_req_t *r) {
     else if (c->reqs == r)
         c->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
-    free(r->prompt);
-    free(r);
+    r->prev = NULL;
+    r->next = c->retired;
+    c->retired = r;
+}
+
+static void release_retired(core_t *c) {
+    while (c->retired) {
+        core_req_t *r = c->retired;
+        c->retired = r->next;
+        free(r->prompt);
+        free(r);
+    }
 }
 
 static core_req_t *find_req(core_t *c, uint64_t id) {
@@ -202,6 +217,7 @@ static int send_step(core_t *c, char *err) {
     eng_plan_t *pl = &c->plan;
     int rc = eng_sched_step(c->sched, lt_now_ns(), pl);
     if (rc) return rc;
+    release_retired(c); /* the step released every finished request: nothing points at them */
     if (pl->n_seqs == 0 && pl->n_finished == 0) return LT_OK;
     core_spans_step(c, tel_now_unix_ns());
     ipc_step_t *s = &c->step;
@@ -443,6 +459,63 @@ static void req_label(const void *user, char *buf, size_t n) {
              r->ident.traceparent[0] ? r->ident.traceparent : "-");
 }
 
+/* The JSON dump (--dump-dir): arguments, scheduler, every request, recent steps. */
+static void dump_json(core_t *c) {
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddItemToObject(doc, "engine_args", ipc_engine_args_json(&c->args));
+    eng_sched_stats_t st;
+    eng_sched_get_stats(c->sched, &st);
+    cJSON *sc = cJSON_AddObjectToObject(doc, "scheduler");
+    cJSON_AddNumberToObject(sc, "running", st.n_running);
+    cJSON_AddNumberToObject(sc, "waiting", st.n_waiting);
+    cJSON_AddNumberToObject(sc, "kv_blocks", st.kv.num_blocks);
+    cJSON_AddNumberToObject(sc, "kv_used", st.kv.used);
+    cJSON_AddNumberToObject(sc, "kv_usage", st.kv.usage);
+    cJSON_AddNumberToObject(sc, "prefix_cache_queries", (double)st.kv.prefix_queries);
+    cJSON_AddNumberToObject(sc, "prefix_cache_hits", (double)st.kv.prefix_hits);
+    cJSON_AddNumberToObject(sc, "preemptions", (double)st.num_preemptions);
+    cJSON_AddNumberToObject(sc, "steps", (double)st.num_steps);
+    uint64_t now = lt_now_ns();
+    if (c->in_flight) {
+        cJSON *f = cJSON_AddObjectToObject(doc, "step_in_flight");
+        cJSON_AddNumberToObject(f, "step_id", (double)c->plan.step_id);
+        cJSON_AddNumberToObject(f, "age_s", (double)(now - c->step_started_ns) / 1e9);
+    }
+    int cap = c->args.max_num_seqs * 4 + 1024;
+    eng_req_info_t *in = malloc(sizeof *in * (size_t)cap);
+    cJSON *reqs = cJSON_AddArrayToObject(doc, "requests");
+    int n = in ? eng_sched_list(c->sched, now, in, cap) : 0;
+    for (int i = 0; i < n && i < cap; i++) {
+        const core_req_t *r = in[i].user;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "request_id", r ? r->ident.id : "");
+        cJSON_AddStringToObject(o, "traceparent", r ? r->ident.traceparent : "");
+        cJSON_AddNumberToObject(o, "engine_id", (double)in[i].id);
+        cJSON_AddStringToObject(o, "phase", eng_phase_str(in[i].phase));
+        cJSON_AddNumberToObject(o, "prompt_tokens", in[i].n_prompt);
+        cJSON_AddNumberToObject(o, "computed_tokens", in[i].n_computed);
+        cJSON_AddNumberToObject(o, "output_tokens", in[i].n_output);
+        cJSON_AddNumberToObject(o, "blocks", in[i].n_blocks);
+        cJSON_AddNumberToObject(o, "preemptions", in[i].n_preemptions);
+        cJSON_AddNumberToObject(o, "age_s", (double)in[i].age_ns / 1e9);
+        cJSON_AddItemToArray(reqs, o);
+    }
+    free(in);
+    eng_step_info_t steps[ENG_STEP_HISTORY];
+    int ns = eng_sched_recent_steps(c->sched, steps, ENG_STEP_HISTORY);
+    cJSON *sa = cJSON_AddArrayToObject(doc, "recent_steps");
+    for (int i = 0; i < ns; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "step_id", (double)steps[i].step_id);
+        cJSON_AddNumberToObject(o, "duration_ms", (double)steps[i].dur_ns / 1e6);
+        cJSON_AddNumberToObject(o, "sequences", steps[i].n_seqs);
+        cJSON_AddNumberToObject(o, "tokens", steps[i].n_tokens);
+        cJSON_AddItemToArray(sa, o);
+    }
+    char err[LT_ERR_LEN];
+    if (lt_dump_write(c->args.dump_dir, "engine", -1, doc, err)) LT_WARN("%s", err);
+}
+
 static void dump_state(core_t *c) {
     char args[512];
     ipc_engine_args_str(&c->args, args, sizeof args);
@@ -464,6 +537,7 @@ static void dump_state(core_t *c) {
         LT_INFO("state dump: %s", line);
     }
     free(text);
+    if (c->args.dump_dir) dump_json(c);
 }
 
 /* ---- the watchdog ---- */
@@ -682,6 +756,7 @@ int eng_core_main(int argc, char **argv) {
     if (env_ok) ipc_envelope_fini(&c.env);
     eng_sched_destroy(&c.sched);
     while (c.reqs) free_req(&c, c.reqs);
+    release_retired(&c);
     free_buffers(&c);
     core_spans_fini(&c);
     tel_process_stop(5000);

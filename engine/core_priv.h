@@ -73,7 +73,8 @@ typedef struct core {
     bool in_flight;
     eng_plan_t plan;
     uint64_t step_started_ns;
-    core_req_t *reqs; /* live requests (head of a doubly-linked list) */
+    core_req_t *reqs;    /* live requests (head of a doubly-linked list) */
+    core_req_t *retired; /* finished ones the scheduler still holds: freed after its next step */
     /* spans of the step in flight (core_spans.c) */
     tel_span_t *step_span;    /* --collect-detailed-traces engine: one per step */
     tel_span_t **chunk_spans; /* (max_num_seqs) prefill chunks of the step, by plan index */

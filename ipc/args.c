@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "lt.h"
 
 void ipc_engine_args_defaults(ipc_engine_args_t *a) {
@@ -284,4 +286,25 @@ void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n) {
              a->threads, a->batch_invariant,
              a->otlp_traces_endpoint ? a->otlp_traces_endpoint : "-", a->detailed_traces,
              a->trace_slow_threshold_ms);
+}
+
+struct cJSON *ipc_engine_args_json(const ipc_engine_args_t *a) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", a->model ? a->model : "");
+    cJSON_AddNumberToObject(o, "tensor_parallel_size", a->tensor_parallel_size);
+    cJSON_AddNumberToObject(o, "max_num_seqs", a->max_num_seqs);
+    cJSON_AddNumberToObject(o, "max_num_batched_tokens", a->max_num_batched_tokens);
+    cJSON_AddNumberToObject(o, "max_model_len", a->max_model_len);
+    cJSON_AddNumberToObject(o, "block_size", a->block_size);
+    cJSON_AddBoolToObject(o, "enable_prefix_caching", a->enable_prefix_caching);
+    cJSON_AddNumberToObject(o, "kv_cache_memory", (double)a->kv_cache_memory);
+    cJSON_AddNumberToObject(o, "gpu_memory_utilization", a->gpu_memory_utilization);
+    cJSON_AddNumberToObject(o, "threads", a->threads);
+    cJSON_AddBoolToObject(o, "batch_invariant", a->batch_invariant);
+    if (a->otlp_traces_endpoint)
+        cJSON_AddStringToObject(o, "otlp_traces_endpoint", a->otlp_traces_endpoint);
+    cJSON_AddNumberToObject(o, "detailed_traces", a->detailed_traces);
+    cJSON_AddNumberToObject(o, "trace_slow_threshold_ms", a->trace_slow_threshold_ms);
+    cJSON_AddNumberToObject(o, "watchdog_timeout_s", a->watchdog_timeout_s);
+    return o;
 }

@@ -104,6 +104,10 @@ int ipc_argv_addf(ipc_argv_t *av, const char *name, const char *fmt, ...)
 /* Appends every field of a as flags, so the child resolves nothing again. */
 int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av);
 
+/* The arguments as a JSON object (cJSON *, the caller's), for the JSON dumps. */
+struct cJSON;
+struct cJSON *ipc_engine_args_json(const ipc_engine_args_t *a);
+
 /* "tensor_parallel_size=2 max_num_seqs=64 ..." for logs and dumps. */
 void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n);
 

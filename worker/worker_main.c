@@ -10,6 +10,7 @@
  * It never decides scheduling and never talks to the frontend (DESIGN.md §1). It exits when the
  * ring closes or SHUTDOWN arrives, and dies with the engine (PR_SET_PDEATHSIG).
  */
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <omp.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "dump.h"
 #include "ipc.h"
 #include "lt.h"
 #include "msg.h"
@@ -247,6 +249,34 @@ static void metrics_attach(worker_t *w) {
 
 /* ---- dump ---- */
 
+/* The JSON dump (--dump-dir): this rank, its KV cache, its sequences. */
+static void dump_json(const worker_t *w) {
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddItemToObject(doc, "engine_args", ipc_engine_args_json(&w->args));
+    cJSON_AddNumberToObject(doc, "kv_blocks", (double)w->n_blocks);
+    cJSON_AddNumberToObject(doc, "kv_bytes", (double)w->n_blocks * (double)w->block_bytes);
+    cJSON_AddNumberToObject(doc, "weights_bytes", (double)w->m->weight_bytes);
+    cJSON_AddNumberToObject(doc, "steps", (double)w->n_steps);
+    cJSON *seqs = cJSON_AddArrayToObject(doc, "sequences");
+    for (int i = 0; i < w->n_seq_slots; i++) {
+        const seq_state_t *q = &w->seqs[i];
+        if (!q->id) continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "request_id", q->ident.id);
+        cJSON_AddStringToObject(o, "traceparent", q->ident.traceparent);
+        cJSON_AddNumberToObject(o, "engine_id", (double)q->id);
+        cJSON_AddNumberToObject(o, "first_step", (double)q->first_step);
+        cJSON_AddNumberToObject(o, "last_step", (double)q->last_step);
+        if (w->rank == 0) {
+            cJSON_AddNumberToObject(o, "prompt_tokens", q->n_prompt);
+            cJSON_AddNumberToObject(o, "generated_tokens", q->n_out);
+        }
+        cJSON_AddItemToArray(seqs, o);
+    }
+    char err[LT_ERR_LEN];
+    if (lt_dump_write(w->args.dump_dir, "worker", w->rank, doc, err)) LT_WARN("%s", err);
+}
+
 static void dump_state(const worker_t *w) {
     char args[512];
     ipc_engine_args_str(&w->args, args, sizeof args);
@@ -271,6 +301,7 @@ static void dump_state(const worker_t *w) {
                     s->ident.id, s->n_prompt, s->n_out, s->params.temperature, s->params.top_p,
                     s->params.top_k, s->params.has_seed ? "set" : "none");
     }
+    if (w->args.dump_dir) dump_json(w);
 }
 
 /* ---- start-up ---- */

@@ -95,7 +95,7 @@ static void *job_main(void *arg) {
 static void serve_signals(lantern_t *l, job_t *jobs, int n) {
     if (lt_sig_dump) {
         lt_sig_dump = 0;
-        lantern_dump(l);
+        lantern_dump(l, NULL);
     }
     if (lt_sig_shutdown == 1) {
         lt_sig_shutdown = 2;

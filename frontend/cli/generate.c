@@ -321,7 +321,7 @@ static int gen_next(gen_run_t *g, uint64_t id, lantern_output_t *out, char *err)
         int rc = lantern_next(g->l, id, out, 100, err);
         if (lt_sig_dump) {
             lt_sig_dump = 0;
-            lantern_dump(g->l);
+            lantern_dump(g->l, NULL);
         }
         if (lt_sig_shutdown == 1) {
             lt_sig_shutdown = 2;

@@ -28,6 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 #include "http.h"
 #include "lt.h"
@@ -62,11 +64,24 @@ static void watch_hangups(srv_t *s) {
 
 static void dump_state(srv_t *s) {
     uint64_t now = lt_now_ns();
+    cJSON *extra = cJSON_CreateObject(), *http = cJSON_AddObjectToObject(extra, "http");
+    cJSON_AddStringToObject(http, "host", s->host);
+    cJSON_AddNumberToObject(http, "port", s->port);
+    cJSON *calls = cJSON_AddArrayToObject(http, "open_requests");
     pthread_mutex_lock(&s->mu);
     LT_INFO("state dump: http server on %s:%d, %d open requests", s->host, s->port, s->n_calls);
     for (call_t *c = s->calls; c; c = c->next) {
         int toks = 0;
         for (int i = 0; i < c->n_ch; i++) toks += c->ch[i].n_tokens;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "request_id", c->rid);
+        cJSON_AddStringToObject(o, "traceparent", c->traceparent);
+        cJSON_AddNumberToObject(o, "age_s", (double)(now - c->t0_ns) / 1e9);
+        cJSON_AddNumberToObject(o, "choices", c->n_ch);
+        cJSON_AddNumberToObject(o, "generating", c->n_live);
+        cJSON_AddNumberToObject(o, "tokens", toks);
+        cJSON_AddBoolToObject(o, "waiting_for_engine", atomic_load(&c->suspended));
+        cJSON_AddItemToArray(calls, o);
         LT_INFO("state dump: req=%s traceparent=%s: %s, age %.1f s, %d choice(s), %d still "
                 "generating, %d tokens so far%s",
                 c->rid, c->traceparent[0] ? c->traceparent : "-",
@@ -77,7 +92,7 @@ static void dump_state(srv_t *s) {
                 atomic_load(&c->suspended) ? ", waiting for the engine" : "");
     }
     pthread_mutex_unlock(&s->mu);
-    lantern_dump(s->l);
+    lantern_dump(s->l, extra);
 }
 
 static void stats_line(srv_t *s, double dt, unsigned long long *last_p,

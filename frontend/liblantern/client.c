@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "dump.h"
 #include "ipc.h"
 #include "metrics.h"
 #include "lt.h"
@@ -477,7 +478,7 @@ void lantern_stats(lantern_t *l, lantern_stats_t *st) {
     pthread_mutex_unlock(&l->mu);
 }
 
-void lantern_dump(lantern_t *l) {
+void lantern_dump(lantern_t *l, struct cJSON *extra) {
     lantern_stats_t st;
     lantern_stats(l, &st);
     char args[512];
@@ -490,13 +491,39 @@ void lantern_dump(lantern_t *l) {
             (unsigned long long)st.prefix_hits, (unsigned long long)st.prefix_queries,
             (unsigned long long)st.preemptions, (unsigned long long)st.steps);
     LT_INFO("state dump: engine arguments: model=%s %s", l->model, args);
+    cJSON *doc = l->args.dump_dir ? cJSON_CreateObject() : NULL, *pend = NULL;
+    if (doc) {
+        cJSON_AddItemToObject(doc, "engine_args", ipc_engine_args_json(&l->args));
+        cJSON_AddNumberToObject(doc, "engine_pid", l->engine.pid);
+        cJSON_AddBoolToObject(doc, "engine_alive", lantern_alive(l));
+        pend = cJSON_AddArrayToObject(doc, "pending_requests");
+    }
     uint64_t now = lt_now_ns();
     pthread_mutex_lock(&l->mu);
     for (int b = 0; b < N_BUCKETS; b++)
-        for (const req_t *r = l->buckets[b]; r; r = r->next)
+        for (const req_t *r = l->buckets[b]; r; r = r->next) {
+            double age = (double)(now - r->submitted_ns) / 1e9;
             LT_INFO("state dump: req=%s engine id %llu, age %.3f s, %d outputs queued%s", r->rid,
-                    (unsigned long long)r->id, (double)(now - r->submitted_ns) / 1e9,
-                    r->n - r->head, r->done ? ", finished" : "");
+                    (unsigned long long)r->id, age, r->n - r->head, r->done ? ", finished" : "");
+            if (!pend) continue;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "request_id", r->rid);
+            cJSON_AddNumberToObject(o, "engine_id", (double)r->id);
+            cJSON_AddNumberToObject(o, "age_s", age);
+            cJSON_AddNumberToObject(o, "outputs_queued", r->n - r->head);
+            cJSON_AddBoolToObject(o, "finished", r->done);
+            cJSON_AddItemToArray(pend, o);
+        }
     pthread_mutex_unlock(&l->mu);
+    if (doc) {
+        if (extra) /* the caller's part (the HTTP server's calls) */
+            for (cJSON *it = extra->child, *next; it; it = next) {
+                next = it->next;
+                cJSON_AddItemToObject(doc, it->string, cJSON_DetachItemViaPointer(extra, it));
+            }
+        char err[LT_ERR_LEN];
+        if (lt_dump_write(l->args.dump_dir, "frontend", -1, doc, err)) LT_WARN("%s", err);
+    }
+    cJSON_Delete(extra);
     if (l->engine.pid > 0) kill(l->engine.pid, SIGUSR1);
 }

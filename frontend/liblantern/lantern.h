@@ -130,7 +130,11 @@ typedef struct lantern_stats {
 void lantern_stats(lantern_t *l, lantern_stats_t *st);
 
 /* SIGUSR1 for the whole tree: liblantern logs its pending requests (with their ids) and signals
- * the engine, which dumps and signals its workers. */
-void lantern_dump(lantern_t *l);
+ * the engine, which dumps and signals its workers. With the engine argument dump_dir set, this
+ * process's state is also written as JSON (frontend-<pid>.json), with the items of `extra` (a
+ * cJSON object the caller adds, e.g. its HTTP calls; taken over, may be NULL) beside liblantern's
+ * own. */
+struct cJSON;
+void lantern_dump(lantern_t *l, struct cJSON *extra);
 
 #endif

@@ -472,7 +472,7 @@ def check_sandbox(tmp, multi):
         ready.set()
     t = threading.Thread(target=pump, daemon=True)
     t.start()
-    status = None
+    status, front = None, None
     try:
         ready.wait(120)
         if not check("sandbox: lantern serve starts under MDWE and strace", base,
@@ -489,16 +489,23 @@ def check_sandbox(tmp, multi):
               r3.status_code == 200 and "lantern:" in r3.text,
               f"{r1.status_code} {r2.status_code} {r3.status_code}")
         # to lantern's frontend itself: strace would die of SIGUSR1
-        m = re.search(r"frontend pid=(\d+)", "".join(lines))
-        front = int(m.group(1))
+        front = int(re.search(r"frontend pid=(\d+)", "".join(lines)).group(1))
         os.kill(front, signal.SIGUSR1)
         time.sleep(0.5)
         os.kill(front, signal.SIGTERM)
         status = p.wait(60)  # strace ends with the status of the process it started
     finally:
         if p.poll() is None:
-            p.kill()
+            p.kill()  # strace: its tracees live on, detached; the tree goes with its frontend
             p.wait()
+            if front is None:
+                m = re.search(r"frontend pid=(\d+)", "".join(lines))
+                front = int(m.group(1)) if m else None
+            if front:
+                try:
+                    os.kill(front, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         rec.close()
     t.join(5)
     log = "".join(lines)

@@ -88,6 +88,8 @@ class Prometheus:
              "--enable-feature=exemplar-storage", "--log.level=warn"],
             stdout=self.logf, stderr=subprocess.STDOUT)
         self.c = httpx.Client(base_url=self.base, timeout=30)
+
+    def wait_ready(self):
         self.ready = False
         for _ in range(300):
             if self.p.poll() is not None:
@@ -99,6 +101,7 @@ class Prometheus:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        return self.ready
 
     def api(self, path, **params):
         r = self.c.get("/api/v1/" + path, params=params)
@@ -291,7 +294,8 @@ def main():
                 return ltcheck.summary()
             base = server.base
         prom = Prometheus(prometheus_config(base.replace("http://", ""), tmp), tmp)
-        if not check("prometheus up (its own, on a free loopback port)", prom.ready, prom.log()):
+        if not check("prometheus up (its own, on a free loopback port)", prom.wait_ready(),
+                     prom.log()):
             return ltcheck.summary()
         # Prometheus hands its targets to the scrapers ~5 s after start: load from the first
         # scrape on, so every rate window has samples from before and during it

@@ -10,7 +10,8 @@ seconds: streaming and not, n = 2, shared prefixes, a client that goes away, a m
 traceparent. Then, through Prometheus's HTTP API:
 
 - the target is up and every metric of lantern's contract (metrics_standin.METRICS) is stored,
-  with the labels the contract gives it;
+  with the labels the contract gives it, and the per-process and per-rank series cover the tree
+  (frontend, engine, workers 0 and 1);
 - the dashboard's model_name variable finds the served model (label values API);
 - every dashboard expression ($model_name = the model, $__rate_interval = 30s) returns data, and
   the latency percentiles are numbers (the load moved the buckets);
@@ -208,6 +209,24 @@ def run_checks(prom, target_base, standin):
     check("every stored metric of the contract carries its labels "
           "(model_name, engine, rank, role, ...)", not lacking,
           {k: sorted(v) for k, v in sorted(lacking.items())})
+    # the per-process and per-rank series cover the whole tree (2 ranks here), as the panels
+    # by role and by rank expect
+    def groups(expr, *labels):
+        j = prom.query(expr)
+        return {tuple(r["metric"].get(lb, "") for lb in labels)
+                for r in j.get("data", {}).get("result", [])}
+    tree = {
+        ("count by (role, rank) (lantern:process_resident_memory_bytes)", ("role", "rank")):
+            {("frontend", "-1"), ("engine", "-1"), ("worker", "0"), ("worker", "1")},
+        ("count by (role) (lantern:spans_exported_total)", ("role",)):
+            {("frontend",), ("engine",)},
+    }
+    for m in ("step", "forward", "allreduce"):
+        tree[(f"count by (rank) (lantern:{m}_duration_seconds_count)", ("rank",))] = \
+            {("0",), ("1",)}
+    for (expr, labels), want in tree.items():
+        got = groups(expr, *labels)
+        check(f"{expr}: covers {sorted(want)}", want <= got, sorted(got))
     vals = prom.api("label/model_name/values", **{"match[]": "lantern:num_requests_running"})
     check("dashboard variable: label_values(lantern:num_requests_running, model_name) finds "
           f"{MODEL!r}", MODEL in vals.get("data", []), vals)

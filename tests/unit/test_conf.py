@@ -429,6 +429,10 @@ def check_sandbox(tmp, multi):
     if not (binary and sa and strace):
         print("note: LANTERN_BIN, systemd-analyze or strace missing: the unit's sandbox not run")
         return
+    if subprocess.run([strace, "-f", "-qq", "-o", os.devnull, "true"],
+                      capture_output=True).returncode != 0:
+        print("note: strace cannot trace here (ptrace refused): the unit's sandbox not run")
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
     if libc.prctl(PR_GET_MDWE, 0, 0, 0, 0) < 0:

@@ -27,7 +27,12 @@ SUDO=""
 debs=(build-essential cmake pkg-config git unzip ca-certificates curl
       libopenblas-openmp-dev libcjson-dev libzmq3-dev libmsgpack-dev libmicrohttpd-dev
       libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
-      libcmocka-dev python3-venv clang-format openssl)
+      libcmocka-dev python3-venv clang-format openssl
+      prometheus systemd strace)
+# prometheus: the server and promtool that tests/unit/test_conf.py and test_prometheus.py run (each
+# test starts its own on a free loopback port; the Debian service the package may start is not
+# used); systemd: systemd-analyze, which checks conf/lantern.service; strace: test_conf.py runs
+# lantern serve under it to check the unit's system-call filter.
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

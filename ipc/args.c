@@ -219,9 +219,23 @@ void ipc_engine_args_help(FILE *f) {
         "  --threads N                    compute threads per worker (all cores / N workers)\n"
         "  --batch-invariant              a request's tokens do not depend on what it is batched\n"
         "                                 with (seeds reproduce under load); slower on large\n"
-        "                                 batches\n",
+        "                                 batches\n"
+        "\n"
+        "observability options:\n"
+        "  --otlp-traces-endpoint URL     export spans of every process over OTLP (gRPC unless\n"
+        "                                 OTEL_EXPORTER_OTLP_PROTOCOL says http/protobuf; the\n"
+        "                                 other OTEL_EXPORTER_OTLP_* and OTEL_TRACES_SAMPLER too)\n"
+        "  --collect-detailed-traces L    engine, worker or all: step spans in the engine and\n"
+        "                                 worker spans too\n"
+        "  --trace-slow-threshold-ms MS   keep every request slower than MS even when the\n"
+        "                                 sampler dropped it (0: off)\n"
+        "  --watchdog-timeout S           a step in flight longer than S seconds marks the engine\n"
+        "                                 stalled, dumps, fails its requests and exits (%d; 0: "
+        "off)\n"
+        "  --dump-dir DIR                 on SIGUSR1 every process also writes its state as JSON\n"
+        "                                 into DIR\n",
         IPC_DEF_TENSOR_PARALLEL_SIZE, IPC_DEF_MAX_NUM_SEQS, IPC_DEF_MAX_BATCHED_TOKENS,
-        IPC_DEF_BLOCK_SIZE);
+        IPC_DEF_BLOCK_SIZE, IPC_DEF_WATCHDOG_TIMEOUT_S);
 }
 
 /* ---- argv ---- */

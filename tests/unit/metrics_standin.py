@@ -24,7 +24,8 @@ import time
 
 _M = ("model_name", "engine")  # every metric's labels unless said otherwise
 _RANK = _M + ("rank",)
-_SPANS = _M + ("role", "rank")
+# per-process series: the frontend belongs to no engine, so these carry no engine label
+_PROC = ("model_name", "role", "rank")
 
 # vLLM's buckets (vllm/v1/metrics/loggers.py) for the request histograms; lantern's own
 # histograms get buckets fit for their scale (the stand-in's choice: the names are the contract).
@@ -52,7 +53,7 @@ METRICS = {
     "lantern:cache_config_info": ("gauge", _M + ("block_size", "num_gpu_blocks",
                                                  "enable_prefix_caching")),
     "lantern:kv_cache_blocks": ("gauge", _M + ("state",)),
-    "lantern:process_resident_memory_bytes": ("gauge", _M + ("role", "rank")),
+    "lantern:process_resident_memory_bytes": ("gauge", _PROC),
     # counters
     "lantern:prompt_tokens_total": ("counter", _M),
     "lantern:generation_tokens_total": ("counter", _M),
@@ -62,9 +63,9 @@ METRICS = {
     "lantern:request_success_total": ("counter", _M + ("finished_reason",)),
     "lantern:client_disconnects_total": ("counter", _M),
     "lantern:traceparent_malformed_total": ("counter", _M),
-    "lantern:spans_exported_total": ("counter", _SPANS),  # only with tracing on
-    "lantern:spans_dropped_total": ("counter", _SPANS),
-    "lantern:spans_failed_total": ("counter", _SPANS),
+    "lantern:spans_exported_total": ("counter", _PROC),  # only with tracing on
+    "lantern:spans_dropped_total": ("counter", _PROC),
+    "lantern:spans_failed_total": ("counter", _PROC),
     # request histograms (vLLM's)
     "lantern:time_to_first_token_seconds": ("histogram", _M, (_TTFT_B, 0.05, 0.8, 1)),
     "lantern:inter_token_latency_seconds": ("histogram", _M, (_ITL_B, 0.02, 0.5, 15)),
@@ -198,7 +199,7 @@ class Standin:
             "lantern:kv_cache_blocks": lambda lv: {"used": 400 + 2000 * wave, "cached": 300,
                                                    "free": 3396 - 2000 * wave}[lv[2]],
             "lantern:process_resident_memory_bytes": lambda lv: {
-                "frontend": 60e6, "engine": 40e6, "worker": 300e6}[lv[2]],
+                "frontend": 60e6, "engine": 40e6, "worker": 300e6}[lv[1]],
         }
         per_req = {  # counters: per finished request
             "lantern:prompt_tokens_total": lambda lv: 40,
@@ -211,7 +212,7 @@ class Standin:
             "lantern:client_disconnects_total": lambda lv: 0.02,
             "lantern:traceparent_malformed_total": lambda lv: 0.01,
             "lantern:spans_exported_total": lambda lv: {"frontend": 5, "engine": 3,
-                                                        "worker": 0}[lv[2]],
+                                                        "worker": 0}[lv[1]],
             "lantern:spans_dropped_total": lambda lv: 0,
             "lantern:spans_failed_total": lambda lv: 0,
         }

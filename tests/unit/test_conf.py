@@ -19,7 +19,7 @@
   installed here); the hardening keys; ExecStart's flags are flags `lantern serve --help` lists;
   and lantern serve, run the way the unit confines it, works: under PR_SET_MDWE (what
   MemoryDenyWriteExecute= sets) and strace, a streaming and a plain completion, /metrics, a
-  SIGUSR1 dump and a SIGTERM stop succeed, every system call it made is in @system-service,
+  SIGUSR1 dump (JSON from every process into --dump-dir) and a SIGTERM stop succeed, every system call it made is in @system-service,
   every socket it opened is in RestrictAddressFamilies=, and every writable-and-executable
   mapping it asked for (PCRE2's JIT) was refused.
 - Every file opens with a comment saying what it is; conf/README.md names every file.
@@ -380,9 +380,10 @@ def check_unit(tmp):
           svc.get("StateDirectory") == "lantern/dumps", svc.get("ReadWritePaths"))
     argv = shlex.split(svc.get("ExecStart", ""))
     check("lantern.service: ExecStart runs /usr/local/bin/lantern serve on the model, "
-          "127.0.0.1:8000",
+          "127.0.0.1:8000, dumps into the state directory",
           argv[:3] == ["/usr/local/bin/lantern", "serve", "/var/lib/lantern/model.gguf"] and
-          argv[3:] == ["--host", "127.0.0.1", "--port", "8000"], argv)
+          argv[3:] == ["--host", "127.0.0.1", "--port", "8000",
+                       "--dump-dir", "/var/lib/lantern/dumps"], argv)
     binary = os.environ.get("LANTERN_BIN")
     if binary and os.access(binary, os.X_OK):
         r = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True,
@@ -450,6 +451,7 @@ def check_sandbox(tmp, multi):
     families = set(multi["RestrictAddressFamilies"][0].split())
     rec = GrpcReceiver()
     trace_out = os.path.join(tmp, "strace.out")
+    dump_dir = tempfile.mkdtemp(dir=tmp)  # as the unit's --dump-dir
 
     def mdwe():  # in the child, before exec: strace and lantern under it inherit it
         if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
@@ -460,7 +462,8 @@ def check_sandbox(tmp, multi):
     p = subprocess.Popen([strace, "-f", "-qq", "-o", trace_out, binary, "serve", model,
                           "--port", "0", "--tensor-parallel-size", "2", "--threads", "1",
                           "--served-model-name", "tiny",
-                          "--otlp-traces-endpoint", f"http://127.0.0.1:{rec.port}"],
+                          "--otlp-traces-endpoint", f"http://127.0.0.1:{rec.port}",
+                          "--dump-dir", dump_dir],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          preexec_fn=mdwe, env=env)
     lines, base = [], []
@@ -495,7 +498,9 @@ def check_sandbox(tmp, multi):
         # to lantern's frontend itself: strace would die of SIGUSR1
         front = int(re.search(r"frontend pid=(\d+)", "".join(lines)).group(1))
         os.kill(front, signal.SIGUSR1)
-        time.sleep(0.5)
+        deadline = time.time() + 10
+        while time.time() < deadline and len(os.listdir(dump_dir)) < 4:
+            time.sleep(0.1)
         os.kill(front, signal.SIGTERM)
         status = p.wait(60)  # strace ends with the status of the process it started
     finally:
@@ -515,6 +520,9 @@ def check_sandbox(tmp, multi):
     log = "".join(lines)
     check("sandbox: SIGUSR1 dump, then a clean stop (exit 0)",
           "state dump" in log and status == 0, f"status {status}: {log[-1500:]}")
+    dumps = sorted(re.sub(r"-\d+\.json$", "", n) for n in os.listdir(dump_dir))
+    check("sandbox: --dump-dir has every process's JSON state (frontend, engine, 2 workers)",
+          dumps == ["engine", "frontend", "worker-0", "worker-1"], dumps)
     with open(trace_out, errors="replace") as f:
         trace = f.read()
     calls = set(re.findall(r"^\d+\s+([a-z_0-9]+)\(", trace, re.M))

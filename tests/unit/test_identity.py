@@ -202,6 +202,16 @@ def test_flags():
     finally:
         srv.stop()
 
+    # every engine option (ipc/args.c's table) is in each command's --help
+    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ipc",
+                            "args.c")).read()
+    names = re.findall(r'OPT\("([a-z-]+)"', src)
+    for cmd in ("serve", "generate", "batch"):
+        r = subprocess.run([BIN, cmd, "--help"], capture_output=True, text=True, timeout=30)
+        missing = [n for n in names if f"--{n} " not in r.stdout + r.stderr]
+        check(f"{cmd} --help lists all {len(names)} engine options", len(names) > 15 and
+              not missing, f"missing: {missing}")
+
     # refused: a flag the CPU backend cannot honour, and an unknown one
     for cmd, extra in [("serve", ["--port", "0"]), ("generate", ["--prompt-ids", "1"]),
                        ("batch", ["--input", "/dev/null"])]:

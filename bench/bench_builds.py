@@ -9,6 +9,10 @@ request, then the workload of bench_serve.py (client mode, streaming) at each co
 
 Prints, per concurrency, the median over reps of output tok/s, TTFT p50/p99 and ITL p50/p99 for
 both builds and their ratio (> 1: the new build is better).
+
+--scrape S scrapes /metrics every S seconds while the workload runs (as Prometheus would, asking
+for OpenMetrics); --scrape-side new scrapes only the new build's server, so with --base and --new
+the same binary the table is the cost of being scraped.
 """
 import argparse
 import json
@@ -18,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -37,9 +42,10 @@ def default_model():
     return r.stdout.strip()
 
 
-def run_one(binary, model, threads, conc, args, log, extra=()):
-    """One server (binary serve model ... extra), one warm-up, the workload at concurrency conc;
-    returns bench_serve.py's JSON result."""
+def run_one(binary, model, threads, conc, args, log, extra=(), scrape=0.0):
+    """One server (binary serve model ... extra), one warm-up, the workload at concurrency conc
+    (a scraper on /metrics every scrape seconds, if scrape); returns bench_serve.py's JSON
+    result."""
     port = free_port()
     srv = subprocess.Popen([binary, "serve", model, "--port", str(port), "--threads",
                             str(threads), "--disable-log-requests", *args.server_arg, *extra],
@@ -54,6 +60,18 @@ def run_one(binary, model, threads, conc, args, log, extra=()):
                 if time.time() > deadline or srv.poll() is not None:
                     raise SystemExit(f"bench_builds: {binary} did not start (see {log.name})")
                 time.sleep(0.2)
+        stop = threading.Event()
+        scrapes = []
+        if scrape:
+            def scraper():
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={
+                    "Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"})
+                while not stop.wait(scrape):
+                    t0 = time.perf_counter()
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        r.read()
+                    scrapes.append(time.perf_counter() - t0)
+            threading.Thread(target=scraper, daemon=True).start()
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             n = max(8, 2 * conc)
             subprocess.run([sys.executable, os.path.join(HERE, "bench_serve.py"), "--base-url",
@@ -61,7 +79,11 @@ def run_one(binary, model, threads, conc, args, log, extra=()):
                             "--num-prompts", str(n), "--input-len", str(args.input_len),
                             "--output-len", str(args.output_len), "--disable-tqdm", "--json",
                             out.name], check=True, stdout=subprocess.DEVNULL)
-            return json.load(open(out.name))
+            stop.set()
+            result = json.load(open(out.name))
+            if scrapes:
+                result["scrapes"] = scrapes
+            return result
     finally:
         srv.terminate()
         try:
@@ -107,10 +129,14 @@ def main():
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=128)
     ap.add_argument("--server-arg", action="append", default=[], help="for both servers")
+    ap.add_argument("--scrape", type=float, default=0.0,
+                    help="scrape /metrics every S seconds during the workload (0: not)")
+    ap.add_argument("--scrape-side", choices=("both", "new"), default="both")
     args = ap.parse_args()
     model = args.model or default_model()
     concs = [int(c) for c in args.concurrency.split(",")]
     runs = {side: {c: [] for c in concs} for side in ("base", "new")}
+    scrape_ms = {"base": [], "new": []}
     log = tempfile.NamedTemporaryFile("w", prefix="bench_builds.", suffix=".log", delete=False)
     turn = 0
     for rep in range(args.reps):
@@ -119,12 +145,20 @@ def main():
             turn += 1
             for side in order:
                 binary = args.base if side == "base" else args.new
-                f = figures(run_one(binary, model, args.threads, c, args, log))
+                scrape = args.scrape if args.scrape_side == "both" or side == "new" else 0.0
+                res = run_one(binary, model, args.threads, c, args, log, scrape=scrape)
+                f = figures(res)
                 runs[side][c].append(f)
+                scrape_ms[side].extend(1e3 * t for t in res.get("scrapes", []))
                 print(f"rep {rep + 1} C={c:<3} {side:>4}: " +
                       ", ".join(f"{k} {v:.1f}" for k, v in f.items()), file=sys.stderr,
                       flush=True)
     table(runs, concs, args.reps, ["base", "new"])
+    for side, ms in scrape_ms.items():
+        if ms:
+            ms.sort()
+            print(f"{side}: {len(ms)} scrapes of /metrics every {args.scrape} s, "
+                  f"p50 {statistics.median(ms):.2f} ms, max {ms[-1]:.2f} ms")
     print(f"\nmodel {os.path.basename(model)}, {args.threads} threads, {args.input_len} in / "
           f"{args.output_len} out tokens, streaming; load average {os.getloadavg()[0]:.2f} at "
           f"the end; server logs in {log.name}")

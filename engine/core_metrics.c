@@ -70,9 +70,15 @@ void core_metrics_step_sent(core_t *c, uint64_t now_ns) {
     tel_hist_observe(&m->hist[TEL_H_ITERATION], &TEL_B_ITERATION, c->plan.n_tokens, NULL, NULL);
 }
 
-/* The request's trace id for an exemplar, when it has one. */
+/* An exemplar's trace id and span id: the request's parent (the frontend's llm_request span, or
+ * the client's span with tracing off), only when that trace is sampled (OpenTelemetry's
+ * trace-based exemplar filter: an exemplar leads to a trace someone has). */
 static const uint8_t *trace_of(const core_req_t *r) {
-    return r->parent.valid ? r->parent.trace_id : NULL;
+    return r->parent.valid && (r->parent.flags & 1) ? r->parent.trace_id : NULL;
+}
+
+static const uint8_t *span_of(const core_req_t *r) {
+    return r->parent.span_id;
 }
 
 static int fin_index(eng_finish_t f) {
@@ -98,19 +104,19 @@ static void finished(core_t *c, const core_req_t *r, const eng_req_events_t *e, 
     double decode = e->first_token_ns && e->finished_ns > e->first_token_ns
                         ? (double)(e->finished_ns - e->first_token_ns) * NS
                         : 0;
-    tel_hist_observe(&h[TEL_H_QUEUE], &TEL_B_LATENCY, queue, tr, NULL);
-    tel_hist_observe(&h[TEL_H_PREFILL], &TEL_B_LATENCY, prefill, tr, NULL);
-    tel_hist_observe(&h[TEL_H_DECODE], &TEL_B_LATENCY, decode, tr, NULL);
-    tel_hist_observe(&h[TEL_H_INFERENCE], &TEL_B_LATENCY, prefill + decode, tr, NULL);
+    tel_hist_observe(&h[TEL_H_QUEUE], &TEL_B_LATENCY, queue, tr, span_of(r));
+    tel_hist_observe(&h[TEL_H_PREFILL], &TEL_B_LATENCY, prefill, tr, span_of(r));
+    tel_hist_observe(&h[TEL_H_DECODE], &TEL_B_LATENCY, decode, tr, span_of(r));
+    tel_hist_observe(&h[TEL_H_INFERENCE], &TEL_B_LATENCY, prefill + decode, tr, span_of(r));
     tel_hist_observe(&h[TEL_H_PROMPT_TOKENS], &c->tok_bounds, n_prompt, NULL, NULL);
     tel_hist_observe(&h[TEL_H_GEN_TOKENS], &c->tok_bounds, n_output, NULL, NULL);
     tel_hist_observe(&h[TEL_H_MAX_GEN_TOKENS], &c->tok_bounds, r->params.max_tokens, NULL, NULL);
     tel_hist_observe(&h[TEL_H_PARAMS_MAX_TOKENS], &c->tok_bounds, r->params.max_tokens, NULL, NULL);
     if (n_prompt > 0)
         tel_hist_observe(&h[TEL_H_PREFILL_PER_TOKEN], &TEL_B_PREFILL_TOKEN, prefill / n_prompt, tr,
-                         NULL);
+                         span_of(r));
     if (n_output > 1)
-        tel_hist_observe(&h[TEL_H_REQ_TPOT], &TEL_B_ITL, decode / (n_output - 1), tr, NULL);
+        tel_hist_observe(&h[TEL_H_REQ_TPOT], &TEL_B_ITL, decode / (n_output - 1), tr, span_of(r));
 }
 
 void core_metrics_result(core_t *c, const eng_outputs_t *outs, uint64_t now_ns) {
@@ -130,10 +136,10 @@ void core_metrics_result(core_t *c, const eng_outputs_t *outs, uint64_t now_ns) 
                 if (e && e->first_token_ns > e->queued_ns)
                     tel_hist_observe(&m->hist[TEL_H_TTFT], &TEL_B_TTFT,
                                      (double)(e->first_token_ns - e->queued_ns) * NS, trace_of(r),
-                                     NULL);
+                                     span_of(r));
             } else if (r->last_token_ns) {
                 double itl = (double)(now_ns - r->last_token_ns) * NS;
-                tel_hist_observe(&m->hist[TEL_H_ITL], &TEL_B_ITL, itl, trace_of(r), NULL);
+                tel_hist_observe(&m->hist[TEL_H_ITL], &TEL_B_ITL, itl, trace_of(r), span_of(r));
                 tel_hist_observe(&m->hist[TEL_H_TPOT], &TEL_B_ITL, itl, NULL, NULL);
             }
             r->last_token_ns = now_ns;

@@ -130,11 +130,17 @@ static void request_attrs(call_t *c, tel_span_t *sp, const summary_t *t) {
 /* The frontend's own histograms of a finished generation (e2e, detokenization). */
 static void record(call_t *c) {
     if (!c->submitted) return;
-    const uint8_t *trace = c->http_span          ? c->http_span->trace_id
-                           : c->client_ctx.valid ? c->client_ctx.trace_id
-                                                 : NULL;
+    /* the exemplar: our SERVER span, else the client's (tracing off), when sampled */
+    const uint8_t *trace = NULL, *span = NULL;
+    if (c->http_span && (c->http_span->flags & 1)) {
+        trace = c->http_span->trace_id;
+        span = c->http_span->span_id;
+    } else if (!c->http_span && c->client_ctx.valid && (c->client_ctx.flags & 1)) {
+        trace = c->client_ctx.trace_id;
+        span = c->client_ctx.span_id;
+    }
     tel_hist_observe(&c->s->h_e2e, &TEL_B_LATENCY, (double)(lt_now_ns() - c->t0_ns) * 1e-9, trace,
-                     NULL);
+                     span);
     tel_hist_observe(&c->s->h_detokenize, &TEL_B_FAST, (double)c->detok_ns * 1e-9, NULL, NULL);
 }
 

@@ -8,7 +8,8 @@
   deltas equal the sums of `usage`, histogram counts equal the number of requests, and the TTFT
   histogram's sum equals the responses' queue + prefill times within 1 ms per request;
 - OpenMetrics (Accept: application/openmetrics-text) ends with # EOF and its latency buckets carry
-  exemplars whose trace id is the one the request arrived with;
+  exemplars whose trace id is the one the request arrived with; with tracing on, every exemplar's
+  trace and span are ones the trace receiver got;
 - a wedged worker (SIGSTOP) makes /health 503 within the watchdog time, leaves a dump naming the
   stalled step and its request, ends every in-flight request with an error, and the server
   exits non-zero; a malformed STEP (fault injection) ends the request with an error, not a hang;
@@ -51,10 +52,10 @@ def value(text, name, labels=""):
     return None
 
 
-def complete(base, i, trace=None):
+def complete(base, i, trace=None, flags="01"):
     headers = {"X-Request-Id": f"m-{i}"}
     if trace:
-        headers["traceparent"] = f"00-{trace}-{secrets.token_hex(8)}-01"
+        headers["traceparent"] = f"00-{trace}-{secrets.token_hex(8)}-{flags}"
     r = httpx.post(base + "/v1/completions", timeout=120, headers=headers,
                    json={"prompt": f"Request number {i} says", "max_tokens": 6 + i % 5,
                          "temperature": 0, "ignore_eos": True})
@@ -109,11 +110,12 @@ def test_exposition_and_truth(model):
             check(f"metrics: resident memory {role}", v and v > 1e6, v)
 
         # a scripted workload, then the deltas against the responses
-        trace = secrets.token_hex(16)
+        trace, unsampled = secrets.token_hex(16), secrets.token_hex(16)
         n = 12
         with cf.ThreadPoolExecutor(4) as ex:
-            res = list(ex.map(lambda i: complete(srv.base, i, trace if i == 3 else None),
-                              range(n)))
+            res = list(ex.map(lambda i: complete(srv.base, i, trace if i == 3 else
+                                                 unsampled if i == 5 else None,
+                                                 "00" if i == 5 else "01"), range(n)))
         time.sleep(0.5)
         after, _ = scrape(srv.base)
 
@@ -148,6 +150,8 @@ def test_exposition_and_truth(model):
         ex = re.findall(r'time_to_first_token_seconds_bucket\{[^}]*\} \d+ # \{trace_id="(\w+)"', om)
         check("openmetrics: a TTFT bucket's exemplar carries the request's trace id", trace in ex,
               ex)
+        check("openmetrics: no exemplar names a trace its client did not sample",
+              unsampled not in om, unsampled)
     finally:
         srv.stop()
     srv = Server(model, "--threads", "1", "--metrics-prefix", "vllm")
@@ -258,12 +262,51 @@ def test_dumps(model):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_exemplar_traced(model):
+    """With tracing on, a latency bucket's exemplar names a trace (and span) the receiver got."""
+    try:
+        from otlp_receivers import GrpcReceiver
+    except ImportError as e:
+        print(f"skip exemplar_traced: {e}")
+        return
+    rec = GrpcReceiver()
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "200"
+    srv = Server(model, "--threads", "1", "--otlp-traces-endpoint",
+                 f"http://127.0.0.1:{rec.port}")
+    del os.environ["OTEL_BSP_SCHEDULE_DELAY"]
+    try:
+        if not check("exemplar_traced: server up", srv.base, srv.log()):
+            return
+        with cf.ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda i: complete(srv.base, i), range(8)))  # no traceparent: ours
+        om, _ = scrape(srv.base, om=True)
+    finally:
+        status = srv.stop()  # flushes the spans
+        rec.close()
+    exemplars = {}
+    for h in ("time_to_first_token_seconds", "e2e_request_latency_seconds",
+              "request_queue_time_seconds", "inter_token_latency_seconds"):
+        exemplars[h] = re.findall(
+            h + r'_bucket\{[^}]*\} \d+ # \{trace_id="(\w{32})",span_id="(\w{16})"\}', om)
+    spans = {(s.trace_id.hex(), s.span_id.hex()) for s in rec.spans()}
+    traces = {t for t, _ in spans}
+    check("exemplar_traced: server stopped cleanly", status == 0, srv.log())
+    for h, ex in exemplars.items():
+        check(f"exemplar_traced: {h} buckets have exemplars with trace and span ids", ex, om[:300])
+        missing = [t for t, _ in ex if t not in traces]
+        check(f"exemplar_traced: the receiver has every {h} exemplar's trace", not missing,
+              f"missing {missing}; {len(traces)} traces received")
+        missing = [(t, sp) for t, sp in ex if (t, sp) not in spans]
+        check(f"exemplar_traced: the receiver has every {h} exemplar's span", not missing,
+              f"missing {missing}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         model = tiny_model(tmp)
         only = sys.argv[1:]
         for name, fn in [("exposition", test_exposition_and_truth), ("watchdog", test_watchdog),
-                         ("dumps", test_dumps)]:
+                         ("dumps", test_dumps), ("exemplar_traced", test_exemplar_traced)]:
             if not only or name in only:
                 fn(model)
     return ltcheck.summary()

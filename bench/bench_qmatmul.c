@@ -1,6 +1,7 @@
 /*
- * bench_qmatmul.c — decode-sized matrix products: kn_qmatmul reading stored Q4_1/Q8_0/Q4_0
- * blocks versus OpenBLAS sgemv/sgemm over the same weights dequantized to fp32, same run.
+ * bench_qmatmul.c — matrix products from stored weights: kn_qmatmul reading Q4_1/Q8_0/Q4_0 blocks
+ * (with the instruction set LANTERN_CPU_ISA picks, or the best) versus OpenBLAS sgemv/sgemm over
+ * the same weights dequantized to fp32, same run, for decode- and prefill-sized row counts.
  *   build/bench/bench_qmatmul [n k]    (default: the default model's MLP, 1536 x 576)
  */
 #include <stdio.h>
@@ -21,11 +22,12 @@ typedef struct {
     float *y, *x, *wf;
     void *wq;
     int type, m, n, k;
+    kn_qscratch_t *s;
 } job_t;
 
 static void run_q(void *a) {
     job_t *j = a;
-    kn_qmatmul(j->y, j->x, j->wq, j->type, j->m, j->n, j->k);
+    kn_qmatmul(j->y, j->x, j->wq, j->type, j->m, j->n, j->k, j->s);
 }
 
 static void run_f(void *a) {
@@ -36,8 +38,9 @@ static void run_f(void *a) {
 int main(int argc, char **argv) {
     int n = argc > 2 ? atoi(argv[1]) : 1536, k = argc > 2 ? atoi(argv[2]) : 576;
     int types[] = {LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_0};
-    printf("%-6s %3s %12s %12s %8s   (n=%d k=%d)\n", "type", "m", "qmatmul us", "sgemm us", "ratio",
-           n, k);
+    printf("%-6s %3s %12s %12s %8s   (n=%d k=%d, %s)\n", "type", "m", "qmatmul us", "sgemm us",
+           "ratio", n, k, kn_isa_name(kn_isa()));
+    kn_qscratch_t *qs = kn_qscratch_create(512, k);
     srand(1);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         int type = types[ti];
@@ -53,11 +56,13 @@ int main(int argc, char **argv) {
         }
         float *wf = malloc(sizeof(float) * n * k);
         kn_dequantize(type, wq, wf, (int64_t)n * k);
-        for (int m = 1; m <= 8; m *= 2) {
+        static const int ms[] = {1, 2, 4, 8, 16, 64, 512};
+        for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++) {
+            int m = ms[mi];
             float *x = malloc(sizeof(float) * m * k), *y = malloc(sizeof(float) * m * n);
             for (int i = 0; i < m * k; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
-            job_t j = {y, x, wf, wq, type, m, n, k};
-            int reps = 200;
+            job_t j = {y, x, wf, wq, type, m, n, k, qs};
+            int reps = m >= 64 ? 10 : 200;
             double tq = time_it(run_q, &j, reps), tf = time_it(run_f, &j, reps);
             printf("%-6s %3d %12.1f %12.1f %8.2f\n", lt_dtype_name(type), m, tq * 1e6, tf * 1e6,
                    tf / tq);
@@ -67,5 +72,6 @@ int main(int argc, char **argv) {
         free(wq);
         free(wf);
     }
+    kn_qscratch_destroy(&qs);
     return 0;
 }

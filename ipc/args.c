@@ -39,6 +39,8 @@ int ipc_engine_args_resolve(ipc_engine_args_t *a, char *err) {
 
 /* ---- options ---- */
 
+const char *const ipc_kv_dtype_names[4] = {"auto", "fp32", "fp16", "bf16"};
+
 enum {
     O_MODEL,
     O_TP,
@@ -49,6 +51,7 @@ enum {
     O_PREFIX,
     O_NO_PREFIX,
     O_KV_MEM,
+    O_KV_DTYPE,
     O_GPU_MEM,
     O_THREADS,
     O_BATCH_INVARIANT,
@@ -72,6 +75,7 @@ static const struct option k_opts[O_COUNT] = {
     OPT("enable-prefix-caching", no_argument, O_PREFIX),
     OPT("no-enable-prefix-caching", no_argument, O_NO_PREFIX),
     OPT("kv-cache-memory", required_argument, O_KV_MEM),
+    OPT("kv-cache-dtype", required_argument, O_KV_DTYPE),
     OPT("gpu-memory-utilization", required_argument, O_GPU_MEM),
     OPT("threads", required_argument, O_THREADS),
     OPT("batch-invariant", no_argument, O_BATCH_INVARIANT),
@@ -128,6 +132,15 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
     case O_KV_MEM:
         ok = lt_parse_size(arg, &a->kv_cache_memory);
         want = "a size in bytes, K/M/G suffixes";
+        break;
+    case O_KV_DTYPE:
+        ok = false;
+        for (int i = 0; i < 4; i++)
+            if (strcmp(arg, ipc_kv_dtype_names[i]) == 0) {
+                a->kv_cache_dtype = i;
+                ok = true;
+            }
+        want = "auto, fp32, fp16 or bf16";
         break;
     case O_GPU_MEM: {
         double f = 0;
@@ -214,12 +227,13 @@ void ipc_engine_args_help(FILE *f) {
         "  --enable-prefix-caching        reuse cached KV blocks of shared prefixes (default)\n"
         "  --no-enable-prefix-caching     turn it off\n"
         "  --kv-cache-memory BYTES        KV-cache memory per worker, K/M/G suffixes (1G)\n"
+        "  --kv-cache-dtype T             auto, fp32, fp16 or bf16: the KV cache's element type\n"
+        "                                 (auto: fp16 on the CPU)\n"
         "  --gpu-memory-utilization F     fraction of GPU memory for the KV cache of the CUDA\n"
         "                                 backend (refused by the CPU backend)\n"
         "  --threads N                    compute threads per worker (all cores / N workers)\n"
-        "  --batch-invariant              a request's tokens do not depend on what it is batched\n"
-        "                                 with (seeds reproduce under load); slower on large\n"
-        "                                 batches\n"
+        "  --batch-invariant              accepted for compatibility: a request's tokens never\n"
+        "                                 depend on what it is batched with\n"
         "\n"
         "observability options:\n"
         "  --otlp-traces-endpoint URL     export spans of every process over OTLP (gRPC unless\n"
@@ -273,6 +287,7 @@ int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av) {
     rc |= ipc_argv_add(av, a->enable_prefix_caching ? "--enable-prefix-caching"
                                                     : "--no-enable-prefix-caching");
     rc |= ipc_argv_addf(av, "kv-cache-memory", "%lld", a->kv_cache_memory);
+    rc |= ipc_argv_addf(av, "kv-cache-dtype", "%s", ipc_kv_dtype_names[a->kv_cache_dtype]);
     if (a->gpu_memory_utilization > 0)
         rc |= ipc_argv_addf(av, "gpu-memory-utilization", "%.9g", a->gpu_memory_utilization);
     rc |= ipc_argv_addf(av, "threads", "%d", a->threads);
@@ -294,12 +309,12 @@ void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n) {
              "tensor_parallel_size=%d max_num_seqs=%d max_num_batched_tokens=%d max_model_len=%d "
              "block_size=%d enable_prefix_caching=%d kv_cache_memory=%lld "
              "gpu_memory_utilization=%g threads=%d batch_invariant=%d otlp_traces_endpoint=%s "
-             "detailed_traces=%d trace_slow_threshold_ms=%d",
+             "detailed_traces=%d trace_slow_threshold_ms=%d kv_cache_dtype=%s",
              a->tensor_parallel_size, a->max_num_seqs, a->max_num_batched_tokens, a->max_model_len,
              a->block_size, a->enable_prefix_caching, a->kv_cache_memory, a->gpu_memory_utilization,
              a->threads, a->batch_invariant,
              a->otlp_traces_endpoint ? a->otlp_traces_endpoint : "-", a->detailed_traces,
-             a->trace_slow_threshold_ms);
+             a->trace_slow_threshold_ms, ipc_kv_dtype_names[a->kv_cache_dtype]);
 }
 
 struct cJSON *ipc_engine_args_json(const ipc_engine_args_t *a) {
@@ -312,6 +327,7 @@ struct cJSON *ipc_engine_args_json(const ipc_engine_args_t *a) {
     cJSON_AddNumberToObject(o, "block_size", a->block_size);
     cJSON_AddBoolToObject(o, "enable_prefix_caching", a->enable_prefix_caching);
     cJSON_AddNumberToObject(o, "kv_cache_memory", (double)a->kv_cache_memory);
+    cJSON_AddStringToObject(o, "kv_cache_dtype", ipc_kv_dtype_names[a->kv_cache_dtype]);
     cJSON_AddNumberToObject(o, "gpu_memory_utilization", a->gpu_memory_utilization);
     cJSON_AddNumberToObject(o, "threads", a->threads);
     cJSON_AddBoolToObject(o, "batch_invariant", a->batch_invariant);

@@ -33,6 +33,7 @@ typedef struct ipc_engine_args {
     int block_size;             /* KV-cache block size, tokens */
     bool enable_prefix_caching;
     long long kv_cache_memory;    /* bytes per worker (CPU backend) */
+    int kv_cache_dtype;           /* IPC_KV_DTYPE_*: element type of the KV cache */
     float gpu_memory_utilization; /* 0: not given; the CUDA backend's KV sizing */
     int threads;                  /* compute threads per worker; 0: cores / tensor_parallel_size */
     bool batch_invariant;         /* results independent of the batch (quantized kernels only) */
@@ -49,6 +50,11 @@ typedef struct ipc_engine_args {
 } ipc_engine_args_t;
 
 #define IPC_DEF_WATCHDOG_TIMEOUT_S 300
+
+/* --kv-cache-dtype (vLLM's name): auto is the backend's choice (fp16 on the CPU: half the
+ * memory of fp32, and what llama.cpp keeps). */
+enum { IPC_KV_DTYPE_AUTO, IPC_KV_DTYPE_FP32, IPC_KV_DTYPE_FP16, IPC_KV_DTYPE_BF16 };
+extern const char *const ipc_kv_dtype_names[4]; /* "auto", "fp32", "fp16", "bf16" */
 
 #define IPC_TRACE_ENGINE 1 /* one span per scheduler step, linked to its requests */
 #define IPC_TRACE_WORKER 2 /* per-rank worker spans under each step span */

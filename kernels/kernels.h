@@ -27,17 +27,39 @@ int kn_dequantize(int type, const void *src, float *dst, int64_t n);
 /* y (m, n) = x (m, k) @ w (n, k)^T [+ bias (n)]. Uses OpenBLAS sgemm/sgemv. HOT */
 void kn_matmul(float *y, const float *x, const float *w, const float *bias, int m, int n, int k);
 
-/* Largest m kn_qmatmul takes: decode-sized batches. */
-#define KN_QMATMUL_MAX_ROWS 8
+/* ---- matrix products from weights in their stored type (qmatmul.c) ---- */
 
-/* True for the stored weight types kn_qmatmul reads directly (Q4_0, Q4_1, Q8_0). */
-bool kn_qmatmul_supported(int type);
+/* The instruction sets the CPU kernels exist for; the best the CPU has is used unless
+ * LANTERN_CPU_ISA=scalar|avx2|avx512 (or kn_set_isa) picks another. */
+typedef enum { KN_ISA_SCALAR, KN_ISA_AVX2, KN_ISA_AVX512 } kn_isa_t;
+bool kn_isa_supported(kn_isa_t isa);
+kn_isa_t kn_isa(void);
+const char *kn_isa_name(kn_isa_t isa);
+/* Tests and benchmarks: use isa from now on. LT_ERR_UNSUPPORTED if the CPU lacks it. */
+int kn_set_isa(kn_isa_t isa);
 
-/* y (m, n) = x (m, k) @ w (n, k)^T with w in its stored block format `type`; 1 <= m <=
- * KN_QMATMUL_MAX_ROWS, k a multiple of 32 and at most 32768. Same values as dequantizing w and
- * calling kn_matmul, summed in another order; reads 4-6x fewer weight bytes. Returns 0 or
- * LT_ERR_INVAL. HOT */
-int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, int k);
+/* True for the weight types kn_qmatmul reads (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+ * Q2_K..Q6_K) with rows of k elements (a multiple of the type's block). */
+bool kn_qmatmul_supported(int type, int k);
+/* True for the types whose blocks are multiplied without dequantizing (Q4_0, Q4_1, Q8_0); the
+ * others go through one dequantized fp32 row at a time. */
+bool kn_qmatmul_direct(int type);
+
+/* sum(a[i] * b[i]) over n fp32 elements with the best instruction set, in an order fixed by the
+ * index (never by the pointers' alignment), so the same inputs give the same bits anywhere. HOT */
+float kn_dot(const float *a, const float *b, int n);
+
+/* Per-caller scratch of kn_qmatmul for up to max_rows activation rows of up to max_k elements.
+ * Returns NULL when out of memory. */
+typedef struct kn_qscratch kn_qscratch_t;
+kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k);
+void kn_qscratch_destroy(kn_qscratch_t **s);
+
+/* y (m, n) = x (m, k) @ w (n, k)^T with w in its stored type, for any m up to the scratch's.
+ * Each row of y depends on its row of x alone, in a fixed order (batch invariant). Direct types
+ * match dequantize-then-fp32 to ~1e-5 relative. Returns 0 or LT_ERR_INVAL. HOT */
+int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, int k,
+               kn_qscratch_t *s);
 
 /* out (n) = x (n) / rms(x) * w (n). out may alias x. HOT */
 void kn_rmsnorm(float *out, const float *x, const float *w, int n, float eps);

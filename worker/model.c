@@ -3,8 +3,10 @@
  *
  * Both formats are reduced to one path: a configuration (from GGUF metadata or config.json) and a
  * tensor lookup by name. Each weight is found under its format's name, its shape checked against
- * the configuration, and dequantized to fp32 — sliced for this rank when tensor-parallel
- * (column-parallel q/k/v/gate/up take a range of rows, row-parallel o/down a range of columns).
+ * the configuration, and placed by the backend in its stored type — sliced for this rank when
+ * tensor-parallel (column-parallel q/k/v/gate/up take a range of rows, used in place in the mapped
+ * file; row-parallel o/down a range of columns, copied). Vectors (norms, biases, rotary factors)
+ * are converted to fp32.
  */
 #include "worker.h"
 
@@ -32,7 +34,8 @@ static const lt_tensor_t *src_find(const src_t *s, const char *name) {
 
 /* ---- buffers ---- */
 
-static void *model_alloc_bytes(wk_model_t *m, size_t n) {
+/* Backend memory of n bytes owned by the model (released by wk_model_free). */
+static void *model_alloc(wk_model_t *m, size_t n) {
     if (m->n_bufs == m->cap_bufs) {
         int cap = m->cap_bufs ? m->cap_bufs * 2 : 64;
         void **nb = realloc(m->bufs, (size_t)cap * sizeof *nb);
@@ -40,30 +43,38 @@ static void *model_alloc_bytes(wk_model_t *m, size_t n) {
         m->bufs = nb;
         m->cap_bufs = cap;
     }
-    void *p = malloc(n ? n : 1);
+    void *p = m->be->ops->alloc(m->be, n);
     if (!p) return NULL;
     m->bufs[m->n_bufs++] = p;
-    m->weight_bytes += n;
+    m->weight_copy_bytes += n;
     return p;
 }
 
-static float *model_alloc(wk_model_t *m, size_t n_floats) {
-    return model_alloc_bytes(m, n_floats * sizeof(float));
+static int model_keep(wk_model_t *m, void *owned) {
+    if (!owned) return LT_OK;
+    if (m->n_bufs == m->cap_bufs) {
+        int cap = m->cap_bufs ? m->cap_bufs * 2 : 64;
+        void **nb = realloc(m->bufs, (size_t)cap * sizeof *nb);
+        if (!nb) {
+            m->be->ops->release(m->be, owned);
+            return LT_ERR_NOMEM;
+        }
+        m->bufs = nb;
+        m->cap_bufs = cap;
+    }
+    m->bufs[m->n_bufs++] = owned;
+    return LT_OK;
 }
 
 /* ---- loading one tensor ---- */
 
-/* Loads tensor `name` whose full shape must be (rows, cols) — ne = {cols, rows}, or {cols} when
- * rows == 0 for a vector — and copies the sub-matrix [row0, row0+nrows) x [col0, col0+ncols) as
- * fp32 into a new buffer. */
-static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
-                      int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, float **out,
-                      wk_qweight_t *q, char *err) {
-    *out = NULL;
+/* Finds tensor `name` and checks that its shape is (rows, cols) — ne = {cols, rows}, or {cols}
+ * when rows == 0 for a vector — and that its data covers that shape. */
+static int find_checked(const src_t *s, const char *name, int64_t rows, int64_t cols,
+                        const lt_tensor_t **out, char *err) {
     const lt_tensor_t *t = src_find(s, name);
     if (!t) return lt_errf(err, LT_ERR_NOTFOUND, "%s: missing tensor '%s'", s->path, name);
     bool is_vec = rows == 0;
-    int64_t want_rows = is_vec ? 1 : rows;
     bool ok = is_vec ? (t->n_dims == 1 && t->ne[0] == cols)
                      : (t->n_dims == 2 && t->ne[0] == cols && t->ne[1] == rows);
     if (!ok) {
@@ -80,77 +91,118 @@ static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t r
                        "%s: tensor '%s' has shape [%s], expected [%lld, %lld] from the config",
                        s->path, name, shape, (long long)cols, (long long)rows);
     }
-    if (is_vec) {
-        nrows = 1;
-        row0 = 0;
-    }
     int64_t row_bytes = lt_dtype_nbytes(t->type, cols);
-    if (row_bytes < 0 || (uint64_t)row_bytes * (uint64_t)want_rows > t->nbytes)
+    if (row_bytes < 0 || (uint64_t)row_bytes * (uint64_t)(is_vec ? 1 : rows) > t->nbytes)
         return lt_errf(err, LT_ERR_FORMAT, "%s: tensor '%s' of type %s has an invalid size",
                        s->path, name, lt_dtype_name(t->type));
-    float *dst = model_alloc(m, (size_t)(nrows * ncols));
-    if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
-    const uint8_t *base = t->data;
-    if (col0 == 0 && ncols == cols) {
-        int rc = kn_dequantize(t->type, base + row0 * row_bytes, dst, nrows * cols);
-        if (rc) return lt_errf(err, rc, "%s: cannot dequantize '%s'", s->path, name);
-    } else {
-        float *row = malloc((size_t)cols * sizeof(float));
-        if (!row) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
-        for (int64_t r = 0; r < nrows; r++) {
-            int rc = kn_dequantize(t->type, base + (row0 + r) * row_bytes, row, cols);
-            if (rc) {
-                free(row);
-                return lt_errf(err, rc, "%s: cannot dequantize '%s'", s->path, name);
-            }
-            memcpy(dst + r * ncols, row + col0, (size_t)ncols * sizeof(float));
-        }
-        free(row);
-    }
-    *out = dst;
-    /* Keep the stored blocks too where decode can read them directly and the slice falls on
-     * block boundaries. */
-    int be = lt_dtype_block_elems(t->type);
-    if (q && kn_qmatmul_supported(t->type) && col0 % be == 0 && ncols % be == 0) {
-        int64_t sub_bytes = lt_dtype_nbytes(t->type, ncols),
-                col_bytes = lt_dtype_nbytes(t->type, col0);
-        uint8_t *qb = model_alloc_bytes(m, (size_t)(nrows * sub_bytes));
-        if (!qb) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
-        for (int64_t r = 0; r < nrows; r++)
-            memcpy(qb + r * sub_bytes, base + (row0 + r) * row_bytes + col_bytes,
-                   (size_t)sub_bytes);
-        q->data = qb;
-        q->type = t->type;
-    }
+    *out = t;
     return LT_OK;
 }
 
-static int load_vec(wk_model_t *m, const src_t *s, const char *name, int64_t n, float **out,
+/* Dequantizes columns [col0, col0 + ncols) of rows [row0, row0 + nrows) of t (cols per row) into
+ * host dst (nrows, ncols). */
+static int dequant_slice(const src_t *s, const char *name, const lt_tensor_t *t, int64_t cols,
+                         int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, float *dst,
+                         char *err) {
+    int64_t row_bytes = lt_dtype_nbytes(t->type, cols);
+    float *row = malloc((size_t)cols * sizeof(float));
+    if (!row) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
+    for (int64_t r = 0; r < nrows; r++) {
+        if (kn_dequantize(t->type, (const uint8_t *)t->data + (row0 + r) * row_bytes, row, cols)) {
+            free(row);
+            return lt_errf(err, LT_ERR_UNSUPPORTED, "%s: cannot read '%s' of type %s", s->path,
+                           name, lt_dtype_name(t->type));
+        }
+        memcpy(dst + r * ncols, row + col0, (size_t)ncols * sizeof(float));
+    }
+    free(row);
+    return LT_OK;
+}
+
+/* A vector (n) of any type, as fp32 backend memory: elements [i0, i0 + ni). */
+static int load_vec_slice(wk_model_t *m, const src_t *s, const char *name, int64_t n, int64_t i0,
+                          int64_t ni, const float **out, char *err) {
+    const lt_tensor_t *t;
+    int rc = find_checked(s, name, 0, n, &t, err);
+    if (rc) return rc;
+    float *host = malloc((size_t)ni * sizeof(float));
+    if (!host) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
+    if ((rc = dequant_slice(s, name, t, n, 0, 1, i0, ni, host, err))) {
+        free(host);
+        return rc;
+    }
+    float *dst = model_alloc(m, (size_t)ni * sizeof(float));
+    if (dst) m->be->ops->upload(m->be, dst, host, (size_t)ni * sizeof(float));
+    free(host);
+    if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
+    *out = dst;
+    return LT_OK;
+}
+
+static int load_vec(wk_model_t *m, const src_t *s, const char *name, int64_t n, const float **out,
                     char *err) {
-    return load_slice(m, s, name, 0, n, 0, 1, 0, n, out, NULL, err);
+    return load_vec_slice(m, s, name, n, 0, n, out, err);
+}
+
+/* A copy of the sub-matrix [row0, +nrows) x [col0, +ncols) in new backend memory: the stored
+ * blocks where the slice falls on block boundaries and the backend reads the type, else fp32. */
+static int load_copy(wk_model_t *m, const src_t *s, const char *name, const lt_tensor_t *t,
+                     int64_t cols, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols,
+                     wk_tensor_t *out, char *err) {
+    int be = lt_dtype_block_elems(t->type);
+    bool keep =
+        be > 0 && col0 % be == 0 && ncols % be == 0 && m->be->ops->supports(m->be, t->type, ncols);
+    int type = keep ? t->type : LT_DTYPE_F32;
+    size_t sub = (size_t)lt_dtype_nbytes(type, ncols), bytes = sub * (size_t)nrows;
+    uint8_t *host = malloc(bytes ? bytes : 1);
+    if (!host) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
+    int rc = LT_OK;
+    if (keep) {
+        size_t rb = (size_t)lt_dtype_nbytes(t->type, cols),
+               off = (size_t)lt_dtype_nbytes(type, col0);
+        for (int64_t r = 0; r < nrows; r++)
+            memcpy(host + r * sub, (const uint8_t *)t->data + (row0 + r) * rb + off, sub);
+    } else {
+        rc = dequant_slice(s, name, t, cols, row0, nrows, col0, ncols, (float *)host, err);
+    }
+    void *dst = rc ? NULL : model_alloc(m, bytes);
+    if (dst) m->be->ops->upload(m->be, dst, host, bytes);
+    free(host);
+    if (rc) return rc;
+    if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
+    *out = (wk_tensor_t){dst, type, nrows, ncols, sub};
+    return LT_OK;
+}
+
+/* Loads the sub-matrix [row0, +nrows) x [col0, +ncols) of tensor `name`, whose full shape must be
+ * (rows, cols). Whole rows of a type the backend reads are used in place (the CPU backend points
+ * into the mapped file); column slices and other types are copied. */
+static int load_slice(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
+                      int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, wk_tensor_t *out,
+                      char *err) {
+    const lt_tensor_t *t;
+    int rc = find_checked(s, name, rows, cols, &t, err);
+    if (rc) return rc;
+    m->weight_bytes += (size_t)lt_dtype_nbytes(t->type, ncols) * (size_t)nrows;
+    if (col0 != 0 || ncols != cols || !m->be->ops->supports(m->be, t->type, cols))
+        return load_copy(m, s, name, t, cols, row0, nrows, col0, ncols, out, err);
+    void *owned = NULL;
+    if ((rc = m->be->ops->weight(m->be, t->data, t->type, cols, row0, nrows, out, &owned, err)))
+        return rc;
+    if (model_keep(m, owned)) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
+    return LT_OK;
 }
 
 /* Rows [r0, r0+nr) of a (rows, cols) matrix: column parallel. */
 static int load_rows(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
-                     int64_t r0, int64_t nr, float **out, wk_qweight_t *q, char *err) {
-    return load_slice(m, s, name, rows, cols, r0, nr, 0, cols, out, q, err);
+                     int64_t r0, int64_t nr, wk_tensor_t *out, char *err) {
+    return load_slice(m, s, name, rows, cols, r0, nr, 0, cols, out, err);
 }
 
 /* Columns [c0, c0+nc) of a (rows, cols) matrix: row parallel. */
 static int load_cols(wk_model_t *m, const src_t *s, const char *name, int64_t rows, int64_t cols,
-                     int64_t c0, int64_t nc, float **out, wk_qweight_t *q, char *err) {
-    return load_slice(m, s, name, rows, cols, 0, rows, c0, nc, out, q, err);
-}
-
-/* A slice of a bias vector (n) as a vector. */
-static int load_vec_slice(wk_model_t *m, const src_t *s, const char *name, int64_t n, int64_t i0,
-                          int64_t ni, float **out, char *err) {
-    float *full;
-    int rc = load_vec(m, s, name, n, &full, err);
-    if (rc) return rc;
-    *out = full + i0; /* the full vector stays owned by m->bufs; the slice points inside it */
-    (void)ni;
-    return LT_OK;
+                     int64_t c0, int64_t nc, wk_tensor_t *out, char *err) {
+    return load_slice(m, s, name, rows, cols, 0, rows, c0, nc, out, err);
 }
 
 /* ---- configuration from GGUF metadata ---- */
@@ -287,19 +339,19 @@ static int config_validate(const lt_model_config_t *c, const char *path, int tp,
 static int build_inv_freq(wk_model_t *m, const src_t *s, char *err) {
     const lt_model_config_t *c = &m->cfg;
     int half = c->head_dim / 2;
-    m->inv_freq = model_alloc(m, (size_t)half);
-    if (!m->inv_freq) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
-    m->rope_attn_factor = 1.0f;
+    float inv_freq[half];
+    m->rope.attn_factor = 1.0f;
+    m->rope.neox = c->rope_neox;
     for (int i = 0; i < half; i++)
-        m->inv_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim));
+        inv_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim));
     if (c->rope_scaling == LT_ROPE_SCALING_LINEAR && c->rope_factor > 0) {
-        for (int i = 0; i < half; i++) m->inv_freq[i] /= c->rope_factor;
+        for (int i = 0; i < half; i++) inv_freq[i] /= c->rope_factor;
     } else if (c->rope_scaling == LT_ROPE_SCALING_LLAMA3) {
         /* Llama 3.1: long wavelengths slowed by `factor`, short ones kept, smooth in between. */
         double lo_wl = c->rope_orig_max_pos / c->rope_low_freq_factor;
         double hi_wl = c->rope_orig_max_pos / c->rope_high_freq_factor;
         for (int i = 0; i < half; i++) {
-            double f = m->inv_freq[i], wl = 2.0 * M_PI / f;
+            double f = inv_freq[i], wl = 2.0 * M_PI / f;
             if (wl > lo_wl) {
                 f /= c->rope_factor;
             } else if (wl >= hi_wl) {
@@ -307,17 +359,23 @@ static int build_inv_freq(wk_model_t *m, const src_t *s, char *err) {
                                 (c->rope_high_freq_factor - c->rope_low_freq_factor);
                 f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
             }
-            m->inv_freq[i] = (float)f;
+            inv_freq[i] = (float)f;
         }
     }
     /* GGUF carries llama3 scaling as per-frequency divisors in rope_freqs.weight. */
     const lt_tensor_t *rf = src_find(s, "rope_freqs.weight");
     if (rf) {
-        float *fac;
-        int rc = load_vec(m, s, "rope_freqs.weight", half, &fac, err);
-        if (rc) return rc;
-        for (int i = 0; i < half; i++) m->inv_freq[i] /= fac[i];
+        float fac[half];
+        const lt_tensor_t *t;
+        int rc = find_checked(s, "rope_freqs.weight", 0, half, &t, err);
+        if (rc || (rc = dequant_slice(s, "rope_freqs.weight", t, half, 0, 1, 0, half, fac, err)))
+            return rc;
+        for (int i = 0; i < half; i++) inv_freq[i] /= fac[i];
     }
+    float *dst = model_alloc(m, sizeof inv_freq);
+    if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
+    m->be->ops->upload(m->be, dst, inv_freq, sizeof inv_freq);
+    m->rope.inv_freq = dst;
     return LT_OK;
 }
 
@@ -367,16 +425,14 @@ static int load_weights(wk_model_t *m, const src_t *s, const names_t *nm, char *
     int64_t q_loc = (int64_t)m->n_head_local * hd, kv_loc = (int64_t)m->n_kv_head_local * hd;
     int64_t h_loc = m->hidden_local;
     int rc;
-    wk_qweight_t q_embd = {0};
     if ((rc = load_rows(m, s, nm->tok_embd, c->vocab_size, c->dim, 0, c->vocab_size, &m->tok_embd,
-                        &q_embd, err)) ||
+                        err)) ||
         (rc = load_vec(m, s, nm->out_norm, c->dim, &m->out_norm, err)))
         return rc;
     if (c->tie_embeddings) {
         m->output = m->tok_embd;
-        m->qoutput = q_embd;
     } else if ((rc = load_rows(m, s, nm->output, c->vocab_size, c->dim, 0, c->vocab_size,
-                               &m->output, &m->qoutput, err))) {
+                               &m->output, err))) {
         return rc;
     }
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
@@ -385,21 +441,19 @@ static int load_weights(wk_model_t *m, const src_t *s, const names_t *nm, char *
     for (int l = 0; l < c->n_layer; l++) {
         wk_layer_t *L = &m->layers[l];
         if ((rc = load_vec(m, s, LNAME(nm->attn_norm), c->dim, &L->attn_norm, err)) ||
-            (rc = load_rows(m, s, LNAME(nm->wq), q_rows, c->dim, r * q_loc, q_loc, &L->wq, &L->qq,
-                            err)) ||
+            (rc = load_rows(m, s, LNAME(nm->wq), q_rows, c->dim, r * q_loc, q_loc, &L->wq, err)) ||
             (rc = load_rows(m, s, LNAME(nm->wk), kv_rows, c->dim, r * kv_loc, kv_loc, &L->wk,
-                            &L->qk, err)) ||
-            (rc = load_rows(m, s, LNAME(nm->wv), kv_rows, c->dim, r * kv_loc, kv_loc, &L->wv,
-                            &L->qv, err)) ||
-            (rc = load_cols(m, s, LNAME(nm->wo), c->dim, q_rows, r * q_loc, q_loc, &L->wo, &L->qo,
                             err)) ||
+            (rc = load_rows(m, s, LNAME(nm->wv), kv_rows, c->dim, r * kv_loc, kv_loc, &L->wv,
+                            err)) ||
+            (rc = load_cols(m, s, LNAME(nm->wo), c->dim, q_rows, r * q_loc, q_loc, &L->wo, err)) ||
             (rc = load_vec(m, s, LNAME(nm->ffn_norm), c->dim, &L->ffn_norm, err)) ||
             (rc = load_rows(m, s, LNAME(nm->gate), c->hidden_dim, c->dim, r * h_loc, h_loc,
-                            &L->w_gate, &L->qgate, err)) ||
+                            &L->w_gate, err)) ||
             (rc = load_rows(m, s, LNAME(nm->up), c->hidden_dim, c->dim, r * h_loc, h_loc, &L->w_up,
-                            &L->qup, err)) ||
+                            err)) ||
             (rc = load_cols(m, s, LNAME(nm->down), c->dim, c->hidden_dim, r * h_loc, h_loc,
-                            &L->w_down, &L->qdown, err)))
+                            &L->w_down, err)))
             return rc;
         if (c->qkv_bias) {
             if ((rc = load_vec_slice(m, s, LNAME(nm->bq), q_rows, r * q_loc, q_loc, &L->bq, err)) ||
@@ -428,6 +482,11 @@ int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out
     m->tp_rank = opts ? opts->tp_rank : 0;
     m->tp_size = opts ? opts->tp_size : 1;
     src_t s = {.path = path};
+    m->be = wk_backend_cpu_create();
+    if (!m->be) {
+        free(m);
+        return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    }
     int rc;
     const names_t *nm;
     if (lt_is_dir(path)) {
@@ -449,14 +508,14 @@ int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out
     m->n_head_local = m->cfg.n_head / m->tp_size;
     m->n_kv_head_local = m->cfg.n_kv_head / m->tp_size;
     m->hidden_local = m->cfg.hidden_dim / m->tp_size;
+    m->gguf = s.gguf; /* the weights point into the mapping: it lives as long as the model */
+    m->st = s.st;
     if ((rc = load_weights(m, &s, nm, err)) || (rc = build_inv_freq(m, &s, err))) goto fail;
-    if (s.gguf) lt_gguf_close(&s.gguf);
-    if (s.st) wk_st_close(&s.st);
     *out = m;
     return LT_OK;
 fail:
-    if (s.gguf) lt_gguf_close(&s.gguf);
-    if (s.st) wk_st_close(&s.st);
+    m->gguf = s.gguf;
+    m->st = s.st;
     wk_model_free(&m);
     return rc;
 }
@@ -464,9 +523,14 @@ fail:
 void wk_model_free(wk_model_t **mp) {
     wk_model_t *m = *mp;
     if (!m) return;
-    for (int i = 0; i < m->n_bufs; i++) free(m->bufs[i]);
+    for (int i = 0; i < m->n_bufs; i++) m->be->ops->release(m->be, m->bufs[i]);
     free(m->bufs);
     free(m->layers);
+    wk_backend_destroy(&m->be);
+    lt_gguf_t *g = m->gguf;
+    wk_st_t *st = m->st;
+    if (g) lt_gguf_close(&g);
+    if (st) wk_st_close(&st);
     free(m);
     *mp = NULL;
 }

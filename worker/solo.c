@@ -52,7 +52,7 @@ int wk_generate_solo(const char *model_path, const int *prompt, int n_prompt, in
         }
     }
     int n_blocks = (total + SOLO_BLOCK_SIZE - 1) / SOLO_BLOCK_SIZE;
-    if (wk_kv_cache_create(m, n_blocks, SOLO_BLOCK_SIZE, &kv, err) ||
+    if (wk_kv_cache_create(m, n_blocks, SOLO_BLOCK_SIZE, LT_DTYPE_F16, &kv, err) ||
         wk_ctx_create(m, n_prompt, total, &ctx, err)) {
         fprintf(stderr, "lantern generate: %s\n", err);
         goto out;
@@ -118,8 +118,8 @@ int wk_generate_solo(const char *model_path, const int *prompt, int n_prompt, in
     double load_s = (t_loaded - t0) / 1e9, pre_s = (t2 - t1) / 1e9, dec_s = (t3 - t2) / 1e9;
     /* The first generated token comes from the prefill; decode steps are n_gen - 1. */
     int n_dec = n_gen > 0 ? n_gen - 1 : 0;
-    fprintf(stderr, "load: %.3f s (%.1f MiB of weights in memory)\n", load_s,
-            m->weight_bytes / 1048576.0);
+    fprintf(stderr, "load: %.3f s (%.1f MiB of weights in their stored type, %.1f MiB copied)\n",
+            load_s, m->weight_bytes / 1048576.0, m->weight_copy_bytes / 1048576.0);
     fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_prompt, pre_s,
             n_prompt / pre_s);
     fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", n_dec, dec_s,

@@ -1,8 +1,9 @@
 /*
- * worker.h — the model a worker runs: configuration, weights, KV cache and the CPU forward pass.
+ * worker.h — the model a worker runs: configuration, weights, KV cache and the forward pass.
  *
  * A model comes from a GGUF file or a Hugging Face directory (config.json + safetensors); both
- * end in the same lt_model_config_t and fp32 weights. The forward pass takes a batch of tokens from
+ * end in the same lt_model_config_t and weights in their stored type, placed by a backend
+ * (backend.h; the model's graph is forward.c). The forward pass takes a batch of tokens from
  * one or more sequences, each with its positions and a block table into the paged KV cache, and
  * returns logits for the rows asked for.
  *
@@ -17,34 +18,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
+#include "dtype.h"
 #include "model_config.h"
 
 /* ---- model ---- */
 
-/* A weight matrix kept in its stored quantized block format, for decode-sized products
- * (kn_qmatmul); data == NULL when the stored type has no such kernel. */
-typedef struct wk_qweight {
-    const void *data; /* (rows, cols) in blocks of `type`, owned by the model */
-    int type;         /* lt_dtype_t */
-} wk_qweight_t;
-
-/* One decoder layer's weights, fp32, rows = output features (PyTorch layout). For tensor
- * parallelism each rank holds its slice: n_head_local heads of q/o, n_kv_head_local of k/v,
- * hidden_local rows of gate/up and columns of down. */
+/* One decoder layer's weights. Matrices stay in their stored type (backend.h: wk_tensor_t), rows
+ * = output features (PyTorch layout); vectors are fp32. For tensor parallelism each rank holds its
+ * slice: n_head_local heads of q/o, n_kv_head_local of k/v, hidden_local rows of gate/up and
+ * columns of down. Everything is backend memory. */
 typedef struct wk_layer {
-    float *attn_norm;       /* (dim) */
-    float *wq;              /* (n_head_local * head_dim, dim) */
-    float *wk;              /* (n_kv_head_local * head_dim, dim) */
-    float *wv;              /* (n_kv_head_local * head_dim, dim) */
-    float *bq, *bk, *bv;    /* (rows of wq/wk/wv) or NULL without qkv_bias */
-    float *q_norm, *k_norm; /* (head_dim) or NULL without qk_norm */
-    float *wo;              /* (dim, n_head_local * head_dim) */
-    float *ffn_norm;        /* (dim) */
-    float *w_gate;          /* (hidden_local, dim) */
-    float *w_up;            /* (hidden_local, dim) */
-    float *w_down;          /* (dim, hidden_local) */
-    /* the same matrices in their stored format, where kn_qmatmul reads it */
-    wk_qweight_t qq, qk, qv, qo, qgate, qup, qdown;
+    const float *attn_norm;       /* (dim) */
+    wk_tensor_t wq;               /* (n_head_local * head_dim, dim) */
+    wk_tensor_t wk;               /* (n_kv_head_local * head_dim, dim) */
+    wk_tensor_t wv;               /* (n_kv_head_local * head_dim, dim) */
+    const float *bq, *bk, *bv;    /* (rows of wq/wk/wv) or NULL without qkv_bias */
+    const float *q_norm, *k_norm; /* (head_dim) or NULL without qk_norm */
+    wk_tensor_t wo;               /* (dim, n_head_local * head_dim) */
+    const float *ffn_norm;        /* (dim) */
+    wk_tensor_t w_gate;           /* (hidden_local, dim) */
+    wk_tensor_t w_up;             /* (hidden_local, dim) */
+    wk_tensor_t w_down;           /* (dim, hidden_local) */
 } wk_layer_t;
 
 typedef struct wk_model {
@@ -52,17 +47,18 @@ typedef struct wk_model {
     char path[1024];
     int tp_rank, tp_size;
     int n_head_local, n_kv_head_local, hidden_local;
-    float *tok_embd; /* (vocab_size, dim) */
-    float *out_norm; /* (dim) */
-    float *output;   /* (vocab_size, dim); == tok_embd when tied */
-    wk_qweight_t qoutput;
-    wk_layer_t *layers; /* (n_layer) */
-    float *inv_freq;    /* (head_dim / 2) rotary inverse frequencies, scaling applied */
-    float rope_attn_factor;
-    /* private: every weight buffer, for wk_model_free */
+    wk_backend_t *be;         /* owned: the hardware the model runs on */
+    wk_tensor_t tok_embd;     /* (vocab_size, dim) */
+    const float *out_norm;    /* (dim) */
+    wk_tensor_t output;       /* (vocab_size, dim); the same as tok_embd when tied */
+    wk_layer_t *layers;       /* (n_layer) */
+    wk_rope_t rope;           /* rotary frequencies, scaling applied */
+    size_t weight_bytes;      /* every weight in its stored type (file-backed where mapped) */
+    size_t weight_copy_bytes; /* the part copied into backend memory (column slices, vectors) */
+    /* private: the mapped model file(s) the weights point into, and every backend allocation */
+    void *gguf, *st;
     void **bufs;
     int n_bufs, cap_bufs;
-    size_t weight_bytes;
 } wk_model_t;
 
 typedef struct wk_load_opts {
@@ -70,9 +66,10 @@ typedef struct wk_load_opts {
     int tp_size; /* 1 = whole model; heads, kv heads and hidden must divide by it */
 } wk_load_opts_t;
 
-/* Loads a GGUF file or a Hugging Face directory (config.json + *.safetensors), validates every
- * tensor's presence and shape against the configuration and dequantizes to fp32. opts may be
- * NULL (whole model). Errors are one line naming the file and the problem. */
+/* Loads a GGUF file or a Hugging Face directory (config.json + *.safetensors) onto a new CPU
+ * backend, and validates every tensor's presence and shape against the configuration. Weights keep
+ * their stored type; the file stays mapped for the model's life. opts may be NULL (whole model).
+ * Errors are one line naming the file and the problem. */
 int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out, char *err);
 void wk_model_free(wk_model_t **m);
 
@@ -80,13 +77,18 @@ void wk_model_free(wk_model_t **m);
 
 typedef struct wk_kv_cache {
     int n_layer, n_blocks, block_size, n_kv_head, head_dim;
-    float *k; /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) */
-    float *v; /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) */
+    int dtype;        /* lt_dtype_t of the elements: F32, F16 or BF16 */
+    wk_backend_t *be; /* the model's, which allocated k and v */
+    void *k;          /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) backend memory */
+    void *v;          /* (n_layer, n_blocks, n_kv_head, block_size, head_dim) backend memory */
 } wk_kv_cache_t;
 
-/* Creates a cache of n_blocks blocks of block_size token slots for this model's local heads. */
-int wk_kv_cache_create(const wk_model_t *m, int n_blocks, int block_size, wk_kv_cache_t **out,
-                       char *err);
+/* Creates a cache of n_blocks blocks of block_size token slots for this model's local heads, with
+ * elements of dtype (LT_DTYPE_F32, F16 or BF16). */
+int wk_kv_cache_create(const wk_model_t *m, int n_blocks, int block_size, int dtype,
+                       wk_kv_cache_t **out, char *err);
+/* Bytes of one block (K and V, every layer) of a cache of this model with elements of dtype. */
+size_t wk_kv_block_bytes(const wk_model_t *m, int block_size, int dtype);
 void wk_kv_cache_destroy(wk_kv_cache_t **kv);
 
 /* ---- forward pass ---- */
@@ -95,7 +97,7 @@ void wk_kv_cache_destroy(wk_kv_cache_t **kv);
  * consecutive positions, and positions 0..pos-1 of that sequence are already in the cache (or
  * earlier in this batch). block_tables[s] maps position p to block block_tables[s][p / block_size].
  */
-typedef struct wk_batch {
+struct wk_batch {
     int n_tokens;
     const int32_t *tokens; /* (n_tokens) */
     const int32_t *pos;    /* (n_tokens) */
@@ -105,30 +107,22 @@ typedef struct wk_batch {
     const int32_t *block_table_len;     /* (n_seqs) */
     int n_logits;
     const int32_t *logits_rows; /* (n_logits) batch rows whose logits are wanted */
-} wk_batch_t;
+};
 
 /* Scratch buffers for batches of up to max_tokens tokens and contexts up to max_ctx. */
 typedef struct wk_ctx wk_ctx_t;
 int wk_ctx_create(const wk_model_t *m, int max_tokens, int max_ctx, wk_ctx_t **out, char *err);
 void wk_ctx_destroy(wk_ctx_t **c);
 
-/* Tensor parallelism: sums buf (n) elementwise across all ranks in place, identically on every
- * rank; returns 0 or a negative LT_ERR_* (a dead peer). Called twice per layer. */
-typedef int (*wk_allreduce_fn)(float *buf, size_t n, void *user);
 /* Required before wk_forward on a model loaded with tp_size > 1. On such a model only the ranks
  * that ask for logits compute the vocabulary projection (rank 0 in practice). */
 void wk_ctx_set_allreduce(wk_ctx_t *c, wk_allreduce_fn fn, void *user);
 
-/* Batch-invariant mode (process-wide, before the first forward): every matrix product over
- * stored quantized weights takes the quantized kernel in row blocks, whatever the batch size, so
- * a sequence's logits no longer depend on what it is batched with (seeded sampling then
- * reproduces across batch shapes and schedules). Costs throughput on large batches: fp32 sgemm
- * is faster there. Off by default (as in vLLM). */
-void wk_set_batch_invariant(bool on);
-
-/* Runs the model over the batch, writing K/V into the cache and logits (n_logits, vocab_size)
- * for the requested rows. Validates the batch (token ids, positions, block ids) and returns
- * LT_ERR_INVAL with a message if it is malformed. Allocates nothing. HOT */
+/* Runs the model over the batch, writing K/V into the cache and logits (n_logits, vocab_size,
+ * host memory) for the requested rows. A row's logits do not depend on the other rows of the
+ * batch (every backend operation is row-independent, in a fixed order). Validates the batch
+ * (token ids, positions, block ids) and returns LT_ERR_INVAL with a message if it is malformed.
+ * Allocates nothing. HOT */
 int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_batch_t *b,
                float *logits, char *err);
 

@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "telemetry.h"
 #include "trace.h"
+#include "kernels.h"
 #include "worker.h"
 
 /* ---- per-sequence state ---- */
@@ -70,6 +71,7 @@ typedef struct worker {
     int max_model_len;
     long long n_blocks;
     size_t block_bytes;
+    int kv_dtype; /* lt_dtype_t of the KV cache */
     uint64_t n_steps;
     ar_timer_t ar_timer;
     tel_ctx_t step_ctx; /* the STEP envelope's trace context (the engine's step span) */
@@ -417,24 +419,28 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
                        "--gpu-memory-utilization sizes the KV cache of the CUDA backend; this "
                        "worker runs the CPU backend: size it with --kv-cache-memory");
     omp_set_num_threads(a->threads);
-    if (a->batch_invariant) {
-        wk_set_batch_invariant(true);
-        LT_INFO("batch-invariant mode: quantized kernels for every batch size");
-    }
+    if (a->batch_invariant) /* always so now: kept as a flag for scripts that pass it */
+        LT_INFO("batch-invariant mode: always on (one kernel for every batch size)");
     wk_load_opts_t lo = {.tp_rank = w->rank, .tp_size = a->tensor_parallel_size};
     int rc = wk_model_load(a->model, &lo, &w->m, err);
     if (rc) return rc;
     const lt_model_config_t *c = &w->m->cfg;
     w->max_model_len = a->max_model_len > 0 && a->max_model_len < c->max_seq_len ? a->max_model_len
                                                                                  : c->max_seq_len;
-    w->block_bytes = (size_t)2 * c->n_layer * w->m->n_kv_head_local * a->block_size * c->head_dim *
-                     sizeof(float);
+    /* auto: fp16 on the CPU backend (half of fp32's memory, what llama.cpp keeps) */
+    static const int kv_types[] = {[IPC_KV_DTYPE_AUTO] = LT_DTYPE_F16,
+                                   [IPC_KV_DTYPE_FP32] = LT_DTYPE_F32,
+                                   [IPC_KV_DTYPE_FP16] = LT_DTYPE_F16,
+                                   [IPC_KV_DTYPE_BF16] = LT_DTYPE_BF16};
+    w->kv_dtype = kv_types[a->kv_cache_dtype];
+    w->block_bytes = wk_kv_block_bytes(w->m, a->block_size, w->kv_dtype);
     w->n_blocks = a->kv_cache_memory / (long long)w->block_bytes;
     if (w->n_blocks < 1)
         return lt_errf(err, LT_ERR_RANGE, "--kv-cache-memory %lld bytes holds no %zu-byte KV block",
                        a->kv_cache_memory, w->block_bytes);
     if (w->n_blocks > (1 << 24)) w->n_blocks = 1 << 24;
-    if ((rc = wk_kv_cache_create(w->m, (int)w->n_blocks, a->block_size, &w->kv, err)) ||
+    if ((rc =
+             wk_kv_cache_create(w->m, (int)w->n_blocks, a->block_size, w->kv_dtype, &w->kv, err)) ||
         (rc = wk_ctx_create(w->m, a->max_num_batched_tokens, w->max_model_len, &w->ctx, err)))
         return rc;
     if (a->tensor_parallel_size > 1) {
@@ -574,9 +580,13 @@ int wk_worker_main(int argc, char **argv) {
         ipc_sock_send(out, NULL, data, len, 5000, err))
         goto fail;
     started = true;
-    LT_INFO("ready: %s shard %d/%d, %lld KV blocks of %d tokens (%.0f MiB), %d threads",
+    LT_INFO("ready: %s shard %d/%d, %lld KV blocks of %d tokens (%.0f MiB), %d threads, "
+            "KV cache %s, backend %s (%s), weights %.0f MiB in their stored type (%.1f MiB "
+            "copied)",
             w.args.model, w.rank, w.args.tensor_parallel_size, w.n_blocks, w.args.block_size,
-            (double)w.n_blocks * (double)w.block_bytes / 1048576.0, w.args.threads);
+            (double)w.n_blocks * (double)w.block_bytes / 1048576.0, w.args.threads,
+            lt_dtype_name(w.kv_dtype), w.m->be->ops->name, kn_isa_name(kn_isa()),
+            w.m->weight_bytes / 1048576.0, w.m->weight_copy_bytes / 1048576.0);
     if (serve(&w, ring, out, &wr, &env, err)) goto fail;
     status = 0;
     goto out;

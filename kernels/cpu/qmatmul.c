@@ -1,210 +1,284 @@
 /*
- * qmatmul.c — matrix products straight from quantized weights, for decode.
+ * qmatmul.c — matrix products straight from weights in their stored type, for every batch size.
  *
- * A decode step multiplies a handful of activation rows by every weight matrix, so it is bound by
- * the bytes of weight read: fp32 weights cost 4 bytes each, Q4_1 0.625. These kernels read the
- * weights in their stored block format (Q4_0, Q4_1, Q8_0) and never widen them in memory.
+ * Weights stay as the model file stores them (mmapped; see worker/model.c); nothing is widened to
+ * fp32 in memory. Two paths:
  *
- * Arithmetic: each activation row is quantized per 32-element block to int16 with its own scale
- * (relative error <= 2^-16 of the block's largest value, far below the fp32 path's other
- * rounding differences and ~250x finer than the int8 activations common elsewhere), and each
- * block product is an exact integer dot product (pmaddwd) of the weight quants and the int16
- * activations, scaled once by (weight scale x activation scale). Q4_1's offset and Q4_0's
- * implicit -8 contribute m * sum(x), with the block sum of x taken in fp32 from the unquantized
- * activations. The result matches dequantize-then-sgemm to ~1e-5 relative.
+ * - Q4_0, Q4_1, Q8_0 (the 32-element block types) are read directly. Each activation row is
+ *   quantized per 32-element block to int16 with its own scale (relative error <= 2^-16 of the
+ *   block's largest value, ~250x finer than the int8 activations common elsewhere, so results
+ *   stay within the fp32 reference's own rounding noise), and each block product is an exact
+ *   integer dot product of the weight quants and the int16 activations, scaled once by (weight
+ *   scale x activation scale). Q4_1's offset and Q4_0's implicit -8 contribute m * sum(x), with the
+ *   block sum taken in fp32 from the unquantized activations.
+ * - Every other type (F32, F16, BF16, Q5_0, Q5_1, the K-quants) is dequantized one weight row at a
+ *   time into a per-thread fp32 buffer and dotted with each activation row.
  *
- * Rows of the output are split across OpenMP threads; each reads its weight rows once for all
- * m activation rows.
+ * Batch invariance: a row of y depends on its own row of x and on w alone, summed in the same
+ * order whatever m is (each weight row is read for groups of up to KN_QMATMUL_MAX_GROUP activation
+ * rows, and each activation row keeps its own accumulator). So a sequence's logits do not depend
+ * on what it is batched with.
+ *
+ * Work is split across OpenMP threads by chunks of weight rows; each chunk is read once per group
+ * of activation rows while it sits in L1. The inner loops exist for the scalar reference, AVX2 and
+ * AVX-512 (qmatmul_avx2.c, qmatmul_avx512.c); the best one the CPU reports is picked at the first
+ * call, and LANTERN_CPU_ISA=scalar|avx2|avx512 forces one (tests, benchmarks).
  */
 #include "kernels.h"
 
 #include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lt.h"
+#include "qmatmul_priv.h"
 
-#if defined(__AVX512BW__) && defined(__AVX512F__)
-#include <immintrin.h>
-#define QM_AVX512 1
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define QM_AVX2 1
-#endif
+#define QK         KN_QK
+#define GROUP      KN_QMATMUL_MAX_GROUP
+#define ROW_CHUNK  16    /* weight rows per unit of work */
+#define PAR_MIN_MK 65536 /* below n * k multiply-adds, one thread: a fork costs more */
 
-#define QK            32
-#define QM_MAX_ROWS   KN_QMATMUL_MAX_ROWS
-#define QM_MAX_BLOCKS 1024 /* k up to 32768 */
+/* ---- instruction sets ---- */
 
-bool kn_qmatmul_supported(int type) {
-    return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q8_0;
+static const struct {
+    const char *name;
+    kn_rowdot_fn rowdot;
+    kn_dotf_fn dotf;
+} k_isa[] = {
+    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, kn_dotf_scalar},
+    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, kn_dotf_avx2},
+    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_dotf_avx512},
+};
+
+static kn_isa_t g_isa;
+static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
+
+bool kn_isa_supported(kn_isa_t isa) {
+    __builtin_cpu_init();
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    switch (isa) {
+    case KN_ISA_SCALAR: return true;
+    case KN_ISA_AVX2: return avx2;
+    case KN_ISA_AVX512:
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+    }
+    return false;
 }
 
-static inline float ld_f16(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-#if defined(__F16C__)
-    return _cvtsh_ss(h); /* one instruction: this runs twice per block */
-#else
+const char *kn_isa_name(kn_isa_t isa) {
+    return isa >= KN_ISA_SCALAR && isa <= KN_ISA_AVX512 ? k_isa[isa].name : "?";
+}
+
+static void isa_init(void) {
+    g_isa = kn_isa_supported(KN_ISA_AVX512) ? KN_ISA_AVX512
+            : kn_isa_supported(KN_ISA_AVX2) ? KN_ISA_AVX2
+                                            : KN_ISA_SCALAR;
+    const char *want = getenv("LANTERN_CPU_ISA");
+    if (!want || !*want) return;
+    for (int i = KN_ISA_SCALAR; i <= KN_ISA_AVX512; i++) {
+        if (strcmp(want, k_isa[i].name) != 0) continue;
+        if (kn_isa_supported((kn_isa_t)i)) {
+            g_isa = (kn_isa_t)i;
+            return;
+        }
+        fprintf(stderr, "lantern: LANTERN_CPU_ISA=%s: this CPU lacks it; using %s\n", want,
+                k_isa[g_isa].name);
+        return;
+    }
+    fprintf(stderr, "lantern: LANTERN_CPU_ISA=%s: not one of scalar, avx2, avx512; using %s\n",
+            want, k_isa[g_isa].name);
+}
+
+kn_isa_t kn_isa(void) {
+    pthread_once(&g_isa_once, isa_init);
+    return g_isa;
+}
+
+int kn_set_isa(kn_isa_t isa) {
+    if (isa < KN_ISA_SCALAR || isa > KN_ISA_AVX512 || !kn_isa_supported(isa))
+        return LT_ERR_UNSUPPORTED;
+    pthread_once(&g_isa_once, isa_init);
+    g_isa = isa;
+    return LT_OK;
+}
+
+/* ---- scalar reference ---- */
+
+static float f16_ref(uint16_t h) {
     return lt_f16_to_f32(h);
-#endif
 }
 
-/* Quantized activations of one call: per calling thread, sized for the largest call. */
-typedef struct {
-    int16_t xq[QM_MAX_ROWS * QM_MAX_BLOCKS * QK]; /* (m, k) */
-    float dx[QM_MAX_ROWS * QM_MAX_BLOCKS];        /* (m, nb) activation scale per block */
-    float xs[QM_MAX_ROWS * QM_MAX_BLOCKS];        /* (m, nb) fp32 sum of each block */
-} qm_act_t;
-
-static _Thread_local qm_act_t g_act;
-
-static void quantize_act(const float *x, int m, int k, qm_act_t *a) {
-    int nb = k / QK;
-    for (int r = 0; r < m; r++) {
-        for (int b = 0; b < nb; b++) {
-            const float *xb = x + (size_t)r * k + (size_t)b * QK;
-            float amax = 0.0f, sum = 0.0f;
-            for (int i = 0; i < QK; i++) {
-                float v = fabsf(xb[i]);
-                amax = v > amax ? v : amax;
-                sum += xb[i];
-            }
-            float d = amax / 32767.0f, inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-            int16_t *q = a->xq + (size_t)r * k + (size_t)b * QK;
-            for (int i = 0; i < QK; i++) q[i] = (int16_t)lrintf(xb[i] * inv);
-            a->dx[r * nb + b] = d;
-            a->xs[r * nb + b] = sum;
-        }
-    }
-}
-
-/* Block header: scale d and offset term coefficient mn (value = d*q + mn). */
-static inline const uint8_t *block_head(int type, const uint8_t *blk, float *d, float *mn) {
-    *d = ld_f16(blk);
-    if (type == LT_DTYPE_Q4_1) {
-        *mn = ld_f16(blk + 2);
-        return blk + 4;
-    }
-    *mn = type == LT_DTYPE_Q4_0 ? -8.0f * *d : 0.0f;
-    return blk + 2;
-}
-
-/* ---- one weight row against m activation rows ---- */
-
-#if defined(QM_AVX512) || defined(QM_AVX2)
-/* The block's 32 quants as bytes, element order 0..31 (Q4 nibbles: low = 0..15, high = 16..31). */
-static inline __m256i load_q8(int type, const uint8_t *qs) {
-    if (type == LT_DTYPE_Q8_0) return _mm256_loadu_si256((const __m256i *)qs);
-    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    __m128i mask = _mm_set1_epi8(0x0f);
-    __m128i lo = _mm_and_si128(raw, mask);
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-    return _mm256_set_m128i(hi, lo);
-}
-#endif
-
-#if defined(QM_AVX512)
-static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, const qm_act_t *a,
-                    int m, float *out) {
-    __m512 acc[QM_MAX_ROWS];
-    float off[QM_MAX_ROWS];
-    for (int r = 0; r < m; r++) {
-        acc[r] = _mm512_setzero_ps();
-        off[r] = 0.0f;
-    }
-    for (int b = 0; b < nb; b++) {
+void kn_rowdot_scalar(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
+                      float *out) {
+    float acc[GROUP], off[GROUP];
+    for (int r = 0; r < m; r++) acc[r] = off[r] = 0.0f;
+    for (int b = 0; b < a->nb; b++) {
         float d, mn;
-        const uint8_t *qs = block_head(type, wrow + (size_t)b * bb, &d, &mn);
-        __m256i q8 = load_q8(type, qs);
-        __m512i q16 = type == LT_DTYPE_Q8_0 ? _mm512_cvtepi8_epi16(q8) : _mm512_cvtepu8_epi16(q8);
-        for (int r = 0; r < m; r++) {
-            __m512i x16 =
-                _mm512_loadu_si512((const void *)(a->xq + (size_t)r * k + (size_t)b * QK));
-            __m512i p = _mm512_madd_epi16(q16, x16);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * a->dx[r * nb + b]),
-                                     acc[r]);
-            off[r] += mn * a->xs[r * nb + b];
-        }
-    }
-    for (int r = 0; r < m; r++) out[r] = _mm512_reduce_add_ps(acc[r]) + off[r];
-}
-#elif defined(QM_AVX2)
-static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, const qm_act_t *a,
-                    int m, float *out) {
-    __m256 acc[QM_MAX_ROWS];
-    float off[QM_MAX_ROWS];
-    for (int r = 0; r < m; r++) {
-        acc[r] = _mm256_setzero_ps();
-        off[r] = 0.0f;
-    }
-    for (int b = 0; b < nb; b++) {
-        float d, mn;
-        const uint8_t *qs = block_head(type, wrow + (size_t)b * bb, &d, &mn);
-        __m256i q8 = load_q8(type, qs);
-        __m128i q8lo = _mm256_castsi256_si128(q8), q8hi = _mm256_extracti128_si256(q8, 1);
-        __m256i qlo =
-            type == LT_DTYPE_Q8_0 ? _mm256_cvtepi8_epi16(q8lo) : _mm256_cvtepu8_epi16(q8lo);
-        __m256i qhi =
-            type == LT_DTYPE_Q8_0 ? _mm256_cvtepi8_epi16(q8hi) : _mm256_cvtepu8_epi16(q8hi);
-        for (int r = 0; r < m; r++) {
-            const int16_t *xq = a->xq + (size_t)r * k + (size_t)b * QK;
-            __m256i p = _mm256_add_epi32(
-                _mm256_madd_epi16(qlo, _mm256_loadu_si256((const __m256i *)xq)),
-                _mm256_madd_epi16(qhi, _mm256_loadu_si256((const __m256i *)(xq + 16))));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a->dx[r * nb + b]),
-                                     acc[r]);
-            off[r] += mn * a->xs[r * nb + b];
-        }
-    }
-    for (int r = 0; r < m; r++) out[r] = hsum256(acc[r]) + off[r];
-}
-#else
-static void row_dot(int type, const uint8_t *wrow, size_t bb, int nb, int k, const qm_act_t *a,
-                    int m, float *out) {
-    for (int r = 0; r < m; r++) out[r] = 0.0f;
-    for (int b = 0; b < nb; b++) {
-        float d, mn;
-        const uint8_t *qs = block_head(type, wrow + (size_t)b * bb, &d, &mn);
+        const uint8_t *qs = kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_ref);
         int q[QK];
         for (int i = 0; i < QK; i++) {
             if (type == LT_DTYPE_Q8_0)
                 q[i] = (int8_t)qs[i];
             else
-                q[i] = i < 16 ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
+                q[i] = i < QK / 2 ? (qs[i] & 0x0f) : (qs[i - QK / 2] >> 4);
         }
         for (int r = 0; r < m; r++) {
-            const int16_t *xq = a->xq + (size_t)r * k + (size_t)b * QK;
+            const int16_t *xq = a->xq + (size_t)r * a->k + (size_t)b * QK;
             int32_t s = 0;
             for (int i = 0; i < QK; i++) s += q[i] * xq[i];
-            out[r] += d * a->dx[r * nb + b] * (float)s + mn * a->xs[r * nb + b];
+            acc[r] += (float)s * (d * a->dx[(size_t)r * a->nb + b]);
+            off[r] += mn * a->xs[(size_t)r * a->nb + b];
+        }
+    }
+    for (int r = 0; r < m; r++) out[r] = acc[r] + off[r];
+}
+
+float kn_dotf_scalar(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+float kn_dot(const float *a, const float *b, int n) {
+    return k_isa[kn_isa()].dotf(a, b, n);
+}
+
+/* ---- scratch ---- */
+
+struct kn_qscratch {
+    int max_rows, max_k, n_threads;
+    int16_t *xq;   /* (max_rows, max_k) */
+    float *dx;     /* (max_rows, max_k / QK) */
+    float *xs;     /* (max_rows, max_k / QK) */
+    float *rowbuf; /* (n_threads, max_k) one dequantized weight row per thread */
+};
+
+kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
+    if (max_rows < 1 || max_k < 1) return NULL;
+    kn_qscratch_t *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->max_rows = max_rows;
+    s->max_k = max_k;
+    s->n_threads = omp_get_max_threads();
+    size_t nbk = (size_t)(max_k + QK - 1) / QK;
+    s->xq = malloc((size_t)max_rows * max_k * sizeof *s->xq);
+    s->dx = malloc((size_t)max_rows * nbk * sizeof(float));
+    s->xs = malloc((size_t)max_rows * nbk * sizeof(float));
+    s->rowbuf = malloc((size_t)s->n_threads * max_k * sizeof(float));
+    if (!s->xq || !s->dx || !s->xs || !s->rowbuf) kn_qscratch_destroy(&s);
+    return s;
+}
+
+void kn_qscratch_destroy(kn_qscratch_t **sp) {
+    kn_qscratch_t *s = *sp;
+    if (!s) return;
+    free(s->xq);
+    free(s->dx);
+    free(s->xs);
+    free(s->rowbuf);
+    free(s);
+    *sp = NULL;
+}
+
+/* ---- the product ---- */
+
+bool kn_qmatmul_direct(int type) {
+    return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q8_0;
+}
+
+bool kn_qmatmul_supported(int type, int k) {
+    switch (type) {
+    case LT_DTYPE_F32:
+    case LT_DTYPE_F16:
+    case LT_DTYPE_BF16:
+    case LT_DTYPE_Q4_0:
+    case LT_DTYPE_Q4_1:
+    case LT_DTYPE_Q5_0:
+    case LT_DTYPE_Q5_1:
+    case LT_DTYPE_Q8_0:
+    case LT_DTYPE_Q2_K:
+    case LT_DTYPE_Q3_K:
+    case LT_DTYPE_Q4_K:
+    case LT_DTYPE_Q5_K:
+    case LT_DTYPE_Q6_K: return k > 0 && k % lt_dtype_block_elems(type) == 0;
+    default: return false;
+    }
+}
+
+static void quantize_row(const float *x, int k, int16_t *q, float *dx, float *xs) {
+    for (int b = 0; b < k / QK; b++) {
+        const float *xb = x + (size_t)b * QK;
+        float amax = 0.0f, sum = 0.0f;
+        for (int i = 0; i < QK; i++) {
+            float v = fabsf(xb[i]);
+            amax = v > amax ? v : amax;
+            sum += xb[i];
+        }
+        float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        for (int i = 0; i < QK; i++) q[(size_t)b * QK + i] = (int16_t)lrintf(xb[i] * inv);
+        dx[b] = amax / 32767.0f;
+        xs[b] = sum;
+    }
+}
+
+/* Weight rows [j0, j1) against every activation row, direct types. */
+static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes, size_t bb,
+                         const kn_qscratch_t *s, int m, int n, int k, int j0, int j1,
+                         kn_rowdot_fn rowdot) {
+    int nb = k / QK;
+    for (int g = 0; g < m; g += GROUP) {
+        int mg = m - g < GROUP ? m - g : GROUP;
+        kn_qact_t a = {s->xq + (size_t)g * k, s->dx + (size_t)g * nb, s->xs + (size_t)g * nb, k,
+                       nb};
+        for (int j = j0; j < j1; j++) {
+            float out[GROUP];
+            rowdot(type, w + (size_t)j * row_bytes, bb, &a, mg, out);
+            for (int r = 0; r < mg; r++) y[(size_t)(g + r) * n + j] = out[r];
         }
     }
 }
-#endif
 
-/* ---- public ---- */
+/* Weight rows [j0, j1) against every activation row, through a dequantized row. */
+static void chunk_generic(float *y, const float *x, const uint8_t *w, int type, size_t row_bytes,
+                          float *row, int m, int n, int k, int j0, int j1, kn_dotf_fn dotf) {
+    for (int j = j0; j < j1; j++) {
+        kn_dequantize(type, w + (size_t)j * row_bytes, row, k);
+        for (int r = 0; r < m; r++) y[(size_t)r * n + j] = dotf(x + (size_t)r * k, row, k);
+    }
+}
 
-int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, int k) {
+int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, int k,
+               kn_qscratch_t *s) {
     /* HOT */
-    if (!kn_qmatmul_supported(type) || m < 1 || m > QM_MAX_ROWS || k % QK || k / QK > QM_MAX_BLOCKS)
+    if (!s || m < 1 || n < 1 || m > s->max_rows || k > s->max_k || !kn_qmatmul_supported(type, k))
         return LT_ERR_INVAL;
-    int nb = k / QK;
-    size_t bb = lt_dtype_block_bytes(type);
-    qm_act_t *a = &g_act;
-    quantize_act(x, m, k, a);
-    const uint8_t *wb = w;
-#pragma omp parallel for schedule(static)
-    for (int j = 0; j < n; j++) {
-        float out[QM_MAX_ROWS];
-        row_dot(type, wb + (size_t)j * nb * bb, bb, nb, k, a, m, out);
-        for (int r = 0; r < m; r++) y[(size_t)r * n + j] = out[r];
+    kn_isa_t isa = kn_isa();
+    size_t row_bytes = (size_t)lt_dtype_nbytes(type, k), bb = lt_dtype_block_bytes(type);
+    bool direct = kn_qmatmul_direct(type);
+    int n_chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
+    bool par = (int64_t)n * k >= PAR_MIN_MK;
+#pragma omp parallel if (par) num_threads(s->n_threads)
+    {
+        if (direct) {
+#pragma omp for schedule(static)
+            for (int r = 0; r < m; r++)
+                quantize_row(x + (size_t)r * k, k, s->xq + (size_t)r * k,
+                             s->dx + (size_t)r * (k / QK), s->xs + (size_t)r * (k / QK));
+        }
+        float *row = s->rowbuf + (size_t)omp_get_thread_num() * s->max_k;
+#pragma omp for schedule(static)
+        for (int c = 0; c < n_chunks; c++) {
+            int j0 = c * ROW_CHUNK, j1 = j0 + ROW_CHUNK < n ? j0 + ROW_CHUNK : n;
+            if (direct)
+                chunk_direct(y, w, type, row_bytes, bb, s, m, n, k, j0, j1, k_isa[isa].rowdot);
+            else
+                chunk_generic(y, x, w, type, row_bytes, row, m, n, k, j0, j1, k_isa[isa].dotf);
+        }
     }
     return LT_OK;
 }

@@ -64,7 +64,7 @@ static void *rank_main(void *arg) {
     wk_ctx_t *c = NULL;
     if ((rk->rc = wk_model_load(rk->path, &o, &m, rk->err))) return NULL;
     int V = m->cfg.vocab_size, total = PROMPT + DECODE;
-    if ((rk->rc = wk_kv_cache_create(m, (total + BS - 1) / BS, BS, &kv, rk->err)) ||
+    if ((rk->rc = wk_kv_cache_create(m, (total + BS - 1) / BS, BS, LT_DTYPE_F32, &kv, rk->err)) ||
         (rk->rc = wk_ctx_create(m, PROMPT, total, &c, rk->err)))
         goto out;
     if (rk->g->world > 1) wk_ctx_set_allreduce(c, thread_allreduce, rk);
@@ -165,12 +165,12 @@ static void check_tp(const char *path, const int *tps, int n_tps) {
         }
         printf("%s: TP=%d worst logit difference %.2e of the range (prefill %.2e)\n", path, tps[t],
                worst, worst_pre);
-        /* Prefill runs fp32 sgemm on both sides: only the all-reduce's summation order differs.
-         * Decode reads quantized weights with int16-quantized activations (kn_qmatmul), whose
-         * rounding flips differently once upstream sums differ in the last bit: on the default
-         * model, with its outlier activations, that is ~3e-4 of the range — the same scale as
-         * our difference from transformers, and well inside the reference test's 1e-3. */
-        assert_true(worst_pre < 1e-5);
+        /* Every product reads quantized weights with int16-quantized activations (kn_qmatmul):
+         * once the all-reduce's summation order changes an upstream sum in its last bit, the
+         * activations' rounding can flip differently. On the random fp32 models that leaves
+         * ~1e-7 of the range; on the default model, with its outlier activations, ~4e-4 — the
+         * same scale as our difference from transformers, and inside the reference test's 1e-3. */
+        assert_true(worst_pre < 1e-3);
         assert_true(worst < 1e-3);
         for (int row = PROMPT - 1; row < PROMPT + DECODE; row++) {
             const float *a = got + (size_t)row * V, *b = ref + (size_t)row * V;

@@ -1,0 +1,126 @@
+/*
+ * backend.h — the seam between the model's graph and the hardware it runs on.
+ *
+ * forward.c holds a Llama-family decoder's graph once, as a sequence of batched operations over
+ * rows of activations; a backend implements those operations over its own memory. The CPU backend
+ * (backend_cpu.c) runs them on host pointers with OpenMP and the kernels in kernels/; a GPU backend
+ * implements the same signatures over device pointers (weights uploaded in their stored type, the
+ * batch's indices uploaded once per step by begin()).
+ *
+ * Memory: every pointer an operation takes (activations, weights, KV cache, the batch's indices
+ * after begin()) is backend memory, except where a comment says host. The graph never reads or
+ * writes backend memory itself; logits come back through to_host.
+ *
+ * Shapes are row-major, outermost first. "rows" is the batch's token count T (or the number of
+ * logits rows); every operation treats rows independently, in a fixed order, so a row's result
+ * never depends on the other rows in the batch (batch invariance).
+ *
+ * Thread safety: a backend belongs to one worker thread; its operations may use threads inside.
+ */
+#ifndef WK_BACKEND_H
+#define WK_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wk_batch wk_batch_t;
+typedef struct wk_kv_cache wk_kv_cache_t;
+
+/* A weight matrix in its stored type: rows = output features (PyTorch layout), each row cols
+ * elements in blocks of `type`. */
+typedef struct wk_tensor {
+    const void *data; /* backend memory (the CPU backend may point into the mmapped file) */
+    int type;         /* lt_dtype_t */
+    int64_t rows, cols;
+    size_t row_bytes;
+} wk_tensor_t;
+
+/* Rotary embedding of the model, in backend memory after model load. */
+typedef struct wk_rope {
+    const float *inv_freq; /* (head_dim / 2) inverse frequencies, scaling applied */
+    float attn_factor;     /* scales cos/sin (1 unless YaRN) */
+    bool neox;             /* rotate halves (HF) rather than adjacent pairs (GGUF Llama) */
+} wk_rope_t;
+
+typedef struct wk_backend wk_backend_t;
+
+typedef struct wk_backend_ops {
+    const char *name;
+
+    /* ---- memory ---- */
+    /* Backend memory of n bytes (contents undefined), or NULL. */
+    void *(*alloc)(wk_backend_t *be, size_t n);
+    void (*release)(wk_backend_t *be, void *p);
+    /* Copies n bytes from host memory into backend memory dst. */
+    void (*upload)(wk_backend_t *be, void *dst, const void *host, size_t n);
+    /* Copies n floats from backend memory src to host memory. */
+    void (*to_host)(wk_backend_t *be, float *host, const float *src, size_t n);
+    /* True when matmul reads weights of `type` with rows of cols elements as they are. */
+    bool (*supports)(wk_backend_t *be, int type, int64_t cols);
+    /* A weight from the model file: rows [row0, row0 + nrows) of a stored matrix of `type` whose
+     * rows are src_row_bytes long, at host address src (the mmapped file, valid as long as the
+     * model). The tensor may reference src (*owned = NULL) or live in new backend memory (*owned =
+     * that memory, released with release()). Column slices are made by the caller. */
+    int (*weight)(wk_backend_t *be, const void *src, int type, int64_t cols, int64_t row0,
+                  int64_t nrows, wk_tensor_t *out, void **owned, char *err);
+
+    /* Sizes the backend's own scratch for steps of up to max_rows rows, matrix products with up
+     * to max_k inputs, and attention over up to max_ctx positions with `group` query heads per KV
+     * head. Called before the first step (and again to grow it). */
+    int (*reserve)(wk_backend_t *be, int max_rows, int max_k, int max_ctx, int group, char *err);
+
+    /* ---- one forward step ---- */
+    /* Makes the host batch b (validated) the current one: its tokens, positions, sequences and
+     * block tables are what embed, rope, kv_store and attention read. */
+    int (*begin)(wk_backend_t *be, const wk_batch_t *b, char *err);
+    /* x (T, cols) = rows of emb for the batch's tokens. */
+    void (*embed)(wk_backend_t *be, float *x, const wk_tensor_t *emb);
+    /* out (rows, n) = x / rms(x) * w (n), row by row; out may alias x. */
+    void (*rmsnorm)(wk_backend_t *be, float *out, const float *x, const float *w, int rows, int n,
+                    float eps);
+    /* y (rows, w.rows) = x (rows, w.cols) @ w^T [+ bias (w.rows)]. */
+    int (*matmul)(wk_backend_t *be, float *y, const float *x, const wk_tensor_t *w,
+                  const float *bias, int rows);
+    /* Per head of q (T, nh, hd) and k (T, nkv, hd): RMSNorm with q_norm / k_norm (hd) when not
+     * NULL, then the rotary embedding at each token's position. */
+    void (*qk_rope)(wk_backend_t *be, float *q, float *k, int nh, int nkv, int hd,
+                    const float *q_norm, const float *k_norm, float eps, const wk_rope_t *rope);
+    /* Writes each token's k and v (T, nkv * hd) into its slot of layer `layer` of the cache. */
+    void (*kv_store)(wk_backend_t *be, wk_kv_cache_t *kv, int layer, const float *k,
+                     const float *v);
+    /* out (T, nh * hd): causal attention of each token's q (T, nh * hd) over its sequence's
+     * positions 0..pos in layer `layer` of the cache (grouped-query: nh / nkv heads per KV head).
+     */
+    void (*attention)(wk_backend_t *be, float *out, const float *q, const wk_kv_cache_t *kv,
+                      int layer, int nh, int nkv, int hd);
+    /* gate (n) = silu(gate) * up (n). */
+    void (*swiglu)(wk_backend_t *be, float *gate, const float *up, size_t n);
+    /* x (n) += y (n). */
+    void (*add)(wk_backend_t *be, float *x, const float *y, size_t n);
+    /* dst row i (n) = src row rows[i] (n), rows (n_rows) in host memory. */
+    void (*gather)(wk_backend_t *be, float *dst, const float *src, const int32_t *rows, int n_rows,
+                   int n);
+
+    /* ---- KV cache ---- */
+    /* Allocates kv->k and kv->v for the geometry already in kv. */
+    int (*kv_alloc)(wk_backend_t *be, wk_kv_cache_t *kv, char *err);
+
+    void (*destroy)(wk_backend_t *be);
+} wk_backend_ops_t;
+
+/* Tensor parallelism: sums buf (n floats, backend memory) elementwise across all ranks in place,
+ * identically on every rank; returns 0 or a negative LT_ERR_* (a dead peer). */
+typedef int (*wk_allreduce_fn)(float *buf, size_t n, void *user);
+
+struct wk_backend {
+    const wk_backend_ops_t *ops;
+    void *impl;
+};
+
+/* The CPU backend: OpenMP threads (omp_get_max_threads()) and the kernels in kernels/.
+ * Returns NULL when out of memory. */
+wk_backend_t *wk_backend_cpu_create(void);
+void wk_backend_destroy(wk_backend_t **be);
+
+#endif

@@ -1,0 +1,380 @@
+/*
+ * backend_cpu.c — the CPU backend (backend.h): host memory, OpenMP threads, the kernels in
+ * kernels/.
+ *
+ * Weights are used where the model file maps them: a weight whose rows are contiguous in the file
+ * is a pointer into the mapping (file-backed pages, shared by every process that maps the same
+ * file), so a worker's resident memory is the part of the file it touches plus its KV cache and
+ * scratch. Matrix products read the stored blocks (kn_qmatmul). The KV cache holds F32, F16 or
+ * BF16; attention runs per (token, KV head) over the paged cache in fp32, each K/V row read (and
+ * converted) once for the query heads that share it.
+ */
+#include <math.h>
+#include <omp.h>
+#if defined(__F16C__) && defined(__AVX__)
+#include <immintrin.h>
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "kernels.h"
+#include "lt.h"
+#include "worker.h"
+
+typedef struct cpu {
+    const wk_batch_t *b; /* the current step's batch (host memory is backend memory here) */
+    kn_qscratch_t *qs;
+    int max_rows, max_k, max_ctx, group, n_threads;
+    float *score;      /* (n_threads, group, max_ctx) attention scores */
+    float *kv_tmp;     /* (n_threads, 2, block_size, head_dim) KV rows converted to fp32 */
+    size_t kv_tmp_len; /* floats in kv_tmp */
+} cpu_t;
+
+static cpu_t *cpu_of(wk_backend_t *be) {
+    return be->impl;
+}
+
+/* ---- memory ---- */
+
+/* 64-byte aligned (a cache line, an AVX-512 vector); pages untouched until used. */
+static void *cpu_alloc(wk_backend_t *be, size_t n) {
+    (void)be;
+    void *p = NULL;
+    return posix_memalign(&p, 64, n ? n : 64) ? NULL : p;
+}
+
+static void cpu_release(wk_backend_t *be, void *p) {
+    (void)be;
+    free(p);
+}
+
+static void cpu_upload(wk_backend_t *be, void *dst, const void *host, size_t n) {
+    (void)be;
+    memcpy(dst, host, n);
+}
+
+static void cpu_to_host(wk_backend_t *be, float *host, const float *src, size_t n) {
+    (void)be;
+    if (host != src) memcpy(host, src, n * sizeof(float));
+}
+
+static bool cpu_supports(wk_backend_t *be, int type, int64_t cols) {
+    (void)be;
+    return cols <= INT32_MAX && kn_qmatmul_supported(type, (int)cols);
+}
+
+static int cpu_weight(wk_backend_t *be, const void *src, int type, int64_t cols, int64_t row0,
+                      int64_t nrows, wk_tensor_t *out, void **owned, char *err) {
+    (void)be;
+    (void)err;
+    int64_t rb = lt_dtype_nbytes(type, cols);
+    *owned = NULL;
+    *out = (wk_tensor_t){.data = (const uint8_t *)src + row0 * rb,
+                         .type = type,
+                         .rows = nrows,
+                         .cols = cols,
+                         .row_bytes = (size_t)rb};
+    return LT_OK;
+}
+
+static int cpu_reserve(wk_backend_t *be, int max_rows, int max_k, int max_ctx, int group,
+                       char *err) {
+    cpu_t *c = cpu_of(be);
+    if (max_rows <= c->max_rows && max_k <= c->max_k && max_ctx <= c->max_ctx && group <= c->group)
+        return LT_OK;
+    max_rows = max_rows > c->max_rows ? max_rows : c->max_rows;
+    max_k = max_k > c->max_k ? max_k : c->max_k;
+    max_ctx = max_ctx > c->max_ctx ? max_ctx : c->max_ctx;
+    group = group > c->group ? group : c->group;
+    kn_qscratch_t *qs = kn_qscratch_create(max_rows, max_k);
+    float *score = malloc((size_t)c->n_threads * group * max_ctx * sizeof(float));
+    if (!qs || !score) {
+        kn_qscratch_destroy(&qs);
+        free(score);
+        return lt_errf(err, LT_ERR_NOMEM, "out of memory for %d-row scratch", max_rows);
+    }
+    kn_qscratch_destroy(&c->qs);
+    free(c->score);
+    c->qs = qs;
+    c->score = score;
+    c->max_rows = max_rows;
+    c->max_k = max_k;
+    c->max_ctx = max_ctx;
+    c->group = group;
+    return LT_OK;
+}
+
+/* ---- elementwise and row operations ---- */
+
+static int cpu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
+    cpu_t *c = cpu_of(be);
+    if (b->n_tokens > c->max_rows)
+        return lt_errf(err, LT_ERR_INVAL, "batch of %d tokens over the backend's %d", b->n_tokens,
+                       c->max_rows);
+    c->b = b;
+    return LT_OK;
+}
+
+static void cpu_embed(wk_backend_t *be, float *x, const wk_tensor_t *emb) {
+    const wk_batch_t *b = cpu_of(be)->b;
+    int dim = (int)emb->cols;
+    for (int t = 0; t < b->n_tokens; t++)
+        kn_dequantize(emb->type, (const uint8_t *)emb->data + (size_t)b->tokens[t] * emb->row_bytes,
+                      x + (size_t)t * dim, dim);
+}
+
+static void cpu_rmsnorm(wk_backend_t *be, float *out, const float *x, const float *w, int rows,
+                        int n, float eps) {
+    (void)be;
+    for (int t = 0; t < rows; t++) kn_rmsnorm(out + (size_t)t * n, x + (size_t)t * n, w, n, eps);
+}
+
+static int cpu_matmul(wk_backend_t *be, float *y, const float *x, const wk_tensor_t *w,
+                      const float *bias, int rows) {
+    cpu_t *c = cpu_of(be);
+    int n = (int)w->rows, k = (int)w->cols;
+    int rc = kn_qmatmul(y, x, w->data, w->type, rows, n, k, c->qs);
+    if (rc) return rc;
+    if (bias)
+        for (int t = 0; t < rows; t++)
+            for (int j = 0; j < n; j++) y[(size_t)t * n + j] += bias[j];
+    return LT_OK;
+}
+
+static void cpu_qk_rope(wk_backend_t *be, float *q, float *k, int nh, int nkv, int hd,
+                        const float *q_norm, const float *k_norm, float eps,
+                        const wk_rope_t *rope) {
+    const wk_batch_t *b = cpu_of(be)->b;
+    int T = b->n_tokens;
+#pragma omp parallel for schedule(static) if (T > 1)
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < nh; h++) {
+            float *qh = q + ((size_t)t * nh + h) * hd;
+            if (q_norm) kn_rmsnorm(qh, qh, q_norm, hd, eps);
+            kn_rope(qh, hd, b->pos[t], rope->inv_freq, rope->neox, rope->attn_factor);
+        }
+        for (int h = 0; h < nkv; h++) {
+            float *kh = k + ((size_t)t * nkv + h) * hd;
+            if (k_norm) kn_rmsnorm(kh, kh, k_norm, hd, eps);
+            kn_rope(kh, hd, b->pos[t], rope->inv_freq, rope->neox, rope->attn_factor);
+        }
+    }
+}
+
+static void cpu_swiglu(wk_backend_t *be, float *gate, const float *up, size_t n) {
+    (void)be;
+    kn_swiglu(gate, up, (int)n);
+}
+
+static void cpu_add(wk_backend_t *be, float *x, const float *y, size_t n) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static void cpu_gather(wk_backend_t *be, float *dst, const float *src, const int32_t *rows,
+                       int n_rows, int n) {
+    (void)be;
+    for (int i = 0; i < n_rows; i++)
+        memmove(dst + (size_t)i * n, src + (size_t)rows[i] * n, (size_t)n * sizeof(float));
+}
+
+/* ---- KV cache and attention ---- */
+
+/* The cache holds F32, F16 or BF16 elements; attention converts one block's rows at a time to
+ * fp32 (per-thread buffers) and computes in fp32. */
+
+static inline size_t kv_elem(const wk_kv_cache_t *kv) {
+    return kv->dtype == LT_DTYPE_F32 ? 4 : 2;
+}
+
+static void row_store(int dtype, void *dst, const float *src, int n) {
+    if (dtype == LT_DTYPE_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    uint16_t *d = dst;
+    int i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    if (dtype == LT_DTYPE_F16)
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(d + i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) {
+        if (dtype == LT_DTYPE_F16) {
+            d[i] = lt_f32_to_f16(src[i]);
+        } else { /* bf16: round to nearest even; NaN stays NaN */
+            uint32_t u;
+            memcpy(&u, &src[i], 4);
+            d[i] = (u & 0x7fffffff) > 0x7f800000 ? (uint16_t)((u >> 16) | 0x40)
+                                                 : (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+        }
+    }
+}
+
+static void row_load(int dtype, float *dst, const void *src, int n) {
+    const uint16_t *s = src;
+    int i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    if (dtype == LT_DTYPE_F16)
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+#endif
+    for (; i < n; i++) dst[i] = dtype == LT_DTYPE_F16 ? lt_f16_to_f32(s[i]) : lt_bf16_to_f32(s[i]);
+}
+
+static int cpu_kv_alloc(wk_backend_t *be, wk_kv_cache_t *kv, char *err) {
+    cpu_t *c = cpu_of(be);
+    size_t n = (size_t)kv->n_layer * kv->n_blocks * kv->n_kv_head * kv->block_size * kv->head_dim;
+    size_t tmp = (size_t)c->n_threads * 2 * kv->block_size * kv->head_dim;
+    kv->k = calloc(n, kv_elem(kv));
+    kv->v = calloc(n, kv_elem(kv));
+    if (tmp > c->kv_tmp_len) {
+        free(c->kv_tmp);
+        c->kv_tmp = malloc(tmp * sizeof(float));
+        c->kv_tmp_len = c->kv_tmp ? tmp : 0;
+    }
+    if (!kv->k || !kv->v || !c->kv_tmp)
+        return lt_errf(err, LT_ERR_NOMEM, "out of memory for a KV cache of %zu MiB",
+                       2 * n * kv_elem(kv) >> 20);
+    return LT_OK;
+}
+
+/* Element offset of (layer, block, kv_head, slot) in kv->k / kv->v. */
+static inline size_t kv_off(const wk_kv_cache_t *kv, int layer, int block, int h, int slot) {
+    return ((((size_t)layer * kv->n_blocks + block) * kv->n_kv_head + h) * kv->block_size + slot) *
+           kv->head_dim;
+}
+
+static void cpu_kv_store(wk_backend_t *be, wk_kv_cache_t *kv, int layer, const float *k,
+                         const float *v) {
+    const wk_batch_t *b = cpu_of(be)->b;
+    int nkv = kv->n_kv_head, hd = kv->head_dim;
+    size_t es = kv_elem(kv);
+    uint8_t *kc = kv->k, *vc = kv->v;
+    for (int t = 0; t < b->n_tokens; t++) {
+        int p = b->pos[t], blk = b->block_tables[b->seq[t]][p / kv->block_size];
+        for (int h = 0; h < nkv; h++) {
+            size_t off = kv_off(kv, layer, blk, h, p % kv->block_size) * es;
+            size_t src = ((size_t)t * nkv + h) * hd;
+            row_store(kv->dtype, kc + off, k + src, hd);
+            row_store(kv->dtype, vc + off, v + src, hd);
+        }
+    }
+}
+
+/* jn rows of one block of layer `layer`, KV head kvh, as fp32: in place for an F32 cache, else
+ * converted into tmp (block_size * head_dim). */
+static const float *block_rows(const wk_kv_cache_t *kv, const void *base, int layer, int block,
+                               int kvh, int jn, float *tmp) {
+    size_t off = kv_off(kv, layer, block, kvh, 0);
+    if (kv->dtype == LT_DTYPE_F32) return (const float *)base + off;
+    row_load(kv->dtype, tmp, (const uint16_t *)base + off, jn * kv->head_dim);
+    return tmp;
+}
+
+/* o0 (group * hd) for token t, the `group` query heads q0 (group * hd) that share KV head kvh:
+ * causal attention over its sequence's positions 0..pos, block by block. score: (group, stride);
+ * tmp: (2, block_size, head_dim). */
+static void attend(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, const float *q0,
+                   float *o0, int t, int kvh, int group, float *score, int stride, float *tmp) {
+    int hd = kv->head_dim, bs = kv->block_size;
+    int n = b->pos[t] + 1;
+    const int32_t *bt = b->block_tables[b->seq[t]];
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int j0 = 0; j0 < n; j0 += bs) {
+        int jn = n - j0 < bs ? n - j0 : bs;
+        const float *kb = block_rows(kv, kv->k, layer, bt[j0 / bs], kvh, jn, tmp);
+        for (int j = 0; j < jn; j++)
+            for (int g = 0; g < group; g++)
+                score[(size_t)g * stride + j0 + j] =
+                    kn_dot(q0 + (size_t)g * hd, kb + (size_t)j * hd, hd) * scale;
+    }
+    for (int g = 0; g < group; g++) kn_softmax(score + (size_t)g * stride, n);
+    memset(o0, 0, (size_t)group * hd * sizeof(float));
+    for (int j0 = 0; j0 < n; j0 += bs) {
+        int jn = n - j0 < bs ? n - j0 : bs;
+        const float *vb = block_rows(kv, kv->v, layer, bt[j0 / bs], kvh, jn, tmp);
+        for (int j = 0; j < jn; j++) {
+            const float *vj = vb + (size_t)j * hd;
+            for (int g = 0; g < group; g++) {
+                float a = score[(size_t)g * stride + j0 + j];
+                float *og = o0 + (size_t)g * hd;
+#pragma omp simd
+                for (int i = 0; i < hd; i++) og[i] += a * vj[i];
+            }
+        }
+    }
+}
+
+static void cpu_attention(wk_backend_t *be, float *out, const float *q, const wk_kv_cache_t *kv,
+                          int layer, int nh, int nkv, int hd) {
+    cpu_t *c = cpu_of(be);
+    const wk_batch_t *b = c->b;
+    int T = b->n_tokens, group = nh / nkv, qd = nh * hd;
+    size_t tmp_len = (size_t)2 * kv->block_size * kv->head_dim;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
+    for (int th = 0; th < T * nkv; th++) {
+        int t = th / nkv, h = th % nkv, me = omp_get_thread_num();
+        float *score = c->score + (size_t)me * c->group * c->max_ctx;
+        size_t o = (size_t)t * qd + (size_t)h * group * hd;
+        attend(kv, b, layer, q + o, out + o, t, h, group, score, c->max_ctx,
+               c->kv_tmp + (size_t)me * tmp_len);
+    }
+}
+
+/* ---- the backend ---- */
+
+static void cpu_destroy(wk_backend_t *be) {
+    cpu_t *c = cpu_of(be);
+    kn_qscratch_destroy(&c->qs);
+    free(c->score);
+    free(c->kv_tmp);
+    free(c);
+}
+
+static const wk_backend_ops_t CPU_OPS = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_upload,
+    .to_host = cpu_to_host,
+    .supports = cpu_supports,
+    .weight = cpu_weight,
+    .reserve = cpu_reserve,
+    .begin = cpu_begin,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .qk_rope = cpu_qk_rope,
+    .kv_store = cpu_kv_store,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .gather = cpu_gather,
+    .kv_alloc = cpu_kv_alloc,
+    .destroy = cpu_destroy,
+};
+
+wk_backend_t *wk_backend_cpu_create(void) {
+    wk_backend_t *be = calloc(1, sizeof *be);
+    cpu_t *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return NULL;
+    }
+    c->n_threads = omp_get_max_threads();
+    be->ops = &CPU_OPS;
+    be->impl = c;
+    return be;
+}
+
+void wk_backend_destroy(wk_backend_t **bep) {
+    wk_backend_t *be = *bep;
+    if (!be) return;
+    be->ops->destroy(be);
+    free(be);
+    *bep = NULL;
+}

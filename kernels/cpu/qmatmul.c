@@ -6,18 +6,19 @@
  *
  * - Q4_0, Q4_1, Q8_0 (the 32-element block types) are read directly. Each activation row is
  *   quantized per 32-element block to int16 with its own scale (relative error <= 2^-16 of the
- *   block's largest value, ~250x finer than the int8 activations common elsewhere, so results
- *   stay within the fp32 reference's own rounding noise), and each block product is an exact
- *   integer dot product of the weight quants and the int16 activations, scaled once by (weight
- *   scale x activation scale). Q4_1's offset and Q4_0's implicit -8 contribute m * sum(x), with the
- *   block sum taken in fp32 from the unquantized activations.
+ *   block's largest value, ~250x finer than the int8 activations common elsewhere, so results stay
+ *   within the fp32 reference's own rounding noise); each block product is an exact integer dot
+ *   product of the weight quants and the int16 activations, scaled by (weight scale x activation
+ *   scale). Q4_1's offset and Q4_0's implicit -8 contribute m * sum(x), with the block sum taken in
+ *   fp32 from the unquantized activations. The exact sequence of operations is in qmatmul_priv.h.
  * - Every other type (F32, F16, BF16, Q5_0, Q5_1, the K-quants) is dequantized one weight row at a
- *   time into a per-thread fp32 buffer and dotted with each activation row.
+ *   time into a per-thread fp32 buffer and dotted with each activation row (kn_dot's order).
  *
- * Batch invariance: a row of y depends on its own row of x and on w alone, summed in the same
- * order whatever m is (each weight row is read for groups of up to KN_QMATMUL_MAX_GROUP activation
- * rows, and each activation row keeps its own accumulator). So a sequence's logits do not depend
- * on what it is batched with.
+ * Two kernels for the direct types, bit-identical to each other and to the scalar reference: up
+ * to KN_ROWDOT_MAX rows read each weight row once for all of them (decode); more rows are laid
+ * side by side, 16 to a vector, and each weight pair is broadcast against them (prefill, large
+ * batches). So a row of y depends on its own row of x and on w alone, whatever m is and whichever
+ * kernel or instruction set ran: a sequence's logits do not depend on what it is batched with.
  *
  * Work is split across OpenMP threads by chunks of weight rows; each chunk is read once per group
  * of activation rows while it sits in L1. The inner loops exist for the scalar reference, AVX2 and
@@ -37,7 +38,6 @@
 #include "qmatmul_priv.h"
 
 #define QK         KN_QK
-#define GROUP      KN_QMATMUL_MAX_GROUP
 #define ROW_CHUNK  16    /* weight rows per unit of work */
 #define PAR_MIN_MK 65536 /* below n * k multiply-adds, one thread: a fork costs more */
 
@@ -46,11 +46,12 @@
 static const struct {
     const char *name;
     kn_rowdot_fn rowdot;
+    kn_gemm_fn gemm;
     kn_dotf_fn dotf;
 } k_isa[] = {
-    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, kn_dotf_scalar},
-    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, kn_dotf_avx2},
-    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_dotf_avx512},
+    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, kn_gemm_scalar, kn_dotf_scalar},
+    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, kn_gemm_avx2, kn_dotf_avx2},
+    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_gemm_avx512, kn_dotf_avx512},
 };
 
 static kn_isa_t g_isa;
@@ -113,29 +114,51 @@ static float f16_ref(uint16_t h) {
     return lt_f16_to_f32(h);
 }
 
+/* One block of the reference arithmetic (qmatmul_priv.h) into acc (16) and off. */
+static inline void block_step(int type, const uint8_t *blk, const int16_t *xq, float dx, float xs,
+                              float *acc, float *off) {
+    float d, mn;
+    int16_t q[KN_QK];
+    kn_block_q16(type, kn_block_head(type, blk, &d, &mn, f16_ref), q);
+    float s = d * dx;
+    for (int p = 0; p < KN_QK / 2; p++)
+        acc[p] = fmaf((float)(q[2 * p] * xq[2 * p] + q[2 * p + 1] * xq[2 * p + 1]), s, acc[p]);
+    *off = fmaf(mn, xs, *off);
+}
+
 void kn_rowdot_scalar(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                       float *out) {
-    float acc[GROUP], off[GROUP];
-    for (int r = 0; r < m; r++) acc[r] = off[r] = 0.0f;
-    for (int b = 0; b < a->nb; b++) {
-        float d, mn;
-        const uint8_t *qs = kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_ref);
-        int q[QK];
-        for (int i = 0; i < QK; i++) {
-            if (type == LT_DTYPE_Q8_0)
-                q[i] = (int8_t)qs[i];
-            else
-                q[i] = i < QK / 2 ? (qs[i] & 0x0f) : (qs[i - QK / 2] >> 4);
+    for (int r = 0; r < m; r++) {
+        float acc[KN_QK / 2] = {0}, off = 0.0f;
+        for (int b = 0; b < a->nb; b++) {
+            size_t ab = (size_t)r * a->nb + b;
+            block_step(type, wrow + (size_t)b * bb, a->xq + (size_t)r * a->k + (size_t)b * KN_QK,
+                       a->dx[ab], a->xs[ab], acc, &off);
         }
-        for (int r = 0; r < m; r++) {
-            const int16_t *xq = a->xq + (size_t)r * a->k + (size_t)b * QK;
-            int32_t s = 0;
-            for (int i = 0; i < QK; i++) s += q[i] * xq[i];
-            acc[r] += (float)s * (d * a->dx[(size_t)r * a->nb + b]);
-            off[r] += mn * a->xs[(size_t)r * a->nb + b];
+        out[r] = kn_tree16(acc) + off;
+    }
+}
+
+void kn_gemm_scalar(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
+                    int lanes, float *y, int n, int row0, int j0, int j1) {
+    for (int j = j0; j < j1; j++) {
+        const uint8_t *wrow = w + (size_t)j * row_bytes;
+        for (int l = 0; l < lanes; l++) {
+            float acc[KN_QK / 2] = {0}, off = 0.0f;
+            for (int b = 0; b < a->nb; b++) {
+                /* this lane's activation block, gathered from the side-by-side layout */
+                int16_t xq[KN_QK];
+                const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2;
+                for (int p = 0; p < KN_QK / 2; p++) {
+                    xq[2 * p] = xb[((size_t)p * KN_LANES + l) * 2];
+                    xq[2 * p + 1] = xb[((size_t)p * KN_LANES + l) * 2 + 1];
+                }
+                block_step(type, wrow + (size_t)b * bb, xq, a->dx[(size_t)b * KN_LANES + l],
+                           a->xs[(size_t)b * KN_LANES + l], acc, &off);
+            }
+            y[(size_t)(row0 + l) * n + j] = kn_tree16(acc) + off;
         }
     }
-    for (int r = 0; r < m; r++) out[r] = acc[r] + off[r];
 }
 
 float kn_dotf_scalar(const float *a, const float *b, int n) {
@@ -155,8 +178,17 @@ struct kn_qscratch {
     int16_t *xq;   /* (max_rows, max_k) */
     float *dx;     /* (max_rows, max_k / QK) */
     float *xs;     /* (max_rows, max_k / QK) */
+    int16_t *xqT;  /* (groups, max_k) x KN_LANES: the same, KN_LANES rows side by side */
+    float *dxT;    /* (groups, max_k / QK) x KN_LANES */
+    float *xsT;    /* (groups, max_k / QK) x KN_LANES */
     float *rowbuf; /* (n_threads, max_k) one dequantized weight row per thread */
 };
+
+/* 64-byte aligned, for the vector loads of the transposed layout. */
+static void *alloc64(size_t n) {
+    void *p = NULL;
+    return posix_memalign(&p, 64, n ? n : 64) ? NULL : p;
+}
 
 kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     if (max_rows < 1 || max_k < 1) return NULL;
@@ -169,8 +201,13 @@ kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     s->xq = malloc((size_t)max_rows * max_k * sizeof *s->xq);
     s->dx = malloc((size_t)max_rows * nbk * sizeof(float));
     s->xs = malloc((size_t)max_rows * nbk * sizeof(float));
+    size_t groups = (size_t)(max_rows + KN_LANES - 1) / KN_LANES;
+    s->xqT = alloc64(groups * KN_LANES * nbk * QK * sizeof(int16_t));
+    s->dxT = alloc64(groups * KN_LANES * nbk * sizeof(float));
+    s->xsT = alloc64(groups * KN_LANES * nbk * sizeof(float));
     s->rowbuf = malloc((size_t)s->n_threads * max_k * sizeof(float));
-    if (!s->xq || !s->dx || !s->xs || !s->rowbuf) kn_qscratch_destroy(&s);
+    if (!s->xq || !s->dx || !s->xs || !s->xqT || !s->dxT || !s->xsT || !s->rowbuf)
+        kn_qscratch_destroy(&s);
     return s;
 }
 
@@ -180,6 +217,9 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
     free(s->xq);
     free(s->dx);
     free(s->xs);
+    free(s->xqT);
+    free(s->dxT);
+    free(s->xsT);
     free(s->rowbuf);
     free(s);
     *sp = NULL;
@@ -226,20 +266,47 @@ static void quantize_row(const float *x, int k, int16_t *q, float *dx, float *xs
     }
 }
 
-/* Weight rows [j0, j1) against every activation row, direct types. */
+/* Group g (rows g * KN_LANES ..) of the row-major quantized activations, side by side; lanes
+ * past row m are zeros. */
+static void transpose_group(const kn_qscratch_t *s, int g, int m, int k) {
+    int nb = k / QK, r0 = g * KN_LANES;
+    int16_t *xt = s->xqT + (size_t)g * KN_LANES * nb * QK;
+    float *dt = s->dxT + (size_t)g * KN_LANES * nb, *st = s->xsT + (size_t)g * KN_LANES * nb;
+    for (int l = 0; l < KN_LANES; l++) {
+        int r = r0 + l;
+        const int16_t *xr = s->xq + (size_t)r * k;
+        for (int b = 0; b < nb; b++) {
+            for (int p = 0; p < QK / 2; p++) {
+                int16_t *o = xt + (((size_t)b * (QK / 2) + p) * KN_LANES + l) * 2;
+                o[0] = r < m ? xr[b * QK + 2 * p] : 0;
+                o[1] = r < m ? xr[b * QK + 2 * p + 1] : 0;
+            }
+            dt[(size_t)b * KN_LANES + l] = r < m ? s->dx[(size_t)r * nb + b] : 0.0f;
+            st[(size_t)b * KN_LANES + l] = r < m ? s->xs[(size_t)r * nb + b] : 0.0f;
+        }
+    }
+}
+
+/* Weight rows [j0, j1) against every activation row, direct types: a few rows through rowdot, more
+ * in groups of KN_LANES through gemm (bit-identical either way). */
 static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes, size_t bb,
                          const kn_qscratch_t *s, int m, int n, int k, int j0, int j1,
-                         kn_rowdot_fn rowdot) {
+                         kn_isa_t isa) {
     int nb = k / QK;
-    for (int g = 0; g < m; g += GROUP) {
-        int mg = m - g < GROUP ? m - g : GROUP;
-        kn_qact_t a = {s->xq + (size_t)g * k, s->dx + (size_t)g * nb, s->xs + (size_t)g * nb, k,
-                       nb};
+    if (m <= KN_ROWDOT_MAX) {
+        kn_qact_t a = {s->xq, s->dx, s->xs, k, nb};
         for (int j = j0; j < j1; j++) {
-            float out[GROUP];
-            rowdot(type, w + (size_t)j * row_bytes, bb, &a, mg, out);
-            for (int r = 0; r < mg; r++) y[(size_t)(g + r) * n + j] = out[r];
+            float out[KN_ROWDOT_MAX];
+            k_isa[isa].rowdot(type, w + (size_t)j * row_bytes, bb, &a, m, out);
+            for (int r = 0; r < m; r++) y[(size_t)r * n + j] = out[r];
         }
+        return;
+    }
+    for (int g = 0; g * KN_LANES < m; g++) {
+        kn_qactT_t a = {s->xqT + (size_t)g * KN_LANES * nb * QK, s->dxT + (size_t)g * KN_LANES * nb,
+                        s->xsT + (size_t)g * KN_LANES * nb, nb};
+        int lanes = m - g * KN_LANES < KN_LANES ? m - g * KN_LANES : KN_LANES;
+        k_isa[isa].gemm(type, w, row_bytes, bb, &a, lanes, y, n, g * KN_LANES, j0, j1);
     }
 }
 
@@ -269,13 +336,17 @@ int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, 
             for (int r = 0; r < m; r++)
                 quantize_row(x + (size_t)r * k, k, s->xq + (size_t)r * k,
                              s->dx + (size_t)r * (k / QK), s->xs + (size_t)r * (k / QK));
+            if (m > KN_ROWDOT_MAX) {
+#pragma omp for schedule(static)
+                for (int g = 0; g < (m + KN_LANES - 1) / KN_LANES; g++) transpose_group(s, g, m, k);
+            }
         }
         float *row = s->rowbuf + (size_t)omp_get_thread_num() * s->max_k;
 #pragma omp for schedule(static)
         for (int c = 0; c < n_chunks; c++) {
             int j0 = c * ROW_CHUNK, j1 = j0 + ROW_CHUNK < n ? j0 + ROW_CHUNK : n;
             if (direct)
-                chunk_direct(y, w, type, row_bytes, bb, s, m, n, k, j0, j1, k_isa[isa].rowdot);
+                chunk_direct(y, w, type, row_bytes, bb, s, m, n, k, j0, j1, isa);
             else
                 chunk_generic(y, x, w, type, row_bytes, row, m, n, k, j0, j1, k_isa[isa].dotf);
         }

@@ -1,12 +1,16 @@
 /*
  * qmatmul_avx512.c — kn_qmatmul's inner loops for AVX-512 (F, BW, VL), compiled for that
  * instruction set whatever the build's -march and called only where CPUID reports it
- * (qmatmul.c). Same arithmetic as the scalar reference: integer block products, one fp32
- * accumulator per activation row, blocks in order.
+ * (qmatmul.c). Bit-identical to the scalar reference (qmatmul_priv.h says how).
+ *
+ * rowdot (a few activation rows): a block's 16 pair products by one vpmaddwd, the sixteen
+ * accumulators across one vector. gemm (16 rows across a vector): each weight pair is broadcast
+ * against 16 rows' activation pairs, one vector of accumulators per pair.
  */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
 
 #include <immintrin.h>
+#include <math.h>
 
 #include "qmatmul_priv.h"
 
@@ -14,7 +18,7 @@ static inline float f16_fast(uint16_t h) {
     return _cvtsh_ss(h);
 }
 
-/* The block's 32 quants as int16, element order 0..31 (Q4 nibbles: low = 0..15, high = 16..31). */
+/* The block's 32 quants as int16 in element order. */
 static inline __m512i load_q16(int type, const uint8_t *qs) {
     if (type == LT_DTYPE_Q8_0) return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)qs));
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
@@ -24,28 +28,67 @@ static inline __m512i load_q16(int type, const uint8_t *qs) {
     return _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
 }
 
+/* kn_tree16 of the 16 lanes of u. */
+static inline float tree16(__m512 u) {
+    __m256 v8 = _mm256_add_ps(_mm512_castps512_ps256(u),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
+    __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
+    __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    return _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
+}
+
 void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                       float *out) {
-    __m512 acc[KN_QMATMUL_MAX_GROUP];
-    float off[KN_QMATMUL_MAX_GROUP];
+    __m512 acc[KN_ROWDOT_MAX];
+    float off[KN_ROWDOT_MAX];
     for (int r = 0; r < m; r++) {
         acc[r] = _mm512_setzero_ps();
         off[r] = 0.0f;
     }
     for (int b = 0; b < a->nb; b++) {
         float d, mn;
-        const uint8_t *qs = kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_fast);
-        __m512i q16 = load_q16(type, qs);
+        __m512i q16 = load_q16(type, kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_fast));
         for (int r = 0; r < m; r++) {
-            __m512i x16 =
-                _mm512_loadu_si512((const void *)(a->xq + (size_t)r * a->k + (size_t)b * KN_QK));
-            __m512i p = _mm512_madd_epi16(q16, x16);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),
-                                     _mm512_set1_ps(d * a->dx[(size_t)r * a->nb + b]), acc[r]);
-            off[r] += mn * a->xs[(size_t)r * a->nb + b];
+            size_t ab = (size_t)r * a->nb + b;
+            __m512i p = _mm512_madd_epi16(
+                q16, _mm512_loadu_si512(a->xq + (size_t)r * a->k + (size_t)b * KN_QK));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * a->dx[ab]), acc[r]);
+            off[r] = fmaf(mn, a->xs[ab], off[r]);
         }
     }
-    for (int r = 0; r < m; r++) out[r] = _mm512_reduce_add_ps(acc[r]) + off[r];
+    for (int r = 0; r < m; r++) out[r] = tree16(acc[r]) + off[r];
+}
+
+void kn_gemm_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
+                    int lanes, float *y, int n, int row0, int j0, int j1) {
+    float res[KN_LANES] __attribute__((aligned(64)));
+    int16_t q[KN_QK] __attribute__((aligned(64)));
+    const int32_t *q32 = (const int32_t *)q;
+    for (int j = j0; j < j1; j++) {
+        const uint8_t *wrow = w + (size_t)j * row_bytes;
+        __m512 acc[KN_QK / 2], off = _mm512_setzero_ps();
+        for (int p = 0; p < KN_QK / 2; p++) acc[p] = _mm512_setzero_ps();
+        for (int b = 0; b < a->nb; b++) {
+            float d, mn;
+            _mm512_store_si512(
+                q, load_q16(type, kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_fast)));
+            const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2;
+            __m512 s =
+                _mm512_mul_ps(_mm512_set1_ps(d), _mm512_load_ps(a->dx + (size_t)b * KN_LANES));
+            for (int p = 0; p < KN_QK / 2; p++) {
+                __m512i pr = _mm512_madd_epi16(_mm512_set1_epi32(q32[p]),
+                                               _mm512_load_si512(xb + (size_t)p * KN_LANES * 2));
+                acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), s, acc[p]);
+            }
+            off = _mm512_fmadd_ps(_mm512_set1_ps(mn), _mm512_load_ps(a->xs + (size_t)b * KN_LANES),
+                                  off);
+        }
+        for (int i = 0; i < 8; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 8]);
+        for (int i = 0; i < 4; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 4]);
+        for (int i = 0; i < 2; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 2]);
+        _mm512_store_ps(res, _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), off));
+        for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j] = res[l];
+    }
 }
 
 float kn_dotf_avx512(const float *a, const float *b, int n) {

@@ -1,7 +1,27 @@
 /*
  * qmatmul_priv.h — the per-instruction-set inner loops of kn_qmatmul (qmatmul.c), one translation
- * unit each: the scalar reference here, AVX2 (qmatmul_avx2.c) and AVX-512 (qmatmul_avx512.c),
- * each compiled for its own instruction set whatever the build's -march, and picked at run time.
+ * unit each: the scalar reference in qmatmul.c, AVX2 (qmatmul_avx2.c) and AVX-512
+ * (qmatmul_avx512.c), each compiled for its own instruction set whatever the build's -march, and
+ * picked at run time.
+ *
+ * The arithmetic every variant reproduces bit for bit, for one weight row w and activation row r
+ * of a directly read type (Q4_0, Q4_1, Q8_0), with sixteen accumulators, one per element pair:
+ *
+ *     acc[0..15] = 0, off = 0
+ *     for b = 0 .. nb-1:                                          (blocks in order)
+ *         s = d[b] * dx[r][b]
+ *         for p = 0 .. 15:                                        (pair p: elements 2p, 2p+1)
+ *             acc[p] = fmaf((float)(q[b][2p] * xq[r][b][2p] + q[b][2p+1] * xq[r][b][2p+1]), s,
+ *                           acc[p])
+ *         off = fmaf(mn[b], xs[r][b], off)
+ *     y = kn_tree16(acc) + off
+ *
+ * q/d/mn are the weight block's quants, scale and offset coefficient (kn_block_head); xq/dx/xs the
+ * activation block's int16 quants, scale and fp32 sum. A pair's integer product is exact, and it
+ * is what one lane of vpmaddwd holds, so one activation row runs its sixteen accumulators across
+ * a vector (decode), and sixteen rows run one accumulator per pair across vectors (prefill). The
+ * floating-point steps are the same operations in the same order everywhere: a result does not
+ * depend on the instruction set, on the kernel or on the other rows of the batch.
  */
 #ifndef KN_QMATMUL_PRIV_H
 #define KN_QMATMUL_PRIV_H
@@ -11,23 +31,35 @@
 
 #include "dtype.h"
 
-#define KN_QK 32 /* elements per block of the directly read types (Q4_0, Q4_1, Q8_0) */
+#define KN_QK    32 /* elements per block of the directly read types */
+#define KN_LANES 16 /* activation rows side by side in the transposed layout */
 
-/* Activation rows quantized per KN_QK-element block to int16: xq (m, k) with row stride k, and
- * per block its scale dx (m, nb) and fp32 sum xs (m, nb), row stride nb = k / KN_QK. */
+/* Activation rows quantized per KN_QK-element block to int16, row-major: xq (m, k), and per
+ * block its scale dx (m, nb) and fp32 sum xs (m, nb), nb = k / KN_QK. */
 typedef struct kn_qact {
     const int16_t *xq;
     const float *dx, *xs;
     int k, nb;
 } kn_qact_t;
 
-/* out[r] (r < m <= KN_QMATMUL_MAX_GROUP) = dot(weight row wrow, activation row r of a), the
- * weight row in blocks of `type` (bb bytes each). Every variant sums each row's blocks in block
- * order into its own accumulator, so a row's result depends on that row alone. */
+/* KN_LANES activation rows side by side: for block b and element pair p (elements 2p, 2p+1),
+ * xq[((b * KN_QK / 2 + p) * KN_LANES + lane) * 2 + {0, 1}]; dx[b * KN_LANES + lane],
+ * xs[b * KN_LANES + lane]. Lanes past the rows in use hold zeros. */
+typedef struct kn_qactT {
+    const int16_t *xq;
+    const float *dx, *xs;
+    int nb;
+} kn_qactT_t;
+
+/* out[r] (r < m <= KN_ROWDOT_MAX) for weight row wrow against activation rows 0..m-1 of a. */
+#define KN_ROWDOT_MAX 4
 typedef void (*kn_rowdot_fn)(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                              float *out);
-
-#define KN_QMATMUL_MAX_GROUP 8 /* activation rows one weight row is read for */
+/* y[(row0 + lane) * n + j] for j in [j0, j1) and lane < lanes: weight rows against the
+ * KN_LANES-row group a. */
+typedef void (*kn_gemm_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,
+                           const kn_qactT_t *a, int lanes, float *y, int n, int row0, int j0,
+                           int j1);
 
 void kn_rowdot_scalar(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                       float *out);
@@ -35,12 +67,27 @@ void kn_rowdot_avx2(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a
                     float *out);
 void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                       float *out);
+void kn_gemm_scalar(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
+                    int lanes, float *y, int n, int row0, int j0, int j1);
+void kn_gemm_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
+                  int lanes, float *y, int n, int row0, int j0, int j1);
+void kn_gemm_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
+                    int lanes, float *y, int n, int row0, int j0, int j1);
 
 /* fp32 dot product of n elements, for the weight types read through a dequantized row. */
 typedef float (*kn_dotf_fn)(const float *a, const float *b, int n);
 float kn_dotf_scalar(const float *a, const float *b, int n);
 float kn_dotf_avx2(const float *a, const float *b, int n);
 float kn_dotf_avx512(const float *a, const float *b, int n);
+
+/* The fixed pairwise sum of u[0..15]: (i, i + 8), then (i, i + 4), (i, i + 2), (0, 1). */
+static inline float kn_tree16(const float *u) {
+    float v8[8], v4[4], v2[2];
+    for (int i = 0; i < 8; i++) v8[i] = u[i] + u[i + 8];
+    for (int i = 0; i < 4; i++) v4[i] = v8[i] + v8[i + 4];
+    for (int i = 0; i < 2; i++) v2[i] = v4[i] + v4[i + 2];
+    return v2[0] + v2[1];
+}
 
 /* Block header: scale d and offset coefficient mn (element value = d * q + mn); returns the
  * quants. Q4_0's implicit -8 is folded into mn. f16 converts a half (each variant passes its
@@ -54,6 +101,17 @@ static inline const uint8_t *kn_block_head(int type, const uint8_t *blk, float *
     }
     *mn = type == LT_DTYPE_Q4_0 ? -8.0f * *d : 0.0f;
     return blk + 2;
+}
+
+/* The block's quants as int16 in element order (Q4: element i < 16 is the low nibble of qs[i],
+ * element i + 16 the high one; Q4_0's -8 is in mn). */
+static inline void kn_block_q16(int type, const uint8_t *qs, int16_t *q) {
+    for (int i = 0; i < KN_QK; i++) {
+        if (type == LT_DTYPE_Q8_0)
+            q[i] = (int8_t)qs[i];
+        else
+            q[i] = (int16_t)(i < KN_QK / 2 ? (qs[i] & 0x0f) : (qs[i - KN_QK / 2] >> 4));
+    }
 }
 
 #endif

@@ -46,12 +46,14 @@
 static const struct {
     const char *name;
     kn_rowdot_fn rowdot;
+    kn_rowdot4_fn rowdot4; /* NULL: rowdot row by row */
     kn_gemm_fn gemm;
     kn_dotf_fn dotf;
 } k_isa[] = {
-    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, kn_gemm_scalar, kn_dotf_scalar},
-    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, kn_gemm_avx2, kn_dotf_avx2},
-    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_gemm_avx512, kn_dotf_avx512},
+    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_gemm_scalar, kn_dotf_scalar},
+    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_gemm_avx2, kn_dotf_avx2},
+    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_gemm_avx512,
+                       kn_dotf_avx512},
 };
 
 static kn_isa_t g_isa;
@@ -295,7 +297,11 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     int nb = k / QK;
     if (m <= KN_ROWDOT_MAX) {
         kn_qact_t a = {s->xq, s->dx, s->xs, k, nb};
-        for (int j = j0; j < j1; j++) {
+        int j = j0;
+        if (m == 1 && k_isa[isa].rowdot4)
+            for (; j + 4 <= j1; j += 4)
+                k_isa[isa].rowdot4(type, w + (size_t)j * row_bytes, row_bytes, bb, &a, y + j);
+        for (; j < j1; j++) {
             float out[KN_ROWDOT_MAX];
             k_isa[isa].rowdot(type, w + (size_t)j * row_bytes, bb, &a, m, out);
             for (int r = 0; r < m; r++) y[(size_t)r * n + j] = out[r];

@@ -59,6 +59,26 @@ void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t 
     for (int r = 0; r < m; r++) out[r] = tree16(acc[r]) + off[r];
 }
 
+void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,
+                       float *out) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    float off[4] = {0};
+    for (int b = 0; b < a->nb; b++) {
+        __m512i x = _mm512_loadu_si512(a->xq + (size_t)b * KN_QK);
+        float dx = a->dx[b], xs = a->xs[b];
+        for (int i = 0; i < 4; i++) {
+            float d, mn;
+            const uint8_t *qs =
+                kn_block_head(type, w + (size_t)i * row_bytes + (size_t)b * bb, &d, &mn, f16_fast);
+            __m512i p = _mm512_madd_epi16(load_q16(type, qs), x);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * dx), acc[i]);
+            off[i] = fmaf(mn, xs, off[i]);
+        }
+    }
+    for (int i = 0; i < 4; i++) out[i] = tree16(acc[i]) + off[i];
+}
+
 void kn_gemm_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
                     int lanes, float *y, int n, int row0, int j0, int j1) {
     float res[KN_LANES] __attribute__((aligned(64)));

@@ -55,6 +55,13 @@ typedef struct kn_qactT {
 #define KN_ROWDOT_MAX 4
 typedef void (*kn_rowdot_fn)(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                              float *out);
+/* out[0..3] for four consecutive weight rows (row_bytes apart) against activation row 0 of a:
+ * rowdot's arithmetic for each, interleaved so their dependency chains overlap (decode). */
+typedef void (*kn_rowdot4_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,
+                              const kn_qact_t *a, float *out);
+void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,
+                       float *out);
+
 /* y[(row0 + lane) * n + j] for j in [j0, j1) and lane < lanes: weight rows against the
  * KN_LANES-row group a. */
 typedef void (*kn_gemm_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,

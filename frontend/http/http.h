@@ -11,6 +11,7 @@
  *                drives: submitting choices, reading outputs, detokenizing, stop strings, SSE
  *   render.c     OpenAI response bodies: full responses, stream chunks, logprobs, usage, timings
  *   endpoints.c  the small endpoints: models, metrics, tokenize, detokenize
+ *   conns.c      connection management: header and idle deadlines, connection caps, eviction
  *
  * Threads: see serve.c's comment (MHD's event-loop threads run the handlers; none waits on the
  * engine). Not a public header.
@@ -43,9 +44,24 @@ _Static_assert(FE_RID_MAX == 120, "FE_RID_STR spells FE_RID_MAX");
 
 #define FE_SPANS_PENDING 4
 
+/* Connections let in past a full server (or an address at its cap) only to be answered 503 (429)
+ * at once; beyond these the accept is refused. */
+#define FE_CONN_OVERFLOW 64
+/* The time one of those gets to send its request headers. */
+#define FE_CONN_REFUSE_TIMEOUT_S 2u
+
 /* ---- server state ---- */
 
 typedef struct call call_t;
+typedef struct fe_conn fe_conn_t; /* conns.c: one open connection */
+
+/* What connection management says of a connection whose request headers are in. */
+typedef enum fe_conn_verdict {
+    FE_CONN_OK,     /* serve it */
+    FE_CONN_FULL,   /* let in past a full server: answer 503 */
+    FE_CONN_PER_IP, /* let in past its address's cap: answer 429 */
+    FE_CONN_CLOSED, /* we closed it (evicted, or past its deadline): drop it */
+} fe_conn_verdict_t;
 
 typedef struct srv {
     struct MHD_Daemon *d;
@@ -72,6 +88,17 @@ typedef struct srv {
     /* what only the frontend observes (metrics.c); the rest is in the tree's metrics region */
     const char *metrics_prefix; /* "lantern", or "vllm" (--metrics-prefix) */
     tel_hist_t h_e2e, h_n, h_tokenize, h_detokenize;
+    /* connection management (conns.c) */
+    unsigned header_timeout_s, idle_timeout_s; /* --http-header-timeout, --http-idle-timeout */
+    int max_conns, max_conns_per_ip;           /* --http-max-connections, ...-per-ip (0: no cap) */
+    pthread_mutex_t conn_mu;                   /* guards conns and the two counts */
+    fe_conn_t *conns;                          /* every open connection, newest first */
+    int n_conns, n_conns_over;        /* open ones we did not close: served, to be refused */
+    atomic_ullong n_conn_evicted;     /* closed without a request to make room */
+    atomic_ullong n_conn_timed_out;   /* closed: request headers not in by the deadline */
+    atomic_ullong n_conn_idle_closed; /* keep-alive connections closed after the idle timeout */
+    atomic_ullong n_conn_refused;     /* accepts refused: full, and no room left to answer */
+    atomic_ullong n_conn_over;        /* answered 503 or 429 by connection management */
 } srv_t;
 
 typedef enum route {
@@ -156,6 +183,8 @@ struct call {
     bool complete;    /* every choice finished */
     bool closed;      /* MHD is done with the connection (under srv->mu) */
     atomic_bool gone; /* the watchdog saw the client hang up */
+    bool close;       /* the response says Connection: close (and MHD closes after it) */
+    int retry_after;  /* seconds, for a Retry-After header; 0: none */
     int status;
     call_t *prev, *next; /* srv->calls */
 };
@@ -205,6 +234,23 @@ void fe_http_call_unref(call_t *c);
 void fe_http_call_release(call_t *c);
 enum MHD_Result fe_http_generation(call_t *c);
 call_t *fe_http_call_new(srv_t *s, struct MHD_Connection *conn);
+
+/* ---- conns.c: connection management (see its comment) ---- */
+
+/* MHD's accept policy callback and connection notification callback (cls: the srv_t). */
+enum MHD_Result fe_http_conns_accept(void *cls, const struct sockaddr *sa, socklen_t len);
+void fe_http_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code);
+/* From the access handler's first call for a request (its headers are in): what to do. */
+fe_conn_verdict_t fe_http_conns_request(srv_t *s, struct MHD_Connection *conn);
+/* From the access handler once the request's body is in (before it is answered). */
+void fe_http_conns_body_done(srv_t *s, struct MHD_Connection *conn);
+/* From the request-completed callback: the connection waits for its next request. */
+void fe_http_conns_completed(srv_t *s, struct MHD_Connection *conn);
+/* Main thread, a few times a second: closes connections past their deadline. */
+void fe_http_conns_tick(srv_t *s);
+/* Open connections by phase (for dumps and logs). */
+void fe_http_conns_count(srv_t *s, int *n_headers, int *n_request, int *n_idle, int *n_over);
 
 /* ---- render.c: OpenAI response bodies and stream chunks ---- */
 

@@ -20,12 +20,14 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -67,6 +69,16 @@ static void dump_state(srv_t *s) {
     cJSON *extra = cJSON_CreateObject(), *http = cJSON_AddObjectToObject(extra, "http");
     cJSON_AddStringToObject(http, "host", s->host);
     cJSON_AddNumberToObject(http, "port", s->port);
+    int nh, nr, ni, no;
+    fe_http_conns_count(s, &nh, &nr, &ni, &no);
+    cJSON *conns = cJSON_AddObjectToObject(http, "connections");
+    cJSON_AddNumberToObject(conns, "sending_headers", nh);
+    cJSON_AddNumberToObject(conns, "in_request", nr);
+    cJSON_AddNumberToObject(conns, "idle", ni);
+    cJSON_AddNumberToObject(conns, "to_refuse", no);
+    LT_INFO("state dump: http connections: %d sending headers, %d in a request, %d idle, %d to "
+            "refuse",
+            nh, nr, ni, no);
     cJSON *calls = cJSON_AddArrayToObject(http, "open_requests");
     pthread_mutex_lock(&s->mu);
     LT_INFO("state dump: http server on %s:%d, %d open requests", s->host, s->port, s->n_calls);
@@ -115,6 +127,63 @@ static void stats_line(srv_t *s, double dt, unsigned long long *last_p,
     *last_g = g;
 }
 
+/* ---- connections and descriptors ---- */
+
+/* What connection management did lately, when it did anything but routine keep-alive closes:
+ * a flood of idle or slow clients shows up here. */
+static void conns_report(srv_t *s, unsigned long long last[4]) {
+    unsigned long long now[4] = {atomic_load(&s->n_conn_evicted), atomic_load(&s->n_conn_timed_out),
+                                 atomic_load(&s->n_conn_refused), atomic_load(&s->n_conn_over)};
+    if (memcmp(now, last, sizeof now) == 0) return;
+    int nh, nr, ni, no;
+    fe_http_conns_count(s, &nh, &nr, &ni, &no);
+    LT_WARN("http connections: %d open (%d sending headers, %d in a request, %d idle); since the "
+            "last report %llu closed to make room, %llu past the header timeout, %llu refused at "
+            "accept, %llu answered 503/429",
+            nh + nr + ni + no, nh, nr, ni, now[0] - last[0], now[1] - last[1], now[2] - last[2],
+            now[3] - last[3]);
+    memcpy(last, now, sizeof now);
+}
+
+/* MHD's own connection limit: ours, the overflow answered at once, and room for connections we
+ * closed that their MHD thread has not released yet (MHD refuses beyond its limit by leaving
+ * connections in the kernel's backlog, which is what we must never do). */
+static unsigned mhd_conn_limit(int max_conns) {
+    return (unsigned)max_conns + FE_CONN_OVERFLOW + (unsigned)max_conns / 4 + 64;
+}
+
+static int open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d) return 64;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
+}
+
+/* Makes the descriptor limit hold every connection MHD may keep open: raises the soft limit (up
+ * to the hard one), else lowers --http-max-connections, saying so. */
+static void fit_fd_limit(srv_t *s) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    rlim_t reserve = (rlim_t)open_fds() + 128; /* ours now, and what the exporter etc. may open */
+    rlim_t need = mhd_conn_limit(s->max_conns) + reserve;
+    if (rl.rlim_cur < need) {
+        struct rlimit nl = {
+            rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nl) == 0) rl.rlim_cur = nl.rlim_cur;
+    }
+    if (rl.rlim_cur >= need) return;
+    rlim_t room = mhd_conn_limit(0);
+    int fit = rl.rlim_cur > reserve + room ? (int)((rl.rlim_cur - reserve - room) * 4 / 5) : 1;
+    if (fit < 1) fit = 1;
+    LT_WARN("the descriptor limit (ulimit -n) is %llu: serving at most %d connections, not %d "
+            "(--http-max-connections %d needs ulimit -n %llu)",
+            (unsigned long long)rl.rlim_cur, fit, s->max_conns, s->max_conns,
+            (unsigned long long)need);
+    s->max_conns = fit;
+}
+
 /* ---- command line ---- */
 
 static void usage(FILE *f) {
@@ -135,6 +204,20 @@ static void usage(FILE *f) {
         "  --api-key KEY                  require 'Authorization: Bearer KEY' on every path but\n"
         "                                 /health, /metrics, /version (also LANTERN_API_KEY)\n"
         "  --max-request-body BYTES       largest request body, K/M/G suffixes (16M)\n"
+        "  --http-header-timeout S        a request's headers must all be in within S seconds\n"
+        "                                 of the connection (or of its previous response), and\n"
+        "                                 its body may not stall longer (10)\n"
+        "  --http-idle-timeout S          a keep-alive connection is closed after S seconds\n"
+        "                                 without a request, a response after S seconds on a\n"
+        "                                 client that does not read (60); a request waiting for\n"
+        "                                 the engine or streaming tokens is never timed out\n"
+        "  --http-max-connections N       open connections (1000); when full, a new one closes\n"
+        "                                 the oldest that holds no request, or is answered 503\n"
+        "                                 with Retry-After; needs ulimit -n of about 1.25 N + 300\n"
+        "                                 (it raises its soft limit up to the hard one)\n"
+        "  --http-max-connections-per-ip N  open connections per client address (0: no cap,\n"
+        "                                 the default: behind a proxy every client shares one);\n"
+        "                                 over it, 429 with Retry-After\n"
         "  --disable-log-requests         no log line per request\n"
         "  --disable-log-stats            no periodic stats line\n"
         "  --metrics-prefix P             lantern (default) or vllm: /metrics under vLLM's own\n"
@@ -181,6 +264,10 @@ enum {
     OPT_NO_LOG_REQ,
     OPT_NO_LOG_STATS,
     OPT_METRICS_PREFIX,
+    OPT_HEADER_TIMEOUT,
+    OPT_IDLE_TIMEOUT,
+    OPT_MAX_CONNS,
+    OPT_MAX_CONNS_PER_IP,
     OPT_HELP
 };
 
@@ -194,11 +281,15 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
         {"disable-log-requests", no_argument, 0, OPT_NO_LOG_REQ},
         {"disable-log-stats", no_argument, 0, OPT_NO_LOG_STATS},
         {"metrics-prefix", required_argument, 0, OPT_METRICS_PREFIX},
+        {"http-header-timeout", required_argument, 0, OPT_HEADER_TIMEOUT},
+        {"http-idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
+        {"http-max-connections", required_argument, 0, OPT_MAX_CONNS},
+        {"http-max-connections-per-ip", required_argument, 0, OPT_MAX_CONNS_PER_IP},
         {"help", no_argument, 0, OPT_HELP}};
-    struct option opts[40];
-    ipc_engine_opts_table(own, (int)(sizeof own / sizeof own[0]), opts, 40);
+    struct option opts[48];
+    ipc_engine_opts_table(own, (int)(sizeof own / sizeof own[0]), opts, 48);
     const char *name = NULL, *host = "127.0.0.1", *key = getenv("LANTERN_API_KEY");
-    long long max_body = 16ll << 20;
+    long long max_body = 16ll << 20, header_s = 10, idle_s = 60, max_conns = 1000, per_ip = 0;
     *port = 8000;
     s->log_requests = s->log_stats = true;
     s->metrics_prefix = "lantern";
@@ -220,14 +311,19 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
             ok = strcmp(optarg, "lantern") == 0 || strcmp(optarg, "vllm") == 0;
             s->metrics_prefix = strcmp(optarg, "vllm") == 0 ? "vllm" : "lantern";
             break;
+        case OPT_HEADER_TIMEOUT: ok = lt_parse_long(optarg, 1, 86400, &header_s); break;
+        case OPT_IDLE_TIMEOUT: ok = lt_parse_long(optarg, 1, 86400, &idle_s); break;
+        case OPT_MAX_CONNS: ok = lt_parse_long(optarg, 1, 1000000, &max_conns); break;
+        case OPT_MAX_CONNS_PER_IP: ok = lt_parse_long(optarg, 0, 1000000, &per_ip); break;
         case OPT_HELP: usage(stdout); return -1;
         default: usage(stderr); return 2;
         }
         if (!ok) {
-            fprintf(stderr, "lantern serve: invalid value '%s' for --%s\n", optarg,
-                    o == OPT_PORT             ? "port"
-                    : o == OPT_METRICS_PREFIX ? "metrics-prefix (lantern or vllm)"
-                                              : "max-request-body");
+            const char *flag = "?";
+            for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+                if (own[i].val == o) flag = own[i].name;
+            fprintf(stderr, "lantern serve: invalid value '%s' for --%s%s\n", optarg, flag,
+                    o == OPT_METRICS_PREFIX ? " (lantern or vllm)" : "");
             return 2;
         }
     }
@@ -249,6 +345,10 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
         default_name(s->model, s->served_name, sizeof s->served_name);
     snprintf(s->host, sizeof s->host, "%s", host);
     s->max_body = (size_t)max_body;
+    s->header_timeout_s = (unsigned)header_s;
+    s->idle_timeout_s = (unsigned)idle_s;
+    s->max_conns = (int)max_conns;
+    s->max_conns_per_ip = (int)per_ip;
     s->api_key = key ? strdup(key) : NULL;
     return 0;
 }
@@ -265,6 +365,7 @@ int fe_cmd_serve(int argc, char **argv) {
     s->started = time(NULL);
     s->trace_slow_ns = (uint64_t)a.trace_slow_threshold_ms * 1000000ull;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
 
     int status = 1;
     char err[LT_ERR_LEN];
@@ -304,13 +405,16 @@ int fe_cmd_serve(int argc, char **argv) {
                             .max_model_len = s->info.max_model_len,
                             .vocab_size = s->info.vocab_size,
                             .gen = &s->gen};
+    fit_fd_limit(s);
+    /* the daemon's timeout is the headers' and body's; conns.c sets the response's per request */
     s->d = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, fe_http_on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-        fe_http_mhd_log, s, /* first: it logs the rest */
+        flags, (uint16_t)port, fe_http_conns_accept, s, fe_http_on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, fe_http_mhd_log, s, /* first: it logs the rest */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
-        fe_http_on_completed, s, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, mhd_conn_limit(s->max_conns), MHD_OPTION_CONNECTION_TIMEOUT,
+        s->header_timeout_s, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+        MHD_OPTION_NOTIFY_COMPLETED, fe_http_on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        fe_http_conns_notify, s, MHD_OPTION_END);
     if (!s->d) {
         lt_errf(err, LT_ERR_IO, "cannot listen on %s:%lld: %s", host, port, strerror(errno));
         goto fail;
@@ -322,9 +426,14 @@ int fe_cmd_serve(int argc, char **argv) {
             "http://%s%s%s:%d",
             s->model, s->served_name, s->info.max_model_len, s->info.num_kv_blocks,
             s->info.block_size, v6 ? "[" : "", host, v6 ? "]" : "", s->port);
+    char per_ip[32] = "no cap";
+    if (s->max_conns_per_ip > 0) snprintf(per_ip, sizeof per_ip, "%d", s->max_conns_per_ip);
+    LT_INFO("http: at most %d connections (per client address: %s), header timeout %u s, idle "
+            "timeout %u s",
+            s->max_conns, per_ip, s->header_timeout_s, s->idle_timeout_s);
 
     uint64_t last_stats = lt_now_ns(), dead_since = 0;
-    unsigned long long last_p = 0, last_g = 0;
+    unsigned long long last_p = 0, last_g = 0, last_conns[4] = {0};
     status = 0;
     while (!lt_sig_shutdown) {
         usleep(100 * 1000);
@@ -333,6 +442,7 @@ int fe_cmd_serve(int argc, char **argv) {
             dump_state(s);
         }
         watch_hangups(s);
+        fe_http_conns_tick(s);
         uint64_t now = lt_now_ns();
         if (!lantern_alive(s->l)) {
             /* keep answering 503 briefly so health checks see it, then exit non-zero */
@@ -347,6 +457,7 @@ int fe_cmd_serve(int argc, char **argv) {
         }
         if (s->log_stats && now - last_stats >= 10000000000ull) {
             stats_line(s, (double)(now - last_stats) / 1e9, &last_p, &last_g);
+            conns_report(s, last_conns);
             last_stats = now;
         }
     }

@@ -74,6 +74,12 @@ enum MHD_Result fe_http_queue(call_t *c, int status, const char *type, struct MH
         tel_ctx_format(&c->client_ctx, tp);
         MHD_add_response_header(r, "traceparent", tp);
     }
+    if (c->close) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (c->retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", c->retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
     c->status = status;
     enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -134,6 +140,145 @@ enum MHD_Result fe_http_engine_gone(call_t *c) {
                         "the engine is not running");
 }
 
+/* ---- the request's framing ---- */
+
+/* RFC 9112 §6: a request's body length must be unambiguous, or what one reader takes for the body
+ * another takes for a second request (request smuggling). libmicrohttpd lets Transfer-Encoding
+ * win over Content-Length, takes the first of several Content-Lengths, reads a body of any other
+ * transfer coding until the connection closes, and keeps whitespace before a colon as part of
+ * the field's name; so before any body is read we refuse Content-Length with Transfer-Encoding,
+ * more than one Content-Length, Transfer-Encoding in HTTP/1.0, any transfer coding but a single
+ * "chunked", and whitespace between a field's name and its colon. */
+typedef struct framing {
+    int n_cl, n_te;
+    bool bad_name; /* whitespace before the colon: a name others may trim and we would not */
+    char te[256];  /* every Transfer-Encoding field, joined as one list */
+    size_t te_len;
+    bool te_long;
+} framing_t;
+
+static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    (void)kind;
+    framing_t *f = cls;
+    size_t kn = strlen(key);
+    if (kn && (key[kn - 1] == ' ' || key[kn - 1] == '\t')) f->bad_name = true;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->n_cl++;
+    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) != 0) return MHD_YES;
+    size_t n = value ? strlen(value) : 0;
+    if (f->te_len + n + 2 >= sizeof f->te) {
+        f->te_long = true;
+        return MHD_YES;
+    }
+    if (f->n_te++) f->te[f->te_len++] = ',';
+    memcpy(f->te + f->te_len, value ? value : "", n);
+    f->te_len += n;
+    f->te[f->te_len] = '\0';
+    return MHD_YES;
+}
+
+/* The transfer codings, in order: 0 when they end with one chunked and hold nothing else; else
+ * the status (400: cannot be framed; 501: a coding we do not implement), msg saying why. */
+static int te_check(const char *te, char *msg, size_t cap) {
+    char codings[256];
+    snprintf(codings, sizeof codings, "%s", te);
+    int n = 0, n_chunked = 0;
+    const char *last = NULL, *other = NULL;
+    char *save = NULL;
+    for (char *tok = strtok_r(codings, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t') tok++;
+        size_t len = strcspn(tok, " \t;"); /* the coding's name, without parameters */
+        if (!len) continue;                /* empty list elements are allowed */
+        tok[len] = '\0';
+        n++;
+        last = tok;
+        if (strcasecmp(tok, "chunked") == 0)
+            n_chunked++;
+        else if (!other)
+            other = tok;
+    }
+    if (!n || !last || strcasecmp(last, "chunked") != 0 || n_chunked > 1) {
+        snprintf(msg, cap,
+                 "Transfer-Encoding '%.100s' does not end with one 'chunked': the body's "
+                 "length cannot be determined",
+                 te);
+        return 400;
+    }
+    if (other) {
+        snprintf(msg, cap, "the transfer coding '%.60s' is not supported (only chunked)", other);
+        return 501;
+    }
+    return 0;
+}
+
+static int framing_check(struct MHD_Connection *conn, const char *version, char *msg, size_t cap) {
+    framing_t f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_field, &f);
+    if (f.bad_name) { /* RFC 9112 §5.1: a server MUST reject it */
+        snprintf(msg, cap, "whitespace between a header field's name and its colon");
+        return 400;
+    }
+    if (f.n_cl > 1) {
+        snprintf(msg, cap, "more than one Content-Length header");
+        return 400;
+    }
+    if (!f.n_te) return 0;
+    if (f.n_cl) {
+        snprintf(msg, cap, "Content-Length and Transfer-Encoding together");
+        return 400;
+    }
+    if (version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0) {
+        snprintf(msg, cap, "Transfer-Encoding in an HTTP/1.0 request");
+        return 400;
+    }
+    if (f.te_long) {
+        snprintf(msg, cap, "Transfer-Encoding is too long");
+        return 400;
+    }
+    int st = te_check(f.te, msg, cap);
+    if (st) return st;
+    /* one chunked, but spelt so that libmicrohttpd would not see it (it compares the whole value
+     * with "chunked"): it would read the body until the connection closes */
+    if (f.n_te != 1 || strcasecmp(f.te, "chunked") != 0) {
+        snprintf(msg, cap, "Transfer-Encoding must be exactly 'chunked'");
+        return 400;
+    }
+    return 0;
+}
+
+/* Before anything else about a new request: connection management's verdict and the framing.
+ * False to go on; true with *ret, what the access handler returns (the request answered, or the
+ * connection dropped). An answer here comes before the body is read, so MHD closes the
+ * connection after it and the body's bytes are never read as a request. */
+static bool request_refused(call_t *c, const char *version, enum MHD_Result *ret) {
+    srv_t *s = c->s;
+    fe_conn_verdict_t v = fe_http_conns_request(s, c->conn);
+    if (v == FE_CONN_CLOSED) {
+        *ret = MHD_NO;
+        return true;
+    }
+    c->close = true; /* for every answer below */
+    if (v != FE_CONN_OK) {
+        atomic_fetch_add(&s->n_conn_over, 1);
+        c->retry_after = 1;
+        *ret = v == FE_CONN_FULL
+                   ? fe_http_fail(c, 503, "service_unavailable_error", "server_full", NULL,
+                                  "the server has no free connection: retry shortly")
+                   : fe_http_fail(c, 429, "rate_limit_error", "too_many_connections", NULL,
+                                  "too many connections from your address: retry shortly");
+        return true;
+    }
+    char msg[200];
+    int st = framing_check(c->conn, version, msg, sizeof msg);
+    if (st) {
+        *ret = fe_http_fail(c, st, "invalid_request_error",
+                            st == 501 ? "unsupported_transfer_coding" : "bad_framing", NULL, msg);
+        return true;
+    }
+    c->close = false;
+    return false;
+}
+
 /* ---- the access handler ---- */
 
 static route_t route_of(const char *url, bool *post) {
@@ -162,7 +307,6 @@ static route_t route_of(const char *url, bool *post) {
 enum MHD_Result fe_http_on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload,
                                    size_t *upload_size, void **con_cls) {
-    (void)version;
     srv_t *s = cls;
     call_t *c = *con_cls;
     if (!c) { /* headers are in: route, authorize, size-check before reading any body */
@@ -173,6 +317,8 @@ enum MHD_Result fe_http_on_request(void *cls, struct MHD_Connection *conn, const
         /* monitoring paths (scraped every few seconds) get no span */
         if (c->route != R_HEALTH && c->route != R_METRICS && c->route != R_VERSION)
             fe_http_span_begin(c, method, url);
+        enum MHD_Result refused;
+        if (request_refused(c, version, &refused)) return refused;
         /* the key guards every path but the three that monitoring must reach, unknown ones too
          * (so a client without the key learns nothing about what exists) */
         bool open = c->route == R_HEALTH || c->route == R_VERSION || c->route == R_METRICS;
@@ -214,6 +360,10 @@ enum MHD_Result fe_http_on_request(void *cls, struct MHD_Connection *conn, const
         return MHD_YES;
     }
     if (c->status) return MHD_YES; /* already answered (a resumed call that was failed) */
+    if (!c->body_done) {           /* the whole request is in: the response's timeout from now */
+        c->body_done = true;
+        fe_http_conns_body_done(s, conn);
+    }
     if (c->too_large) {
         char msg[128];
         snprintf(msg, sizeof msg, "the request body is over the limit of %zu bytes", s->max_body);
@@ -241,8 +391,7 @@ enum MHD_Result fe_http_on_request(void *cls, struct MHD_Connection *conn, const
 
 void fe_http_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                           enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)conn;
+    fe_http_conns_completed(cls, conn);
     call_t *c = *con_cls;
     if (!c) return;
     *con_cls = NULL;
@@ -264,8 +413,22 @@ void fe_http_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls
     fe_http_call_unref(c);
 }
 
+/* libmicrohttpd's messages, at most 10 a second: a flood of bad clients (each one closed with an
+ * incomplete request, say) must not flood the log as well. */
 void fe_http_mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
+    static atomic_ullong window;
+    static atomic_int n_window, n_dropped;
+    unsigned long long sec = lt_now_ns() / 1000000000ull, w = atomic_load(&window);
+    if (w != sec && atomic_compare_exchange_strong(&window, &w, sec)) {
+        atomic_store(&n_window, 0);
+        int dropped = atomic_exchange(&n_dropped, 0);
+        if (dropped) LT_WARN("http: %d more libmicrohttpd messages not shown", dropped);
+    }
+    if (atomic_fetch_add(&n_window, 1) >= 10) {
+        atomic_fetch_add(&n_dropped, 1);
+        return;
+    }
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);

@@ -98,7 +98,8 @@ typedef struct srv {
     atomic_ullong n_conn_timed_out;   /* closed: request headers not in by the deadline */
     atomic_ullong n_conn_idle_closed; /* keep-alive connections closed after the idle timeout */
     atomic_ullong n_conn_refused;     /* accepts refused: full, and no room left to answer */
-    atomic_ullong n_conn_over;        /* answered 503 or 429 by connection management */
+    atomic_ullong n_conn_full;        /* answered 503: the server full of requests */
+    atomic_ullong n_conn_per_ip;      /* answered 429: the address at its cap */
 } srv_t;
 
 typedef enum route {

@@ -195,6 +195,36 @@ static void processes(tel_expo_t *e, const tel_metrics_shm_t *sh, pid_t self) {
     }
 }
 
+/* Connection management (conns.c): open connections by phase, and what it closed or refused. */
+static void http_connections(tel_expo_t *e, srv_t *s) {
+    int n[4];
+    fe_http_conns_count(s, &n[0], &n[1], &n[2], &n[3]);
+    static const char *const phase[4] = {"phase=\"headers\"", "phase=\"request\"", "phase=\"idle\"",
+                                         "phase=\"refusing\""};
+    tel_expo_gauge(e, "http_connections",
+                   "Open HTTP connections: sending their request headers, in a request, idle "
+                   "between requests, let in past a limit only to be answered 503/429.",
+                   phase[0], n[0]);
+    for (int k = 1; k < 4; k++) tel_expo_more(e, "http_connections", false, phase[k], n[k]);
+    const struct {
+        const char *label;
+        atomic_ullong *v;
+    } closed[] = {{"reason=\"evicted\"", &s->n_conn_evicted},
+                  {"reason=\"header_timeout\"", &s->n_conn_timed_out},
+                  {"reason=\"idle_timeout\"", &s->n_conn_idle_closed},
+                  {"reason=\"refused_at_accept\"", &s->n_conn_refused},
+                  {"reason=\"server_full_503\"", &s->n_conn_full},
+                  {"reason=\"per_ip_cap_429\"", &s->n_conn_per_ip}};
+    tel_expo_counter(e, "http_connections_shed",
+                     "HTTP connections closed or refused by connection management: evicted (idle, "
+                     "to make room), past the header or idle timeout, refused at accept, answered "
+                     "503 (full) or 429 (the address at its cap).",
+                     closed[0].label, (double)atomic_load(closed[0].v));
+    for (size_t k = 1; k < sizeof closed / sizeof closed[0]; k++)
+        tel_expo_more(e, "http_connections_shed", true, closed[k].label,
+                      (double)atomic_load(closed[k].v));
+}
+
 /* What the frontend itself observes. */
 static void frontend(tel_expo_t *e, srv_t *s, bool stalled) {
     tel_expo_hist(e, "e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
@@ -213,6 +243,7 @@ static void frontend(tel_expo_t *e, srv_t *s, bool stalled) {
     tel_expo_counter(e, "traceparent_malformed",
                      "Requests whose traceparent header was malformed (ignored).", NULL,
                      (double)atomic_load(&s->n_bad_traceparent));
+    http_connections(e, s);
     tel_expo_gauge(e, "engine_alive", "1 while the engine process tree is running.", NULL,
                    lantern_alive(s->l));
     tel_expo_gauge(e, "engine_stalled",

@@ -133,7 +133,8 @@ static void stats_line(srv_t *s, double dt, unsigned long long *last_p,
  * a flood of idle or slow clients shows up here. */
 static void conns_report(srv_t *s, unsigned long long last[4]) {
     unsigned long long now[4] = {atomic_load(&s->n_conn_evicted), atomic_load(&s->n_conn_timed_out),
-                                 atomic_load(&s->n_conn_refused), atomic_load(&s->n_conn_over)};
+                                 atomic_load(&s->n_conn_refused),
+                                 atomic_load(&s->n_conn_full) + atomic_load(&s->n_conn_per_ip)};
     if (memcmp(now, last, sizeof now) == 0) return;
     int nh, nr, ni, no;
     fe_http_conns_count(s, &nh, &nr, &ni, &no);

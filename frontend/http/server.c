@@ -259,7 +259,7 @@ static bool request_refused(call_t *c, const char *version, enum MHD_Result *ret
     }
     c->close = true; /* for every answer below */
     if (v != FE_CONN_OK) {
-        atomic_fetch_add(&s->n_conn_over, 1);
+        atomic_fetch_add(v == FE_CONN_FULL ? &s->n_conn_full : &s->n_conn_per_ip, 1);
         c->retry_after = 1;
         *ret = v == FE_CONN_FULL
                    ? fe_http_fail(c, 503, "service_unavailable_error", "server_full", NULL,

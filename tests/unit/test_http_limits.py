@@ -212,6 +212,15 @@ def test_flood(srv):
     for s in everyone:
         s.close()
     served(port, "flood: after the flood")
+    st, _, text, _ = request(port, "GET", "/metrics")
+    shed = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^lantern:http_connections_shed_total\{[^}]*reason="(\w+)"[^}]*\} (\S+)$', text, re.M)}
+    # the slow ones are ours to close (each byte restarts MHD's inactivity timeout); silent ones
+    # may go by MHD's own timeout, at the same instant
+    check("flood: /metrics counts the connections evicted (>= 99) and closed past the header "
+          "timeout (>= 400)", shed.get("evicted", 0) >= 99 and shed.get("header_timeout", 0) >= 400
+          and re.search(r'^lantern:http_connections\{[^}]*phase="headers"', text, re.M),
+          f"{st} {shed}")
 
 
 # ---- server B: timeouts ----

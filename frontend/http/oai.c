@@ -527,12 +527,11 @@ int fe_oai_parse_body(const char *body, size_t len, void **json, fe_oai_error_t 
     int rc = lt_json_parse(body, len, &j, &je);
     *json = j;
     if (rc == LT_ERR_NOMEM) return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    const char *field = je.path[0] ? je.path : NULL; /* the param where known, else null */
     if (rc == LT_ERR_INVAL) /* an unpaired surrogate: valid JSON, but not text */
-        return BAD(je.path, "'%s' is not valid Unicode text: %s", je.path[0] ? je.path : "the body",
-                   je.message);
-    if (rc)
-        return BAD(NULL, "the body is not valid JSON: %s%s%s%s", je.message,
-                   je.path[0] ? " (in '" : "", je.path, je.path[0] ? "')" : "");
+        return BAD(field, "%s%s%s is not valid Unicode text: %s", field ? "'" : "",
+                   field ? field : "the body", field ? "'" : "", je.message);
+    if (rc) return BAD(field, "the body is not valid JSON: %s", je.message);
     return 0;
 }
 

@@ -9,11 +9,13 @@
   string ("a\\u0000b" does not stop on "a"; "\\u0000" stops on a NUL), stop_reason carries it;
 - where the field is a name it must match exactly: "system\\u0000" is an unknown role (400),
   "<model>\\u0000zzz" an unknown model (404 on every endpoint), "text\\u0000" an unsupported
-  content part or response_format type, "5\\u0000" not a logit_bias token id;
+  content part or response_format type; a key holding it ("5\\u0000" in logit_bias) is a 400
+  "not valid JSON" (Jansson keeps keys NUL-terminated);
 - an unpaired surrogate ("\\ud800", "\\udc00", a high one without its low one) in any string,
-  key or value, is one 400 invalid_request_error naming the field (param and message) on every
-  endpoint; JSON that cJSON would misread ("\\uZZZZ", raw control characters, trailing data) is a
-  400 "not valid JSON";
+  key or value, is one 400 invalid_request_error on every endpoint whose message names the
+  surrogate and where its string ends (line, column, byte; param null: the reader gives no field
+  path); JSON that cJSON would misread ("\\uZZZZ", raw control characters, trailing data) and
+  invalid UTF-8 are a 400 "not valid JSON";
 - the server keeps serving.
 """
 import json
@@ -84,11 +86,16 @@ def err_of(r):
     return r.get("error", {}) if isinstance(r, dict) else {}
 
 
-def check_error(label, resp, status, param=None, has=()):
+ANY = object()
+
+
+def check_error(label, resp, status, param=ANY, has=()):
+    """resp is a 400-style error of invalid_request_error; param (None: null) unless ANY; its
+    message holds every string of has."""
     st, r = resp
     e = err_of(r)
     ok = st == status and e.get("type") == "invalid_request_error"
-    if param is not None:
+    if param is not ANY:
         ok = ok and e.get("param") == param
     for h in has:
         ok = ok and h in e.get("message", "")
@@ -219,9 +226,9 @@ def test_nul_names(cl, model):
     check_error("names: response_format type 'text\\0' is not supported",
                 cl.post("/v1/completions", {"prompt": "x", "response_format": {"type": "text\0"}}),
                 400, "response_format")
-    check_error("names: logit_bias key '5\\0' is not a token id",
+    check_error("names: a key holding U+0000 (logit_bias '5\\0') is refused",
                 cl.post("/v1/completions", {"prompt": "x", "logit_bias": {"5\0": 1}}), 400,
-                "logit_bias")
+                None, ("not valid JSON", "key"))
 
 
 # ---- unpaired surrogates ----
@@ -232,7 +239,7 @@ SURROGATES = ["\ud800", "x\udc00y", "\udbff\u0041"]
 def test_surrogates(cl):
     msgs = lambda content: [{"role": "user", "content": content}]  # noqa: E731
     chat = "/v1/chat/completions"
-    cases = [  # (path, body with S where the bad string goes, the field's path)
+    cases = [  # (path, body with S where the bad string goes, the field it is in)
         ("/v1/completions", lambda S: {"prompt": S}, "prompt"),
         ("/v1/completions", lambda S: {"prompt": ["ok", S]}, "prompt[1]"),
         ("/v1/completions", lambda S: {"prompt": "x", "stop": S}, "stop"),
@@ -259,8 +266,15 @@ def test_surrogates(cl):
     ]
     for path, make, field in cases:
         for s in SURROGATES:
-            check_error(f"surrogates: {path} {field} = {ascii(s)}",
-                        cl.post(path, make(s)), 400, field, ("not valid Unicode", field))
+            text = json.dumps(make(s))  # ASCII: the lone surrogate as its \\uXXXX escape
+            esc = "\\u%04x" % ord(next(c for c in s if 0xD800 <= ord(c) <= 0xDFFF))
+            at = text.index(esc)
+            end = text.index('"', at) + 1  # where its string ends
+            label = f"surrogates: {path} {field} = {ascii(s)}"
+            st, r = cl.post(path, text)
+            check_error(label, (st, r), 400, None,
+                        ("not valid Unicode", f"unpaired UTF-16 surrogate ({esc})",
+                         f"line 1, column {end}", f"(byte {end})"))
     # a valid pair is a character
     st, r = cl.post("/tokenize", {"prompt": "\ud83d\ude00"})
     check("surrogates: a valid pair is a character", st == 200 and r["count"] >= 1, f"{st} {r}")
@@ -270,7 +284,9 @@ def test_not_json(cl):
     for label, raw in [("a bad \\u escape", '{"prompt": "a\\uZZZZb"}'),
                        ("a raw control character", '{"prompt": "a\tb"}'),
                        ("trailing data", '{"prompt": "a"} {"x": 1}'),
-                       ("a raw NUL byte", '{"prompt": "a\x00b"}')]:
+                       ("a raw NUL byte", '{"prompt": "a\x00b"}'),
+                       ("invalid UTF-8", b'{"prompt": "a\xc0\x80b"}'),
+                       ("a NUL in a key", '{"prompt": "x", "k\\u0000": 1}')]:
         for path in ("/v1/completions", "/tokenize", "/detokenize"):
             check_error(f"not JSON: {label} on {path}", cl.post(path, raw), 400, None,
                         ("not valid JSON",))

@@ -92,9 +92,11 @@ typedef struct fe_oai_request {
 } fe_oai_request_t;
 
 /* Reads a body with common/json.h's strict reader (U+0000 kept as C0 80 in the tree's strings):
- * *json is the tree (cJSON *), or NULL with e filled: 400 "the body is not valid JSON: ..." or,
- * for an unpaired surrogate, 400 naming the field ('messages[0].content' is not valid Unicode
- * text). Every endpoint reads its body with it. */
+ * *json is the tree (cJSON *), or NULL with e filled: 400 "the body is not valid JSON: ..." (with
+ * Jansson's reason, line and column) or, for an unpaired surrogate, 400 "the body is not valid
+ * Unicode text: an unpaired UTF-16 surrogate (\ud800) in the string ending at line 1, column 19
+ * ..."; param is the field where the reader knows it, else null. Every endpoint reads its body
+ * with it. */
 int fe_oai_parse_body(const char *body, size_t len, void **json, fe_oai_error_t *e);
 
 /* Parses and validates a request body. On failure returns non-zero with e filled (status 400,

@@ -574,8 +574,10 @@ static void test_nul_in_context(void **state) {
     assert_int_equal(fe_chat_template_compile(src, strlen(src), &t, err), 0);
     cJSON *ctx = NULL;
     lt_json_error_t je;
-    const char *body = "{\"a\": \"x\\u0000y\", \"d\": {\"k\\u0000\": 1}}";
+    const char *body = "{\"a\": \"x\\u0000y\", \"d\": {}}";
     assert_int_equal(lt_json_parse(body, strlen(body), &ctx, &je), 0);
+    /* a key holding it: lt_json_parse refuses one in a body, but a tree may hold it */
+    cJSON_AddNumberToObject(cJSON_GetObjectItemCaseSensitive(ctx, "d"), "k" LT_JSON_NUL, 1);
     char *out = NULL;
     size_t len = 0;
     assert_int_equal(fe_chat_template_render(t, ctx, &out, &len, err), 0);

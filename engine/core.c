@@ -299,7 +299,23 @@ static int on_result(core_t *c, char *err) {
     if (c->result.n != c->plan.n_sampled)
         return lt_errf(err, LT_ERR_FORMAT, "result has %d tokens for %d sampled sequences",
                        c->result.n, c->plan.n_sampled);
-    for (int i = 0; i < c->result.n; i++) c->sampled[i] = c->result.items[i].token;
+    for (int i = 0; i < c->result.n; i++) {
+        const ipc_out_item_t *ri = &c->result.items[i];
+        c->sampled[i] = ri->token;
+        if (ri->token >= 0) continue;
+        /* rank 0 could not sample this request as it asked (it holds no state for it): that
+         * request alone fails; the placeholder is skipped, the request no longer running */
+        c->sampled[i] = 0;
+        core_req_t *r = find_req(c, ri->id);
+        if (!r || eng_sched_abort(c->sched, ri->id, lt_now_ns()) != LT_OK) continue;
+        const char *why = "the worker holds no sampling state for this request (no free sequence "
+                          "slot); it fails rather than being sampled differently";
+        LT_ERROR("req=%s: %s", r->ident.id, why);
+        fail_request(c, ri->id, r->ident.id, IPC_FINISH_ERROR, why);
+        core_spans_finish(c, r, why, true);
+        core_metrics_finish(c, r, true);
+        free_req(c, r);
+    }
     eng_outputs_t outs;
     uint64_t now = lt_now_ns();
     c->in_flight = false;

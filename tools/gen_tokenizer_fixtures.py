@@ -9,7 +9,9 @@ tests/fixtures/tokenizers/:
     corpus.jsonl          one JSON string per line: >= 2000 test strings, generated
                           deterministically (many scripts, emoji, combining marks, NFC/NFD,
                           whitespace runs, numbers, code, URLs, special-token text, long words,
-                          the empty string)
+                          the empty string), then NUL_STRINGS (U+0000 is a character like any
+                          other: "\u0000" in the file; appended last and left out of training,
+                          so the trained vocabularies are those of the strings before them)
     spm/                  tokenizer.json + tokenizer_config.json: a Llama-2-style SentencePiece
                           BPE (byte_fallback, <0xXX> byte tokens, Prepend("▁")+Replace(" ","▁")
                           normalizer, no pre-tokenizer, <s> via TemplateProcessing) trained here
@@ -348,7 +350,12 @@ def make_corpus():
         out.append(rng.choice([w + c, w.upper() + c, c + " " + w, w + c + w]))
     assert all("\x00" not in s for s in out)
     assert len(out) >= 2000, len(out)
-    return out
+    return out + NUL_STRINGS
+
+
+NUL_STRINGS = ["\x00", "\x00\x00", "hello\x00 world", "a\x00b", " \x00 ", "\x00hello",
+               "x\x00\ny\x00", "12\x003", "\u65e5\u672c\x00\u8a9e", "tab\t\x00",
+               "<s>\x00</s>", "<|im_start|>\x00<|im_end|>", "end\x00"]
 
 
 def training_texts(corpus):
@@ -743,7 +750,7 @@ def main():
     with open(os.path.join(out, "corpus.jsonl"), "w", encoding="utf-8") as f:
         for s in corpus:
             f.write(json.dumps(s, ensure_ascii=False) + "\n")
-    texts = training_texts(corpus)
+    texts = training_texts([s for s in corpus if s not in NUL_STRINGS])
 
     spm, spm_cfg = build_spm(texts)
     save_hf(os.path.join(out, "spm"), spm, spm_cfg)

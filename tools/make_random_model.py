@@ -18,7 +18,7 @@ decoding has clear winners, so comparisons against a reference are not decided b
     make_random_model.py --arch llama|qwen2|qwen3 --format hf|gguf --out PATH --seed N
         --layers L --dim D --heads H [--kv-heads K] [--head-dim HD] --hidden F --vocab V
         [--tie] [--dtype f32|f16|bf16] [--shards N] [--max-pos P] [--rope-theta T]
-        [--rope-scaling linear:F | llama3:F[:LOW:HIGH:ORIG]] [--eps E]
+        [--rope-scaling linear:F | llama3:F[:LOW:HIGH:ORIG]] [--eps E] [--chat-template JINJA]
 
 --out is a directory for hf (created; existing files of the same names are replaced). For gguf it
 is the file itself when it ends in .gguf, else a directory that receives model.gguf.
@@ -376,6 +376,8 @@ def write_gguf(a, weights):
     w.add_bos_token_id(BOS_ID)
     w.add_eos_token_id(EOS_ID)
     w.add_add_bos_token(False)
+    if a.chat_template:
+        w.add_chat_template(a.chat_template)
 
     raw = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16}
     for name, t in weights:
@@ -426,6 +428,8 @@ def parse_args(argv):
     ap.add_argument("--rope-theta", type=float, default=10000.0)
     ap.add_argument("--rope-scaling", help="linear:F or llama3:F[:LOW:HIGH:ORIG]")
     ap.add_argument("--eps", type=float, default=1e-5)
+    ap.add_argument("--chat-template", help="gguf only: tokenizer.chat_template (the models have "
+                    "none by default)")
     a = ap.parse_args(argv)
 
     if a.kv_heads is None:
@@ -443,6 +447,8 @@ def parse_args(argv):
         ap.error("--heads must be a multiple of --kv-heads")
     if a.vocab <= max(BOS_ID, EOS_ID):
         ap.error(f"--vocab must exceed {max(BOS_ID, EOS_ID)}")
+    if a.chat_template and a.format != "gguf":
+        ap.error("--chat-template applies to --format gguf only")
     if a.format == "gguf" and a.shards != 1:
         ap.error("--shards applies to --format hf only")
     if a.eps <= 0 or a.rope_theta <= 0:

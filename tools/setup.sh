@@ -25,8 +25,9 @@ SUDO=""
 
 # ---- Debian packages ----
 debs=(build-essential cmake pkg-config git unzip ca-certificates curl
-      libopenblas-openmp-dev libcjson-dev libzmq3-dev libmsgpack-dev libmicrohttpd-dev
-      libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
+      libopenblas-openmp-dev libcjson-dev libjansson-dev libzmq3-dev libmsgpack-dev
+      libmicrohttpd-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libprotobuf-c-dev
+      protobuf-c-compiler
       libcmocka-dev python3-venv clang-format openssl
       prometheus systemd strace)
 # prometheus: the server and promtool that tests/unit/test_conf.py and test_prometheus.py run (each

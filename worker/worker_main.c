@@ -66,6 +66,8 @@ typedef struct worker {
     float *logits; /* (max_num_seqs, vocab): rank 0 */
     seq_state_t *seqs;
     int n_seq_slots;
+    uint64_t *refused; /* (refused_cap) requests this rank holds no slot for: they fail alone */
+    int n_refused, refused_cap;
     ipc_step_t step;
     ipc_result_t result;
     int max_model_len;
@@ -98,16 +100,30 @@ static seq_state_t *seq_find(worker_t *w, uint64_t id) {
     return NULL;
 }
 
-/* A request the engine schedules for the first time (or again after a preemption). Fails only
- * when no slot is free: the engine never schedules more than max_num_seqs at once and releases
- * finished ones first, so that means the two disagree, and the step fails with an error rather
- * than sampling the request differently from what it asked. */
+static int refused_find(const worker_t *w, uint64_t id) {
+    for (int i = 0; i < w->n_refused; i++)
+        if (w->refused[i] == id) return i;
+    return -1;
+}
+
+/* A request the engine schedules for the first time (or again after a preemption). When no slot
+ * is free (the engine never schedules more than max_num_seqs at once and releases finished ones
+ * first, so the two disagree) the request cannot be sampled as it asked: its generator and
+ * history need a slot. It then fails alone: rank 0 answers its rows with no token (token -1) and
+ * the engine ends it with an error; it is never sampled some other way (greedily, unseeded).
+ * Fails the step only when even the list of such requests is full. */
 static int seq_apply_new(worker_t *w, const ipc_step_new_t *nw, const int32_t *prompt, char *err) {
     seq_state_t *s = seq_find(w, nw->id);
-    if (s) return LT_OK; /* resumed after preemption: keep the generator and history */
-    if (!(s = seq_find(w, 0)))
-        return lt_errf(err, LT_ERR_RANGE, "req=%s: no free sequence slot (%d in use)", nw->ident.id,
-                       w->n_seq_slots);
+    if (s || refused_find(w, nw->id) >= 0) return LT_OK; /* resumed after preemption: kept */
+    if (!(s = seq_find(w, 0))) {
+        if (w->n_refused == w->refused_cap)
+            return lt_errf(err, LT_ERR_RANGE, "req=%s: no free sequence slot (%d in use)",
+                           nw->ident.id, w->n_seq_slots);
+        w->refused[w->n_refused++] = nw->id;
+        LT_ERROR("req=%s: no free sequence slot (%d in use): this request fails", nw->ident.id,
+                 w->n_seq_slots);
+        return LT_OK;
+    }
     s->id = nw->id;
     s->ident = nw->ident;
     s->params = nw->params;
@@ -134,12 +150,16 @@ static int sample_step(worker_t *w, char *err) {
     for (int i = 0; i < st->n_sampled; i++) {
         uint64_t id = st->seq_ids[st->sample_seqs[i]];
         seq_state_t *s = seq_find(w, id);
-        if (!s)
-            return lt_errf(err, LT_ERR_INVAL, "step %llu samples request %llu, never announced",
-                           (unsigned long long)st->step_id, (unsigned long long)id);
         ipc_out_item_t *it = &res->items[i];
         memset(it, 0, sizeof *it);
         it->id = id;
+        if (!s && refused_find(w, id) >= 0) { /* no state to sample it with: the engine fails it */
+            it->token = -1;
+            continue;
+        }
+        if (!s)
+            return lt_errf(err, LT_ERR_INVAL, "step %llu samples request %llu, never announced",
+                           (unsigned long long)st->step_id, (unsigned long long)id);
         wk_sample_result_t sr;
         int rc = wk_sample(w->sampler, &s->params, &s->rng, w->logits + (size_t)i * vocab, s->hist,
                            s->n_prompt, s->hist + s->n_prompt, s->n_out, &sr);
@@ -159,6 +179,8 @@ static int run_step(worker_t *w, char *err) {
     for (int i = 0; i < st->n_finished; i++) {
         seq_state_t *s = seq_find(w, st->finished[i]);
         if (s) s->id = 0;
+        int k = refused_find(w, st->finished[i]);
+        if (k >= 0) w->refused[k] = w->refused[--w->n_refused];
     }
     for (int i = 0; i < st->n_new; i++) {
         int rc = seq_apply_new(w, &st->news[i], st->new_prompts + (size_t)i * st->max_prompt, err);
@@ -373,10 +395,15 @@ static int alloc_buffers(worker_t *w, char *err) {
     /* twice max_num_seqs: a finished sequence's slot is freed by the plan that also announces
      * its successor, so both may be listed at once */
     w->n_seq_slots = 2 * max_seqs;
+    /* fault injection for the tests: fewer slots than the engine may use */
+    const char *fault = getenv("LANTERN_FAULT_WORKER_SLOTS");
+    if (fault && atoi(fault) > 0 && atoi(fault) < w->n_seq_slots) w->n_seq_slots = atoi(fault);
     w->seqs = calloc((size_t)w->n_seq_slots, sizeof *w->seqs);
+    w->refused_cap = 2 * max_seqs;
+    w->refused = malloc(sizeof *w->refused * (size_t)w->refused_cap);
     if (!st->tokens || !st->pos || !st->seq_idx || !st->seq_ids || !st->table_lens || !st->tables ||
         !st->sample_rows || !st->sample_seqs || !st->news || !st->new_prompts || !st->finished ||
-        !w->result.items || !w->seqs)
+        !w->result.items || !w->seqs || !w->refused)
         return lt_errf(err, LT_ERR_NOMEM, "out of memory for step buffers");
     if (w->rank != 0) return LT_OK;
     const int vocab = w->m->cfg.vocab_size;
@@ -407,6 +434,7 @@ static void free_buffers(worker_t *w) {
     if (w->seqs)
         for (int i = 0; i < w->n_seq_slots; i++) free(w->seqs[i].hist);
     free(w->seqs);
+    free(w->refused);
     free(w->logits);
     wk_sampler_destroy(&w->sampler);
 }

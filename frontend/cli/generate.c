@@ -429,6 +429,7 @@ done:
 static int text_prompt(const gen_opts_t *o, const fe_oai_ctx_t *ctx, int32_t **ids, int *n_ids,
                        char *err) {
     char *text = NULL;
+    size_t len = 0;
     bool add_special = true;
     if (o->chat) {
         cJSON *body = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(body, "messages");
@@ -439,13 +440,14 @@ static int text_prompt(const gen_opts_t *o, const fe_oai_ctx_t *ctx, int32_t **i
             cJSON_AddItemToArray(msgs, m);
         }
         fe_oai_error_t e;
-        int rc = fe_oai_render_chat(ctx, body, &text, &e);
+        int rc = fe_oai_render_chat(ctx, body, &text, &len, &e);
         cJSON_Delete(body);
         if (rc) return lt_errf(err, LT_ERR_INVAL, "%s", e.message);
         add_special = false; /* the template writes the special tokens itself */
     }
     const char *t = text ? text : o->prompt;
-    int rc = fe_tokenizer_encode(ctx->tok, t, strlen(t), add_special, true, ids, n_ids, err);
+    int rc = fe_tokenizer_encode(ctx->tok, t, text ? len : strlen(t), add_special, true, ids, n_ids,
+                                 err);
     free(text);
     if (rc == 0 && *n_ids == 0) rc = lt_errf(err, LT_ERR_INVAL, "the prompt has no tokens");
     return rc;
@@ -519,7 +521,7 @@ static int run_text(const gen_opts_t *o) {
         goto fail;
     ctx.tpl = tpl;
     if (text_prompt(o, &ctx, &ids, &n_ids, err) ||
-        fe_stopper_init(&stopper, o->stops, o->n_stops, false, err) || !(stopper_ok = true) ||
+        fe_stopper_init(&stopper, o->stops, NULL, o->n_stops, false, err) || !(stopper_ok = true) ||
         fe_detok_create(tok, true, &detok, err) || gen_start(o, &g, ids, n_ids, p.max_tokens, err))
         goto fail;
     uint64_t id;

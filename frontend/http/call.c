@@ -122,10 +122,10 @@ static int call_submit(call_t *c, fe_oai_error_t *e) {
         ch->stop_string = -1;
         ch->stop_token = -1;
         if (fe_detok_create(s->tok, q->skip_special, &ch->detok, err) ||
-            fe_stopper_init(&ch->stopper, q->stops, q->n_stops, q->include_stop, err))
+            fe_stopper_init(&ch->stopper, q->stops, q->stop_lens, q->n_stops, q->include_stop, err))
             return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
         ch->stopper_ok = true;
-        if (q->echo) text_out(ch, q->prompts[ch->prompt].text, strlen(q->prompts[ch->prompt].text));
+        if (q->echo) text_out(ch, q->prompts[ch->prompt].text, q->prompts[ch->prompt].text_len);
     }
     for (int i = 0; i < c->n_ch; i++) {
         choice_t *ch = &c->ch[i];

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "json.h"
 #include "lt.h"
 
 static void write_model(fe_jw_t *w, const srv_t *s) {
@@ -54,20 +55,35 @@ enum MHD_Result fe_http_model(call_t *c, const char *id) {
     return ok;
 }
 
+/* The body as a tree (fe_oai_parse_body: strict, NULs kept, surrogates refused), or NULL after
+ * answering the error. */
+static cJSON *read_body(call_t *c, enum MHD_Result *ok) {
+    fe_oai_error_t e;
+    void *j;
+    if (fe_oai_parse_body(c->body.data ? c->body.data : "", c->body.len, &j, &e)) {
+        *ok = fe_http_respond_error(c, &e);
+        return NULL;
+    }
+    if (!cJSON_IsObject((cJSON *)j)) {
+        cJSON_Delete(j);
+        *ok = fe_http_fail(c, 400, "invalid_request_error", NULL, NULL,
+                           "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
 enum MHD_Result fe_http_tokenize(call_t *c) {
     srv_t *s = c->s;
     fe_oai_error_t e;
-    cJSON *j = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return fe_http_fail(c, 400, "invalid_request_error", NULL, NULL,
-                            "the body must be a JSON object");
-    }
     enum MHD_Result ok;
+    cJSON *j = read_body(c, &ok);
+    if (!j) return ok;
     const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(j, "prompt");
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
     const cJSON *add = cJSON_GetObjectItemCaseSensitive(j, "add_special_tokens");
     char *text = NULL, err[LT_ERR_LEN];
+    size_t len = 0;
     int32_t *ids = NULL;
     int n = 0;
     if (fe_oai_check_model(&s->oai, j, &e)) {
@@ -82,10 +98,11 @@ enum MHD_Result fe_http_tokenize(call_t *c) {
     bool add_special;
     if (cJSON_IsString(prompt)) {
         add_special = !add || !cJSON_IsFalse(add);
-        text = strdup(prompt->valuestring);
+        /* data: the NULs the body held (C0 80 in the tree) are tokenized as the byte they are */
+        if ((text = strdup(prompt->valuestring))) len = lt_json_bytes(text, text, strlen(text));
     } else if (msgs) {
         add_special = add && cJSON_IsTrue(add);
-        if (fe_oai_render_chat(&s->oai, j, &text, &e)) {
+        if (fe_oai_render_chat(&s->oai, j, &text, &len, &e)) {
             ok = fe_http_respond_error(c, &e);
             goto out;
         }
@@ -94,8 +111,7 @@ enum MHD_Result fe_http_tokenize(call_t *c) {
                           "give 'prompt' (a string) or 'messages'");
         goto out;
     }
-    if (!text ||
-        fe_tokenizer_encode(s->tok, text, strlen(text), add_special, true, &ids, &n, err)) {
+    if (!text || fe_tokenizer_encode(s->tok, text, len, add_special, true, &ids, &n, err)) {
         ok = fe_http_fail(c, 500, "server_error", NULL, NULL, "tokenization failed");
         goto out;
     }
@@ -121,14 +137,14 @@ out:
 enum MHD_Result fe_http_detokenize(call_t *c) {
     srv_t *s = c->s;
     fe_oai_error_t e;
-    cJSON *j = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
     enum MHD_Result ok;
+    cJSON *j = read_body(c, &ok);
+    if (!j) return ok;
     int32_t *ids = NULL;
     int n = 0;
     char *text = NULL, err[LT_ERR_LEN];
-    if (!cJSON_IsObject(j)) {
-        ok = fe_http_fail(c, 400, "invalid_request_error", NULL, NULL,
-                          "the body must be a JSON object");
+    if (fe_oai_check_model(&s->oai, j, &e)) {
+        ok = fe_http_respond_error(c, &e);
         goto out;
     }
     if (fe_oai_token_ids(&s->oai, cJSON_GetObjectItemCaseSensitive(j, "tokens"), "tokens", &ids, &n,

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "json.h"
 #include "lt.h"
 
 /* ---- errors ---- */
@@ -149,8 +150,10 @@ int fe_oai_check_model(const fe_oai_ctx_t *c, const void *body_json, fe_oai_erro
 
 int fe_oai_model_known(const fe_oai_ctx_t *c, const char *name, fe_oai_error_t *e) {
     if (!name || strcmp(name, c->served_name) == 0) return 0;
+    char shown[256];
     return fe_oai_fail(e, 404, "invalid_request_error", "model_not_found", "model",
-                       "The model `%.200s` does not exist.", name);
+                       "The model `%s` does not exist.",
+                       lt_json_show(name, 80, shown, sizeof shown));
 }
 
 /* ---- prompts ---- */
@@ -173,15 +176,21 @@ static uint64_t unix_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* s[0, len): text, or (from_json) a string of the parsed body, whose NULs are C0 80 (json.h) */
 static int text_prompt(const fe_oai_ctx_t *c, fe_oai_request_t *r, const char *s, size_t len,
-                       bool add_special, fe_oai_error_t *e) {
+                       bool from_json, bool add_special, fe_oai_error_t *e) {
     if (add_prompt(r, e)) return LT_ERR_INVAL;
     fe_oai_prompt_t *p = &r->prompts[r->n_prompts - 1];
     char err[LT_ERR_LEN];
     uint64_t t0 = unix_ns();
     if (!r->tokenize_start_ns) r->tokenize_start_ns = t0;
-    int rc = !(p->text = strndup(s, len)) ||
-             fe_tokenizer_encode(c->tok, s, len, add_special, true, &p->ids, &p->n_ids, err);
+    if ((p->text = malloc(len + 1))) {
+        p->text_len = from_json ? lt_json_bytes(p->text, s, len) : len;
+        if (!from_json) memcpy(p->text, s, len);
+        p->text[p->text_len] = '\0';
+    }
+    int rc = !p->text || fe_tokenizer_encode(c->tok, p->text, p->text_len, add_special, true,
+                                             &p->ids, &p->n_ids, err);
     r->tokenize_end_ns = unix_ns();
     r->tokenize_ns += r->tokenize_end_ns - t0;
     if (rc) return fe_oai_fail(e, 500, "server_error", NULL, NULL, "tokenization failed");
@@ -197,6 +206,7 @@ static int ids_prompt(const fe_oai_ctx_t *c, fe_oai_request_t *r, const cJSON *a
     char err[LT_ERR_LEN];
     if (fe_tokenizer_decode(c->tok, p->ids, p->n_ids, false, &p->text, &tl, err))
         return fe_oai_fail(e, 500, "server_error", NULL, NULL, "detokenization failed");
+    p->text_len = tl;
     return 0;
 }
 
@@ -208,7 +218,7 @@ static int parse_prompt(const fe_oai_ctx_t *c, const cJSON *j, fe_oai_request_t 
     if (get_bool(j, "add_special_tokens", &add_special, e) < 0) return LT_ERR_INVAL;
     if (!p) return BAD("prompt", "'prompt' is required");
     if (cJSON_IsString(p))
-        return text_prompt(c, r, p->valuestring, strlen(p->valuestring), add_special, e);
+        return text_prompt(c, r, p->valuestring, strlen(p->valuestring), true, add_special, e);
     if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) == 0)
         return BAD("prompt", "'prompt' must be a string, a list of strings, a list of token ids "
                              "or a list of lists of token ids, and not empty");
@@ -218,7 +228,7 @@ static int parse_prompt(const fe_oai_ctx_t *c, const cJSON *j, fe_oai_request_t 
     cJSON_ArrayForEach(it, p) {
         int rc;
         if (cJSON_IsString(first) && cJSON_IsString(it))
-            rc = text_prompt(c, r, it->valuestring, strlen(it->valuestring), add_special, e);
+            rc = text_prompt(c, r, it->valuestring, strlen(it->valuestring), true, add_special, e);
         else if (cJSON_IsArray(first) && cJSON_IsArray(it))
             rc = ids_prompt(c, r, it, e);
         else
@@ -246,9 +256,10 @@ static int message_text(const cJSON *content, int i, lt_buf_t *out, fe_oai_error
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
         if (!cJSON_IsString(type))
             return BAD(param, "each part of '%s' needs a string 'type'", param);
+        char shown[128];
         if (strcmp(type->valuestring, "text") != 0)
-            return BAD(param, "content part type '%.40s' is not supported (text only)",
-                       type->valuestring);
+            return BAD(param, "content part type '%s' is not supported (text only)",
+                       lt_json_show(type->valuestring, 40, shown, sizeof shown));
         if (!cJSON_IsString(text)) return BAD(param, "a text part of '%s' needs 'text'", param);
         if ((k++ && lt_buf_put(out, "\n", 1)) ||
             lt_buf_put(out, text->valuestring, strlen(text->valuestring)))
@@ -257,10 +268,11 @@ static int message_text(const cJSON *content, int i, lt_buf_t *out, fe_oai_error
     return 0;
 }
 
-int fe_oai_render_chat(const fe_oai_ctx_t *c, const void *body_json, char **out,
+int fe_oai_render_chat(const fe_oai_ctx_t *c, const void *body_json, char **out, size_t *out_len,
                        fe_oai_error_t *e) {
     const cJSON *j = body_json;
     *out = NULL;
+    *out_len = 0;
     if (!c->tpl) return BAD("messages", "this model has no chat template: use /v1/completions");
     const cJSON *msgs = field(j, "messages");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
@@ -299,7 +311,9 @@ int fe_oai_render_chat(const fe_oai_ctx_t *c, const void *body_json, char **out,
         const char *rs = role->valuestring;
         if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") &&
             strcmp(rs, "tool") && strcmp(rs, "developer")) {
-            BAD(param, "unknown role '%.40s' in '%s'", rs, param);
+            char shown[128];
+            BAD(param, "unknown role '%s' in '%s'", lt_json_show(rs, 40, shown, sizeof shown),
+                param);
             goto out;
         }
         cJSON *copy = cJSON_Duplicate(m, 1);
@@ -333,21 +347,35 @@ int fe_oai_render_chat(const fe_oai_ctx_t *c, const void *body_json, char **out,
         }
     }
     char err[LT_ERR_LEN];
-    if (fe_chat_template_render(c->tpl, ctx, out, err)) {
+    if (fe_chat_template_render(c->tpl, ctx, out, out_len, err)) {
         BAD("messages", "the chat template refused the conversation: %s", err);
         goto out;
     }
     if (cont && last_content && *last_content) {
-        /* continue the last (assistant) message: cut what the template adds after it */
-        char *at = NULL, *s = *out;
-        for (char *f; (f = strstr(s, last_content)); s = f + 1) at = f;
-        if (at) at[strlen(last_content)] = '\0';
+        /* continue the last (assistant) message: cut what the template adds after it (the
+         * content as the template saw it: NULs restored) */
+        lt_buf_clear(&text);
+        if (lt_buf_put(&text, last_content, strlen(last_content))) {
+            fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+            goto out;
+        }
+        text.len = lt_json_bytes(text.data, text.data, text.len);
+        const char *at = NULL, *f;
+        for (size_t from = 0;
+             (f = memmem(*out + from, *out_len - from, text.data, text.len)) != NULL;
+             from = (size_t)(f - *out) + 1)
+            at = f;
+        if (at) {
+            *out_len = (size_t)(at - *out) + text.len;
+            (*out)[*out_len] = '\0';
+        }
     }
     rc = 0;
 out:
     if (rc) {
         free(*out);
         *out = NULL;
+        *out_len = 0;
     }
     cJSON_Delete(ctx);
     lt_buf_free(&text);
@@ -357,32 +385,42 @@ out:
 static int parse_messages(const fe_oai_ctx_t *c, const cJSON *j, fe_oai_request_t *r,
                           fe_oai_error_t *e) {
     char *text;
+    size_t len;
     r->render_start_ns = unix_ns();
-    int bad = fe_oai_render_chat(c, j, &text, e);
+    int bad = fe_oai_render_chat(c, j, &text, &len, e);
     r->render_end_ns = unix_ns();
     if (bad) return LT_ERR_INVAL;
     /* the template writes the special tokens (BOS included) itself */
-    int rc = text_prompt(c, r, text, strlen(text), false, e);
+    int rc = text_prompt(c, r, text, len, false, false, e);
     free(text);
     return rc;
 }
 
 /* ---- sampling and stopping ---- */
 
+/* A stop string is data: its NULs (C0 80 in the tree, json.h) are turned back into bytes in
+ * place, and its length kept beside it. */
+static void add_stop(fe_oai_request_t *r, cJSON *s) {
+    size_t n = lt_json_bytes(s->valuestring, s->valuestring, strlen(s->valuestring));
+    if (n == 0) return; /* "" stops nothing (vLLM drops it too) */
+    r->stop_lens[r->n_stops] = n;
+    r->stops[r->n_stops++] = s->valuestring;
+}
+
 static int parse_stop(const cJSON *j, fe_oai_request_t *r, fe_oai_error_t *e) {
-    const cJSON *s = field(j, "stop");
+    cJSON *s = (cJSON *)field(j, "stop");
     if (!s) return 0;
     if (cJSON_IsString(s)) {
-        if (*s->valuestring) r->stops[r->n_stops++] = s->valuestring;
+        add_stop(r, s);
         return 0;
     }
     if (!cJSON_IsArray(s)) return BAD("stop", "'stop' must be a string or a list of strings");
-    const cJSON *it;
+    cJSON *it;
     cJSON_ArrayForEach(it, s) {
         if (!cJSON_IsString(it)) return BAD("stop", "'stop' must hold strings");
         if (!*it->valuestring) continue;
         if (r->n_stops == FE_MAX_STOPS) return BAD("stop", "at most %d stop strings", FE_MAX_STOPS);
-        r->stops[r->n_stops++] = it->valuestring;
+        add_stop(r, it);
     }
     return 0;
 }
@@ -409,9 +447,10 @@ static int parse_ids_field(const fe_oai_ctx_t *c, const cJSON *j, ipc_params_t *
         cJSON_ArrayForEach(it, b) {
             char *end;
             long id = strtol(it->string, &end, 10);
+            char shown[128];
             if (!*it->string || *end || id < 0 || id > INT32_MAX)
-                return BAD("logit_bias", "logit_bias key '%.40s' is not a token id (0..%d)",
-                           it->string, c->vocab_size - 1);
+                return BAD("logit_bias", "logit_bias key '%s' is not a token id (0..%d)",
+                           lt_json_show(it->string, 40, shown, sizeof shown), c->vocab_size - 1);
             if (!cJSON_IsNumber(it)) return BAD("logit_bias", "logit_bias values must be numbers");
             if (p->n_logit_bias == IPC_MAX_LOGIT_BIAS)
                 return BAD("logit_bias", "at most %d logit_bias entries", IPC_MAX_LOGIT_BIAS);
@@ -482,12 +521,26 @@ static int parse_logprobs(const cJSON *j, fe_oai_request_t *r, fe_oai_error_t *e
 
 /* ---- the request ---- */
 
+int fe_oai_parse_body(const char *body, size_t len, void **json, fe_oai_error_t *e) {
+    lt_json_error_t je;
+    cJSON *j = NULL;
+    int rc = lt_json_parse(body, len, &j, &je);
+    *json = j;
+    if (rc == LT_ERR_NOMEM) return fe_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    const char *field = je.path[0] ? je.path : NULL; /* the param where known, else null */
+    if (rc == LT_ERR_INVAL) /* an unpaired surrogate: valid JSON, but not text */
+        return BAD(field, "%s%s%s is not valid Unicode text: %s", field ? "'" : "",
+                   field ? field : "the body", field ? "'" : "", je.message);
+    if (rc) return BAD(field, "the body is not valid JSON: %s", je.message);
+    return 0;
+}
+
 int fe_oai_parse(fe_oai_kind_t kind, const char *body, size_t len, const fe_oai_ctx_t *c,
                  fe_oai_request_t *r, fe_oai_error_t *e) {
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    if (!j) {
+    void *j;
+    if (fe_oai_parse_body(body, len, &j, e)) {
         memset(r, 0, sizeof *r);
-        return BAD(NULL, "the body is not valid JSON");
+        return LT_ERR_INVAL;
     }
     return fe_oai_parse_json(kind, j, c, r, e);
 }
@@ -517,9 +570,10 @@ int fe_oai_parse_json(fe_oai_kind_t kind, void *json, const fe_oai_ctx_t *c, fe_
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(rf, "type");
         if (!cJSON_IsObject(rf) || !cJSON_IsString(t))
             return BAD("response_format", "'response_format' must be an object with a 'type'");
+        char shown[128];
         if (strcmp(t->valuestring, "text") != 0)
-            return BAD("response_format", "response_format type '%.40s' is not supported",
-                       t->valuestring);
+            return BAD("response_format", "response_format type '%s' is not supported",
+                       lt_json_show(t->valuestring, 40, shown, sizeof shown));
     }
     if (get_bool(j, "stream", &r->stream, e) < 0) return LT_ERR_INVAL;
     const cJSON *so = field(j, "stream_options");

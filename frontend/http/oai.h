@@ -66,7 +66,9 @@ typedef enum fe_oai_kind { FE_OAI_COMPLETION, FE_OAI_CHAT } fe_oai_kind_t;
 typedef struct fe_oai_prompt {
     int32_t *ids;
     int n_ids;
-    char *text; /* the prompt as text (for echo and logs); decoded when it came as ids */
+    char *text; /* the prompt as text (for echo and logs); decoded when it came as ids; text_len
+                   bytes (a prompt may hold NULs), NUL-terminated */
+    size_t text_len;
 } fe_oai_prompt_t;
 
 typedef struct fe_oai_request {
@@ -76,7 +78,9 @@ typedef struct fe_oai_request {
     int n;               /* choices per prompt */
     ipc_params_t params; /* resolved, defaulted and checked: what every choice asks the engine
                             (choice k of n with a seed samples with seed + k) */
-    const char *stops[FE_MAX_STOPS]; /* point into the parsed JSON (kept in json) */
+    const char *stops[FE_MAX_STOPS]; /* point into the parsed JSON (kept in json); stop_lens[i]
+                                        bytes each: a stop string may hold NULs */
+    size_t stop_lens[FE_MAX_STOPS];
     int n_stops;
     bool echo; /* completions: the prompt text before the completion */
     bool skip_special, include_stop, stream, include_usage;
@@ -86,6 +90,14 @@ typedef struct fe_oai_request {
     uint64_t render_start_ns, render_end_ns, tokenize_start_ns, tokenize_end_ns, tokenize_ns;
     void *json; /* the parsed body (cJSON *), owned */
 } fe_oai_request_t;
+
+/* Reads a body with common/json.h's strict reader (U+0000 kept as C0 80 in the tree's strings):
+ * *json is the tree (cJSON *), or NULL with e filled: 400 "the body is not valid JSON: ..." (with
+ * Jansson's reason, line and column) or, for an unpaired surrogate, 400 "the body is not valid
+ * Unicode text: an unpaired UTF-16 surrogate (\ud800) in the string ending at line 1, column 19
+ * ..."; param is the field where the reader knows it, else null. Every endpoint reads its body
+ * with it. */
+int fe_oai_parse_body(const char *body, size_t len, void **json, fe_oai_error_t *e);
 
 /* Parses and validates a request body. On failure returns non-zero with e filled (status 400,
  * 404 for an unknown model, 503 never: the engine is not consulted). */
@@ -108,9 +120,10 @@ int fe_oai_check_model(const fe_oai_ctx_t *ctx, const void *body_json, fe_oai_er
 /* NULL or the served name: 0; any other name: 404 model_not_found. */
 int fe_oai_model_known(const fe_oai_ctx_t *ctx, const char *name, fe_oai_error_t *e);
 
-/* Renders a chat (messages array and options as in a request body) into prompt text: used by
- * chat completions and /tokenize. The caller frees *out. */
-int fe_oai_render_chat(const fe_oai_ctx_t *ctx, const void *body_json, char **out,
+/* Renders a chat (messages array and options as in a request body) into prompt text of *out_len
+ * bytes (it may hold NULs the messages held): used by chat completions and /tokenize. The caller
+ * frees *out. */
+int fe_oai_render_chat(const fe_oai_ctx_t *ctx, const void *body_json, char **out, size_t *out_len,
                        fe_oai_error_t *e);
 
 /* ---- JSON writer ---- */

@@ -25,7 +25,7 @@ const char *fe_http_finish_str(lantern_finish_t f) {
 static void write_stop_reason(fe_jw_t *w, const call_t *c, const choice_t *ch) {
     fe_jw_key(w, "stop_reason");
     if (ch->stop_string >= 0)
-        fe_jw_cstr(w, c->req.stops[ch->stop_string]);
+        fe_jw_str(w, c->req.stops[ch->stop_string], c->req.stop_lens[ch->stop_string]);
     else if (ch->stop_token >= 0)
         fe_jw_int(w, ch->stop_token);
     else

@@ -108,8 +108,10 @@ void fe_chat_template_destroy(fe_chat_template_t **t) {
     *t = NULL;
 }
 
-int fe_chat_template_render(const fe_chat_template_t *t, const cJSON *ctx, char **out, char *err) {
+int fe_chat_template_render(const fe_chat_template_t *t, const cJSON *ctx, char **out, size_t *len,
+                            char *err) {
     *out = NULL;
+    if (len) *len = 0;
     if (!t) return lt_errf(err, LT_ERR_INVAL, "chat template: NULL template");
     if (ctx && !cJSON_IsObject(ctx))
         return lt_errf(err, LT_ERR_INVAL, "chat template: the context must be a JSON object");
@@ -135,6 +137,7 @@ int fe_chat_template_render(const fe_chat_template_t *t, const cJSON *ctx, char 
         return rc;
     }
     r.out.data[r.out.len] = 0; /* macro calls and captures may have cut the text after its NUL */
+    if (len) *len = r.out.len; /* the text may hold a NUL of the conversation's own */
     *out = lt_buf_take(&r.out);
     return 0;
 }

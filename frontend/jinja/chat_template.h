@@ -34,13 +34,16 @@ void fe_chat_template_destroy(fe_chat_template_t **t);
  * "messages" (array of {role, content, ...}), "add_generation_prompt" (bool), "tools" and
  * "documents" (array or null: transformers always passes both, null when absent), "bos_token",
  * "eos_token" and any further keyword (e.g. "date_string", "enable_thinking"). On success *out is
- * a malloc'd NUL-terminated string.
+ * a malloc'd NUL-terminated string of *len bytes (len may be NULL). A context string holding C0 80
+ * (how common/json.h keeps U+0000 in a cJSON string) is the text with a NUL there, so the output
+ * may hold NULs: use *len, not strlen.
  * Errors: raise_exception("msg") in the template is LT_ERR_INVAL with exactly "msg" in err; a
  * runtime error (undefined attribute of an undefined value, type error) is LT_ERR_INVAL with the
  * template line; a runaway template (too many loop iterations or calls, recursion, output or
  * memory past the limits) is LT_ERR_RANGE; a Python method we do not implement is
  * LT_ERR_UNSUPPORTED. */
-int fe_chat_template_render(const fe_chat_template_t *t, const cJSON *ctx, char **out, char *err);
+int fe_chat_template_render(const fe_chat_template_t *t, const cJSON *ctx, char **out, size_t *len,
+                            char *err);
 
 /* The model's chat template source (GGUF tokenizer.chat_template or tokenizer_config.json's
  * chat_template), malloc'd. LT_ERR_NOTFOUND when the model has none. (source.c) */

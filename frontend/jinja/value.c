@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "jinja_internal.h"
+#include "json.h"
 
 /* ---- values in the render's arena ---- */
 
@@ -403,6 +404,20 @@ int jt_compare(render_t *r, int line, int op, const val_t *a, const val_t *b, bo
 
 /* ---- context values from cJSON ---- */
 
+/* A string of the context: a request's strings carry U+0000 as C0 80 (common/json.h); the
+ * template sees the character itself, as transformers' templates do. */
+static int json_str(render_t *r, const char *s, val_t *out) {
+    size_t n = strlen(s);
+    if (!lt_json_has_nul(s, n)) {
+        *out = v_str(s, n);
+        return 0;
+    }
+    char *d = jt_alloc(r, n);
+    if (!d) return LT_ERR_NOMEM;
+    *out = v_str(d, lt_json_bytes(d, s, n));
+    return 0;
+}
+
 int jt_from_json(render_t *r, const cJSON *j, val_t *out, int depth) {
     if (depth > CT_MAX_VAL_DEPTH) return LT_ERR_RANGE;
     if (cJSON_IsNull(j) || cJSON_IsInvalid(j))
@@ -417,7 +432,7 @@ int jt_from_json(render_t *r, const cJSON *j, val_t *out, int depth) {
             *out = v_float(d);
     } else if (cJSON_IsString(j) || cJSON_IsRaw(j)) {
         const char *s = j->valuestring ? j->valuestring : "";
-        *out = v_str(s, strlen(s));
+        return json_str(r, s, out);
     } else if (cJSON_IsArray(j)) {
         list_t *l = jt_list_new(r, (size_t)cJSON_GetArraySize(j));
         if (!l) return LT_ERR_NOMEM;
@@ -435,13 +450,14 @@ int jt_from_json(render_t *r, const cJSON *j, val_t *out, int depth) {
             val_t v;
             int rc = jt_from_json(r, c, &v, depth + 1);
             if (rc) return rc;
-            const char *k = c->string ? c->string : "";
-            int i = jt_dict_find_str(d, k, strlen(k)); /* a repeated key: the last one wins */
+            val_t k;
+            if ((rc = json_str(r, c->string ? c->string : "", &k))) return rc;
+            int i = jt_dict_find_str(d, k.u.s, k.n); /* a repeated key: the last one wins */
             if (i >= 0) {
                 d->v[i] = v;
                 continue;
             }
-            if (!jt_dict_append(r, d, v_str(k, strlen(k)), v)) return LT_ERR_NOMEM;
+            if (!jt_dict_append(r, d, k, v)) return LT_ERR_NOMEM;
         }
         *out = (val_t){.k = VK_DICT, .u.m = d};
     } else {

@@ -13,19 +13,21 @@
 
 /* ---- stopper ---- */
 
-int fe_stopper_init(fe_stopper_t *s, const char *const *stops, int n, bool include, char *err) {
+int fe_stopper_init(fe_stopper_t *s, const char *const *stops, const size_t *lens, int n,
+                    bool include, char *err) {
     memset(s, 0, sizeof *s);
     s->matched = -1;
     s->include = include;
     if (n < 0 || n > FE_MAX_STOPS)
         return lt_errf(err, LT_ERR_INVAL, "at most %d stop strings", FE_MAX_STOPS);
     for (int i = 0; i < n; i++) {
-        size_t len = strlen(stops[i]);
+        size_t len = lens ? lens[i] : strlen(stops[i]);
         if (len == 0) {
             fe_stopper_fini(s);
             return lt_errf(err, LT_ERR_INVAL, "stop strings must not be empty");
         }
-        s->stops[i] = strdup(stops[i]);
+        s->stops[i] = malloc(len);
+        if (s->stops[i]) memcpy(s->stops[i], stops[i], len);
         if (!s->stops[i]) {
             fe_stopper_fini(s);
             return lt_errf(err, LT_ERR_NOMEM, "out of memory");

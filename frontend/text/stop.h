@@ -29,8 +29,10 @@ typedef struct fe_stopper {
     int matched;   /* index of the stop string that matched, -1 while none */
 } fe_stopper_t;
 
-/* n <= FE_MAX_STOPS non-empty strings; LT_ERR_INVAL otherwise (message in err). */
-int fe_stopper_init(fe_stopper_t *s, const char *const *stops, int n, bool include, char *err);
+/* n <= FE_MAX_STOPS non-empty strings of lens[i] bytes each (any bytes, NUL included; lens NULL:
+ * C strings); LT_ERR_INVAL otherwise (message in err). */
+int fe_stopper_init(fe_stopper_t *s, const char *const *stops, const size_t *lens, int n,
+                    bool include, char *err);
 void fe_stopper_fini(fe_stopper_t *s);
 
 /* Appends text; writes what may be released to out. Returns 1 when a stop string matched

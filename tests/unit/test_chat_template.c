@@ -19,6 +19,7 @@
 
 #include "chat_template.h"
 #include "gguf.h"
+#include "json.h"
 #include "lt.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -74,7 +75,7 @@ static int check_cases(const char *tname, const char *src, const cJSON *cases) {
         const char *want_err = cJSON_GetStringValue(cJSON_GetObjectItem(c, "error"));
         char *out = NULL;
         err[0] = 0;
-        rc = fe_chat_template_render(t, ctx, &out, err);
+        rc = fe_chat_template_render(t, ctx, &out, NULL, err);
         if (want) {
             if (rc != 0) {
                 print_error("%s: render failed (%d): %s\n", what, rc, err);
@@ -116,7 +117,7 @@ static int render_str(const char *src, const char *ctx_json, char **out, char *e
     if (rc) return rc;
     cJSON *ctx = ctx_json ? cJSON_Parse(ctx_json) : NULL;
     if (ctx_json) assert_non_null(ctx);
-    rc = fe_chat_template_render(t, ctx, out, err);
+    rc = fe_chat_template_render(t, ctx, out, NULL, err);
     cJSON_Delete(ctx);
     fe_chat_template_destroy(&t);
     return rc;
@@ -293,10 +294,10 @@ static void test_runtime_errors(void **state) {
     fe_chat_template_t *t;
     assert_int_equal(fe_chat_template_compile("{{ raise_exception('x') }}", 26, &t, NULL), 0);
     char *out;
-    assert_int_equal(fe_chat_template_render(t, NULL, &out, NULL), LT_ERR_INVAL);
+    assert_int_equal(fe_chat_template_render(t, NULL, &out, NULL, NULL), LT_ERR_INVAL);
     /* the context must be an object */
     cJSON *arr = cJSON_CreateArray();
-    assert_int_equal(fe_chat_template_render(t, arr, &out, NULL), LT_ERR_INVAL);
+    assert_int_equal(fe_chat_template_render(t, arr, &out, NULL, NULL), LT_ERR_INVAL);
     cJSON_Delete(arr);
     fe_chat_template_destroy(&t);
     fe_chat_template_destroy(&t); /* NULL after the first: a no-op */
@@ -373,7 +374,7 @@ static void test_large_template(void **state) {
     assert_int_equal(fe_chat_template_compile(src, n, &t, err), 0);
     cJSON *ctx = cJSON_Parse("{\"name\": \"N\"}");
     char *out = NULL;
-    assert_int_equal(fe_chat_template_render(t, ctx, &out, err), 0);
+    assert_int_equal(fe_chat_template_render(t, ctx, &out, NULL, err), 0);
     double dt = now_s() - t0;
     /* every line renders as "line K N\n" */
     char want[64];
@@ -391,7 +392,7 @@ static void test_large_template(void **state) {
     memset(src, 'a', target);
     src[target] = 0;
     assert_int_equal(fe_chat_template_compile(src, target, &t, err), 0);
-    assert_int_equal(fe_chat_template_render(t, NULL, &out, err), 0);
+    assert_int_equal(fe_chat_template_render(t, NULL, &out, NULL, err), 0);
     assert_int_equal(strlen(out), target);
     free(out);
     fe_chat_template_destroy(&t);
@@ -401,7 +402,7 @@ static void test_large_template(void **state) {
     while (n < target) n += (size_t)sprintf(src + n, "   {#- c -#}   {%% set x = 1 %%}");
     t0 = now_s();
     assert_int_equal(fe_chat_template_compile(src, n, &t, err), 0);
-    assert_int_equal(fe_chat_template_render(t, NULL, &out, err), 0);
+    assert_int_equal(fe_chat_template_render(t, NULL, &out, NULL, err), 0);
     assert_true(now_s() - t0 < 0.5);
     assert_string_equal(out, "");
     free(out);
@@ -465,7 +466,8 @@ static void *render_many(void *p) {
     thread_arg_t *a = p;
     for (int i = 0; i < 200; i++) {
         char err[LT_ERR_LEN], *out = NULL;
-        if (fe_chat_template_render(a->t, a->ctx, &out, err) != 0 || strcmp(out, a->want) != 0)
+        if (fe_chat_template_render(a->t, a->ctx, &out, NULL, err) != 0 ||
+            strcmp(out, a->want) != 0)
             a->bad++;
         free(out);
     }
@@ -547,7 +549,7 @@ static void test_speed(void **state) {
     double t0 = now_s();
     for (int i = 0; i < iters; i++) {
         free(out);
-        assert_int_equal(fe_chat_template_render(t, ctx, &out, err), 0);
+        assert_int_equal(fe_chat_template_render(t, ctx, &out, NULL, err), 0);
     }
     double per = (now_s() - t0) / iters;
     print_message("qwen3 template, 10 messages: %.1f us per render (%zu bytes)\n", per * 1e6,
@@ -558,6 +560,33 @@ static void test_speed(void **state) {
     cJSON_Delete(ctx);
     fe_chat_template_destroy(&t);
     cJSON_Delete(doc);
+}
+
+/* A context string holding U+0000 (C0 80, as common/json.h reads it) is the character itself in
+ * the template: one character long, written as a NUL byte, escaped by tojson; the output's
+ * length counts it. */
+static void test_nul_in_context(void **state) {
+    (void)state;
+    char err[LT_ERR_LEN];
+    fe_chat_template_t *t = NULL;
+    const char *src = "{{ a }}|{{ a|length }}|{{ a|tojson }}|{% for k in d %}{{ k|length }}"
+                      "{% endfor %}";
+    assert_int_equal(fe_chat_template_compile(src, strlen(src), &t, err), 0);
+    cJSON *ctx = NULL;
+    lt_json_error_t je;
+    const char *body = "{\"a\": \"x\\u0000y\", \"d\": {}}";
+    assert_int_equal(lt_json_parse(body, strlen(body), &ctx, &je), 0);
+    /* a key holding it: lt_json_parse refuses one in a body, but a tree may hold it */
+    cJSON_AddNumberToObject(cJSON_GetObjectItemCaseSensitive(ctx, "d"), "k" LT_JSON_NUL, 1);
+    char *out = NULL;
+    size_t len = 0;
+    assert_int_equal(fe_chat_template_render(t, ctx, &out, &len, err), 0);
+    const char want[] = "x\0y|3|\"x\\u0000y\"|2";
+    assert_int_equal(len, sizeof want - 1);
+    assert_memory_equal(out, want, len);
+    free(out);
+    cJSON_Delete(ctx);
+    fe_chat_template_destroy(&t);
 }
 
 int main(void) {
@@ -571,6 +600,7 @@ int main(void) {
         cmocka_unit_test(test_context_and_globals),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_speed),
+        cmocka_unit_test(test_nul_in_context),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

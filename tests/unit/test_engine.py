@@ -7,7 +7,9 @@ model) equals the single-process reference; 64 concurrent mixed requests give th
 each alone, with batches of more than one sequence; prefix-cache hits on a repeated prompt; KV
 exhaustion preempts and still completes correctly; kill -9 of a worker and of the engine ends
 every streaming request with an error within 2 s, the tree exits non-zero, and no process, shared
-memory segment or socket file is left; SIGUSR1 makes every process dump its state.
+memory segment or socket file is left; SIGUSR1 makes every process dump its state; a request the
+worker holds no sequence slot for (fault injection) fails alone with an error, never sampled some
+other way, and the others finish as they would alone.
 """
 import glob
 import json
@@ -236,10 +238,43 @@ def test_dump():
           stderr.count("state dump: rank") >= 3, stderr[-500:])
 
 
+def test_slots():
+    """LANTERN_FAULT_WORKER_SLOTS=1: the worker keeps sampling state (seeded generator, history)
+    for one sequence only, while the engine runs four at once. Every request it cannot hold
+    fails alone with an error naming the reason; none is sampled another way; the others give
+    exactly what they give alone, and the tree goes on serving."""
+    model = os.path.join(MODELS, "qwen2-tiny")
+    rnd = random.Random(3)
+    reqs = [{"prompt_ids": [rnd.randrange(3, 512) for _ in range(12)], "max_tokens": 16,
+             "ignore_eos": True, "temperature": 0.9, "seed": 100 + i} for i in range(6)]
+    _, alone, _ = batch(model, reqs, "--concurrency", "1")
+    with tempfile.TemporaryDirectory() as d:
+        inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+        with open(inp, "w") as f:
+            for q in reqs:
+                f.write(json.dumps(q) + "\n")
+        env = dict(os.environ, LANTERN_FAULT_WORKER_SLOTS="1")
+        r = subprocess.run([BIN, "batch", "--model", model, "--input", inp, "--output", out,
+                            "--max-num-seqs", "4"], capture_output=True, text=True, timeout=300,
+                           env=env)
+        res = [json.loads(l) for l in open(out)] if os.path.exists(out) else []
+    failed = [x for x in res if x["finish"] == "error"]
+    ok = [x for x in res if x["finish"] != "error"]
+    check("slots: every request answered", len(res) == len(reqs), r.stderr[-600:])
+    check("slots: the requests without a slot fail with an error saying why",
+          failed and all("sequence slot" in (x["error"] or "") for x in failed),
+          str(failed)[:400])
+    check("slots: the others finish (the tree goes on serving)", len(ok) >= 1,
+          r.stderr[-600:])
+    same = [x["ids"] == alone[x["index"]]["ids"] for x in ok] if len(alone) == len(reqs) else []
+    check("slots: the others are sampled exactly as alone (seeded)", same and all(same),
+          f"{sum(same)}/{len(same)} equal")
+
+
 def main():
     only = sys.argv[1:]
     for name, fn in [("tp", test_tp), ("concurrency", test_concurrency), ("faults", test_faults),
-                     ("dump", test_dump)]:
+                     ("dump", test_dump), ("slots", test_slots)]:
         if not only or name in only:
             fn()
     return ltcheck.summary()

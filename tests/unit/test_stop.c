@@ -1,7 +1,8 @@
 /*
  * test_stop.c — stop strings over streamed text: matches across piece boundaries, text before
  * the match released (and nothing after), held-back prefixes released when they turn out not to
- * be a stop, earliest match wins, include_stop, UTF-8 stops, bad arguments.
+ * be a stop, earliest match wins, include_stop, UTF-8 stops, stops holding NULs (by length),
+ * bad arguments.
  */
 #include <string.h>
 
@@ -14,7 +15,7 @@ static int run(const char *const *stops, int n, bool include, const char *const 
                int n_pieces, lt_buf_t *out) {
     fe_stopper_t s;
     char err[LT_ERR_LEN];
-    assert_int_equal(fe_stopper_init(&s, stops, n, include, err), 0);
+    assert_int_equal(fe_stopper_init(&s, stops, NULL, n, include, err), 0);
     int matched = 0;
     for (int i = 0; i < n_pieces && !matched; i++) {
         size_t before = out->len;
@@ -54,7 +55,7 @@ static void test_streaming_releases_early(void **state) {
     fe_stopper_t s;
     char err[LT_ERR_LEN];
     const char *stops[] = {"</answer>"};
-    assert_int_equal(fe_stopper_init(&s, stops, 1, false, err), 0);
+    assert_int_equal(fe_stopper_init(&s, stops, NULL, 1, false, err), 0);
     lt_buf_t out = {0};
     assert_int_equal(fe_stopper_feed(&s, "42 is it", 8, &out), 0);
     assert_string_equal(out.data, "42 is it"); /* nothing could start a stop: all released */
@@ -97,10 +98,36 @@ static void test_no_stops_and_errors(void **state) {
     fe_stopper_t s;
     char err[LT_ERR_LEN];
     const char *empty[] = {""};
-    assert_int_equal(fe_stopper_init(&s, empty, 1, false, err), LT_ERR_INVAL);
+    assert_int_equal(fe_stopper_init(&s, empty, NULL, 1, false, err), LT_ERR_INVAL);
     const char *many[FE_MAX_STOPS + 1];
     for (int i = 0; i <= FE_MAX_STOPS; i++) many[i] = "x";
-    assert_int_equal(fe_stopper_init(&s, many, FE_MAX_STOPS + 1, false, err), LT_ERR_INVAL);
+    assert_int_equal(fe_stopper_init(&s, many, NULL, FE_MAX_STOPS + 1, false, err), LT_ERR_INVAL);
+}
+
+/* A stop string is data of a given length: "a\0b" stops on the three bytes, never on "a". */
+static void test_nul_stops(void **state) {
+    (void)state;
+    fe_stopper_t s;
+    char err[LT_ERR_LEN];
+    const char *stops[] = {"a\0b", "\0"};
+    const size_t lens[] = {3, 1};
+    lt_buf_t out = {0};
+    assert_int_equal(fe_stopper_init(&s, stops, lens, 1, true, err), 0);
+    assert_int_equal(fe_stopper_feed(&s, "xa", 2, &out), 0);
+    assert_int_equal(fe_stopper_feed(&s, "\0", 1, &out), 0);
+    assert_int_equal(fe_stopper_feed(&s, "c a", 3, &out), 0); /* "a\0c": no match */
+    assert_int_equal(fe_stopper_feed(&s, "\0b tail", 7, &out), 1);
+    assert_int_equal(out.len, 8);
+    assert_memory_equal(out.data, "xa\0c a\0b", 8);
+    fe_stopper_fini(&s);
+    lt_buf_free(&out);
+    /* a lone NUL stop */
+    assert_int_equal(fe_stopper_init(&s, stops + 1, lens + 1, 1, false, err), 0);
+    assert_int_equal(fe_stopper_feed(&s, "ok\0more", 7, &out), 1);
+    assert_int_equal(out.len, 2);
+    assert_memory_equal(out.data, "ok", 2);
+    fe_stopper_fini(&s);
+    lt_buf_free(&out);
 }
 
 int main(void) {
@@ -110,6 +137,7 @@ int main(void) {
         cmocka_unit_test(test_streaming_releases_early),
         cmocka_unit_test(test_earliest_and_include),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_nul_stops),
         cmocka_unit_test(test_no_stops_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,7 +7,8 @@
  * without skip_special_tokens, and that the incremental detokenizer, fed one id at a time,
  * releases only valid UTF-8 whose concatenation is the full decode. Each tokenizer is checked as
  * tokenizer.json and as GGUF. The default model's tokenizer (SmolLM2) is checked when
- * tools/fetch_model.sh has fetched it, else that test is skipped.
+ * tools/fetch_model.sh has fetched it, else that test is skipped. Strings may hold U+0000 (read
+ * with common/json.h, which keeps them whole): they are tokenized and compared by length.
  * Then: invalid UTF-8 input, a 1 MB input, the detokenizer API, load errors and concurrent use.
  */
 #include "testutil.h"
@@ -20,6 +21,7 @@
 #include <time.h>
 
 #include "gguf.h"
+#include "json.h"
 #include "lt.h"
 #include "tok_internal.h" /* tok_encode: the cache switch */
 #include "tokenizer.h"
@@ -36,6 +38,7 @@ typedef struct {
     ivec_t ids, nosp, gguf;
     bool has_nosp, has_gguf, nodec;
     char *dec, *dec_skip, *dec_bos; /* NULL: same as the previous level */
+    size_t dec_n, dec_skip_n, dec_bos_n;
 } rec_t;
 
 typedef struct {
@@ -72,14 +75,29 @@ static void for_lines(char *text, void (*fn)(const char *line, void *ctx), void 
     }
 }
 
+/* A JSON line read whole: a string's "\u0000" stays in it (common/json.h). */
+static cJSON *parse_line(const char *line) {
+    cJSON *j = NULL;
+    lt_json_error_t e;
+    if (lt_json_parse(line, strlen(line), &j, &e)) fail_msg("%s: %s", line, e.message);
+    return j;
+}
+
+/* A malloc'd copy of a parsed string's bytes (NULs restored); *n its length. */
+static char *jbytes(const char *s, size_t *n) {
+    char *d = strdup(s);
+    *n = lt_json_bytes(d, d, strlen(d));
+    d[*n] = '\0';
+    return d;
+}
+
 static void corpus_line(const char *line, void *ctx) {
     corpus_t *c = ctx;
-    cJSON *j = cJSON_Parse(line);
+    cJSON *j = parse_line(line);
     assert_true(cJSON_IsString(j));
     c->s = realloc(c->s, (size_t)(c->n + 1) * sizeof *c->s);
     c->len = realloc(c->len, (size_t)(c->n + 1) * sizeof *c->len);
-    c->s[c->n] = strdup(j->valuestring);
-    c->len[c->n] = strlen(j->valuestring);
+    c->s[c->n] = jbytes(j->valuestring, &c->len[c->n]);
     c->n++;
     cJSON_Delete(j);
 }
@@ -91,14 +109,14 @@ static ivec_t jivec(const cJSON *a) {
     return v;
 }
 
-static char *jdup(const cJSON *o, const char *key) {
+static char *jdup(const cJSON *o, const char *key, size_t *n) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
+    return cJSON_IsString(v) ? jbytes(v->valuestring, n) : NULL;
 }
 
 static void expected_line(const char *line, void *ctx) {
     expected_t *e = ctx;
-    cJSON *j = cJSON_Parse(line);
+    cJSON *j = parse_line(line);
     assert_non_null(j);
     if (cJSON_GetObjectItemCaseSensitive(j, "tokenizer")) {
         e->prefix = jivec(cJSON_GetObjectItemCaseSensitive(j, "prefix"));
@@ -113,9 +131,9 @@ static void expected_line(const char *line, void *ctx) {
         r->nodec = cJSON_GetObjectItemCaseSensitive(j, "nodec") != NULL;
         if ((x = cJSON_GetObjectItemCaseSensitive(j, "nosp"))) r->nosp = jivec(x), r->has_nosp = 1;
         if ((x = cJSON_GetObjectItemCaseSensitive(j, "gguf"))) r->gguf = jivec(x), r->has_gguf = 1;
-        r->dec = jdup(j, "dec");
-        r->dec_skip = jdup(j, "dec_skip");
-        r->dec_bos = jdup(j, "dec_bos");
+        r->dec = jdup(j, "dec", &r->dec_n);
+        r->dec_skip = jdup(j, "dec_skip", &r->dec_skip_n);
+        r->dec_bos = jdup(j, "dec_bos", &r->dec_bos_n);
     }
     cJSON_Delete(j);
 }
@@ -221,7 +239,7 @@ static bool valid_utf8(const char *s, size_t n) {
 static char *decode(const fe_tokenizer_t *t, const int32_t *ids, int n, bool skip, size_t *len) {
     char err[LT_ERR_LEN], *text;
     assert_int_equal(fe_tokenizer_decode(t, ids, n, skip, &text, len, err), 0);
-    assert_int_equal(strlen(text), *len); /* NUL-terminated, no NUL inside for these inputs */
+    assert_int_equal(text[*len], '\0'); /* NUL-terminated (the text itself may hold NULs) */
     return text;
 }
 
@@ -330,22 +348,25 @@ static void check_records(const char *name, fe_tokenizer_t *t, const expected_t 
         }
         /* Decoding HF's ids. */
         const char *d_plain = r->dec ? r->dec : s;
+        size_t n_plain = r->dec ? r->dec_n : n;
         const char *d_skip = r->dec_skip ? r->dec_skip : d_plain;
+        size_t n_skip = r->dec_skip ? r->dec_skip_n : n_plain;
         const char *d_bos = r->dec_bos ? r->dec_bos : d_skip;
+        size_t n_bos = r->dec_bos ? r->dec_bos_n : n_skip;
         size_t len;
         char *text = decode(t, r->ids.v, r->ids.n, false, &len);
-        if ((len != strlen(d_plain) || memcmp(text, d_plain, len)) && f.dec++ < SHOW) {
+        if ((len != n_plain || memcmp(text, d_plain, len)) && f.dec++ < SHOW) {
             print_message("  [%s] string %d: decode differs\n", name, i);
-            print_str("want", d_plain, strlen(d_plain));
+            print_str("want", d_plain, n_plain);
             print_str("got ", text, len);
         }
         if (!detok_matches(t, r->ids.v, r->ids.n, false, text, len) && f.detok++ < SHOW)
             print_message("  [%s] string %d: incremental detokenization differs\n", name, i);
         free(text);
         text = decode(t, r->ids.v, r->ids.n, true, &len);
-        if ((len != strlen(d_skip) || memcmp(text, d_skip, len)) && f.dec_skip++ < SHOW) {
+        if ((len != n_skip || memcmp(text, d_skip, len)) && f.dec_skip++ < SHOW) {
             print_message("  [%s] string %d: decode(skip_special) differs\n", name, i);
-            print_str("want", d_skip, strlen(d_skip));
+            print_str("want", d_skip, n_skip);
             print_str("got ", text, len);
         }
         free(text);
@@ -355,9 +376,9 @@ static void check_records(const char *name, fe_tokenizer_t *t, const expected_t 
         memcpy(full + e->prefix.n, r->ids.v, sizeof *full * (size_t)r->ids.n);
         memcpy(full + e->prefix.n + r->ids.n, e->suffix.v, sizeof *full * (size_t)e->suffix.n);
         text = decode(t, full, nb, true, &len);
-        if ((len != strlen(d_bos) || memcmp(text, d_bos, len)) && f.dec_bos++ < SHOW) {
+        if ((len != n_bos || memcmp(text, d_bos, len)) && f.dec_bos++ < SHOW) {
             print_message("  [%s] string %d: decode(BOS + ids, skip_special) differs\n", name, i);
-            print_str("want", d_bos, strlen(d_bos));
+            print_str("want", d_bos, n_bos);
             print_str("got ", text, len);
         }
         if (!detok_matches(t, full, nb, true, text, len) && f.detok_skip++ < SHOW)

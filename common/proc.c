@@ -7,11 +7,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,6 +106,56 @@ const char *lt_proc_status_str(int status, char *buf, size_t n) {
     else
         snprintf(buf, n, "ended (status 0x%x)", status);
     return buf;
+}
+
+/* ---- resources the tree needs ---- */
+
+int lt_fd_limit_ensure(long need, const char *what, char *err) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return LT_OK; /* unknown: let it try */
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= (rlim_t)need) return LT_OK;
+    if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= (rlim_t)need) {
+        unsigned long long was = (unsigned long long)rl.rlim_cur;
+        rl.rlim_cur = (rlim_t)need;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            LT_INFO("raised the open-file limit from %llu to %ld (%s needs that many)", was, need,
+                    what);
+            return LT_OK;
+        }
+    }
+    /* ZeroMQ aborts the process (an assertion) when it cannot open a descriptor: say so first */
+    return lt_errf(err, LT_ERR_RANGE,
+                   "the open-file limit (RLIMIT_NOFILE) is %llu (hard limit %llu), but %s needs "
+                   "at least %ld file descriptors per process: raise it, e.g. `ulimit -n %ld` "
+                   "(LimitNOFILE= in a systemd unit, --ulimit nofile= for docker)",
+                   (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, what, need,
+                   need < 1024 ? 1024 : need);
+}
+
+int lt_shm_reserve(int fd, const char *path, size_t size, char *err) {
+    /* tmpfs grows lazily: a segment larger than what /dev/shm has left is made without a word
+     * and fails when a page past the space is first touched, as a SIGBUS in whichever process
+     * touches it. So: no segment larger than the space left, and small ones (the step ring, the
+     * metrics region) reserved outright. Large ones (the all-reduce's, sized for the largest
+     * batch) stay sparse: reserving them would hold memory most models never touch. */
+    struct statvfs v;
+    unsigned long long avail = ULLONG_MAX;
+    if (statvfs("/dev/shm", &v) == 0)
+        avail = (unsigned long long)v.f_bavail * (unsigned long long)v.f_frsize;
+    int e = 0;
+    if (size > avail)
+        e = ENOSPC;
+    else if (ftruncate(fd, (off_t)size) != 0)
+        e = errno;
+    else if (size <= LT_SHM_RESERVE_MAX)
+        e = posix_fallocate(fd, 0, (off_t)size);
+    if (e == 0 || e == EOPNOTSUPP || e == EINVAL) return LT_OK;
+    char left[64] = "";
+    if (avail != ULLONG_MAX) snprintf(left, sizeof left, " (%llu bytes free)", avail);
+    return lt_errf(err, e == ENOSPC ? LT_ERR_NOMEM : LT_ERR_IO,
+                   "shm %s: cannot reserve %zu bytes in /dev/shm%s: %s; free space there or make "
+                   "it larger (docker run --shm-size, the tmpfs size= option)",
+                   path, size, left, strerror(e));
 }
 
 /* ---- signals ---- */

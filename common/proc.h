@@ -34,6 +34,21 @@ void lt_proc_stop(lt_child_t *child, int sig, int timeout_ms);
 /* Describes a wait status: "exited with status 3", "killed by signal 9 (Killed)". */
 const char *lt_proc_status_str(int status, char *buf, size_t n);
 
+/* ---- resources the tree needs ---- */
+
+/* Makes sure this process (and the children it will start, which inherit the limit) may open
+ * `need` file descriptors: raises the soft RLIMIT_NOFILE up to the hard one when it is lower;
+ * if the hard limit is lower too, fails with a message naming the limit and `ulimit -n`.
+ * `what` names who needs them ("the engine with 2 workers"). Start-up only. */
+int lt_fd_limit_ensure(long need, const char *what, char *err);
+
+/* Sizes the shared-memory segment open on fd (named path, in /dev/shm) to size bytes, refusing
+ * a size over what /dev/shm has left and reserving the pages of segments up to
+ * LT_SHM_RESERVE_MAX, so that a full /dev/shm is this error (naming /dev/shm, the size and the
+ * space left) instead of a SIGBUS at the first touch of a page. Start-up only. */
+#define LT_SHM_RESERVE_MAX (64u << 20)
+int lt_shm_reserve(int fd, const char *path, size_t size, char *err);
+
 /* ---- signals ---- */
 
 extern volatile sig_atomic_t lt_sig_dump;     /* SIGUSR1: dump state to the log */

@@ -267,6 +267,14 @@ void ipc_endpoint_unlink(const char *endpoint);
 /* Removes /dev/shm/lantern-<pid>-* and <runtime dir>/lantern-<pid>-*.sock. Returns how many
  * were removed. Call it once no process of the tree uses them. */
 int ipc_cleanup(int pid);
+/* Removes what crashed trees left behind (a frontend killed with SIGKILL cannot clean up; its
+ * children die with it): every /dev/shm/lantern-<pid>-<what> and lantern-<pid>-<what>.sock in
+ * the runtime directory and in /tmp whose pid no longer exists (kill(pid, 0) fails with ESRCH),
+ * that belongs to our user and is a regular file (shm) or a socket. Never a live process's
+ * files, never names of another pattern. `mine`: our own pid's too, for a caller that knows no
+ * tree of this process exists (a restarted container's process may get the crashed one's pid).
+ * Logs each removal; returns the count. Start-up only. */
+int ipc_cleanup_stale(bool mine);
 
 /* ---- ZeroMQ channels ---- */
 

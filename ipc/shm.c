@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ipc_priv.h"
+#include "proc.h"
 
 /* ---- futex ---- */
 
@@ -137,6 +138,69 @@ int ipc_cleanup(int pid) {
     return sweep("/dev/shm", prefix, "", true) + sweep(ipc_runtime_dir(), prefix, ".sock", false);
 }
 
+/* ---- leftovers of crashed trees ---- */
+
+/* The pid in "lantern-<pid>-<what><suffix>" (what: 1..64 of [A-Za-z0-9._-]), or -1 when the
+ * name is not one ipc_name / ipc_endpoint makes. */
+static int leftover_pid(const char *name, const char *suffix) {
+    if (strncmp(name, "lantern-", 8) != 0) return -1;
+    const char *p = name + 8;
+    long pid = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 10; p++, digits++) pid = pid * 10 + (*p - '0');
+    if (digits == 0 || *p != '-' || pid <= 0 || pid > INT32_MAX) return -1;
+    size_t n = strlen(++p), ns = strlen(suffix);
+    if (n <= ns || n - ns > 64 || strcmp(p + n - ns, suffix) != 0) return -1;
+    for (size_t i = 0; i < n - ns; i++) {
+        char c = p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return -1;
+    }
+    return (int)pid;
+}
+
+/* Removes from dir the entries named like ours whose owning process no longer exists: only
+ * regular files (shm) or sockets, only our own user's, and only when kill(pid, 0) says ESRCH
+ * (EPERM or success means the pid is in use: never touched), or, with mine, our own pid's. */
+static int sweep_stale(const char *dir, const char *suffix, bool shm, bool mine) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int pid = leftover_pid(e->d_name, suffix);
+        bool self = pid == (int)getpid();
+        if (pid < 0 || (self && !mine)) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (st.st_uid != geteuid() || !(shm ? S_ISREG(st.st_mode) : S_ISSOCK(st.st_mode))) continue;
+        if (!self && (kill(pid, 0) == 0 || errno != ESRCH)) continue;
+        int rc;
+        if (shm) {
+            char nm[NAME_MAX + 2];
+            snprintf(nm, sizeof nm, "/%s", e->d_name);
+            rc = shm_unlink(nm);
+        } else {
+            rc = unlinkat(dirfd(d), e->d_name, 0);
+        }
+        if (rc == 0) {
+            removed++;
+            LT_INFO("removed %s/%s, left behind by lantern process %d, which no longer exists%s",
+                    dir, e->d_name, pid, self ? " (this process has its pid now)" : "");
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
+int ipc_cleanup_stale(bool mine) {
+    const char *rt = ipc_runtime_dir();
+    int n = sweep_stale("/dev/shm", "", true, mine) + sweep_stale(rt, ".sock", false, mine);
+    if (strcmp(rt, "/tmp") != 0) n += sweep_stale("/tmp", ".sock", false, mine);
+    return n;
+}
+
 /* ---- segments ---- */
 
 int ipc_shm_create(const char *name, size_t size, void **base, char *err) {
@@ -150,12 +214,10 @@ int ipc_shm_create(const char *name, size_t size, void **base, char *err) {
                        errno == EEXIST ? "already exists (a live tree, or one that crashed: "
                                          "ipc_cleanup removes its leftovers)"
                                        : strerror(errno));
-    if (ftruncate(fd, (off_t)size) != 0) {
-        int e = errno;
+    if ((rc = lt_shm_reserve(fd, path, size, err))) {
         close(fd);
         shm_unlink(path);
-        return lt_errf(err, LT_ERR_IO, "shm %s: cannot size to %zu bytes: %s", path, size,
-                       strerror(e));
+        return rc;
     }
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     int e = errno;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "lt.h"
+#include "proc.h"
 
 /* ---- bucket sets (vLLM's, where vLLM has one) ---- */
 
@@ -105,12 +106,11 @@ int tel_metrics_create(const char *name, int n_ranks, tel_metrics_shm_t **out, c
     size_t size = region_size(n_ranks);
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return lt_errf(err, LT_ERR_IO, "metrics: shm_open %s: %s", name, strerror(errno));
-    if (ftruncate(fd, (off_t)size) != 0) {
-        int e = errno;
+    int rc = lt_shm_reserve(fd, name, size, err);
+    if (rc) {
         close(fd);
         shm_unlink(name);
-        return lt_errf(err, LT_ERR_IO, "metrics: %s: cannot size %zu bytes: %s (is /dev/shm full?)",
-                       name, size, strerror(e));
+        return rc;
     }
     tel_metrics_shm_t *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);

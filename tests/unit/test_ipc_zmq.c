@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -306,6 +309,69 @@ static void test_cleanup(void **state) {
     ipc_endpoint_unlink("tcp://127.0.0.1:5555"); /* no-op */
 }
 
+/* A pid that no longer exists: a child's, once reaped. */
+static int dead_pid(void) {
+    pid_t p = fork();
+    if (p == 0) _exit(0);
+    assert_true(p > 0);
+    assert_int_equal(waitpid(p, NULL, 0), p);
+    return (int)p;
+}
+
+static void socket_file(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    close(fd); /* the file stays, as a crashed process's does */
+}
+
+static void shm_file(const char *name) {
+    int fd = shm_open(name, O_CREAT | O_RDWR, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+static bool shm_exists(const char *name) {
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd >= 0) close(fd);
+    return fd >= 0;
+}
+
+static void test_cleanup_stale(void **state) {
+    (void)state;
+    char err[LT_ERR_LEN], dead_ep[256], live_ep[256], dead_shm[64], live_shm[64], plain[300];
+    int dead = dead_pid();
+    assert_int_equal(ipc_endpoint(dead_ep, sizeof dead_ep, dead, "cs-input", err), 0);
+    assert_int_equal(ipc_endpoint(live_ep, sizeof live_ep, getpid(), "cs-input", err), 0);
+    snprintf(dead_shm, sizeof dead_shm, "/lantern-%d-cs-step", dead);
+    snprintf(live_shm, sizeof live_shm, "/lantern-%d-cs-step", (int)getpid());
+    snprintf(plain, sizeof plain, "%s/lantern-%d-cs-plain.sock", ipc_runtime_dir(), dead);
+    socket_file(dead_ep + 6);
+    socket_file(live_ep + 6);
+    shm_file(dead_shm);
+    shm_file(live_shm);
+    shm_file("/lantern-cs-not-a-pid");
+    assert_int_equal(tu_write_file(plain, "", 0), 0); /* named like a socket, but a file */
+    /* other crashed trees' files on this machine may go too: at least ours */
+    assert_true(ipc_cleanup_stale(false) >= 2);
+    assert_false(exists(dead_ep));
+    assert_false(shm_exists(dead_shm));
+    /* a live pid's, another pattern's and a non-socket are left alone */
+    assert_true(exists(live_ep));
+    assert_true(shm_exists(live_shm));
+    assert_true(shm_exists("/lantern-cs-not-a-pid"));
+    struct stat st;
+    assert_int_equal(stat(plain, &st), 0);
+    unlink(plain);
+    shm_unlink("/lantern-cs-not-a-pid");
+    /* told that no tree of ours runs, our own pid's go too */
+    assert_true(ipc_cleanup_stale(true) >= 2);
+    assert_false(exists(live_ep));
+    assert_false(shm_exists(live_shm));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_names, teardown_check),
@@ -314,6 +380,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_pub_sub_and_tcp, teardown_check),
         cmocka_unit_test_teardown(test_poll, teardown_check),
         cmocka_unit_test_teardown(test_cleanup, teardown_check),
+        cmocka_unit_test_teardown(test_cleanup_stale, teardown_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -104,6 +104,7 @@ static int call_submit(call_t *c, fe_oai_error_t *e) {
     fe_oai_request_t *q = &c->req;
     char err[LT_ERR_LEN];
     int n_ch = q->n_prompts * q->n;
+    c->group.name = c->rid;
     choice_t *ch0 = calloc((size_t)n_ch, sizeof *ch0);
     c->toks = malloc(sizeof *c->toks * TOKENS_PER_READ);
     if (!ch0 || !c->toks) {
@@ -150,6 +151,7 @@ static int call_submit(call_t *c, fe_oai_error_t *e) {
         r.tracestate = c->tracestate;
         r.notify = call_notify;
         r.notify_arg = c;
+        r.group = &c->group;
         if (lantern_submit(s->l, &r, &ch->id, err)) {
             fe_http_call_release(c);
             if (!lantern_alive(s->l))

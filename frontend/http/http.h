@@ -75,6 +75,7 @@ typedef struct srv {
     int port;
     char *api_key;
     size_t max_body;
+    size_t max_undelivered_req, max_undelivered; /* bytes; lantern_set_output_limits */
     bool log_requests, log_stats;
     time_t started;
     pthread_mutex_t mu; /* guards calls */
@@ -174,6 +175,7 @@ struct call {
     bool submitted; /* its choices reached the engine */
     choice_t *ch;
     int n_ch, n_live;
+    lantern_group_t group; /* its choices, for the limits on output waiting for the client */
     lantern_token_t *toks; /* TOKENS_PER_READ scratch for lantern_next */
     atomic_bool ready;
     atomic_bool suspended;

@@ -240,6 +240,15 @@ static void frontend(tel_expo_t *e, srv_t *s, bool stalled) {
     tel_expo_counter(e, "client_disconnects",
                      "Requests whose client went away before the end (aborted in the engine).",
                      NULL, (double)atomic_load(&s->n_disconnects));
+    lantern_stats_t st;
+    lantern_stats(s->l, &st);
+    tel_expo_gauge(e, "undelivered_bytes",
+                   "Bytes of generated output waiting for clients to read it (in liblantern).",
+                   NULL, (double)st.undelivered_bytes);
+    tel_expo_counter(e, "undelivered_aborts",
+                     "Requests aborted because their client did not read their output "
+                     "(--max-undelivered-bytes[-per-request]).",
+                     NULL, (double)st.undelivered_aborts);
     tel_expo_counter(e, "traceparent_malformed",
                      "Requests whose traceparent header was malformed (ignored).", NULL,
                      (double)atomic_load(&s->n_bad_traceparent));

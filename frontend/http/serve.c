@@ -219,6 +219,12 @@ static void usage(FILE *f) {
         "  --http-max-connections-per-ip N  open connections per client address (0: no cap,\n"
         "                                 the default: behind a proxy every client shares one);\n"
         "                                 over it, 429 with Retry-After\n"
+        "  --max-undelivered-bytes-per-request BYTES\n"
+        "                                 generated output one request may have waiting for\n"
+        "                                 its client (a stream nobody reads) before it is\n"
+        "                                 aborted with an error; 0: no limit (32M)\n"
+        "  --max-undelivered-bytes BYTES  the same across all requests: the largest backlog\n"
+        "                                 is aborted first (512M)\n"
         "  --disable-log-requests         no log line per request\n"
         "  --disable-log-stats            no periodic stats line\n"
         "  --metrics-prefix P             lantern (default) or vllm: /metrics under vLLM's own\n"
@@ -254,6 +260,36 @@ static int bind_addr(const char *host, int port, struct sockaddr_storage *ss, un
     return LT_OK;
 }
 
+/* Binds the address once before the engine starts, so that a port in use (or not ours to take)
+ * is said at once, not after the model has loaded; MHD binds it again afterwards. */
+static int check_port(const struct sockaddr_storage *ss, const char *host, long long port,
+                      char *err) {
+    if (port == 0) return LT_OK;
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return LT_OK; /* MHD will say what is wrong */
+    int one = 1;              /* as MHD does: a previous run's TIME_WAIT is no conflict */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t len =
+        ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int e = bind(fd, (const struct sockaddr *)ss, len) == 0 ? 0 : errno;
+    close(fd);
+    if (!e) return LT_OK;
+    return lt_errf(err, LT_ERR_IO, "cannot listen on %s:%lld: %s%s", host, port,
+                   e == EADDRINUSE ? "the address is already in use" : strerror(e),
+                   e == EADDRINUSE ? " (another server listens there: choose another --port)"
+                   : e == EACCES   ? " (ports below 1024 need privileges)"
+                                   : "");
+}
+
+/* A byte count with K/M/G suffixes, or 0 (no limit). */
+static bool parse_limit(const char *s, long long *out) {
+    if (strcmp(s, "0") == 0) {
+        *out = 0;
+        return true;
+    }
+    return lt_parse_size(s, out);
+}
+
 /* The command line: the server's own options, then every engine option (ipc/args.h). 0 to go
  * on, else the exit status. */
 enum {
@@ -269,6 +305,8 @@ enum {
     OPT_IDLE_TIMEOUT,
     OPT_MAX_CONNS,
     OPT_MAX_CONNS_PER_IP,
+    OPT_UNDELIV_REQ,
+    OPT_UNDELIV,
     OPT_HELP
 };
 
@@ -286,11 +324,14 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
         {"http-idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
         {"http-max-connections", required_argument, 0, OPT_MAX_CONNS},
         {"http-max-connections-per-ip", required_argument, 0, OPT_MAX_CONNS_PER_IP},
+        {"max-undelivered-bytes-per-request", required_argument, 0, OPT_UNDELIV_REQ},
+        {"max-undelivered-bytes", required_argument, 0, OPT_UNDELIV},
         {"help", no_argument, 0, OPT_HELP}};
     struct option opts[48];
     ipc_engine_opts_table(own, (int)(sizeof own / sizeof own[0]), opts, 48);
     const char *name = NULL, *host = "127.0.0.1", *key = getenv("LANTERN_API_KEY");
     long long max_body = 16ll << 20, header_s = 10, idle_s = 60, max_conns = 1000, per_ip = 0;
+    long long undeliv_req = 32ll << 20, undeliv = 512ll << 20;
     *port = 8000;
     s->log_requests = s->log_stats = true;
     s->metrics_prefix = "lantern";
@@ -306,6 +347,8 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
         case OPT_NAME: name = optarg; break;
         case OPT_KEY: key = optarg; break;
         case OPT_BODY: ok = lt_parse_size(optarg, &max_body); break;
+        case OPT_UNDELIV_REQ: ok = parse_limit(optarg, &undeliv_req); break;
+        case OPT_UNDELIV: ok = parse_limit(optarg, &undeliv); break;
         case OPT_NO_LOG_REQ: s->log_requests = false; break;
         case OPT_NO_LOG_STATS: s->log_stats = false; break;
         case OPT_METRICS_PREFIX:
@@ -350,6 +393,8 @@ static int parse_args(srv_t *s, int argc, char **argv, lantern_engine_args_t *a,
     s->idle_timeout_s = (unsigned)idle_s;
     s->max_conns = (int)max_conns;
     s->max_conns_per_ip = (int)per_ip;
+    s->max_undelivered_req = (size_t)undeliv_req;
+    s->max_undelivered = (size_t)undeliv;
     s->api_key = key ? strdup(key) : NULL;
     return 0;
 }
@@ -392,10 +437,11 @@ int fe_cmd_serve(int argc, char **argv) {
     free(src);
     struct sockaddr_storage ss;
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (bind_addr(host, (int)port, &ss, &flags, err)) goto fail;
+    if (bind_addr(host, (int)port, &ss, &flags, err) || check_port(&ss, host, port, err)) goto fail;
     LT_INFO("starting the engine for %s (tensor parallel size %d)", s->model,
             a.tensor_parallel_size);
     if (lantern_create(&a, &s->l, err)) goto fail;
+    lantern_set_output_limits(s->l, s->max_undelivered_req, s->max_undelivered);
     lantern_model_info(s->l, &s->info);
     lt_model_config_defaults(&s->gen);
     if (lt_is_dir(s->model) && lt_model_config_from_hf_dir(s->model, &s->gen, err))
@@ -413,7 +459,10 @@ int fe_cmd_serve(int argc, char **argv) {
         MHD_OPTION_EXTERNAL_LOGGER, fe_http_mhd_log, s, /* first: it logs the rest */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4,
         MHD_OPTION_CONNECTION_LIMIT, mhd_conn_limit(s->max_conns), MHD_OPTION_CONNECTION_TIMEOUT,
-        s->header_timeout_s, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+        s->header_timeout_s,
+        /* no MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, with which a second
+         * server on the same port starts silently and takes half the connections; MHD's default
+         * SO_REUSEADDR already allows a quick restart */
         MHD_OPTION_NOTIFY_COMPLETED, fe_http_on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
         fe_http_conns_notify, s, MHD_OPTION_END);
     if (!s->d) {

@@ -5,6 +5,16 @@
  *
  * Requests live in a small hash table under one mutex; waiters sleep on one condition variable
  * (broadcast per OUTPUT message: a message carries tokens for many requests at once).
+ *
+ * Back-pressure (lantern_set_output_limits): every queued output is counted in bytes for its
+ * request, its group and the whole instance; the receiver thread checks the limits after each
+ * OUTPUT message and aborts the group that is over (or, over the total, the one with the largest
+ * backlog). The engine cannot hold a running request without decoding it, so stopping its work
+ * means aborting it; its queue is dropped and replaced by one error output.
+ *
+ * Start-up also removes what crashed trees left behind (ipc_cleanup_stale) and checks that the
+ * open-file limit leaves ZeroMQ enough descriptors, since ZeroMQ aborts the process when it runs
+ * out.
  */
 #define _GNU_SOURCE
 #include "lantern.h"
@@ -27,14 +37,28 @@
 #include "msg.h"
 #include "proc.h"
 
-#define N_BUCKETS 1024
+#define N_BUCKETS  1024
+#define ITEM_BYTES ((uint64_t)sizeof(ipc_out_item_t)) /* what one queued output occupies */
+
+/* Descriptors one process of the tree may hold open at start-up: ZeroMQ's context, io thread
+ * and sockets (eventfds, epoll, listeners, one per connected peer), pidfds, logs. Measured: the
+ * engine 22 at tensor-parallel size 1 and 31 at 4, the frontend 25 (plus one per HTTP
+ * connection), a worker 14; about twice that here. */
+#define FDS_BASE     64
+#define FDS_PER_RANK 4
+
+/* Trees this process runs: with none, files named with our pid are a previous holder's. */
+static atomic_int g_trees;
 
 typedef struct req {
     uint64_t id;
     char rid[IPC_REQUEST_ID_MAX + 1]; /* its identity, for aborts and dumps */
     uint64_t submitted_ns;
     bool done;
-    ipc_out_item_t *items; /* queued outputs, copied from the engine's messages */
+    bool tripped;           /* aborted by the output limits */
+    lantern_group_t *group; /* the caller's, or NULL */
+    uint64_t bytes;         /* outputs queued and not yet read */
+    ipc_out_item_t *items;  /* queued outputs, copied from the engine's messages */
     int n, cap, head;
     void (*notify)(void *arg);
     void *notify_arg;
@@ -62,6 +86,15 @@ struct lantern {
     lantern_stats_t stats;
     tel_metrics_shm_t *metrics; /* lantern-<pid>-metrics: the engine's and workers' figures */
     char death[200];
+    bool counted; /* in g_trees */
+    /* back-pressure (under mu) */
+    uint64_t max_group_bytes, max_total_bytes; /* 0: no limit */
+    uint64_t queued_bytes;                     /* every request's */
+    struct {
+        uint64_t id;
+        char rid[IPC_REQUEST_ID_MAX + 1];
+    } * aborts; /* collected under mu, sent after it (receiver thread) */
+    int n_aborts, cap_aborts;
     ipc_writer_t wr; /* under send_mu */
     ipc_add_t add;
     ipc_envelope_t env; /* receiver thread */
@@ -81,16 +114,24 @@ static req_t **req_slot(lantern_t *l, uint64_t id) {
     return p;
 }
 
+/* Counts `bytes` more (or fewer, negative) outputs waiting for request r. */
+static void req_account(lantern_t *l, req_t *r, int64_t bytes) {
+    r->bytes += (uint64_t)bytes;
+    if (r->group) r->group->queued_bytes += (size_t)bytes;
+    l->queued_bytes += (uint64_t)bytes;
+}
+
 /* Unlinks and frees the request at *slot. */
 static void req_forget(lantern_t *l, req_t **slot) {
     req_t *r = *slot;
     *slot = r->next;
     l->n_pending--;
+    req_account(l, r, -(int64_t)r->bytes);
     free(r->items);
     free(r);
 }
 
-static void req_push(req_t *r, const ipc_out_item_t *it) {
+static void req_push(lantern_t *l, req_t *r, const ipc_out_item_t *it) {
     if (r->n == r->cap) {
         int cap = r->cap ? r->cap * 2 : 16;
         ipc_out_item_t *ni = realloc(r->items, sizeof *ni * (size_t)cap);
@@ -99,6 +140,7 @@ static void req_push(req_t *r, const ipc_out_item_t *it) {
         r->cap = cap;
     }
     r->items[r->n++] = *it;
+    req_account(l, r, (int64_t)ITEM_BYTES);
     if (it->finish != IPC_FINISH_NONE) r->done = true;
     if (r->notify) r->notify(r->notify_arg);
 }
@@ -109,11 +151,104 @@ static void fail_all_locked(lantern_t *l, const char *why) {
             if (r->done) continue;
             ipc_out_item_t it = {.id = r->id, .token = -1, .finish = IPC_FINISH_ERROR};
             snprintf(it.error, sizeof it.error, "%.255s", why);
-            req_push(r, &it);
+            req_push(l, r, &it);
         }
 }
 
+/* ---- back-pressure (under mu) ---- */
+
+static uint64_t backlog(const req_t *r) {
+    return r->group ? r->group->queued_bytes : r->bytes;
+}
+
+/* Drops what waits for r, ends it with an error saying why, and queues its ABORT when the
+ * engine still runs it. */
+static void trip_req(lantern_t *l, req_t *r, const char *why) {
+    req_account(l, r, -(int64_t)r->bytes);
+    r->head = r->n = 0;
+    r->tripped = true;
+    if (!r->done) {
+        if (l->n_aborts == l->cap_aborts) {
+            int cap = l->cap_aborts ? l->cap_aborts * 2 : 64;
+            void *na = realloc(l->aborts, sizeof *l->aborts * (size_t)cap);
+            if (na) {
+                l->aborts = na;
+                l->cap_aborts = cap;
+            }
+        }
+        if (l->n_aborts < l->cap_aborts) { /* out of memory: it runs to its end, unread */
+            l->aborts[l->n_aborts].id = r->id;
+            memcpy(l->aborts[l->n_aborts].rid, r->rid, sizeof r->rid);
+            l->n_aborts++;
+        }
+    }
+    r->done = false; /* the error below is its end, whatever came before */
+    ipc_out_item_t it = {.id = r->id, .token = -1, .finish = IPC_FINISH_ERROR};
+    snprintf(it.error, sizeof it.error, "%.255s", why);
+    req_push(l, r, &it);
+}
+
+/* Trips r's whole group (or r alone). */
+static void trip_group(lantern_t *l, req_t *r, bool total) {
+    char why[256];
+    uint64_t b = backlog(r);
+    if (total)
+        snprintf(why, sizeof why,
+                 "output not read: %llu bytes waited for this request's reader, the largest "
+                 "backlog when all requests' reached the server's limit of %llu bytes "
+                 "(--max-undelivered-bytes); generation stopped",
+                 (unsigned long long)b, (unsigned long long)l->max_total_bytes);
+    else
+        snprintf(why, sizeof why,
+                 "output not read: %llu bytes waited for this request's reader, over the limit "
+                 "of %llu per request (--max-undelivered-bytes-per-request); generation stopped",
+                 (unsigned long long)b, (unsigned long long)l->max_group_bytes);
+    const char *name = r->group && r->group->name ? r->group->name : r->rid;
+    int n = 0;
+    if (r->group) {
+        lantern_group_t *g = r->group;
+        g->tripped = true;
+        for (int k = 0; k < N_BUCKETS; k++)
+            for (req_t *q = l->buckets[k]; q; q = q->next)
+                if (q->group == g && !q->tripped) {
+                    trip_req(l, q, why);
+                    n++;
+                }
+    } else {
+        trip_req(l, r, why);
+        n = 1;
+    }
+    l->stats.undelivered_aborts++;
+    LT_WARN("req=%s: %s (%d engine request(s) aborted)", name, why, n);
+}
+
+/* After an OUTPUT message: trips the groups over the limits. `out` are the message's items. */
+static void check_limits(lantern_t *l, const ipc_output_t *out) {
+    if (l->max_group_bytes)
+        for (int i = 0; i < out->n_items; i++) {
+            req_t *r = *req_slot(l, out->items[i].id);
+            if (r && !r->tripped && backlog(r) > l->max_group_bytes) trip_group(l, r, false);
+        }
+    while (l->max_total_bytes && l->queued_bytes > l->max_total_bytes) {
+        req_t *worst = NULL;
+        for (int k = 0; k < N_BUCKETS; k++)
+            for (req_t *q = l->buckets[k]; q; q = q->next)
+                if (!q->tripped && q->bytes && (!worst || backlog(q) > backlog(worst))) worst = q;
+        if (!worst) break; /* only tripped requests' error outputs are left */
+        trip_group(l, worst, true);
+    }
+}
+
+void lantern_set_output_limits(lantern_t *l, size_t per_group, size_t total) {
+    pthread_mutex_lock(&l->mu);
+    l->max_group_bytes = per_group;
+    l->max_total_bytes = total;
+    pthread_mutex_unlock(&l->mu);
+}
+
 /* ---- receiver thread ---- */
+
+static int send_abort(lantern_t *l, uint64_t id, const char *rid);
 
 static void on_output(lantern_t *l) {
     pthread_mutex_lock(&l->mu);
@@ -124,8 +259,9 @@ static void on_output(lantern_t *l) {
         if (it->rid[0] && strcmp(it->rid, r->rid) != 0) /* the identity must survive the trip */
             LT_ERROR("req=%s: the engine's output for id %llu names req=%s", r->rid,
                      (unsigned long long)it->id, it->rid);
-        req_push(r, it);
+        req_push(l, r, it);
     }
+    check_limits(l, &l->output);
     const ipc_sched_stats_t *s = &l->output.stats;
     l->stats.running = s->running;
     /* the batch a step ran, not what is left running after it: requests that finish in their
@@ -140,6 +276,10 @@ static void on_output(lantern_t *l) {
     l->stats.steps = s->steps;
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
+    /* aborts go out without mu: submitters take send_mu, then mu. Only this thread fills the
+     * list, so it may read it unlocked. */
+    for (int i = 0; i < l->n_aborts; i++) send_abort(l, l->aborts[i].id, l->aborts[i].rid);
+    l->n_aborts = 0;
 }
 
 static void *receiver(void *arg) {
@@ -210,6 +350,16 @@ int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err
         goto fail_early;
     }
     if ((rc = ipc_engine_args_resolve(&l->args, err))) goto fail;
+    char need_what[96];
+    snprintf(need_what, sizeof need_what, "lantern's process tree (tensor-parallel size %d)",
+             l->args.tensor_parallel_size);
+    if ((rc = lt_fd_limit_ensure(FDS_BASE + FDS_PER_RANK * (long)l->args.tensor_parallel_size,
+                                 need_what, err)))
+        goto fail;
+    /* before our own names exist: a crashed tree's, never a live one's */
+    bool first = atomic_fetch_add(&g_trees, 1) == 0;
+    l->counted = true;
+    ipc_cleanup_stale(first);
     l->output.items_cap = l->args.max_num_seqs + 64;
     l->output.items = malloc(sizeof(ipc_out_item_t) * (size_t)l->output.items_cap);
     if (!l->output.items) {
@@ -300,6 +450,8 @@ void lantern_destroy(lantern_t **lp) {
     ipc_writer_fini(&l->wr);
     ipc_envelope_fini(&l->env);
     free(l->output.items);
+    free(l->aborts);
+    if (l->counted) atomic_fetch_sub(&g_trees, 1);
     tel_metrics_detach(&l->metrics); /* its name went with ipc_cleanup */
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->send_mu);
@@ -333,6 +485,7 @@ int lantern_submit(lantern_t *l, const lantern_request_t *r, uint64_t *id, char 
     if (!q) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
     q->notify = r->notify;
     q->notify_arg = r->notify_arg;
+    q->group = r->group;
     q->submitted_ns = lt_now_ns();
     pthread_mutex_lock(&l->mu);
     q->id = ++l->next_id;
@@ -453,6 +606,7 @@ int lantern_next(lantern_t *l, uint64_t id, lantern_output_t *out, int timeout_m
             memcpy(t->top_logprobs, it->top_logprobs, sizeof(float) * (size_t)it->n_top);
         }
         r->head++;
+        req_account(l, r, -(int64_t)ITEM_BYTES);
         if (it->finish != IPC_FINISH_NONE) {
             out->finish = (lantern_finish_t)it->finish;
             out->stop_token = it->stop_token;
@@ -464,9 +618,11 @@ int lantern_next(lantern_t *l, uint64_t id, lantern_output_t *out, int timeout_m
             out->prefill_s = it->prefill_ns / 1e9;
             out->decode_s = it->decode_ns / 1e9;
             req_forget(l, slot);
+            r = NULL;
             break;
         }
     }
+    if (r && r->head == r->n) r->head = r->n = 0; /* all read: the array is reused from 0 */
     pthread_mutex_unlock(&l->mu);
     return LT_OK;
 }
@@ -475,6 +631,7 @@ void lantern_stats(lantern_t *l, lantern_stats_t *st) {
     pthread_mutex_lock(&l->mu);
     *st = l->stats;
     st->pending_requests = l->n_pending;
+    st->undelivered_bytes = l->queued_bytes;
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -503,14 +660,17 @@ void lantern_dump(lantern_t *l, struct cJSON *extra) {
     for (int b = 0; b < N_BUCKETS; b++)
         for (const req_t *r = l->buckets[b]; r; r = r->next) {
             double age = (double)(now - r->submitted_ns) / 1e9;
-            LT_INFO("state dump: req=%s engine id %llu, age %.3f s, %d outputs queued%s", r->rid,
-                    (unsigned long long)r->id, age, r->n - r->head, r->done ? ", finished" : "");
+            LT_INFO("state dump: req=%s engine id %llu, age %.3f s, %d outputs queued (%llu "
+                    "bytes)%s",
+                    r->rid, (unsigned long long)r->id, age, r->n - r->head,
+                    (unsigned long long)r->bytes, r->done ? ", finished" : "");
             if (!pend) continue;
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "request_id", r->rid);
             cJSON_AddNumberToObject(o, "engine_id", (double)r->id);
             cJSON_AddNumberToObject(o, "age_s", age);
             cJSON_AddNumberToObject(o, "outputs_queued", r->n - r->head);
+            cJSON_AddNumberToObject(o, "outputs_queued_bytes", (double)r->bytes);
             cJSON_AddBoolToObject(o, "finished", r->done);
             cJSON_AddItemToArray(pend, o);
         }

@@ -50,6 +50,27 @@ const struct tel_metrics_shm *lantern_metrics(const lantern_t *l);
 /* false once the engine has died. */
 bool lantern_alive(const lantern_t *l);
 
+/* Output back-pressure. A request's outputs wait in liblantern until its reader takes them
+ * (lantern_next); a reader that stops reading (an HTTP client that does not read its stream)
+ * would let them, and the engine's work for it, grow without bound. Requests may share a group
+ * (an HTTP call's n choices): when the bytes waiting for one group (or for a request without a
+ * group) exceed `per_group`, or those of every request exceed `total` (then the group with the
+ * largest backlog goes first), the group's requests are aborted in the engine, what waited for
+ * them is dropped, and each ends with LANTERN_FINISH_ERROR and a message saying why, which the
+ * reader gets if it ever reads; the event is logged with the group's name. 0: no limit (the
+ * default: `lantern serve` sets its own, --max-undelivered-bytes[-per-request]). Bytes are what
+ * the queued outputs occupy in memory. Any thread, any time. */
+void lantern_set_output_limits(lantern_t *l, size_t per_group, size_t total);
+
+/* A group of requests for the limits above: caller storage, zero-initialised, alive until every
+ * request submitted with it has been read to its end or released. Its fields are liblantern's
+ * (under its lock) except `name`. */
+typedef struct lantern_group {
+    const char *name; /* the caller's: names the group in the log line (NULL: the request id) */
+    size_t queued_bytes;
+    bool tripped;
+} lantern_group_t;
+
 /* One request. Its parameters are ipc/msg.h's ipc_params_t: resolved by the caller, checked
  * with ipc_params_check at submit, carried unchanged to the engine and the sampler. */
 typedef struct lantern_request {
@@ -68,6 +89,8 @@ typedef struct lantern_request {
      * quick and must not call liblantern. Never called after lantern_release(id) returns. */
     void (*notify)(void *arg);
     void *notify_arg;
+    /* Optional: the group it counts in for lantern_set_output_limits (NULL: on its own). */
+    lantern_group_t *group;
 } lantern_request_t;
 
 /* ipc_params_defaults, no identity, no notify. */
@@ -126,6 +149,8 @@ typedef struct lantern_stats {
     int max_running; /* largest batch (sequences in one step) the engine has reported */
     float kv_usage;
     uint64_t prefix_queries, prefix_hits, preemptions, steps;
+    uint64_t undelivered_bytes;  /* outputs waiting for their readers now, bytes */
+    uint64_t undelivered_aborts; /* groups aborted because their reader did not read */
 } lantern_stats_t;
 void lantern_stats(lantern_t *l, lantern_stats_t *st);
 

@@ -640,11 +640,13 @@ void lantern_dump(lantern_t *l, struct cJSON *extra) {
     lantern_stats(l, &st);
     char args[512];
     ipc_engine_args_str(&l->args, args, sizeof args);
-    LT_INFO("state dump: frontend pid %d, engine pid %d (%s), %d pending requests, engine: %d "
+    LT_INFO("state dump: frontend pid %d, engine pid %d (%s), %d pending requests (%llu bytes "
+            "of output waiting for their readers, %llu aborted unread), engine: %d "
             "running, %d waiting, KV usage %.1f%%, prefix cache %llu/%llu tokens hit, %llu "
             "preemptions, %llu steps",
             (int)getpid(), (int)l->engine.pid, lantern_alive(l) ? "alive" : "dead",
-            st.pending_requests, st.running, st.waiting, st.kv_usage * 100.0,
+            st.pending_requests, (unsigned long long)st.undelivered_bytes,
+            (unsigned long long)st.undelivered_aborts, st.running, st.waiting, st.kv_usage * 100.0,
             (unsigned long long)st.prefix_hits, (unsigned long long)st.prefix_queries,
             (unsigned long long)st.preemptions, (unsigned long long)st.steps);
     LT_INFO("state dump: engine arguments: model=%s %s", l->model, args);

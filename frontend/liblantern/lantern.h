@@ -9,7 +9,9 @@
  * and routes them to their requests; it also watches the engine process: if the engine dies,
  * every pending request ends with an error and lantern_alive() turns false.
  * Ownership: lantern_destroy() stops the process tree and removes its shared memory and socket
- * files.
+ * files; lantern_create() first removes those of trees that crashed (ipc_cleanup_stale: pids
+ * that no longer exist) and makes sure the open-file limit leaves the tree enough descriptors
+ * (raising the soft limit when the hard one allows, else an error naming `ulimit -n`).
  */
 #ifndef LANTERN_H
 #define LANTERN_H

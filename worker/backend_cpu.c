@@ -29,6 +29,10 @@ typedef struct cpu {
     float *score;      /* (n_threads, group, max_ctx) attention scores */
     float *kv_tmp;     /* (n_threads, 2, block_size, head_dim) KV rows converted to fp32 */
     size_t kv_tmp_len; /* floats in kv_tmp */
+    int kv_bs, kv_hd;  /* the KV cache's block size and head size (kv_alloc) */
+    int att_chunk;     /* positions per attention chunk before rounding to blocks (ATT_CHUNK) */
+    float *part;       /* attention chunks' partial results (att_*) */
+    size_t part_len;   /* floats in part */
 } cpu_t;
 
 static cpu_t *cpu_of(wk_backend_t *be) {
@@ -107,12 +111,44 @@ static int cpu_reserve(wk_backend_t *be, int max_rows, int max_k, int max_ctx, i
 
 /* ---- elementwise and row operations ---- */
 
+/* Attention runs over chunks of ATT_CHUNK positions (rounded up to whole KV blocks): each chunk's
+ * softmax-weighted sum is computed on its own (its max m, sum of exponentials l, unnormalized
+ * output o per query head) and the chunks are then combined in order. Chunks are fixed by
+ * position, so a token's result does not depend on its batch; they let one long sequence's
+ * decode use every thread. LANTERN_ATTENTION_CHUNK=<positions> sets another size (tests). */
+#define ATT_CHUNK 256
+
+static int att_chunk_len(const cpu_t *c) {
+    return (c->att_chunk + c->kv_bs - 1) / c->kv_bs * c->kv_bs;
+}
+
+static int att_chunks(const cpu_t *c, int n) {
+    return (n + att_chunk_len(c) - 1) / att_chunk_len(c);
+}
+
+/* Floats of one chunk's partial result: m and l (group), o (group, head_dim). */
+static size_t att_part_len(const cpu_t *c) {
+    return (size_t)c->group * (c->kv_hd + 2);
+}
+
 static int cpu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
     cpu_t *c = cpu_of(be);
     if (b->n_tokens > c->max_rows)
         return lt_errf(err, LT_ERR_INVAL, "batch of %d tokens over the backend's %d", b->n_tokens,
                        c->max_rows);
     c->b = b;
+    /* room for the attention chunks' partial results: (2 x threads, chunks, part) */
+    int max_pos = 0;
+    for (int t = 0; t < b->n_tokens; t++) max_pos = b->pos[t] > max_pos ? b->pos[t] : max_pos;
+    if (c->kv_hd > 0) {
+        size_t need = (size_t)2 * c->n_threads * att_chunks(c, max_pos + 1) * att_part_len(c);
+        if (need > c->part_len) {
+            float *p = realloc(c->part, need * sizeof(float));
+            if (!p) return lt_errf(err, LT_ERR_NOMEM, "out of memory for attention scratch");
+            c->part = p;
+            c->part_len = need;
+        }
+    }
     return LT_OK;
 }
 
@@ -235,6 +271,8 @@ static int cpu_kv_alloc(wk_backend_t *be, wk_kv_cache_t *kv, char *err) {
         c->kv_tmp = malloc(tmp * sizeof(float));
         c->kv_tmp_len = c->kv_tmp ? tmp : 0;
     }
+    c->kv_bs = kv->block_size;
+    c->kv_hd = kv->head_dim;
     if (!kv->k || !kv->v || !c->kv_tmp)
         return lt_errf(err, LT_ERR_NOMEM, "out of memory for a KV cache of %zu MiB",
                        2 * n * kv_elem(kv) >> 20);
@@ -247,6 +285,8 @@ static inline size_t kv_off(const wk_kv_cache_t *kv, int layer, int block, int h
            kv->head_dim;
 }
 
+#define KT_ROW 64 /* K elements converted at a time before they are spread over their block */
+
 static void cpu_kv_store(wk_backend_t *be, wk_kv_cache_t *kv, int layer, const float *k,
                          const float *v) {
     const wk_batch_t *b = cpu_of(be)->b;
@@ -258,49 +298,102 @@ static void cpu_kv_store(wk_backend_t *be, wk_kv_cache_t *kv, int layer, const f
         for (int h = 0; h < nkv; h++) {
             size_t off = kv_off(kv, layer, blk, h, p % kv->block_size) * es;
             size_t src = ((size_t)t * nkv + h) * hd;
-            row_store(kv->dtype, kc + off, k + src, hd);
+            /* K transposed within its block: element i of slot s at i * block_size + s */
+            uint8_t *kt = kc + (kv_off(kv, layer, blk, h, 0) + p % kv->block_size) * es;
+            for (int i0 = 0; i0 < hd; i0 += KT_ROW) {
+                int n = hd - i0 < KT_ROW ? hd - i0 : KT_ROW;
+                uint8_t row[KT_ROW * sizeof(float)];
+                row_store(kv->dtype, row, k + src + i0, n);
+                for (int i = 0; i < n; i++)
+                    memcpy(kt + (size_t)(i0 + i) * kv->block_size * es, row + (size_t)i * es, es);
+            }
             row_store(kv->dtype, vc + off, v + src, hd);
         }
     }
 }
 
-/* jn rows of one block of layer `layer`, KV head kvh, as fp32: in place for an F32 cache, else
- * converted into tmp (block_size * head_dim). */
+/* The first n elements of one block of layer `layer`, KV head kvh, as fp32: in place for an F32
+ * cache, else converted into tmp (block_size * head_dim). V blocks are rows of head_dim (slot by
+ * slot); K blocks are transposed (head_dim rows of block_size), so that a block's scores are
+ * vectors across its slots. */
 static const float *block_rows(const wk_kv_cache_t *kv, const void *base, int layer, int block,
-                               int kvh, int jn, float *tmp) {
+                               int kvh, int n, float *tmp) {
     size_t off = kv_off(kv, layer, block, kvh, 0);
     if (kv->dtype == LT_DTYPE_F32) return (const float *)base + off;
-    row_load(kv->dtype, tmp, (const uint16_t *)base + off, jn * kv->head_dim);
+    row_load(kv->dtype, tmp, (const uint16_t *)base + off, n);
     return tmp;
 }
 
-/* o0 (group * hd) for token t, the `group` query heads q0 (group * hd) that share KV head kvh:
- * causal attention over its sequence's positions 0..pos, block by block. score: (group, stride);
- * tmp: (2, block_size, head_dim). */
-static void attend(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, const float *q0,
-                   float *o0, int t, int kvh, int group, float *score, int stride, float *tmp) {
+/* Asks for one block of layer `layer`, KV head kvh, to be brought into cache. */
+static void prefetch_block(const wk_kv_cache_t *kv, const void *base, int layer, int block,
+                           int kvh) {
+    size_t es = kv_elem(kv), n = (size_t)kv->block_size * kv->head_dim * es;
+    const char *p = (const char *)base + kv_off(kv, layer, block, kvh, 0) * es;
+    for (size_t i = 0; i < n; i += 64) __builtin_prefetch(p + i);
+}
+
+/* s (jn) = scale * (q (hd) . slot j of the transposed K block kt (hd, bs)), sixteen slots at a
+ * time across a vector; each score sums over i in order. */
+static void block_scores(const float *kt, const float *q, int hd, int bs, int jn, float scale,
+                         float *s) {
+    int j0 = 0;
+    for (; j0 + 16 <= jn; j0 += 16) {
+        float acc[16] = {0};
+        for (int i = 0; i < hd; i++) {
+            float qi = q[i];
+            const float *ki = kt + (size_t)i * bs + j0;
+#pragma omp simd
+            for (int j = 0; j < 16; j++) acc[j] += qi * ki[j];
+        }
+        for (int j = 0; j < 16; j++) s[j0 + j] = acc[j] * scale;
+    }
+    for (int j = j0; j < jn; j++) {
+        float acc = 0.0f;
+        for (int i = 0; i < hd; i++) acc += q[i] * kt[(size_t)i * bs + j];
+        s[j] = acc * scale;
+    }
+}
+
+/* One chunk, positions [p0, p1) of token t's sequence in KV head kvh, for the `group` query heads
+ * q0 (group * hd) that share it: part = m (group), l (group), o (group, hd). score: (group,
+ * stride); tmp: (block_size, head_dim). */
+static void att_chunk(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, const float *q0,
+                      int t, int kvh, int group, int p0, int p1, float *score, int stride,
+                      float *tmp, float *part) {
     int hd = kv->head_dim, bs = kv->block_size;
-    int n = b->pos[t] + 1;
     const int32_t *bt = b->block_tables[b->seq[t]];
     float scale = 1.0f / sqrtf((float)hd);
-    for (int j0 = 0; j0 < n; j0 += bs) {
-        int jn = n - j0 < bs ? n - j0 : bs;
-        const float *kb = block_rows(kv, kv->k, layer, bt[j0 / bs], kvh, jn, tmp);
-        for (int j = 0; j < jn; j++)
-            for (int g = 0; g < group; g++)
-                score[(size_t)g * stride + j0 + j] =
-                    kn_dot(q0 + (size_t)g * hd, kb + (size_t)j * hd, hd) * scale;
+    float *m = part, *l = part + group, *o = part + 2 * group;
+    for (int j0 = p0; j0 < p1; j0 += bs) {
+        int jn = p1 - j0 < bs ? p1 - j0 : bs;
+        if (j0 + bs < p1) { /* the next block's K and V are on their way while this one runs */
+            prefetch_block(kv, kv->k, layer, bt[j0 / bs + 1], kvh);
+            prefetch_block(kv, kv->v, layer, bt[j0 / bs + 1], kvh);
+        }
+        const float *kt = block_rows(kv, kv->k, layer, bt[j0 / bs], kvh, bs * hd, tmp);
+        for (int g = 0; g < group; g++)
+            block_scores(kt, q0 + (size_t)g * hd, hd, bs, jn, scale,
+                         score + (size_t)g * stride + j0 - p0);
     }
-    for (int g = 0; g < group; g++) kn_softmax(score + (size_t)g * stride, n);
-    memset(o0, 0, (size_t)group * hd * sizeof(float));
-    for (int j0 = 0; j0 < n; j0 += bs) {
-        int jn = n - j0 < bs ? n - j0 : bs;
-        const float *vb = block_rows(kv, kv->v, layer, bt[j0 / bs], kvh, jn, tmp);
+    for (int g = 0; g < group; g++) {
+        float *sg = score + (size_t)g * stride, mx = sg[0], sum = 0.0f;
+        for (int j = 1; j < p1 - p0; j++) mx = sg[j] > mx ? sg[j] : mx;
+        for (int j = 0; j < p1 - p0; j++) {
+            sg[j] = expf(sg[j] - mx);
+            sum += sg[j];
+        }
+        m[g] = mx;
+        l[g] = sum;
+    }
+    memset(o, 0, (size_t)group * hd * sizeof(float));
+    for (int j0 = p0; j0 < p1; j0 += bs) {
+        int jn = p1 - j0 < bs ? p1 - j0 : bs;
+        const float *vb = block_rows(kv, kv->v, layer, bt[j0 / bs], kvh, jn * hd, tmp);
         for (int j = 0; j < jn; j++) {
             const float *vj = vb + (size_t)j * hd;
             for (int g = 0; g < group; g++) {
-                float a = score[(size_t)g * stride + j0 + j];
-                float *og = o0 + (size_t)g * hd;
+                float a = score[(size_t)g * stride + j0 - p0 + j];
+                float *og = o + (size_t)g * hd;
 #pragma omp simd
                 for (int i = 0; i < hd; i++) og[i] += a * vj[i];
             }
@@ -308,19 +401,77 @@ static void attend(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, cons
     }
 }
 
+/* o0 (group * hd) from nc chunks' partial results (each plen floats), combined in order. */
+static void att_combine(const float *parts, int nc, size_t plen, int group, int hd, float *o0) {
+    for (int g = 0; g < group; g++) {
+        float mx = parts[g], sum = 0.0f, *og = o0 + (size_t)g * hd;
+        for (int c = 1; c < nc; c++) mx = parts[c * plen + g] > mx ? parts[c * plen + g] : mx;
+        memset(og, 0, (size_t)hd * sizeof(float));
+        for (int c = 0; c < nc; c++) {
+            const float *pc = parts + c * plen;
+            float w = expf(pc[g] - mx);
+            sum += w * pc[group + g];
+            const float *oc = pc + 2 * group + (size_t)g * hd;
+#pragma omp simd
+            for (int i = 0; i < hd; i++) og[i] += w * oc[i];
+        }
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (int i = 0; i < hd; i++) og[i] *= inv;
+    }
+}
+
+/* out (T, nh * hd): each token's query heads over its sequence's positions 0..pos, chunk by chunk
+ * (ATT_CHUNK). With many (token, KV head) pairs each thread takes whole pairs; with few (decode
+ * of a few sequences) the chunks themselves are spread over the threads and combined after. The
+ * arithmetic is the same either way. */
 static void cpu_attention(wk_backend_t *be, float *out, const float *q, const wk_kv_cache_t *kv,
                           int layer, int nh, int nkv, int hd) {
     cpu_t *c = cpu_of(be);
     const wk_batch_t *b = c->b;
-    int T = b->n_tokens, group = nh / nkv, qd = nh * hd;
-    size_t tmp_len = (size_t)2 * kv->block_size * kv->head_dim;
+    int T = b->n_tokens, group = nh / nkv, qd = nh * hd, ch = att_chunk_len(c);
+    int max_nc = 0;
+    for (int t = 0; t < T; t++)
+        max_nc = att_chunks(c, b->pos[t] + 1) > max_nc ? att_chunks(c, b->pos[t] + 1) : max_nc;
+    size_t tmp_len = (size_t)2 * kv->block_size * kv->head_dim, plen = att_part_len(c);
+    if (T * nkv >= 2 * c->n_threads) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
-    for (int th = 0; th < T * nkv; th++) {
-        int t = th / nkv, h = th % nkv, me = omp_get_thread_num();
+        for (int th = 0; th < T * nkv; th++) {
+            int t = th / nkv, h = th % nkv, me = omp_get_thread_num(), n = b->pos[t] + 1;
+            int nc = att_chunks(c, n);
+            float *score = c->score + (size_t)me * c->group * c->max_ctx;
+            float *parts = c->part + (size_t)me * max_nc * plen;
+            size_t o = (size_t)t * qd + (size_t)h * group * hd;
+            for (int ci = 0; ci < nc; ci++) {
+                int p1 = (ci + 1) * ch < n ? (ci + 1) * ch : n;
+                att_chunk(kv, b, layer, q + o, t, h, group, ci * ch, p1, score, c->max_ctx,
+                          c->kv_tmp + (size_t)me * tmp_len, parts + ci * plen);
+            }
+            att_combine(parts, nc, plen, group, hd, out + o);
+        }
+        return;
+    }
+    /* few pairs: (token, KV head, chunk) units, pair th's chunks at c->part + th * max_nc */
+#pragma omp parallel num_threads(c->n_threads)
+    {
+        int me = omp_get_thread_num();
         float *score = c->score + (size_t)me * c->group * c->max_ctx;
-        size_t o = (size_t)t * qd + (size_t)h * group * hd;
-        attend(kv, b, layer, q + o, out + o, t, h, group, score, c->max_ctx,
-               c->kv_tmp + (size_t)me * tmp_len);
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < T * nkv * max_nc; u++) {
+            int th = u / max_nc, ci = u % max_nc, t = th / nkv, h = th % nkv, n = b->pos[t] + 1;
+            if (ci * ch >= n) continue;
+            int p1 = (ci + 1) * ch < n ? (ci + 1) * ch : n;
+            size_t o = (size_t)t * qd + (size_t)h * group * hd;
+            att_chunk(kv, b, layer, q + o, t, h, group, ci * ch, p1, score, c->max_ctx,
+                      c->kv_tmp + (size_t)me * tmp_len, c->part + (size_t)u * plen);
+        }
+#pragma omp for schedule(static)
+        for (int th = 0; th < T * nkv; th++) {
+            int t = th / nkv, h = th % nkv;
+            size_t o = (size_t)t * qd + (size_t)h * group * hd;
+            att_combine(c->part + (size_t)th * max_nc * plen, att_chunks(c, b->pos[t] + 1), plen,
+                        group, hd, out + o);
+        }
     }
 }
 
@@ -331,6 +482,7 @@ static void cpu_destroy(wk_backend_t *be) {
     kn_qscratch_destroy(&c->qs);
     free(c->score);
     free(c->kv_tmp);
+    free(c->part);
     free(c);
 }
 
@@ -366,6 +518,8 @@ wk_backend_t *wk_backend_cpu_create(void) {
         return NULL;
     }
     c->n_threads = omp_get_max_threads();
+    const char *chunk = getenv("LANTERN_ATTENTION_CHUNK");
+    c->att_chunk = chunk && atoi(chunk) > 0 ? atoi(chunk) : ATT_CHUNK;
     be->ops = &CPU_OPS;
     be->impl = c;
     return be;

@@ -55,7 +55,9 @@ void kn_rowdot_avx2(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a
     for (int b = 0; b < a->nb; b++) {
         float d, mn;
         __m256i qlo, qhi;
-        load_q16(type, kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_fast), &qlo, &qhi);
+        const uint8_t *blk = wrow + (size_t)b * bb;
+        _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+        load_q16(type, kn_block_head(type, blk, &d, &mn, f16_fast), &qlo, &qhi);
         for (int r = 0; r < m; r++) {
             size_t ab = (size_t)r * a->nb + b;
             const __m256i *x = (const __m256i *)(a->xq + (size_t)r * a->k + (size_t)b * KN_QK);
@@ -85,8 +87,9 @@ void kn_gemm_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, const
             for (int b = 0; b < a->nb; b++) {
                 float d, mn;
                 __m256i ql, qh;
-                load_q16(type, kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_fast), &ql,
-                         &qh);
+                const uint8_t *blk = wrow + (size_t)b * bb;
+                _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+                load_q16(type, kn_block_head(type, blk, &d, &mn, f16_fast), &ql, &qh);
                 _mm256_store_si256((__m256i *)q, ql);
                 _mm256_store_si256((__m256i *)(q + 16), qh);
                 const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2 + h * 16;

@@ -47,7 +47,9 @@ void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t 
     }
     for (int b = 0; b < a->nb; b++) {
         float d, mn;
-        __m512i q16 = load_q16(type, kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_fast));
+        const uint8_t *blk = wrow + (size_t)b * bb;
+        _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+        __m512i q16 = load_q16(type, kn_block_head(type, blk, &d, &mn, f16_fast));
         for (int r = 0; r < m; r++) {
             size_t ab = (size_t)r * a->nb + b;
             __m512i p = _mm512_madd_epi16(
@@ -69,8 +71,9 @@ void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, 
         float dx = a->dx[b], xs = a->xs[b];
         for (int i = 0; i < 4; i++) {
             float d, mn;
-            const uint8_t *qs =
-                kn_block_head(type, w + (size_t)i * row_bytes + (size_t)b * bb, &d, &mn, f16_fast);
+            const uint8_t *blk = w + (size_t)i * row_bytes + (size_t)b * bb;
+            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+            const uint8_t *qs = kn_block_head(type, blk, &d, &mn, f16_fast);
             __m512i p = _mm512_madd_epi16(load_q16(type, qs), x);
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * dx), acc[i]);
             off[i] = fmaf(mn, xs, off[i]);
@@ -90,8 +93,9 @@ void kn_gemm_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, con
         for (int p = 0; p < KN_QK / 2; p++) acc[p] = _mm512_setzero_ps();
         for (int b = 0; b < a->nb; b++) {
             float d, mn;
-            _mm512_store_si512(
-                q, load_q16(type, kn_block_head(type, wrow + (size_t)b * bb, &d, &mn, f16_fast)));
+            const uint8_t *blk = wrow + (size_t)b * bb;
+            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+            _mm512_store_si512(q, load_q16(type, kn_block_head(type, blk, &d, &mn, f16_fast)));
             const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2;
             __m512 s =
                 _mm512_mul_ps(_mm512_set1_ps(d), _mm512_load_ps(a->dx + (size_t)b * KN_LANES));

@@ -33,6 +33,10 @@
 
 #define KN_QK    32 /* elements per block of the directly read types */
 #define KN_LANES 16 /* activation rows side by side in the transposed layout */
+/* Bytes ahead of the block being read that the SIMD kernels prefetch: weights stream from memory
+ * once per step (decode reads every weight once per token), and the hardware prefetcher alone
+ * leaves decode ~25% slower on the 2-core machines this was measured on (bench/RESULTS.md). */
+#define KN_PREFETCH 256
 
 /* Activation rows quantized per KN_QK-element block to int16, row-major: xq (m, k), and per
  * block its scale dx (m, nb) and fp32 sum xs (m, nb), nb = k / KN_QK. */

@@ -326,6 +326,60 @@ static void last_logits(const wk_model_t *m, const int *ids, const int *chunks, 
     run_fini(&r);
 }
 
+/* Last logits of a 700-token sequence fed in chunks (sizes), on a fresh fp16 cache. */
+static void long_last(const wk_model_t *m, const int *ids, const int *sizes, int n_sizes, int row,
+                      float *out) {
+    int vocab = m->cfg.vocab_size, done = 0;
+    run_t r;
+    g_kv_dtype = LT_DTYPE_F16;
+    run_init(&r, m, 704, true);
+    float *all = malloc((size_t)512 * vocab * sizeof(float));
+    for (int c = 0; c < n_sizes; c++) {
+        run_feed(&r, m, ids + done, sizes[c], all);
+        done += sizes[c];
+    }
+    assert_int_equal(done, 700);
+    memcpy(out, all + (size_t)row * vocab, (size_t)vocab * sizeof(float));
+    free(all);
+    run_fini(&r);
+}
+
+/* Attention over more positions than one chunk (backend_cpu.c: 256): position 699 gives the same
+ * bits decoded alone (chunks spread over threads) and as a row of a large prefill (whole pairs per
+ * thread), and agrees with one single chunk (LANTERN_ATTENTION_CHUNK) to rounding. */
+static void test_long_context_chunks(void **state) {
+    (void)state;
+    wk_model_t *m;
+    char err[LT_ERR_LEN];
+    if (wk_model_load(random_model("qwen3-tiny"), NULL, &m, err) != LT_OK) fail_msg("%s", err);
+    int vocab = m->cfg.vocab_size, ids[700];
+    for (int i = 0; i < 700; i++) ids[i] = (i * 7919 + 13) % vocab;
+    size_t bytes = (size_t)vocab * sizeof(float);
+    float *a = malloc(bytes), *b = malloc(bytes), *one = malloc(bytes);
+    static const int decode[] = {512, 187, 1}, prefill[] = {350, 350};
+    long_last(m, ids, decode, 3, 0, a);
+    long_last(m, ids, prefill, 2, 349, b);
+    assert_memory_equal(a, b, bytes);
+    setenv("LANTERN_ATTENTION_CHUNK", "4096", 1); /* read when the backend is made */
+    wk_model_t *m1;
+    if (wk_model_load(random_model("qwen3-tiny"), NULL, &m1, err) != LT_OK) fail_msg("%s", err);
+    unsetenv("LANTERN_ATTENTION_CHUNK");
+    long_last(m1, ids, decode, 3, 0, one);
+    wk_model_free(&m1);
+    double worst = 0, lo = one[0], hi = one[0];
+    for (int v = 0; v < vocab; v++) {
+        lo = fmin(lo, one[v]);
+        hi = fmax(hi, one[v]);
+        worst = fmax(worst, fabs((double)a[v] - one[v]));
+    }
+    if (!(worst <= 1e-4 * (hi - lo))) fail_msg("chunked vs one chunk: %g of %g", worst, hi - lo);
+    assert_true(memcmp(a, one, bytes) != 0); /* the two really are different arithmetic */
+    free(a);
+    free(b);
+    free(one);
+    wk_model_free(&m);
+}
+
 /* The 12-token sequence ids after `others` other sequences of 1..4 tokens each, in one batch;
  * writes the last row's logits. */
 static void batched_logits(const wk_model_t *m, const int *ids, int others, float *out) {
@@ -404,7 +458,7 @@ int main(void) {
         cmocka_unit_test(test_default_model),    cmocka_unit_test(test_qwen2_tiny),
         cmocka_unit_test(test_qwen3_tiny),       cmocka_unit_test(test_llama_tiny),
         cmocka_unit_test(test_llama_tiny_gguf),  cmocka_unit_test(test_batching_equivalence),
-        cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_long_context_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

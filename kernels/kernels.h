@@ -61,6 +61,17 @@ void kn_qscratch_destroy(kn_qscratch_t **s);
 int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, int k,
                kn_qscratch_t *s);
 
+/* Several products of the same activations x (m, k) in one pass: mm[i].y (m, mm[i].n) = x @
+ * mm[i].w^T, x quantized once and the weight rows of all of them spread over the threads
+ * together (the q/k/v or gate/up projections of a layer). The same bits as kn_qmatmul on each. */
+#define KN_QMM_MAX 8
+typedef struct kn_qmm {
+    float *y;
+    const void *w;
+    int type, n;
+} kn_qmm_t;
+int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn_qscratch_t *s);
+
 /* out (n) = x (n) / rms(x) * w (n). out may alias x. HOT */
 void kn_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 

@@ -82,6 +82,10 @@ typedef struct wk_backend_ops {
     /* y (rows, w.rows) = x (rows, w.cols) @ w^T [+ bias (w.rows)]. */
     int (*matmul)(wk_backend_t *be, float *y, const float *x, const wk_tensor_t *w,
                   const float *bias, int rows);
+    /* Optional (NULL: matmul one by one): y[i] = x @ w[i]^T [+ bias[i]] for count (<= 8)
+     * weights with the same cols, in one pass over x; the same results as matmul on each. */
+    int (*matmul_n)(wk_backend_t *be, float *const *y, const float *x, const wk_tensor_t *const *w,
+                    const float *const *bias, int count, int rows);
     /* Per head of q (T, nh, hd) and k (T, nkv, hd): RMSNorm with q_norm / k_norm (hd) when not
      * NULL, then the rotary embedding at each token's position. */
     void (*qk_rope)(wk_backend_t *be, float *q, float *k, int nh, int nkv, int hd,

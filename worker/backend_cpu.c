@@ -178,6 +178,26 @@ static int cpu_matmul(wk_backend_t *be, float *y, const float *x, const wk_tenso
     return LT_OK;
 }
 
+static int cpu_matmul_n(wk_backend_t *be, float *const *y, const float *x,
+                        const wk_tensor_t *const *w, const float *const *bias, int count,
+                        int rows) {
+    cpu_t *c = cpu_of(be);
+    kn_qmm_t mm[KN_QMM_MAX];
+    if (count < 1 || count > KN_QMM_MAX) return LT_ERR_INVAL;
+    for (int i = 0; i < count; i++) {
+        if (w[i]->cols != w[0]->cols) return LT_ERR_INVAL;
+        mm[i] = (kn_qmm_t){y[i], w[i]->data, w[i]->type, (int)w[i]->rows};
+    }
+    int rc = kn_qmatmul_n(mm, count, x, rows, (int)w[0]->cols, c->qs);
+    if (rc) return rc;
+    for (int i = 0; i < count; i++)
+        if (bias[i])
+            for (int t = 0; t < rows; t++)
+                for (int64_t j = 0; j < w[i]->rows; j++)
+                    y[i][(size_t)t * w[i]->rows + j] += bias[i][j];
+    return LT_OK;
+}
+
 static void cpu_qk_rope(wk_backend_t *be, float *q, float *k, int nh, int nkv, int hd,
                         const float *q_norm, const float *k_norm, float eps,
                         const wk_rope_t *rope) {
@@ -499,6 +519,7 @@ static const wk_backend_ops_t CPU_OPS = {
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
+    .matmul_n = cpu_matmul_n,
     .qk_rope = cpu_qk_rope,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,

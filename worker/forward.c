@@ -185,6 +185,22 @@ static int matmul(wk_backend_t *be, float *y, const float *x, const wk_tensor_t 
               : LT_OK;
 }
 
+/* y[i] = x @ w[i]^T [+ bias[i]] for count weights sharing x: in one pass where the backend can. */
+static int matmul_n(wk_backend_t *be, float *const *y, const float *x, const wk_tensor_t *const *w,
+                    const float *const *bias, int count, int rows, char *err) {
+    if (!be->ops->matmul_n) {
+        for (int i = 0; i < count; i++) {
+            int rc = matmul(be, y[i], x, w[i], bias[i], rows, err);
+            if (rc) return rc;
+        }
+        return LT_OK;
+    }
+    int rc = be->ops->matmul_n(be, y, x, w, bias, count, rows);
+    return rc ? lt_errf(err, rc, "matrix products (%d of %lld inputs, type %s) failed", count,
+                        (long long)w[0]->cols, lt_dtype_name(w[0]->type))
+              : LT_OK;
+}
+
 /* One decoder layer over the batch's T rows of c->x. */
 static int layer_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, int l, int T,
                          char *err) {
@@ -197,10 +213,10 @@ static int layer_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, in
     int rc;
 
     op->rmsnorm(be, c->xb, c->x, L->attn_norm, T, dim, cf->norm_eps);
-    if ((rc = matmul(be, c->q, c->xb, &L->wq, L->bq, T, err)) ||
-        (rc = matmul(be, c->k, c->xb, &L->wk, L->bk, T, err)) ||
-        (rc = matmul(be, c->v, c->xb, &L->wv, L->bv, T, err)))
-        return rc;
+    float *qkv[3] = {c->q, c->k, c->v};
+    const wk_tensor_t *wqkv[3] = {&L->wq, &L->wk, &L->wv};
+    const float *bqkv[3] = {L->bq, L->bk, L->bv};
+    if ((rc = matmul_n(be, qkv, c->xb, wqkv, bqkv, 3, T, err))) return rc;
     op->qk_rope(be, c->q, c->k, nh, nkv, hd, L->q_norm, L->k_norm, cf->norm_eps, &m->rope);
     op->kv_store(be, kv, l, c->k, c->v);
     op->attention(be, c->att, c->q, kv, l, nh, nkv, hd);
@@ -209,9 +225,10 @@ static int layer_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, in
     op->add(be, c->x, c->xb, n);
 
     op->rmsnorm(be, c->xb, c->x, L->ffn_norm, T, dim, cf->norm_eps);
-    if ((rc = matmul(be, c->hb, c->xb, &L->w_gate, NULL, T, err)) ||
-        (rc = matmul(be, c->hb2, c->xb, &L->w_up, NULL, T, err)))
-        return rc;
+    float *gu[2] = {c->hb, c->hb2};
+    const wk_tensor_t *wgu[2] = {&L->w_gate, &L->w_up};
+    const float *no_bias[2] = {NULL, NULL};
+    if ((rc = matmul_n(be, gu, c->xb, wgu, no_bias, 2, T, err))) return rc;
     op->swiglu(be, c->hb, c->hb2, (size_t)T * m->hidden_local);
     if ((rc = matmul(be, c->xb, c->hb, &L->w_down, NULL, T, err))) return rc;
     if (m->tp_size > 1 && (rc = tp_allreduce(c, c->xb, n, err))) return rc;

@@ -325,19 +325,24 @@ static void chunk_generic(float *y, const float *x, const uint8_t *w, int type, 
     }
 }
 
-int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, int k,
-               kn_qscratch_t *s) {
+int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn_qscratch_t *s) {
     /* HOT */
-    if (!s || m < 1 || n < 1 || m > s->max_rows || k > s->max_k || !kn_qmatmul_supported(type, k))
+    if (!s || count < 1 || count > KN_QMM_MAX || m < 1 || m > s->max_rows || k > s->max_k)
         return LT_ERR_INVAL;
     kn_isa_t isa = kn_isa();
-    size_t row_bytes = (size_t)lt_dtype_nbytes(type, k), bb = lt_dtype_block_bytes(type);
-    bool direct = kn_qmatmul_direct(type);
-    int n_chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
-    bool par = (int64_t)n * k >= PAR_MIN_MK;
+    int first[KN_QMM_MAX + 1] = {0}; /* chunk index where matrix i starts */
+    bool any_direct = false;
+    int64_t work = 0;
+    for (int i = 0; i < count; i++) {
+        if (mm[i].n < 1 || !kn_qmatmul_supported(mm[i].type, k)) return LT_ERR_INVAL;
+        first[i + 1] = first[i] + (mm[i].n + ROW_CHUNK - 1) / ROW_CHUNK;
+        any_direct |= kn_qmatmul_direct(mm[i].type);
+        work += (int64_t)mm[i].n * k;
+    }
+    bool par = work >= PAR_MIN_MK;
 #pragma omp parallel if (par) num_threads(s->n_threads)
     {
-        if (direct) {
+        if (any_direct) {
 #pragma omp for schedule(static)
             for (int r = 0; r < m; r++)
                 quantize_row(x + (size_t)r * k, k, s->xq + (size_t)r * k,
@@ -349,13 +354,25 @@ int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, 
         }
         float *row = s->rowbuf + (size_t)omp_get_thread_num() * s->max_k;
 #pragma omp for schedule(static)
-        for (int c = 0; c < n_chunks; c++) {
-            int j0 = c * ROW_CHUNK, j1 = j0 + ROW_CHUNK < n ? j0 + ROW_CHUNK : n;
-            if (direct)
-                chunk_direct(y, w, type, row_bytes, bb, s, m, n, k, j0, j1, isa);
+        for (int c = 0; c < first[count]; c++) {
+            int i = 0;
+            while (c >= first[i + 1]) i++;
+            const kn_qmm_t *q = &mm[i];
+            size_t row_bytes = (size_t)lt_dtype_nbytes(q->type, k);
+            int j0 = (c - first[i]) * ROW_CHUNK, j1 = j0 + ROW_CHUNK < q->n ? j0 + ROW_CHUNK : q->n;
+            if (kn_qmatmul_direct(q->type))
+                chunk_direct(q->y, q->w, q->type, row_bytes, lt_dtype_block_bytes(q->type), s, m,
+                             q->n, k, j0, j1, isa);
             else
-                chunk_generic(y, x, w, type, row_bytes, row, m, n, k, j0, j1, k_isa[isa].dotf);
+                chunk_generic(q->y, x, q->w, q->type, row_bytes, row, m, q->n, k, j0, j1,
+                              k_isa[isa].dotf);
         }
     }
     return LT_OK;
+}
+
+int kn_qmatmul(float *y, const float *x, const void *w, int type, int m, int n, int k,
+               kn_qscratch_t *s) {
+    kn_qmm_t mm = {y, w, type, n};
+    return kn_qmatmul_n(&mm, 1, x, m, k, s);
 }

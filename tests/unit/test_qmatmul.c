@@ -212,6 +212,48 @@ static void test_isas_agree(void **state) {
     kn_qscratch_destroy(&s);
 }
 
+/* kn_qmatmul_n (several weights of different types and sizes over the same x in one pass) gives
+ * the same bits as kn_qmatmul on each, for few rows and many. */
+static void test_several_in_one_pass(void **state) {
+    (void)state;
+    int k = 768, m_max = 20; /* three Q6_K blocks */
+    static const int types[3] = {LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q6_K};
+    static const int ns[3] = {37, 64, 5};
+    kn_qscratch_t *s = kn_qscratch_create(m_max, k);
+    float *x = random_acts(m_max, k);
+    uint8_t *w[3];
+    float *y[3], *ref[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = random_weights(types[i], ns[i], k);
+        y[i] = malloc((size_t)m_max * ns[i] * sizeof(float));
+        ref[i] = malloc((size_t)m_max * ns[i] * sizeof(float));
+    }
+    static const int ms[3] = {1, 5, 20};
+    for (int t = 0; t < 3; t++) {
+        int m = ms[t];
+        kn_qmm_t mm[3];
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(kn_qmatmul(ref[i], x, w[i], types[i], m, ns[i], k, s), LT_OK);
+            mm[i] = (kn_qmm_t){y[i], w[i], types[i], ns[i]};
+        }
+        assert_int_equal(kn_qmatmul_n(mm, 3, x, m, k, s), LT_OK);
+        for (int i = 0; i < 3; i++)
+            if (memcmp(y[i], ref[i], (size_t)m * ns[i] * sizeof(float)) != 0)
+                fail_msg("%s, %d rows: one pass differs from its own product",
+                         lt_dtype_name(types[i]), m);
+    }
+    kn_qmm_t bad = {y[0], w[0], types[0], 0};
+    assert_int_equal(kn_qmatmul_n(&bad, 1, x, 1, k, s), LT_ERR_INVAL);
+    assert_int_equal(kn_qmatmul_n(&bad, 0, x, 1, k, s), LT_ERR_INVAL);
+    for (int i = 0; i < 3; i++) {
+        free(w[i]);
+        free(y[i]);
+        free(ref[i]);
+    }
+    free(x);
+    kn_qscratch_destroy(&s);
+}
+
 static void test_refuses_bad_arguments(void **state) {
     (void)state;
     kn_qscratch_t *s = kn_qscratch_create(4, 64);
@@ -232,6 +274,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_type_every_isa),
         cmocka_unit_test(test_isas_agree),
+        cmocka_unit_test(test_several_in_one_pass),
         cmocka_unit_test(test_refuses_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -47,13 +47,15 @@ static const struct {
     const char *name;
     kn_rowdot_fn rowdot;
     kn_rowdot4_fn rowdot4; /* NULL: rowdot row by row */
+    kn_unpack_fn unpack;
     kn_gemm_fn gemm;
     kn_dotf_fn dotf;
 } k_isa[] = {
-    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_gemm_scalar, kn_dotf_scalar},
-    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_gemm_avx2, kn_dotf_avx2},
-    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_gemm_avx512,
-                       kn_dotf_avx512},
+    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_unpack_scalar, kn_gemm_scalar,
+                       kn_dotf_scalar},
+    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2},
+    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
+                       kn_gemm_avx512, kn_dotf_avx512},
 };
 
 static kn_isa_t g_isa;
@@ -116,16 +118,22 @@ static float f16_ref(uint16_t h) {
     return lt_f16_to_f32(h);
 }
 
-/* One block of the reference arithmetic (qmatmul_priv.h) into acc (16) and off. */
+/* One block of the reference arithmetic (qmatmul_priv.h), unpacked (quants q, scale d, offset
+ * coefficient mn), into acc (16) and off. */
+static inline void block_step_q(const int16_t *q, float d, float mn, const int16_t *xq, float dx,
+                                float xs, float *acc, float *off) {
+    float s = d * dx;
+    for (int p = 0; p < KN_QK / 2; p++)
+        acc[p] = fmaf((float)(q[2 * p] * xq[2 * p] + q[2 * p + 1] * xq[2 * p + 1]), s, acc[p]);
+    *off = fmaf(mn, xs, *off);
+}
+
 static inline void block_step(int type, const uint8_t *blk, const int16_t *xq, float dx, float xs,
                               float *acc, float *off) {
     float d, mn;
     int16_t q[KN_QK];
     kn_block_q16(type, kn_block_head(type, blk, &d, &mn, f16_ref), q);
-    float s = d * dx;
-    for (int p = 0; p < KN_QK / 2; p++)
-        acc[p] = fmaf((float)(q[2 * p] * xq[2 * p] + q[2 * p + 1] * xq[2 * p + 1]), s, acc[p]);
-    *off = fmaf(mn, xs, *off);
+    block_step_q(q, d, mn, xq, dx, xs, acc, off);
 }
 
 void kn_rowdot_scalar(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
@@ -141,10 +149,20 @@ void kn_rowdot_scalar(int type, const uint8_t *wrow, size_t bb, const kn_qact_t 
     }
 }
 
-void kn_gemm_scalar(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
-                    int lanes, float *y, int n, int row0, int j0, int j1) {
-    for (int j = j0; j < j1; j++) {
-        const uint8_t *wrow = w + (size_t)j * row_bytes;
+void kn_unpack_scalar(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
+                      const kn_wrows_t *out) {
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < out->nb; b++) {
+            size_t at = (size_t)r * out->nb + b;
+            const uint8_t *qs = kn_block_head(type, w + (size_t)r * row_bytes + (size_t)b * bb,
+                                              &out->d[at], &out->mn[at], f16_ref);
+            kn_block_q16(type, qs, out->q + at * KN_QK);
+        }
+}
+
+void kn_gemm_scalar(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
+                    int row0, int j0) {
+    for (int r = 0; r < rows; r++) {
         for (int l = 0; l < lanes; l++) {
             float acc[KN_QK / 2] = {0}, off = 0.0f;
             for (int b = 0; b < a->nb; b++) {
@@ -155,10 +173,12 @@ void kn_gemm_scalar(int type, const uint8_t *w, size_t row_bytes, size_t bb, con
                     xq[2 * p] = xb[((size_t)p * KN_LANES + l) * 2];
                     xq[2 * p + 1] = xb[((size_t)p * KN_LANES + l) * 2 + 1];
                 }
-                block_step(type, wrow + (size_t)b * bb, xq, a->dx[(size_t)b * KN_LANES + l],
-                           a->xs[(size_t)b * KN_LANES + l], acc, &off);
+                size_t at = (size_t)r * w->nb + b;
+                block_step_q(w->q + at * KN_QK, w->d[at], w->mn[at], xq,
+                             a->dx[(size_t)b * KN_LANES + l], a->xs[(size_t)b * KN_LANES + l], acc,
+                             &off);
             }
-            y[(size_t)(row0 + l) * n + j] = kn_tree16(acc) + off;
+            y[(size_t)(row0 + l) * n + j0 + r] = kn_tree16(acc) + off;
         }
     }
 }
@@ -184,6 +204,9 @@ struct kn_qscratch {
     float *dxT;    /* (groups, max_k / QK) x KN_LANES */
     float *xsT;    /* (groups, max_k / QK) x KN_LANES */
     float *rowbuf; /* (n_threads, max_k) one dequantized weight row per thread */
+    int16_t *wq;   /* (n_threads, ROW_CHUNK, max_k) unpacked weight quants per thread */
+    float *wd;     /* (n_threads, ROW_CHUNK, max_k / QK) their scales */
+    float *wm;     /* (n_threads, ROW_CHUNK, max_k / QK) their offset coefficients */
 };
 
 /* 64-byte aligned, for the vector loads of the transposed layout. */
@@ -208,7 +231,12 @@ kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     s->dxT = alloc64(groups * KN_LANES * nbk * sizeof(float));
     s->xsT = alloc64(groups * KN_LANES * nbk * sizeof(float));
     s->rowbuf = malloc((size_t)s->n_threads * max_k * sizeof(float));
-    if (!s->xq || !s->dx || !s->xs || !s->xqT || !s->dxT || !s->xsT || !s->rowbuf)
+    size_t nbk_c = nbk * KN_QK; /* max_k rounded up to whole blocks */
+    s->wq = alloc64((size_t)s->n_threads * ROW_CHUNK * nbk_c * sizeof(int16_t));
+    s->wd = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
+    s->wm = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
+    if (!s->xq || !s->dx || !s->xs || !s->xqT || !s->dxT || !s->xsT || !s->rowbuf || !s->wq ||
+        !s->wd || !s->wm)
         kn_qscratch_destroy(&s);
     return s;
 }
@@ -223,6 +251,9 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
     free(s->dxT);
     free(s->xsT);
     free(s->rowbuf);
+    free(s->wq);
+    free(s->wd);
+    free(s->wm);
     free(s);
     *sp = NULL;
 }
@@ -308,11 +339,17 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
         }
         return;
     }
+    /* the chunk's weight rows unpacked once, then read by every row group */
+    int me = omp_get_thread_num(), nbk = (s->max_k + QK - 1) / QK;
+    kn_wrows_t wr = {s->wq + (size_t)me * ROW_CHUNK * nbk * QK,
+                     s->wd + (size_t)me * ROW_CHUNK * nbk, s->wm + (size_t)me * ROW_CHUNK * nbk,
+                     nb};
+    k_isa[isa].unpack(type, w + (size_t)j0 * row_bytes, row_bytes, bb, j1 - j0, &wr);
     for (int g = 0; g * KN_LANES < m; g++) {
         kn_qactT_t a = {s->xqT + (size_t)g * KN_LANES * nb * QK, s->dxT + (size_t)g * KN_LANES * nb,
                         s->xsT + (size_t)g * KN_LANES * nb, nb};
         int lanes = m - g * KN_LANES < KN_LANES ? m - g * KN_LANES : KN_LANES;
-        k_isa[isa].gemm(type, w, row_bytes, bb, &a, lanes, y, n, g * KN_LANES, j0, j1);
+        k_isa[isa].gemm(&wr, j1 - j0, &a, lanes, y, n, g * KN_LANES, j0);
     }
 }
 

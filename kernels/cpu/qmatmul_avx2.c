@@ -73,43 +73,49 @@ void kn_rowdot_avx2(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a
     for (int r = 0; r < m; r++) out[r] = tree16(acc_lo[r], acc_hi[r]) + off[r];
 }
 
-void kn_gemm_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
-                  int lanes, float *y, int n, int row0, int j0, int j1) {
+void kn_unpack_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
+                    const kn_wrows_t *out) {
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < out->nb; b++) {
+            size_t at = (size_t)r * out->nb + b;
+            const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * bb;
+            __m256i ql, qh;
+            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+            load_q16(type, kn_block_head(type, blk, &out->d[at], &out->mn[at], f16_fast), &ql, &qh);
+            _mm256_store_si256((__m256i *)(out->q + at * KN_QK), ql);
+            _mm256_store_si256((__m256i *)(out->q + at * KN_QK + 16), qh);
+        }
+}
+
+void kn_gemm_avx2(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
+                  int row0, int j0) {
     float res[KN_LANES] __attribute__((aligned(32)));
-    int16_t q[KN_QK] __attribute__((aligned(32)));
-    const int32_t *q32 = (const int32_t *)q;
-    for (int j = j0; j < j1; j++) {
-        const uint8_t *wrow = w + (size_t)j * row_bytes;
+    for (int r = 0; r < rows; r++) {
         /* rows 0..7 and 8..15 in turn: sixteen accumulators (one per pair) of eight rows */
         for (int h = 0; h < 2; h++) {
             __m256 acc[KN_QK / 2], off = _mm256_setzero_ps();
             for (int p = 0; p < KN_QK / 2; p++) acc[p] = _mm256_setzero_ps();
             for (int b = 0; b < a->nb; b++) {
-                float d, mn;
-                __m256i ql, qh;
-                const uint8_t *blk = wrow + (size_t)b * bb;
-                _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
-                load_q16(type, kn_block_head(type, blk, &d, &mn, f16_fast), &ql, &qh);
-                _mm256_store_si256((__m256i *)q, ql);
-                _mm256_store_si256((__m256i *)(q + 16), qh);
+                size_t at = (size_t)r * w->nb + b;
+                const int32_t *q32 = (const int32_t *)(w->q + at * KN_QK);
                 const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2 + h * 16;
                 const float *dx = a->dx + (size_t)b * KN_LANES + h * 8,
                             *xs = a->xs + (size_t)b * KN_LANES + h * 8;
-                __m256 s = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_load_ps(dx));
+                __m256 s = _mm256_mul_ps(_mm256_set1_ps(w->d[at]), _mm256_load_ps(dx));
                 for (int p = 0; p < KN_QK / 2; p++) {
                     __m256i pr = _mm256_madd_epi16(
                         _mm256_set1_epi32(q32[p]),
                         _mm256_load_si256((const __m256i *)(xb + (size_t)p * KN_LANES * 2)));
                     acc[p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pr), s, acc[p]);
                 }
-                off = _mm256_fmadd_ps(_mm256_set1_ps(mn), _mm256_load_ps(xs), off);
+                off = _mm256_fmadd_ps(_mm256_set1_ps(w->mn[at]), _mm256_load_ps(xs), off);
             }
             for (int i = 0; i < 8; i++) acc[i] = _mm256_add_ps(acc[i], acc[i + 8]);
             for (int i = 0; i < 4; i++) acc[i] = _mm256_add_ps(acc[i], acc[i + 4]);
             for (int i = 0; i < 2; i++) acc[i] = _mm256_add_ps(acc[i], acc[i + 2]);
             _mm256_store_ps(res + h * 8, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), off));
         }
-        for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j] = res[l];
+        for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j0 + r] = res[l];
     }
 }
 

@@ -82,36 +82,44 @@ void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, 
     for (int i = 0; i < 4; i++) out[i] = tree16(acc[i]) + off[i];
 }
 
-void kn_gemm_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
-                    int lanes, float *y, int n, int row0, int j0, int j1) {
+void kn_unpack_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
+                      const kn_wrows_t *out) {
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < out->nb; b++) {
+            size_t at = (size_t)r * out->nb + b;
+            const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * bb;
+            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+            _mm512_store_si512(
+                out->q + at * KN_QK,
+                load_q16(type, kn_block_head(type, blk, &out->d[at], &out->mn[at], f16_fast)));
+        }
+}
+
+void kn_gemm_avx512(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
+                    int row0, int j0) {
     float res[KN_LANES] __attribute__((aligned(64)));
-    int16_t q[KN_QK] __attribute__((aligned(64)));
-    const int32_t *q32 = (const int32_t *)q;
-    for (int j = j0; j < j1; j++) {
-        const uint8_t *wrow = w + (size_t)j * row_bytes;
+    for (int r = 0; r < rows; r++) {
         __m512 acc[KN_QK / 2], off = _mm512_setzero_ps();
         for (int p = 0; p < KN_QK / 2; p++) acc[p] = _mm512_setzero_ps();
         for (int b = 0; b < a->nb; b++) {
-            float d, mn;
-            const uint8_t *blk = wrow + (size_t)b * bb;
-            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
-            _mm512_store_si512(q, load_q16(type, kn_block_head(type, blk, &d, &mn, f16_fast)));
+            size_t at = (size_t)r * w->nb + b;
+            const int32_t *q32 = (const int32_t *)(w->q + at * KN_QK);
             const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2;
-            __m512 s =
-                _mm512_mul_ps(_mm512_set1_ps(d), _mm512_load_ps(a->dx + (size_t)b * KN_LANES));
+            __m512 s = _mm512_mul_ps(_mm512_set1_ps(w->d[at]),
+                                     _mm512_load_ps(a->dx + (size_t)b * KN_LANES));
             for (int p = 0; p < KN_QK / 2; p++) {
                 __m512i pr = _mm512_madd_epi16(_mm512_set1_epi32(q32[p]),
                                                _mm512_load_si512(xb + (size_t)p * KN_LANES * 2));
                 acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), s, acc[p]);
             }
-            off = _mm512_fmadd_ps(_mm512_set1_ps(mn), _mm512_load_ps(a->xs + (size_t)b * KN_LANES),
-                                  off);
+            off = _mm512_fmadd_ps(_mm512_set1_ps(w->mn[at]),
+                                  _mm512_load_ps(a->xs + (size_t)b * KN_LANES), off);
         }
         for (int i = 0; i < 8; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 8]);
         for (int i = 0; i < 4; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 4]);
         for (int i = 0; i < 2; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 2]);
         _mm512_store_ps(res, _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), off));
-        for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j] = res[l];
+        for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j0 + r] = res[l];
     }
 }
 

@@ -66,11 +66,21 @@ typedef void (*kn_rowdot4_fn)(int type, const uint8_t *w, size_t row_bytes, size
 void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,
                        float *out);
 
-/* y[(row0 + lane) * n + j] for j in [j0, j1) and lane < lanes: weight rows against the
- * KN_LANES-row group a. */
-typedef void (*kn_gemm_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,
-                           const kn_qactT_t *a, int lanes, float *y, int n, int row0, int j0,
-                           int j1);
+/* Weight rows unpacked once for all the row groups of a product: block b of row r has its quants
+ * q[(r * nb + b) * KN_QK ..] as int16 in element order (kn_block_q16), its scale d[r * nb + b]
+ * and offset coefficient mn[r * nb + b] (kn_block_head). */
+typedef struct kn_wrows {
+    int16_t *q;
+    float *d, *mn;
+    int nb;
+} kn_wrows_t;
+typedef void (*kn_unpack_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
+                             const kn_wrows_t *out);
+
+/* y[(row0 + lane) * n + j0 + r] for r < rows and lane < lanes: unpacked weight rows w against
+ * the KN_LANES-row group a. */
+typedef void (*kn_gemm_fn)(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y,
+                           int n, int row0, int j0);
 
 void kn_rowdot_scalar(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                       float *out);
@@ -78,12 +88,18 @@ void kn_rowdot_avx2(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a
                     float *out);
 void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                       float *out);
-void kn_gemm_scalar(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
-                    int lanes, float *y, int n, int row0, int j0, int j1);
-void kn_gemm_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
-                  int lanes, float *y, int n, int row0, int j0, int j1);
-void kn_gemm_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qactT_t *a,
-                    int lanes, float *y, int n, int row0, int j0, int j1);
+void kn_gemm_scalar(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
+                    int row0, int j0);
+void kn_unpack_scalar(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
+                      const kn_wrows_t *out);
+void kn_gemm_avx2(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
+                  int row0, int j0);
+void kn_unpack_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
+                    const kn_wrows_t *out);
+void kn_gemm_avx512(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
+                    int row0, int j0);
+void kn_unpack_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
+                      const kn_wrows_t *out);
 
 /* fp32 dot product of n elements, for the weight types read through a dequantized row. */
 typedef float (*kn_dotf_fn)(const float *a, const float *b, int n);

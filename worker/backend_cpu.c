@@ -352,26 +352,63 @@ static void prefetch_block(const wk_kv_cache_t *kv, const void *base, int layer,
     for (size_t i = 0; i < n; i += 64) __builtin_prefetch(p + i);
 }
 
-/* s (jn) = scale * (q (hd) . slot j of the transposed K block kt (hd, bs)), sixteen slots at a
- * time across a vector; each score sums over i in order. */
-static void block_scores(const float *kt, const float *q, int hd, int bs, int jn, float scale,
-                         float *s) {
-    int j0 = 0;
-    for (; j0 + 16 <= jn; j0 += 16) {
-        float acc[16] = {0};
-        for (int i = 0; i < hd; i++) {
-            float qi = q[i];
-            const float *ki = kt + (size_t)i * bs + j0;
+/* Sixteen slots' scores for G query heads at once: each K row vector of the transposed block
+ * is loaded once for all of them. Inlined for each constant G. */
+static inline __attribute__((always_inline)) void scores16(int G, const float *kt, const float *q,
+                                                           int hd, int bs, float scale, float *s,
+                                                           int stride) {
+    float acc[8][16] = {{0}};
+    for (int i = 0; i < hd; i++) {
+        const float *ki = kt + (size_t)i * bs;
+        for (int g = 0; g < G; g++) {
+            float qi = q[(size_t)g * hd + i];
 #pragma omp simd
-            for (int j = 0; j < 16; j++) acc[j] += qi * ki[j];
+            for (int j = 0; j < 16; j++) acc[g][j] += qi * ki[j];
         }
-        for (int j = 0; j < 16; j++) s[j0 + j] = acc[j] * scale;
     }
-    for (int j = j0; j < jn; j++) {
-        float acc = 0.0f;
-        for (int i = 0; i < hd; i++) acc += q[i] * kt[(size_t)i * bs + j];
-        s[j] = acc * scale;
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < 16; j++) s[(size_t)g * stride + j] = acc[g][j] * scale;
+}
+
+/* s[g * stride + j] = scale * (q_g (hd) . slot j of the transposed K block kt (hd, bs)) for the
+ * `group` query heads q (group, hd) and slots j < jn; each score sums over i in order. */
+static void block_scores(const float *kt, const float *q, int group, int hd, int bs, int jn,
+                         float scale, float *s, int stride) {
+    int j0 = 0;
+    for (; j0 + 16 <= jn && group <= 8; j0 += 16) {
+        switch (group) {
+        case 1: scores16(1, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        case 2: scores16(2, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        case 3: scores16(3, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        case 4: scores16(4, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        default: scores16(group, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        }
     }
+    for (int g = 0; g < group; g++)
+        for (int j = j0; j < jn; j++) {
+            float acc = 0.0f;
+            for (int i = 0; i < hd; i++) acc += q[(size_t)g * hd + i] * kt[(size_t)i * bs + j];
+            s[(size_t)g * stride + j] = acc * scale;
+        }
+}
+
+/* o (hd) += sum over slots j < jn of a[j] * v row j (hd), j in order; 64 columns at a time held
+ * in registers across the slots. */
+static void block_values(const float *v, const float *a, int hd, int jn, float *o) {
+    int i0 = 0;
+    for (; i0 + 64 <= hd; i0 += 64) {
+        float acc[64];
+        memcpy(acc, o + i0, sizeof acc);
+        for (int j = 0; j < jn; j++) {
+            float aj = a[j];
+            const float *vj = v + (size_t)j * hd + i0;
+#pragma omp simd
+            for (int i = 0; i < 64; i++) acc[i] += aj * vj[i];
+        }
+        memcpy(o + i0, acc, sizeof acc);
+    }
+    for (int j = 0; j < jn && i0 < hd; j++)
+        for (int i = i0; i < hd; i++) o[i] += a[j] * v[(size_t)j * hd + i];
 }
 
 /* One chunk, positions [p0, p1) of token t's sequence in KV head kvh, for the `group` query heads
@@ -391,9 +428,7 @@ static void att_chunk(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, c
             prefetch_block(kv, kv->v, layer, bt[j0 / bs + 1], kvh);
         }
         const float *kt = block_rows(kv, kv->k, layer, bt[j0 / bs], kvh, bs * hd, tmp);
-        for (int g = 0; g < group; g++)
-            block_scores(kt, q0 + (size_t)g * hd, hd, bs, jn, scale,
-                         score + (size_t)g * stride + j0 - p0);
+        block_scores(kt, q0, group, hd, bs, jn, scale, score + j0 - p0, stride);
     }
     for (int g = 0; g < group; g++) {
         float *sg = score + (size_t)g * stride, mx = sg[0], sum = 0.0f;
@@ -409,15 +444,8 @@ static void att_chunk(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, c
     for (int j0 = p0; j0 < p1; j0 += bs) {
         int jn = p1 - j0 < bs ? p1 - j0 : bs;
         const float *vb = block_rows(kv, kv->v, layer, bt[j0 / bs], kvh, jn * hd, tmp);
-        for (int j = 0; j < jn; j++) {
-            const float *vj = vb + (size_t)j * hd;
-            for (int g = 0; g < group; g++) {
-                float a = score[(size_t)g * stride + j0 - p0 + j];
-                float *og = o + (size_t)g * hd;
-#pragma omp simd
-                for (int i = 0; i < hd; i++) og[i] += a * vj[i];
-            }
-        }
+        for (int g = 0; g < group; g++)
+            block_values(vb, score + (size_t)g * stride + j0 - p0, hd, jn, o + (size_t)g * hd);
     }
 }
 

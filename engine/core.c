@@ -644,6 +644,7 @@ static int start(core_t *c, char *err) {
     sc.block_size = c->args.block_size;
     sc.max_num_seqs = c->args.max_num_seqs;
     sc.max_num_batched_tokens = c->args.max_num_batched_tokens;
+    sc.max_step_ms = c->args.max_step_ms;
     sc.max_model_len = c->info.max_model_len;
     sc.enable_prefix_caching = c->args.enable_prefix_caching;
     sc.vocab_size = c->info.vocab;

@@ -137,7 +137,9 @@ typedef struct eng_sched_config {
     bool enable_chunked_prefill;      /* default true; false: a prompt is computed in one step, so
                                          max_num_batched_tokens must be >= max_model_len */
     int long_prefill_token_threshold; /* > 0: at most this many tokens per sequence per step */
-    int vocab_size; /* > 0: token ids are checked against it; 0: only checked >= 0 */
+    int max_step_ms; /* > 0: while sequences decode, prefill only what the step-time model
+                        (step_model.h) says fits in this many ms beside them (--max-step-ms) */
+    int vocab_size;  /* > 0: token ids are checked against it; 0: only checked >= 0 */
 } eng_sched_config_t;
 
 void eng_sched_config_defaults(eng_sched_config_t *c);

@@ -42,6 +42,9 @@ static int config_check(const eng_sched_config_t *c, char *err) {
     if (c->max_num_seqs < 1 || c->max_num_seqs > (1 << 20))
         return lt_errf(err, LT_ERR_INVAL, "max_num_seqs %d out of range [1, 2^20]",
                        c->max_num_seqs);
+    if (c->max_step_ms < 0 || c->max_step_ms > 3600 * 1000)
+        return lt_errf(err, LT_ERR_INVAL, "max_step_ms %d out of range [0, 3600000]",
+                       c->max_step_ms);
     if (c->max_num_batched_tokens < 1 || c->max_num_batched_tokens > (1 << 24))
         return lt_errf(err, LT_ERR_INVAL, "max_num_batched_tokens %d out of range [1, 2^24]",
                        c->max_num_batched_tokens);
@@ -74,6 +77,8 @@ int eng_sched_create(const eng_sched_config_t *c, eng_sched_t **out, char *err) 
     eng_sched_t *s = calloc(1, sizeof *s);
     if (!s) return lt_errf(err, LT_ERR_NOMEM, "scheduler: out of memory");
     s->cfg = *c;
+    eng_step_model_init(&s->model);
+    s->last_prefill_cap = -1;
     rc = eng_kv_create(c->num_blocks, c->block_size, c->enable_prefix_caching, &s->kv, err);
     if (rc) {
         free(s);
@@ -423,6 +428,29 @@ static int chunk_size(const eng_sched_t *s, int remaining, int budget) {
     return n;
 }
 
+/* ---- keeping streams smooth (--max-step-ms) ---- */
+
+/* Prefill tokens the coming step may hold beside its decodes: what the step-time model fits in
+ * max_step_ms after the decodes (at least a minimum chunk, so prompts always progress), or -1 (no
+ * cap) when nothing decodes or the limit is off. A lone prompt gets the whole token budget: the
+ * cap only trades its time to first token for the other streams' smoothness. */
+static int prefill_cap(const eng_sched_t *s) {
+    const eng_sched_config_t *c = &s->cfg;
+    if (c->max_step_ms <= 0) return -1;
+    double x[ENG_STEP_FEATURES] = {1, 0, 0, 0};
+    for (int i = 0; i < s->n_running; i++) {
+        const eng_req_t *r = s->running[i];
+        if (r->n_tokens - r->num_computed != 1) continue;
+        x[1] += 1;
+        x[3] += (r->num_computed + 1) / 1000.0;
+    }
+    if (x[1] == 0) return -1;
+    int min_chunk = c->block_size > 32 ? c->block_size : 32;
+    int n = eng_step_model_prefill_fit(&s->model,
+                                       c->max_step_ms - eng_step_model_predict(&s->model, x), 0);
+    return n > min_chunk ? n : min_chunk;
+}
+
 /* Releases the requests that finished since the last step, listing those workers knew. */
 static int release_finished(eng_sched_t *s) {
     int n = 0;
@@ -453,11 +481,18 @@ int eng_sched_step(eng_sched_t *s, uint64_t now_ns, eng_plan_t *plan) {
 
     step_acc_t acc = {0};
     int budget = c->max_num_batched_tokens;
+    int cap = prefill_cap(s); /* prefill tokens left this step; -1: no cap */
+    s->last_prefill_cap = cap;
 
     /* running sequences, earliest arrival first */
     for (int i = 0; i < s->n_running && budget > 0;) {
         eng_req_t *r = s->running[i];
-        int n = chunk_size(s, r->n_tokens - r->num_computed, budget);
+        int remaining = r->n_tokens - r->num_computed;
+        if (remaining > 1 && cap == 0) { /* a prompt's next chunk waits for a later step */
+            i++;
+            continue;
+        }
+        int n = chunk_size(s, remaining, remaining > 1 && cap > 0 && cap < budget ? cap : budget);
         bool scheduled = true;
         for (;;) {
             int rc = eng_kv_seq_alloc(s->kv, &r->kv, r->num_computed + n);
@@ -474,11 +509,13 @@ int eng_sched_step(eng_sched_t *s, uint64_t now_ns, eng_plan_t *plan) {
         if (!scheduled) break;
         plan_add(s, r, n, &acc);
         budget -= n;
+        if (remaining > 1 && cap > 0) cap -= n;
         i++;
     }
 
     /* waiting requests in FCFS order; none while this step had to preempt */
-    while (acc.n_preempted == 0 && s->wait_head && budget > 0 && s->n_running < c->max_num_seqs) {
+    while (acc.n_preempted == 0 && s->wait_head && budget > 0 && cap != 0 &&
+           s->n_running < c->max_num_seqs) {
         eng_req_t *r = s->wait_head;
         int n_evictable = 0;
         int hits =
@@ -486,7 +523,7 @@ int eng_sched_step(eng_sched_t *s, uint64_t now_ns, eng_plan_t *plan) {
         int computed = hits * bs;
         int remaining = r->n_tokens - computed;
         if (!c->enable_chunked_prefill && remaining > budget) break;
-        int n = chunk_size(s, remaining, budget);
+        int n = chunk_size(s, remaining, cap > 0 && cap < budget ? cap : budget);
         int need = (computed + n + bs - 1) / bs - hits;
         if (need + n_evictable > eng_kv_num_available(s->kv)) break; /* FCFS: no overtaking */
         int rc = eng_kv_seq_acquire(s->kv, &r->kv, s->hit_buf, hits, r->n_tokens);
@@ -504,6 +541,7 @@ int eng_sched_step(eng_sched_t *s, uint64_t now_ns, eng_plan_t *plan) {
         ev_add(&r->ev, ENG_EV_SCHEDULED, now_ns);
         plan_add(s, r, n, &acc);
         budget -= n;
+        if (cap > 0) cap -= n;
     }
 
     /* the step's full blocks become hits for later steps */
@@ -512,8 +550,11 @@ int eng_sched_step(eng_sched_t *s, uint64_t now_ns, eng_plan_t *plan) {
         eng_kv_seq_commit(s->kv, &r->kv, r->tokens, r->num_computed);
     }
 
-    /* flat rows, a ready-made wk_batch_t */
+    /* flat rows, a ready-made wk_batch_t; the step's features for the step-time model */
     int row = 0, n_sampled = 0, n_prefill = 0;
+    double *x = s->step_x;
+    x[0] = 1;
+    x[1] = x[2] = x[3] = 0;
     for (int k = 0; k < acc.n_seqs; k++) {
         const eng_plan_seq_t *q = &s->p_seqs[k];
         memcpy(s->p_tokens + row, q->tokens, (size_t)q->n_tokens * sizeof *s->p_tokens);
@@ -529,6 +570,12 @@ int eng_sched_step(eng_sched_t *s, uint64_t now_ns, eng_plan_t *plan) {
             s->p_sample_seqs[n_sampled++] = k;
         }
         if (q->n_tokens > 1 || !q->sample) n_prefill++;
+        if (q->n_tokens == 1 && q->sample)
+            x[1] += 1;
+        else
+            x[2] += q->n_tokens;
+        x[3] += ((double)q->n_tokens * q->start_pos + (double)q->n_tokens * (q->n_tokens + 1) / 2) /
+                1000.0;
     }
 
     plan->step_id = s->step_id;
@@ -630,7 +677,10 @@ int eng_sched_update(eng_sched_t *s, const eng_plan_t *plan, const int32_t *samp
     }
 
     eng_step_info_t *si = &s->steps[(s->n_steps_recorded - 1) % ENG_STEP_HISTORY];
-    if (si->step_id == plan->step_id) si->dur_ns = now_ns - si->start_ns;
+    if (si->step_id == plan->step_id) {
+        si->dur_ns = now_ns - si->start_ns;
+        eng_step_model_observe(&s->model, s->step_x, si->dur_ns / 1e6);
+    }
     s->in_flight = false;
     out->n = n_out;
     out->n_finished = n_fin;

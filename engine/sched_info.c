@@ -165,6 +165,11 @@ void eng_sched_dump(const eng_sched_t *s, uint64_t now_ns, eng_req_label_fn labe
             st.num_preemptions, st.num_prefill_tokens, st.num_generation_tokens,
             st.num_finished[ENG_FINISH_STOP], st.num_finished[ENG_FINISH_LENGTH],
             st.num_finished[ENG_FINISH_ABORT]);
+    const double *k = s->model.coef;
+    fprintf(f,
+            "step model (--max-step-ms %d): %.3f ms + %.4f ms/decode row + %.4f ms/prefill token + "
+            "%.4f ms/1k attended positions, from %lld steps; last prefill cap %d\n",
+            s->cfg.max_step_ms, k[0], k[1], k[2], k[3], s->model.n_steps, s->last_prefill_cap);
     fprintf(f, "requests (%d):\n", s->n_reqs);
     int n = 0;
     for (int i = 0; i < s->n_running; i++)

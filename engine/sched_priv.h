@@ -7,6 +7,7 @@
 #define ENG_SCHED_PRIV_H
 
 #include "engine.h"
+#include "step_model.h"
 
 typedef enum { RS_WAITING = 0, RS_RUNNING, RS_FINISHED } eng_rstate_t;
 
@@ -68,6 +69,12 @@ struct eng_sched {
 
     eng_step_info_t steps[ENG_STEP_HISTORY];
     uint64_t n_steps_recorded;
+
+    /* --max-step-ms: the step-time model, the in-flight step's features, and the prefill cap the
+     * last step had (-1: none: nothing decoding, or off) */
+    eng_step_model_t model;
+    double step_x[ENG_STEP_FEATURES];
+    int last_prefill_cap;
 
     uint64_t num_preemptions, num_prefill_tokens, num_generation_tokens;
     uint64_t num_finished[ENG_FINISH_COUNT];

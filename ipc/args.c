@@ -17,6 +17,7 @@ void ipc_engine_args_defaults(ipc_engine_args_t *a) {
     a->tensor_parallel_size = IPC_DEF_TENSOR_PARALLEL_SIZE;
     a->max_num_seqs = IPC_DEF_MAX_NUM_SEQS;
     a->max_num_batched_tokens = IPC_DEF_MAX_BATCHED_TOKENS;
+    a->max_step_ms = IPC_DEF_MAX_STEP_MS;
     a->block_size = IPC_DEF_BLOCK_SIZE;
     a->enable_prefix_caching = true;
     a->kv_cache_memory = IPC_DEF_KV_CACHE_MEMORY;
@@ -46,6 +47,7 @@ enum {
     O_TP,
     O_SEQS,
     O_BATCHED,
+    O_STEP_MS,
     O_LEN,
     O_BLOCK,
     O_PREFIX,
@@ -70,6 +72,7 @@ static const struct option k_opts[O_COUNT] = {
     OPT("tensor-parallel-size", required_argument, O_TP),
     OPT("max-num-seqs", required_argument, O_SEQS),
     OPT("max-num-batched-tokens", required_argument, O_BATCHED),
+    OPT("max-step-ms", required_argument, O_STEP_MS),
     OPT("max-model-len", required_argument, O_LEN),
     OPT("block-size", required_argument, O_BLOCK),
     OPT("enable-prefix-caching", no_argument, O_PREFIX),
@@ -116,6 +119,11 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
         ok = lt_parse_long(arg, 1, 1 << 24, &v);
         a->max_num_batched_tokens = (int)v;
         want = "a positive number of tokens";
+        break;
+    case O_STEP_MS:
+        ok = lt_parse_long(arg, 0, 3600 * 1000, &v);
+        a->max_step_ms = (int)v;
+        want = "milliseconds, 0..3600000 (0: off)";
         break;
     case O_LEN:
         ok = lt_parse_long(arg, 0, 1 << 24, &v);
@@ -223,6 +231,10 @@ void ipc_engine_args_help(FILE *f) {
         "  --max-model-len N              context length (0: the model's)\n"
         "  --max-num-seqs N               sequences per engine step (%d)\n"
         "  --max-num-batched-tokens N     tokens per engine step (%d)\n"
+        "  --max-step-ms MS               while sequences decode, prefill only as many tokens as\n"
+        "                                 a step-time model fitted to the last steps says fit in\n"
+        "                                 MS beside them, so arrivals cannot stall every stream;\n"
+        "                                 longer time to first token under load (%d; 0: off)\n"
         "  --block-size N                 KV-cache block size in tokens (%d)\n"
         "  --enable-prefix-caching        reuse cached KV blocks of shared prefixes (default)\n"
         "  --no-enable-prefix-caching     turn it off\n"
@@ -249,7 +261,7 @@ void ipc_engine_args_help(FILE *f) {
         "  --dump-dir DIR                 on SIGUSR1 every process also writes its state as JSON\n"
         "                                 into DIR\n",
         IPC_DEF_TENSOR_PARALLEL_SIZE, IPC_DEF_MAX_NUM_SEQS, IPC_DEF_MAX_BATCHED_TOKENS,
-        IPC_DEF_BLOCK_SIZE, IPC_DEF_WATCHDOG_TIMEOUT_S);
+        IPC_DEF_MAX_STEP_MS, IPC_DEF_BLOCK_SIZE, IPC_DEF_WATCHDOG_TIMEOUT_S);
 }
 
 /* ---- argv ---- */
@@ -282,6 +294,7 @@ int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av) {
     rc |= ipc_argv_addf(av, "tensor-parallel-size", "%d", a->tensor_parallel_size);
     rc |= ipc_argv_addf(av, "max-num-seqs", "%d", a->max_num_seqs);
     rc |= ipc_argv_addf(av, "max-num-batched-tokens", "%d", a->max_num_batched_tokens);
+    rc |= ipc_argv_addf(av, "max-step-ms", "%d", a->max_step_ms);
     rc |= ipc_argv_addf(av, "max-model-len", "%d", a->max_model_len);
     rc |= ipc_argv_addf(av, "block-size", "%d", a->block_size);
     rc |= ipc_argv_add(av, a->enable_prefix_caching ? "--enable-prefix-caching"
@@ -306,13 +319,14 @@ int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av) {
 
 void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n) {
     snprintf(buf, n,
-             "tensor_parallel_size=%d max_num_seqs=%d max_num_batched_tokens=%d max_model_len=%d "
+             "tensor_parallel_size=%d max_num_seqs=%d max_num_batched_tokens=%d max_step_ms=%d "
+             "max_model_len=%d "
              "block_size=%d enable_prefix_caching=%d kv_cache_memory=%lld "
              "gpu_memory_utilization=%g threads=%d batch_invariant=%d otlp_traces_endpoint=%s "
              "detailed_traces=%d trace_slow_threshold_ms=%d kv_cache_dtype=%s",
-             a->tensor_parallel_size, a->max_num_seqs, a->max_num_batched_tokens, a->max_model_len,
-             a->block_size, a->enable_prefix_caching, a->kv_cache_memory, a->gpu_memory_utilization,
-             a->threads, a->batch_invariant,
+             a->tensor_parallel_size, a->max_num_seqs, a->max_num_batched_tokens, a->max_step_ms,
+             a->max_model_len, a->block_size, a->enable_prefix_caching, a->kv_cache_memory,
+             a->gpu_memory_utilization, a->threads, a->batch_invariant,
              a->otlp_traces_endpoint ? a->otlp_traces_endpoint : "-", a->detailed_traces,
              a->trace_slow_threshold_ms, ipc_kv_dtype_names[a->kv_cache_dtype]);
 }
@@ -323,6 +337,7 @@ struct cJSON *ipc_engine_args_json(const ipc_engine_args_t *a) {
     cJSON_AddNumberToObject(o, "tensor_parallel_size", a->tensor_parallel_size);
     cJSON_AddNumberToObject(o, "max_num_seqs", a->max_num_seqs);
     cJSON_AddNumberToObject(o, "max_num_batched_tokens", a->max_num_batched_tokens);
+    cJSON_AddNumberToObject(o, "max_step_ms", a->max_step_ms);
     cJSON_AddNumberToObject(o, "max_model_len", a->max_model_len);
     cJSON_AddNumberToObject(o, "block_size", a->block_size);
     cJSON_AddBoolToObject(o, "enable_prefix_caching", a->enable_prefix_caching);

@@ -21,6 +21,7 @@
 #define IPC_DEF_MAX_NUM_SEQS         64
 #define IPC_DEF_MAX_BATCHED_TOKENS   2048
 #define IPC_DEF_BLOCK_SIZE           16
+#define IPC_DEF_MAX_STEP_MS          200
 #define IPC_DEF_KV_CACHE_MEMORY      (1ll << 30)
 #define IPC_MAX_TENSOR_PARALLEL      64
 
@@ -29,8 +30,9 @@ typedef struct ipc_engine_args {
     int tensor_parallel_size;   /* worker processes, each holding 1/N of the model */
     int max_num_seqs;           /* sequences per engine step at most */
     int max_num_batched_tokens; /* tokens per engine step at most */
-    int max_model_len;          /* 0: the model's own context */
-    int block_size;             /* KV-cache block size, tokens */
+    int max_step_ms;   /* while sequences decode, a step's prefill is cut to fit this (0: off) */
+    int max_model_len; /* 0: the model's own context */
+    int block_size;    /* KV-cache block size, tokens */
     bool enable_prefix_caching;
     long long kv_cache_memory;    /* bytes per worker (CPU backend) */
     int kv_cache_dtype;           /* IPC_KV_DTYPE_*: element type of the KV cache */

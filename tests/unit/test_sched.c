@@ -13,11 +13,13 @@
  * The steady-state test counts allocations: this target links with -Wl,--wrap=malloc/calloc/
  * realloc (tests/CMakeLists.txt), so every call from our code goes through the counters below.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
+#include "step_model.h"
 #include "lt.h"
 #include "testutil.h"
 
@@ -525,6 +527,104 @@ static void test_chunked_prefill(void **state) {
     assert_non_null(strstr(err, "max_model_len"));
 }
 
+/* ---- --max-step-ms ---- */
+
+/* The step-time model recovers known coefficients from noise-free steps of varied shape, and its
+ * prefill fit inverts its prediction. */
+static void test_step_model(void **state) {
+    (void)state;
+    eng_step_model_t m;
+    eng_step_model_init(&m);
+    const double truth[4] = {3.0, 1.5, 0.8, 0.2};
+    unsigned seed = 7;
+    for (int i = 0; i < 300; i++) {
+        double x[4] = {1, 0, 0, 0}, top[4] = {0, 64, 512, 64};
+        for (int f = 1; f < 4; f++) { /* independent draws: the high bits of an LCG */
+            seed = seed * 1103515245u + 12345u;
+            x[f] = (double)(seed >> 16) / 65536.0 * top[f];
+        }
+        eng_step_model_observe(
+            &m, x, eng_step_model_predict(&(eng_step_model_t){.coef = {3.0, 1.5, 0.8, 0.2}}, x));
+    }
+    for (int i = 0; i < 4; i++)
+        if (fabs(m.coef[i] - truth[i]) > 0.05 * truth[i] + 0.01)
+            fail_msg("coefficient %d: %f, want %f", i, m.coef[i], truth[i]);
+    /* n tokens from position 100 cost c n + d (100 n + n^2 / 2) / 1000 */
+    int n = eng_step_model_prefill_fit(&m, 80.0, 100);
+    double cost = m.coef[2] * n + m.coef[3] * (100.0 * n + n * (double)n / 2) / 1000;
+    assert_true(cost <= 80.0 && cost > 80.0 - m.coef[2] - 0.1);
+    assert_int_equal(eng_step_model_prefill_fit(&m, 0, 0), 0);
+    assert_int_equal(eng_step_model_prefill_fit(&m, -5, 0), 0);
+}
+
+/* Simulated time: a step costs 2 ms + 1 ms per decode row + 0.5 ms per prefill token. */
+static double sim_ms(const eng_plan_t *pl) {
+    double ms = 2;
+    for (int k = 0; k < pl->n_seqs; k++)
+        ms += pl->seqs[k].n_tokens == 1 && pl->seqs[k].sample ? 1.0 : 0.5 * pl->seqs[k].n_tokens;
+    return ms;
+}
+
+/* Eight streams decode while long prompts keep arriving: once the model has seen a few steps,
+ * every step with decodes stays within --max-step-ms (but for the minimum chunk), the prompts
+ * still finish, and their tokens are those of each request alone; a lone prompt still gets the
+ * whole token budget; 0 turns it off. */
+static void test_max_step_ms(void **state) {
+    (void)state;
+    eng_sched_config_t c;
+    base_cfg(&c);
+    c.max_num_batched_tokens = 256;
+    c.max_step_ms = 40;
+    int32_t prompt[300];
+    for (int i = 0; i < 300; i++) prompt[i] = 10 + (i * 7) % 900;
+    for (int off = 0; off <= 1; off++) {
+        if (off) c.max_step_ms = 0;
+        harness_t h;
+        h_init(&h, &c);
+        treq_t *lone = h_define(&h, 0, prompt, 200, 1);
+        h_add(&h, lone);
+        eng_plan_t pl;
+        h_plan(&h, &pl);
+        assert_int_equal(pl.n_tokens, 200); /* nothing decodes: the whole prompt at once */
+        h.now += (uint64_t)(sim_ms(&pl) * 1e6);
+        h_finish(&h, &pl);
+        for (int i = 1; i <= 8; i++) {
+            treq_t *d = h_define(&h, i, prompt + i, 3, 60);
+            d->p.ignore_eos = true; /* streams that keep decoding */
+            h_add(&h, d);
+        }
+        int next = 9, over = 0, long_steps = 0;
+        while (eng_sched_has_work(h.s)) {
+            if (h.steps % 6 == 0 && next < 20) {
+                h_add(&h, h_define(&h, next, prompt + next, 250, 4));
+                next++;
+            }
+            h_plan(&h, &pl);
+            if (pl.n_seqs == 0) break;
+            double ms = sim_ms(&pl);
+            bool decodes = false;
+            for (int k = 0; k < pl.n_seqs; k++)
+                decodes |= pl.seqs[k].n_tokens == 1 && pl.seqs[k].sample;
+            if (decodes && ms > 40 + 0.5 * 32 + 2) over++;
+            if (ms > 60) long_steps++;
+            h.now += (uint64_t)(ms * 1e6);
+            h_finish(&h, &pl);
+        }
+        for (int i = 0; i < next; i++) assert_true(h.r[i].done);
+        if (!off) {
+            assert_true(over <= 3); /* the first steps, before the model has learned */
+        } else {
+            assert_true(long_steps > 3); /* without the limit, arrivals make long steps */
+        }
+        for (int i = 9; i < next; i++) {
+            treq_t alone;
+            run_single(&c, &h.r[i], &alone);
+            assert_memory_equal(alone.toks, h.r[i].toks, (size_t)h.r[i].n * sizeof(int32_t));
+        }
+        h_fini(&h);
+    }
+}
+
 static void test_prefix_cache_repeat(void **state) {
     eng_sched_config_t c;
     base_cfg(&c);
@@ -967,6 +1067,8 @@ int main(void) {
         cmocka_unit_test(test_concurrent_match_single),
         cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_chunked_prefill),
+        cmocka_unit_test(test_step_model),
+        cmocka_unit_test(test_max_step_ms),
         cmocka_unit_test(test_prefix_cache_repeat),
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_stop_conditions),

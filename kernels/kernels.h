@@ -86,5 +86,9 @@ void kn_swiglu(float *gate, const float *up, int n);
  * does; neox=false rotates adjacent pairs (x[2i], x[2i+1]) as GGUF Llama weights expect.
  * attn_factor scales cos/sin (1 unless YaRN). HOT */
 void kn_rope(float *x, int head_dim, int pos, const float *inv_freq, bool neox, float attn_factor);
+/* The same in two steps, for many heads at one position: cs (head_dim) = each pair's cos and sin
+ * (times attn_factor) at pos, then kn_rope_cs applies them; bit-identical to kn_rope. */
+void kn_rope_table(float *cs, int head_dim, int pos, const float *inv_freq, float attn_factor);
+void kn_rope_cs(float *x, int head_dim, const float *cs, bool neox);
 
 #endif

@@ -26,13 +26,16 @@ typedef struct cpu {
     const wk_batch_t *b; /* the current step's batch (host memory is backend memory here) */
     kn_qscratch_t *qs;
     int max_rows, max_k, max_ctx, group, n_threads;
-    float *score;      /* (n_threads, group, max_ctx) attention scores */
-    float *kv_tmp;     /* (n_threads, 2, block_size, head_dim) KV rows converted to fp32 */
-    size_t kv_tmp_len; /* floats in kv_tmp */
-    int kv_bs, kv_hd;  /* the KV cache's block size and head size (kv_alloc) */
-    int att_chunk;     /* positions per attention chunk before rounding to blocks (ATT_CHUNK) */
-    float *part;       /* attention chunks' partial results (att_*) */
-    size_t part_len;   /* floats in part */
+    float *score;          /* (n_threads, group, max_ctx) attention scores */
+    float *kv_tmp;         /* (n_threads, 2, block_size, head_dim) KV rows converted to fp32 */
+    size_t kv_tmp_len;     /* floats in kv_tmp */
+    int kv_bs, kv_hd;      /* the KV cache's block size and head size (kv_alloc) */
+    int att_chunk;         /* positions per attention chunk before rounding to blocks (ATT_CHUNK) */
+    float *part;           /* attention chunks' partial results (att_*) */
+    float *rope_cs;        /* (max_rows, head_dim) the step's cos/sin per token (kn_rope_table) */
+    size_t rope_len;       /* floats in rope_cs */
+    const float *rope_for; /* the inv_freq rope_cs was made from this step (NULL: not yet) */
+    size_t part_len;       /* floats in part */
 } cpu_t;
 
 static cpu_t *cpu_of(wk_backend_t *be) {
@@ -137,6 +140,13 @@ static int cpu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
         return lt_errf(err, LT_ERR_INVAL, "batch of %d tokens over the backend's %d", b->n_tokens,
                        c->max_rows);
     c->b = b;
+    c->rope_for = NULL; /* positions changed: the first layer makes the table again */
+    if (c->kv_hd > 0 && (size_t)b->n_tokens * c->kv_hd > c->rope_len) {
+        float *p = realloc(c->rope_cs, (size_t)b->n_tokens * c->kv_hd * sizeof(float));
+        if (!p) return lt_errf(err, LT_ERR_NOMEM, "out of memory for rotary tables");
+        c->rope_cs = p;
+        c->rope_len = (size_t)b->n_tokens * c->kv_hd;
+    }
     /* room for the attention chunks' partial results: (2 x threads, chunks, part) */
     int max_pos = 0;
     for (int t = 0; t < b->n_tokens; t++) max_pos = b->pos[t] > max_pos ? b->pos[t] : max_pos;
@@ -201,21 +211,27 @@ static int cpu_matmul_n(wk_backend_t *be, float *const *y, const float *x,
 static void cpu_qk_rope(wk_backend_t *be, float *q, float *k, int nh, int nkv, int hd,
                         const float *q_norm, const float *k_norm, float eps,
                         const wk_rope_t *rope) {
-    const wk_batch_t *b = cpu_of(be)->b;
+    cpu_t *c = cpu_of(be);
+    const wk_batch_t *b = c->b;
     int T = b->n_tokens;
+    /* every layer rotates by the same angles: the step's cos/sin table is made once */
+    bool table = c->rope_cs && (size_t)T * hd <= c->rope_len,
+         make = table && c->rope_for != rope->inv_freq;
 #pragma omp parallel for schedule(static) if (T > 1)
     for (int t = 0; t < T; t++) {
-        for (int h = 0; h < nh; h++) {
-            float *qh = q + ((size_t)t * nh + h) * hd;
-            if (q_norm) kn_rmsnorm(qh, qh, q_norm, hd, eps);
-            kn_rope(qh, hd, b->pos[t], rope->inv_freq, rope->neox, rope->attn_factor);
-        }
-        for (int h = 0; h < nkv; h++) {
-            float *kh = k + ((size_t)t * nkv + h) * hd;
-            if (k_norm) kn_rmsnorm(kh, kh, k_norm, hd, eps);
-            kn_rope(kh, hd, b->pos[t], rope->inv_freq, rope->neox, rope->attn_factor);
+        float *cs = table ? c->rope_cs + (size_t)t * hd : NULL;
+        if (make) kn_rope_table(cs, hd, b->pos[t], rope->inv_freq, rope->attn_factor);
+        for (int h = 0; h < nh + nkv; h++) {
+            float *x = h < nh ? q + ((size_t)t * nh + h) * hd : k + ((size_t)t * nkv + h - nh) * hd;
+            const float *norm = h < nh ? q_norm : k_norm;
+            if (norm) kn_rmsnorm(x, x, norm, hd, eps);
+            if (cs)
+                kn_rope_cs(x, hd, cs, rope->neox);
+            else
+                kn_rope(x, hd, b->pos[t], rope->inv_freq, rope->neox, rope->attn_factor);
         }
     }
+    if (make) c->rope_for = rope->inv_freq;
 }
 
 static void cpu_swiglu(wk_backend_t *be, float *gate, const float *up, size_t n) {
@@ -531,6 +547,7 @@ static void cpu_destroy(wk_backend_t *be) {
     free(c->score);
     free(c->kv_tmp);
     free(c->part);
+    free(c->rope_cs);
     free(c);
 }
 

@@ -58,6 +58,28 @@ void kn_swiglu(float *gate, const float *up, int n) {
 
 /* ---- rotary embedding ---- */
 
+void kn_rope_table(float *cs, int head_dim, int pos, const float *inv_freq, float attn_factor) {
+    for (int i = 0; i < head_dim / 2; i++) {
+        /* angle in double: positions up to 1e6 times frequencies near 1 lose bits in fp32 */
+        double angle = (double)pos * (double)inv_freq[i];
+        cs[2 * i] = (float)cos(angle) * attn_factor;
+        cs[2 * i + 1] = (float)sin(angle) * attn_factor;
+    }
+}
+
+void kn_rope_cs(float *x, int head_dim, const float *cs, bool neox) {
+    /* HOT */
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float c = cs[2 * i], s = cs[2 * i + 1];
+        int a = neox ? i : 2 * i;
+        int b = neox ? i + half : 2 * i + 1;
+        float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
 void kn_rope(float *x, int head_dim, int pos, const float *inv_freq, bool neox, float attn_factor) {
     /* HOT */
     int half = head_dim / 2;

@@ -27,6 +27,7 @@
  */
 #include "kernels.h"
 
+#include <cpuid.h>
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -61,10 +62,16 @@ static const struct {
 static kn_isa_t g_isa;
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
 
+/* F16C from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c" in
+ * __builtin_cpu_supports, and the `fuzz` preset builds with clang 14. */
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 bool kn_isa_supported(kn_isa_t isa) {
     __builtin_cpu_init();
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     switch (isa) {
     case KN_ISA_SCALAR: return true;
     case KN_ISA_AVX2: return avx2;

@@ -4,6 +4,7 @@
 #   tools/setup.sh              packages for building, testing and running lantern
 #   tools/setup.sh --reference  also torch/transformers, to regenerate reference fixtures
 #   tools/setup.sh --bench      also llama-cpp-python (built locally), the peer for benchmarks
+#   tools/setup.sh --fuzz       also clang (with libFuzzer), for the `fuzz` preset / tools/fuzz.sh
 #
 # Every step checks before it acts, so running it twice is cheap.
 set -euo pipefail
@@ -12,10 +13,12 @@ root=$(cd "$here/.." && pwd)
 
 want_reference=0
 want_bench=0
+want_fuzz=0
 for a in "$@"; do
     case "$a" in
     --reference) want_reference=1 ;;
     --bench) want_bench=1 ;;
+    --fuzz) want_fuzz=1 ;;
     *) echo "setup.sh: unknown option '$a'" >&2; exit 2 ;;
     esac
 done
@@ -30,6 +33,8 @@ debs=(build-essential cmake pkg-config git unzip ca-certificates curl
       protobuf-c-compiler
       libcmocka-dev python3-venv clang-format openssl
       prometheus systemd strace)
+# clang brings libclang_rt.fuzzer (libFuzzer); only the fuzz preset needs it, CI builds with gcc.
+[ "$want_fuzz" -eq 0 ] || debs+=(clang)
 # prometheus: the server and promtool that tests/unit/test_conf.py and test_prometheus.py run (each
 # test starts its own on a free loopback port; the Debian service the package may start is not
 # used); systemd: systemd-analyze, which checks conf/lantern.service; strace: test_conf.py runs

@@ -161,7 +161,10 @@ static int parse_entry(const char *path, const cJSON *e, const uint8_t *data, ui
     for (int i = 0; i < LT_MAX_DIMS; i++) t->ne[i] = 1;
     /* A rank-0 tensor is a scalar: one element, exposed as 1-D. */
     t->n_dims = rank == 0 ? 1 : rank;
-    uint64_t nelem = 1;
+    /* nonzero: the product of the non-zero dimensions, which must fit int64 as well, so that a
+     * zero-element tensor's other dimensions multiply safely in any order (lt_tensor_nelems
+     * multiplies innermost first: [0, 2^32, 2^32] would overflow before reaching the 0). */
+    uint64_t nelem = 1, nonzero = 1;
     int i = 0;
     const cJSON *jdim;
     cJSON_ArrayForEach(jdim, js) {
@@ -170,7 +173,8 @@ static int parse_entry(const char *path, const cJSON *e, const uint8_t *data, ui
             return lt_errf(err, LT_ERR_FORMAT,
                            "%s: tensor '%s': shape[%d] is not a non-negative integer", path, name,
                            i);
-        if (lt_mul_ovf(nelem, d, &nelem))
+        if (lt_mul_ovf(nelem, d, &nelem) ||
+            (d && (lt_mul_ovf(nonzero, d, &nonzero) || nonzero > INT64_MAX)))
             return lt_errf(err, LT_ERR_FORMAT, "%s: tensor '%s': shape overflows", path, name);
         /* safetensors shapes are outermost first; ne is innermost first. */
         t->ne[rank - 1 - i] = (int64_t)d;

@@ -370,6 +370,10 @@ static void test_bad_entries(void **state) {
     expect_header_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],"
                         "\"data_offsets\":[0,8]}}",
                         LT_ERR_FORMAT);
+    /* zero elements, but the other dimensions overflow int64 (found by fuzz_safetensors) */
+    expect_header_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[0,4294967296,4294967296],"
+                        "\"data_offsets\":[0,0]}}",
+                        LT_ERR_FORMAT);
     /* duplicate name within one header */
     expect_header_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                         "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",

@@ -33,9 +33,12 @@ max_len() {
     esac
 }
 
-cmake --preset fuzz >/dev/null && cmake --build --preset fuzz -j"${LANTERN_FUZZ_JOBS:-2}" \
-    --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null || {
-    echo "fuzz.sh: the fuzz preset did not build (cmake --build --preset fuzz)" >&2
+mkdir -p build-fuzz
+cmake --preset fuzz >build-fuzz/fuzz-build.log 2>&1 &&
+    cmake --build --preset fuzz -j"${LANTERN_FUZZ_JOBS:-2}" \
+        --target $(printf 'fuzz_%s ' "${targets[@]}") >>build-fuzz/fuzz-build.log 2>&1 || {
+    tail -20 build-fuzz/fuzz-build.log >&2
+    echo "fuzz.sh: the fuzz preset did not build (build-fuzz/fuzz-build.log)" >&2
     exit 2
 }
 

@@ -5,7 +5,8 @@
  * of bounds (ASan), overflow (UBSan) or allocate without bound (libFuzzer's -rss_limit_mb and
  * -malloc_limit_mb catch the gigabyte allocations msgpack-c alone makes for tiny inputs).
  *
- * Not part of the CMake build (it needs clang's libFuzzer). Build and run from the repo root:
+ * Built by CMake as a replay program over its corpus (a ctest) and, in the `fuzz` preset, with
+ * libFuzzer (tools/fuzz.sh runs it; see tests/fuzz/README.md). By hand, from the repo root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
  *       -Iipc -Icommon tests/fuzz/fuzz_envelope.c ipc/envelope.c common/lt.c \

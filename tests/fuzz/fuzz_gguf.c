@@ -3,7 +3,8 @@
  * every key, value, array element and tensor byte then readable, or be refused with one error
  * line that starts with the file's path. Sanitizers catch any out-of-bounds read on the way.
  *
- * Not part of the CMake build (it needs clang's libFuzzer). Build and run from the repo root:
+ * Built by CMake as a replay program over its corpus (a ctest) and, in the `fuzz` preset, with
+ * libFuzzer (tools/fuzz.sh runs it; see tests/fuzz/README.md). By hand, from the repo root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
  *       -Icommon -Ikernels -Iworker tests/fuzz/fuzz_gguf.c worker/gguf.c kernels/cpu/dtype.c \

@@ -4,7 +4,8 @@
  * the parser accepts again with the same ids and flags, or be refused leaving the context
  * invalid; nothing may read past the input (ASan).
  *
- * Built by CMake as a replay program over tests/fuzz/corpus_traceparent (a ctest); with clang's
+ * Built by CMake as a replay program over tests/fuzz/corpus_traceparent (a ctest) and, in the
+ * `fuzz` preset, with libFuzzer (tools/fuzz.sh; tests/fuzz/README.md); by hand with clang's
  * libFuzzer, from the repo root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Itelemetry -Icommon \

@@ -22,6 +22,7 @@
 
 #include "json.h"
 #include "lt.h"
+#include "utf8.h"
 
 /* ---- errors ---- */
 
@@ -40,6 +41,24 @@ int fe_oai_fail(fe_oai_error_t *e, int status, const char *type, const char *cod
 
 #define BAD(param, ...) fe_oai_fail(e, 400, "invalid_request_error", NULL, param, __VA_ARGS__)
 
+/* s as a JSON string of valid UTF-8 (NULL: null): a message may quote the body's bytes (Jansson's
+ * "near '...'" cuts a multi-byte character in two) or be cut mid-character by its fixed-size
+ * buffer, and an error body that is not UTF-8 is one clients cannot parse (fuzz_oai found it);
+ * each invalid sequence becomes U+FFFD. */
+static void jw_text(fe_jw_t *w, const char *s) {
+    if (!s || lt_utf8_valid_prefix(s, strlen(s)) == strlen(s)) {
+        fe_jw_cstr(w, s);
+        return;
+    }
+    lt_buf_t b = {0};
+    lt_utf8_lossy_t st = {0};
+    if (lt_utf8_lossy_push(&st, s, strlen(s), &b) || lt_utf8_lossy_flush(&st, &b))
+        fe_jw_cstr(w, "(message not valid UTF-8)");
+    else
+        fe_jw_str(w, lt_buf_str(&b), b.len);
+    lt_buf_free(&b);
+}
+
 void fe_oai_error_json(const fe_oai_error_t *e, lt_buf_t *out) {
     fe_jw_t w;
     fe_jw_init(&w, out);
@@ -47,11 +66,11 @@ void fe_oai_error_json(const fe_oai_error_t *e, lt_buf_t *out) {
     fe_jw_key(&w, "error");
     fe_jw_obj(&w);
     fe_jw_key(&w, "message");
-    fe_jw_cstr(&w, e->message);
+    jw_text(&w, e->message);
     fe_jw_key(&w, "type");
     fe_jw_cstr(&w, e->type);
     fe_jw_key(&w, "param");
-    fe_jw_cstr(&w, e->param[0] ? e->param : NULL);
+    jw_text(&w, e->param[0] ? e->param : NULL);
     fe_jw_key(&w, "code");
     fe_jw_cstr(&w, e->code);
     fe_jw_end(&w, '}');

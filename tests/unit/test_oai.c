@@ -18,6 +18,7 @@
 #include "lt.h"
 #include "oai.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 static fe_tokenizer_t *tok;
 static fe_chat_template_t *tpl;
@@ -372,6 +373,33 @@ static void test_writer(void **state) {
     lt_buf_free(&b);
 }
 
+/* The error body is valid UTF-8 even when the message quotes half a character of the body:
+ * Jansson's "near '\u0<EF>'" (found by fuzz_oai; corpus_oai/crash_error_utf8.json). */
+static void test_error_json_utf8(void **state) {
+    (void)state;
+    static const char body[] = "{\"stop\": [\"\\u0\xef\xbb\xbf\"]}";
+    void *j = NULL;
+    fe_oai_error_t e;
+    assert_int_not_equal(fe_oai_parse_body(body, strlen(body), &j, &e), 0);
+    assert_null(j);
+    lt_buf_t b = {0};
+    fe_oai_error_json(&e, &b);
+    assert_int_equal(lt_utf8_valid_prefix(b.data, b.len), b.len);
+    assert_int_equal(fe_oai_parse_body(b.data, b.len, &j, &e), 0);
+    cJSON_Delete(j);
+    /* a message cut inside a character by its buffer: U+FFFD in its place */
+    fe_oai_fail(&e, 400, "invalid_request_error", NULL, "p\xc3", "caf\xc3");
+    lt_buf_clear(&b);
+    fe_oai_error_json(&e, &b);
+    cJSON *root = cJSON_Parse(b.data);
+    cJSON *o = cJSON_GetObjectItem(root, "error");
+    assert_non_null(o);
+    assert_string_equal(cJSON_GetObjectItem(o, "message")->valuestring, "caf\xef\xbf\xbd");
+    assert_string_equal(cJSON_GetObjectItem(o, "param")->valuestring, "p\xef\xbf\xbd");
+    cJSON_Delete(root);
+    lt_buf_free(&b);
+}
+
 /* ---- helpers shared with /tokenize, /detokenize and /v1/models/{id} ---- */
 
 static void test_shared_checks(void **state) {
@@ -417,7 +445,7 @@ int main(void) {
         cmocka_unit_test(test_prompt_shapes),  cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_context_length), cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_writer),
-        cmocka_unit_test(test_shared_checks),
+        cmocka_unit_test(test_shared_checks),  cmocka_unit_test(test_error_json_utf8),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -28,6 +28,12 @@ ROUNDS = int(os.environ.get("SOAK_ROUNDS", "5"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "512"))
 DISCONNECT = float(os.environ.get("SOAK_DISCONNECT", "0.2"))
 TOKENS = int(os.environ.get("SOAK_TOKENS", "24"))
+# --kv-cache-memory: the CPU worker's KV pool is touched page by page as the block manager hands
+# out blocks it has not used before (freed blocks stay in the prefix cache until evicted), so with
+# the default 1G the worker's RSS climbs for many rounds before it is steady; a small pool is
+# touched whole in the first round (measured: worker anon RSS +8 MB a round with 64M or 1G,
+# flat from round 2 with 12M). SOAK_KV=1G shows the climb.
+KV = os.environ.get("SOAK_KV", "12M")
 
 
 def tree(pid):
@@ -64,6 +70,17 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_parts(pid):
+    """anon/file/shmem KiB of the resident set (where growth is: heap or shared rings)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            for k in ("RssAnon", "RssFile", "RssShmem"):
+                if line.startswith(k + ":"):
+                    out[k[3:].lower()] = int(line.split()[1])
+    return out
 
 
 def nfds(pid):
@@ -122,7 +139,8 @@ def main():
     t_start = time.time()
     with tempfile.TemporaryDirectory(prefix="lantern-soak-") as tmp:
         model = tiny_model(tmp)
-        srv = Server(model, "--served-model-name", "soak", "--threads", "1")
+        srv = Server(model, "--served-model-name", "soak", "--threads", "1",
+                     "--kv-cache-memory", KV)
         if not srv.base:
             print("FAIL the server did not start: " + srv.log())
             srv.stop()
@@ -151,6 +169,8 @@ def main():
                 print(f"round {r}: {took:.1f} s, {CLIENTS - disc - len(lost)} done, {disc} "
                       f"disconnected, {len(lost)} lost{' e.g. ' + lost[0] if lost else ''}; "
                       f"rss KiB {snap}; fds {fds}", flush=True)
+                print("    rss parts KiB " + "; ".join(f"{p}: {rss_parts(p)}" for p in pids),
+                      flush=True)
                 check(f"round {r}: nothing lost", not lost, f"{len(lost)}: {lost[:3]}")
                 check(f"round {r}: every process's fds back to idle", fds == idle,
                       f"idle {idle} now {fds}")

@@ -107,6 +107,14 @@ static void dump_state(srv_t *s) {
     lantern_dump(s->l, extra);
 }
 
+/* The open calls: MHD's worker threads add and remove them under s->mu. */
+static int open_calls(srv_t *s) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_calls;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 static void stats_line(srv_t *s, double dt, unsigned long long *last_p,
                        unsigned long long *last_g) {
     lantern_stats_t st;
@@ -122,7 +130,7 @@ static void stats_line(srv_t *s, double dt, unsigned long long *last_p,
             (double)(p - *last_p) / dt, (double)(g - *last_g) / dt, st.running, st.waiting,
             st.kv_usage * 100.0,
             st.prefix_queries ? 100.0 * (double)st.prefix_hits / (double)st.prefix_queries : 0.0,
-            s->n_calls);
+            open_calls(s));
     *last_p = p;
     *last_g = g;
 }
@@ -511,7 +519,7 @@ int fe_cmd_serve(int argc, char **argv) {
             last_stats = now;
         }
     }
-    LT_INFO("shutting down: %d open requests", s->n_calls);
+    LT_INFO("shutting down: %d open requests", open_calls(s));
     /* stop accepting, let open requests end (aborting what still generates), then stop */
     MHD_socket lsock = MHD_quiesce_daemon(s->d);
     if (lsock != MHD_INVALID_SOCKET) close(lsock);
@@ -520,7 +528,7 @@ int fe_cmd_serve(int argc, char **argv) {
         for (int i = 0; i < c->n_ch; i++)
             if (c->ch[i].live) lantern_abort(s->l, c->ch[i].id);
     pthread_mutex_unlock(&s->mu);
-    for (int i = 0; i < 50 && s->n_calls > 0; i++) usleep(100 * 1000);
+    for (int i = 0; i < 50 && open_calls(s) > 0; i++) usleep(100 * 1000);
     MHD_stop_daemon(s->d);
     s->d = NULL;
     goto done;

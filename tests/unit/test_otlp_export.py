@@ -236,7 +236,11 @@ def unreachable(protocol, kind):
         check(f"{label}: submits never waited (max {summ.get('submit_max_ms')} ms, "
               f"p99 {summ.get('submit_p99_ms')} ms)",
               summ.get("submit_max_ms", 99) < 50 and summ.get("submit_p99_ms", 99) < 1, summ)
-        check(f"{label}: the sender finished promptly", took < 4, f"{took:.1f} s")
+        # the whole sender process, start-up included: LANTERN_TIME_SCALE (the tsan preset's 3)
+        # widens it for instrumented builds, whose own deadlines are checked above unchanged
+        limit = 4 * float(os.environ.get("LANTERN_TIME_SCALE", "1"))
+        check(f"{label}: the sender finished promptly (< {limit:.0f} s)", took < limit,
+              f"{took:.1f} s")
         check(f"{label}: the failure was logged", "failed after" in err, err)
     finally:
         if hole:

@@ -55,7 +55,7 @@ KN_HD float kn_h2f(uint16_t h) {
 /* Float to IEEE half, round to nearest even; overflow to infinity, NaN stays NaN. */
 KN_HD uint16_t kn_f2h(float f) {
     uint32_t u = kn_f2u(f), sign = (u >> 16) & 0x8000, a = u & 0x7fffffff;
-    if (a > 0x7f800000) return (uint16_t)(sign | 0x7e00);   /* NaN */
+    if (a > 0x7f800000) return (uint16_t)(sign | 0x7e00);  /* NaN */
     if (a >= 0x477ff000) return (uint16_t)(sign | 0x7c00); /* rounds past 65504: infinity */
     if (a < 0x38800000) {                                  /* below 2^-14: subnormal half */
         float v = kn_u2f(a) * 16777216.0f;                 /* exact: a power-of-two scale */

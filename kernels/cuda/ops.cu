@@ -18,8 +18,8 @@
 #include "device_math.h"
 #include "ops.h"
 
-#define KN_ATT_THREADS 128
-#define KN_ATT_WARPS   (KN_ATT_THREADS / 32)
+#define KN_ATT_THREADS  128
+#define KN_ATT_WARPS    (KN_ATT_THREADS / 32)
 #define KN_ATT_PER_LANE 8 /* head_dim <= 32 * 8 */
 
 static int cu_rc(cudaError_t e) {
@@ -221,8 +221,7 @@ static __global__ void __launch_bounds__(KN_ATT_THREADS)
 /* One warp per weight row against `rows` (<= KN_CU_MATVEC_MAX_ROWS) activation rows. Quantized
  * types: lane l takes blocks l, l + 32, ...; decodes each block's scale once. */
 static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w, int type,
-                                     size_t row_bytes, int n, int k, const float *bias,
-                                     int rows) {
+                                     size_t row_bytes, int n, int k, const float *bias, int rows) {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= n) return;
     const uint8_t *wr = w + (size_t)row * row_bytes;
@@ -306,8 +305,8 @@ static int matmul_blas(float *y, const float *x, const uint8_t *w, int type, siz
     size_t nx = (size_t)rows * k;
     if (type == KN_T_F32) {
         const float one = 1.0f, zero = 0.0f;
-        return blas_rc(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &one,
-                                   (const float *)w, k, x, k, &zero, y, n));
+        return blas_rc(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &one, (const float *)w,
+                                   k, x, k, &zero, y, n));
     }
     if (type == KN_T_BF16) {
         to_bf16_kernel<<<grid_for(nx, 256), 256, 0, st>>>((__nv_bfloat16 *)s->xh, x, nx);
@@ -320,9 +319,10 @@ static int matmul_blas(float *y, const float *x, const uint8_t *w, int type, siz
     if (type == KN_T_F16) return gemm(hb, y, n, w, CUDA_R_16F, s->xh, n, k, rows);
     for (int r0 = 0; r0 < n; r0 += KN_CU_DEQ_ROWS) {
         int nr = n - r0 < KN_CU_DEQ_ROWS ? n - r0 : KN_CU_DEQ_ROWS;
-        dequant_f16_kernel<<<nr, 256, 0, st>>>((__half *)s->wtile, w + (size_t)r0 * row_bytes,
-                                               type, row_bytes, k);
-        if ((rc = last_rc()) || (rc = gemm(hb, y + r0, n, s->wtile, CUDA_R_16F, s->xh, nr, k, rows)))
+        dequant_f16_kernel<<<nr, 256, 0, st>>>((__half *)s->wtile, w + (size_t)r0 * row_bytes, type,
+                                               row_bytes, k);
+        if ((rc = last_rc()) ||
+            (rc = gemm(hb, y + r0, n, s->wtile, CUDA_R_16F, s->xh, nr, k, rows)))
             return rc;
     }
     return 0;
@@ -337,8 +337,8 @@ extern "C" int kn_cu_embed(float *x, const void *table, int type, size_t row_byt
     return last_rc();
 }
 
-extern "C" int kn_cu_rmsnorm(float *out, const float *x, const float *w, int rows, int n,
-                             float eps, void *stream) {
+extern "C" int kn_cu_rmsnorm(float *out, const float *x, const float *w, int rows, int n, float eps,
+                             void *stream) {
     if (rows <= 0) return 0;
     rmsnorm_rows_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(out, x, w, n, eps);
     return last_rc();
@@ -377,12 +377,11 @@ extern "C" int kn_cu_kv_store(const kn_cu_kv_t *kv, int layer, const float *k, c
     return last_rc();
 }
 
-extern "C" int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv, int layer,
-                               int nh, const kn_cu_batch_t *b, void *stream) {
+extern "C" int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
+                               const kn_cu_batch_t *b, void *stream) {
     if (kv->head_dim > 32 * KN_ATT_PER_LANE) return -(int)cudaErrorInvalidValue;
     dim3 grid(b->n_tokens, nh);
-    attention_kernel<<<grid, KN_ATT_THREADS, 0, (cudaStream_t)stream>>>(out, q, *kv, layer, nh,
-                                                                        *b);
+    attention_kernel<<<grid, KN_ATT_THREADS, 0, (cudaStream_t)stream>>>(out, q, *kv, layer, nh, *b);
     return last_rc();
 }
 
@@ -393,8 +392,8 @@ extern "C" int kn_cu_matmul_supported(int type, int64_t cols) {
 }
 
 extern "C" int kn_cu_matmul(float *y, const float *x, const void *w, int type, size_t row_bytes,
-                            int n, int k, const float *bias, int rows,
-                            const kn_cu_mm_scratch_t *s, void *stream) {
+                            int n, int k, const float *bias, int rows, const kn_cu_mm_scratch_t *s,
+                            void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
     if (rows <= 0) return 0;
     if (rows <= KN_CU_MATVEC_MAX_ROWS) {

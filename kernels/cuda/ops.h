@@ -77,8 +77,8 @@ typedef struct kn_cu_mm_scratch {
 /* True when kn_cu_matmul reads weights of `type` with rows of cols elements. */
 int kn_cu_matmul_supported(int type, int64_t cols);
 /* y (rows, n) = x (rows, k) @ w^T (+ bias (n)), w (n, k) of `type`, rows row_bytes apart. */
-int kn_cu_matmul(float *y, const float *x, const void *w, int type, size_t row_bytes, int n,
-                 int k, const float *bias, int rows, const kn_cu_mm_scratch_t *s, void *stream);
+int kn_cu_matmul(float *y, const float *x, const void *w, int type, size_t row_bytes, int n, int k,
+                 const float *bias, int rows, const kn_cu_mm_scratch_t *s, void *stream);
 
 #ifdef __cplusplus
 }

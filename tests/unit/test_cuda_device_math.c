@@ -70,8 +70,8 @@ static void test_bf16(void **state) {
 
 static void test_dequant(void **state) {
     (void)state;
-    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_F16, LT_DTYPE_BF16,
-                   LT_DTYPE_F32};
+    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
+                   LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
     const int n = 256;
     srand(7);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {

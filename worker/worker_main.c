@@ -455,8 +455,9 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
                 (a->device == IPC_DEVICE_AUTO && wk_cuda_device_count() > 0);
     if (a->gpu_memory_utilization > 0)
         return lt_errf(err, LT_ERR_UNSUPPORTED,
-                       "--gpu-memory-utilization is not implemented yet (the %s backend's KV "
-                       "cache is sized with --kv-cache-memory)",
+                       "--gpu-memory-utilization (the CUDA backend's KV sizing) is not "
+                       "implemented yet; this worker runs the %s backend: size the KV cache with "
+                       "--kv-cache-memory",
                        cuda ? "CUDA" : "CPU");
     omp_set_num_threads(a->threads);
     if (a->batch_invariant) /* always so now: kept as a flag for scripts that pass it */

@@ -84,6 +84,23 @@ KN_HD int kn_qblock_bytes(int type) {
     return type == KN_T_Q4_0 ? 18 : type == KN_T_Q4_1 ? 20 : type == KN_T_Q8_0 ? 34 : 0;
 }
 
+/* A block's header: scale d and offset mn (element = d * q + mn; Q4_0's -8 folded into mn);
+ * returns its quants. kn_qblock_q gives quant i (0..31) as an integer. */
+KN_HD const uint8_t *kn_qblock_head(int type, const uint8_t *blk, float *d, float *mn) {
+    *d = kn_h2f((uint16_t)(blk[0] | blk[1] << 8));
+    if (type == KN_T_Q4_1) {
+        *mn = kn_h2f((uint16_t)(blk[2] | blk[3] << 8));
+        return blk + 4;
+    }
+    *mn = type == KN_T_Q4_0 ? -8.0f * *d : 0.0f;
+    return blk + 2;
+}
+
+KN_HD int kn_qblock_q(int type, const uint8_t *qs, int i) {
+    if (type == KN_T_Q8_0) return (int8_t)qs[i];
+    return i < 16 ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
+}
+
 /* Element i (0..31) of one Q4_0 / Q4_1 / Q8_0 block: d * q (+ m for Q4_1, q - 8 for Q4_0). Q4
  * elements i < 16 are the low nibbles of qs[i], i >= 16 the high nibbles of qs[i - 16]. */
 KN_HD float kn_qblock_elem(int type, const uint8_t *blk, int i) {

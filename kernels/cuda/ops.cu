@@ -231,9 +231,10 @@ static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w,
     int qb = kn_qblock_bytes(type);
     if (qb) {
         for (int blk = lane; blk < k / KN_BLOCK; blk += 32) {
-            const uint8_t *bp = wr + (size_t)blk * qb;
+            float d, mn;
+            const uint8_t *qs = kn_qblock_head(type, wr + (size_t)blk * qb, &d, &mn);
             for (int e = 0; e < KN_BLOCK; e++) {
-                float wv = kn_qblock_elem(type, bp, e);
+                float wv = d * (float)kn_qblock_q(type, qs, e) + mn;
                 int c = blk * KN_BLOCK + e;
 #pragma unroll
                 for (int r = 0; r < KN_CU_MATVEC_MAX_ROWS; r++)

@@ -97,6 +97,13 @@ static void test_dequant(void **state) {
         for (int i = 0; i < n; i++) {
             float got = kn_row_elem(type, row, i);
             assert_float_equal(got, ref[i], fabsf(ref[i]) * 1e-6f + 1e-7f);
+            if (qb) { /* the matrix-vector kernel's form: header once, then d * q + mn */
+                float d, mn;
+                const uint8_t *qs =
+                    kn_qblock_head(type, row + (size_t)(i / KN_BLOCK) * qb, &d, &mn);
+                float alt = d * (float)kn_qblock_q(type, qs, i % KN_BLOCK) + mn;
+                assert_float_equal(alt, ref[i], fabsf(ref[i]) * 1e-6f + 1e-6f);
+            }
         }
         free(row);
     }

@@ -1,5 +1,6 @@
 /*
- * nccl_comm.c — the NCCL all-reduce of the CUDA backend (nccl_comm.h).
+ * nccl_comm.c — the NCCL all-reduce of the CUDA backend (nccl_comm.h), in the module
+ * liblantern_cuda.so (see backend_cuda.c); cuda_loader.c forwards nccl_comm.h's calls to it.
  */
 #include "nccl_comm.h"
 
@@ -13,6 +14,12 @@
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+
+/* The module's entry points (cuda_loader.c finds them with dlsym). */
+int wk_nccl_init_mod(int rank, int world, void *stream, wk_allreduce_fn bcast, void *bcast_user,
+                     int timeout_ms, wk_nccl_t **out, char *err);
+int wk_nccl_allreduce_mod(float *buf, size_t n, void *user);
+void wk_nccl_destroy_mod(wk_nccl_t **cp);
 
 struct wk_nccl {
     ncclComm_t comm;
@@ -42,8 +49,8 @@ static int share_id(ncclUniqueId *id, int rank, wk_allreduce_fn bcast, void *use
     return LT_OK;
 }
 
-int wk_nccl_init(int rank, int world, void *stream, wk_allreduce_fn bcast, void *bcast_user,
-                 int timeout_ms, wk_nccl_t **out, char *err) {
+int wk_nccl_init_mod(int rank, int world, void *stream, wk_allreduce_fn bcast, void *bcast_user,
+                     int timeout_ms, wk_nccl_t **out, char *err) {
     *out = NULL;
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
@@ -75,7 +82,7 @@ static int fail(wk_nccl_t *c, const char *what, const char *why) {
     return LT_ERR_IO;
 }
 
-int wk_nccl_allreduce(float *buf, size_t n, void *user) {
+int wk_nccl_allreduce_mod(float *buf, size_t n, void *user) {
     /* HOT */
     wk_nccl_t *c = user;
     if (c->broken) return LT_ERR_IO;
@@ -98,34 +105,12 @@ int wk_nccl_allreduce(float *buf, size_t n, void *user) {
     }
 }
 
-void wk_nccl_destroy(wk_nccl_t **cp) {
+void wk_nccl_destroy_mod(wk_nccl_t **cp) {
     wk_nccl_t *c = *cp;
     if (!c) return;
     if (c->comm) ncclCommDestroy(c->comm);
     free(c);
     *cp = NULL;
-}
-
-#else /* !LANTERN_HAVE_CUDA */
-
-struct wk_nccl {
-    int unused;
-};
-
-int wk_nccl_init(int rank, int world, void *stream, wk_allreduce_fn bcast, void *bcast_user,
-                 int timeout_ms, wk_nccl_t **out, char *err) {
-    (void)rank, (void)world, (void)stream, (void)bcast, (void)bcast_user, (void)timeout_ms;
-    *out = NULL;
-    return lt_errf(err, LT_ERR_UNSUPPORTED, "NCCL: this lantern was built without CUDA");
-}
-
-int wk_nccl_allreduce(float *buf, size_t n, void *user) {
-    (void)buf, (void)n, (void)user;
-    return LT_ERR_UNSUPPORTED;
-}
-
-void wk_nccl_destroy(wk_nccl_t **c) {
-    *c = NULL;
 }
 
 #endif

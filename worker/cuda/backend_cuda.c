@@ -9,8 +9,10 @@
  * The void operations of backend.h cannot return an error: the first failure is kept (sticky)
  * and returned by the next matmul or begin, so the step fails rather than computing on garbage.
  *
- * Built only with LANTERN_HAVE_CUDA; without it wk_backend_cuda_create says so. Not verified on
- * a GPU yet (README "GPU").
+ * Built only with LANTERN_HAVE_CUDA, into the module liblantern_cuda.so with nccl_comm.c and
+ * kernels/cuda, which cuda_loader.c opens only when a worker runs on CUDA: the CPU path never
+ * maps cuBLAS, NCCL or the CUDA runtime. Its lt_* calls resolve against the executable. Not
+ * verified on a GPU yet (README "GPU").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +44,10 @@ typedef struct cu {
     int sticky; /* first failure since the last begin: 0 or a kn_cu code */
     char sticky_what[64];
 } cu_t;
+
+/* The module's entry points (cuda_loader.c finds them with dlsym). */
+wk_backend_t *wk_backend_cuda_create_mod(int device, char *err);
+void *wk_backend_cuda_stream_mod(wk_backend_t *be);
 
 static cu_t *cu_of(wk_backend_t *be) {
     return be->impl;
@@ -342,11 +348,6 @@ static const wk_backend_ops_t CUDA_OPS = {
     .destroy = cu_destroy,
 };
 
-int wk_cuda_device_count(void) {
-    int n = 0;
-    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
-}
-
 /* The device, its driver and runtime, a stream and a cuBLAS handle on it. */
 static int cu_open(cu_t *c, int device, char *err) {
     int n = 0, drv = 0, rt = 0;
@@ -384,7 +385,7 @@ static int cu_open(cu_t *c, int device, char *err) {
     return LT_OK;
 }
 
-wk_backend_t *wk_backend_cuda_create(int device, char *err) {
+wk_backend_t *wk_backend_cuda_create_mod(int device, char *err) {
     wk_backend_t *be = calloc(1, sizeof *be);
     cu_t *c = calloc(1, sizeof *c);
     if (!be || !c) {
@@ -403,26 +404,8 @@ wk_backend_t *wk_backend_cuda_create(int device, char *err) {
     return be;
 }
 
-void *wk_backend_cuda_stream(wk_backend_t *be) {
+void *wk_backend_cuda_stream_mod(wk_backend_t *be) {
     return be && be->ops == &CUDA_OPS ? cu_of(be)->stream : NULL;
-}
-
-#else /* !LANTERN_HAVE_CUDA */
-
-int wk_cuda_device_count(void) {
-    return 0;
-}
-
-wk_backend_t *wk_backend_cuda_create(int device, char *err) {
-    (void)device;
-    lt_errf(err, LT_ERR_UNSUPPORTED,
-            "--device cuda: this lantern was built without CUDA (no nvcc or NCCL at build time)");
-    return NULL;
-}
-
-void *wk_backend_cuda_stream(wk_backend_t *be) {
-    (void)be;
-    return NULL;
 }
 
 #endif

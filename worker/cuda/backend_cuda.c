@@ -7,13 +7,15 @@
  * (tokens, positions, sequences, logits rows, block tables padded to the longest) into one host
  * buffer and uploads it once per step; to_host copies logits back and synchronizes the stream.
  * The void operations of backend.h cannot return an error: the first failure is kept (sticky)
- * and returned by the next matmul or begin, so the step fails rather than computing on garbage.
+ * and returned by the next matmul or begin, so the step fails rather than computing on garbage;
+ * logits copied back after a failure are NaN.
  *
  * Built only with LANTERN_HAVE_CUDA, into the module liblantern_cuda.so with nccl_comm.c and
  * kernels/cuda, which cuda_loader.c opens only when a worker runs on CUDA: the CPU path never
  * maps cuBLAS, NCCL or the CUDA runtime. Its lt_* calls resolve against the executable. Not
  * verified on a GPU yet (README "GPU").
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +100,8 @@ static void cu_to_host(wk_backend_t *be, float *host, const float *src, size_t n
     note(c, cu_rc(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream)),
          "copy to host");
     note(c, cu_rc(cudaStreamSynchronize(c->stream)), "step");
+    if (c->sticky) /* the step failed: no plausible-looking logits; the next begin says why */
+        for (size_t i = 0; i < n; i++) host[i] = NAN;
 }
 
 static bool cu_supports(wk_backend_t *be, int type, int64_t cols) {

@@ -41,6 +41,7 @@ int ipc_engine_args_resolve(ipc_engine_args_t *a, char *err) {
 /* ---- options ---- */
 
 const char *const ipc_kv_dtype_names[4] = {"auto", "fp32", "fp16", "bf16"};
+const char *const ipc_device_names[3] = {"auto", "cuda", "cpu"};
 
 enum {
     O_MODEL,
@@ -56,6 +57,7 @@ enum {
     O_KV_DTYPE,
     O_GPU_MEM,
     O_THREADS,
+    O_DEVICE,
     O_BATCH_INVARIANT,
     O_OTLP,
     O_DETAILED,
@@ -81,6 +83,7 @@ static const struct option k_opts[O_COUNT] = {
     OPT("kv-cache-dtype", required_argument, O_KV_DTYPE),
     OPT("gpu-memory-utilization", required_argument, O_GPU_MEM),
     OPT("threads", required_argument, O_THREADS),
+    OPT("device", required_argument, O_DEVICE),
     OPT("batch-invariant", no_argument, O_BATCH_INVARIANT),
     OPT("otlp-traces-endpoint", required_argument, O_OTLP),
     OPT("collect-detailed-traces", required_argument, O_DETAILED),
@@ -162,6 +165,15 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
         a->threads = (int)v;
         want = "1..1024";
         break;
+    case O_DEVICE:
+        ok = false;
+        for (int i = 0; i < 3; i++)
+            if (strcmp(arg, ipc_device_names[i]) == 0) {
+                a->device = i;
+                ok = true;
+            }
+        want = "auto, cuda or cpu";
+        break;
     case O_BATCH_INVARIANT: a->batch_invariant = true; break;
     case O_OTLP:
         ok = *arg != '\0';
@@ -241,9 +253,11 @@ void ipc_engine_args_help(FILE *f) {
         "  --kv-cache-memory BYTES        KV-cache memory per worker, K/M/G suffixes (1G)\n"
         "  --kv-cache-dtype T             auto, fp32, fp16 or bf16: the KV cache's element type\n"
         "                                 (auto: fp16 on the CPU)\n"
-        "  --gpu-memory-utilization F     fraction of GPU memory for the KV cache of the CUDA\n"
-        "                                 backend (refused by the CPU backend)\n"
+        "  --gpu-memory-utilization F     vLLM's GPU KV sizing: not implemented yet (refused;\n"
+        "                                 every backend sizes it with --kv-cache-memory)\n"
         "  --threads N                    compute threads per worker (all cores / N workers)\n"
+        "  --device D                     auto, cuda or cpu: the workers' backend (auto: CUDA\n"
+        "                                 when a device is visible, worker rank r on device r)\n"
         "  --batch-invariant              accepted for compatibility: a request's tokens never\n"
         "                                 depend on what it is batched with\n"
         "\n"
@@ -304,6 +318,7 @@ int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av) {
     if (a->gpu_memory_utilization > 0)
         rc |= ipc_argv_addf(av, "gpu-memory-utilization", "%.9g", a->gpu_memory_utilization);
     rc |= ipc_argv_addf(av, "threads", "%d", a->threads);
+    rc |= ipc_argv_addf(av, "device", "%s", ipc_device_names[a->device]);
     if (a->batch_invariant) rc |= ipc_argv_add(av, "--batch-invariant");
     if (a->otlp_traces_endpoint)
         rc |= ipc_argv_addf(av, "otlp-traces-endpoint", "%s", a->otlp_traces_endpoint);
@@ -323,12 +338,13 @@ void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n) {
              "max_model_len=%d "
              "block_size=%d enable_prefix_caching=%d kv_cache_memory=%lld "
              "gpu_memory_utilization=%g threads=%d batch_invariant=%d otlp_traces_endpoint=%s "
-             "detailed_traces=%d trace_slow_threshold_ms=%d kv_cache_dtype=%s",
+             "detailed_traces=%d trace_slow_threshold_ms=%d kv_cache_dtype=%s device=%s",
              a->tensor_parallel_size, a->max_num_seqs, a->max_num_batched_tokens, a->max_step_ms,
              a->max_model_len, a->block_size, a->enable_prefix_caching, a->kv_cache_memory,
              a->gpu_memory_utilization, a->threads, a->batch_invariant,
              a->otlp_traces_endpoint ? a->otlp_traces_endpoint : "-", a->detailed_traces,
-             a->trace_slow_threshold_ms, ipc_kv_dtype_names[a->kv_cache_dtype]);
+             a->trace_slow_threshold_ms, ipc_kv_dtype_names[a->kv_cache_dtype],
+             ipc_device_names[a->device]);
 }
 
 struct cJSON *ipc_engine_args_json(const ipc_engine_args_t *a) {
@@ -345,6 +361,7 @@ struct cJSON *ipc_engine_args_json(const ipc_engine_args_t *a) {
     cJSON_AddStringToObject(o, "kv_cache_dtype", ipc_kv_dtype_names[a->kv_cache_dtype]);
     cJSON_AddNumberToObject(o, "gpu_memory_utilization", a->gpu_memory_utilization);
     cJSON_AddNumberToObject(o, "threads", a->threads);
+    cJSON_AddStringToObject(o, "device", ipc_device_names[a->device]);
     cJSON_AddBoolToObject(o, "batch_invariant", a->batch_invariant);
     if (a->otlp_traces_endpoint)
         cJSON_AddStringToObject(o, "otlp_traces_endpoint", a->otlp_traces_endpoint);

@@ -38,6 +38,7 @@ typedef struct ipc_engine_args {
     int kv_cache_dtype;           /* IPC_KV_DTYPE_*: element type of the KV cache */
     float gpu_memory_utilization; /* 0: not given; the CUDA backend's KV sizing */
     int threads;                  /* compute threads per worker; 0: cores / tensor_parallel_size */
+    int device;                   /* IPC_DEVICE_*: the backend each worker runs on */
     bool batch_invariant;         /* results independent of the batch (quantized kernels only) */
     /* tracing (telemetry/): where every process sends its spans (NULL: OTEL_EXPORTER_OTLP_*
      * environment, else no export), which step-level spans to record, and the e2e latency past
@@ -57,6 +58,11 @@ typedef struct ipc_engine_args {
  * memory of fp32, and what llama.cpp keeps). */
 enum { IPC_KV_DTYPE_AUTO, IPC_KV_DTYPE_FP32, IPC_KV_DTYPE_FP16, IPC_KV_DTYPE_BF16 };
 extern const char *const ipc_kv_dtype_names[4]; /* "auto", "fp32", "fp16", "bf16" */
+
+/* --device: auto is CUDA when a CUDA device is visible (worker rank r on device r of
+ * CUDA_VISIBLE_DEVICES), else the CPU; cuda fails at start-up without one. */
+enum { IPC_DEVICE_AUTO, IPC_DEVICE_CUDA, IPC_DEVICE_CPU };
+extern const char *const ipc_device_names[3]; /* "auto", "cuda", "cpu" */
 
 #define IPC_TRACE_ENGINE 1 /* one span per scheduler step, linked to its requests */
 #define IPC_TRACE_WORKER 2 /* per-rank worker spans under each step span */

@@ -125,6 +125,16 @@ struct wk_backend {
 /* The CPU backend: OpenMP threads (omp_get_max_threads()) and the kernels in kernels/.
  * Returns NULL when out of memory. */
 wk_backend_t *wk_backend_cpu_create(void);
+
+/* The CUDA backend (backend_cuda.c, kernels/cuda/) on device `device` of CUDA_VISIBLE_DEVICES:
+ * one stream, cuBLAS on it, weights uploaded in their stored type. NULL with a one-line reason in
+ * err (LT_ERR_LEN) when there is no device, the driver is older than the runtime, it is out of
+ * memory, or this build has no CUDA. Not verified on a GPU yet. */
+wk_backend_t *wk_backend_cuda_create(int device, char *err);
+/* CUDA devices visible (0 without a driver, a device or a CUDA build); never fails. */
+int wk_cuda_device_count(void);
+/* The CUDA backend's stream (a cudaStream_t), NULL for another backend. */
+void *wk_backend_cuda_stream(wk_backend_t *be);
 void wk_backend_destroy(wk_backend_t **be);
 
 #endif

@@ -482,8 +482,13 @@ int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out
     m->tp_rank = opts ? opts->tp_rank : 0;
     m->tp_size = opts ? opts->tp_size : 1;
     src_t s = {.path = path};
-    m->be = wk_backend_cpu_create();
-    if (!m->be) {
+    if (opts && opts->device == WK_DEVICE_CUDA) {
+        m->be = wk_backend_cuda_create(opts->cuda_device, err);
+        if (!m->be) {
+            free(m);
+            return LT_ERR_UNSUPPORTED;
+        }
+    } else if (!(m->be = wk_backend_cpu_create())) {
         free(m);
         return lt_errf(err, LT_ERR_NOMEM, "out of memory");
     }

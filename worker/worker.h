@@ -61,15 +61,19 @@ typedef struct wk_model {
     int n_bufs, cap_bufs;
 } wk_model_t;
 
+enum { WK_DEVICE_CPU, WK_DEVICE_CUDA };
+
 typedef struct wk_load_opts {
-    int tp_rank; /* 0..tp_size-1 */
-    int tp_size; /* 1 = whole model; heads, kv heads and hidden must divide by it */
+    int tp_rank;     /* 0..tp_size-1 */
+    int tp_size;     /* 1 = whole model; heads, kv heads and hidden must divide by it */
+    int device;      /* WK_DEVICE_CPU (the zero default) or WK_DEVICE_CUDA */
+    int cuda_device; /* with WK_DEVICE_CUDA: the device index (the worker's rank) */
 } wk_load_opts_t;
 
-/* Loads a GGUF file or a Hugging Face directory (config.json + *.safetensors) onto a new CPU
- * backend, and validates every tensor's presence and shape against the configuration. Weights keep
- * their stored type; the file stays mapped for the model's life. opts may be NULL (whole model).
- * Errors are one line naming the file and the problem. */
+/* Loads a GGUF file or a Hugging Face directory (config.json + *.safetensors) onto a new backend
+ * (opts->device: CPU unless it says CUDA), and validates every tensor's presence and shape against
+ * the configuration. Weights keep their stored type; the file stays mapped for the model's life.
+ * opts may be NULL (whole model). Errors are one line naming the file and the problem. */
 int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out, char *err);
 void wk_model_free(wk_model_t **m);
 

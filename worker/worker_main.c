@@ -29,6 +29,7 @@
 #include "telemetry.h"
 #include "trace.h"
 #include "kernels.h"
+#include "nccl_comm.h"
 #include "worker.h"
 
 /* ---- per-sequence state ---- */
@@ -48,6 +49,8 @@ typedef struct seq_state {
 /* The all-reduce, timed: every call's duration feeds the step's figures (and its span). */
 typedef struct ar_timer {
     ipc_allreduce_t *ar;
+    wk_allreduce_fn fn; /* ipc_allreduce_hook (user = ar), or NCCL's on the CUDA backend */
+    void *user;
     uint64_t calls, total_ns, max_ns; /* since the step began */
     tel_span_t *span;                 /* the step's forward span, or NULL */
     tel_hist_t *hist;                 /* this rank's all-reduce histogram, or NULL */
@@ -76,13 +79,14 @@ typedef struct worker {
     int kv_dtype; /* lt_dtype_t of the KV cache */
     uint64_t n_steps;
     ar_timer_t ar_timer;
+    wk_nccl_t *nccl;    /* CUDA backend under tensor parallelism */
     tel_ctx_t step_ctx; /* the STEP envelope's trace context (the engine's step span) */
 } worker_t;
 
 static int timed_allreduce(float *buf, size_t n, void *user) {
     ar_timer_t *t = user;
     uint64_t t0 = lt_now_ns(), u0 = t->span ? tel_now_unix_ns() : 0;
-    int rc = ipc_allreduce_hook(buf, n, t->ar);
+    int rc = t->fn(buf, n, t->user);
     uint64_t dt = lt_now_ns() - t0;
     t->calls++;
     t->total_ns += dt;
@@ -214,7 +218,11 @@ static int run_step(worker_t *w, char *err) {
         tel_ctx_t sc = step ? tel_span_ctx(step) : w->step_ctx;
         fwd = tel_span_start("forward", TEL_KIND_INTERNAL, &sc, 0);
     }
-    w->ar_timer = (ar_timer_t){.ar = w->ar_timer.ar, .span = fwd, .hist = w->ar_timer.hist};
+    w->ar_timer = (ar_timer_t){.ar = w->ar_timer.ar,
+                               .fn = w->ar_timer.fn,
+                               .user = w->ar_timer.user,
+                               .span = fwd,
+                               .hist = w->ar_timer.hist};
     uint64_t f0 = lt_now_ns();
     int rc = wk_forward(w->m, w->kv, w->ctx, &b, w->logits, err);
     if (w->mine)
@@ -442,14 +450,22 @@ static void free_buffers(worker_t *w) {
 /* Model, KV cache, scratch and the all-reduce group. */
 static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
     const ipc_engine_args_t *a = &w->args;
+    /* --device auto: CUDA when a device is visible; rank r takes device r */
+    bool cuda = a->device == IPC_DEVICE_CUDA ||
+                (a->device == IPC_DEVICE_AUTO && wk_cuda_device_count() > 0);
     if (a->gpu_memory_utilization > 0)
         return lt_errf(err, LT_ERR_UNSUPPORTED,
-                       "--gpu-memory-utilization sizes the KV cache of the CUDA backend; this "
-                       "worker runs the CPU backend: size it with --kv-cache-memory");
+                       "--gpu-memory-utilization (the CUDA backend's KV sizing) is not "
+                       "implemented yet; this worker runs the %s backend: size the KV cache with "
+                       "--kv-cache-memory",
+                       cuda ? "CUDA" : "CPU");
     omp_set_num_threads(a->threads);
     if (a->batch_invariant) /* always so now: kept as a flag for scripts that pass it */
         LT_INFO("batch-invariant mode: always on (one kernel for every batch size)");
-    wk_load_opts_t lo = {.tp_rank = w->rank, .tp_size = a->tensor_parallel_size};
+    wk_load_opts_t lo = {.tp_rank = w->rank,
+                         .tp_size = a->tensor_parallel_size,
+                         .device = cuda ? WK_DEVICE_CUDA : WK_DEVICE_CPU,
+                         .cuda_device = w->rank};
     int rc = wk_model_load(a->model, &lo, &w->m, err);
     if (rc) return rc;
     const lt_model_config_t *c = &w->m->cfg;
@@ -478,6 +494,16 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
             usleep(10000);
         if (rc) return rc;
         w->ar_timer.ar = *ar;
+        w->ar_timer.fn = ipc_allreduce_hook;
+        w->ar_timer.user = *ar;
+        if (cuda) { /* device buffers: NCCL, its id carried by the shared-memory all-reduce */
+            if ((rc = wk_nccl_init(w->rank, a->tensor_parallel_size,
+                                   wk_backend_cuda_stream(w->m->be), ipc_allreduce_hook, *ar,
+                                   a->watchdog_timeout_s * 1000, &w->nccl, err)))
+                return rc;
+            w->ar_timer.fn = wk_nccl_allreduce;
+            w->ar_timer.user = w->nccl;
+        }
         wk_ctx_set_allreduce(w->ctx, timed_allreduce, &w->ar_timer);
     }
     return alloc_buffers(w, err);
@@ -629,6 +655,7 @@ fail:
     LT_ERROR("%s", err);
 out:
     if (ring) ipc_ring_detach(&ring);
+    wk_nccl_destroy(&w.nccl);
     if (ar) ipc_allreduce_destroy(&ar);
     ipc_sock_destroy(&out);
     ipc_ctx_destroy(&ctx);

@@ -30,6 +30,7 @@ def main():
                         ("negative id", ["--prompt-ids", "-4"]),
                         ("bad max-tokens", ["--prompt-ids", "1", "--max-tokens", "ten"]),
                         ("bad threads", ["--prompt-ids", "1", "--threads", "0"]),
+                        ("bad device", ["--prompt-ids", "1", "--device", "tpu"]),
                         ("unknown option", ["--prompt-ids", "1", "--frobnicate"])]:
         r = run(*args)
         check(f"usage error: {label}", r.returncode == 2 and r.stderr.strip() != "",
@@ -50,6 +51,22 @@ def main():
               f"status {r.returncode}, got {got}, want {case['greedy']}, stderr {r.stderr[-300:]}")
         check(f"throughput lines case {i}",
               "prefill:" in r.stderr and "decode: 31 tokens" in r.stderr, r.stderr)
+    # --device: cpu is the reference path; cuda fails at start-up, clearly, without a device
+    # (on a GPU machine it must run; tools/gpu_check.sh compares its text with the CPU's)
+    ids = ",".join(map(str, ref["cases"][0]["prompt_ids"]))
+    r = run("--model", model, "--device", "cpu", "--prompt-ids", ids, "--max-tokens", "32",
+            "--ignore-eos")
+    got = [int(t) for t in r.stdout.strip().split(",")] if r.returncode == 0 else None
+    check("--device cpu equals transformers", got == ref["cases"][0]["greedy"],
+          f"status {r.returncode}, stderr {r.stderr[-300:]}")
+    r = run("--model", model, "--device", "cuda", "--prompt-ids", ids, "--max-tokens", "32",
+            "--ignore-eos")
+    if r.returncode == 0:
+        check("--device cuda on a GPU: 32 ids", len(r.stdout.strip().split(",")) == 32, r.stdout)
+    else:
+        check("--device cuda without a device: clear start-up error",
+              r.returncode == 1 and "--device cuda:" in r.stderr and "Traceback" not in r.stderr,
+              f"status {r.returncode}, stderr {r.stderr.strip()[-400:]!r}")
     r = run("--model", model, "--prompt-ids", "1,2,49152")
     check("token id outside vocabulary", r.returncode == 1 and "vocabulary" in r.stderr,
           f"status {r.returncode}, stderr {r.stderr.strip()!r}")

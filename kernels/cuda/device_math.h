@@ -1,0 +1,156 @@
+/*
+ * device_math.h — the per-element arithmetic of the CUDA kernels (ops.cu), as inline functions
+ * that compile both as `__host__ __device__` code under nvcc and as plain C11 under gcc, so the
+ * CPU unit test test_cuda_device_math checks them against the CPU reference (kernels/cpu) without
+ * a GPU: half/bfloat16 conversions, Q4_0/Q4_1/Q8_0 block dequantization, the rotation of one RoPE
+ * pair, the online-softmax update and SiLU.
+ *
+ * Thread safety: pure functions. HOT (inlined into every kernel).
+ */
+#ifndef KN_CUDA_DEVICE_MATH_H
+#define KN_CUDA_DEVICE_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define KN_HD static __host__ __device__ __forceinline__
+#else
+#define KN_HD static inline
+#endif
+
+/* Stored-type codes (the values of lt_dtype_t, repeated so device code needs no host header). */
+#define KN_T_F32  0
+#define KN_T_F16  1
+#define KN_T_Q4_0 2
+#define KN_T_Q4_1 3
+#define KN_T_Q8_0 8
+#define KN_T_BF16 30
+#define KN_BLOCK  32 /* elements per Q4_0 / Q4_1 / Q8_0 block */
+
+KN_HD uint32_t kn_f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+KN_HD float kn_u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* IEEE half to float, exact (subnormals, infinities and NaN included). */
+KN_HD float kn_h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) return kn_u2f(sign | 0x7f800000 | (man << 13));
+    if (exp == 0) { /* zero or subnormal: man * 2^-24 */
+        float v = (float)man * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    return kn_u2f(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+/* Float to IEEE half, round to nearest even; overflow to infinity, NaN stays NaN. */
+KN_HD uint16_t kn_f2h(float f) {
+    uint32_t u = kn_f2u(f), sign = (u >> 16) & 0x8000, a = u & 0x7fffffff;
+    if (a > 0x7f800000) return (uint16_t)(sign | 0x7e00);  /* NaN */
+    if (a >= 0x477ff000) return (uint16_t)(sign | 0x7c00); /* rounds past 65504: infinity */
+    if (a < 0x38800000) {                                  /* below 2^-14: subnormal half */
+        float v = kn_u2f(a) * 16777216.0f;                 /* exact: a power-of-two scale */
+        uint32_t m = (uint32_t)v;                          /* truncated; round to even below */
+        float rem = v - (float)m;
+        if (rem > 0.5f || (rem == 0.5f && (m & 1))) m++;
+        return (uint16_t)(sign | m);
+    }
+    uint32_t r = a + 0xfff + ((a >> 13) & 1) - (112u << 23);
+    return (uint16_t)(sign | (r >> 13));
+}
+
+KN_HD float kn_bf2f(uint16_t b) {
+    return kn_u2f((uint32_t)b << 16);
+}
+
+/* Float to bfloat16, round to nearest even; NaN stays NaN (as backend_cpu.c's row_store). */
+KN_HD uint16_t kn_f2bf(float f) {
+    uint32_t u = kn_f2u(f);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+/* Bytes of one KN_BLOCK-element block of a quantized type (0 for the others). */
+KN_HD int kn_qblock_bytes(int type) {
+    return type == KN_T_Q4_0 ? 18 : type == KN_T_Q4_1 ? 20 : type == KN_T_Q8_0 ? 34 : 0;
+}
+
+/* A block's header: scale d and offset mn (element = d * q + mn; Q4_0's -8 folded into mn);
+ * returns its quants. kn_qblock_q gives quant i (0..31) as an integer. */
+KN_HD const uint8_t *kn_qblock_head(int type, const uint8_t *blk, float *d, float *mn) {
+    *d = kn_h2f((uint16_t)(blk[0] | blk[1] << 8));
+    if (type == KN_T_Q4_1) {
+        *mn = kn_h2f((uint16_t)(blk[2] | blk[3] << 8));
+        return blk + 4;
+    }
+    *mn = type == KN_T_Q4_0 ? -8.0f * *d : 0.0f;
+    return blk + 2;
+}
+
+KN_HD int kn_qblock_q(int type, const uint8_t *qs, int i) {
+    if (type == KN_T_Q8_0) return (int8_t)qs[i];
+    return i < 16 ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
+}
+
+/* Element i (0..31) of one Q4_0 / Q4_1 / Q8_0 block: d * q (+ m for Q4_1, q - 8 for Q4_0). Q4
+ * elements i < 16 are the low nibbles of qs[i], i >= 16 the high nibbles of qs[i - 16]. */
+KN_HD float kn_qblock_elem(int type, const uint8_t *blk, int i) {
+    float d = kn_h2f((uint16_t)(blk[0] | blk[1] << 8));
+    if (type == KN_T_Q8_0) return d * (float)(int8_t)blk[2 + i];
+    const uint8_t *qs = blk + (type == KN_T_Q4_1 ? 4 : 2);
+    int q = i < 16 ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
+    if (type == KN_T_Q4_1) return d * (float)q + kn_h2f((uint16_t)(blk[2] | blk[3] << 8));
+    return d * (float)(q - 8);
+}
+
+/* Element i of a row of any supported stored type. */
+KN_HD float kn_row_elem(int type, const uint8_t *row, int64_t i) {
+    switch (type) {
+    case KN_T_F32: return ((const float *)row)[i];
+    case KN_T_F16: return kn_h2f(((const uint16_t *)row)[i]);
+    case KN_T_BF16: return kn_bf2f(((const uint16_t *)row)[i]);
+    default:
+        return kn_qblock_elem(type, row + (i / KN_BLOCK) * kn_qblock_bytes(type),
+                              (int)(i % KN_BLOCK));
+    }
+}
+
+/* RoPE: the element indices of pair i of a head of hd elements (halves for neox, adjacent
+ * otherwise), and the rotation of that pair by (c, s) = (cos, sin) * attn_factor. */
+KN_HD void kn_rope_pair_idx(int i, int hd, int neox, int *a, int *b) {
+    *a = neox ? i : 2 * i;
+    *b = neox ? i + hd / 2 : 2 * i + 1;
+}
+
+KN_HD void kn_rope_rotate(float *x0, float *x1, float c, float s) {
+    float a = *x0, b = *x1;
+    *x0 = a * c - b * s;
+    *x1 = a * s + b * c;
+}
+
+/* Online softmax: running max m, running sum l of exp(score - m) and the weighted value
+ * accumulator o; adding one score rescales by exp(m_old - m_new). kn_online_step returns the
+ * factor to rescale o by and writes the new weight of the value in *p. */
+KN_HD float kn_online_step(float *m, float *l, float score, float *p) {
+    float m_new = score > *m ? score : *m;
+    float corr = expf(*m - m_new); /* m starts at -INFINITY: exp(-inf) = 0 */
+    *p = expf(score - m_new);
+    *l = *l * corr + *p;
+    *m = m_new;
+    return corr;
+}
+
+KN_HD float kn_silu(float g) {
+    return g / (1.0f + expf(-g));
+}
+
+#endif

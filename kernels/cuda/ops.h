@@ -1,0 +1,87 @@
+/*
+ * ops.h — the CUDA kernels of the GPU backend (worker/backend_cuda.c), callable from C. Every
+ * pointer is device memory unless a comment says host; every call is asynchronous on `stream`
+ * (a cudaStream_t passed as void *) and returns 0 or a cudaError_t / cublasStatus_t code turned
+ * negative (kn_cu_error_str names it). The per-element arithmetic is in device_math.h, tested on
+ * the CPU; each kernel is tested against the CPU reference by tests/unit/cuda/ on a GPU.
+ *
+ * Nothing here has run on a GPU yet: it compiles and links; see README "GPU".
+ * Thread safety: one stream per caller. HOT.
+ */
+#ifndef KN_CUDA_OPS_H
+#define KN_CUDA_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A step's indices on the device (uploaded once per step by the backend's begin()). */
+typedef struct kn_cu_batch {
+    int n_tokens;
+    const int32_t *tokens, *pos, *seq; /* (n_tokens) */
+    const int32_t *block_tables;       /* (n_seqs, bt_stride): sequence s's block table, padded */
+    int bt_stride;
+} kn_cu_batch_t;
+
+/* A paged KV cache: (n_layer, n_blocks, n_kv_head, block_size, head_dim) elements of dtype
+ * (KN_T_F32, KN_T_F16 or KN_T_BF16), the layout of worker.h's wk_kv_cache_t. */
+typedef struct kn_cu_kv {
+    void *k, *v;
+    int dtype, n_blocks, n_kv_head, block_size, head_dim;
+} kn_cu_kv_t;
+
+const char *kn_cu_error_str(int rc);
+
+/* x (T, cols) = rows tokens[t] of table (rows row_bytes apart, any supported stored type). */
+int kn_cu_embed(float *x, const void *table, int type, size_t row_bytes, int cols,
+                const kn_cu_batch_t *b, void *stream);
+/* out (rows, n) = x / rms(x) * w; out may alias x. */
+int kn_cu_rmsnorm(float *out, const float *x, const float *w, int rows, int n, float eps,
+                  void *stream);
+/* Per head of q (T, nh, hd) and k (T, nkv, hd): RMSNorm with q_norm / k_norm (hd, NULL: none),
+ * then RoPE at the token's position: inv_freq (hd / 2), neox halves or adjacent pairs. */
+int kn_cu_qk_rope(float *q, float *k, int nh, int nkv, int hd, const float *q_norm,
+                  const float *k_norm, float eps, const float *inv_freq, int neox,
+                  float attn_factor, const kn_cu_batch_t *b, void *stream);
+/* gate (n) = silu(gate) * up. */
+int kn_cu_swiglu(float *gate, const float *up, size_t n, void *stream);
+/* x (n) += y (n). */
+int kn_cu_add(float *x, const float *y, size_t n, void *stream);
+/* dst row i (n) = src row rows[i]; dst must not overlap src. */
+int kn_cu_gather(float *dst, const float *src, const int32_t *rows, int n_rows, int n,
+                 void *stream);
+/* Writes token t's k and v (T, nkv * hd) into slot pos % block_size of block
+ * block_tables[seq][pos / block_size], layer `layer`. */
+int kn_cu_kv_store(const kn_cu_kv_t *kv, int layer, const float *k, const float *v,
+                   const kn_cu_batch_t *b, void *stream);
+/* out (T, nh * hd): causal grouped-query attention of q over positions 0..pos of each token's
+ * sequence, one thread block per (token, head), online softmax (hd <= 256). */
+int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
+                    const kn_cu_batch_t *b, void *stream);
+
+/* Rows at most this many take the matrix-vector kernel; more take cuBLAS. */
+#define KN_CU_MATVEC_MAX_ROWS 8
+/* Weight rows dequantized per cuBLAS call (the fp16 tile scratch holds this many rows). */
+#define KN_CU_DEQ_ROWS 4096
+
+/* Scratch of kn_cu_matmul's cuBLAS path: wtile (KN_CU_DEQ_ROWS * max_k halves), xh (max_rows *
+ * max_k halves). */
+typedef struct kn_cu_mm_scratch {
+    void *wtile, *xh;
+    void *cublas; /* cublasHandle_t bound to the stream */
+} kn_cu_mm_scratch_t;
+
+/* True when kn_cu_matmul reads weights of `type` with rows of cols elements. */
+int kn_cu_matmul_supported(int type, int64_t cols);
+/* y (rows, n) = x (rows, k) @ w^T (+ bias (n)), w (n, k) of `type`, rows row_bytes apart. */
+int kn_cu_matmul(float *y, const float *x, const void *w, int type, size_t row_bytes, int n, int k,
+                 const float *bias, int rows, const kn_cu_mm_scratch_t *s, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

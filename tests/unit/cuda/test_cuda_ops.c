@@ -1,0 +1,380 @@
+/*
+ * test_cuda_ops.c — every kernel of kernels/cuda/ops.h against the CPU reference (kernels/cpu or
+ * a direct double-precision loop) on random inputs: embedding gather, RMSNorm, q/k norm + RoPE
+ * (neox and adjacent pairs), SwiGLU, add, row gather, paged KV store + attention (F32, F16 and
+ * BF16 caches, scattered blocks, two sequences, prefill and decode rows), and matmul on both paths
+ * (matrix-vector up to KN_CU_MATVEC_MAX_ROWS rows, cuBLAS above) for Q4_0, Q4_1, Q8_0, F16, BF16
+ * and F32 weights, with and without bias. Outputs are poisoned (NaN bytes) before each kernel so
+ * an unwritten element fails; each comparison is an NMSE bound printed with its value.
+ * Exits 77 (skipped) where no GPU is visible.
+ */
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/device_math.h"
+#include "cuda/ops.h"
+#include "cuda/rmsnorm.h"
+#include "dtype.h"
+#include "kernels.h"
+#include "lt.h"
+
+static int g_fail;
+
+static float frand(float lo, float hi) {
+    return lo + (hi - lo) * (float)rand() / (float)RAND_MAX;
+}
+
+static void *dev(const void *host, size_t n) {
+    void *d = NULL;
+    if (cudaMalloc(&d, n ? n : 4) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc %zu failed\n", n);
+        exit(1);
+    }
+    if (host)
+        cudaMemcpy(d, host, n, cudaMemcpyHostToDevice);
+    else
+        cudaMemset(d, 0xff, n); /* poison: NaN floats */
+    return d;
+}
+
+static void back(void *host, const void *d, size_t n) {
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e == cudaSuccess) e = cudaMemcpy(host, d, n, cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) {
+        fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e));
+        exit(1);
+    }
+}
+
+static void expect(const char *what, int rc, const float *got, const double *ref, size_t n,
+                   double bound) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += (got[i] - ref[i]) * (got[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    double nmse = num / (den > 0 ? den : 1);
+    bool ok = rc == 0 && nmse <= bound; /* NaN (an unwritten element) fails */
+    printf("%s %-44s NMSE %.3e (bound %.0e)%s\n", ok ? "ok  " : "FAIL", what, nmse, bound,
+           rc ? " kernel error" : "");
+    if (!ok) g_fail = 1;
+}
+
+/* A random row of `type` with n elements and sane block scales. */
+static void rand_row(int type, uint8_t *row, int n) {
+    size_t bytes = (size_t)lt_dtype_nbytes(type, n);
+    for (size_t i = 0; i < bytes; i++) row[i] = (uint8_t)rand();
+    if (type == LT_DTYPE_F32)
+        for (int i = 0; i < n; i++) ((float *)row)[i] = frand(-1, 1);
+    if (type == LT_DTYPE_F16)
+        for (int i = 0; i < n; i++) ((uint16_t *)row)[i] = lt_f32_to_f16(frand(-1, 1));
+    if (type == LT_DTYPE_BF16)
+        for (int i = 0; i < n; i++) ((uint16_t *)row)[i] = kn_f2bf(frand(-1, 1));
+    int qb = kn_qblock_bytes(type);
+    for (int b = 0; qb && b < n / KN_BLOCK; b++) {
+        uint16_t d = lt_f32_to_f16(frand(0.005f, 0.05f)), m = lt_f32_to_f16(frand(-0.2f, 0.2f));
+        memcpy(row + (size_t)b * qb, &d, 2);
+        if (type == LT_DTYPE_Q4_1) memcpy(row + (size_t)b * qb + 2, &m, 2);
+    }
+}
+
+static const int TYPES[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
+                            LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
+#define N_TYPES 6
+
+static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
+    const int n = 300, k = 512, rows_list[] = {1, 3, 8, 9, 40};
+    kn_cu_mm_scratch_t s = {.wtile = dev(NULL, (size_t)KN_CU_DEQ_ROWS * k * 2),
+                            .xh = dev(NULL, (size_t)40 * k * 2),
+                            .cublas = hb};
+    float *x = malloc(sizeof(float) * 40 * k), *bias = malloc(sizeof(float) * n);
+    float *wf = malloc(sizeof(float) * n * k), *got = malloc(sizeof(float) * 40 * n);
+    double *ref = malloc(sizeof(double) * 40 * n);
+    for (int i = 0; i < 40 * k; i++) x[i] = frand(-1, 1);
+    for (int i = 0; i < n; i++) bias[i] = frand(-1, 1);
+    float *dx = dev(x, sizeof(float) * 40 * k), *db = dev(bias, sizeof(float) * n);
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = TYPES[ti];
+        size_t rb = (size_t)lt_dtype_nbytes(type, k);
+        uint8_t *w = malloc(rb * n);
+        for (int r = 0; r < n; r++) {
+            rand_row(type, w + r * rb, k);
+            kn_dequantize(type, w + r * rb, wf + (size_t)r * k, k);
+        }
+        void *dw = dev(w, rb * n);
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
+            int rows = rows_list[ri];
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                for (int t = 0; t < rows; t++)
+                    for (int j = 0; j < n; j++) {
+                        double acc = with_bias ? bias[j] : 0;
+                        for (int c = 0; c < k; c++)
+                            acc += (double)x[(size_t)t * k + c] * wf[(size_t)j * k + c];
+                        ref[(size_t)t * n + j] = acc;
+                    }
+                float *dy = dev(NULL, sizeof(float) * rows * n);
+                int rc =
+                    kn_cu_matmul(dy, dx, dw, type, rb, n, k, with_bias ? db : NULL, rows, &s, st);
+                back(got, dy, sizeof(float) * rows * n);
+                char what[96];
+                snprintf(what, sizeof what, "matmul %s rows %d%s", lt_dtype_name(type), rows,
+                         with_bias ? " +bias" : "");
+                /* cuBLAS path: fp16/bf16 activations */
+                double bound = rows <= KN_CU_MATVEC_MAX_ROWS ? 1e-9
+                               : type == LT_DTYPE_BF16       ? 1e-4
+                               : type == LT_DTYPE_F32        ? 1e-6
+                                                             : 1e-5;
+                expect(what, rc, got, ref, (size_t)rows * n, bound);
+                cudaFree(dy);
+            }
+        }
+        cudaFree(dw);
+        free(w);
+    }
+    cudaFree(dx);
+    cudaFree(db);
+    cudaFree(s.wtile);
+    cudaFree(s.xh);
+    free(x), free(bias), free(wf), free(got), free(ref);
+}
+
+/* Two sequences (prompt lengths 37 and 5) with scattered blocks; the batch holds the last 9
+ * positions of sequence 0 (prefill chunk) and the last 1 of sequence 1 (decode). */
+static void test_attention(cudaStream_t st, int dtype) {
+    enum { NB = 16, BS = 4, NKV = 2, HD = 64, NH = 6, L = 2, LAYER = 1 };
+    const int lens[2] = {37, 5}, T = 10;
+    int32_t bt_host[2][10], tokens[10] = {0}, pos[10], seq[10];
+    int perm[NB];
+    for (int i = 0; i < NB; i++) perm[i] = i;
+    for (int i = NB - 1; i > 0; i--) {
+        int j = rand() % (i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (int j = 0; j < 10; j++) bt_host[0][j] = perm[j];
+    for (int j = 0; j < 10; j++) bt_host[1][j] = perm[10 + (j % 6)];
+    for (int t = 0; t < 9; t++) pos[t] = lens[0] - 9 + t, seq[t] = 0;
+    pos[9] = lens[1] - 1, seq[9] = 1;
+    size_t es = dtype == LT_DTYPE_F32 ? 4 : 2, cache_n = (size_t)L * NB * NKV * BS * HD;
+    /* history (positions before the batch) written on the host; the batch's rows by kv_store */
+    float *kall = malloc(sizeof(float) * 2 * 40 * NKV * HD),
+          *vall = malloc(sizeof(float) * 2 * 40 * NKV * HD);
+    for (int i = 0; i < 2 * 40 * NKV * HD; i++) kall[i] = frand(-1, 1), vall[i] = frand(-1, 1);
+    uint8_t *kc = calloc(cache_n, es), *vc = calloc(cache_n, es);
+    for (int s = 0; s < 2; s++)
+        for (int p = 0; p < lens[s]; p++)
+            for (int h = 0; h < NKV; h++)
+                for (int d = 0; d < HD; d++) {
+                    size_t src = (((size_t)s * 40 + p) * NKV + h) * HD + d;
+                    /* what the cache holds: rounded to its type */
+                    float kr = kall[src], vr = vall[src];
+                    if (dtype == LT_DTYPE_F16) kr = kn_h2f(kn_f2h(kr)), vr = kn_h2f(kn_f2h(vr));
+                    if (dtype == LT_DTYPE_BF16)
+                        kr = kn_bf2f(kn_f2bf(kr)), vr = kn_bf2f(kn_f2bf(vr));
+                    kall[src] = kr, vall[src] = vr;
+                    bool in_batch = s == 0 ? p >= lens[0] - 9 : p == lens[1] - 1;
+                    if (in_batch) continue;
+                    size_t off =
+                        ((((size_t)LAYER * NB + bt_host[s][p / BS]) * NKV + h) * BS + p % BS) * HD +
+                        d;
+                    if (dtype == LT_DTYPE_F32)
+                        ((float *)kc)[off] = kr, ((float *)vc)[off] = vr;
+                    else if (dtype == LT_DTYPE_F16)
+                        ((uint16_t *)kc)[off] = kn_f2h(kr), ((uint16_t *)vc)[off] = kn_f2h(vr);
+                    else
+                        ((uint16_t *)kc)[off] = kn_f2bf(kr), ((uint16_t *)vc)[off] = kn_f2bf(vr);
+                }
+    float k[10 * NKV * HD], v[10 * NKV * HD], q[10 * NH * HD], got[10 * NH * HD];
+    double ref[10 * NH * HD];
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < NKV * HD; i++) {
+            size_t src = ((size_t)seq[t] * 40 + pos[t]) * NKV * HD + i;
+            k[t * NKV * HD + i] = kall[src], v[t * NKV * HD + i] = vall[src];
+        }
+    for (int i = 0; i < T * NH * HD; i++) q[i] = frand(-1, 1);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < NH; h++) {
+            int kvh = h / (NH / NKV), n = pos[t] + 1;
+            double sc[40], mx = -1e300, sum = 0;
+            for (int j = 0; j < n; j++) {
+                double dot = 0;
+                for (int d = 0; d < HD; d++)
+                    dot += (double)q[(t * NH + h) * HD + d] *
+                           kall[(((size_t)seq[t] * 40 + j) * NKV + kvh) * HD + d];
+                sc[j] = dot / sqrt((double)HD);
+                mx = sc[j] > mx ? sc[j] : mx;
+            }
+            for (int j = 0; j < n; j++) sum += (sc[j] = exp(sc[j] - mx));
+            for (int d = 0; d < HD; d++) {
+                double o = 0;
+                for (int j = 0; j < n; j++)
+                    o += sc[j] / sum * vall[(((size_t)seq[t] * 40 + j) * NKV + kvh) * HD + d];
+                ref[(t * NH + h) * HD + d] = o;
+            }
+        }
+    int32_t idx[3 * 10 + 2 * 10];
+    memcpy(idx, tokens, 40), memcpy(idx + 10, pos, 40), memcpy(idx + 20, seq, 40);
+    memcpy(idx + 30, bt_host, sizeof bt_host);
+    int32_t *d_idx = dev(idx, sizeof idx);
+    kn_cu_batch_t b = {.n_tokens = T,
+                       .tokens = d_idx,
+                       .pos = d_idx + 10,
+                       .seq = d_idx + 20,
+                       .block_tables = d_idx + 30,
+                       .bt_stride = 10};
+    kn_cu_kv_t kv = {.k = dev(kc, cache_n * es),
+                     .v = dev(vc, cache_n * es),
+                     .dtype = dtype,
+                     .n_blocks = NB,
+                     .n_kv_head = NKV,
+                     .block_size = BS,
+                     .head_dim = HD};
+    float *dk = dev(k, sizeof k), *dv = dev(v, sizeof v), *dq = dev(q, sizeof q);
+    float *dout = dev(NULL, sizeof got);
+    int rc = kn_cu_kv_store(&kv, LAYER, dk, dv, &b, st);
+    if (!rc) rc = kn_cu_attention(dout, dq, &kv, LAYER, NH, &b, st);
+    back(got, dout, sizeof got);
+    char what[64];
+    snprintf(what, sizeof what, "kv_store + attention, %s cache", lt_dtype_name(dtype));
+    expect(what, rc, got, ref, (size_t)T * NH * HD, 1e-10);
+    cudaFree(kv.k), cudaFree(kv.v), cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout);
+    cudaFree(d_idx);
+    free(kall), free(vall), free(kc), free(vc);
+}
+
+static void to_double(double *d, const float *f, size_t n) {
+    for (size_t i = 0; i < n; i++) d[i] = f[i];
+}
+
+static void test_rows(cudaStream_t st) {
+    enum { T = 7, NH = 4, NKV = 2, HD = 64, DIM = 320, V = 40 };
+    static float x[T * DIM], w[DIM], ref[T * DIM], got[T * DIM], y[T * DIM];
+    static double rd[T * DIM];
+    int32_t tokens[T], pos[T], seq[T] = {0}, gr[3] = {6, 0, 3};
+    for (int t = 0; t < T; t++) tokens[t] = rand() % V, pos[t] = rand() % 5000;
+    int32_t idx[3 * T];
+    memcpy(idx, tokens, sizeof tokens), memcpy(idx + T, pos, sizeof pos);
+    memcpy(idx + 2 * T, seq, sizeof seq);
+    int32_t *d_idx = dev(idx, sizeof idx), *d_gr = dev(gr, sizeof gr);
+    kn_cu_batch_t b = {.n_tokens = T, .tokens = d_idx, .pos = d_idx + T, .seq = d_idx + 2 * T};
+    /* embed */
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = TYPES[ti];
+        size_t rb = (size_t)lt_dtype_nbytes(type, DIM);
+        uint8_t *table = malloc(rb * V);
+        for (int r = 0; r < V; r++) rand_row(type, table + r * rb, DIM);
+        for (int t = 0; t < T; t++) kn_dequantize(type, table + tokens[t] * rb, ref + t * DIM, DIM);
+        void *dt = dev(table, rb * V);
+        float *dx = dev(NULL, sizeof got);
+        int rc = kn_cu_embed(dx, dt, type, rb, DIM, &b, st);
+        back(got, dx, sizeof got);
+        to_double(rd, ref, T * DIM);
+        char what[64];
+        snprintf(what, sizeof what, "embed %s", lt_dtype_name(type));
+        expect(what, rc, got, rd, T * DIM, 1e-12);
+        cudaFree(dt), cudaFree(dx), free(table);
+    }
+    for (int i = 0; i < T * DIM; i++) x[i] = frand(-3, 3), y[i] = frand(-3, 3);
+    for (int i = 0; i < DIM; i++) w[i] = frand(0.5f, 1.5f);
+    float *dx = dev(x, sizeof x), *dw = dev(w, sizeof w), *dy = dev(y, sizeof y);
+    float *dout = dev(NULL, sizeof got);
+    /* rmsnorm: ops.cu's and rmsnorm.cu's */
+    for (int t = 0; t < T; t++) kn_rmsnorm(ref + t * DIM, x + t * DIM, w, DIM, 1e-5f);
+    to_double(rd, ref, T * DIM);
+    int rc = kn_cu_rmsnorm(dout, dx, dw, T, DIM, 1e-5f, st);
+    back(got, dout, sizeof got);
+    expect("rmsnorm", rc, got, rd, T * DIM, 1e-10);
+    cudaMemset(dout, 0xff, sizeof got);
+    kn_cuda_rmsnorm(dout, dx, dw, T, DIM, 1e-5f);
+    back(got, dout, sizeof got);
+    expect("rmsnorm (rmsnorm.cu)", 0, got, rd, T * DIM, 1e-10);
+    /* swiglu, add */
+    memcpy(ref, x, sizeof x);
+    kn_swiglu(ref, y, T * DIM);
+    to_double(rd, ref, T * DIM);
+    cudaMemcpy(dout, dx, sizeof x, cudaMemcpyDeviceToDevice);
+    rc = kn_cu_swiglu(dout, dy, T * DIM, st);
+    back(got, dout, sizeof got);
+    expect("swiglu", rc, got, rd, T * DIM, 1e-12);
+    for (int i = 0; i < T * DIM; i++) rd[i] = (double)(x[i] + y[i]);
+    cudaMemcpy(dout, dx, sizeof x, cudaMemcpyDeviceToDevice);
+    rc = kn_cu_add(dout, dy, T * DIM, st);
+    back(got, dout, sizeof got);
+    expect("add", rc, got, rd, T * DIM, 0);
+    /* gather */
+    cudaMemset(dout, 0xff, sizeof got);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < DIM; j++) rd[i * DIM + j] = x[gr[i] * DIM + j];
+    rc = kn_cu_gather(dout, dx, d_gr, 3, DIM, st);
+    back(got, dout, sizeof(float) * 3 * DIM);
+    expect("gather", rc, got, rd, 3 * DIM, 0);
+    /* q/k norm + rope, both pair layouts */
+    float inv[HD / 2], qn[HD], kn[HD];
+    for (int i = 0; i < HD / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / HD);
+    for (int i = 0; i < HD; i++) qn[i] = frand(0.5f, 1.5f), kn[i] = frand(0.5f, 1.5f);
+    float *dinv = dev(inv, sizeof inv), *dqn = dev(qn, sizeof qn), *dkn = dev(kn, sizeof kn);
+    for (int variant = 0; variant < 4; variant++) {
+        int neox = variant & 1, norm = variant >> 1;
+        static float q[T * NH * HD], k[T * NKV * HD], gq[T * NH * HD], gk[T * NKV * HD];
+        static double rq[T * (NH + NKV) * HD];
+        for (int i = 0; i < T * NH * HD; i++) q[i] = frand(-2, 2);
+        for (int i = 0; i < T * NKV * HD; i++) k[i] = frand(-2, 2);
+        float *dq = dev(q, sizeof q), *dk = dev(k, sizeof k);
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < NH; h++) {
+                float *qh = q + (t * NH + h) * HD;
+                if (norm) kn_rmsnorm(qh, qh, qn, HD, 1e-6f);
+                kn_rope(qh, HD, pos[t], inv, neox, 0.8f);
+            }
+            for (int h = 0; h < NKV; h++) {
+                float *kh = k + (t * NKV + h) * HD;
+                if (norm) kn_rmsnorm(kh, kh, kn, HD, 1e-6f);
+                kn_rope(kh, HD, pos[t], inv, neox, 0.8f);
+            }
+        }
+        rc = kn_cu_qk_rope(dq, dk, NH, NKV, HD, norm ? dqn : NULL, norm ? dkn : NULL, 1e-6f, dinv,
+                           neox, 0.8f, &b, st);
+        back(gq, dq, sizeof q);
+        back(gk, dk, sizeof k);
+        to_double(rq, q, T * NH * HD);
+        to_double(rq + T * NH * HD, k, T * NKV * HD);
+        static float all[T * (NH + NKV) * HD];
+        memcpy(all, gq, sizeof gq), memcpy(all + T * NH * HD, gk, sizeof gk);
+        char what[64];
+        snprintf(what, sizeof what, "qk_rope %s%s", neox ? "neox" : "adjacent",
+                 norm ? " + q/k norm" : "");
+        expect(what, rc, all, rq, T * (NH + NKV) * HD, 1e-10);
+        cudaFree(dq), cudaFree(dk);
+    }
+    cudaFree(dinv), cudaFree(dqn), cudaFree(dkn), cudaFree(dx), cudaFree(dw), cudaFree(dy);
+    cudaFree(dout), cudaFree(d_idx), cudaFree(d_gr);
+}
+
+int main(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    srand(42);
+    cudaStream_t st;
+    cublasHandle_t hb;
+    if (cudaStreamCreate(&st) != cudaSuccess || cublasCreate(&hb) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetStream(hb, st) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "stream / cuBLAS set-up failed\n");
+        return 1;
+    }
+    test_rows(st);
+    test_attention(st, LT_DTYPE_F32);
+    test_attention(st, LT_DTYPE_F16);
+    test_attention(st, LT_DTYPE_BF16);
+    test_matmul(hb, st);
+    cublasDestroy(hb);
+    cudaStreamDestroy(st);
+    printf(g_fail ? "FAILED\n" : "all passed\n");
+    return g_fail;
+}

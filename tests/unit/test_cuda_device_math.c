@@ -1,0 +1,175 @@
+/*
+ * test_cuda_device_math.c — the per-element arithmetic of the CUDA kernels
+ * (kernels/cuda/device_math.h, compiled here as plain C) against the CPU reference: half and
+ * bfloat16 conversions (every half bit pattern, random floats), Q4_0/Q4_1/Q8_0 block
+ * dequantization against kn_dequantize, a RoPE rotation against kn_rope, the online softmax
+ * against kn_softmax, SiLU against kn_swiglu. Runs everywhere (no GPU, no nvcc needed).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/device_math.h"
+#include "dtype.h"
+#include "kernels.h"
+#include "lt.h"
+#include "testutil.h"
+
+static float frand(float lo, float hi) {
+    return lo + (hi - lo) * (float)rand() / (float)RAND_MAX;
+}
+
+static void test_type_codes(void **state) {
+    (void)state;
+    assert_int_equal(KN_T_F32, LT_DTYPE_F32);
+    assert_int_equal(KN_T_F16, LT_DTYPE_F16);
+    assert_int_equal(KN_T_Q4_0, LT_DTYPE_Q4_0);
+    assert_int_equal(KN_T_Q4_1, LT_DTYPE_Q4_1);
+    assert_int_equal(KN_T_Q8_0, LT_DTYPE_Q8_0);
+    assert_int_equal(KN_T_BF16, LT_DTYPE_BF16);
+    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal((size_t)kn_qblock_bytes(types[i]), lt_dtype_block_bytes(types[i]));
+}
+
+static void test_half(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) { /* every half: to float and back */
+        float ref = lt_f16_to_f32((uint16_t)h), got = kn_h2f((uint16_t)h);
+        if (isnan(ref)) {
+            assert_true(isnan(got));
+            continue;
+        }
+        assert_memory_equal(&ref, &got, 4);
+        assert_int_equal(kn_f2h(got), h);
+    }
+    srand(3);
+    for (int i = 0; i < 200000; i++) { /* random floats over the half range and past it */
+        float f = ldexpf(frand(-1, 1), rand() % 48 - 30);
+        assert_int_equal(kn_f2h(f), lt_f32_to_f16(f));
+    }
+    float edges[] = {65504.0f, 65519.0f, 65520.0f, 1e9f, 6.1e-5f, 5.96e-8f, 2.9e-8f, 3.0e-8f, 0.0f};
+    for (size_t i = 0; i < sizeof edges / sizeof *edges; i++) {
+        assert_int_equal(kn_f2h(edges[i]), lt_f32_to_f16(edges[i]));
+        assert_int_equal(kn_f2h(-edges[i]), lt_f32_to_f16(-edges[i]));
+    }
+}
+
+static void test_bf16(void **state) {
+    (void)state;
+    srand(5);
+    for (int i = 0; i < 100000; i++) {
+        float f = ldexpf(frand(-1, 1), rand() % 200 - 100);
+        uint16_t b = kn_f2bf(f);
+        float back = kn_bf2f(b);
+        assert_true(fabsf(back - f) <= fabsf(f) * (1.0f / 256.0f));
+        assert_true(back == lt_bf16_to_f32(b));
+    }
+    assert_true(isnan(kn_bf2f(kn_f2bf(NAN))));
+}
+
+static void test_dequant(void **state) {
+    (void)state;
+    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
+                   LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
+    const int n = 256;
+    srand(7);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        int type = types[ti];
+        size_t bytes = (size_t)lt_dtype_nbytes(type, n);
+        uint8_t *row = malloc(bytes);
+        for (size_t i = 0; i < bytes; i++) row[i] = (uint8_t)rand();
+        /* sane scales: random bytes may make NaN halves in block headers / f16 / bf16 rows */
+        if (type == LT_DTYPE_F16)
+            for (int i = 0; i < n; i++) ((uint16_t *)row)[i] = lt_f32_to_f16(frand(-4, 4));
+        if (type == LT_DTYPE_BF16)
+            for (int i = 0; i < n; i++) ((uint16_t *)row)[i] = kn_f2bf(frand(-4, 4));
+        if (type == LT_DTYPE_F32)
+            for (int i = 0; i < n; i++) ((float *)row)[i] = frand(-4, 4);
+        int qb = kn_qblock_bytes(type);
+        for (int b = 0; qb && b < n / KN_BLOCK; b++) {
+            uint16_t d = lt_f32_to_f16(frand(0.001f, 0.1f)), m = lt_f32_to_f16(frand(-1, 1));
+            memcpy(row + (size_t)b * qb, &d, 2);
+            if (type == LT_DTYPE_Q4_1) memcpy(row + (size_t)b * qb + 2, &m, 2);
+        }
+        float ref[256];
+        assert_int_equal(kn_dequantize(type, row, ref, n), 0);
+        for (int i = 0; i < n; i++) {
+            float got = kn_row_elem(type, row, i);
+            assert_float_equal(got, ref[i], fabsf(ref[i]) * 1e-6f + 1e-7f);
+            if (qb) { /* the matrix-vector kernel's form: header once, then d * q + mn */
+                float d, mn;
+                const uint8_t *qs =
+                    kn_qblock_head(type, row + (size_t)(i / KN_BLOCK) * qb, &d, &mn);
+                float alt = d * (float)kn_qblock_q(type, qs, i % KN_BLOCK) + mn;
+                assert_float_equal(alt, ref[i], fabsf(ref[i]) * 1e-6f + 1e-6f);
+            }
+        }
+        free(row);
+    }
+}
+
+static void test_rope(void **state) {
+    (void)state;
+    const int hd = 64;
+    float inv[32];
+    for (int i = 0; i < hd / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / hd);
+    for (int neox = 0; neox < 2; neox++)
+        for (int pos = 0; pos < 3000; pos += 997) {
+            float x[64], y[64];
+            for (int i = 0; i < hd; i++) x[i] = y[i] = frand(-2, 2);
+            kn_rope(x, hd, pos, inv, neox, 0.9f);
+            for (int i = 0; i < hd / 2; i++) {
+                double ang = (double)pos * inv[i];
+                int a, b;
+                kn_rope_pair_idx(i, hd, neox, &a, &b);
+                kn_rope_rotate(&y[a], &y[b], (float)cos(ang) * 0.9f, (float)sin(ang) * 0.9f);
+            }
+            assert_memory_equal(x, y, sizeof x);
+        }
+}
+
+static void test_online_softmax(void **state) {
+    (void)state;
+    const int n = 300, hd = 8;
+    float s[300], v[300][8], p_ref[300];
+    srand(11);
+    for (int j = 0; j < n; j++) {
+        s[j] = p_ref[j] = frand(-20, 20);
+        for (int d = 0; d < hd; d++) v[j][d] = frand(-1, 1);
+    }
+    kn_softmax(p_ref, n);
+    float m = -INFINITY, l = 0, o[8] = {0};
+    for (int j = 0; j < n; j++) {
+        float p, corr = kn_online_step(&m, &l, s[j], &p);
+        for (int d = 0; d < hd; d++) o[d] = o[d] * corr + p * v[j][d];
+    }
+    for (int d = 0; d < hd; d++) {
+        double ref = 0;
+        for (int j = 0; j < n; j++) ref += p_ref[j] * v[j][d];
+        assert_float_equal(o[d] / l, ref, 1e-5);
+    }
+}
+
+static void test_silu(void **state) {
+    (void)state;
+    float g[64], up[64];
+    for (int i = 0; i < 64; i++) {
+        g[i] = frand(-30, 30);
+        up[i] = frand(-2, 2);
+    }
+    float ref[64];
+    memcpy(ref, g, sizeof g);
+    kn_swiglu(ref, up, 64);
+    for (int i = 0; i < 64; i++) assert_true(kn_silu(g[i]) * up[i] == ref[i]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_type_codes), cmocka_unit_test(test_half),
+        cmocka_unit_test(test_bf16),       cmocka_unit_test(test_dequant),
+        cmocka_unit_test(test_rope),       cmocka_unit_test(test_online_softmax),
+        cmocka_unit_test(test_silu),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,415 @@
+/*
+ * backend_cuda.c — the CUDA backend (backend.h) over the kernels of kernels/cuda/ops.h: device
+ * memory, one stream, cuBLAS bound to it.
+ *
+ * Weights are uploaded in their stored type (quantized blocks stay quantized; matmul dequantizes
+ * them on the fly or into fp16 tiles for cuBLAS, see ops.cu). begin() packs the batch's indices
+ * (tokens, positions, sequences, logits rows, block tables padded to the longest) into one host
+ * buffer and uploads it once per step; to_host copies logits back and synchronizes the stream.
+ * The void operations of backend.h cannot return an error: the first failure is kept (sticky)
+ * and returned by the next matmul or begin, so the step fails rather than computing on garbage;
+ * logits copied back after a failure are NaN.
+ *
+ * Built only with LANTERN_HAVE_CUDA, into the module liblantern_cuda.so with nccl_comm.c and
+ * kernels/cuda, which cuda_loader.c opens only when a worker runs on CUDA: the CPU path never
+ * maps cuBLAS, NCCL or the CUDA runtime. Its lt_* calls resolve against the executable. Not
+ * verified on a GPU yet (README "GPU").
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "lt.h"
+#include "worker.h"
+
+#ifdef LANTERN_HAVE_CUDA
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "cuda/ops.h"
+
+typedef struct cu {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    kn_cu_mm_scratch_t mm;
+    int max_rows, max_k;
+    int32_t *h_idx, *d_idx; /* the batch's indices, host staging and device copy */
+    size_t idx_cap;         /* int32s in each */
+    int32_t *d_rows;        /* (max_rows) gather rows that are not the batch's logits rows */
+    const wk_batch_t *hb;   /* the current batch (host) */
+    kn_cu_batch_t b;        /* its indices on the device */
+    const int32_t *d_logits_rows;
+    int sticky; /* first failure since the last begin: 0 or a kn_cu code */
+    char sticky_what[64];
+} cu_t;
+
+/* The module's entry points (cuda_loader.c finds them with dlsym). */
+wk_backend_t *wk_backend_cuda_create_mod(int device, char *err);
+void *wk_backend_cuda_stream_mod(wk_backend_t *be);
+
+static cu_t *cu_of(wk_backend_t *be) {
+    return be->impl;
+}
+
+/* Keeps the first failure; returns rc. */
+static int note(cu_t *c, int rc, const char *what) {
+    if (rc && !c->sticky) {
+        c->sticky = rc;
+        snprintf(c->sticky_what, sizeof c->sticky_what, "%s", what);
+    }
+    return rc;
+}
+
+static int sticky_err(cu_t *c, char *err) {
+    if (!c->sticky) return LT_OK;
+    int rc = c->sticky;
+    c->sticky = 0;
+    return lt_errf(err, LT_ERR_IO, "CUDA device %d: %s failed: %s", c->device, c->sticky_what,
+                   kn_cu_error_str(rc));
+}
+
+static int cu_rc(cudaError_t e) {
+    return e == cudaSuccess ? 0 : -(int)e;
+}
+
+/* ---- memory ---- */
+
+static void *cu_alloc(wk_backend_t *be, size_t n) {
+    void *p = NULL;
+    (void)be;
+    return cudaMalloc(&p, n ? n : 256) == cudaSuccess ? p : NULL;
+}
+
+static void cu_release(wk_backend_t *be, void *p) {
+    (void)be;
+    cudaFree(p);
+}
+
+static void cu_upload(wk_backend_t *be, void *dst, const void *host, size_t n) {
+    cu_t *c = cu_of(be);
+    note(c, cu_rc(cudaMemcpyAsync(dst, host, n, cudaMemcpyHostToDevice, c->stream)), "upload");
+    note(c, cu_rc(cudaStreamSynchronize(c->stream)), "upload");
+}
+
+static void cu_to_host(wk_backend_t *be, float *host, const float *src, size_t n) {
+    cu_t *c = cu_of(be);
+    note(c, cu_rc(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream)),
+         "copy to host");
+    note(c, cu_rc(cudaStreamSynchronize(c->stream)), "step");
+    if (c->sticky) /* the step failed: no plausible-looking logits; the next begin says why */
+        for (size_t i = 0; i < n; i++) host[i] = NAN;
+}
+
+static bool cu_supports(wk_backend_t *be, int type, int64_t cols) {
+    (void)be;
+    return kn_cu_matmul_supported(type, cols) != 0;
+}
+
+static int cu_weight(wk_backend_t *be, const void *src, int type, int64_t cols, int64_t row0,
+                     int64_t nrows, wk_tensor_t *out, void **owned, char *err) {
+    cu_t *c = cu_of(be);
+    size_t rb = (size_t)lt_dtype_nbytes(type, cols), n = rb * (size_t)nrows;
+    void *d = cu_alloc(be, n);
+    if (!d)
+        return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory for a %zu MiB weight",
+                       c->device, n >> 20);
+    cu_upload(be, d, (const uint8_t *)src + (size_t)row0 * rb, n);
+    int rc = sticky_err(c, err);
+    if (rc) {
+        cudaFree(d);
+        return rc;
+    }
+    *owned = d;
+    *out = (wk_tensor_t){.data = d, .type = type, .rows = nrows, .cols = cols, .row_bytes = rb};
+    return LT_OK;
+}
+
+static int cu_reserve(wk_backend_t *be, int max_rows, int max_k, int max_ctx, int group,
+                      char *err) {
+    cu_t *c = cu_of(be);
+    (void)max_ctx; /* attention keeps its state in registers and shared memory */
+    (void)group;
+    if (max_rows <= c->max_rows && max_k <= c->max_k) return LT_OK;
+    max_rows = max_rows > c->max_rows ? max_rows : c->max_rows;
+    max_k = max_k > c->max_k ? max_k : c->max_k;
+    void *wt = cu_alloc(be, (size_t)KN_CU_DEQ_ROWS * max_k * 2);
+    void *xh = cu_alloc(be, (size_t)max_rows * max_k * 2);
+    void *rows = cu_alloc(be, (size_t)max_rows * sizeof(int32_t));
+    if (!wt || !xh || !rows) {
+        cudaFree(wt);
+        cudaFree(xh);
+        cudaFree(rows);
+        return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory for %d-row scratch",
+                       c->device, max_rows);
+    }
+    cudaFree(c->mm.wtile);
+    cudaFree(c->mm.xh);
+    cudaFree(c->d_rows);
+    c->mm.wtile = wt;
+    c->mm.xh = xh;
+    c->d_rows = rows;
+    c->max_rows = max_rows;
+    c->max_k = max_k;
+    return LT_OK;
+}
+
+/* ---- one step ---- */
+
+static int grow_idx(cu_t *c, size_t need, char *err) {
+    if (need <= c->idx_cap) return LT_OK;
+    size_t cap = need * 2;
+    int32_t *h = malloc(cap * sizeof *h), *d = NULL;
+    if (!h || cudaMalloc((void **)&d, cap * sizeof *d) != cudaSuccess) {
+        free(h);
+        return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory for batch indices",
+                       c->device);
+    }
+    free(c->h_idx);
+    cudaFree(c->d_idx);
+    c->h_idx = h;
+    c->d_idx = d;
+    c->idx_cap = cap;
+    return LT_OK;
+}
+
+static int cu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
+    cu_t *c = cu_of(be);
+    int rc = sticky_err(c, err);
+    if (rc) return rc;
+    if (b->n_tokens > c->max_rows)
+        return lt_errf(err, LT_ERR_INVAL, "batch of %d tokens over the backend's %d", b->n_tokens,
+                       c->max_rows);
+    int T = b->n_tokens, stride = 1;
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->block_table_len[s] > stride) stride = b->block_table_len[s];
+    size_t need = (size_t)3 * T + (size_t)b->n_logits + (size_t)b->n_seqs * stride;
+    if ((rc = grow_idx(c, need, err))) return rc;
+    int32_t *h = c->h_idx;
+    memcpy(h, b->tokens, (size_t)T * 4);
+    memcpy(h + T, b->pos, (size_t)T * 4);
+    memcpy(h + 2 * T, b->seq, (size_t)T * 4);
+    if (b->n_logits) memcpy(h + 3 * T, b->logits_rows, (size_t)b->n_logits * 4);
+    int32_t *bt = h + 3 * T + b->n_logits;
+    for (int s = 0; s < b->n_seqs; s++) {
+        int len = b->block_table_len[s];
+        memcpy(bt + (size_t)s * stride, b->block_tables[s], (size_t)len * 4);
+        for (int j = len; j < stride; j++) bt[(size_t)s * stride + j] = 0;
+    }
+    if ((rc = cu_rc(cudaMemcpyAsync(c->d_idx, h, need * 4, cudaMemcpyHostToDevice, c->stream))))
+        return lt_errf(err, LT_ERR_IO, "CUDA device %d: batch upload failed: %s", c->device,
+                       kn_cu_error_str(rc));
+    int32_t *d = c->d_idx;
+    c->b = (kn_cu_batch_t){.n_tokens = T,
+                           .tokens = d,
+                           .pos = d + T,
+                           .seq = d + 2 * T,
+                           .block_tables = d + 3 * T + b->n_logits,
+                           .bt_stride = stride};
+    c->d_logits_rows = d + 3 * T;
+    c->hb = b;
+    return LT_OK;
+}
+
+static void cu_embed(wk_backend_t *be, float *x, const wk_tensor_t *emb) {
+    cu_t *c = cu_of(be);
+    note(c, kn_cu_embed(x, emb->data, emb->type, emb->row_bytes, (int)emb->cols, &c->b, c->stream),
+         "embed");
+}
+
+static void cu_rmsnorm(wk_backend_t *be, float *out, const float *x, const float *w, int rows,
+                       int n, float eps) {
+    cu_t *c = cu_of(be);
+    note(c, kn_cu_rmsnorm(out, x, w, rows, n, eps, c->stream), "rmsnorm");
+}
+
+static int cu_matmul(wk_backend_t *be, float *y, const float *x, const wk_tensor_t *w,
+                     const float *bias, int rows) {
+    cu_t *c = cu_of(be);
+    if (c->sticky) return LT_ERR_IO;
+    int rc = kn_cu_matmul(y, x, w->data, w->type, w->row_bytes, (int)w->rows, (int)w->cols, bias,
+                          rows, &c->mm, c->stream);
+    return note(c, rc, "matmul") ? LT_ERR_IO : LT_OK;
+}
+
+static void cu_qk_rope(wk_backend_t *be, float *q, float *k, int nh, int nkv, int hd,
+                       const float *q_norm, const float *k_norm, float eps, const wk_rope_t *rope) {
+    cu_t *c = cu_of(be);
+    note(c,
+         kn_cu_qk_rope(q, k, nh, nkv, hd, q_norm, k_norm, eps, rope->inv_freq, rope->neox,
+                       rope->attn_factor, &c->b, c->stream),
+         "qk_rope");
+}
+
+static kn_cu_kv_t kv_desc(const wk_kv_cache_t *kv) {
+    return (kn_cu_kv_t){.k = kv->k,
+                        .v = kv->v,
+                        .dtype = kv->dtype,
+                        .n_blocks = kv->n_blocks,
+                        .n_kv_head = kv->n_kv_head,
+                        .block_size = kv->block_size,
+                        .head_dim = kv->head_dim};
+}
+
+static void cu_kv_store(wk_backend_t *be, wk_kv_cache_t *kv, int layer, const float *k,
+                        const float *v) {
+    cu_t *c = cu_of(be);
+    kn_cu_kv_t d = kv_desc(kv);
+    note(c, kn_cu_kv_store(&d, layer, k, v, &c->b, c->stream), "kv_store");
+}
+
+static void cu_attention(wk_backend_t *be, float *out, const float *q, const wk_kv_cache_t *kv,
+                         int layer, int nh, int nkv, int hd) {
+    cu_t *c = cu_of(be);
+    (void)nkv; /* the cache's */
+    (void)hd;
+    kn_cu_kv_t d = kv_desc(kv);
+    note(c, kn_cu_attention(out, q, &d, layer, nh, &c->b, c->stream), "attention");
+}
+
+static void cu_swiglu(wk_backend_t *be, float *gate, const float *up, size_t n) {
+    cu_t *c = cu_of(be);
+    note(c, kn_cu_swiglu(gate, up, n, c->stream), "swiglu");
+}
+
+static void cu_add(wk_backend_t *be, float *x, const float *y, size_t n) {
+    cu_t *c = cu_of(be);
+    note(c, kn_cu_add(x, y, n, c->stream), "add");
+}
+
+/* rows is host memory: the batch's logits rows are on the device already (begin); others are
+ * uploaded. */
+static void cu_gather(wk_backend_t *be, float *dst, const float *src, const int32_t *rows,
+                      int n_rows, int n) {
+    cu_t *c = cu_of(be);
+    const int32_t *d_rows;
+    const wk_batch_t *b = c->hb;
+    if (b && rows >= b->logits_rows && rows + n_rows <= b->logits_rows + b->n_logits) {
+        d_rows = c->d_logits_rows + (rows - b->logits_rows);
+    } else if (n_rows <= c->max_rows) {
+        note(c,
+             cu_rc(cudaMemcpyAsync(c->d_rows, rows, (size_t)n_rows * 4, cudaMemcpyHostToDevice,
+                                   c->stream)),
+             "gather rows upload");
+        d_rows = c->d_rows;
+    } else {
+        note(c, -(int)cudaErrorInvalidValue, "gather (too many rows)");
+        return;
+    }
+    note(c, kn_cu_gather(dst, src, d_rows, n_rows, n, c->stream), "gather");
+}
+
+static int cu_kv_alloc(wk_backend_t *be, wk_kv_cache_t *kv, char *err) {
+    cu_t *c = cu_of(be);
+    size_t n = (size_t)kv->n_layer * kv->n_blocks * kv->n_kv_head * kv->block_size * kv->head_dim *
+               (kv->dtype == LT_DTYPE_F32 ? 4 : 2);
+    kv->k = cu_alloc(be, n);
+    kv->v = cu_alloc(be, n);
+    if (!kv->k || !kv->v)
+        return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory for a KV cache of %zu MiB",
+                       c->device, 2 * n >> 20);
+    if (cudaMemset(kv->k, 0, n) != cudaSuccess || cudaMemset(kv->v, 0, n) != cudaSuccess)
+        return lt_errf(err, LT_ERR_IO, "CUDA device %d: KV cache clear failed", c->device);
+    return LT_OK;
+}
+
+static void cu_destroy(wk_backend_t *be) {
+    cu_t *c = cu_of(be);
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    cudaFree(c->mm.wtile);
+    cudaFree(c->mm.xh);
+    cudaFree(c->d_rows);
+    cudaFree(c->d_idx);
+    free(c->h_idx);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+static const wk_backend_ops_t CUDA_OPS = {
+    .name = "cuda",
+    .alloc = cu_alloc,
+    .release = cu_release,
+    .upload = cu_upload,
+    .to_host = cu_to_host,
+    .supports = cu_supports,
+    .weight = cu_weight,
+    .reserve = cu_reserve,
+    .begin = cu_begin,
+    .embed = cu_embed,
+    .rmsnorm = cu_rmsnorm,
+    .matmul = cu_matmul,
+    .qk_rope = cu_qk_rope,
+    .kv_store = cu_kv_store,
+    .attention = cu_attention,
+    .swiglu = cu_swiglu,
+    .add = cu_add,
+    .gather = cu_gather,
+    .kv_alloc = cu_kv_alloc,
+    .destroy = cu_destroy,
+};
+
+/* The device, its driver and runtime, a stream and a cuBLAS handle on it. */
+static int cu_open(cu_t *c, int device, char *err) {
+    int n = 0, drv = 0, rt = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    cudaDriverGetVersion(&drv);
+    cudaRuntimeGetVersion(&rt);
+    if (drv == 0 || e == cudaErrorNoDevice)
+        return lt_errf(err, LT_ERR_UNSUPPORTED,
+                       "--device cuda: no CUDA device visible (no NVIDIA driver or GPU: %s)",
+                       cudaGetErrorString(e));
+    if (e == cudaErrorInsufficientDriver || drv < rt)
+        return lt_errf(err, LT_ERR_UNSUPPORTED,
+                       "--device cuda: the NVIDIA driver supports CUDA %d.%d, this build needs "
+                       "%d.%d (%s)",
+                       drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10,
+                       cudaGetErrorString(e));
+    if (e != cudaSuccess || n == 0)
+        return lt_errf(err, LT_ERR_UNSUPPORTED, "--device cuda: no CUDA device visible (%s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount is 0");
+    if (device < 0 || device >= n)
+        return lt_errf(err, LT_ERR_RANGE,
+                       "--device cuda: device %d asked for, %d visible (worker rank r uses "
+                       "device r of CUDA_VISIBLE_DEVICES)",
+                       device, n);
+    c->device = device;
+    if ((e = cudaSetDevice(device)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        return lt_errf(err, LT_ERR_IO, "CUDA device %d: %s", device, cudaGetErrorString(e));
+    cublasStatus_t bs = cublasCreate(&c->blas);
+    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(c->blas, c->stream);
+    if (bs != CUBLAS_STATUS_SUCCESS)
+        return lt_errf(err, LT_ERR_IO, "CUDA device %d: cuBLAS: %s", device,
+                       cublasGetStatusString(bs));
+    c->mm.cublas = c->blas;
+    return LT_OK;
+}
+
+wk_backend_t *wk_backend_cuda_create_mod(int device, char *err) {
+    wk_backend_t *be = calloc(1, sizeof *be);
+    cu_t *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        lt_errf(err, LT_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (cu_open(c, device, err)) {
+        cu_destroy((wk_backend_t *)&(wk_backend_t){.impl = c});
+        free(be);
+        return NULL;
+    }
+    be->ops = &CUDA_OPS;
+    be->impl = c;
+    return be;
+}
+
+void *wk_backend_cuda_stream_mod(wk_backend_t *be) {
+    return be && be->ops == &CUDA_OPS ? cu_of(be)->stream : NULL;
+}
+
+#endif

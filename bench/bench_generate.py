@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""bench_generate.py — lantern's CPU prefill and decode throughput against llama.cpp's.
+"""bench_generate.py — lantern's single-stream CPU prefill and decode against llama.cpp's.
 
-Both engines run the same GGUF, the same 512-token prompt and the same thread count, in the
-same run, alternating (lantern, llama.cpp, lantern, ...) so that noise from other jobs on the
-machine hits both sides. Prints a table: metric | lantern | llama.cpp | ratio, plus the
-machine, the commit and the peer's version (see bench/README.md for how to read it).
+Both engines run the same GGUF with the same thread count, in the same run, alternating
+(lantern, llama.cpp, lantern, ...) so that noise from other jobs on the machine hits both
+sides; each figure is the median over --reps runs (after one warm-up run of each). Prints a
+table: metric | lantern | llama.cpp | ratio, plus the machine, the commit and the peer's build
+(see bench/README.md for how to read it).
 
     tools/setup.sh --bench && .venv/bin/python bench/bench_generate.py [--threads T] [--reps R]
 
-lantern is run as a subprocess (`build/lantern generate ... --ignore-eos`) and its own
-prefill/decode timers are parsed from stderr; model loading is outside both timers. llama.cpp
-runs in this process through llama-cpp-python, loaded once; its timers wrap `Llama.eval`.
+The peer is llama.cpp's own `llama-bench` (built by bench/build_llama_cpp.sh):
+`llama-bench -m GGUF -t T -p 512 -n 128 -d 0,512 -r 1 -o json`, read from its JSON: prefill =
+pp512 at depth 0, decode@0 = tg128 at depth 0, decode@512 = tg128 after 512 tokens in the
+cache. lantern: `build/lantern generate --in-process --prompt-ids IDS --max-tokens 129
+--ignore-eos --threads T` (the first generated id comes from the prefill, so 129 gives 128
+decode steps), its own prefill/decode timers parsed from stderr: prefill and decode@512 from a
+512-token prompt, decode@0 from a 4-token one. Model loading is outside every timer. The prompt
+is English prose tokenized by llama-tokenize.
 """
 import argparse
 import atexit
@@ -25,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,8 +72,20 @@ the first keeper wrote: wind, sea, sky, and the light is burning.
 """
 
 
-def make_prompt(llm, n):
-    ids = list(llm.tokenize(PROMPT_TEXT.encode("utf-8"), add_bos=False, special=False))
+def tokenize(bindir, model, text):
+    """The model's token ids for text (no BOS), from llama.cpp's llama-tokenize."""
+    p = subprocess.run([os.path.join(bindir, "llama-tokenize"), "-m", model, "--stdin", "--ids",
+                        "--no-bos", "--log-disable"], input=text, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"bench_generate: llama-tokenize failed (exit {p.returncode}):\n{p.stderr}")
+    m = re.search(r"\[[0-9, ]*\]", p.stdout)
+    if not m:
+        sys.exit(f"bench_generate: no id list in llama-tokenize's output:\n{p.stdout[:500]}")
+    return json.loads(m.group(0))
+
+
+def make_prompt(bindir, model, n):
+    ids = tokenize(bindir, model, PROMPT_TEXT)
     if not ids:
         sys.exit("bench_generate: the tokenizer returned no tokens")
     out = []
@@ -135,23 +152,47 @@ def default_model():
     return out.strip().splitlines()[-1]
 
 
+# ---- the peer's build ----
+
+
+def llama_bin_dir(tool, override=None):
+    """The directory of llama.cpp's programs: --llama-bin, else what bench/build_llama_cpp.sh
+    prints (it reuses its cache, or builds llama.cpp once, ~10 minutes on 2 cores)."""
+    if override:
+        bindir = override
+    else:
+        script = os.path.join(ROOT, "bench", "build_llama_cpp.sh")
+        p = subprocess.run([script], stdout=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            sys.exit(f"{tool}: bench/build_llama_cpp.sh failed (exit {p.returncode}); "
+                     "see its messages above")
+        bindir = p.stdout.strip().splitlines()[-1]
+    for prog in ("llama-bench", "llama-server", "llama-tokenize"):
+        if not os.access(os.path.join(bindir, prog), os.X_OK):
+            sys.exit(f"{tool}: {bindir}/{prog} not found: run bench/build_llama_cpp.sh")
+    return bindir
+
+
+def peer_version(bindir):
+    """The llama.cpp build: the source package's version, from the cache's stamp."""
+    stamp = os.path.join(os.path.dirname(bindir), "stamp")
+    try:
+        with open(stamp) as f:
+            return f.read().split(";")[0].strip()
+    except OSError:
+        return "llama.cpp (unknown version)"
+
+
 # ---- lantern ----
 
 PREFILL_RE = re.compile(r"^prefill: (\d+) tokens in ([0-9.]+) s \(([0-9.]+) tok/s\)", re.M)
 DECODE_RE = re.compile(r"^decode: (\d+) tokens in ([0-9.]+) s \(([0-9.]+) tok/s\)", re.M)
 
 
-def prepare(tool, lantern_path, model_arg):
-    """Checks the peer and the binary, snapshots the binary (others may rebuild build/ while a
-    benchmark runs) and resolves the model. Returns (llama_cpp module, binary path, its sha256
-    prefix, its mtime, model path); exits with a clear message when something is missing."""
-    try:
-        import llama_cpp
-        import numpy  # noqa: F401  (llama-cpp-python depends on it)
-    except ImportError:
-        sys.exit(f"{tool}: the peer, llama-cpp-python, is not installed in this Python "
-                 f"({sys.executable}): run tools/setup.sh --bench, then "
-                 f".venv/bin/python bench/{tool}.py")
+def prepare_lantern(tool, lantern_path, model_arg):
+    """Checks the binary, snapshots it (others may rebuild build/ while a benchmark runs) and
+    resolves the model. Returns (binary path, its sha256 prefix, its mtime, model path); exits
+    with a clear message when something is missing."""
     if not os.access(lantern_path, os.X_OK):
         sys.exit(f"{tool}: {lantern_path} not found: build lantern first "
                  "(cmake --preset default && cmake --build --preset default)")
@@ -165,57 +206,111 @@ def prepare(tool, lantern_path, model_arg):
     model = model_arg or default_model()
     if not os.path.isfile(model):
         sys.exit(f"{tool}: model {model} not found")
-    return llama_cpp, binary, bin_sha, bin_mtime, model
+    return binary, bin_sha, bin_mtime, model
+
+
+def prepare(tool, lantern_path, model_arg):
+    """prepare_lantern plus the llama-cpp-python module, for bench_offline.py (the one benchmark
+    still measuring llama.cpp through its Python binding)."""
+    try:
+        import llama_cpp
+        import numpy  # noqa: F401  (llama-cpp-python depends on it)
+    except ImportError:
+        sys.exit(f"{tool}: llama-cpp-python is not installed in this Python "
+                 f"({sys.executable}): run tools/setup.sh --bench, then "
+                 f".venv/bin/python bench/{tool}.py")
+    return (llama_cpp,) + prepare_lantern(tool, lantern_path, model_arg)
+
+
+def parse_lantern(stderr, n_prompt, n_decode):
+    """(prefill tok/s, decode tok/s) from `lantern generate`'s stderr; ValueError when the
+    timings are missing or cover other token counts than asked."""
+    pm, dm = PREFILL_RE.search(stderr), DECODE_RE.search(stderr)
+    if not pm or not dm:
+        raise ValueError(f"could not parse lantern's timings from:\n{stderr}")
+    if int(pm.group(1)) != n_prompt or int(dm.group(1)) != n_decode:
+        raise ValueError(f"lantern ran {pm.group(1)}+{dm.group(1)} tokens, expected "
+                         f"{n_prompt}+{n_decode}:\n{stderr}")
+    # lantern prints tok/s with one decimal; recompute from tokens and seconds for precision.
+    return int(pm.group(1)) / float(pm.group(2)), int(dm.group(1)) / float(dm.group(2))
 
 
 def run_lantern(binary, model, prompt, n_decode, threads):
-    """One `lantern generate` run; returns (prefill tok/s, decode tok/s, generated ids)."""
+    """One `lantern generate --in-process` run; returns (prefill tok/s, decode tok/s)."""
     cmd = [binary, "generate", "--model", model, "--prompt-ids", ",".join(map(str, prompt)),
-           "--max-tokens", str(n_decode + 1), "--ignore-eos", "--threads", str(threads)]
+           "--in-process", "--max-tokens", str(n_decode + 1), "--ignore-eos",
+           "--threads", str(threads)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"bench_generate: lantern failed (exit {p.returncode}):\n{p.stderr}")
-    pm, dm = PREFILL_RE.search(p.stderr), DECODE_RE.search(p.stderr)
-    if not pm or not dm:
-        sys.exit(f"bench_generate: could not parse lantern's timings from:\n{p.stderr}")
-    if int(pm.group(1)) != len(prompt) or int(dm.group(1)) != n_decode:
-        sys.exit(f"bench_generate: lantern ran {pm.group(1)}+{dm.group(1)} tokens, "
-                 f"expected {len(prompt)}+{n_decode}:\n{p.stderr}")
-    # lantern prints tok/s with one decimal; recompute from tokens and seconds for precision.
-    pre = int(pm.group(1)) / float(pm.group(2))
-    dec = int(dm.group(1)) / float(dm.group(2))
-    ids = [int(x) for x in p.stdout.strip().split(",") if x]
-    return pre, dec, ids
+    try:
+        return parse_lantern(p.stderr, len(prompt), n_decode)
+    except ValueError as e:
+        sys.exit(f"bench_generate: {e}")
 
 
 # ---- llama.cpp ----
 
 
-def run_llama(llm, prompt, n_decode):
-    """Prefill the prompt in one batch, then n_decode greedy single-token steps; returns
-    (prefill tok/s, decode tok/s, generated ids). The first generated id comes from the
-    prefill's logits, as in lantern, and its argmax is inside the decode timer, as in lantern."""
-    import llama_cpp
-    import numpy as np
+def parse_llama_bench(text, n_prompt, n_gen, depths):
+    """llama-bench's `-o json` output -> {metric: tok/s}: "prefill N" (pp N at depth 0) and
+    "decode@D" (tg n_gen at depth D) for each D in depths. Each test's avg_ts is the mean over
+    its repetitions. ValueError when the JSON is malformed or a test is missing."""
+    try:
+        tests = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"llama-bench's output is not JSON ({e}): {text[:300]!r}") from None
+    if not isinstance(tests, list):
+        raise ValueError("llama-bench's JSON is not a list of tests")
+    got = {}
+    for t in tests:
+        try:
+            pp, tg, d, ts = int(t["n_prompt"]), int(t["n_gen"]), int(t["n_depth"]), t["avg_ts"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"a llama-bench test without n_prompt/n_gen/n_depth/avg_ts: {e}")
+        if pp == n_prompt and tg == 0 and d == 0:
+            got[f"prefill {n_prompt}"] = float(ts)
+        elif pp == 0 and tg == n_gen and d in depths:
+            got[f"decode@{d}"] = float(ts)
+    want = metric_names(n_prompt, depths)
+    missing = [m for m in want if m not in got]
+    if missing:
+        raise ValueError(f"llama-bench's JSON has no {', '.join(missing)} test")
+    return {m: got[m] for m in want}
 
-    # Llama.eval keeps no logits unless logits_all=True (which would compute all 512 rows of
-    # the prefill), so the last row is read straight from the context, as a sampler would.
-    n_vocab = llm.n_vocab()
 
-    def next_id():
-        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-        return int(np.argmax(np.ctypeslib.as_array(row, shape=(n_vocab,))))
+def metric_names(n_prompt, depths):
+    return [f"decode@{d}" for d in depths] + [f"prefill {n_prompt}"]
 
-    llm.reset()  # n_tokens = 0; eval() then drops the KV cache from position 0 on
-    t0 = time.perf_counter()
-    llm.eval(prompt)
-    t1 = time.perf_counter()
-    ids = [next_id()]
-    for _ in range(n_decode):
-        llm.eval([ids[-1]])
-        ids.append(next_id())
-    t2 = time.perf_counter()
-    return len(prompt) / (t1 - t0), n_decode / (t2 - t1), ids
+
+def run_llama_bench(bindir, model, n_prompt, n_gen, depths, threads):
+    """One llama-bench run (-r 1: each test once, after llama-bench's own warm-up); returns
+    (tok/s per metric, the build commit it reports)."""
+    cmd = [os.path.join(bindir, "llama-bench"), "-m", model, "-t", str(threads),
+           "-p", str(n_prompt), "-n", str(n_gen), "-d", ",".join(map(str, depths)),
+           "-r", "1", "-o", "json"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"bench_generate: llama-bench failed (exit {p.returncode}):\n"
+                 f"{' '.join(cmd)}\n{p.stderr[-3000:]}")
+    try:
+        got = parse_llama_bench(p.stdout, n_prompt, n_gen, depths)
+    except ValueError as e:
+        sys.exit(f"bench_generate: {e}\n{' '.join(cmd)}")
+    commit = json.loads(p.stdout)[0].get("build_commit", "?")
+    return got, commit
+
+
+# ---- medians and ratios ----
+
+
+def medians_and_ratios(runs, ours="lantern", theirs="llama.cpp"):
+    """runs: {side: {metric: [tok/s per rep]}} -> ({side: {metric: median}}, {metric: ours /
+    theirs}); throughputs, so a ratio > 1 means lantern is faster."""
+    med = {side: {m: statistics.median(v) for m, v in r.items()} for side, r in runs.items()}
+    ratio = {m: (med[ours][m] / med[theirs][m] if med[theirs][m] else float("nan"))
+             for m in med[ours]}
+    return med, ratio
 
 
 # ---- main ----
@@ -229,85 +324,87 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="measured runs per side (default 3)")
     ap.add_argument("--prompt-tokens", type=int, default=512, help="prompt length (default 512)")
     ap.add_argument("--decode-tokens", type=int, default=128,
-                    help="greedy decode steps after the prefill (default 128)")
+                    help="decode steps after the prefill (default 128)")
+    ap.add_argument("--short-prompt", type=int, default=4,
+                    help="prompt tokens of lantern's decode@0 run (default 4)")
     ap.add_argument("--lantern", default=os.path.join(ROOT, "build", "lantern"),
                     help="lantern binary (default build/lantern)")
+    ap.add_argument("--llama-bin", help="directory of llama.cpp's programs (default: what "
+                                        "bench/build_llama_cpp.sh prints)")
     ap.add_argument("--json", metavar="PATH", help="also write the numbers to PATH as JSON")
     args = ap.parse_args()
-    if args.threads < 1 or args.reps < 1 or args.prompt_tokens < 1 or args.decode_tokens < 1:
-        ap.error("--threads, --reps, --prompt-tokens and --decode-tokens must be >= 1")
+    if min(args.threads, args.reps, args.prompt_tokens, args.decode_tokens,
+           args.short_prompt) < 1:
+        ap.error("--threads, --reps, --prompt-tokens, --decode-tokens and --short-prompt must "
+                 "be >= 1")
+    if args.short_prompt > args.prompt_tokens:
+        ap.error("--short-prompt must be <= --prompt-tokens")
 
-    llama_cpp, binary, bin_sha, bin_mtime, model = prepare("bench_generate", args.lantern,
-                                                           args.model)
+    binary, bin_sha, bin_mtime, model = prepare_lantern("bench_generate", args.lantern,
+                                                        args.model)
+    bindir = llama_bin_dir("bench_generate", args.llama_bin)
+    P, N, T = args.prompt_tokens, args.decode_tokens, args.threads
+    depths = [0, P]
+    prompt = make_prompt(bindir, model, P)
+    short = prompt[:args.short_prompt]
+    metrics = metric_names(P, depths)
 
-    n_ctx = 1024
-    while n_ctx < args.prompt_tokens + args.decode_tokens + 1:
-        n_ctx *= 2
-    n_batch = max(512, args.prompt_tokens)  # the whole prompt in one batch, as lantern does
-    llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-                          n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
-    prompt = make_prompt(llm, args.prompt_tokens)
-
-    machine = {"cpu": cpu_model(), "cores": n_cores(), "threads": args.threads,
-               "isa": cpu_isa(), "kernel": platform.release()}
+    machine = {"cpu": cpu_model(), "cores": n_cores(), "threads": T,
+               "isa": cpu_isa(), "kernel": platform.release(), "loadavg_start": os.getloadavg()}
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "commit": git_commit(), "llama_cpp_python": llama_cpp.__version__,
+            "commit": git_commit(), "peer": peer_version(bindir), "llama_bin": bindir,
             "lantern_binary": {"path": args.lantern, "sha256_12": bin_sha,
                                "built": bin_mtime.isoformat(timespec="seconds")},
-            "model": model, "prompt_tokens": args.prompt_tokens,
-            "decode_tokens": args.decode_tokens, "reps": args.reps, "machine": machine}
+            "model": model, "prompt_tokens": P, "decode_tokens": N,
+            "short_prompt": args.short_prompt, "reps": args.reps, "machine": machine}
 
-    print(f"bench_generate: {os.path.basename(model)}, prompt {args.prompt_tokens} tokens, "
-          f"decode {args.decode_tokens} tokens, {args.threads} threads, {args.reps} reps "
-          "(+1 warm-up each)", file=sys.stderr, flush=True)
-    runs = {"lantern": {"prefill": [], "decode": []}, "llama.cpp": {"prefill": [], "decode": []}}
-    lt_ids = lc_ids = None
+    print(f"bench_generate: {os.path.basename(model)}, prompt {P} tokens, decode {N} tokens, "
+          f"{T} threads, {args.reps} reps (+1 warm-up each)", file=sys.stderr, flush=True)
+    runs = {"lantern": {m: [] for m in metrics}, "llama.cpp": {m: [] for m in metrics}}
+    commit = "?"
     for rep in range(args.reps + 1):
         tag = "warm-up" if rep == 0 else f"rep {rep}/{args.reps}"
-        lp, ld, lt_ids = run_lantern(binary, model, prompt, args.decode_tokens,
-                                     args.threads)
-        cp, cd, lc_ids = run_llama(llm, prompt, args.decode_tokens)
-        print(f"  {tag:>9}: lantern prefill {lp:8.1f} decode {ld:7.1f} | "
-              f"llama.cpp prefill {cp:8.1f} decode {cd:7.1f}  tok/s", file=sys.stderr,
-              flush=True)
+        # Alternate which side goes first, so drift in the machine's load hits both.
+        sides = ["lantern", "llama.cpp"] if rep % 2 == 0 else ["llama.cpp", "lantern"]
+        got = {}
+        for side in sides:
+            if side == "lantern":
+                _, d0 = run_lantern(binary, model, short, N, T)
+                pre, dP = run_lantern(binary, model, prompt, N, T)
+                got[side] = {"decode@0": d0, f"decode@{P}": dP, f"prefill {P}": pre}
+            else:
+                got[side], commit = run_llama_bench(bindir, model, P, N, depths, T)
+        print(f"  {tag:>9}: " + " | ".join(
+            f"{side} " + " ".join(f"{m} {got[side][m]:.1f}" for m in metrics)
+            for side in ("lantern", "llama.cpp")) + "  tok/s", file=sys.stderr, flush=True)
         if rep > 0:
-            runs["lantern"]["prefill"].append(lp)
-            runs["lantern"]["decode"].append(ld)
-            runs["llama.cpp"]["prefill"].append(cp)
-            runs["llama.cpp"]["decode"].append(cd)
+            for side in runs:
+                for m in metrics:
+                    runs[side][m].append(got[side][m])
+    machine["loadavg_end"] = os.getloadavg()
+    info["llama_cpp_commit"] = commit
 
-    # Both decode greedily from the same prompt; on a quantized model they may part ways after a
-    # while (fp32-dequantized weights vs quantized dot products), but not at the first tokens.
-    agree = 0
-    for a, b in zip(lt_ids, lc_ids):
-        if a != b:
-            break
-        agree += 1
-
-    med = {side: {k: statistics.median(v) for k, v in r.items()} for side, r in runs.items()}
-    rows = [("prefill tok/s", "prefill"), ("decode tok/s", "decode")]
+    med, ratio = medians_and_ratios(runs)
     print()
-    print(f"| metric ({args.prompt_tokens}-token prompt, median of {args.reps}) "
-          "| lantern | llama.cpp | ratio (lantern/llama.cpp) |")
+    print(f"| metric (tok/s, median of {args.reps}) | lantern | llama.cpp "
+          "| ratio (lantern/llama.cpp) |")
     print("|---|---:|---:|---:|")
-    ratios = {}
-    for label, k in rows:
-        a, b = med["lantern"][k], med["llama.cpp"][k]
-        ratios[k] = a / b
-        print(f"| {label} | {a:.1f} | {b:.1f} | {ratios[k]:.3f} |")
+    for m in metrics:
+        print(f"| {m} | {med['lantern'][m]:.1f} | {med['llama.cpp'][m]:.1f} | {ratio[m]:.3f} |")
     print()
+    print(f"decode@D: {N} decode steps after D tokens in the cache (lantern's decode@0: a "
+          f"{args.short_prompt}-token prompt); prefill {P}: one {P}-token prompt")
     print(f"machine: {machine['cpu']} ({' '.join(machine['isa']) or 'no AVX2'}), "
-          f"{machine['cores']} cores, {args.threads} threads used; Linux {machine['kernel']}")
-    print(f"commit: {info['commit']}; llama-cpp-python {info['llama_cpp_python']}; "
-          f"model {os.path.basename(model)}")
+          f"{machine['cores']} cores, {T} threads used; Linux {machine['kernel']}; load average "
+          "%.1f/%.1f/%.1f at start, %.1f/%.1f/%.1f at end"
+          % (machine["loadavg_start"] + machine["loadavg_end"]))
+    print(f"commit: {info['commit']}; peer: llama-bench from {info['peer']} (llama.cpp "
+          f"{commit}), {bindir}; model {os.path.basename(model)}")
     print(f"lantern binary: {args.lantern} built {info['lantern_binary']['built']} "
           f"(sha256 {bin_sha}...)")
-    print(f"greedy ids identical for the first {agree} of {len(lt_ids)} generated tokens")
 
     if args.json:
-        out = dict(info, runs=runs, median=med, ratio=ratios, greedy_agree=agree,
-                   greedy_total=len(lt_ids), lantern_ids=lt_ids, llama_cpp_ids=lc_ids,
-                   prompt_ids=prompt)
+        out = dict(info, runs=runs, median=med, ratio=ratio, prompt_ids=prompt)
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
             f.write("\n")

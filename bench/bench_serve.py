@@ -10,10 +10,12 @@ latency, output tokens. Prints throughput and latency percentiles.
 
     .venv/bin/python bench/bench_serve.py --base-url http://127.0.0.1:8000 --concurrency 8
 
-Compare mode (--compare) starts `build/lantern serve` and llama-cpp-python's `llama_cpp.server`
-in turn, one at a time, on the same GGUF with the same thread count, runs the same workload on
-each at every concurrency in --concurrency (alternating which goes first), and prints one
-table: TTFT, ITL and output tok/s for both, the ratios, the machine and the commit.
+Compare mode (--compare) starts `build/lantern serve` and llama.cpp's own `llama-server` (built
+by bench/build_llama_cpp.sh; `-np C -cb`: C slots, continuous batching) in turn, one at a time,
+on the same GGUF with the same thread count, runs the same workload on each at every
+concurrency in --concurrency (reps interleaved, alternating which side goes first), and prints
+one table of medians: output tok/s, TTFT and ITL p50/p99, the resident memory of each server's
+process tree (idle and peak), for both, the ratios, the machine and the commit.
 
     tools/setup.sh --bench && .venv/bin/python bench/bench_serve.py --compare --threads 2
 
@@ -23,9 +25,7 @@ the progress bar when it is installed. See bench/README.md for what is measured 
 import argparse
 import asyncio
 import datetime
-import importlib.util
 import json
-import logging
 import math
 import os
 import platform
@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +46,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_generate import (PROMPT_TEXT, ROOT, cpu_isa, cpu_model, git_commit,  # noqa: E402
-                            n_cores, prepare)
+                            llama_bin_dir, n_cores, peer_version, prepare_lantern)
 
 # ---- HTTP/1.1 over asyncio streams ----
 
@@ -478,28 +479,54 @@ def print_summary(s, percentiles, title="Serving Benchmark Result"):
 # ---- client mode ----
 
 
-async def tokenizer_counts(target):
-    """Word token counts from the server's own tokenizer: POST /tokenize (lantern, vLLM) or
-    /extras/tokenize (llama_cpp.server); None when the server has neither."""
-    probes = [("/tokenize", lambda t: {"prompt": t, "add_special_tokens": False}),
-              ("/extras/tokenize", lambda t: {"input": t})]
-    for path, make in probes:
+# The tokenize dialects, tried in turn: (path, request body for text, special tokens on/off).
+# lantern and vLLM take {"prompt"}; llama.cpp's llama-server takes {"content"} (and answers
+# {"prompt"} with 200 and an empty token list, so a probe must see tokens, not just a 200);
+# llama-cpp-python's llama_cpp.server has /extras/tokenize. All answer {"tokens": [...]}, whose
+# items are ids (or, with pieces asked for, objects).
+TOKENIZE_DIALECTS = [
+    ("/tokenize", lambda t, special: {"prompt": t, "add_special_tokens": special}),
+    ("/tokenize", lambda t, special: {"content": t, "add_special": special}),
+    ("/extras/tokenize", lambda t, special: {"input": t}),
+]
+
+
+def tokens_of(obj):
+    """The token list of a tokenize answer, or None when it has none."""
+    toks = obj.get("tokens") if isinstance(obj, dict) else None
+    return toks if isinstance(toks, list) else None
+
+
+async def find_tokenizer(target):
+    """The server's own tokenizer: returns (async count(text, special) -> number of tokens,
+    the endpoint it uses), or (None, None) when no dialect gives tokens for a word."""
+    for path, make in TOKENIZE_DIALECTS:
         try:
-            status, obj, _ = await http_json("POST", target.base + path, make("the"),
+            status, obj, _ = await http_json("POST", target.base + path, make("the", False),
                                              target.headers, timeout=10)
         except (OSError, ConnectionError, asyncio.TimeoutError):
             continue
-        if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("tokens"), list):
+        if status != 200 or not tokens_of(obj):
             continue
 
-        async def count(text, path=path, make=make):
-            status, obj, raw = await http_json("POST", target.base + path, make(text),
+        async def count(text, special=False, path=path, make=make):
+            status, obj, raw = await http_json("POST", target.base + path, make(text, special),
                                                target.headers)
-            if status != 200:
+            toks = tokens_of(obj)
+            if status != 200 or toks is None:
                 raise RuntimeError(f"{path} answered {status}: {raw[:200]!r}")
-            return len(obj["tokens"])
-        return await WordCounts.build_async(count), path
+            return len(toks)
+        field = next(iter(make("", False)))
+        return count, f"{path} {{{field!r}}}"
     return None, None
+
+
+async def tokenizer_counts(target):
+    """Word token counts from the server's own tokenizer; (None, None) when it has none."""
+    count, how = await find_tokenizer(target)
+    if count is None:
+        return None, None
+    return await WordCounts.build_async(count), how
 
 
 async def first_model(target):
@@ -672,101 +699,205 @@ class CpuMeter:
         return server / dt, max(0.0, other / dt), (steal - self.steal0) / dt
 
 
+def proc_children():
+    """{pid: [child pids]} of every process, from /proc/*/stat."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree_rss(root):
+    """Resident memory of root and all its descendants, in bytes: the sum of each process's
+    resident pages (/proc/PID/statm). Pages shared between the tree's processes (a model file
+    mapped by several) count once per process, as in `ps`."""
+    kids, total, todo = proc_children(), 0, [root]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass  # exited meanwhile
+        todo.extend(kids.get(pid, []))
+    return total
+
+
+class RssMeter:
+    """The tree's resident memory: at start and the highest seen by a sampling thread (every
+    interval seconds) until stop()."""
+
+    def __init__(self, root_pid, interval=0.1):
+        self.root, self.interval = root_pid, interval
+        self.idle = self.peak = tree_rss(root_pid)
+        self.samples = 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, tree_rss(self.root))
+            self.samples += 1
+
+    def stop(self):
+        """Returns (bytes at start, peak bytes)."""
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss(self.root))
+        return self.idle, self.peak
+
+
 # ---- compare mode ----
 
 SIDES = ("lantern", "llama.cpp")
 
+# The figures of the table: (label, summary key, sub-key, higher is better). Medians over reps;
+# ratio > 1: lantern better (throughput lantern/llama.cpp, latency and memory llama.cpp/lantern).
+ROWS = [("output tok/s", "output_throughput", None, True),
+        ("TTFT p50 (ms)", "ttft_ms", "p50", False), ("TTFT p99 (ms)", "ttft_ms", "p99", False),
+        ("ITL p50 (ms)", "itl_ms", "p50", False), ("ITL p99 (ms)", "itl_ms", "p99", False),
+        ("RSS idle (MiB)", "rss_mib", "idle", False), ("RSS peak (MiB)", "rss_mib", "peak", False)]
+
+
+def figure(run, key, sub):
+    v = run["summary"][key]
+    return v[sub] if sub else v
+
+
+def compare_table(runs, concs):
+    """runs: {side: {C: [run, ...]}} -> rows {concurrency, metric, lantern, llama.cpp, ratio}
+    of medians over the reps."""
+    table = []
+    for c in concs:
+        for label, key, sub, higher in ROWS:
+            a = statistics.median(figure(r, key, sub) for r in runs["lantern"][c])
+            b = statistics.median(figure(r, key, sub) for r in runs["llama.cpp"][c])
+            ratio = (a / b if higher else b / a) if a and b else float("nan")
+            table.append({"concurrency": c, "metric": label, "lantern": a, "llama.cpp": b,
+                          "ratio": ratio})
+    return table
+
+
+def llama_server_cmd(bindir, model, port, threads, slots, slot_ctx, extra):
+    """llama.cpp's server: `slots` sequences decoded together (continuous batching), each with
+    slot_ctx positions of context."""
+    return [os.path.join(bindir, "llama-server"), "-m", model, "--host", "127.0.0.1",
+            "--port", str(port), "-t", str(threads), "-tb", str(threads), "-np", str(slots),
+            "-cb", "-c", str(slots * slot_ctx)] + extra
+
+
+def peer_workloads(args, bindir, model, concs, log):
+    """The requests of each concurrency (the same for both sides) and the warm-up request, sized
+    with llama-server's own tokenizer (one server started for that alone): word token counts,
+    then each prompt's exact length with the BOS the model adds."""
+    port = free_port()
+    srv = Server("llama-server (tokenizer)",
+                 llama_server_cmd(bindir, model, port, 1, 1, 512, []), port, "/health", log)
+    srv.start()
+
+    async def go(target):
+        count, how = await find_tokenizer(target)
+        if count is None:
+            raise RuntimeError("llama-server answered no tokenize dialect")
+        counts = await WordCounts.build_async(count)
+        workloads = {}
+        for c in concs:
+            n = args.num_prompts or max(8, 2 * c)
+            workloads[c] = make_requests(n, args.input_len, args.output_len, args.range_ratio,
+                                         counts, args.seed * 1000 + c)
+            for r in workloads[c]:
+                r["prompt_len"] = await count(r["prompt"], True)
+        warm = warmup_requests(1, args, counts)
+        for r in warm:
+            r["prompt_len"] = await count(r["prompt"], True)
+        return workloads, warm, how
+    try:
+        return asyncio.run(go(Target(srv.base_url, "/v1/completions", None, None, None, 60)))
+    except (RuntimeError, OSError, ConnectionError, asyncio.TimeoutError) as e:
+        sys.exit(f"bench_serve: sizing the prompts with llama-server's tokenizer failed: {e}")
+    finally:
+        srv.stop()
+
+
+def measure_side(srv, side, extra, reqs, warm, c, args, percentiles):
+    """Starts srv, sends the warm-up request and the workload at concurrency c, stops it; returns
+    the run's record (summary with RSS, startup time, CPU use, requests)."""
+    startup = srv.start()
+    try:
+        rss = RssMeter(srv.proc.pid)
+        target = Target(srv.base_url, "/v1/completions", None, None, extra, args.timeout)
+        target.model = asyncio.run(first_model(target))
+        # One short request first (thread pools, first touch of the weights), with a prompt of
+        # its own.
+        asyncio.run(run_benchmark(target, warm, float("inf"), 1.0, 1, 0.0, True, args.seed,
+                                  progress=False))
+        # Idle: loaded and warmed up (weights mapped lazily are resident by now), no request.
+        idle = tree_rss(srv.proc.pid)
+        meter = CpuMeter(srv.proc.pid)
+        recs, dur = asyncio.run(run_benchmark(target, reqs, float("inf"), 1.0, c, 0.0, True,
+                                              args.seed, desc=f"{side} C={c}",
+                                              progress=not args.disable_tqdm))
+        cpu = meter.stop()
+        _, peak = rss.stop()
+    finally:
+        srv.stop()
+    s = summarize(recs, dur, percentiles)
+    s["rss_mib"] = {"idle": idle / 2**20, "peak": peak / 2**20}
+    return {"summary": s, "startup_s": startup, "requests": recs,
+            "cpu_cores": {"server": cpu[0], "other": cpu[1], "steal": cpu[2]}}
+
 
 def compare_main(args, percentiles):
-    llama_cpp, binary, bin_sha, bin_mtime, model = prepare("bench_serve", args.lantern,
-                                                           args.model)
-    missing = [m for m in ("fastapi", "uvicorn", "sse_starlette", "pydantic_settings",
-                           "starlette_context") if importlib.util.find_spec(m) is None]
-    if missing:
-        sys.exit(f"bench_serve: llama_cpp.server needs {', '.join(missing)} (the [server] extra "
-                 "of llama-cpp-python): run tools/setup.sh --bench")
-    concs = args.concurrency_list
-    T = args.threads
-
-    # llama.cpp's tokenizer for the model, in this process (the vocabulary only, no context):
-    # the prompt lengths and the end-of-generation ids. lantern's tokenizer is tested to agree.
-    L = llama_cpp
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # as Llama(verbose=False)
-    mp = L.llama_model_default_params()
-    mp.vocab_only = True
-    vmodel = L.llama_model_load_from_file(model.encode(), mp)
-    if not vmodel:
-        sys.exit(f"bench_serve: llama.cpp could not load {model}")
-    vocab = L.llama_model_get_vocab(vmodel)
-
-    def count(text):  # with the BOS the model adds, as the servers tokenize a prompt
-        b = text.encode("utf-8")
-        buf = (L.llama_token * (len(b) + 8))()
-        n = L.llama_tokenize(vocab, b, len(b), buf, len(buf), True, False)
-        if n < 0:
-            sys.exit(f"bench_serve: llama_tokenize failed on {text[:40]!r}")
-        return n
-
-    counts = WordCounts.build(count)
-    eog = [i for i in range(L.llama_vocab_n_tokens(vocab)) if L.llama_vocab_is_eog(vocab, i)]
-
-    # The workload of each concurrency, the same for both sides.
-    workloads = {}
-    for c in concs:
-        n = args.num_prompts or max(8, 2 * c)
-        workloads[c] = make_requests(n, args.input_len, args.output_len, args.range_ratio,
-                                     counts, args.seed * 1000 + c)
-    for reqs in workloads.values():
-        for r in reqs:  # exact, with any BOS the model adds
-            r["prompt_len"] = count(r["prompt"])
-    warm = warmup_requests(1, args, counts)
-    longest = max(r["prompt_len"] + r["max_tokens"] for reqs in workloads.values() for r in reqs)
-    n_ctx = 256 * math.ceil((longest + 16) / 256)
-
+    binary, bin_sha, bin_mtime, model = prepare_lantern("bench_serve", args.lantern, args.model)
+    bindir = llama_bin_dir("bench_serve", args.llama_bin)
+    concs, T = args.concurrency_list, args.threads
     tmp = tempfile.mkdtemp(prefix="bench_serve.")
     lantern_log, llama_log = os.path.join(tmp, "lantern.log"), os.path.join(tmp, "llama.log")
+
+    workloads, warm, how = peer_workloads(args, bindir, model, concs, llama_log)
+    longest = max(r["prompt_len"] + r["max_tokens"] for reqs in workloads.values() for r in reqs)
+    slot_ctx = 256 * math.ceil((longest + 16) / 256)  # each slot holds its longest request
+
     lantern_cmd = lambda port: ([binary, "serve", model, "--host", "127.0.0.1",  # noqa: E731
                                  "--port", str(port), "--threads", str(T),
                                  "--disable-log-requests"] + args.lantern_arg)
-    # llama_cpp.server: one Llama context; requests take turns under a lock. interrupt_requests
-    # (on by default) would end a streaming response as soon as another request arrives, so it
-    # is off: requests queue instead. logits_all (on by default in the server) would compute and
-    # copy the logits of every prompt token; off, as only the last row is needed. Flash attention
-    # on, as llama.cpp's own default ("auto") picks on CPU.
-    llama_cmd = lambda port: ([sys.executable, "-m", "llama_cpp.server",  # noqa: E731
-                               "--model", model, "--host", "127.0.0.1", "--port", str(port),
-                               "--n_threads", str(T), "--n_threads_batch", str(T),
-                               "--n_ctx", str(n_ctx), "--n_batch", "512",
-                               "--logits_all", "False", "--flash_attn", "True",
-                               "--interrupt_requests", "False", "--verbose", "False"]
-                              + args.llama_arg)
-    # The same request to both; llama_cpp.server has no ignore_eos, so its end-of-generation
-    # tokens get a -100 logit bias instead, and its default repeat_penalty of 1.1 is turned off
-    # (lantern's default repetition_penalty is 1). Greedy (temperature 0) on both.
-    extra = {"lantern": {}, "llama.cpp": {"repeat_penalty": 1.0,
-                                          "logit_bias": {str(i): -100.0 for i in eog}}}
+    llama_cmd = lambda port, c: llama_server_cmd(bindir, model, port, T, c,  # noqa: E731
+                                                 slot_ctx, args.llama_arg)
+    # The same request to both, greedy (temperature 0), EOS ignored (both take ignore_eos);
+    # llama-server's repeat penalty set to 1 (off) explicitly, as lantern's default.
+    extra = {"lantern": {}, "llama.cpp": {"repeat_penalty": 1.0}}
 
     machine = {"cpu": cpu_model(), "cores": n_cores(), "threads": T, "isa": cpu_isa(),
                "kernel": platform.release(), "loadavg_start": os.getloadavg()}
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "commit": git_commit(), "llama_cpp_python": llama_cpp.__version__,
+            "commit": git_commit(), "peer": peer_version(bindir), "llama_bin": bindir,
             "lantern_binary": {"path": args.lantern, "sha256_12": bin_sha,
                                "built": bin_mtime.isoformat(timespec="seconds")},
             "model": model, "input_len": args.input_len, "output_len": args.output_len,
-            "range_ratio": args.range_ratio, "num_prompts": {c: len(w)
-                                                             for c, w in workloads.items()},
-            "reps": args.reps, "llama_n_ctx": n_ctx, "machine": machine,
-            "lantern_cmd": lantern_cmd(0), "llama_cmd": llama_cmd(0)}
+            "range_ratio": args.range_ratio, "prompt_lengths_from": how,
+            "num_prompts": {c: len(w) for c, w in workloads.items()}, "reps": args.reps,
+            "llama_slot_ctx": slot_ctx, "machine": machine,
+            "lantern_cmd": lantern_cmd(0), "llama_cmd": {c: llama_cmd(0, c) for c in concs}}
     print(f"bench_serve --compare: {os.path.basename(model)}, {T} threads, concurrency "
           f"{','.join(map(str, concs))}, input {args.input_len} / output {args.output_len} "
           f"tokens (range ratio {args.range_ratio:g}), {args.reps} rep(s); logs in {tmp}",
           file=sys.stderr, flush=True)
 
     runs = {s: {c: [] for c in concs} for s in SIDES}
-    servers = []
+    current = []
 
     def cleanup(*_):
-        for srv in servers:
+        for srv in current:
             srv.stop()
         sys.exit("bench_serve: interrupted")
     signal.signal(signal.SIGTERM, cleanup)
@@ -778,84 +909,63 @@ def compare_main(args, percentiles):
                 # Alternate which side goes first, so drift in the machine's load hits both.
                 order = SIDES if turn % 2 == 0 else SIDES[::-1]
                 turn += 1
-                for side in order:
+                for side in order:  # one server at a time
                     port = free_port()
                     srv = (Server("lantern", lantern_cmd(port), port, "/health", lantern_log)
                            if side == "lantern" else
-                           Server("llama_cpp.server", llama_cmd(port), port, "/v1/models",
+                           Server("llama-server", llama_cmd(port, c), port, "/health",
                                   llama_log))
-                    servers.append(srv)
-                    startup = srv.start()
-                    try:
-                        target = Target(srv.base_url, "/v1/completions", None, None,
-                                        extra[side], args.timeout)
-                        target.model = asyncio.run(first_model(target))
-                        reqs = workloads[c]
-                        # One short request first (thread pools, first touch of the weights),
-                        # with a prompt of its own.
-                        asyncio.run(run_benchmark(target, warm, float("inf"), 1.0, 1, 0.0,
-                                                  True, args.seed, progress=False))
-                        meter = CpuMeter(srv.proc.pid)
-                        recs, dur = asyncio.run(run_benchmark(
-                            target, reqs, float("inf"), 1.0, c, 0.0, True, args.seed,
-                            desc=f"{side} C={c}", progress=not args.disable_tqdm))
-                        cpu = meter.stop()
-                    finally:
-                        srv.stop()
-                        servers.remove(srv)
-                    s = summarize(recs, dur, percentiles)
-                    runs[side][c].append({"summary": s, "startup_s": startup,
-                                          "cpu_cores": {"server": cpu[0], "other": cpu[1],
-                                                        "steal": cpu[2]},
-                                          "requests": recs})
-                    print(f"  rep {rep + 1} C={c:<3} {side:>9}: {s['completed']}/{len(recs)} ok "
-                          f"in {dur:6.1f} s, {s['output_throughput']:7.1f} out tok/s, TTFT p50 "
-                          f"{s['ttft_ms']['p50']:8.1f} ms, ITL p50 {s['itl_ms']['p50']:6.1f} ms, "
-                          f"{s['mean_output_tokens']:.1f} out tokens/request; cores used: "
-                          f"server {cpu[0]:.2f}, other processes {cpu[1]:.2f}, steal "
-                          f"{cpu[2]:.2f}", file=sys.stderr, flush=True)
-                    for err, n in s["errors"].items():
-                        print(f"      {n} x {err}", file=sys.stderr)
+                    current[:] = [srv]
+                    run = measure_side(srv, side, extra[side], workloads[c], warm, c, args,
+                                       percentiles)
+                    current.clear()
+                    runs[side][c].append(run)
+                    print_run(rep, c, side, run)
     except KeyboardInterrupt:
-        for srv in servers:
-            srv.stop()
-        sys.exit("bench_serve: interrupted")
+        cleanup()
     machine["loadavg_end"] = os.getloadavg()
+    table = compare_table(runs, concs)
+    print_compare(args, info, table, runs, concs, slot_ctx)
+    if args.json:
+        write_json(args.json, dict(info, table=table, runs=runs))
+    return 0
 
-    # Medians over reps of each figure; ratio > 1: lantern better (throughput lantern/llama.cpp,
-    # latency llama.cpp/lantern).
-    rows = [("TTFT p50 (ms)", "ttft_ms", "p50", False), ("TTFT p99 (ms)", "ttft_ms", "p99", False),
-            ("ITL p50 (ms)", "itl_ms", "p50", False), ("ITL p99 (ms)", "itl_ms", "p99", False),
-            ("output tok/s", "output_throughput", None, True)]
 
-    def fig(side, c, key, sub):
-        vals = [r["summary"][key][sub] if sub else r["summary"][key] for r in runs[side][c]]
-        return statistics.median(vals)
+def print_run(rep, c, side, run):
+    s, cpu = run["summary"], run["cpu_cores"]
+    print(f"  rep {rep + 1} C={c:<3} {side:>9}: {s['completed']}/{len(run['requests'])} ok in "
+          f"{s['duration_s']:6.1f} s, {s['output_throughput']:7.1f} out tok/s, TTFT p50 "
+          f"{s['ttft_ms']['p50']:8.1f} ms, ITL p50 {s['itl_ms']['p50']:6.1f} ms, "
+          f"{s['mean_output_tokens']:.1f} out tokens/request, RSS idle "
+          f"{s['rss_mib']['idle']:.0f} peak {s['rss_mib']['peak']:.0f} MiB; cores used: server "
+          f"{cpu['server']:.2f}, other processes {cpu['other']:.2f}, steal {cpu['steal']:.2f}",
+          file=sys.stderr, flush=True)
+    for err, n in s["errors"].items():
+        print(f"      {n} x {err}", file=sys.stderr)
 
-    table = []
+
+def print_compare(args, info, table, runs, concs, slot_ctx):
+    machine = info["machine"]
     med = "" if args.reps == 1 else f", median of {args.reps}"
     print()
     print(f"| C | metric ({args.input_len}+{args.output_len} tokens/request{med}) | lantern "
           "| llama.cpp | ratio (>1: lantern better) |")
     print("|---:|---|---:|---:|---:|")
-    for c in concs:
-        for label, key, sub, higher in rows:
-            a, b = fig("lantern", c, key, sub), fig("llama.cpp", c, key, sub)
-            ratio = (a / b if higher else b / a) if a and b else float("nan")
-            table.append({"concurrency": c, "metric": label, "lantern": a, "llama.cpp": b,
-                          "ratio": ratio})
-            print(f"| {c} | {label} | {a:.1f} | {b:.1f} | {ratio:.2f} |")
+    for row in table:
+        print(f"| {row['concurrency']} | {row['metric']} | {row['lantern']:.1f} "
+              f"| {row['llama.cpp']:.1f} | {row['ratio']:.2f} |")
     print()
     print(f"machine: {machine['cpu']} ({' '.join(machine['isa']) or 'no AVX2'}), "
-          f"{machine['cores']} cores, {T} threads per server; Linux {machine['kernel']}; "
-          "load average %.1f/%.1f/%.1f at start, %.1f/%.1f/%.1f at end"
+          f"{machine['cores']} cores, {machine['threads']} threads per server; Linux "
+          f"{machine['kernel']}; load average %.1f/%.1f/%.1f at start, %.1f/%.1f/%.1f at end"
           % (machine["loadavg_start"] + machine["loadavg_end"]))
     print(f"commit: {info['commit']}; lantern binary built {info['lantern_binary']['built']} "
-          f"(sha256 {bin_sha}...); llama-cpp-python {info['llama_cpp_python']} "
-          f"(llama_cpp.server, n_ctx {n_ctx}, requests serialized); model "
-          f"{os.path.basename(model)}")
-    print("requests per concurrency: " + ", ".join(f"C={c}: {len(w)}"
-                                                    for c, w in workloads.items()))
+          f"(sha256 {info['lantern_binary']['sha256_12']}...); peer: llama-server from "
+          f"{info['peer']} (-np C -cb -c C x {slot_ctx}); model {os.path.basename(info['model'])}")
+    print("requests per concurrency: " + ", ".join(f"C={c}: {n}"
+                                                    for c, n in info["num_prompts"].items())
+          + "; RSS: resident memory summed over each server's process tree (/proc), idle = "
+          "after the warm-up request, peak = sampled every 0.1 s from start to the run's end")
     other = max(r["cpu_cores"]["other"] + r["cpu_cores"]["steal"]
                 for side in SIDES for c in concs for r in runs[side][c])
     print(f"other processes and steal: at most {other:.2f} cores during any run" +
@@ -869,9 +979,6 @@ def compare_main(args, percentiles):
                     print(f"note: C={c} {side}: {s['failed']} failed, {s['short_outputs']} "
                           f"ended before max_tokens ({s['mean_output_tokens']:.1f} output "
                           "tokens/request)")
-    if args.json:
-        write_json(args.json, dict(info, table=table, runs=runs))
-    return 0
 
 
 # ---- main ----
@@ -932,17 +1039,21 @@ def main():
     g.add_argument("--json", metavar="OUT", help="write the summary and every request to OUT")
     g = ap.add_argument_group("compare mode")
     g.add_argument("--compare", action="store_true",
-                   help="start lantern serve and llama_cpp.server in turn and compare them")
+                   help="start lantern serve and llama.cpp's llama-server in turn and compare "
+                        "them")
     g.add_argument("--threads", type=int, default=n_cores(),
                    help="threads for each server (default: all cores, %(default)s here)")
-    g.add_argument("--reps", type=int, default=1,
-                   help="runs per concurrency and side; the table shows medians (default 1)")
+    g.add_argument("--reps", type=int, default=3,
+                   help="runs per concurrency and side, interleaved; the table shows medians "
+                        "(default 3)")
     g.add_argument("--lantern", default=os.path.join(ROOT, "build", "lantern"),
                    help="lantern binary (default build/lantern)")
     g.add_argument("--lantern-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for lantern serve (repeatable)")
+    g.add_argument("--llama-bin", help="directory of llama.cpp's programs (default: what "
+                                       "bench/build_llama_cpp.sh prints)")
     g.add_argument("--llama-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for llama_cpp.server (repeatable)")
+                   help="extra argument for llama-server (repeatable)")
     args = ap.parse_args()
 
     if args.input_len < 1 or args.output_len < 1 or not 0 <= args.range_ratio < 1:

@@ -3,7 +3,9 @@
 #
 #   tools/setup.sh              packages for building, testing and running lantern
 #   tools/setup.sh --reference  also torch/transformers, to regenerate reference fixtures
-#   tools/setup.sh --bench      also llama-cpp-python (built locally), the peer for benchmarks
+#   tools/setup.sh --bench      also the benchmarks' peer: llama.cpp's llama-bench and
+#                               llama-server (bench/build_llama_cpp.sh, cached outside the
+#                               checkout) and llama-cpp-python (built locally)
 #   tools/setup.sh --fuzz       also clang (with libFuzzer), for the `fuzz` preset / tools/fuzz.sh
 #
 # Every step checks before it acts, so running it twice is cheap.
@@ -61,8 +63,11 @@ if [ "$want_reference" -eq 1 ]; then
     "${pip[@]}" -r "$here/requirements-reference.txt"
 fi
 if [ "$want_bench" -eq 1 ]; then
-    # llama-cpp-python builds llama.cpp from source here, for this CPU.
+    # llama-cpp-python builds llama.cpp from source here, for this CPU (bench_offline.py).
     CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}" "${pip[@]}" -r "$here/requirements-bench.txt"
+    # llama.cpp's own programs (bench_generate.py, bench_serve.py --compare); cached.
+    llama_bin=$(LANTERN_VENV="$venv" "$root/bench/build_llama_cpp.sh")
+    echo "setup: llama.cpp's programs in $llama_bin"
 fi
 
 # ---- the default model ----

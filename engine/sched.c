@@ -431,7 +431,8 @@ static int chunk_size(const eng_sched_t *s, int remaining, int budget) {
 /* ---- keeping streams smooth (--max-step-ms) ---- */
 
 /* Prefill tokens the coming step may hold beside its decodes: what the step-time model fits in
- * max_step_ms after the decodes (at least a minimum chunk, so prompts always progress), or -1 (no
+ * max_step_ms after the decodes (at least a minimum chunk and a quarter of the decodes' own
+ * time, so prompts always progress), or -1 (no
  * cap) when nothing decodes or the limit is off. A lone prompt gets the whole token budget: the
  * cap only trades its time to first token for the other streams' smoothness. */
 static int prefill_cap(const eng_sched_t *s) {
@@ -446,8 +447,10 @@ static int prefill_cap(const eng_sched_t *s) {
     }
     if (x[1] == 0) return -1;
     int min_chunk = c->block_size > 32 ? c->block_size : 32;
-    int n = eng_step_model_prefill_fit(&s->model,
-                                       c->max_step_ms - eng_step_model_predict(&s->model, x), 0);
+    /* when the decodes alone overrun the limit (an overloaded machine), prefill may still add a
+     * quarter of their time, so prompts are not starved down to the minimum chunk */
+    double decode_ms = eng_step_model_predict(&s->model, x), avail = c->max_step_ms - decode_ms;
+    int n = eng_step_model_prefill_fit(&s->model, avail > decode_ms / 4 ? avail : decode_ms / 4, 0);
     return n > min_chunk ? n : min_chunk;
 }
 

@@ -17,7 +17,7 @@ cd "$root" || exit 2
 
 minutes=${1:-5}
 shift || true
-all=(envelope gguf traceparent oai safetensors tokenizer chat_template)
+all=(envelope msg gguf traceparent oai safetensors tokenizer chat_template)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 case "$minutes" in '' | *[!0-9.]*) echo "fuzz.sh: minutes must be a number" >&2; exit 2 ;; esac
@@ -27,7 +27,7 @@ seconds=$(awk -v m="$minutes" 'BEGIN { printf "%d", m * 60 }')
 max_len() {
     case "$1" in
     traceparent) echo 256 ;;
-    envelope | tokenizer) echo 4096 ;;
+    envelope | msg | tokenizer) echo 4096 ;;
     oai | chat_template) echo 8192 ;;
     *) echo 16384 ;;
     esac

@@ -671,24 +671,9 @@ class CpuMeter:
 
     def tree(self):
         """CPU seconds of root_pid and all its descendants."""
-        kids, ticks = {}, {}
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            rest = stat[stat.rindex(")") + 2:].split()  # rest[i] is field i + 3 of proc(5)
-            kids.setdefault(int(rest[1]), []).append(int(d))
-            ticks[int(d)] = int(rest[11]) + int(rest[12])
-        total, todo = 0, [self.root]
-        while todo:
-            p = todo.pop()
-            total += ticks.get(p, 0)
-            todo.extend(kids.get(p, []))
-        return total / self.HZ
+        stats = proc_stats()
+        return sum(int(stats[p][11]) + int(stats[p][12])
+                   for p in descendants(self.root, stats)) / self.HZ
 
     def stop(self):
         """Returns (server cores, other processes' cores, steal cores), averaged over the run."""
@@ -699,9 +684,10 @@ class CpuMeter:
         return server / dt, max(0.0, other / dt), (steal - self.steal0) / dt
 
 
-def proc_children():
-    """{pid: [child pids]} of every process, from /proc/*/stat."""
-    kids = {}
+def proc_stats():
+    """{pid: fields of /proc/PID/stat after the command name} of every process; fields[i] is
+    field i + 3 of proc(5) (fields[1] the parent pid, [11] and [12] user and system ticks)."""
+    stats = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -710,25 +696,35 @@ def proc_children():
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
+        stats[int(d)] = stat[stat.rindex(")") + 2:].split()
+    return stats
+
+
+def descendants(root, stats):
+    """root and every process below it in stats (proc_stats()) that is still there."""
+    kids = {}
+    for pid, fields in stats.items():
+        kids.setdefault(int(fields[1]), []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
 
 
 def tree_rss(root):
     """Resident memory of root and all its descendants, in bytes: the sum of each process's
     resident pages (/proc/PID/statm). Pages shared between the tree's processes (a model file
     mapped by several) count once per process, as in `ps`."""
-    kids, total, todo = proc_children(), 0, [root]
-    page = os.sysconf("SC_PAGE_SIZE")
-    while todo:
-        pid = todo.pop()
+    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+    for pid in descendants(root, proc_stats()):
         try:
             with open(f"/proc/{pid}/statm") as f:
                 total += int(f.read().split()[1]) * page
         except (OSError, IndexError, ValueError):
             pass  # exited meanwhile
-        todo.extend(kids.get(pid, []))
     return total
 
 

@@ -23,21 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "gguf.h"
 #include "kernels.h"
 #include "lt.h"
-
-static volatile uint64_t g_sink;
-
-static void touch(const void *p, size_t n) {
-    const uint8_t *b = p;
-    uint64_t acc = 0;
-    for (size_t i = 0; i < n; i++) acc += b[i];
-    g_sink += acc;
-}
+#include "fuzz_file.h"
 
 static void walk(const lt_gguf_t *g) {
     for (int i = 0; i < lt_gguf_n_kv(g); i++) {
@@ -85,14 +75,7 @@ static void walk(const lt_gguf_t *g) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static int fd = -1;
-    static char path[64];
-    if (fd < 0) {
-        fd = memfd_create("fuzz_gguf", MFD_CLOEXEC);
-        if (fd < 0) abort();
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    }
-    if (ftruncate(fd, 0) != 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size)) abort();
+    const char *path = fuzz_file("fuzz_gguf", data, size);
 
     char err[LT_ERR_LEN] = "";
     lt_gguf_t *g = NULL;

@@ -21,31 +21,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "dtype.h"
 #include "lt.h"
+#include "fuzz_file.h"
 #include "safetensors.h"
 
-static volatile uint64_t g_sink;
-
-static void touch(const void *p, size_t n) {
-    const uint8_t *b = p;
-    uint64_t acc = 0;
-    for (size_t i = 0; i < n; i++) acc += b[i];
-    g_sink += acc;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static int fd = -1;
-    static char path[64];
-    if (fd < 0) {
-        fd = memfd_create("fuzz_safetensors", MFD_CLOEXEC);
-        if (fd < 0) abort();
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    }
-    if (ftruncate(fd, 0) != 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size)) abort();
+    const char *path = fuzz_file("fuzz_safetensors", data, size);
 
     char err[LT_ERR_LEN] = "";
     wk_st_t *st = NULL;

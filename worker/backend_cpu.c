@@ -36,6 +36,7 @@ typedef struct cpu {
     size_t rope_len;       /* floats in rope_cs */
     const float *rope_for; /* the inv_freq rope_cs was made from this step (NULL: not yet) */
     size_t part_len;       /* floats in part */
+    int att_max_chunks;    /* the most chunks any token of the step attends over (begin) */
 } cpu_t;
 
 static cpu_t *cpu_of(wk_backend_t *be) {
@@ -151,7 +152,8 @@ static int cpu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
     int max_pos = 0;
     for (int t = 0; t < b->n_tokens; t++) max_pos = b->pos[t] > max_pos ? b->pos[t] : max_pos;
     if (c->kv_hd > 0) {
-        size_t need = (size_t)2 * c->n_threads * att_chunks(c, max_pos + 1) * att_part_len(c);
+        c->att_max_chunks = att_chunks(c, max_pos + 1);
+        size_t need = (size_t)2 * c->n_threads * c->att_max_chunks * att_part_len(c);
         if (need > c->part_len) {
             float *p = realloc(c->part, need * sizeof(float));
             if (!p) return lt_errf(err, LT_ERR_NOMEM, "out of memory for attention scratch");
@@ -494,9 +496,7 @@ static void cpu_attention(wk_backend_t *be, float *out, const float *q, const wk
     cpu_t *c = cpu_of(be);
     const wk_batch_t *b = c->b;
     int T = b->n_tokens, group = nh / nkv, qd = nh * hd, ch = att_chunk_len(c);
-    int max_nc = 0;
-    for (int t = 0; t < T; t++)
-        max_nc = att_chunks(c, b->pos[t] + 1) > max_nc ? att_chunks(c, b->pos[t] + 1) : max_nc;
+    int max_nc = c->att_max_chunks;
     size_t tmp_len = (size_t)2 * kv->block_size * kv->head_dim, plen = att_part_len(c);
     if (T * nkv >= 2 * c->n_threads) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)

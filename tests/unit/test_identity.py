@@ -229,6 +229,12 @@ def test_flags():
                            text=True, timeout=60)
         check(f"refused {cmd}: bad value names the flag",
               r.returncode == 2 and "--max-num-seqs" in r.stderr, r.stderr[-300:])
+        for bad in ["-5", "soon", "3600001"]:
+            r = subprocess.run([BIN, cmd, *extra, "--max-step-ms", bad], capture_output=True,
+                               text=True, timeout=60)
+            check(f"refused {cmd}: --max-step-ms {bad}",
+                  r.returncode == 2 and "--max-step-ms" in r.stderr and "milliseconds" in r.stderr,
+                  r.stderr[-300:])
 
 
 def main():

@@ -30,8 +30,15 @@ void kn_matmul(float *y, const float *x, const float *w, const float *bias, int 
 /* ---- matrix products from weights in their stored type (qmatmul.c) ---- */
 
 /* The instruction sets the CPU kernels exist for; the best the CPU has is used unless
- * LANTERN_CPU_ISA=scalar|avx2|avx512 (or kn_set_isa) picks another. */
-typedef enum { KN_ISA_SCALAR, KN_ISA_AVX2, KN_ISA_AVX512 } kn_isa_t;
+ * LANTERN_CPU_ISA=scalar|avx2|avx512|avx512vnni (or kn_set_isa) picks another. avx512vnni is
+ * avx512 with VNNI's vpdpwssd in the many-row kernel. KN_ISA_COUNT: how many there are. */
+typedef enum {
+    KN_ISA_SCALAR,
+    KN_ISA_AVX2,
+    KN_ISA_AVX512,
+    KN_ISA_AVX512VNNI,
+    KN_ISA_COUNT
+} kn_isa_t;
 bool kn_isa_supported(kn_isa_t isa);
 kn_isa_t kn_isa(void);
 const char *kn_isa_name(kn_isa_t isa);

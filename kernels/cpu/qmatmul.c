@@ -57,6 +57,8 @@ static const struct {
     [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2},
     [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
                        kn_gemm_avx512, kn_dotf_avx512},
+    [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
+                           kn_gemm_avx512vnni, kn_dotf_avx512},
 };
 
 static kn_isa_t g_isa;
@@ -76,23 +78,26 @@ bool kn_isa_supported(kn_isa_t isa) {
     case KN_ISA_SCALAR: return true;
     case KN_ISA_AVX2: return avx2;
     case KN_ISA_AVX512:
+    case KN_ISA_AVX512VNNI:
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
+               __builtin_cpu_supports("avx512vl") &&
+               (isa == KN_ISA_AVX512 || __builtin_cpu_supports("avx512vnni"));
+    case KN_ISA_COUNT: break;
     }
     return false;
 }
 
 const char *kn_isa_name(kn_isa_t isa) {
-    return isa >= KN_ISA_SCALAR && isa <= KN_ISA_AVX512 ? k_isa[isa].name : "?";
+    return isa >= KN_ISA_SCALAR && isa < KN_ISA_COUNT ? k_isa[isa].name : "?";
 }
 
 static void isa_init(void) {
-    g_isa = kn_isa_supported(KN_ISA_AVX512) ? KN_ISA_AVX512
-            : kn_isa_supported(KN_ISA_AVX2) ? KN_ISA_AVX2
-                                            : KN_ISA_SCALAR;
+    g_isa = KN_ISA_SCALAR;
+    for (int i = KN_ISA_COUNT - 1; i > KN_ISA_SCALAR && g_isa == KN_ISA_SCALAR; i--)
+        if (kn_isa_supported((kn_isa_t)i)) g_isa = (kn_isa_t)i;
     const char *want = getenv("LANTERN_CPU_ISA");
     if (!want || !*want) return;
-    for (int i = KN_ISA_SCALAR; i <= KN_ISA_AVX512; i++) {
+    for (int i = KN_ISA_SCALAR; i < KN_ISA_COUNT; i++) {
         if (strcmp(want, k_isa[i].name) != 0) continue;
         if (kn_isa_supported((kn_isa_t)i)) {
             g_isa = (kn_isa_t)i;
@@ -102,7 +107,8 @@ static void isa_init(void) {
                 k_isa[g_isa].name);
         return;
     }
-    fprintf(stderr, "lantern: LANTERN_CPU_ISA=%s: not one of scalar, avx2, avx512; using %s\n",
+    fprintf(stderr,
+            "lantern: LANTERN_CPU_ISA=%s: not one of scalar, avx2, avx512, avx512vnni; using %s\n",
             want, k_isa[g_isa].name);
 }
 
@@ -112,7 +118,7 @@ kn_isa_t kn_isa(void) {
 }
 
 int kn_set_isa(kn_isa_t isa) {
-    if (isa < KN_ISA_SCALAR || isa > KN_ISA_AVX512 || !kn_isa_supported(isa))
+    if (isa < KN_ISA_SCALAR || isa >= KN_ISA_COUNT || !kn_isa_supported(isa))
         return LT_ERR_UNSUPPORTED;
     pthread_once(&g_isa_once, isa_init);
     g_isa = isa;
@@ -126,33 +132,33 @@ static float f16_ref(uint16_t h) {
 }
 
 /* One block of the reference arithmetic (qmatmul_priv.h), unpacked (quants q, scale d, offset
- * coefficient mn), into acc (16) and off. */
+ * coefficient mn), as block b of its row, into acc (16) and off. */
 static inline void block_step_q(const int16_t *q, float d, float mn, const int16_t *xq, float dx,
-                                float xs, float *acc, float *off) {
-    float s = d * dx;
-    for (int p = 0; p < KN_QK / 2; p++)
-        acc[p] = fmaf((float)(q[2 * p] * xq[2 * p] + q[2 * p + 1] * xq[2 * p + 1]), s, acc[p]);
+                                float xs, int b, float *acc, float *off) {
+    int32_t i = 0;
+    for (int e = 0; e < KN_QK; e++) i += q[e] * xq[e];
+    acc[b % KN_ACC] = fmaf((float)i, d * dx, acc[b % KN_ACC]);
     *off = fmaf(mn, xs, *off);
 }
 
 static inline void block_step(int type, const uint8_t *blk, const int16_t *xq, float dx, float xs,
-                              float *acc, float *off) {
+                              int b, float *acc, float *off) {
     float d, mn;
     int16_t q[KN_QK];
     kn_block_q16(type, kn_block_head(type, blk, &d, &mn, f16_ref), q);
-    block_step_q(q, d, mn, xq, dx, xs, acc, off);
+    block_step_q(q, d, mn, xq, dx, xs, b, acc, off);
 }
 
 void kn_rowdot_scalar(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                       float *out) {
     for (int r = 0; r < m; r++) {
-        float acc[KN_QK / 2] = {0}, off = 0.0f;
+        float acc[KN_ACC] = {0}, off = 0.0f;
         for (int b = 0; b < a->nb; b++) {
             size_t ab = (size_t)r * a->nb + b;
             block_step(type, wrow + (size_t)b * bb, a->xq + (size_t)r * a->k + (size_t)b * KN_QK,
-                       a->dx[ab], a->xs[ab], acc, &off);
+                       a->dx[ab], a->xs[ab], b, acc, &off);
         }
-        out[r] = kn_tree16(acc) + off;
+        out[r] = kn_tree4(acc) + off;
     }
 }
 
@@ -171,7 +177,7 @@ void kn_gemm_scalar(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lane
                     int row0, int j0) {
     for (int r = 0; r < rows; r++) {
         for (int l = 0; l < lanes; l++) {
-            float acc[KN_QK / 2] = {0}, off = 0.0f;
+            float acc[KN_ACC] = {0}, off = 0.0f;
             for (int b = 0; b < a->nb; b++) {
                 /* this lane's activation block, gathered from the side-by-side layout */
                 int16_t xq[KN_QK];
@@ -182,10 +188,10 @@ void kn_gemm_scalar(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lane
                 }
                 size_t at = (size_t)r * w->nb + b;
                 block_step_q(w->q + at * KN_QK, w->d[at], w->mn[at], xq,
-                             a->dx[(size_t)b * KN_LANES + l], a->xs[(size_t)b * KN_LANES + l], acc,
-                             &off);
+                             a->dx[(size_t)b * KN_LANES + l], a->xs[(size_t)b * KN_LANES + l], b,
+                             acc, &off);
             }
-            y[(size_t)(row0 + l) * n + j0 + r] = kn_tree16(acc) + off;
+            y[(size_t)(row0 + l) * n + j0 + r] = kn_tree4(acc) + off;
         }
     }
 }
@@ -336,9 +342,14 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     if (m <= KN_ROWDOT_MAX) {
         kn_qact_t a = {s->xq, s->dx, s->xs, k, nb};
         int j = j0;
-        if (m == 1 && k_isa[isa].rowdot4)
+        if (k_isa[isa].rowdot4)
             for (; j + 4 <= j1; j += 4)
-                k_isa[isa].rowdot4(type, w + (size_t)j * row_bytes, row_bytes, bb, &a, y + j);
+                for (int r = 0; r < m; r++) {
+                    kn_qact_t ar = {s->xq + (size_t)r * k, s->dx + (size_t)r * nb,
+                                    s->xs + (size_t)r * nb, k, nb};
+                    k_isa[isa].rowdot4(type, w + (size_t)j * row_bytes, row_bytes, bb, &ar,
+                                       y + (size_t)r * n + j);
+                }
         for (; j < j1; j++) {
             float out[KN_ROWDOT_MAX];
             k_isa[isa].rowdot(type, w + (size_t)j * row_bytes, bb, &a, m, out);

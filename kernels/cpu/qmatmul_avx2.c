@@ -1,9 +1,9 @@
 /*
  * qmatmul_avx2.c — kn_qmatmul's inner loops for AVX2 with FMA and F16C, compiled for that
  * instruction set whatever the build's -march and called only where CPUID reports it
- * (qmatmul.c). Bit-identical to the scalar reference (qmatmul_priv.h says how); the same two
- * kernels as qmatmul_avx512.c on 8-lane vectors (a block's pairs in two vectors; sixteen rows as
- * two halves of eight).
+ * (qmatmul.c). Bit-identical to the scalar reference (qmatmul_priv.h says how): a few rows sum
+ * each block across into a 4-lane vector (lane b % 4); sixteen rows run as two halves of eight,
+ * two weight rows per activation load.
  */
 #pragma GCC target("avx2,fma,f16c")
 
@@ -36,41 +36,64 @@ static inline void load_q16(int type, const uint8_t *qs, __m256i *lo, __m256i *h
     *hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), mask));
 }
 
-/* kn_tree16 of u: lanes 0..7 of lo and hi are u[0..7] and u[8..15]. */
-static inline float tree16(__m256 lo, __m256 hi) {
-    __m256 v8 = _mm256_add_ps(lo, hi);
-    __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
-    __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+/* kn_tree4 of u's lanes. */
+static inline float tree4(__m128 u) {
+    __m128 v2 = _mm_add_ps(u, _mm_movehl_ps(u, u)); /* [0 + 2, 1 + 3] */
     return _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
 }
 
+/* Lane j: the sum of v[j]'s eight lanes (integers: exact in any order). */
+static inline __m128i hsum4x8(const __m256i *v) {
+    __m256i ab = _mm256_hadd_epi32(v[0], v[1]), cd = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i abcd = _mm256_hadd_epi32(ab, cd); /* [a, b, c, d] over lanes 0..3, then 4..7 */
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* Lanes j < nbg all ones. */
+static inline __m128i lanes_below(int nbg) {
+    return _mm_cmpgt_epi32(_mm_set1_epi32(nbg), _mm_setr_epi32(0, 1, 2, 3));
+}
+
+/* Four blocks at a time: a block's products summed across into lane b % 4 of a 4-lane vector,
+ * converted, scaled and accumulated (qmatmul_priv.h). */
 void kn_rowdot_avx2(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                     float *out) {
-    __m256 acc_lo[KN_ROWDOT_MAX], acc_hi[KN_ROWDOT_MAX]; /* pairs 0..7 and 8..15 */
+    __m128 acc[KN_ROWDOT_MAX];
     float off[KN_ROWDOT_MAX];
     for (int r = 0; r < m; r++) {
-        acc_lo[r] = acc_hi[r] = _mm256_setzero_ps();
+        acc[r] = _mm_setzero_ps();
         off[r] = 0.0f;
     }
-    for (int b = 0; b < a->nb; b++) {
-        float d, mn;
-        __m256i qlo, qhi;
-        const uint8_t *blk = wrow + (size_t)b * bb;
-        _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
-        load_q16(type, kn_block_head(type, blk, &d, &mn, f16_fast), &qlo, &qhi);
+    for (int b0 = 0; b0 < a->nb; b0 += KN_ACC) {
+        int nbg = a->nb - b0 < KN_ACC ? a->nb - b0 : KN_ACC;
+        __m256i qlo[KN_ACC], qhi[KN_ACC];
+        float d[KN_ACC] = {0}, mn[KN_ACC] = {0};
+        for (int j = 0; j < nbg; j++) {
+            const uint8_t *blk = wrow + (size_t)(b0 + j) * bb;
+            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+            load_q16(type, kn_block_head(type, blk, &d[j], &mn[j], f16_fast), &qlo[j], &qhi[j]);
+        }
+        __m128i k = lanes_below(nbg);
         for (int r = 0; r < m; r++) {
-            size_t ab = (size_t)r * a->nb + b;
-            const __m256i *x = (const __m256i *)(a->xq + (size_t)r * a->k + (size_t)b * KN_QK);
-            __m256 s = _mm256_set1_ps(d * a->dx[ab]);
-            acc_lo[r] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(_mm256_madd_epi16(qlo, _mm256_loadu_si256(x))), s, acc_lo[r]);
-            acc_hi[r] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(_mm256_madd_epi16(qhi, _mm256_loadu_si256(x + 1))), s,
-                acc_hi[r]);
-            off[r] = fmaf(mn, a->xs[ab], off[r]);
+            size_t ab = (size_t)r * a->nb + b0;
+            __m256i v[KN_ACC];
+            for (int j = 0; j < KN_ACC; j++) {
+                if (j >= nbg) {
+                    v[j] = _mm256_setzero_si256();
+                    continue;
+                }
+                const __m256i *x =
+                    (const __m256i *)(a->xq + (size_t)r * a->k + (size_t)(b0 + j) * KN_QK);
+                v[j] = _mm256_add_epi32(_mm256_madd_epi16(qlo[j], _mm256_loadu_si256(x)),
+                                        _mm256_madd_epi16(qhi[j], _mm256_loadu_si256(x + 1)));
+            }
+            __m128 s = _mm_mul_ps(_mm_loadu_ps(d), _mm_maskload_ps(a->dx + ab, k));
+            __m128 t = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4x8(v)), s, acc[r]);
+            acc[r] = _mm_blendv_ps(acc[r], t, _mm_castsi128_ps(k));
+            for (int j = 0; j < nbg; j++) off[r] = fmaf(mn[j], a->xs[ab + j], off[r]);
         }
     }
-    for (int r = 0; r < m; r++) out[r] = tree16(acc_lo[r], acc_hi[r]) + off[r];
+    for (int r = 0; r < m; r++) out[r] = tree4(acc[r]) + off[r];
 }
 
 void kn_unpack_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
@@ -87,35 +110,72 @@ void kn_unpack_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, int
         }
 }
 
+#define GEMM_TILE 2 /* weight rows per pass */
+
+/* Weight rows r0 .. r0 + R - 1 against rows 8h .. 8h + 7 of the group: per weight row KN_ACC
+ * accumulators (block b into b % KN_ACC) and the offset term; results into res[t][8h ..]. */
+static inline __attribute__((always_inline)) void
+gemm_tile(const kn_wrows_t *w, int r0, int R, const kn_qactT_t *a, int h, float res[][KN_LANES]) {
+    __m256 acc[GEMM_TILE][KN_ACC], off[GEMM_TILE];
+#pragma GCC unroll 2
+    for (int t = 0; t < R; t++) {
+        off[t] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+        for (int i = 0; i < KN_ACC; i++) acc[t][i] = _mm256_setzero_ps();
+    }
+    for (int b0 = 0; b0 < a->nb; b0 += KN_ACC) {
+#pragma GCC unroll 4
+        for (int j = 0; j < KN_ACC; j++) {
+            int b = b0 + j;
+            if (b >= a->nb) break;
+            const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2 + h * 16;
+            __m256i c[GEMM_TILE];
+#pragma GCC unroll 2
+            for (int t = 0; t < R; t++) c[t] = _mm256_setzero_si256();
+#pragma GCC unroll 16
+            for (int p = 0; p < KN_QK / 2; p++) {
+                __m256i x = _mm256_load_si256((const __m256i *)(xb + (size_t)p * KN_LANES * 2));
+                __asm__("" : "+x"(x)); /* one load for the tile */
+#pragma GCC unroll 2
+                for (int t = 0; t < R; t++) {
+                    const int32_t *q32 =
+                        (const int32_t *)(w->q + ((size_t)(r0 + t) * w->nb + b) * KN_QK);
+                    c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(_mm256_set1_epi32(q32[p]), x));
+                }
+            }
+            __m256 dx = _mm256_load_ps(a->dx + (size_t)b * KN_LANES + h * 8),
+                   xs = _mm256_load_ps(a->xs + (size_t)b * KN_LANES + h * 8);
+#pragma GCC unroll 2
+            for (int t = 0; t < R; t++) {
+                size_t at = (size_t)(r0 + t) * w->nb + b;
+                acc[t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[t]),
+                                            _mm256_mul_ps(_mm256_set1_ps(w->d[at]), dx), acc[t][j]);
+                off[t] = _mm256_fmadd_ps(_mm256_set1_ps(w->mn[at]), xs, off[t]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int t = 0; t < R; t++) {
+        __m256 v =
+            _mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][2]), _mm256_add_ps(acc[t][1], acc[t][3]));
+        _mm256_storeu_ps(res[t] + h * 8, _mm256_add_ps(v, off[t]));
+    }
+}
+
 void kn_gemm_avx2(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
                   int row0, int j0) {
-    float res[KN_LANES] __attribute__((aligned(32)));
-    for (int r = 0; r < rows; r++) {
-        /* rows 0..7 and 8..15 in turn: sixteen accumulators (one per pair) of eight rows */
+    float res[GEMM_TILE][KN_LANES];
+    for (int r = 0; r < rows;) {
+        int R = rows - r >= GEMM_TILE ? GEMM_TILE : 1;
         for (int h = 0; h < 2; h++) {
-            __m256 acc[KN_QK / 2], off = _mm256_setzero_ps();
-            for (int p = 0; p < KN_QK / 2; p++) acc[p] = _mm256_setzero_ps();
-            for (int b = 0; b < a->nb; b++) {
-                size_t at = (size_t)r * w->nb + b;
-                const int32_t *q32 = (const int32_t *)(w->q + at * KN_QK);
-                const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2 + h * 16;
-                const float *dx = a->dx + (size_t)b * KN_LANES + h * 8,
-                            *xs = a->xs + (size_t)b * KN_LANES + h * 8;
-                __m256 s = _mm256_mul_ps(_mm256_set1_ps(w->d[at]), _mm256_load_ps(dx));
-                for (int p = 0; p < KN_QK / 2; p++) {
-                    __m256i pr = _mm256_madd_epi16(
-                        _mm256_set1_epi32(q32[p]),
-                        _mm256_load_si256((const __m256i *)(xb + (size_t)p * KN_LANES * 2)));
-                    acc[p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pr), s, acc[p]);
-                }
-                off = _mm256_fmadd_ps(_mm256_set1_ps(w->mn[at]), _mm256_load_ps(xs), off);
-            }
-            for (int i = 0; i < 8; i++) acc[i] = _mm256_add_ps(acc[i], acc[i + 8]);
-            for (int i = 0; i < 4; i++) acc[i] = _mm256_add_ps(acc[i], acc[i + 4]);
-            for (int i = 0; i < 2; i++) acc[i] = _mm256_add_ps(acc[i], acc[i + 2]);
-            _mm256_store_ps(res + h * 8, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), off));
+            if (R == GEMM_TILE)
+                gemm_tile(w, r, GEMM_TILE, a, h, res);
+            else
+                gemm_tile(w, r, 1, a, h, res);
         }
-        for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j0 + r] = res[l];
+        for (int t = 0; t < R; t++)
+            for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j0 + r + t] = res[t][l];
+        r += R;
     }
 }
 

@@ -3,9 +3,10 @@
  * instruction set whatever the build's -march and called only where CPUID reports it
  * (qmatmul.c). Bit-identical to the scalar reference (qmatmul_priv.h says how).
  *
- * rowdot (a few activation rows): a block's 16 pair products by one vpmaddwd, the sixteen
- * accumulators across one vector. gemm (16 rows across a vector): each weight pair is broadcast
- * against 16 rows' activation pairs, one vector of accumulators per pair.
+ * rowdot (a few activation rows): four blocks at a time, each block's pair products by one
+ * vpmaddwd, the four vectors summed across into one (lane j: block j's integer dot product),
+ * converted and accumulated in one 4-lane vector. gemm (16 rows across a vector): each weight pair
+ * is broadcast against 16 rows' activation pairs (qmatmul_avx512_gemm.h).
  */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
 
@@ -28,58 +29,176 @@ static inline __m512i load_q16(int type, const uint8_t *qs) {
     return _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
 }
 
-/* kn_tree16 of the 16 lanes of u. */
-static inline float tree16(__m512 u) {
-    __m256 v8 = _mm256_add_ps(_mm512_castps512_ps256(u),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
-    __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
-    __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
-    return _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
+static inline __m512i pair_dot(__m512i acc, __m512i w, __m512i x) {
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(w, x));
 }
 
-void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
-                      float *out) {
-    __m512 acc[KN_ROWDOT_MAX];
-    float off[KN_ROWDOT_MAX];
-    for (int r = 0; r < m; r++) {
-        acc[r] = _mm512_setzero_ps();
-        off[r] = 0.0f;
-    }
-    for (int b = 0; b < a->nb; b++) {
-        float d, mn;
-        const uint8_t *blk = wrow + (size_t)b * bb;
-        _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
-        __m512i q16 = load_q16(type, kn_block_head(type, blk, &d, &mn, f16_fast));
-        for (int r = 0; r < m; r++) {
-            size_t ab = (size_t)r * a->nb + b;
-            __m512i p = _mm512_madd_epi16(
-                q16, _mm512_loadu_si512(a->xq + (size_t)r * a->k + (size_t)b * KN_QK));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * a->dx[ab]), acc[r]);
-            off[r] = fmaf(mn, a->xs[ab], off[r]);
+#include "qmatmul_avx512_gemm.h"
+
+/* 128-bit lane k: [v0, v1, v2, v3] summed over v's lanes 4k .. 4k + 3 (integers: exact in any
+ * order). */
+static inline __m512i hsum4x4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+    __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v0, v1), _mm512_unpackhi_epi32(v0, v1));
+    __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v2, v3), _mm512_unpackhi_epi32(v2, v3));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+}
+
+/* Lane j * 4 + i: the sum of u[j]'s four 128-bit lanes' element i. */
+static inline __m512i hsum_lanes(const __m512i *u) {
+    __m512i w01 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i w23 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_i32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(w01, w23, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(w01, w23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The decode kernels keep four outputs' accumulators in one vector, lane j * 4 + i for block
+ * residue j of output i, and their offset terms in one 4-lane vector. Per group of KN_ACC blocks:
+ * the sixteen block products summed across (hsum16x16), converted, scaled, accumulated; the
+ * offsets in block order. Then kn_tree4 per output: 128-bit lanes (0 + 2) + (1 + 3). */
+static inline __m128 tree4x4(__m512 acc) {
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Lane j * 4 + i = 1 for j < nbg. */
+static inline __mmask16 group_mask(int nbg) {
+    return (__mmask16)((1u << (4 * nbg)) - 1);
+}
+
+/* The scale and offset coefficient vectors (lane j * 4 + i) of blocks b0 + j (j < nbg) of four
+ * weight rows (row_bytes apart) from w0, the first row's block b0. */
+static inline void group_heads(int type, const uint8_t *w0, size_t row_bytes, size_t bb, int nbg,
+                               __m512 *d, __m512 *mn) {
+    uint16_t hd[16] = {0}, hm[16] = {0};
+    for (int j = 0; j < nbg; j++)
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *blk = w0 + (size_t)i * row_bytes + (size_t)j * bb;
+            hd[j * 4 + i] = (uint16_t)(blk[0] | blk[1] << 8);
+            hm[j * 4 + i] = (uint16_t)(blk[2] | blk[3] << 8);
         }
-    }
-    for (int r = 0; r < m; r++) out[r] = tree16(acc[r]) + off[r];
+    *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hd));
+    if (type == LT_DTYPE_Q4_1)
+        *mn = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hm));
+    else if (type == LT_DTYPE_Q4_0)
+        *mn = _mm512_mul_ps(_mm512_set1_ps(-8.0f), *d);
+    else
+        *mn = _mm512_setzero_ps();
 }
 
+/* off (4 lanes) over blocks j < nbg in order: off = fmaf(mn, xs, off) with 128-bit lane j of
+ * each. */
+static inline __m128 group_off(__m512 mn, __m512 xs, int nbg, __m128 off) {
+    if (nbg > 0) off = _mm_fmadd_ps(_mm512_castps512_ps128(mn), _mm512_castps512_ps128(xs), off);
+    if (nbg > 1)
+        off = _mm_fmadd_ps(_mm512_extractf32x4_ps(mn, 1), _mm512_extractf32x4_ps(xs, 1), off);
+    if (nbg > 2)
+        off = _mm_fmadd_ps(_mm512_extractf32x4_ps(mn, 2), _mm512_extractf32x4_ps(xs, 2), off);
+    if (nbg > 3)
+        off = _mm_fmadd_ps(_mm512_extractf32x4_ps(mn, 3), _mm512_extractf32x4_ps(xs, 3), off);
+    return off;
+}
+
+/* Lane j * 4 + i = j: spreads a 4-lane vector of per-block values over the four outputs. */
+static inline __m512 by_block(__m128 v) {
+    return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                                 _mm512_castps128_ps512(v));
+}
+
+/* One group (nbg blocks from b0) of four weight rows against activation row 0. */
+static inline __attribute__((always_inline)) void rowdot4_group(int type, int nbg,
+                                                                const uint8_t *w0, size_t row_bytes,
+                                                                size_t bb, const kn_qact_t *a,
+                                                                int b0, __m512 *acc, __m128 *off) {
+    int hdr = type == LT_DTYPE_Q4_1 ? 4 : 2;
+    __m512i u[KN_ACC], v[4];
+    for (int j = 0; j < KN_ACC; j++) {
+        if (j >= nbg) {
+            u[j] = _mm512_setzero_si512();
+            continue;
+        }
+        __m512i x = _mm512_loadu_si512(a->xq + (size_t)(b0 + j) * KN_QK);
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *blk = w0 + (size_t)i * row_bytes + (size_t)j * bb;
+            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+            v[i] = _mm512_madd_epi16(load_q16(type, blk + hdr), x);
+        }
+        u[j] = hsum4x4(v[0], v[1], v[2], v[3]);
+    }
+    __m512 d, mn;
+    group_heads(type, w0, row_bytes, bb, nbg, &d, &mn);
+    __mmask8 kb = (__mmask8)((1u << nbg) - 1);
+    __m512 s = _mm512_mul_ps(d, by_block(_mm_maskz_loadu_ps(kb, a->dx + b0)));
+    *acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(hsum_lanes(u)), s, *acc, group_mask(nbg));
+    *off = group_off(mn, by_block(_mm_maskz_loadu_ps(kb, a->xs + b0)), nbg, *off);
+}
+
+static inline __attribute__((always_inline)) void rowdot4_typed(int type, const uint8_t *w,
+                                                                size_t row_bytes, size_t bb,
+                                                                const kn_qact_t *a, float *out) {
+    __m512 acc = _mm512_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    int b0 = 0;
+    for (; b0 + KN_ACC <= a->nb; b0 += KN_ACC)
+        rowdot4_group(type, KN_ACC, w + (size_t)b0 * bb, row_bytes, bb, a, b0, &acc, &off);
+    if (b0 < a->nb)
+        rowdot4_group(type, a->nb - b0, w + (size_t)b0 * bb, row_bytes, bb, a, b0, &acc, &off);
+    _mm_storeu_ps(out, _mm_add_ps(tree4x4(acc), off));
+}
+
+/* Four weight rows (row_bytes apart) against activation row 0: decode's kernel. */
 void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,
                        float *out) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
-    float off[4] = {0};
-    for (int b = 0; b < a->nb; b++) {
-        __m512i x = _mm512_loadu_si512(a->xq + (size_t)b * KN_QK);
-        float dx = a->dx[b], xs = a->xs[b];
-        for (int i = 0; i < 4; i++) {
-            float d, mn;
-            const uint8_t *blk = w + (size_t)i * row_bytes + (size_t)b * bb;
-            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
-            const uint8_t *qs = kn_block_head(type, blk, &d, &mn, f16_fast);
-            __m512i p = _mm512_madd_epi16(load_q16(type, qs), x);
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * dx), acc[i]);
-            off[i] = fmaf(mn, xs, off[i]);
-        }
+    switch (type) {
+    case LT_DTYPE_Q4_0: rowdot4_typed(LT_DTYPE_Q4_0, w, row_bytes, bb, a, out); break;
+    case LT_DTYPE_Q4_1: rowdot4_typed(LT_DTYPE_Q4_1, w, row_bytes, bb, a, out); break;
+    default: rowdot4_typed(LT_DTYPE_Q8_0, w, row_bytes, bb, a, out); break;
     }
-    for (int i = 0; i < 4; i++) out[i] = tree16(acc[i]) + off[i];
+}
+
+/* One weight row against m <= 4 activation rows: lane j * 4 + r for activation row r. */
+void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
+                      float *out) {
+    __m512 acc = _mm512_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    __mmask16 rows = (__mmask16)(0x1111u * ((1u << m) - 1));
+    for (int b0 = 0; b0 < a->nb; b0 += KN_ACC) {
+        int nbg = a->nb - b0 < KN_ACC ? a->nb - b0 : KN_ACC;
+        __mmask16 k = group_mask(nbg) & rows;
+        __m512i v[16];
+        float dj[KN_ACC] = {0}, mnj[KN_ACC] = {0};
+        for (int j = 0; j < KN_ACC; j++) {
+            __m512i q = _mm512_setzero_si512();
+            if (j < nbg) {
+                const uint8_t *blk = wrow + (size_t)(b0 + j) * bb;
+                _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+                q = load_q16(type, kn_block_head(type, blk, &dj[j], &mnj[j], f16_fast));
+            }
+            for (int r = 0; r < 4; r++)
+                v[j * 4 + r] =
+                    j < nbg && r < m
+                        ? _mm512_madd_epi16(q, _mm512_loadu_si512(a->xq + (size_t)r * a->k +
+                                                                  (size_t)(b0 + j) * KN_QK))
+                        : _mm512_setzero_si512();
+        }
+        /* lane j * 4 + r: dx[r][b0 + j] and xs[r][b0 + j] */
+        __m512i idx = _mm512_add_epi32(
+            _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+            _mm512_mullo_epi32(_mm512_set1_epi32(a->nb),
+                               _mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0)));
+        __m512 dx = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, a->dx + b0, 4);
+        __m512 xs = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, a->xs + b0, 4);
+        __m512 s = _mm512_mul_ps(by_block(_mm_loadu_ps(dj)), dx);
+        __m512i u[KN_ACC];
+        for (int j = 0; j < KN_ACC; j++)
+            u[j] = hsum4x4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+        acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(hsum_lanes(u)), s, acc, k);
+        off = group_off(by_block(_mm_loadu_ps(mnj)), xs, nbg, off);
+    }
+    float res[4];
+    _mm_storeu_ps(res, _mm_add_ps(tree4x4(acc), off));
+    for (int r = 0; r < m; r++) out[r] = res[r];
 }
 
 void kn_unpack_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
@@ -97,30 +216,7 @@ void kn_unpack_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, i
 
 void kn_gemm_avx512(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
                     int row0, int j0) {
-    float res[KN_LANES] __attribute__((aligned(64)));
-    for (int r = 0; r < rows; r++) {
-        __m512 acc[KN_QK / 2], off = _mm512_setzero_ps();
-        for (int p = 0; p < KN_QK / 2; p++) acc[p] = _mm512_setzero_ps();
-        for (int b = 0; b < a->nb; b++) {
-            size_t at = (size_t)r * w->nb + b;
-            const int32_t *q32 = (const int32_t *)(w->q + at * KN_QK);
-            const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2;
-            __m512 s = _mm512_mul_ps(_mm512_set1_ps(w->d[at]),
-                                     _mm512_load_ps(a->dx + (size_t)b * KN_LANES));
-            for (int p = 0; p < KN_QK / 2; p++) {
-                __m512i pr = _mm512_madd_epi16(_mm512_set1_epi32(q32[p]),
-                                               _mm512_load_si512(xb + (size_t)p * KN_LANES * 2));
-                acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), s, acc[p]);
-            }
-            off = _mm512_fmadd_ps(_mm512_set1_ps(w->mn[at]),
-                                  _mm512_load_ps(a->xs + (size_t)b * KN_LANES), off);
-        }
-        for (int i = 0; i < 8; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 8]);
-        for (int i = 0; i < 4; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 4]);
-        for (int i = 0; i < 2; i++) acc[i] = _mm512_add_ps(acc[i], acc[i + 2]);
-        _mm512_store_ps(res, _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), off));
-        for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j0 + r] = res[l];
-    }
+    gemm_avx512_body(w, rows, a, lanes, y, n, row0, j0);
 }
 
 float kn_dotf_avx512(const float *a, const float *b, int n) {

@@ -5,23 +5,25 @@
  * picked at run time.
  *
  * The arithmetic every variant reproduces bit for bit, for one weight row w and activation row r
- * of a directly read type (Q4_0, Q4_1, Q8_0), with sixteen accumulators, one per element pair:
+ * of a directly read type (Q4_0, Q4_1, Q8_0), with four accumulators, one per block residue:
  *
- *     acc[0..15] = 0, off = 0
+ *     acc[0..3] = 0, off = 0
  *     for b = 0 .. nb-1:                                          (blocks in order)
- *         s = d[b] * dx[r][b]
- *         for p = 0 .. 15:                                        (pair p: elements 2p, 2p+1)
- *             acc[p] = fmaf((float)(q[b][2p] * xq[r][b][2p] + q[b][2p+1] * xq[r][b][2p+1]), s,
- *                           acc[p])
+ *         i = sum over e < 32 of q[b][e] * xq[r][b][e]            (exact in int32)
+ *         acc[b % 4] = fmaf((float)i, d[b] * dx[r][b], acc[b % 4])
  *         off = fmaf(mn[b], xs[r][b], off)
- *     y = kn_tree16(acc) + off
+ *     y = ((acc[0] + acc[2]) + (acc[1] + acc[3])) + off          (kn_tree4)
  *
  * q/d/mn are the weight block's quants, scale and offset coefficient (kn_block_head); xq/dx/xs the
- * activation block's int16 quants, scale and fp32 sum. A pair's integer product is exact, and it
- * is what one lane of vpmaddwd holds, so one activation row runs its sixteen accumulators across
- * a vector (decode), and sixteen rows run one accumulator per pair across vectors (prefill). The
- * floating-point steps are the same operations in the same order everywhere: a result does not
- * depend on the instruction set, on the kernel or on the other rows of the batch.
+ * activation block's int16 quants, scale and fp32 sum. The block's integer dot product is exact
+ * (|i| <= 32 * 128 * 32768 = 2^27), so any grouping of it gives the same bits: vpmaddwd pairs,
+ * vpdpwssd (AVX-512 VNNI) chains, horizontal sums. Only a conversion and a fused multiply-add per
+ * block are floating point. Decode (one activation row) sums four blocks' products across into one
+ * 4-lane vector (lane b % 4) and accumulates that; sixteen activation rows side by side (prefill,
+ * large batches) hold four accumulators per weight row across a vector of rows, which leaves
+ * registers to run several weight rows against each activation load. The floating-point steps are
+ * the same operations in the same order everywhere: a result does not depend on the instruction
+ * set, on the kernel or on the other rows of the batch.
  */
 #ifndef KN_QMATMUL_PRIV_H
 #define KN_QMATMUL_PRIV_H
@@ -33,6 +35,7 @@
 
 #define KN_QK    32 /* elements per block of the directly read types */
 #define KN_LANES 16 /* activation rows side by side in the transposed layout */
+#define KN_ACC   4  /* float accumulators per output: block b goes to b % KN_ACC */
 /* Bytes ahead of the block being read that the SIMD kernels prefetch: weights stream from memory
  * once per step (decode reads every weight once per token), and the hardware prefetcher alone
  * leaves decode ~25% slower on the 2-core machines this was measured on (bench/RESULTS.md). */
@@ -98,6 +101,8 @@ void kn_unpack_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, int
                     const kn_wrows_t *out);
 void kn_gemm_avx512(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
                     int row0, int j0);
+void kn_gemm_avx512vnni(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y,
+                        int n, int row0, int j0);
 void kn_unpack_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
                       const kn_wrows_t *out);
 
@@ -107,13 +112,9 @@ float kn_dotf_scalar(const float *a, const float *b, int n);
 float kn_dotf_avx2(const float *a, const float *b, int n);
 float kn_dotf_avx512(const float *a, const float *b, int n);
 
-/* The fixed pairwise sum of u[0..15]: (i, i + 8), then (i, i + 4), (i, i + 2), (0, 1). */
-static inline float kn_tree16(const float *u) {
-    float v8[8], v4[4], v2[2];
-    for (int i = 0; i < 8; i++) v8[i] = u[i] + u[i + 8];
-    for (int i = 0; i < 4; i++) v4[i] = v8[i] + v8[i + 4];
-    for (int i = 0; i < 2; i++) v2[i] = v4[i] + v4[i + 2];
-    return v2[0] + v2[1];
+/* The fixed pairwise sum of u[0..3]: (0 + 2) + (1 + 3). */
+static inline float kn_tree4(const float *u) {
+    return (u[0] + u[2]) + (u[1] + u[3]);
 }
 
 /* Block header: scale d and offset coefficient mn (element value = d * q + mn); returns the

@@ -714,43 +714,92 @@ def descendants(root, stats):
     return out
 
 
-def tree_rss(root):
-    """Resident memory of root and all its descendants, in bytes: the sum of each process's
-    resident pages (/proc/PID/statm). Pages shared between the tree's processes (a model file
-    mapped by several) count once per process, as in `ps`."""
-    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+def proc_pss(pid):
+    """Proportional set size of one process in bytes (/proc/PID/smaps_rollup): each page divided
+    by the number of processes mapping it. 0 if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+def tree_mem(root):
+    """(RSS, PSS) of root and all its descendants, in bytes. RSS sums each process's resident
+    pages (/proc/PID/statm): pages shared between the tree's processes (a model file mapped by
+    several, the shared libraries) count once per process, as in `ps`. PSS counts a page shared
+    by n processes as 1/n in each, so a multi-process server is not charged twice for them."""
+    rss, pss, page = 0, 0, os.sysconf("SC_PAGE_SIZE")
     for pid in descendants(root, proc_stats()):
         try:
             with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * page
+                rss += int(f.read().split()[1]) * page
         except (OSError, IndexError, ValueError):
-            pass  # exited meanwhile
-    return total
+            continue  # exited meanwhile
+        pss += proc_pss(pid)
+    return rss, pss
+
+
+def tree_rss(root):
+    """Resident memory of root and all its descendants, in bytes (tree_mem's RSS)."""
+    return tree_mem(root)[0]
 
 
 class RssMeter:
-    """The tree's resident memory: at start and the highest seen by a sampling thread (every
-    interval seconds) until stop()."""
+    """The tree's resident memory (RSS and PSS): at start and the highest seen by a sampling
+    thread (every interval seconds) until stop()."""
 
     def __init__(self, root_pid, interval=0.1):
         self.root, self.interval = root_pid, interval
-        self.idle = self.peak = tree_rss(root_pid)
+        self.idle, self.pss_idle = tree_mem(root_pid)
+        self.peak, self.pss_peak = self.idle, self.pss_idle
         self.samples = 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _sample(self):
+        rss, pss = tree_mem(self.root)
+        self.peak, self.pss_peak = max(self.peak, rss), max(self.pss_peak, pss)
+
     def _run(self):
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, tree_rss(self.root))
+            self._sample()
             self.samples += 1
 
     def stop(self):
-        """Returns (bytes at start, peak bytes)."""
+        """Returns (RSS bytes at start, peak RSS bytes); pss_idle and pss_peak hold PSS's."""
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_rss(self.root))
+        self._sample()
         return self.idle, self.peak
+
+
+def kv_bytes_per_token(model):
+    """Bytes of fp16 K and V per token of context for a GGUF model (every layer, every KV head),
+    as lantern's worker and llama-server both store them by default; None if the file's metadata
+    does not say (the gguf package reads it)."""
+    try:
+        import gguf
+        r = gguf.GGUFReader(model)
+
+        def field(key):
+            f = r.fields.get(key)
+            return int(f.parts[f.data[0]][0]) if f is not None else None
+        f = r.fields["general.architecture"]
+        arch = bytes(f.parts[f.data[0]]).decode()
+        layers, heads = field(f"{arch}.block_count"), field(f"{arch}.attention.head_count")
+        kv_heads = field(f"{arch}.attention.head_count_kv") or heads
+        k_len = field(f"{arch}.attention.key_length")
+        v_len = field(f"{arch}.attention.value_length")
+        if not k_len:
+            k_len = field(f"{arch}.embedding_length") // heads
+        return layers * kv_heads * (k_len + (v_len or k_len)) * 2
+    except (ImportError, KeyError, OSError, ValueError, TypeError, ZeroDivisionError):
+        return None
 
 
 # ---- compare mode ----
@@ -762,7 +811,8 @@ SIDES = ("lantern", "llama.cpp")
 ROWS = [("output tok/s", "output_throughput", None, True),
         ("TTFT p50 (ms)", "ttft_ms", "p50", False), ("TTFT p99 (ms)", "ttft_ms", "p99", False),
         ("ITL p50 (ms)", "itl_ms", "p50", False), ("ITL p99 (ms)", "itl_ms", "p99", False),
-        ("RSS idle (MiB)", "rss_mib", "idle", False), ("RSS peak (MiB)", "rss_mib", "peak", False)]
+        ("RSS idle (MiB)", "rss_mib", "idle", False), ("RSS peak (MiB)", "rss_mib", "peak", False),
+        ("PSS idle (MiB)", "pss_mib", "idle", False), ("PSS peak (MiB)", "pss_mib", "peak", False)]
 
 
 def figure(run, key, sub):
@@ -838,7 +888,7 @@ def measure_side(srv, side, extra, reqs, warm, c, args, percentiles):
         asyncio.run(run_benchmark(target, warm, float("inf"), 1.0, 1, 0.0, True, args.seed,
                                   progress=False))
         # Idle: loaded and warmed up (weights mapped lazily are resident by now), no request.
-        idle = tree_rss(srv.proc.pid)
+        idle, pss_idle = tree_mem(srv.proc.pid)
         meter = CpuMeter(srv.proc.pid)
         recs, dur = asyncio.run(run_benchmark(target, reqs, float("inf"), 1.0, c, 0.0, True,
                                               args.seed, desc=f"{side} C={c}",
@@ -849,6 +899,7 @@ def measure_side(srv, side, extra, reqs, warm, c, args, percentiles):
         srv.stop()
     s = summarize(recs, dur, percentiles)
     s["rss_mib"] = {"idle": idle / 2**20, "peak": peak / 2**20}
+    s["pss_mib"] = {"idle": pss_idle / 2**20, "peak": rss.pss_peak / 2**20}
     return {"summary": s, "startup_s": startup, "requests": recs,
             "cpu_cores": {"server": cpu[0], "other": cpu[1], "steal": cpu[2]}}
 
@@ -864,9 +915,17 @@ def compare_main(args, percentiles):
     longest = max(r["prompt_len"] + r["max_tokens"] for reqs in workloads.values() for r in reqs)
     slot_ctx = 256 * math.ceil((longest + 16) / 256)  # each slot holds its longest request
 
-    lantern_cmd = lambda port: ([binary, "serve", model, "--host", "127.0.0.1",  # noqa: E731
-                                 "--port", str(port), "--threads", str(T),
-                                 "--disable-log-requests"] + args.lantern_arg)
+    # The same KV capacity on both sides: llama-server allocates C x slot_ctx positions; lantern's
+    # pool (--kv-cache-memory) is sized to hold as many tokens (its blocks are 16 tokens).
+    kv_tok = kv_bytes_per_token(model) if args.kv_match else None
+    if args.kv_match and not kv_tok:
+        sys.exit("bench_serve: --kv-match needs the model's KV size per token (the gguf package "
+                 "reads it: tools/setup.sh --bench); --no-kv-match keeps lantern's default pool")
+    kv_arg = lambda c: (["--kv-cache-memory", str(c * slot_ctx * kv_tok)]  # noqa: E731
+                        if kv_tok else [])
+    lantern_cmd = lambda port, c: ([binary, "serve", model, "--host", "127.0.0.1",  # noqa: E731
+                                    "--port", str(port), "--threads", str(T),
+                                    "--disable-log-requests"] + kv_arg(c) + args.lantern_arg)
     llama_cmd = lambda port, c: llama_server_cmd(bindir, model, port, T, c,  # noqa: E731
                                                  slot_ctx, args.llama_arg)
     # The same request to both, greedy (temperature 0), EOS ignored (both take ignore_eos);
@@ -883,7 +942,9 @@ def compare_main(args, percentiles):
             "range_ratio": args.range_ratio, "prompt_lengths_from": how,
             "num_prompts": {c: len(w) for c, w in workloads.items()}, "reps": args.reps,
             "llama_slot_ctx": slot_ctx, "machine": machine,
-            "lantern_cmd": lantern_cmd(0), "llama_cmd": {c: llama_cmd(0, c) for c in concs}}
+            "kv_tokens": {c: c * slot_ctx for c in concs} if kv_tok else None,
+            "lantern_cmd": {c: lantern_cmd(0, c) for c in concs},
+            "llama_cmd": {c: llama_cmd(0, c) for c in concs}}
     print(f"bench_serve --compare: {os.path.basename(model)}, {T} threads, concurrency "
           f"{','.join(map(str, concs))}, input {args.input_len} / output {args.output_len} "
           f"tokens (range ratio {args.range_ratio:g}), {args.reps} rep(s); logs in {tmp}",
@@ -907,7 +968,7 @@ def compare_main(args, percentiles):
                 turn += 1
                 for side in order:  # one server at a time
                     port = free_port()
-                    srv = (Server("lantern", lantern_cmd(port), port, "/health", lantern_log)
+                    srv = (Server("lantern", lantern_cmd(port, c), port, "/health", lantern_log)
                            if side == "lantern" else
                            Server("llama-server", llama_cmd(port, c), port, "/health",
                                   llama_log))
@@ -961,7 +1022,11 @@ def print_compare(args, info, table, runs, concs, slot_ctx):
     print("requests per concurrency: " + ", ".join(f"C={c}: {n}"
                                                     for c, n in info["num_prompts"].items())
           + "; RSS: resident memory summed over each server's process tree (/proc), idle = "
-          "after the warm-up request, peak = sampled every 0.1 s from start to the run's end")
+          "after the warm-up request, peak = sampled every 0.1 s from start to the run's end; "
+          "PSS: the same with pages shared between processes divided among them")
+    print("KV capacity: " + ("the same on both sides, C x %d tokens (lantern --kv-cache-memory)"
+                             % slot_ctx if info.get("kv_tokens") else
+                             "lantern's default pool, llama-server C x %d tokens" % slot_ctx))
     other = max(r["cpu_cores"]["other"] + r["cpu_cores"]["steal"]
                 for side in SIDES for c in concs for r in runs[side][c])
     print(f"other processes and steal: at most {other:.2f} cores during any run" +
@@ -1050,6 +1115,10 @@ def main():
                                        "bench/build_llama_cpp.sh prints)")
     g.add_argument("--llama-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for llama-server (repeatable)")
+    g.add_argument("--kv-match", action=argparse.BooleanOptionalAction, default=True,
+                   help="size lantern's KV pool to llama-server's context (C x slot positions) "
+                        "at each concurrency, so memory compares at the same KV capacity "
+                        "(default on)")
     args = ap.parse_args()
 
     if args.input_len < 1 or args.output_len < 1 or not 0 <= args.range_ratio < 1:

@@ -8,22 +8,23 @@
  *   quantized per 32-element block to int16 with its own scale (relative error <= 2^-16 of the
  *   block's largest value, ~250x finer than the int8 activations common elsewhere, so results stay
  *   within the fp32 reference's own rounding noise); each block product is an exact integer dot
- *   product of the weight quants and the int16 activations, scaled by (weight scale x activation
- *   scale). Q4_1's offset and Q4_0's implicit -8 contribute m * sum(x), with the block sum taken in
+ *   product of the weight quants and the int16 activations, converted once and scaled by (weight
+ *   scale x activation scale). Q4_1's offset and Q4_0's implicit -8 contribute m * sum(x), with the block sum taken in
  *   fp32 from the unquantized activations. The exact sequence of operations is in qmatmul_priv.h.
  * - Every other type (F32, F16, BF16, Q5_0, Q5_1, the K-quants) is dequantized one weight row at a
  *   time into a per-thread fp32 buffer and dotted with each activation row (kn_dot's order).
  *
  * Two kernels for the direct types, bit-identical to each other and to the scalar reference: up
- * to KN_ROWDOT_MAX rows read each weight row once for all of them (decode); more rows are laid
- * side by side, 16 to a vector, and each weight pair is broadcast against them (prefill, large
- * batches). So a row of y depends on its own row of x and on w alone, whatever m is and whichever
+ * to KN_ROWDOT_MAX rows run four weight rows at a time, each activation row in turn (decode);
+ * more rows are laid side by side, 16 to a vector, and each weight pair is broadcast against them
+ * (prefill, large batches). So a row of y depends on its own row of x and on w alone, whatever m is and whichever
  * kernel or instruction set ran: a sequence's logits do not depend on what it is batched with.
  *
  * Work is split across OpenMP threads by chunks of weight rows; each chunk is read once per group
- * of activation rows while it sits in L1. The inner loops exist for the scalar reference, AVX2 and
- * AVX-512 (qmatmul_avx2.c, qmatmul_avx512.c); the best one the CPU reports is picked at the first
- * call, and LANTERN_CPU_ISA=scalar|avx2|avx512 forces one (tests, benchmarks).
+ * of activation rows while it sits in L1. The inner loops exist for the scalar reference, AVX2,
+ * AVX-512 and AVX-512 with VNNI (qmatmul_avx2.c, qmatmul_avx512.c, qmatmul_avx512vnni.c); the
+ * best one the CPU reports is picked at the first call, and
+ * LANTERN_CPU_ISA=scalar|avx2|avx512|avx512vnni forces one (tests, benchmarks).
  */
 #include "kernels.h"
 

@@ -63,7 +63,8 @@ typedef struct kn_qactT {
 typedef void (*kn_rowdot_fn)(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                              float *out);
 /* out[0..3] for four consecutive weight rows (row_bytes apart) against activation row 0 of a:
- * rowdot's arithmetic for each, interleaved so their dependency chains overlap (decode). */
+ * the reference arithmetic for each, four blocks of the four rows summed across in one vector
+ * (decode; kn_qmatmul calls it once per activation row). */
 typedef void (*kn_rowdot4_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,
                               const kn_qact_t *a, float *out);
 void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,

@@ -97,7 +97,8 @@ def test_medians_and_ratios():
         return {"summary": {"output_throughput": tput,
                             "ttft_ms": {"p50": ttft50, "p99": ttft50 * 2},
                             "itl_ms": {"p50": 10.0, "p99": itl99},
-                            "rss_mib": {"idle": idle, "peak": peak}}}
+                            "rss_mib": {"idle": idle, "peak": peak},
+                            "pss_mib": {"idle": idle / 2, "peak": peak / 2}}}
     runs = {"lantern": {8: [run(90, 100, 30, 100, 200), run(110, 300, 10, 100, 400),
                             run(100, 200, 20, 100, 300)]},
             "llama.cpp": {8: [run(50, 100, 40, 300, 600), run(50, 100, 40, 300, 600),
@@ -106,7 +107,8 @@ def test_medians_and_ratios():
     want = {"output tok/s": (100, 50, 2.0), "TTFT p50 (ms)": (200, 100, 0.5),
             "TTFT p99 (ms)": (400, 200, 0.5), "ITL p50 (ms)": (10, 10, 1.0),
             "ITL p99 (ms)": (20, 40, 2.0), "RSS idle (MiB)": (100, 300, 3.0),
-            "RSS peak (MiB)": (300, 600, 2.0)}
+            "RSS peak (MiB)": (300, 600, 2.0), "PSS idle (MiB)": (50, 150, 3.0),
+            "PSS peak (MiB)": (150, 300, 2.0)}
     got = {m: (r["lantern"], r["llama.cpp"], r["ratio"]) for m, r in table.items()}
     check("serve table: medians; ratio > 1 where lantern is better (throughput up, latency "
           "and memory down)", got == want, got)
@@ -256,6 +258,9 @@ def test_tree_rss():
                   first == start and peak - start >= 60 * MIB and peak - after >= 50 * MIB,
                   f"start {start / MIB:.1f}, peak {peak / MIB:.1f}, end {after / MIB:.1f} MiB")
             check("RSS meter: it sampled", meter.samples >= 5, meter.samples)
+            check("PSS meter: the held 64 MiB (private pages) count in PSS too",
+                  meter.pss_peak - meter.pss_idle >= 60 * MIB and 0 < meter.pss_idle <= start,
+                  f"PSS idle {meter.pss_idle / MIB:.1f}, peak {meter.pss_peak / MIB:.1f} MiB")
             check("tree RSS of a pid that is gone is 0", bs.tree_rss(2**22 + 12345) == 0)
         finally:
             child.kill()
@@ -266,7 +271,25 @@ def test_tree_rss():
                 pass
 
 
+def test_kv_bytes_per_token():
+    """--kv-match sizes lantern's pool from the model's KV bytes per token."""
+    check("a file that is not there: None", bs.kv_bytes_per_token("/nonexistent.gguf") is None)
+    model = ltcheck.default_model()
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        if model:
+            check("without the gguf package: None (bench_serve then says what to install)",
+                  bs.kv_bytes_per_token(model) is None)
+        return
+    if model:
+        # SmolLM2-135M: 30 layers x 3 KV heads x (64 + 64) x 2 bytes
+        got = bs.kv_bytes_per_token(model)
+        check("the default model: 23040 bytes of fp16 K and V per token", got == 23040, got)
+
+
 def main():
+    test_kv_bytes_per_token()
     test_llama_bench_json()
     test_medians_and_ratios()
     test_tokenize_probe()

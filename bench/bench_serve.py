@@ -915,14 +915,16 @@ def compare_main(args, percentiles):
     longest = max(r["prompt_len"] + r["max_tokens"] for reqs in workloads.values() for r in reqs)
     slot_ctx = 256 * math.ceil((longest + 16) / 256)  # each slot holds its longest request
 
-    # The same KV capacity on both sides: llama-server allocates C x slot_ctx positions; lantern's
-    # pool (--kv-cache-memory) is sized to hold as many tokens (its blocks are 16 tokens).
+    # The same KV capacity on both sides: llama-server allocates C x slot_ctx positions, slot_ctx
+    # per request; lantern's pool (--kv-cache-memory) is sized to hold as many tokens (its blocks
+    # are 16 tokens) and its requests capped alike (--max-model-len: it refuses to start with a
+    # context one request could not fit in the pool).
     kv_tok = kv_bytes_per_token(model) if args.kv_match else None
     if args.kv_match and not kv_tok:
         sys.exit("bench_serve: --kv-match needs the model's KV size per token (the gguf package "
                  "reads it: tools/setup.sh --bench); --no-kv-match keeps lantern's default pool")
-    kv_arg = lambda c: (["--kv-cache-memory", str(c * slot_ctx * kv_tok)]  # noqa: E731
-                        if kv_tok else [])
+    kv_arg = lambda c: (["--kv-cache-memory", str(c * slot_ctx * kv_tok),  # noqa: E731
+                         "--max-model-len", str(slot_ctx)] if kv_tok else [])
     lantern_cmd = lambda port, c: ([binary, "serve", model, "--host", "127.0.0.1",  # noqa: E731
                                     "--port", str(port), "--threads", str(T),
                                     "--disable-log-requests"] + kv_arg(c) + args.lantern_arg)

@@ -429,6 +429,72 @@ static void block_values(const float *v, const float *a, int hd, int jn, float *
         for (int i = i0; i < hd; i++) o[i] += a[j] * v[(size_t)j * hd + i];
 }
 
+#if defined(__AVX512F__) && defined(__F16C__)
+/* An fp16 cache read in place: the conversions happen in the registers that use them instead of
+ * through a converted copy of the block (block_rows). The same operations in the same order as
+ * scores16 and block_values (fp16 -> fp32 is exact), so the same bits. */
+#define KV_F16_DIRECT 1
+
+/* scores16 for G query heads over 16 slots of an fp16 transposed K block (row stride bs). */
+static inline __attribute__((always_inline)) void scores16_h(int G, const uint16_t *kt,
+                                                             const float *q, int hd, int bs,
+                                                             float scale, float *s, int stride) {
+    __m512 acc[8];
+    for (int g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
+    for (int i = 0; i < hd; i++) {
+        __m512 ki = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)i * bs)));
+        for (int g = 0; g < G; g++)
+            acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)g * hd + i]), ki, acc[g]);
+    }
+    for (int g = 0; g < G; g++)
+        _mm512_storeu_ps(s + (size_t)g * stride, _mm512_mul_ps(acc[g], _mm512_set1_ps(scale)));
+}
+
+/* A whole fp16 K block's scores (bs a multiple of 16, group <= 8). */
+static void block_scores_h(const uint16_t *kt, const float *q, int group, int hd, int bs,
+                           float scale, float *s, int stride) {
+    for (int j0 = 0; j0 < bs; j0 += 16) {
+        switch (group) {
+        case 1: scores16_h(1, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        case 2: scores16_h(2, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        case 3: scores16_h(3, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        case 4: scores16_h(4, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        default: scores16_h(group, kt + j0, q, hd, bs, scale, s + j0, stride); break;
+        }
+    }
+}
+
+/* block_values for every query head g < group (weights a + g * stride, outputs o + g * hd) over
+ * the slots j < jn of an fp16 V block (hd a multiple of 64): each slot's row converted once for
+ * all of them. */
+static void block_values_h(const uint16_t *v, const float *a, int stride, int group, int hd, int jn,
+                           float *o) {
+    for (int i0 = 0; i0 < hd; i0 += 64)
+        for (int g0 = 0; g0 < group; g0 += 4) {
+            int G = group - g0 < 4 ? group - g0 : 4;
+            __m512 acc[4][4];
+            for (int g = 0; g < G; g++)
+                for (int u = 0; u < 4; u++)
+                    acc[g][u] = _mm512_loadu_ps(o + (size_t)(g0 + g) * hd + i0 + 16 * u);
+            for (int j = 0; j < jn; j++) {
+                __m512 vj[4];
+                for (int u = 0; u < 4; u++)
+                    vj[u] = _mm512_cvtph_ps(
+                        _mm256_loadu_si256((const __m256i *)(v + (size_t)j * hd + i0 + 16 * u)));
+                for (int g = 0; g < G; g++) {
+                    __m512 aj = _mm512_set1_ps(a[(size_t)(g0 + g) * stride + j]);
+                    for (int u = 0; u < 4; u++) acc[g][u] = _mm512_fmadd_ps(aj, vj[u], acc[g][u]);
+                }
+            }
+            for (int g = 0; g < G; g++)
+                for (int u = 0; u < 4; u++)
+                    _mm512_storeu_ps(o + (size_t)(g0 + g) * hd + i0 + 16 * u, acc[g][u]);
+        }
+}
+#else
+#define KV_F16_DIRECT 0
+#endif
+
 /* One chunk, positions [p0, p1) of token t's sequence in KV head kvh, for the `group` query heads
  * q0 (group * hd) that share it: part = m (group), l (group), o (group, hd). score: (group,
  * stride); tmp: (block_size, head_dim). */
@@ -439,12 +505,23 @@ static void att_chunk(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, c
     const int32_t *bt = b->block_tables[b->seq[t]];
     float scale = 1.0f / sqrtf((float)hd);
     float *m = part, *l = part + group, *o = part + 2 * group;
+    /* fp16 cache, whole 16-slot vectors and 64-column rows: read in place (KV_F16_DIRECT) */
+    bool h16 =
+        KV_F16_DIRECT && kv->dtype == LT_DTYPE_F16 && bs % 16 == 0 && group <= 8 && hd % 64 == 0;
+    (void)h16;
     for (int j0 = p0; j0 < p1; j0 += bs) {
         int jn = p1 - j0 < bs ? p1 - j0 : bs;
         if (j0 + bs < p1) { /* the next block's K and V are on their way while this one runs */
             prefetch_block(kv, kv->k, layer, bt[j0 / bs + 1], kvh);
             prefetch_block(kv, kv->v, layer, bt[j0 / bs + 1], kvh);
         }
+#if KV_F16_DIRECT
+        if (h16 && jn == bs) {
+            block_scores_h((const uint16_t *)kv->k + kv_off(kv, layer, bt[j0 / bs], kvh, 0), q0,
+                           group, hd, bs, scale, score + j0 - p0, stride);
+            continue;
+        }
+#endif
         const float *kt = block_rows(kv, kv->k, layer, bt[j0 / bs], kvh, bs * hd, tmp);
         block_scores(kt, q0, group, hd, bs, jn, scale, score + j0 - p0, stride);
     }
@@ -461,6 +538,13 @@ static void att_chunk(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, c
     memset(o, 0, (size_t)group * hd * sizeof(float));
     for (int j0 = p0; j0 < p1; j0 += bs) {
         int jn = p1 - j0 < bs ? p1 - j0 : bs;
+#if KV_F16_DIRECT
+        if (h16) {
+            block_values_h((const uint16_t *)kv->v + kv_off(kv, layer, bt[j0 / bs], kvh, 0),
+                           score + j0 - p0, stride, group, hd, jn, o);
+            continue;
+        }
+#endif
         const float *vb = block_rows(kv, kv->v, layer, bt[j0 / bs], kvh, jn * hd, tmp);
         for (int g = 0; g < group; g++)
             block_values(vb, score + (size_t)g * stride + j0 - p0, hd, jn, o + (size_t)g * hd);

@@ -9,16 +9,18 @@
  *   block's largest value, ~250x finer than the int8 activations common elsewhere, so results stay
  *   within the fp32 reference's own rounding noise); each block product is an exact integer dot
  *   product of the weight quants and the int16 activations, converted once and scaled by (weight
- *   scale x activation scale). Q4_1's offset and Q4_0's implicit -8 contribute m * sum(x), with the block sum taken in
- *   fp32 from the unquantized activations. The exact sequence of operations is in qmatmul_priv.h.
+ *   scale x activation scale). Q4_1's offset and Q4_0's implicit -8 contribute m * sum(x), with the
+ * block sum taken in fp32 from the unquantized activations. The exact sequence of operations is in
+ * qmatmul_priv.h.
  * - Every other type (F32, F16, BF16, Q5_0, Q5_1, the K-quants) is dequantized one weight row at a
  *   time into a per-thread fp32 buffer and dotted with each activation row (kn_dot's order).
  *
  * Two kernels for the direct types, bit-identical to each other and to the scalar reference: up
  * to KN_ROWDOT_MAX rows run four weight rows at a time, each activation row in turn (decode);
  * more rows are laid side by side, 16 to a vector, and each weight pair is broadcast against them
- * (prefill, large batches). So a row of y depends on its own row of x and on w alone, whatever m is and whichever
- * kernel or instruction set ran: a sequence's logits do not depend on what it is batched with.
+ * (prefill, large batches). So a row of y depends on its own row of x and on w alone, whatever m is
+ * and whichever kernel or instruction set ran: a sequence's logits do not depend on what it is
+ * batched with.
  *
  * Work is split across OpenMP threads by chunks of weight rows; each chunk is read once per group
  * of activation rows while it sits in L1. The inner loops exist for the scalar reference, AVX2,

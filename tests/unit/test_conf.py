@@ -453,9 +453,15 @@ def check_sandbox(tmp, multi):
     trace_out = os.path.join(tmp, "strace.out")
     dump_dir = tempfile.mkdtemp(dir=tmp)  # as the unit's --dump-dir
 
-    def mdwe():  # in the child, before exec: strace and lantern under it inherit it
-        if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-            os._exit(99)
+    # A small Python process sets MDWE on itself and execs strace, which lantern under it
+    # inherits. Not preexec_fn: that forks this process, whose gRPC receiver threads' fork
+    # handlers then run in the child (seen: "epoll_wait error: Bad file descriptor" and no
+    # server, now and then); without it the child is spawned without them.
+    mdwe = ("import ctypes, os, sys\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            f"if libc.prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0:\n"
+            "    os._exit(99)\n"
+            "os.execv(sys.argv[1], sys.argv[1:])\n")
 
     # LeakSanitizer cannot run under ptrace and fails the exit status of a sanitized build; the
     # other ASan checks still run.
@@ -463,13 +469,14 @@ def check_sandbox(tmp, multi):
     env = dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="200",
                XDG_RUNTIME_DIR=tempfile.mkdtemp(dir=tmp),
                ASAN_OPTIONS=(asan + ":" if asan else "") + "detect_leaks=0")
-    p = subprocess.Popen([strace, "-f", "-qq", "-o", trace_out, binary, "serve", model,
+    p = subprocess.Popen([sys.executable, "-c", mdwe,
+                          strace, "-f", "-qq", "-o", trace_out, binary, "serve", model,
                           "--port", "0", "--tensor-parallel-size", "2", "--threads", "1",
                           "--served-model-name", "tiny",
                           "--otlp-traces-endpoint", f"http://127.0.0.1:{rec.port}",
                           "--dump-dir", dump_dir],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=mdwe, env=env)
+                         env=env)
     lines, base = [], []
     ready = threading.Event()
 

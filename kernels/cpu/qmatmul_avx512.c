@@ -58,7 +58,8 @@ static inline __m512i hsum_lanes(const __m512i *u) {
  * the sixteen block products summed across (hsum16x16), converted, scaled, accumulated; the
  * offsets in block order. Then kn_tree4 per output: 128-bit lanes (0 + 2) + (1 + 3). */
 static inline __m128 tree4x4(__m512 acc) {
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 

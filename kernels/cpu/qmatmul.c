@@ -4,16 +4,19 @@
  * Weights stay as the model file stores them (mmapped; see worker/model.c); nothing is widened to
  * fp32 in memory. Two paths:
  *
- * - Q4_0, Q4_1, Q8_0 (the 32-element block types) are read directly. Each activation row is
- *   quantized per 32-element block to int16 with its own scale (relative error <= 2^-16 of the
- *   block's largest value, ~250x finer than the int8 activations common elsewhere, so results stay
- *   within the fp32 reference's own rounding noise); each block product is an exact integer dot
- *   product of the weight quants and the int16 activations, converted once and scaled by (weight
- *   scale x activation scale). Q4_1's offset and Q4_0's implicit -8 contribute m * sum(x), with the
- * block sum taken in fp32 from the unquantized activations. The exact sequence of operations is in
- * qmatmul_priv.h.
- * - Every other type (F32, F16, BF16, Q5_0, Q5_1, the K-quants) is dequantized one weight row at a
- *   time into a per-thread fp32 buffer and dotted with each activation row (kn_dot's order).
+ * - Q4_0, Q4_1, Q8_0 (the 32-element block types) are read directly, and so are the 32-element
+ *   sub-blocks of Q4_K (scale and min decoded per sub-block: d * q + mn per 32 elements, the
+ *   same form). Each activation row is quantized per 32-element block to int16 with its own
+ *   scale (relative error <= 2^-16 of the block's largest value, ~250x finer than the int8
+ *   activations common elsewhere, so results stay within the fp32 reference's own rounding
+ *   noise); each block product is an exact integer dot product of the weight quants and the
+ *   int16 activations, converted once and scaled by (weight scale x activation scale). The
+ *   offsets (Q4_1's m, Q4_0's implicit -8, Q4_K's mins) contribute mn * sum(x), with the block
+ *   sum taken in fp32 from the unquantized activations. The exact sequence of operations is in
+ *   qmatmul_priv.h.
+ * - Every other type (F32, F16, BF16, Q5_0, Q5_1, Q5_K, and Q2_K, Q3_K, Q6_K whose scales cover
+ *   16 elements) is dequantized one weight row at a time into a per-thread fp32 buffer and
+ *   dotted with each activation row (kn_dot's order).
  *
  * Two kernels for the direct types, bit-identical to each other and to the scalar reference: up
  * to KN_ROWDOT_MAX rows run four weight rows at a time, each activation row in turn (decode);
@@ -54,14 +57,16 @@ static const struct {
     kn_unpack_fn unpack;
     kn_gemm_fn gemm;
     kn_dotf_fn dotf;
+    kn_rowdot4k_fn rowdot4k; /* NULL: Q4_K's few rows unpacked first */
 } k_isa[] = {
     [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_unpack_scalar, kn_gemm_scalar,
-                       kn_dotf_scalar},
-    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2},
+                       kn_dotf_scalar, NULL},
+    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2,
+                     NULL},
     [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
-                       kn_gemm_avx512, kn_dotf_avx512},
+                       kn_gemm_avx512, kn_dotf_avx512, kn_rowdot4k_avx512},
     [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
-                           kn_gemm_avx512vnni, kn_dotf_avx512},
+                           kn_gemm_avx512vnni, kn_dotf_avx512, kn_rowdot4k_avx512},
 };
 
 static kn_isa_t g_isa;
@@ -277,7 +282,24 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
 /* ---- the product ---- */
 
 bool kn_qmatmul_direct(int type) {
+    return kn_block32_form(type);
+}
+
+/* The direct types whose blocks are read in place by the few-row kernels (rowdot): one
+ * 32-element block per kn_block_head. Q4_K is unpacked (unpack_any) for the many-row kernel and
+ * read in place by its own few-row kernel (rowdot4k) where the instruction set has one. */
+static bool rowdot_form(int type) {
     return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q8_0;
+}
+
+/* kn_unpack for every kn_block32_form type, row by row (kn_row32). */
+static void unpack_any(int type, const uint8_t *w, size_t row_bytes, int rows,
+                       const kn_wrows_t *out) {
+    for (int r = 0; r < rows; r++) {
+        size_t at = (size_t)r * out->nb;
+        kn_row32(type, w + (size_t)r * row_bytes, out->nb, out->q + at * KN_QK, out->d + at,
+                 out->mn + at);
+    }
 }
 
 bool kn_qmatmul_supported(int type, int k) {
@@ -342,7 +364,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
                          const kn_qscratch_t *s, int m, int n, int k, int j0, int j1,
                          kn_isa_t isa) {
     int nb = k / QK;
-    if (m <= KN_ROWDOT_MAX) {
+    if (m <= KN_ROWDOT_MAX && rowdot_form(type)) {
         kn_qact_t a = {s->xq, s->dx, s->xs, k, nb};
         int j = j0;
         if (k_isa[isa].rowdot4)
@@ -360,12 +382,26 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
         }
         return;
     }
+    if (type == LT_DTYPE_Q4_K && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
+        for (; j0 + 4 <= j1; j0 += 4) /* Q4_K decode: read in place, four rows at a time */
+            for (int i = 0; i < m; i++) {
+                kn_qact_t ai = {s->xq + (size_t)i * k, s->dx + (size_t)i * nb,
+                                s->xs + (size_t)i * nb, k, nb};
+                float out[4];
+                k_isa[isa].rowdot4k(w + (size_t)j0 * row_bytes, row_bytes, &ai, out);
+                for (int t = 0; t < 4; t++) y[(size_t)i * n + j0 + t] = out[t];
+            }
+        if (j0 == j1) return;
+    }
     /* the chunk's weight rows unpacked once, then read by every row group */
     int me = omp_get_thread_num(), nbk = (s->max_k + QK - 1) / QK;
     kn_wrows_t wr = {s->wq + (size_t)me * ROW_CHUNK * nbk * QK,
                      s->wd + (size_t)me * ROW_CHUNK * nbk, s->wm + (size_t)me * ROW_CHUNK * nbk,
                      nb};
-    k_isa[isa].unpack(type, w + (size_t)j0 * row_bytes, row_bytes, bb, j1 - j0, &wr);
+    if (rowdot_form(type))
+        k_isa[isa].unpack(type, w + (size_t)j0 * row_bytes, row_bytes, bb, j1 - j0, &wr);
+    else
+        unpack_any(type, w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
     for (int g = 0; g * KN_LANES < m; g++) {
         kn_qactT_t a = {s->xqT + (size_t)g * KN_LANES * nb * QK, s->dxT + (size_t)g * KN_LANES * nb,
                         s->xsT + (size_t)g * KN_LANES * nb, nb};
@@ -389,12 +425,13 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         return LT_ERR_INVAL;
     kn_isa_t isa = kn_isa();
     int first[KN_QMM_MAX + 1] = {0}; /* chunk index where matrix i starts */
-    bool any_direct = false;
+    bool any_direct = false, any_unpacked = false;
     int64_t work = 0;
     for (int i = 0; i < count; i++) {
         if (mm[i].n < 1 || !kn_qmatmul_supported(mm[i].type, k)) return LT_ERR_INVAL;
         first[i + 1] = first[i] + (mm[i].n + ROW_CHUNK - 1) / ROW_CHUNK;
         any_direct |= kn_qmatmul_direct(mm[i].type);
+        any_unpacked |= kn_qmatmul_direct(mm[i].type) && !rowdot_form(mm[i].type);
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;
@@ -405,7 +442,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
             for (int r = 0; r < m; r++)
                 quantize_row(x + (size_t)r * k, k, s->xq + (size_t)r * k,
                              s->dx + (size_t)r * (k / QK), s->xs + (size_t)r * (k / QK));
-            if (m > KN_ROWDOT_MAX) {
+            if (m > KN_ROWDOT_MAX || any_unpacked) {
 #pragma omp for schedule(static)
                 for (int g = 0; g < (m + KN_LANES - 1) / KN_LANES; g++) transpose_group(s, g, m, k);
             }

@@ -158,6 +158,75 @@ void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, 
     }
 }
 
+/* Lanes j * 4 + i of the per-block values v[(r + i) * nb + b0 + j] (i < 4, j < nbg; zero past
+ * nbg): four rows' runs of four, transposed. */
+static inline __m512 rows_by_block(const float *v, int nb, int b0, int nbg) {
+    __mmask8 k = (__mmask8)((1u << nbg) - 1);
+    __m128 r0 = _mm_maskz_loadu_ps(k, v + b0), r1 = _mm_maskz_loadu_ps(k, v + nb + b0),
+           r2 = _mm_maskz_loadu_ps(k, v + 2 * (size_t)nb + b0),
+           r3 = _mm_maskz_loadu_ps(k, v + 3 * (size_t)nb + b0);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3); /* r_j = [row 0 .. 3 of block j] */
+    __m512 out = _mm512_castps128_ps512(r0);
+    out = _mm512_insertf32x4(out, r1, 1);
+    out = _mm512_insertf32x4(out, r2, 2);
+    return _mm512_insertf32x4(out, r3, 3);
+}
+
+/* Q4_K: four weight rows (row_bytes apart) against activation row 0, straight from the
+ * 144-byte super-blocks (d, dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles): the
+ * reference arithmetic on the form kn_block32 gives, without writing it out. */
+void kn_rowdot4k_avx512(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out) {
+    __m512 acc = _mm512_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    const size_t sbb = 144;
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    for (int sb = 0; sb < a->nb / 8; sb++) {
+        float d[4][8], mn[4][8];
+        for (int i = 0; i < 4; i++) {
+            for (int j = 0; j < 8; j++) {
+                /* scale and min of sub-block j: kn_block32's, without the quants */
+                const uint8_t *blk = w + (size_t)i * row_bytes + (size_t)sb * sbb, *sm = blk + 4;
+                int sc, m;
+                if (j < 4) {
+                    sc = sm[j] & 0x3f;
+                    m = sm[j + 4] & 0x3f;
+                } else {
+                    sc = (sm[j + 4] & 0x0f) | ((sm[j - 4] >> 6) << 4);
+                    m = (sm[j + 4] >> 4) | ((sm[j] >> 6) << 4);
+                }
+                uint16_t hd = (uint16_t)(blk[0] | blk[1] << 8),
+                         hm = (uint16_t)(blk[2] | blk[3] << 8);
+                d[i][j] = f16_fast(hd) * (float)sc;
+                mn[i][j] = -(f16_fast(hm) * (float)m);
+            }
+        }
+        for (int j0 = 0; j0 < 8; j0 += KN_ACC) {
+            int b0 = sb * 8 + j0;
+            __m512i u[KN_ACC];
+            for (int j = 0; j < KN_ACC; j++) {
+                int jj = j0 + j;
+                __m512i x = _mm512_loadu_si512(a->xq + (size_t)(b0 + j) * KN_QK), v[4];
+                for (int i = 0; i < 4; i++) {
+                    const uint8_t *qs =
+                        w + (size_t)i * row_bytes + (size_t)sb * sbb + 16 + 32 * (jj / 2);
+                    if (jj % 2 == 0) _mm_prefetch((const char *)qs + KN_PREFETCH, _MM_HINT_T0);
+                    __m256i raw = _mm256_loadu_si256((const __m256i *)qs);
+                    __m256i nib = jj % 2 ? _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4)
+                                         : _mm256_and_si256(raw, lo4);
+                    v[i] = _mm512_madd_epi16(_mm512_cvtepu8_epi16(nib), x);
+                }
+                u[j] = hsum4x4(v[0], v[1], v[2], v[3]);
+            }
+            __m512 dv = rows_by_block(&d[0][0], 8, j0, KN_ACC);
+            __m512 mv = rows_by_block(&mn[0][0], 8, j0, KN_ACC);
+            __m512 sv = _mm512_mul_ps(dv, by_block(_mm_loadu_ps(a->dx + b0)));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hsum_lanes(u)), sv, acc);
+            off = group_off(mv, by_block(_mm_loadu_ps(a->xs + b0)), KN_ACC, off);
+        }
+    }
+    _mm_storeu_ps(out, _mm_add_ps(tree4x4(acc), off));
+}
+
 /* One weight row against m <= 4 activation rows: lane j * 4 + r for activation row r. */
 void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                       float *out) {

@@ -67,6 +67,10 @@ typedef void (*kn_rowdot_fn)(int type, const uint8_t *wrow, size_t bb, const kn_
  * (decode; kn_qmatmul calls it once per activation row). */
 typedef void (*kn_rowdot4_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,
                               const kn_qact_t *a, float *out);
+/* out[0..3] for four Q4_K weight rows (row_bytes apart) against activation row 0 of a, read in
+ * place: the reference arithmetic on kn_block32's form, without an unpacked copy (decode). */
+typedef void (*kn_rowdot4k_fn)(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out);
+void kn_rowdot4k_avx512(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out);
 void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,
                        float *out);
 

@@ -187,14 +187,14 @@ static void test_isas_agree(void **state) {
     /* n = 33: four-row decode groups and a leftover row; k: fewer blocks than a residue group
      * (3), a whole number of groups plus two (18), plus one (33) */
     int n = 33, m = 40;
-    static const int ks[] = {96, 576, 1056};
+    static const int ks[] = {96, 576, 1056}, ks_k[] = {256, 768, 1280}; /* K-quants: 256s */
     static const int ms[] = {1, 2, 3, 4, 5, 16, 17, 40};
-    kn_qscratch_t *s = kn_qscratch_create(m, 1056);
+    kn_qscratch_t *s = kn_qscratch_create(m, 1280);
     kn_isa_t saved = kn_isa();
-    static const int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0};
+    static const int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_K};
     for (size_t t = 0; t < sizeof types / sizeof *types; t++)
         for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
-            int k = ks[ki];
+            int k = lt_dtype_block_elems(types[t]) == 32 ? ks[ki] : ks_k[ki];
             uint8_t *w = random_weights(types[t], n, k);
             float *x = random_acts(m, k), *ref = malloc((size_t)m * n * sizeof(float)),
                   *y = malloc((size_t)m * n * sizeof(float));

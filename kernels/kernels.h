@@ -21,14 +21,19 @@
 /* Dequantizes n elements (a multiple of the type's block size) from src to dst (n) f32.
  * Returns 0, or LT_ERR_UNSUPPORTED / LT_ERR_INVAL. */
 int kn_dequantize(int type, const void *src, float *dst, int64_t n);
-/* Types whose every 32-element block is d * q + mn with integer quants q (Q4_0, Q4_1, Q8_0, and
- * the 32-element sub-blocks of Q4_K): the matrix products read them with
- * int16 activations (qmatmul.c). kn_block32: block b of such a row, its quants (32), scale and
- * offset coefficient, the values kn_dequantize gives being d * q + mn up to rounding. */
-bool kn_block32_form(int type);
-void kn_block32(int type, const uint8_t *row, int b, int16_t *q, float *d, float *mn);
-/* kn_block32 for blocks 0 .. nb - 1 of a row: q (nb * 32), d (nb), mn (nb). */
-void kn_row32(int type, const uint8_t *row, int nb, int16_t *q, float *d, float *mn);
+/* The 12-byte scale table of Q4_K/Q5_K: eight 6-bit scales and eight 6-bit mins, sub-block j's
+ * (0..7). Sub-blocks 0..3 keep theirs in the low 6 bits of bytes 0..3 (scale) and 4..7 (min);
+ * sub-blocks 4..7 take the low/high nibble of bytes 8..11 plus the top two bits of bytes 0..3 /
+ * 4..7. Shared by the dequantizer and the matrix products. */
+static inline void kn_k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 0x3f;
+        *mn = s[j + 4] & 0x3f;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
 
 /* ---- fp32 math ---- */
 

@@ -170,19 +170,6 @@ static void deq_q3_k(const uint8_t *blk, float *dst) {
     }
 }
 
-/* The 12-byte scale table of Q4_K/Q5_K: eight 6-bit scales and eight 6-bit mins. Sub-blocks 0..3
- * keep theirs in the low 6 bits of bytes 0..3 (scale) and 4..7 (min); sub-blocks 4..7 take the
- * low/high nibble of bytes 8..11 plus the top two bits of bytes 0..3 / 4..7. */
-static void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 0x3f;
-        *mn = s[j + 4] & 0x3f;
-    } else {
-        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
-        *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
 /* Q4_K: d, dmin (f16), scales[12], qs[128]. Sub-block j (32 elements) uses the low (j even) or
  * high (j odd) nibbles of qs[32 (j/2) ..]. value = (d * scale) * q - dmin * min. */
 static void deq_q4_k(const uint8_t *blk, float *dst) {
@@ -192,7 +179,7 @@ static void deq_q4_k(const uint8_t *blk, float *dst) {
     const uint8_t *qs = blk + 16;
     for (int j = 0; j < QK_K / 32; j++) {
         int sc, mn;
-        k_scale_min(s, j, &sc, &mn);
+        kn_k_scale_min(s, j, &sc, &mn);
         const float dl = d * (float)sc;
         const float ml = dmin * (float)mn;
         const uint8_t *q = qs + 32 * (j / 2);
@@ -211,7 +198,7 @@ static void deq_q5_k(const uint8_t *blk, float *dst) {
     const uint8_t *qs = blk + 16 + QK_K / 8;
     for (int j = 0; j < QK_K / 32; j++) {
         int sc, mn;
-        k_scale_min(s, j, &sc, &mn);
+        kn_k_scale_min(s, j, &sc, &mn);
         const float dl = d * (float)sc;
         const float ml = dmin * (float)mn;
         const uint8_t *q = qs + 32 * (j / 2);
@@ -295,59 +282,4 @@ int kn_dequantize(int type, const void *src, float *dst, int64_t n) {
     const int64_t nb = n / be;
     for (int64_t b = 0; b < nb; b++) fn(s + (size_t)b * bb, dst + b * be);
     return LT_OK;
-}
-
-/* ---- 32-element blocks of the form d * q + mn ---- */
-
-bool kn_block32_form(int type) {
-    switch (type) {
-    case LT_DTYPE_Q4_0:
-    case LT_DTYPE_Q4_1:
-    case LT_DTYPE_Q8_0:
-    case LT_DTYPE_Q4_K: return true;
-    default: return false;
-    }
-}
-
-/* Sub-block j (32 elements) of a Q4_K super-block as d * q + mn, as deq_q4_k reads it. */
-static inline void q4_k_sub(const uint8_t *blk, int j, int16_t *q, float *d, float *mn) {
-    int sc, m;
-    k_scale_min(blk + 4, j, &sc, &m);
-    *d = ld_f16(blk) * (float)sc;
-    *mn = -(ld_f16(blk + 2) * (float)m);
-    const uint8_t *qs = blk + 16 + 32 * (j / 2);
-    const int shift = 4 * (j % 2);
-    for (int l = 0; l < 32; l++) q[l] = (int16_t)((qs[l] >> shift) & 0x0f);
-}
-
-void kn_row32(int type, const uint8_t *row, int nb, int16_t *q, float *d, float *mn) {
-    if (type == LT_DTYPE_Q4_K) {
-        for (int b = 0; b < nb; b++)
-            q4_k_sub(row + (size_t)(b / 8) * lt_dtype_block_bytes(type), b % 8, q + (size_t)b * QK,
-                     d + b, mn + b);
-        return;
-    }
-    for (int b = 0; b < nb; b++) kn_block32(type, row, b, q + (size_t)b * QK, d + b, mn + b);
-}
-
-void kn_block32(int type, const uint8_t *row, int b, int16_t *q, float *d, float *mn) {
-    switch (type) {
-    case LT_DTYPE_Q4_0:
-    case LT_DTYPE_Q4_1:
-    case LT_DTYPE_Q8_0: {
-        const uint8_t *blk = row + (size_t)b * lt_dtype_block_bytes(type);
-        *d = ld_f16(blk);
-        *mn = type == LT_DTYPE_Q4_1 ? ld_f16(blk + 2) : type == LT_DTYPE_Q4_0 ? -8.0f * *d : 0.0f;
-        const uint8_t *qs = blk + (type == LT_DTYPE_Q4_1 ? 4 : 2);
-        for (int i = 0; i < QK; i++)
-            q[i] = type == LT_DTYPE_Q8_0
-                       ? (int16_t)(int8_t)qs[i]
-                       : (int16_t)(i < QK / 2 ? qs[i] & 0x0f : qs[i - QK / 2] >> 4);
-        return;
-    }
-    case LT_DTYPE_Q4_K:
-        q4_k_sub(row + (size_t)(b / 8) * lt_dtype_block_bytes(type), b % 8, q, d, mn);
-        return;
-    default: memset(q, 0, QK * sizeof *q); *d = *mn = 0.0f;
-    }
 }

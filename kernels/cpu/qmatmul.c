@@ -140,7 +140,7 @@ static float f16_ref(uint16_t h) {
 }
 
 /* One block of the reference arithmetic (qmatmul_priv.h), unpacked (quants q, scale d, offset
- * coefficient mn), as block b of its row, into acc (16) and off. */
+ * coefficient mn), as block b of its row, into acc (KN_ACC) and off. */
 static inline void block_step_q(const int16_t *q, float d, float mn, const int16_t *xq, float dx,
                                 float xs, int b, float *acc, float *off) {
     int32_t i = 0;
@@ -281,25 +281,37 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
 
 /* ---- the product ---- */
 
-bool kn_qmatmul_direct(int type) {
-    return kn_block32_form(type);
-}
-
-/* The direct types whose blocks are read in place by the few-row kernels (rowdot): one
- * 32-element block per kn_block_head. Q4_K is unpacked (unpack_any) for the many-row kernel and
- * read in place by its own few-row kernel (rowdot4k) where the instruction set has one. */
+/* The direct types whose 32-element blocks are read in place by the few-row kernels (rowdot),
+ * one block per kn_block_head. Q4_K's sub-blocks have the same form (kn_q4_k_head): unpacked
+ * (unpack_q4_k) for the many-row kernel, read in place by their own few-row kernel (rowdot4k)
+ * where the instruction set has one. */
 static bool rowdot_form(int type) {
     return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q8_0;
 }
 
-/* kn_unpack for every kn_block32_form type, row by row (kn_row32). */
-static void unpack_any(int type, const uint8_t *w, size_t row_bytes, int rows,
-                       const kn_wrows_t *out) {
-    for (int r = 0; r < rows; r++) {
-        size_t at = (size_t)r * out->nb;
-        kn_row32(type, w + (size_t)r * row_bytes, out->nb, out->q + at * KN_QK, out->d + at,
-                 out->mn + at);
-    }
+bool kn_qmatmul_direct(int type) {
+    return rowdot_form(type) || type == LT_DTYPE_Q4_K;
+}
+
+/* kn_unpack for Q4_K, sub-block by sub-block (kn_q4_k_head). */
+static void unpack_q4_k(const uint8_t *w, size_t row_bytes, int rows, const kn_wrows_t *out) {
+    size_t sbb = lt_dtype_block_bytes(LT_DTYPE_Q4_K);
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < out->nb; b++) {
+            size_t at = (size_t)r * out->nb + b;
+            const uint8_t *qs = kn_q4_k_head(w + (size_t)r * row_bytes + (size_t)(b / 8) * sbb,
+                                             b % 8, &out->d[at], &out->mn[at], f16_ref);
+            int16_t *q = out->q + at * KN_QK;
+            int shift = 4 * (b % 2);
+            for (int l = 0; l < KN_QK; l++) q[l] = (int16_t)((qs[l] >> shift) & 0x0f);
+        }
+}
+
+/* Activation row r of the quantized rows in s, as a one-row kn_qact_t. */
+static kn_qact_t act_row(const kn_qscratch_t *s, int r, int k) {
+    int nb = k / QK;
+    return (kn_qact_t){s->xq + (size_t)r * k, s->dx + (size_t)r * nb, s->xs + (size_t)r * nb, k,
+                       nb};
 }
 
 bool kn_qmatmul_supported(int type, int k) {
@@ -370,8 +382,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
         if (k_isa[isa].rowdot4)
             for (; j + 4 <= j1; j += 4)
                 for (int r = 0; r < m; r++) {
-                    kn_qact_t ar = {s->xq + (size_t)r * k, s->dx + (size_t)r * nb,
-                                    s->xs + (size_t)r * nb, k, nb};
+                    kn_qact_t ar = act_row(s, r, k);
                     k_isa[isa].rowdot4(type, w + (size_t)j * row_bytes, row_bytes, bb, &ar,
                                        y + (size_t)r * n + j);
                 }
@@ -385,11 +396,9 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     if (type == LT_DTYPE_Q4_K && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
         for (; j0 + 4 <= j1; j0 += 4) /* Q4_K decode: read in place, four rows at a time */
             for (int i = 0; i < m; i++) {
-                kn_qact_t ai = {s->xq + (size_t)i * k, s->dx + (size_t)i * nb,
-                                s->xs + (size_t)i * nb, k, nb};
-                float out[4];
-                k_isa[isa].rowdot4k(w + (size_t)j0 * row_bytes, row_bytes, &ai, out);
-                for (int t = 0; t < 4; t++) y[(size_t)i * n + j0 + t] = out[t];
+                kn_qact_t ai = act_row(s, i, k);
+                k_isa[isa].rowdot4k(w + (size_t)j0 * row_bytes, row_bytes, &ai,
+                                    y + (size_t)i * n + j0);
             }
         if (j0 == j1) return;
     }
@@ -401,7 +410,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     if (rowdot_form(type))
         k_isa[isa].unpack(type, w + (size_t)j0 * row_bytes, row_bytes, bb, j1 - j0, &wr);
     else
-        unpack_any(type, w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
+        unpack_q4_k(w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
     for (int g = 0; g * KN_LANES < m; g++) {
         kn_qactT_t a = {s->xqT + (size_t)g * KN_LANES * nb * QK, s->dxT + (size_t)g * KN_LANES * nb,
                         s->xsT + (size_t)g * KN_LANES * nb, nb};
@@ -431,7 +440,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         if (mm[i].n < 1 || !kn_qmatmul_supported(mm[i].type, k)) return LT_ERR_INVAL;
         first[i + 1] = first[i] + (mm[i].n + ROW_CHUNK - 1) / ROW_CHUNK;
         any_direct |= kn_qmatmul_direct(mm[i].type);
-        any_unpacked |= kn_qmatmul_direct(mm[i].type) && !rowdot_form(mm[i].type);
+        any_unpacked |= mm[i].type == LT_DTYPE_Q4_K;
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;

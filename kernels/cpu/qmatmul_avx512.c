@@ -107,6 +107,17 @@ static inline __m512 by_block(__m128 v) {
                                  _mm512_castps128_ps512(v));
 }
 
+/* A group's floating-point step for four weight rows against activation row 0 of a (blocks
+ * b0 .. b0 + nbg - 1): u's integer block sums (hsum4x4 per block), the rows' scales d and offset
+ * coefficients mn, lane j * 4 + i, into acc and off. */
+static inline void group_acc4(const __m512i *u, __m512 d, __m512 mn, const kn_qact_t *a, int b0,
+                              int nbg, __m512 *acc, __m128 *off) {
+    __mmask8 kb = (__mmask8)((1u << nbg) - 1);
+    __m512 s = _mm512_mul_ps(d, by_block(_mm_maskz_loadu_ps(kb, a->dx + b0)));
+    *acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(hsum_lanes(u)), s, *acc, group_mask(nbg));
+    *off = group_off(mn, by_block(_mm_maskz_loadu_ps(kb, a->xs + b0)), nbg, *off);
+}
+
 /* One group (nbg blocks from b0) of four weight rows against activation row 0. */
 static inline __attribute__((always_inline)) void rowdot4_group(int type, int nbg,
                                                                 const uint8_t *w0, size_t row_bytes,
@@ -129,10 +140,7 @@ static inline __attribute__((always_inline)) void rowdot4_group(int type, int nb
     }
     __m512 d, mn;
     group_heads(type, w0, row_bytes, bb, nbg, &d, &mn);
-    __mmask8 kb = (__mmask8)((1u << nbg) - 1);
-    __m512 s = _mm512_mul_ps(d, by_block(_mm_maskz_loadu_ps(kb, a->dx + b0)));
-    *acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(hsum_lanes(u)), s, *acc, group_mask(nbg));
-    *off = group_off(mn, by_block(_mm_maskz_loadu_ps(kb, a->xs + b0)), nbg, *off);
+    group_acc4(u, d, mn, a, b0, nbg, acc, off);
 }
 
 static inline __attribute__((always_inline)) void rowdot4_typed(int type, const uint8_t *w,
@@ -173,33 +181,20 @@ static inline __m512 rows_by_block(const float *v, int nb, int b0, int nbg) {
 }
 
 /* Q4_K: four weight rows (row_bytes apart) against activation row 0, straight from the
- * 144-byte super-blocks (d, dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles): the
- * reference arithmetic on the form kn_block32 gives, without writing it out. */
+ * super-blocks: the reference arithmetic on the form kn_q4_k_head gives, without writing the
+ * quants out. */
 void kn_rowdot4k_avx512(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out) {
     __m512 acc = _mm512_setzero_ps();
     __m128 off = _mm_setzero_ps();
-    const size_t sbb = 144;
+    const size_t sbb = lt_dtype_block_bytes(LT_DTYPE_Q4_K);
     const __m256i lo4 = _mm256_set1_epi8(0x0f);
     for (int sb = 0; sb < a->nb / 8; sb++) {
         float d[4][8], mn[4][8];
-        for (int i = 0; i < 4; i++) {
-            for (int j = 0; j < 8; j++) {
-                /* scale and min of sub-block j: kn_block32's, without the quants */
-                const uint8_t *blk = w + (size_t)i * row_bytes + (size_t)sb * sbb, *sm = blk + 4;
-                int sc, m;
-                if (j < 4) {
-                    sc = sm[j] & 0x3f;
-                    m = sm[j + 4] & 0x3f;
-                } else {
-                    sc = (sm[j + 4] & 0x0f) | ((sm[j - 4] >> 6) << 4);
-                    m = (sm[j + 4] >> 4) | ((sm[j] >> 6) << 4);
-                }
-                uint16_t hd = (uint16_t)(blk[0] | blk[1] << 8),
-                         hm = (uint16_t)(blk[2] | blk[3] << 8);
-                d[i][j] = f16_fast(hd) * (float)sc;
-                mn[i][j] = -(f16_fast(hm) * (float)m);
-            }
-        }
+        const uint8_t *qs[4][8];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 8; j++)
+                qs[i][j] = kn_q4_k_head(w + (size_t)i * row_bytes + (size_t)sb * sbb, j, &d[i][j],
+                                        &mn[i][j], f16_fast);
         for (int j0 = 0; j0 < 8; j0 += KN_ACC) {
             int b0 = sb * 8 + j0;
             __m512i u[KN_ACC];
@@ -207,21 +202,17 @@ void kn_rowdot4k_avx512(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, 
                 int jj = j0 + j;
                 __m512i x = _mm512_loadu_si512(a->xq + (size_t)(b0 + j) * KN_QK), v[4];
                 for (int i = 0; i < 4; i++) {
-                    const uint8_t *qs =
-                        w + (size_t)i * row_bytes + (size_t)sb * sbb + 16 + 32 * (jj / 2);
-                    if (jj % 2 == 0) _mm_prefetch((const char *)qs + KN_PREFETCH, _MM_HINT_T0);
-                    __m256i raw = _mm256_loadu_si256((const __m256i *)qs);
+                    if (jj % 2 == 0)
+                        _mm_prefetch((const char *)qs[i][jj] + KN_PREFETCH, _MM_HINT_T0);
+                    __m256i raw = _mm256_loadu_si256((const __m256i *)qs[i][jj]);
                     __m256i nib = jj % 2 ? _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4)
                                          : _mm256_and_si256(raw, lo4);
                     v[i] = _mm512_madd_epi16(_mm512_cvtepu8_epi16(nib), x);
                 }
                 u[j] = hsum4x4(v[0], v[1], v[2], v[3]);
             }
-            __m512 dv = rows_by_block(&d[0][0], 8, j0, KN_ACC);
-            __m512 mv = rows_by_block(&mn[0][0], 8, j0, KN_ACC);
-            __m512 sv = _mm512_mul_ps(dv, by_block(_mm_loadu_ps(a->dx + b0)));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hsum_lanes(u)), sv, acc);
-            off = group_off(mv, by_block(_mm_loadu_ps(a->xs + b0)), KN_ACC, off);
+            group_acc4(u, rows_by_block(&d[0][0], 8, j0, KN_ACC),
+                       rows_by_block(&mn[0][0], 8, j0, KN_ACC), a, b0, KN_ACC, &acc, &off);
         }
     }
     _mm_storeu_ps(out, _mm_add_ps(tree4x4(acc), off));
@@ -233,6 +224,11 @@ void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t 
     __m512 acc = _mm512_setzero_ps();
     __m128 off = _mm_setzero_ps();
     __mmask16 rows = (__mmask16)(0x1111u * ((1u << m) - 1));
+    /* lane j * 4 + r: dx[r][b0 + j] and xs[r][b0 + j] */
+    __m512i idx = _mm512_add_epi32(
+        _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+        _mm512_mullo_epi32(_mm512_set1_epi32(a->nb),
+                           _mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0)));
     for (int b0 = 0; b0 < a->nb; b0 += KN_ACC) {
         int nbg = a->nb - b0 < KN_ACC ? a->nb - b0 : KN_ACC;
         __mmask16 k = group_mask(nbg) & rows;
@@ -252,11 +248,6 @@ void kn_rowdot_avx512(int type, const uint8_t *wrow, size_t bb, const kn_qact_t 
                                                                   (size_t)(b0 + j) * KN_QK))
                         : _mm512_setzero_si512();
         }
-        /* lane j * 4 + r: dx[r][b0 + j] and xs[r][b0 + j] */
-        __m512i idx = _mm512_add_epi32(
-            _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-            _mm512_mullo_epi32(_mm512_set1_epi32(a->nb),
-                               _mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0)));
         __m512 dx = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, a->dx + b0, 4);
         __m512 xs = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, a->xs + b0, 4);
         __m512 s = _mm512_mul_ps(by_block(_mm_loadu_ps(dj)), dx);

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
+#include "kernels.h"
 
 #define KN_QK    32 /* elements per block of the directly read types */
 #define KN_LANES 16 /* activation rows side by side in the transposed layout */
@@ -145,6 +146,19 @@ static inline void kn_block_q16(int type, const uint8_t *qs, int16_t *q) {
         else
             q[i] = (int16_t)(i < KN_QK / 2 ? (qs[i] & 0x0f) : (qs[i - KN_QK / 2] >> 4));
     }
+}
+
+/* Q4_K (144-byte super-blocks: d, dmin (f16), 12 bytes of 6-bit scales and mins, 128 bytes of
+ * nibbles) read as 32-element blocks of the same form: sub-block j (0..7) of super-block blk has
+ * scale d * scale_j and offset coefficient -(dmin * min_j); returns its 32 bytes of nibbles, the
+ * low ones for j even, the high ones for j odd. */
+static inline const uint8_t *kn_q4_k_head(const uint8_t *blk, int j, float *d, float *mn,
+                                          float (*f16)(uint16_t)) {
+    int sc, m;
+    kn_k_scale_min(blk + 4, j, &sc, &m);
+    *d = f16((uint16_t)(blk[0] | blk[1] << 8)) * (float)sc;
+    *mn = -(f16((uint16_t)(blk[2] | blk[3] << 8)) * (float)m);
+    return blk + 16 + 32 * (j / 2);
 }
 
 #endif

@@ -743,11 +743,6 @@ def tree_mem(root):
     return rss, pss
 
 
-def tree_rss(root):
-    """Resident memory of root and all its descendants, in bytes (tree_mem's RSS)."""
-    return tree_mem(root)[0]
-
-
 class RssMeter:
     """The tree's resident memory (RSS and PSS): at start and the highest seen by a sampling
     thread (every interval seconds) until stop()."""

@@ -245,14 +245,14 @@ def test_tree_rss():
                   f"tree {start / MIB:.1f} MiB, child + grandchild {both / MIB:.1f} MiB")
             open(os.path.join(d, "go"), "w").close()
             wait_file(os.path.join(d, "held"))
-            held = bs.tree_rss(child.pid)
+            held = bs.tree_mem(child.pid)[0]
             check("tree RSS: the grandchild's 64 MiB count", held - start >= 60 * MIB,
                   f"{start / MIB:.1f} -> {held / MIB:.1f} MiB")
             time.sleep(0.2)  # several samples while held
             open(os.path.join(d, "free"), "w").close()
             wait_file(os.path.join(d, "freed"))
             time.sleep(0.1)
-            after = bs.tree_rss(child.pid)
+            after = bs.tree_mem(child.pid)[0]
             first, peak = meter.stop()
             check("RSS meter: the peak is the held memory, gone by the end",
                   first == start and peak - start >= 60 * MIB and peak - after >= 50 * MIB,
@@ -261,7 +261,7 @@ def test_tree_rss():
             check("PSS meter: the held 64 MiB (private pages) count in PSS too",
                   meter.pss_peak - meter.pss_idle >= 60 * MIB and 0 < meter.pss_idle <= start,
                   f"PSS idle {meter.pss_idle / MIB:.1f}, peak {meter.pss_peak / MIB:.1f} MiB")
-            check("tree RSS of a pid that is gone is 0", bs.tree_rss(2**22 + 12345) == 0)
+            check("tree RSS of a pid that is gone is 0", bs.tree_mem(2**22 + 12345) == (0, 0))
         finally:
             child.kill()
             child.wait()

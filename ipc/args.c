@@ -100,6 +100,16 @@ int ipc_engine_opts_table(const struct option *own, int n_own, struct option *ou
     return n_own + O_COUNT;
 }
 
+/* *out = the index of arg among names[0..n-1]; false (and *out untouched) if it is none. */
+static bool pick_name(const char *arg, const char *const *names, int n, int *out) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(arg, names[i]) == 0) {
+            *out = i;
+            return true;
+        }
+    return false;
+}
+
 int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *err) {
     int id = val - IPC_ENGINE_OPT;
     if (id < 0 || id >= O_COUNT) return 1;
@@ -145,12 +155,7 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
         want = "a size in bytes, K/M/G suffixes";
         break;
     case O_KV_DTYPE:
-        ok = false;
-        for (int i = 0; i < 4; i++)
-            if (strcmp(arg, ipc_kv_dtype_names[i]) == 0) {
-                a->kv_cache_dtype = i;
-                ok = true;
-            }
+        ok = pick_name(arg, ipc_kv_dtype_names, 4, &a->kv_cache_dtype);
         want = "auto, fp32, fp16 or bf16";
         break;
     case O_GPU_MEM: {
@@ -166,12 +171,7 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
         want = "1..1024";
         break;
     case O_DEVICE:
-        ok = false;
-        for (int i = 0; i < 3; i++)
-            if (strcmp(arg, ipc_device_names[i]) == 0) {
-                a->device = i;
-                ok = true;
-            }
+        ok = pick_name(arg, ipc_device_names, 3, &a->device);
         want = "auto, cuda or cpu";
         break;
     case O_BATCH_INVARIANT: a->batch_invariant = true; break;

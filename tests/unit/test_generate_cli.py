@@ -31,6 +31,7 @@ def main():
                         ("bad max-tokens", ["--prompt-ids", "1", "--max-tokens", "ten"]),
                         ("bad threads", ["--prompt-ids", "1", "--threads", "0"]),
                         ("bad device", ["--prompt-ids", "1", "--device", "tpu"]),
+                        ("bad kv-cache-dtype", ["--prompt-ids", "1", "--kv-cache-dtype", "fp8"]),
                         ("unknown option", ["--prompt-ids", "1", "--frobnicate"])]:
         r = run(*args)
         check(f"usage error: {label}", r.returncode == 2 and r.stderr.strip() != "",

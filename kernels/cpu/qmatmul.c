@@ -433,14 +433,15 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
     if (!s || count < 1 || count > KN_QMM_MAX || m < 1 || m > s->max_rows || k > s->max_k)
         return LT_ERR_INVAL;
     kn_isa_t isa = kn_isa();
-    int first[KN_QMM_MAX + 1] = {0}; /* chunk index where matrix i starts */
-    bool any_direct = false, any_unpacked = false;
+    int first[KN_QMM_MAX + 1] = {0};           /* chunk index where matrix i starts */
+    bool any_direct = false, gemm_few = false; /* gemm_few: a few rows go through gemm */
     int64_t work = 0;
     for (int i = 0; i < count; i++) {
         if (mm[i].n < 1 || !kn_qmatmul_supported(mm[i].type, k)) return LT_ERR_INVAL;
         first[i + 1] = first[i] + (mm[i].n + ROW_CHUNK - 1) / ROW_CHUNK;
         any_direct |= kn_qmatmul_direct(mm[i].type);
-        any_unpacked |= mm[i].type == LT_DTYPE_Q4_K;
+        /* Q4_K's few rows take rowdot4k, four weight rows at a time; the rest of a chunk, gemm */
+        gemm_few |= mm[i].type == LT_DTYPE_Q4_K && (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;
@@ -451,7 +452,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
             for (int r = 0; r < m; r++)
                 quantize_row(x + (size_t)r * k, k, s->xq + (size_t)r * k,
                              s->dx + (size_t)r * (k / QK), s->xs + (size_t)r * (k / QK));
-            if (m > KN_ROWDOT_MAX || any_unpacked) {
+            if (m > KN_ROWDOT_MAX || gemm_few) {
 #pragma omp for schedule(static)
                 for (int g = 0; g < (m + KN_LANES - 1) / KN_LANES; g++) transpose_group(s, g, m, k);
             }

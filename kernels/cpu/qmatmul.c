@@ -4,19 +4,19 @@
  * Weights stay as the model file stores them (mmapped; see worker/model.c); nothing is widened to
  * fp32 in memory. Two paths:
  *
- * - Q4_0, Q4_1, Q8_0 (the 32-element block types) are read directly, and so are the 32-element
- *   sub-blocks of Q4_K (scale and min decoded per sub-block: d * q + mn per 32 elements, the
- *   same form). Each activation row is quantized per 32-element block to int16 with its own
- *   scale (relative error <= 2^-16 of the block's largest value, ~250x finer than the int8
- *   activations common elsewhere, so results stay within the fp32 reference's own rounding
- *   noise); each block product is an exact integer dot product of the weight quants and the
- *   int16 activations, converted once and scaled by (weight scale x activation scale). The
- *   offsets (Q4_1's m, Q4_0's implicit -8, Q4_K's mins) contribute mn * sum(x), with the block
- *   sum taken in fp32 from the unquantized activations. The exact sequence of operations is in
- *   qmatmul_priv.h.
- * - Every other type (F32, F16, BF16, Q5_0, Q5_1, Q5_K, and Q2_K, Q3_K, Q6_K whose scales cover
- *   16 elements) is dequantized one weight row at a time into a per-thread fp32 buffer and
- *   dotted with each activation row (kn_dot's order).
+ * - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (the 32-element block types) are read directly, and so are the
+ *   32-element sub-blocks of Q4_K and Q5_K (scale and min decoded per sub-block: d * q + mn per
+ *   32 elements, the same form). Each activation row is quantized per 32-element block to int16
+ *   with its own scale (relative error <= 2^-16 of the block's largest value, ~250x finer than
+ *   the int8 activations common elsewhere, so results stay within the fp32 reference's own
+ *   rounding noise); each block product is an exact integer dot product of the weight quants and
+ *   the int16 activations, converted once and scaled by (weight scale x activation scale). The
+ *   offsets (Q4_1/Q5_1's m, Q4_0's implicit -8, Q5_0's -16, the K-quants' mins) contribute
+ *   mn * sum(x), with the block sum taken in fp32 from the unquantized activations. The exact
+ *   sequence of operations is in qmatmul_priv.h.
+ * - Every other type (F32, F16, BF16, and Q2_K, Q3_K, Q6_K whose scales cover 16 elements) is
+ *   dequantized one weight row at a time into a per-thread fp32 buffer and dotted with each
+ *   activation row (kn_dot's order).
  *
  * Two kernels for the direct types, bit-identical to each other and to the scalar reference: up
  * to KN_ROWDOT_MAX rows run four weight rows at a time, each activation row in turn (decode);
@@ -57,7 +57,7 @@ static const struct {
     kn_unpack_fn unpack;
     kn_gemm_fn gemm;
     kn_dotf_fn dotf;
-    kn_rowdot4k_fn rowdot4k; /* NULL: Q4_K's few rows unpacked first */
+    kn_rowdot4k_fn rowdot4k; /* NULL: Q4_K/Q5_K's few rows unpacked first */
 } k_isa[] = {
     [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_unpack_scalar, kn_gemm_scalar,
                        kn_dotf_scalar, NULL},
@@ -282,28 +282,33 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
 /* ---- the product ---- */
 
 /* The direct types whose 32-element blocks are read in place by the few-row kernels (rowdot),
- * one block per kn_block_head. Q4_K's sub-blocks have the same form (kn_q4_k_head): unpacked
- * (unpack_q4_k) for the many-row kernel, read in place by their own few-row kernel (rowdot4k)
+ * one block per kn_block_head. Q4_K/Q5_K's sub-blocks have the same form (kn_k_head): unpacked
+ * (unpack_k32) for the many-row kernel, read in place by their own few-row kernel (rowdot4k)
  * where the instruction set has one. */
 static bool rowdot_form(int type) {
-    return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q8_0;
+    return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q5_0 ||
+           type == LT_DTYPE_Q5_1 || type == LT_DTYPE_Q8_0;
 }
 
 bool kn_qmatmul_direct(int type) {
-    return rowdot_form(type) || type == LT_DTYPE_Q4_K;
+    return rowdot_form(type) || kn_is_k32(type);
 }
 
-/* kn_unpack for Q4_K, sub-block by sub-block (kn_q4_k_head). */
-static void unpack_q4_k(const uint8_t *w, size_t row_bytes, int rows, const kn_wrows_t *out) {
-    size_t sbb = lt_dtype_block_bytes(LT_DTYPE_Q4_K);
+/* kn_unpack for Q4_K and Q5_K, sub-block by sub-block (kn_k_head). */
+static void unpack_k32(int type, const uint8_t *w, size_t row_bytes, int rows,
+                       const kn_wrows_t *out) {
+    size_t sbb = lt_dtype_block_bytes(type);
     for (int r = 0; r < rows; r++)
         for (int b = 0; b < out->nb; b++) {
             size_t at = (size_t)r * out->nb + b;
-            const uint8_t *qs = kn_q4_k_head(w + (size_t)r * row_bytes + (size_t)(b / 8) * sbb,
-                                             b % 8, &out->d[at], &out->mn[at], f16_ref);
+            const uint8_t *sb = w + (size_t)r * row_bytes + (size_t)(b / 8) * sbb;
+            const uint8_t *qs = kn_k_head(type, sb, b % 8, &out->d[at], &out->mn[at], f16_ref);
+            const uint8_t *qh = kn_q5_k_bits(sb);
             int16_t *q = out->q + at * KN_QK;
             int shift = 4 * (b % 2);
-            for (int l = 0; l < KN_QK; l++) q[l] = (int16_t)((qs[l] >> shift) & 0x0f);
+            for (int l = 0; l < KN_QK; l++)
+                q[l] = (int16_t)(((qs[l] >> shift) & 0x0f) |
+                                 (type == LT_DTYPE_Q5_K ? ((qh[l] >> (b % 8)) & 1) << 4 : 0));
         }
 }
 
@@ -393,11 +398,11 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
         }
         return;
     }
-    if (type == LT_DTYPE_Q4_K && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
-        for (; j0 + 4 <= j1; j0 += 4) /* Q4_K decode: read in place, four rows at a time */
+    if (kn_is_k32(type) && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
+        for (; j0 + 4 <= j1; j0 += 4) /* K-quant decode: read in place, four rows at a time */
             for (int i = 0; i < m; i++) {
                 kn_qact_t ai = act_row(s, i, k);
-                k_isa[isa].rowdot4k(w + (size_t)j0 * row_bytes, row_bytes, &ai,
+                k_isa[isa].rowdot4k(type, w + (size_t)j0 * row_bytes, row_bytes, &ai,
                                     y + (size_t)i * n + j0);
             }
         if (j0 == j1) return;
@@ -410,7 +415,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     if (rowdot_form(type))
         k_isa[isa].unpack(type, w + (size_t)j0 * row_bytes, row_bytes, bb, j1 - j0, &wr);
     else
-        unpack_q4_k(w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
+        unpack_k32(type, w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
     for (int g = 0; g * KN_LANES < m; g++) {
         kn_qactT_t a = {s->xqT + (size_t)g * KN_LANES * nb * QK, s->dxT + (size_t)g * KN_LANES * nb,
                         s->xsT + (size_t)g * KN_LANES * nb, nb};
@@ -440,8 +445,9 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         if (mm[i].n < 1 || !kn_qmatmul_supported(mm[i].type, k)) return LT_ERR_INVAL;
         first[i + 1] = first[i] + (mm[i].n + ROW_CHUNK - 1) / ROW_CHUNK;
         any_direct |= kn_qmatmul_direct(mm[i].type);
-        /* Q4_K's few rows take rowdot4k, four weight rows at a time; the rest of a chunk, gemm */
-        gemm_few |= mm[i].type == LT_DTYPE_Q4_K && (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
+        /* K-quants' few rows take rowdot4k, four weight rows at a time; the rest of a chunk,
+         * gemm */
+        gemm_few |= kn_is_k32(mm[i].type) && (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;

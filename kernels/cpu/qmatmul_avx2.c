@@ -23,6 +23,14 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* 16 in lane i where bit i of bits is set, else 0. */
+static inline __m256i fifth_bits(uint32_t bits) {
+    const __m256i sel = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
+                                          8192, 16384, (short)0x8000);
+    __m256i hit = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16((short)bits), sel), sel);
+    return _mm256_and_si256(hit, _mm256_set1_epi16(16));
+}
+
 /* The block's 32 quants as int16 in element order: elements 0..15 in lo, 16..31 in hi. */
 static inline void load_q16(int type, const uint8_t *qs, __m256i *lo, __m256i *hi) {
     if (type == LT_DTYPE_Q8_0) {
@@ -30,10 +38,15 @@ static inline void load_q16(int type, const uint8_t *qs, __m256i *lo, __m256i *h
         *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
         return;
     }
-    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    __m128i raw = _mm_loadu_si128((const __m128i *)(kn_is_q5(type) ? qs + 4 : qs));
     __m128i mask = _mm_set1_epi8(0x0f);
     *lo = _mm256_cvtepu8_epi16(_mm_and_si128(raw, mask));
     *hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), mask));
+    if (kn_is_q5(type)) {
+        uint32_t qh = kn_q5_bits(qs);
+        *lo = _mm256_or_si256(*lo, fifth_bits(qh & 0xffffu));
+        *hi = _mm256_or_si256(*hi, fifth_bits(qh >> 16));
+    }
 }
 
 /* kn_tree4 of u's lanes. */

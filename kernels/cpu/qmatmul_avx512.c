@@ -19,14 +19,18 @@ static inline float f16_fast(uint16_t h) {
     return _cvtsh_ss(h);
 }
 
-/* The block's 32 quants as int16 in element order. */
+/* The block's 32 quants as int16 in element order (Q5: bit i of qh adds 16 to lane i). */
 static inline __m512i load_q16(int type, const uint8_t *qs) {
     if (type == LT_DTYPE_Q8_0) return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)qs));
-    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    const uint8_t *nib = kn_is_q5(type) ? qs + 4 : qs;
+    __m128i raw = _mm_loadu_si128((const __m128i *)nib);
     __m128i mask = _mm_set1_epi8(0x0f);
     __m128i lo = _mm_and_si128(raw, mask);
     __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-    return _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
+    __m512i q = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
+    if (kn_is_q5(type))
+        q = _mm512_mask_add_epi16(q, (__mmask32)kn_q5_bits(qs), q, _mm512_set1_epi16(16));
+    return q;
 }
 
 static inline __m512i pair_dot(__m512i acc, __m512i w, __m512i x) {
@@ -80,10 +84,10 @@ static inline void group_heads(int type, const uint8_t *w0, size_t row_bytes, si
             hm[j * 4 + i] = (uint16_t)(blk[2] | blk[3] << 8);
         }
     *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hd));
-    if (type == LT_DTYPE_Q4_1)
+    if (type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q5_1)
         *mn = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hm));
-    else if (type == LT_DTYPE_Q4_0)
-        *mn = _mm512_mul_ps(_mm512_set1_ps(-8.0f), *d);
+    else if (type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q5_0)
+        *mn = _mm512_mul_ps(_mm512_set1_ps(type == LT_DTYPE_Q4_0 ? -8.0f : -16.0f), *d);
     else
         *mn = _mm512_setzero_ps();
 }
@@ -123,7 +127,7 @@ static inline __attribute__((always_inline)) void rowdot4_group(int type, int nb
                                                                 const uint8_t *w0, size_t row_bytes,
                                                                 size_t bb, const kn_qact_t *a,
                                                                 int b0, __m512 *acc, __m128 *off) {
-    int hdr = type == LT_DTYPE_Q4_1 ? 4 : 2;
+    int hdr = type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q5_1 ? 4 : 2; /* kn_block_head's */
     __m512i u[KN_ACC], v[4];
     for (int j = 0; j < KN_ACC; j++) {
         if (j >= nbg) {
@@ -162,6 +166,8 @@ void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, 
     switch (type) {
     case LT_DTYPE_Q4_0: rowdot4_typed(LT_DTYPE_Q4_0, w, row_bytes, bb, a, out); break;
     case LT_DTYPE_Q4_1: rowdot4_typed(LT_DTYPE_Q4_1, w, row_bytes, bb, a, out); break;
+    case LT_DTYPE_Q5_0: rowdot4_typed(LT_DTYPE_Q5_0, w, row_bytes, bb, a, out); break;
+    case LT_DTYPE_Q5_1: rowdot4_typed(LT_DTYPE_Q5_1, w, row_bytes, bb, a, out); break;
     default: rowdot4_typed(LT_DTYPE_Q8_0, w, row_bytes, bb, a, out); break;
     }
 }
@@ -180,21 +186,26 @@ static inline __m512 rows_by_block(const float *v, int nb, int b0, int nbg) {
     return _mm512_insertf32x4(out, r3, 3);
 }
 
-/* Q4_K: four weight rows (row_bytes apart) against activation row 0, straight from the
- * super-blocks: the reference arithmetic on the form kn_q4_k_head gives, without writing the
- * quants out. */
-void kn_rowdot4k_avx512(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out) {
+/* Q4_K or Q5_K (a constant where inlined): four weight rows (row_bytes apart) against activation
+ * row 0, straight from the super-blocks: the reference arithmetic on the form kn_k_head gives,
+ * without writing the quants out. Q5_K's fifth bits add 16 to the lanes bit j of qh marks. */
+static inline __attribute__((always_inline)) void
+rowdot4k_typed(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out) {
     __m512 acc = _mm512_setzero_ps();
     __m128 off = _mm_setzero_ps();
-    const size_t sbb = lt_dtype_block_bytes(LT_DTYPE_Q4_K);
+    const size_t sbb = lt_dtype_block_bytes(type);
     const __m256i lo4 = _mm256_set1_epi8(0x0f);
     for (int sb = 0; sb < a->nb / 8; sb++) {
         float d[4][8], mn[4][8];
         const uint8_t *qs[4][8];
-        for (int i = 0; i < 4; i++)
+        __m256i qh[4];
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *blk = w + (size_t)i * row_bytes + (size_t)sb * sbb;
             for (int j = 0; j < 8; j++)
-                qs[i][j] = kn_q4_k_head(w + (size_t)i * row_bytes + (size_t)sb * sbb, j, &d[i][j],
-                                        &mn[i][j], f16_fast);
+                qs[i][j] = kn_k_head(type, blk, j, &d[i][j], &mn[i][j], f16_fast);
+            if (type == LT_DTYPE_Q5_K)
+                qh[i] = _mm256_loadu_si256((const __m256i *)kn_q5_k_bits(blk));
+        }
         for (int j0 = 0; j0 < 8; j0 += KN_ACC) {
             int b0 = sb * 8 + j0;
             __m512i u[KN_ACC];
@@ -207,7 +218,12 @@ void kn_rowdot4k_avx512(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, 
                     __m256i raw = _mm256_loadu_si256((const __m256i *)qs[i][jj]);
                     __m256i nib = jj % 2 ? _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4)
                                          : _mm256_and_si256(raw, lo4);
-                    v[i] = _mm512_madd_epi16(_mm512_cvtepu8_epi16(nib), x);
+                    __m512i q = _mm512_cvtepu8_epi16(nib);
+                    if (type == LT_DTYPE_Q5_K)
+                        q = _mm512_mask_add_epi16(
+                            q, _mm256_test_epi8_mask(qh[i], _mm256_set1_epi8((char)(1 << jj))), q,
+                            _mm512_set1_epi16(16));
+                    v[i] = _mm512_madd_epi16(q, x);
                 }
                 u[j] = hsum4x4(v[0], v[1], v[2], v[3]);
             }
@@ -216,6 +232,14 @@ void kn_rowdot4k_avx512(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, 
         }
     }
     _mm_storeu_ps(out, _mm_add_ps(tree4x4(acc), off));
+}
+
+void kn_rowdot4k_avx512(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
+                        float *out) {
+    if (type == LT_DTYPE_Q5_K)
+        rowdot4k_typed(LT_DTYPE_Q5_K, w, row_bytes, a, out);
+    else
+        rowdot4k_typed(LT_DTYPE_Q4_K, w, row_bytes, a, out);
 }
 
 /* One weight row against m <= 4 activation rows: lane j * 4 + r for activation row r. */

@@ -5,7 +5,9 @@
  * picked at run time.
  *
  * The arithmetic every variant reproduces bit for bit, for one weight row w and activation row r
- * of a directly read type (Q4_0, Q4_1, Q8_0), with four accumulators, one per block residue:
+ * of a directly read type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the 32-element sub-blocks of Q4_K and
+ * Q5_K),
+ * with four accumulators, one per block residue:
  *
  *     acc[0..3] = 0, off = 0
  *     for b = 0 .. nb-1:                                          (blocks in order)
@@ -68,10 +70,13 @@ typedef void (*kn_rowdot_fn)(int type, const uint8_t *wrow, size_t bb, const kn_
  * (decode; kn_qmatmul calls it once per activation row). */
 typedef void (*kn_rowdot4_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,
                               const kn_qact_t *a, float *out);
-/* out[0..3] for four Q4_K weight rows (row_bytes apart) against activation row 0 of a, read in
- * place: the reference arithmetic on kn_block32's form, without an unpacked copy (decode). */
-typedef void (*kn_rowdot4k_fn)(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out);
-void kn_rowdot4k_avx512(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out);
+/* out[0..3] for four Q4_K or Q5_K weight rows (row_bytes apart) against activation row 0 of a,
+ * read in place: the reference arithmetic on kn_k_head's form, without an unpacked copy
+ * (decode). */
+typedef void (*kn_rowdot4k_fn)(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
+                               float *out);
+void kn_rowdot4k_avx512(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
+                        float *out);
 void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,
                        float *out);
 
@@ -123,42 +128,72 @@ static inline float kn_tree4(const float *u) {
     return (u[0] + u[2]) + (u[1] + u[3]);
 }
 
+/* Whether a 32-element block type carries a fifth bit per quant (Q5_0, Q5_1: a little-endian
+ * u32 qh before the nibbles, bit i for element i). */
+static inline int kn_is_q5(int type) {
+    return type == LT_DTYPE_Q5_0 || type == LT_DTYPE_Q5_1;
+}
+
 /* Block header: scale d and offset coefficient mn (element value = d * q + mn); returns the
- * quants. Q4_0's implicit -8 is folded into mn. f16 converts a half (each variant passes its
- * fastest; the call is inlined). */
+ * quants (for Q5_0/Q5_1, their qh word, the nibbles after it). Q4_0's implicit -8 and Q5_0's -16
+ * are folded into mn. f16 converts a half (each variant passes its fastest; the call is
+ * inlined). */
 static inline const uint8_t *kn_block_head(int type, const uint8_t *blk, float *d, float *mn,
                                            float (*f16)(uint16_t)) {
     *d = f16((uint16_t)(blk[0] | blk[1] << 8));
-    if (type == LT_DTYPE_Q4_1) {
+    if (type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q5_1) {
         *mn = f16((uint16_t)(blk[2] | blk[3] << 8));
         return blk + 4;
     }
-    *mn = type == LT_DTYPE_Q4_0 ? -8.0f * *d : 0.0f;
+    *mn = type == LT_DTYPE_Q4_0 ? -8.0f * *d : type == LT_DTYPE_Q5_0 ? -16.0f * *d : 0.0f;
     return blk + 2;
 }
 
-/* The block's quants as int16 in element order (Q4: element i < 16 is the low nibble of qs[i],
- * element i + 16 the high one; Q4_0's -8 is in mn). */
+/* The qh word of a Q5_0/Q5_1 block (kn_block_head's pointer). */
+static inline uint32_t kn_q5_bits(const uint8_t *qs) {
+    return (uint32_t)qs[0] | (uint32_t)qs[1] << 8 | (uint32_t)qs[2] << 16 | (uint32_t)qs[3] << 24;
+}
+
+/* The block's quants as int16 in element order (Q4/Q5: element i < 16 is the low nibble of
+ * qs[i], element i + 16 the high one, plus 16 where Q5's bit i is set; Q4_0's -8 and Q5_0's -16
+ * are in mn). */
 static inline void kn_block_q16(int type, const uint8_t *qs, int16_t *q) {
+    uint32_t qh = 0;
+    if (kn_is_q5(type)) {
+        qh = kn_q5_bits(qs);
+        qs += 4;
+    }
     for (int i = 0; i < KN_QK; i++) {
         if (type == LT_DTYPE_Q8_0)
             q[i] = (int8_t)qs[i];
         else
-            q[i] = (int16_t)(i < KN_QK / 2 ? (qs[i] & 0x0f) : (qs[i - KN_QK / 2] >> 4));
+            q[i] = (int16_t)((i < KN_QK / 2 ? (qs[i] & 0x0f) : (qs[i - KN_QK / 2] >> 4)) |
+                             (int)((qh >> i) & 1) << 4);
     }
 }
 
-/* Q4_K (144-byte super-blocks: d, dmin (f16), 12 bytes of 6-bit scales and mins, 128 bytes of
- * nibbles) read as 32-element blocks of the same form: sub-block j (0..7) of super-block blk has
- * scale d * scale_j and offset coefficient -(dmin * min_j); returns its 32 bytes of nibbles, the
- * low ones for j even, the high ones for j odd. */
-static inline const uint8_t *kn_q4_k_head(const uint8_t *blk, int j, float *d, float *mn,
-                                          float (*f16)(uint16_t)) {
+/* Q4_K and Q5_K super-blocks (256 elements: d, dmin (f16), 12 bytes of 6-bit scales and mins;
+ * Q5_K then 32 bytes of fifth bits qh, bit j of qh[l] for element 32j + l; 128 bytes of nibbles)
+ * read as 32-element blocks of the same form: sub-block j (0..7) of super-block blk has scale
+ * d * scale_j and offset coefficient -(dmin * min_j); returns its 32 bytes of nibbles, the low
+ * ones for j even, the high ones for j odd. */
+static inline const uint8_t *kn_k_head(int type, const uint8_t *blk, int j, float *d, float *mn,
+                                       float (*f16)(uint16_t)) {
     int sc, m;
     kn_k_scale_min(blk + 4, j, &sc, &m);
     *d = f16((uint16_t)(blk[0] | blk[1] << 8)) * (float)sc;
     *mn = -(f16((uint16_t)(blk[2] | blk[3] << 8)) * (float)m);
-    return blk + 16 + 32 * (j / 2);
+    return blk + 16 + (type == LT_DTYPE_Q5_K ? 32 : 0) + 32 * (j / 2);
+}
+
+/* The fifth bits of a Q5_K super-block (kn_k_head's form). */
+static inline const uint8_t *kn_q5_k_bits(const uint8_t *blk) {
+    return blk + 16;
+}
+
+/* The K-quants whose sub-blocks are 32 elements of kn_k_head's form. */
+static inline int kn_is_k32(int type) {
+    return type == LT_DTYPE_Q4_K || type == LT_DTYPE_Q5_K;
 }
 
 #endif

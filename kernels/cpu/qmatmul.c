@@ -6,7 +6,8 @@
  *
  * - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (the 32-element block types) are read directly, and so are the
  *   32-element sub-blocks of Q4_K and Q5_K (scale and min decoded per sub-block: d * q + mn per
- *   32 elements, the same form). Each activation row is quantized per 32-element block to int16
+ *   32 elements, the same form) and the 32-element blocks of Q6_K (two 16-element halves with a
+ *   scale each, taken in turn). Each activation row is quantized per 32-element block to int16
  *   with its own scale (relative error <= 2^-16 of the block's largest value, ~250x finer than
  *   the int8 activations common elsewhere, so results stay within the fp32 reference's own
  *   rounding noise); each block product is an exact integer dot product of the weight quants and
@@ -14,9 +15,8 @@
  *   offsets (Q4_1/Q5_1's m, Q4_0's implicit -8, Q5_0's -16, the K-quants' mins) contribute
  *   mn * sum(x), with the block sum taken in fp32 from the unquantized activations. The exact
  *   sequence of operations is in qmatmul_priv.h.
- * - Every other type (F32, F16, BF16, and Q2_K, Q3_K, Q6_K whose scales cover 16 elements) is
- *   dequantized one weight row at a time into a per-thread fp32 buffer and dotted with each
- *   activation row (kn_dot's order).
+ * - Every other type (F32, F16, BF16, Q2_K, Q3_K) is dequantized one weight row at a time into a
+ * per-thread fp32 buffer and dotted with each activation row (kn_dot's order).
  *
  * Two kernels for the direct types, bit-identical to each other and to the scalar reference: up
  * to KN_ROWDOT_MAX rows run four weight rows at a time, each activation row in turn (decode);
@@ -140,12 +140,22 @@ static float f16_ref(uint16_t h) {
 }
 
 /* One block of the reference arithmetic (qmatmul_priv.h), unpacked (quants q, scale d, offset
- * coefficient mn), as block b of its row, into acc (KN_ACC) and off. */
-static inline void block_step_q(const int16_t *q, float d, float mn, const int16_t *xq, float dx,
-                                float xs, int b, float *acc, float *off) {
+ * coefficient mn; d2 non-NULL: Q6_K, d and *d2 its halves' scales), as block b of its row, into
+ * acc (KN_ACC) and off. */
+static inline void block_step_q(const int16_t *q, float d, const float *d2, float mn,
+                                const int16_t *xq, float dx, float xs, int b, float *acc,
+                                float *off) {
     int32_t i = 0;
-    for (int e = 0; e < KN_QK; e++) i += q[e] * xq[e];
-    acc[b % KN_ACC] = fmaf((float)i, d * dx, acc[b % KN_ACC]);
+    if (d2) {
+        for (int e = 0; e < KN_QK / 2; e++) i += q[e] * xq[e];
+        acc[b % KN_ACC] = fmaf((float)i, d * dx, acc[b % KN_ACC]);
+        i = 0;
+        for (int e = KN_QK / 2; e < KN_QK; e++) i += q[e] * xq[e];
+        acc[b % KN_ACC] = fmaf((float)i, *d2 * dx, acc[b % KN_ACC]);
+    } else {
+        for (int e = 0; e < KN_QK; e++) i += q[e] * xq[e];
+        acc[b % KN_ACC] = fmaf((float)i, d * dx, acc[b % KN_ACC]);
+    }
     *off = fmaf(mn, xs, *off);
 }
 
@@ -154,7 +164,7 @@ static inline void block_step(int type, const uint8_t *blk, const int16_t *xq, f
     float d, mn;
     int16_t q[KN_QK];
     kn_block_q16(type, kn_block_head(type, blk, &d, &mn, f16_ref), q);
-    block_step_q(q, d, mn, xq, dx, xs, b, acc, off);
+    block_step_q(q, d, NULL, mn, xq, dx, xs, b, acc, off);
 }
 
 void kn_rowdot_scalar(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
@@ -195,7 +205,7 @@ void kn_gemm_scalar(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lane
                     xq[2 * p + 1] = xb[((size_t)p * KN_LANES + l) * 2 + 1];
                 }
                 size_t at = (size_t)r * w->nb + b;
-                block_step_q(w->q + at * KN_QK, w->d[at], w->mn[at], xq,
+                block_step_q(w->q + at * KN_QK, w->d[at], w->d2 ? &w->d2[at] : NULL, w->mn[at], xq,
                              a->dx[(size_t)b * KN_LANES + l], a->xs[(size_t)b * KN_LANES + l], b,
                              acc, &off);
             }
@@ -228,6 +238,7 @@ struct kn_qscratch {
     int16_t *wq;   /* (n_threads, ROW_CHUNK, max_k) unpacked weight quants per thread */
     float *wd;     /* (n_threads, ROW_CHUNK, max_k / QK) their scales */
     float *wm;     /* (n_threads, ROW_CHUNK, max_k / QK) their offset coefficients */
+    float *wd2;    /* (n_threads, ROW_CHUNK, max_k / QK) Q6_K's second-half scales */
 };
 
 /* 64-byte aligned, for the vector loads of the transposed layout. */
@@ -256,8 +267,9 @@ kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     s->wq = alloc64((size_t)s->n_threads * ROW_CHUNK * nbk_c * sizeof(int16_t));
     s->wd = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
     s->wm = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
+    s->wd2 = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
     if (!s->xq || !s->dx || !s->xs || !s->xqT || !s->dxT || !s->xsT || !s->rowbuf || !s->wq ||
-        !s->wd || !s->wm)
+        !s->wd || !s->wm || !s->wd2)
         kn_qscratch_destroy(&s);
     return s;
 }
@@ -275,6 +287,7 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
     free(s->wq);
     free(s->wd);
     free(s->wm);
+    free(s->wd2);
     free(s);
     *sp = NULL;
 }
@@ -290,21 +303,37 @@ static bool rowdot_form(int type) {
            type == LT_DTYPE_Q5_1 || type == LT_DTYPE_Q8_0;
 }
 
-bool kn_qmatmul_direct(int type) {
-    return rowdot_form(type) || kn_is_k32(type);
+/* The K-quants read in place by rowdot4k (where the instruction set has it) and unpacked by
+ * unpack_superblocks otherwise. */
+static bool superblock_form(int type) {
+    return kn_is_k32(type) || type == LT_DTYPE_Q6_K;
 }
 
-/* kn_unpack for Q4_K and Q5_K, sub-block by sub-block (kn_k_head). */
-static void unpack_k32(int type, const uint8_t *w, size_t row_bytes, int rows,
-                       const kn_wrows_t *out) {
+bool kn_qmatmul_direct(int type) {
+    return rowdot_form(type) || superblock_form(type);
+}
+
+/* kn_unpack for Q4_K, Q5_K and Q6_K, 32 elements at a time (kn_k_head, kn_q6_k_head). */
+static void unpack_superblocks(int type, const uint8_t *w, size_t row_bytes, int rows,
+                               const kn_wrows_t *out) {
     size_t sbb = lt_dtype_block_bytes(type);
     for (int r = 0; r < rows; r++)
         for (int b = 0; b < out->nb; b++) {
             size_t at = (size_t)r * out->nb + b;
-            const uint8_t *sb = w + (size_t)r * row_bytes + (size_t)(b / 8) * sbb;
-            const uint8_t *qs = kn_k_head(type, sb, b % 8, &out->d[at], &out->mn[at], f16_ref);
-            const uint8_t *qh = kn_q5_k_bits(sb);
+            const uint8_t *sb = w + (size_t)r * row_bytes + (size_t)(b / 8) * sbb, *qs, *qh;
             int16_t *q = out->q + at * KN_QK;
+            if (type == LT_DTYPE_Q6_K) {
+                qs = kn_q6_k_head(sb, b % 8, &out->d[at], &out->d2[at], &qh, f16_ref);
+                out->mn[at] = 0.0f;
+                int c = b % 4;
+                for (int l = 0; l < KN_QK; l++)
+                    q[l] = (int16_t)((((qs[l] >> (4 * (c / 2))) & 0x0f) | ((qh[l] >> (2 * c)) & 3)
+                                                                              << 4) -
+                                     32);
+                continue;
+            }
+            qs = kn_k_head(type, sb, b % 8, &out->d[at], &out->mn[at], f16_ref);
+            qh = kn_q5_k_bits(sb);
             int shift = 4 * (b % 2);
             for (int l = 0; l < KN_QK; l++)
                 q[l] = (int16_t)(((qs[l] >> shift) & 0x0f) |
@@ -398,7 +427,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
         }
         return;
     }
-    if (kn_is_k32(type) && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
+    if (superblock_form(type) && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
         for (; j0 + 4 <= j1; j0 += 4) /* K-quant decode: read in place, four rows at a time */
             for (int i = 0; i < m; i++) {
                 kn_qact_t ai = act_row(s, i, k);
@@ -409,13 +438,13 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     }
     /* the chunk's weight rows unpacked once, then read by every row group */
     int me = omp_get_thread_num(), nbk = (s->max_k + QK - 1) / QK;
-    kn_wrows_t wr = {s->wq + (size_t)me * ROW_CHUNK * nbk * QK,
-                     s->wd + (size_t)me * ROW_CHUNK * nbk, s->wm + (size_t)me * ROW_CHUNK * nbk,
-                     nb};
+    size_t at = (size_t)me * ROW_CHUNK * nbk;
+    kn_wrows_t wr = {s->wq + at * QK, s->wd + at, s->wm + at,
+                     type == LT_DTYPE_Q6_K ? s->wd2 + at : NULL, nb};
     if (rowdot_form(type))
         k_isa[isa].unpack(type, w + (size_t)j0 * row_bytes, row_bytes, bb, j1 - j0, &wr);
     else
-        unpack_k32(type, w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
+        unpack_superblocks(type, w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
     for (int g = 0; g * KN_LANES < m; g++) {
         kn_qactT_t a = {s->xqT + (size_t)g * KN_LANES * nb * QK, s->dxT + (size_t)g * KN_LANES * nb,
                         s->xsT + (size_t)g * KN_LANES * nb, nb};
@@ -447,7 +476,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         any_direct |= kn_qmatmul_direct(mm[i].type);
         /* K-quants' few rows take rowdot4k, four weight rows at a time; the rest of a chunk,
          * gemm */
-        gemm_few |= kn_is_k32(mm[i].type) && (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
+        gemm_few |= superblock_form(mm[i].type) && (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;

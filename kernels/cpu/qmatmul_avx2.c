@@ -127,8 +127,9 @@ void kn_unpack_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, int
 
 /* Weight rows r0 .. r0 + R - 1 against rows 8h .. 8h + 7 of the group: per weight row KN_ACC
  * accumulators (block b into b % KN_ACC) and the offset term; results into res[t][8h ..]. */
-static inline __attribute__((always_inline)) void
-gemm_tile(const kn_wrows_t *w, int r0, int R, const kn_qactT_t *a, int h, float res[][KN_LANES]) {
+static inline __attribute__((always_inline)) void gemm_tile(const kn_wrows_t *w, int r0, int R,
+                                                            const kn_qactT_t *a, int h,
+                                                            float res[][KN_LANES], int halves) {
     __m256 acc[GEMM_TILE][KN_ACC], off[GEMM_TILE];
 #pragma GCC unroll 2
     for (int t = 0; t < R; t++) {
@@ -143,6 +144,7 @@ gemm_tile(const kn_wrows_t *w, int r0, int R, const kn_qactT_t *a, int h, float 
             if (b >= a->nb) break;
             const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2 + h * 16;
             __m256i c[GEMM_TILE];
+            __m256 dx = _mm256_load_ps(a->dx + (size_t)b * KN_LANES + h * 8);
 #pragma GCC unroll 2
             for (int t = 0; t < R; t++) c[t] = _mm256_setzero_si256();
 #pragma GCC unroll 16
@@ -155,14 +157,24 @@ gemm_tile(const kn_wrows_t *w, int r0, int R, const kn_qactT_t *a, int h, float 
                         (const int32_t *)(w->q + ((size_t)(r0 + t) * w->nb + b) * KN_QK);
                     c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(_mm256_set1_epi32(q32[p]), x));
                 }
+                /* Q6_K: the first half's sum, then the second's */
+                if (halves && p == KN_QK / 4 - 1)
+#pragma GCC unroll 2
+                    for (int t = 0; t < R; t++) {
+                        size_t at = (size_t)(r0 + t) * w->nb + b;
+                        acc[t][j] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[t]),
+                                            _mm256_mul_ps(_mm256_set1_ps(w->d[at]), dx), acc[t][j]);
+                        c[t] = _mm256_setzero_si256();
+                    }
             }
-            __m256 dx = _mm256_load_ps(a->dx + (size_t)b * KN_LANES + h * 8),
-                   xs = _mm256_load_ps(a->xs + (size_t)b * KN_LANES + h * 8);
+            __m256 xs = _mm256_load_ps(a->xs + (size_t)b * KN_LANES + h * 8);
 #pragma GCC unroll 2
             for (int t = 0; t < R; t++) {
                 size_t at = (size_t)(r0 + t) * w->nb + b;
+                float d = halves ? w->d2[at] : w->d[at];
                 acc[t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[t]),
-                                            _mm256_mul_ps(_mm256_set1_ps(w->d[at]), dx), acc[t][j]);
+                                            _mm256_mul_ps(_mm256_set1_ps(d), dx), acc[t][j]);
                 off[t] = _mm256_fmadd_ps(_mm256_set1_ps(w->mn[at]), xs, off[t]);
             }
         }
@@ -175,21 +187,31 @@ gemm_tile(const kn_wrows_t *w, int r0, int R, const kn_qactT_t *a, int h, float 
     }
 }
 
-void kn_gemm_avx2(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
-                  int row0, int j0) {
+static inline __attribute__((always_inline)) void gemm_rows(const kn_wrows_t *w, int rows,
+                                                            const kn_qactT_t *a, int lanes,
+                                                            float *y, int n, int row0, int j0,
+                                                            int halves) {
     float res[GEMM_TILE][KN_LANES];
     for (int r = 0; r < rows;) {
         int R = rows - r >= GEMM_TILE ? GEMM_TILE : 1;
         for (int h = 0; h < 2; h++) {
             if (R == GEMM_TILE)
-                gemm_tile(w, r, GEMM_TILE, a, h, res);
+                gemm_tile(w, r, GEMM_TILE, a, h, res, halves);
             else
-                gemm_tile(w, r, 1, a, h, res);
+                gemm_tile(w, r, 1, a, h, res, halves);
         }
         for (int t = 0; t < R; t++)
             for (int l = 0; l < lanes; l++) y[(size_t)(row0 + l) * n + j0 + r + t] = res[t][l];
         r += R;
     }
+}
+
+void kn_gemm_avx2(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,
+                  int row0, int j0) {
+    if (w->d2)
+        gemm_rows(w, rows, a, lanes, y, n, row0, j0, 1);
+    else
+        gemm_rows(w, rows, a, lanes, y, n, row0, j0, 0);
 }
 
 float kn_dotf_avx2(const float *a, const float *b, int n) {

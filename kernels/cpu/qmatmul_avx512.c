@@ -234,9 +234,72 @@ rowdot4k_typed(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
     _mm_storeu_ps(out, _mm_add_ps(tree4x4(acc), off));
 }
 
+/* Lanes j * 4 + i: u[j]'s 128-bit lanes 0 + 1 of element i in *lo, 2 + 3 in *hi (the halves of
+ * a 32-element block: hsum_lanes before its last add). */
+static inline void hsum_halves(const __m512i *u, __m512i *lo, __m512i *hi) {
+    __m512i w01 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i w23 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_i32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    *lo = _mm512_shuffle_i32x4(w01, w23, _MM_SHUFFLE(2, 0, 2, 0));
+    *hi = _mm512_shuffle_i32x4(w01, w23, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+/* Q6_K: four weight rows against activation row 0 from the super-blocks, each block's halves
+ * accumulated in turn (qmatmul_priv.h); the offset term stays that of mn = 0. */
+static void rowdot4_q6k(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, float *out) {
+    __m512 acc = _mm512_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    const size_t sbb = lt_dtype_block_bytes(LT_DTYPE_Q6_K);
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), lo2 = _mm256_set1_epi8(0x03),
+                  m32 = _mm256_set1_epi8(32);
+    for (int sb = 0; sb < a->nb / 8; sb++) {
+        float dlo[4][8], dhi[4][8];
+        const uint8_t *ql[4][8], *qh[4][8];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 8; j++)
+                ql[i][j] = kn_q6_k_head(w + (size_t)i * row_bytes + (size_t)sb * sbb, j, &dlo[i][j],
+                                        &dhi[i][j], &qh[i][j], f16_fast);
+#pragma GCC unroll 2
+        for (int j0 = 0; j0 < 8; j0 += KN_ACC) {
+            int b0 = sb * 8 + j0;
+            __m512i u[KN_ACC];
+#pragma GCC unroll 4
+            for (int j = 0; j < KN_ACC; j++) {
+                int c = (j0 + j) % 4;
+                __m512i x = _mm512_loadu_si512(a->xq + (size_t)(b0 + j) * KN_QK), v[4];
+                for (int i = 0; i < 4; i++) {
+                    const uint8_t *l4 = ql[i][j0 + j], *h2 = qh[i][j0 + j];
+                    if (c % 2 == 0) _mm_prefetch((const char *)l4 + KN_PREFETCH, _MM_HINT_T0);
+                    __m256i nib = _mm256_and_si256(
+                        _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)l4), 4 * (c / 2)),
+                        lo4);
+                    __m256i top = _mm256_and_si256(
+                        _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)h2), 2 * c), lo2);
+                    __m256i q8 =
+                        _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_slli_epi16(top, 4)), m32);
+                    v[i] = _mm512_madd_epi16(_mm512_cvtepi8_epi16(q8), x);
+                }
+                u[j] = hsum4x4(v[0], v[1], v[2], v[3]);
+            }
+            __m512i ilo, ihi;
+            hsum_halves(u, &ilo, &ihi);
+            __m512 dx = by_block(_mm_loadu_ps(a->dx + b0));
+            __m512 slo = _mm512_mul_ps(rows_by_block(&dlo[0][0], 8, j0, KN_ACC), dx),
+                   shi = _mm512_mul_ps(rows_by_block(&dhi[0][0], 8, j0, KN_ACC), dx);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ilo), slo, acc);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ihi), shi, acc);
+            off = group_off(_mm512_setzero_ps(), by_block(_mm_loadu_ps(a->xs + b0)), KN_ACC, off);
+        }
+    }
+    _mm_storeu_ps(out, _mm_add_ps(tree4x4(acc), off));
+}
+
 void kn_rowdot4k_avx512(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
                         float *out) {
-    if (type == LT_DTYPE_Q5_K)
+    if (type == LT_DTYPE_Q6_K)
+        rowdot4_q6k(w, row_bytes, a, out);
+    else if (type == LT_DTYPE_Q5_K)
         rowdot4k_typed(LT_DTYPE_Q5_K, w, row_bytes, a, out);
     else
         rowdot4k_typed(LT_DTYPE_Q4_K, w, row_bytes, a, out);

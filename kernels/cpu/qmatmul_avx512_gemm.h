@@ -15,10 +15,12 @@
 
 /* Weight rows r0 .. r0 + R - 1 (R <= GEMM_TILE, a constant where it is inlined) against the
  * group: per row KN_ACC accumulators (block b into b % KN_ACC) and the offset term, lanes being
- * the group's sixteen rows. */
+ * the group's sixteen rows. halves (a constant): Q6_K, each block's two 16-element halves
+ * accumulated in turn with their own scales (w->d, w->d2). */
 static inline __attribute__((always_inline)) void gemm_tile(const kn_wrows_t *w, int r0, int R,
                                                             const kn_qactT_t *a, int lanes,
-                                                            float *y, int n, int row0, int j0) {
+                                                            float *y, int n, int row0, int j0,
+                                                            int halves) {
     __m512 acc[GEMM_TILE][KN_ACC], off[GEMM_TILE];
 #pragma GCC unroll 4
     for (int t = 0; t < R; t++) {
@@ -34,6 +36,7 @@ static inline __attribute__((always_inline)) void gemm_tile(const kn_wrows_t *w,
             const int16_t *xb = a->xq + (size_t)b * (KN_QK / 2) * KN_LANES * 2;
             const int32_t *q32[GEMM_TILE];
             __m512i c[GEMM_TILE];
+            __m512 dx = _mm512_load_ps(a->dx + (size_t)b * KN_LANES);
 #pragma GCC unroll 4
             for (int t = 0; t < R; t++) {
                 q32[t] = (const int32_t *)(w->q + ((size_t)(r0 + t) * w->nb + b) * KN_QK);
@@ -46,14 +49,23 @@ static inline __attribute__((always_inline)) void gemm_tile(const kn_wrows_t *w,
                 __asm__("" : "+v"(x));
 #pragma GCC unroll 4
                 for (int t = 0; t < R; t++) c[t] = pair_dot(c[t], _mm512_set1_epi32(q32[t][p]), x);
+                if (halves && p == KN_QK / 4 - 1) /* the first half's sum, then the second's */
+#pragma GCC unroll 4
+                    for (int t = 0; t < R; t++) {
+                        size_t at = (size_t)(r0 + t) * w->nb + b;
+                        acc[t][j] =
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[t]),
+                                            _mm512_mul_ps(_mm512_set1_ps(w->d[at]), dx), acc[t][j]);
+                        c[t] = _mm512_setzero_si512();
+                    }
             }
-            __m512 dx = _mm512_load_ps(a->dx + (size_t)b * KN_LANES),
-                   xs = _mm512_load_ps(a->xs + (size_t)b * KN_LANES);
+            __m512 xs = _mm512_load_ps(a->xs + (size_t)b * KN_LANES);
 #pragma GCC unroll 4
             for (int t = 0; t < R; t++) {
                 size_t at = (size_t)(r0 + t) * w->nb + b;
+                float d = halves ? w->d2[at] : w->d[at];
                 acc[t][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[t]),
-                                            _mm512_mul_ps(_mm512_set1_ps(w->d[at]), dx), acc[t][j]);
+                                            _mm512_mul_ps(_mm512_set1_ps(d), dx), acc[t][j]);
                 off[t] = _mm512_fmadd_ps(_mm512_set1_ps(w->mn[at]), xs, off[t]);
             }
         }
@@ -68,12 +80,22 @@ static inline __attribute__((always_inline)) void gemm_tile(const kn_wrows_t *w,
     }
 }
 
-static inline void gemm_avx512_body(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes,
-                                    float *y, int n, int row0, int j0) {
+static inline __attribute__((always_inline)) void gemm_rows(const kn_wrows_t *w, int rows,
+                                                            const kn_qactT_t *a, int lanes,
+                                                            float *y, int n, int row0, int j0,
+                                                            int halves) {
     int r = 0;
     for (; r + GEMM_TILE <= rows; r += GEMM_TILE)
-        gemm_tile(w, r, GEMM_TILE, a, lanes, y, n, row0, j0);
-    for (; r < rows; r++) gemm_tile(w, r, 1, a, lanes, y, n, row0, j0);
+        gemm_tile(w, r, GEMM_TILE, a, lanes, y, n, row0, j0, halves);
+    for (; r < rows; r++) gemm_tile(w, r, 1, a, lanes, y, n, row0, j0, halves);
+}
+
+static inline void gemm_avx512_body(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes,
+                                    float *y, int n, int row0, int j0) {
+    if (w->d2)
+        gemm_rows(w, rows, a, lanes, y, n, row0, j0, 1);
+    else
+        gemm_rows(w, rows, a, lanes, y, n, row0, j0, 0);
 }
 
 #endif

@@ -6,8 +6,7 @@
  *
  * The arithmetic every variant reproduces bit for bit, for one weight row w and activation row r
  * of a directly read type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the 32-element sub-blocks of Q4_K and
- * Q5_K),
- * with four accumulators, one per block residue:
+ * Q5_K), with four accumulators, one per block residue:
  *
  *     acc[0..3] = 0, off = 0
  *     for b = 0 .. nb-1:                                          (blocks in order)
@@ -17,8 +16,17 @@
  *     y = ((acc[0] + acc[2]) + (acc[1] + acc[3])) + off          (kn_tree4)
  *
  * q/d/mn are the weight block's quants, scale and offset coefficient (kn_block_head); xq/dx/xs the
- * activation block's int16 quants, scale and fp32 sum. The block's integer dot product is exact
- * (|i| <= 32 * 128 * 32768 = 2^27), so any grouping of it gives the same bits: vpmaddwd pairs,
+ * activation block's int16 quants, scale and fp32 sum.
+ *
+ * Q6_K's scales cover 16 elements, so its 32-element blocks (q = the 6-bit quant - 32, mn = 0)
+ * take the two halves' integer sums in turn, each with its own scale (kn_q6_k_head):
+ *
+ *         i_lo = sum over e < 16 of q[b][e] * xq[r][b][e],  i_hi: e = 16 .. 31
+ *         acc[b % 4] = fmaf((float)i_lo, d_lo[b] * dx[r][b], acc[b % 4])
+ *         acc[b % 4] = fmaf((float)i_hi, d_hi[b] * dx[r][b], acc[b % 4])
+ *
+ * A block's integer dot product is exact (|i| <= 32 * 128 * 32768 = 2^27; a Q6_K half's
+ * <= 16 * 32 * 32768 = 2^24), so any grouping of it gives the same bits: vpmaddwd pairs,
  * vpdpwssd (AVX-512 VNNI) chains, horizontal sums. Only a conversion and a fused multiply-add per
  * block are floating point. Decode (one activation row) sums four blocks' products across into one
  * 4-lane vector (lane b % 4) and accumulates that; sixteen activation rows side by side (prefill,
@@ -70,9 +78,9 @@ typedef void (*kn_rowdot_fn)(int type, const uint8_t *wrow, size_t bb, const kn_
  * (decode; kn_qmatmul calls it once per activation row). */
 typedef void (*kn_rowdot4_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,
                               const kn_qact_t *a, float *out);
-/* out[0..3] for four Q4_K or Q5_K weight rows (row_bytes apart) against activation row 0 of a,
- * read in place: the reference arithmetic on kn_k_head's form, without an unpacked copy
- * (decode). */
+/* out[0..3] for four Q4_K, Q5_K or Q6_K weight rows (row_bytes apart) against activation row 0 of
+ * a, read in place: the reference arithmetic on kn_k_head's (kn_q6_k_head's) form, without an
+ * unpacked copy (decode). */
 typedef void (*kn_rowdot4k_fn)(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
                                float *out);
 void kn_rowdot4k_avx512(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
@@ -82,10 +90,11 @@ void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, 
 
 /* Weight rows unpacked once for all the row groups of a product: block b of row r has its quants
  * q[(r * nb + b) * KN_QK ..] as int16 in element order (kn_block_q16), its scale d[r * nb + b]
- * and offset coefficient mn[r * nb + b] (kn_block_head). */
+ * and offset coefficient mn[r * nb + b] (kn_block_head). d2 is NULL but for Q6_K, whose d is the
+ * scale of a block's first 16 elements and d2 that of the last 16. */
 typedef struct kn_wrows {
     int16_t *q;
-    float *d, *mn;
+    float *d, *mn, *d2;
     int nb;
 } kn_wrows_t;
 typedef void (*kn_unpack_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
@@ -189,6 +198,22 @@ static inline const uint8_t *kn_k_head(int type, const uint8_t *blk, int j, floa
 /* The fifth bits of a Q5_K super-block (kn_k_head's form). */
 static inline const uint8_t *kn_q5_k_bits(const uint8_t *blk) {
     return blk + 16;
+}
+
+/* Q6_K (210-byte super-blocks: ql[128] low nibbles, qh[64] high bit pairs, 16 int8 scales, d
+ * (f16)) as 32-element blocks: block j (0..7) of super-block blk lies in half h = j / 4 and is
+ * quarter c = j % 4 of it; element l takes nibble c / 2 (shift 4 * (c / 2)) of ql[64h + 32(c % 2)
+ * + l] and bit pair c (shift 2c) of qh[32h + l], minus 32. Its halves' scales d * scale[2j] and
+ * d * scale[2j + 1]; returns the nibble bytes, the bit-pair bytes in *qh. */
+static inline const uint8_t *kn_q6_k_head(const uint8_t *blk, int j, float *d_lo, float *d_hi,
+                                          const uint8_t **qh, float (*f16)(uint16_t)) {
+    int h = j / 4, c = j % 4;
+    const int8_t *sc = (const int8_t *)(blk + 192);
+    float d = f16((uint16_t)(blk[208] | blk[209] << 8));
+    *d_lo = d * (float)sc[2 * j];
+    *d_hi = d * (float)sc[2 * j + 1];
+    *qh = blk + 128 + 32 * h;
+    return blk + 64 * h + 32 * (c % 2);
 }
 
 /* The K-quants whose sub-blocks are 32 elements of kn_k_head's form. */

@@ -195,7 +195,7 @@ static void test_isas_agree(void **state) {
     kn_qscratch_t *s = kn_qscratch_create(m, 1280), *s_ref = kn_qscratch_create(m, 1280);
     kn_isa_t saved = kn_isa();
     static const int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1,
-                                LT_DTYPE_Q8_0, LT_DTYPE_Q4_K, LT_DTYPE_Q5_K};
+                                LT_DTYPE_Q8_0, LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K};
     for (size_t t = 0; t < sizeof types / sizeof *types; t++)
         for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
             for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {

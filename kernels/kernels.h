@@ -1,7 +1,7 @@
 /*
  * kernels.h — the CPU kernels every backend is checked against: tensor element types and their
- * block layouts, dequantization, and the fp32 math of a decoder layer (matrix products through
- * OpenBLAS, RMSNorm, RoPE, softmax, SwiGLU).
+ * block layouts, dequantization, matrix products from weights in their stored type, and the fp32
+ * math of a decoder layer (RMSNorm, RoPE, softmax, SwiGLU).
  *
  * Thread safety: all functions are pure over their arguments; callers may run them on disjoint
  * outputs from several threads. Kernels marked HOT never allocate.
@@ -36,9 +36,6 @@ static inline void kn_k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
 }
 
 /* ---- fp32 math ---- */
-
-/* y (m, n) = x (m, k) @ w (n, k)^T [+ bias (n)]. Uses OpenBLAS sgemm/sgemv. HOT */
-void kn_matmul(float *y, const float *x, const float *w, const float *bias, int m, int n, int k);
 
 /* ---- matrix products from weights in their stored type (qmatmul.c) ---- */
 

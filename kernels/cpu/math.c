@@ -1,29 +1,11 @@
 /*
- * math.c — fp32 reference kernels of a decoder layer: matrix products (OpenBLAS), RMSNorm,
- * softmax, SwiGLU and rotary embeddings. These are the CPU backend's fast path and the
- * specification every other backend is tested against. See kernels.h.
+ * math.c — fp32 reference kernels of a decoder layer: RMSNorm, softmax, SwiGLU and rotary
+ * embeddings. These are the CPU backend's path and the specification every other backend is
+ * tested against. See kernels.h. (Matrix products: qmatmul.c.)
  */
 #include "kernels.h"
 
-#include <cblas.h>
 #include <math.h>
-
-/* ---- matrix products ---- */
-
-void kn_matmul(float *y, const float *x, const float *w, const float *bias, int m, int n, int k) {
-    /* HOT */
-    if (m == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w, k, x, 1, 0.0f, y, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
-    }
-    if (bias) {
-        for (int i = 0; i < m; i++) {
-            float *row = y + (size_t)i * n;
-            for (int j = 0; j < n; j++) row[j] += bias[j];
-        }
-    }
-}
 
 /* ---- normalisation and activations ---- */
 

@@ -20,7 +20,6 @@
 #include "otlp.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "curl_lazy.h"
 #include "lt.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
@@ -130,7 +130,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *user) {
         if (lt_parse_long(val, 0, 86400, &s)) {
             o->retry_after_ms = (long)s * 1000;
         } else { /* an HTTP date */
-            time_t t = curl_getdate(val, NULL);
+            time_t t = tel_curl.getdate(val, NULL);
             time_t now = time(NULL);
             if (t != -1) o->retry_after_ms = t > now ? (long)(t - now) * 1000 : 0;
         }
@@ -143,7 +143,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *user) {
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
 static void curl_init(void) {
-    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    curl_init_rc = tel_curl.global_init(CURL_GLOBAL_DEFAULT);
 }
 
 static int build_headers(tel_otlp_t *o, char *err) {
@@ -151,7 +151,7 @@ static int build_headers(tel_otlp_t *o, char *err) {
     const char *fixed_http[] = {"Content-Type: application/x-protobuf", "Accept:", "Expect:"};
     const char **fixed = o->cfg.protocol == TEL_OTLP_GRPC ? fixed_grpc : fixed_http;
     for (int i = 0; i < 3; i++) {
-        struct curl_slist *l = curl_slist_append(o->headers, fixed[i]);
+        struct curl_slist *l = tel_curl.slist_append(o->headers, fixed[i]);
         if (!l) return lt_errf(err, LT_ERR_NOMEM, "otlp: out of memory");
         o->headers = l;
     }
@@ -163,7 +163,7 @@ static int build_headers(tel_otlp_t *o, char *err) {
             snprintf(line, sizeof line, "%s: %s", h->name, h->value);
         else
             snprintf(line, sizeof line, "%s;", h->name);
-        struct curl_slist *l = curl_slist_append(o->headers, line);
+        struct curl_slist *l = tel_curl.slist_append(o->headers, line);
         if (!l) return lt_errf(err, LT_ERR_NOMEM, "otlp: out of memory");
         o->headers = l;
     }
@@ -173,9 +173,9 @@ static int build_headers(tel_otlp_t *o, char *err) {
 /* Only HTTP(S), whatever the URL says (and never a redirect elsewhere: none are followed). */
 static CURLcode set_protocols(CURL *e) {
 #if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
-    return curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    return tel_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
-    return curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    return tel_curl.easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 }
 
@@ -187,22 +187,23 @@ static int setup_easy(tel_otlp_t *o, char *err) {
     long ver = !grpc        ? CURL_HTTP_VERSION_NONE /* curl's default: 1.1, or h2 over TLS */
                : o->cfg.tls ? CURL_HTTP_VERSION_2TLS
                             : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
-    if (curl_easy_setopt(e, CURLOPT_URL, o->cfg.url) || set_protocols(e) ||
-        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, ver) || curl_easy_setopt(e, CURLOPT_POST, 1L) ||
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) ||
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, o->headers) ||
-        curl_easy_setopt(e, CURLOPT_USERAGENT, ua) ||
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, o->curl_err) ||
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) ||
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, o) ||
-        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) ||
-        curl_easy_setopt(e, CURLOPT_HEADERDATA, o) ||
-        (o->cfg.ca_file[0] && curl_easy_setopt(e, CURLOPT_CAINFO, o->cfg.ca_file)) ||
+    if (tel_curl.easy_setopt(e, CURLOPT_URL, o->cfg.url) || set_protocols(e) ||
+        tel_curl.easy_setopt(e, CURLOPT_HTTP_VERSION, ver) ||
+        tel_curl.easy_setopt(e, CURLOPT_POST, 1L) ||
+        tel_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L) ||
+        tel_curl.easy_setopt(e, CURLOPT_HTTPHEADER, o->headers) ||
+        tel_curl.easy_setopt(e, CURLOPT_USERAGENT, ua) ||
+        tel_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, o->curl_err) ||
+        tel_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) ||
+        tel_curl.easy_setopt(e, CURLOPT_WRITEDATA, o) ||
+        tel_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) ||
+        tel_curl.easy_setopt(e, CURLOPT_HEADERDATA, o) ||
+        (o->cfg.ca_file[0] && tel_curl.easy_setopt(e, CURLOPT_CAINFO, o->cfg.ca_file)) ||
         /* libcurl before 8.0.0 breaks a reused HTTP/2 prior-knowledge connection ("Error in
          * the HTTP2 framing layer", curl/curl#10634, fixed by #10643): h2c gets a fresh
          * connection per request there (one per export: cheap next to the export). */
-        (grpc && !o->cfg.tls && curl_version_info(CURLVERSION_NOW)->version_num < 0x080000 &&
-         curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L)))
+        (grpc && !o->cfg.tls && tel_curl.version_info(CURLVERSION_NOW)->version_num < 0x080000 &&
+         tel_curl.easy_setopt(e, CURLOPT_FORBID_REUSE, 1L)))
         return lt_errf(err, LT_ERR_UNSUPPORTED,
                        "otlp: this libcurl cannot send %s to %s (HTTP/2 or TLS missing?)",
                        tel_otlp_protocol_name(o->cfg.protocol), o->cfg.url);
@@ -213,20 +214,22 @@ int tel_otlp_create(tel_otlp_t **out, const tel_otlp_config_t *cfg, const tel_re
                     char *err) {
     *out = NULL;
     if (!cfg->enabled) return lt_errf(err, LT_ERR_INVAL, "otlp: no endpoint configured");
+    int lrc = tel_curl_load(err);
+    if (lrc) return lrc;
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc)
         return lt_errf(err, LT_ERR_IO, "otlp: curl_global_init: %s",
-                       curl_easy_strerror(curl_init_rc));
+                       tel_curl.easy_strerror(curl_init_rc));
     if (cfg->protocol == TEL_OTLP_GRPC &&
-        !(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2))
+        !(tel_curl.version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2))
         return lt_errf(err, LT_ERR_UNSUPPORTED, "otlp: grpc needs a libcurl with HTTP/2");
     tel_otlp_t *o = calloc(1, sizeof *o);
     if (!o) return lt_errf(err, LT_ERR_NOMEM, "otlp: out of memory");
     o->cfg = *cfg;
     o->res = *res;
     o->rng = lt_now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ull;
-    o->multi = curl_multi_init();
-    o->easy = curl_easy_init();
+    o->multi = tel_curl.multi_init();
+    o->easy = tel_curl.easy_init();
     int rc = !o->multi || !o->easy ? lt_errf(err, LT_ERR_NOMEM, "otlp: curl handles") : 0;
     if (!rc) rc = build_headers(o, err);
     if (!rc) rc = setup_easy(o, err);
@@ -242,9 +245,9 @@ void tel_otlp_destroy(tel_otlp_t **otlp_p) {
     if (!otlp_p || !*otlp_p) return;
     tel_otlp_t *o = *otlp_p;
     *otlp_p = NULL;
-    if (o->easy) curl_easy_cleanup(o->easy);
-    if (o->multi) curl_multi_cleanup(o->multi);
-    curl_slist_free_all(o->headers);
+    if (o->easy) tel_curl.easy_cleanup(o->easy);
+    if (o->multi) tel_curl.multi_cleanup(o->multi);
+    tel_curl.slist_free_all(o->headers);
     free(o->body);
     free(o);
 }
@@ -263,20 +266,20 @@ static CURLcode transfer(tel_otlp_t *o, const _Atomic uint64_t *deadline_ns, uin
     uint64_t now = lt_now_ns(), dl = deadline_now(deadline_ns, own_dl);
     long left_ms = dl > now ? (long)((dl - now + NS_PER_MS - 1) / NS_PER_MS) : 1;
     /* curl's own limits as a backstop; the loop below is what honours a moved deadline */
-    curl_easy_setopt(o->easy, CURLOPT_TIMEOUT_MS, left_ms);
-    curl_easy_setopt(o->easy, CURLOPT_CONNECTTIMEOUT_MS, left_ms);
-    if (curl_multi_add_handle(o->multi, o->easy) != CURLM_OK) return CURLE_FAILED_INIT;
+    tel_curl.easy_setopt(o->easy, CURLOPT_TIMEOUT_MS, left_ms);
+    tel_curl.easy_setopt(o->easy, CURLOPT_CONNECTTIMEOUT_MS, left_ms);
+    if (tel_curl.multi_add_handle(o->multi, o->easy) != CURLM_OK) return CURLE_FAILED_INIT;
     CURLcode res = CURLE_OPERATION_TIMEDOUT;
     for (;;) {
         int running = 0;
-        if (curl_multi_perform(o->multi, &running) != CURLM_OK) {
+        if (tel_curl.multi_perform(o->multi, &running) != CURLM_OK) {
             res = CURLE_FAILED_INIT;
             break;
         }
         if (!running) {
             int q;
             CURLMsg *m;
-            while ((m = curl_multi_info_read(o->multi, &q)))
+            while ((m = tel_curl.multi_info_read(o->multi, &q)))
                 if (m->msg == CURLMSG_DONE && m->easy_handle == o->easy) res = m->data.result;
             break;
         }
@@ -287,9 +290,9 @@ static CURLcode transfer(tel_otlp_t *o, const _Atomic uint64_t *deadline_ns, uin
             break; /* CURLE_OPERATION_TIMEDOUT: removing the handle abandons the request */
         }
         uint64_t ms = (dl - now + NS_PER_MS - 1) / NS_PER_MS;
-        curl_multi_poll(o->multi, NULL, 0, ms < SLICE_MS ? (int)ms : SLICE_MS, NULL);
+        tel_curl.multi_poll(o->multi, NULL, 0, ms < SLICE_MS ? (int)ms : SLICE_MS, NULL);
     }
-    curl_multi_remove_handle(o->multi, o->easy);
+    tel_curl.multi_remove_handle(o->multi, o->easy);
     return res;
 }
 
@@ -381,15 +384,15 @@ static attempt_t attempt(tel_otlp_t *o, const uint8_t *req, size_t len, size_t n
     o->grpc_status = -1;
     o->grpc_message[0] = 0;
     o->curl_err[0] = 0;
-    curl_easy_setopt(o->easy, CURLOPT_POSTFIELDS, req);
-    curl_easy_setopt(o->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    tel_curl.easy_setopt(o->easy, CURLOPT_POSTFIELDS, req);
+    tel_curl.easy_setopt(o->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     CURLcode c = transfer(o, deadline_ns, own_dl);
     if (c != CURLE_OK) {
-        snprintf(why, wn, "%s", o->curl_err[0] ? o->curl_err : curl_easy_strerror(c));
+        snprintf(why, wn, "%s", o->curl_err[0] ? o->curl_err : tel_curl.easy_strerror(c));
         return curl_retryable(c) ? ATTEMPT_RETRY : ATTEMPT_FAIL;
     }
     long http = 0;
-    curl_easy_getinfo(o->easy, CURLINFO_RESPONSE_CODE, &http);
+    tel_curl.easy_getinfo(o->easy, CURLINFO_RESPONSE_CODE, &http);
     return o->cfg.protocol == TEL_OTLP_GRPC ? judge_grpc(o, http, n_spans, why, wn)
                                             : judge_http(o, http, n_spans, why, wn);
 }

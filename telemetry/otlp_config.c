@@ -11,13 +11,13 @@
 #include "otlp.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "curl_lazy.h"
 #include "lt.h"
 
 #define GRPC_EXPORT_PATH "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -190,24 +190,24 @@ static size_t scheme_len(const char *s) {
 static bool url_parse(CURLU *h, const char *url) {
     const char *auth = strstr(url, "://");
     if (!auth || auth[3] == 0 || auth[3] == '/') return false;
-    if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK) return false;
+    if (tel_curl.url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK) return false;
     char *host = NULL;
-    bool ok = curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && *host;
-    curl_free(host);
+    bool ok = tel_curl.url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && *host;
+    tel_curl.free(host);
     return ok;
 }
 
 static int url_out(CURLU *h, tel_otlp_config_t *cfg, const char *var, const char *v, char *err) {
     char *u = NULL;
-    if (curl_url_get(h, CURLUPART_URL, &u, 0) != CURLUE_OK || !u)
+    if (tel_curl.url_get(h, CURLUPART_URL, &u, 0) != CURLUE_OK || !u)
         return lt_errf(err, LT_ERR_INVAL, "%s='%s': not a URL", var, v);
     size_t n = strlen(u);
     if (n >= sizeof cfg->url) {
-        curl_free(u);
+        tel_curl.free(u);
         return lt_errf(err, LT_ERR_INVAL, "%s='%s': URL too long", var, v);
     }
     memcpy(cfg->url, u, n + 1);
-    curl_free(u);
+    tel_curl.free(u);
     return 0;
 }
 
@@ -222,15 +222,17 @@ static int endpoint_http(tel_otlp_config_t *cfg, const char *var, const char *v,
     size_t n = strlen(v);
     if (n >= TEL_OTLP_URL_MAX) return lt_errf(err, LT_ERR_INVAL, "%s: URL too long", var);
     memcpy(buf, v, n + 1);
+    int lrc = tel_curl_load(err);
+    if (lrc) return lrc;
     if (base) { /* the specification's rule: append, with exactly one slash */
         while (n > sl + 3 && buf[n - 1] == '/') buf[--n] = 0;
         memcpy(buf + n, "/v1/traces", sizeof "/v1/traces");
     }
-    CURLU *h = curl_url();
+    CURLU *h = tel_curl.url();
     if (!h) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
     int rc = url_parse(h, buf) ? url_out(h, cfg, var, v, err)
                                : lt_errf(err, LT_ERR_INVAL, "%s='%s': not a valid URL", var, v);
-    curl_url_cleanup(h);
+    tel_curl.url_cleanup(h);
     cfg->tls = https;
     return rc;
 }
@@ -251,18 +253,20 @@ static int endpoint_grpc(tel_otlp_config_t *cfg, const char *var, const char *v,
     char buf[TEL_OTLP_URL_MAX + 16];
     if (strlen(v) >= TEL_OTLP_URL_MAX) return lt_errf(err, LT_ERR_INVAL, "%s: URL too long", var);
     snprintf(buf, sizeof buf, "%s://%s", tls ? "https" : "http", v + (sl ? sl + 3 : 0));
-    CURLU *h = curl_url();
+    int lrc = tel_curl_load(err);
+    if (lrc) return lrc;
+    CURLU *h = tel_curl.url();
     if (!h) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
     int rc = 0;
     if (!url_parse(h, buf))
         rc = lt_errf(err, LT_ERR_INVAL, "%s='%s': expected [scheme://]host[:port]", var, v);
-    else if (curl_url_set(h, CURLUPART_PATH, GRPC_EXPORT_PATH, 0) != CURLUE_OK ||
-             curl_url_set(h, CURLUPART_QUERY, NULL, 0) != CURLUE_OK ||
-             curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0) != CURLUE_OK)
+    else if (tel_curl.url_set(h, CURLUPART_PATH, GRPC_EXPORT_PATH, 0) != CURLUE_OK ||
+             tel_curl.url_set(h, CURLUPART_QUERY, NULL, 0) != CURLUE_OK ||
+             tel_curl.url_set(h, CURLUPART_FRAGMENT, NULL, 0) != CURLUE_OK)
         rc = lt_errf(err, LT_ERR_INVAL, "%s='%s': not a valid URL", var, v);
     else
         rc = url_out(h, cfg, var, v, err);
-    curl_url_cleanup(h);
+    tel_curl.url_cleanup(h);
     cfg->tls = tls;
     return rc;
 }

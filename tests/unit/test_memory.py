@@ -8,7 +8,9 @@ worker's memory (from /proc/<pid>/status) is checked:
   weight copies here;
 - file-backed memory (RssFile) is at most the model file plus the executable and its libraries;
 - at TP 3 every rank maps the same file, and the copies of the row-parallel slices (o_proj and
-  down_proj, half of those matrices each) stay under their share of the file.
+  down_proj, half of those matrices each) stay under their share of the file;
+- no process of the tree (frontend, engine, workers) maps libcurl (no spans are exported) or
+  OpenBLAS.
 Prints every figure. Skips when the default model is absent.
 """
 import os
@@ -33,6 +35,24 @@ def status(pid):
             if v.strip().endswith("kB"):
                 out[k] = int(v.split()[0]) * 1024
     return out
+
+
+def tree(pid):
+    """pid and its descendants, from /proc/<pid>/task/*/children."""
+    out = [pid]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for c in f.read().split():
+                    out += tree(int(c))
+        except OSError:
+            pass
+    return out
+
+
+def mapped_libs(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return {os.path.basename(line.split()[5]) for line in f if len(line.split()) > 5}
 
 
 def run(model, tp):
@@ -71,6 +91,13 @@ def run(model, tp):
                   f"{LIBS_FILE // MiB} MiB", file_ <= size + LIBS_FILE, f"{file_ / MiB:.1f} MiB")
             check(f"TP {tp} rank {rank}: copies (row-parallel slices) under 1/{tp} of the file",
                   copied[rank] * MiB <= size / tp, f"{copied[rank]} MiB")
+        # a tree that exports no spans never loads libcurl (and its TLS, Kerberos, LDAP, SSH
+        # stack), and OpenBLAS is no part of lantern: each cost ~2.5 MiB resident per process
+        for pid in tree(srv.p.pid):
+            libs = mapped_libs(pid)
+            unwanted = sorted(x for x in libs if x.startswith(("libcurl", "libopenblas")))
+            check(f"TP {tp} pid {pid}: neither libcurl nor OpenBLAS mapped without tracing",
+                  not unwanted, f"{unwanted}")
     finally:
         srv.stop()
 

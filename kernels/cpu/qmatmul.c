@@ -57,16 +57,20 @@ static const struct {
     kn_unpack_fn unpack;
     kn_gemm_fn gemm;
     kn_dotf_fn dotf;
-    kn_rowdot4k_fn rowdot4k; /* NULL: Q4_K/Q5_K's few rows unpacked first */
+    kn_rowdot4k_fn rowdot4k; /* NULL: the K-quants' few rows as rowdot_sb says */
+    kn_unpack_sb_fn unpack_sb;
+    bool rowdot_sb; /* rowdot reads the K-quants too (else their few rows are unpacked first) */
 } k_isa[] = {
     [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_unpack_scalar, kn_gemm_scalar,
-                       kn_dotf_scalar, NULL},
-    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2,
-                     NULL},
+                       kn_dotf_scalar, NULL, kn_unpack_sb_scalar, false},
+    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2, NULL,
+                     kn_unpack_sb_avx2, true},
     [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
-                       kn_gemm_avx512, kn_dotf_avx512, kn_rowdot4k_avx512},
+                       kn_gemm_avx512, kn_dotf_avx512, kn_rowdot4k_avx512, kn_unpack_sb_avx512,
+                       false},
     [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
-                           kn_gemm_avx512vnni, kn_dotf_avx512, kn_rowdot4k_avx512},
+                           kn_gemm_avx512vnni, kn_dotf_avx512, kn_rowdot4k_avx512,
+                           kn_unpack_sb_avx512, false},
 };
 
 static kn_isa_t g_isa;
@@ -304,7 +308,7 @@ static bool rowdot_form(int type) {
 }
 
 /* The K-quants read in place by rowdot4k (where the instruction set has it) and unpacked by
- * unpack_superblocks otherwise. */
+ * unpack_sb otherwise. */
 static bool superblock_form(int type) {
     return kn_is_k32(type) || type == LT_DTYPE_Q6_K;
 }
@@ -313,9 +317,10 @@ bool kn_qmatmul_direct(int type) {
     return rowdot_form(type) || superblock_form(type);
 }
 
-/* kn_unpack for Q4_K, Q5_K and Q6_K, 32 elements at a time (kn_k_head, kn_q6_k_head). */
-static void unpack_superblocks(int type, const uint8_t *w, size_t row_bytes, int rows,
-                               const kn_wrows_t *out) {
+/* kn_unpack for Q4_K, Q5_K and Q6_K, 32 elements at a time (kn_k_head, kn_q6_k_head): the
+ * reference the SIMD variants (qmatmul_sb.h) reproduce. */
+void kn_unpack_sb_scalar(int type, const uint8_t *w, size_t row_bytes, int rows,
+                         const kn_wrows_t *out) {
     size_t sbb = lt_dtype_block_bytes(type);
     for (int r = 0; r < rows; r++)
         for (int b = 0; b < out->nb; b++) {
@@ -410,10 +415,11 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
                          const kn_qscratch_t *s, int m, int n, int k, int j0, int j1,
                          kn_isa_t isa) {
     int nb = k / QK;
-    if (m <= KN_ROWDOT_MAX && rowdot_form(type)) {
+    if (m <= KN_ROWDOT_MAX &&
+        (rowdot_form(type) || (superblock_form(type) && k_isa[isa].rowdot_sb))) {
         kn_qact_t a = {s->xq, s->dx, s->xs, k, nb};
         int j = j0;
-        if (k_isa[isa].rowdot4)
+        if (k_isa[isa].rowdot4 && rowdot_form(type))
             for (; j + 4 <= j1; j += 4)
                 for (int r = 0; r < m; r++) {
                     kn_qact_t ar = act_row(s, r, k);
@@ -444,7 +450,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     if (rowdot_form(type))
         k_isa[isa].unpack(type, w + (size_t)j0 * row_bytes, row_bytes, bb, j1 - j0, &wr);
     else
-        unpack_superblocks(type, w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
+        k_isa[isa].unpack_sb(type, w + (size_t)j0 * row_bytes, row_bytes, j1 - j0, &wr);
     for (int g = 0; g * KN_LANES < m; g++) {
         kn_qactT_t a = {s->xqT + (size_t)g * KN_LANES * nb * QK, s->dxT + (size_t)g * KN_LANES * nb,
                         s->xsT + (size_t)g * KN_LANES * nb, nb};
@@ -476,7 +482,8 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         any_direct |= kn_qmatmul_direct(mm[i].type);
         /* K-quants' few rows take rowdot4k, four weight rows at a time; the rest of a chunk,
          * gemm */
-        gemm_few |= superblock_form(mm[i].type) && (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
+        gemm_few |= superblock_form(mm[i].type) && !k_isa[isa].rowdot_sb &&
+                    (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;

@@ -67,10 +67,54 @@ static inline __m128i lanes_below(int nbg) {
     return _mm_cmpgt_epi32(_mm_set1_epi32(nbg), _mm_setr_epi32(0, 1, 2, 3));
 }
 
+static inline void store_q16(int16_t *dst, __m256i q8, int is_signed) {
+    __m128i lo = _mm256_castsi256_si128(q8), hi = _mm256_extracti128_si256(q8, 1);
+    _mm256_store_si256((__m256i *)dst,
+                       is_signed ? _mm256_cvtepi8_epi16(lo) : _mm256_cvtepu8_epi16(lo));
+    _mm256_store_si256((__m256i *)(dst + 16),
+                       is_signed ? _mm256_cvtepi8_epi16(hi) : _mm256_cvtepu8_epi16(hi));
+}
+
+#include "qmatmul_sb.h"
+
+/* Block b of a weight row (bb: the bytes of its type's block, a K-quant's super-block): its
+ * quants, elements 0..15 in *lo and 16..31 in *hi; its scale d, offset coefficient mn, and for
+ * Q6_K the second half's scale d2 (kn_block_head, kn_k_head, kn_q6_k_head). */
+static inline __attribute__((always_inline)) void row_block(int type, const uint8_t *wrow,
+                                                            size_t bb, int b, __m256i *lo,
+                                                            __m256i *hi, float *d, float *d2,
+                                                            float *mn) {
+    if (type == LT_DTYPE_Q4_K || type == LT_DTYPE_Q5_K || type == LT_DTYPE_Q6_K) {
+        const uint8_t *sb = wrow + (size_t)(b / 8) * bb, *qs, *qh;
+        if (b % 8 == 0) _mm_prefetch((const char *)sb + KN_PREFETCH, _MM_HINT_T0);
+        __m256i q8;
+        if (type == LT_DTYPE_Q6_K) {
+            qs = kn_q6_k_head(sb, b % 8, d, d2, &qh, f16_fast);
+            *mn = 0.0f;
+            q8 = sb_q6k_bytes(qs, qh, b % 8);
+            *lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q8));
+            *hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q8, 1));
+        } else {
+            qs = kn_k_head(type, sb, b % 8, d, mn, f16_fast);
+            q8 = sb_k32_bytes(type, qs, b % 8,
+                              type == LT_DTYPE_Q5_K
+                                  ? _mm256_loadu_si256((const __m256i *)kn_q5_k_bits(sb))
+                                  : _mm256_setzero_si256());
+            *lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q8));
+            *hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(q8, 1));
+        }
+        return;
+    }
+    const uint8_t *blk = wrow + (size_t)b * bb;
+    _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
+    load_q16(type, kn_block_head(type, blk, d, mn, f16_fast), lo, hi);
+}
+
 /* Four blocks at a time: a block's products summed across into lane b % 4 of a 4-lane vector,
- * converted, scaled and accumulated (qmatmul_priv.h). */
-void kn_rowdot_avx2(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
-                    float *out) {
+ * converted, scaled and accumulated (qmatmul_priv.h); Q6_K's halves summed apart and accumulated
+ * in turn. type is a constant where inlined. */
+static inline __attribute__((always_inline)) void
+rowdot_typed(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m, float *out) {
     __m128 acc[KN_ROWDOT_MAX];
     float off[KN_ROWDOT_MAX];
     for (int r = 0; r < m; r++) {
@@ -80,33 +124,51 @@ void kn_rowdot_avx2(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a
     for (int b0 = 0; b0 < a->nb; b0 += KN_ACC) {
         int nbg = a->nb - b0 < KN_ACC ? a->nb - b0 : KN_ACC;
         __m256i qlo[KN_ACC], qhi[KN_ACC];
-        float d[KN_ACC] = {0}, mn[KN_ACC] = {0};
-        for (int j = 0; j < nbg; j++) {
-            const uint8_t *blk = wrow + (size_t)(b0 + j) * bb;
-            _mm_prefetch((const char *)blk + KN_PREFETCH, _MM_HINT_T0);
-            load_q16(type, kn_block_head(type, blk, &d[j], &mn[j], f16_fast), &qlo[j], &qhi[j]);
-        }
+        float d[KN_ACC] = {0}, d2[KN_ACC] = {0}, mn[KN_ACC] = {0};
+        for (int j = 0; j < nbg; j++)
+            row_block(type, wrow, bb, b0 + j, &qlo[j], &qhi[j], &d[j], &d2[j], &mn[j]);
         __m128i k = lanes_below(nbg);
         for (int r = 0; r < m; r++) {
             size_t ab = (size_t)r * a->nb + b0;
-            __m256i v[KN_ACC];
+            __m256i vlo[KN_ACC], vhi[KN_ACC];
             for (int j = 0; j < KN_ACC; j++) {
                 if (j >= nbg) {
-                    v[j] = _mm256_setzero_si256();
+                    vlo[j] = vhi[j] = _mm256_setzero_si256();
                     continue;
                 }
                 const __m256i *x =
                     (const __m256i *)(a->xq + (size_t)r * a->k + (size_t)(b0 + j) * KN_QK);
-                v[j] = _mm256_add_epi32(_mm256_madd_epi16(qlo[j], _mm256_loadu_si256(x)),
-                                        _mm256_madd_epi16(qhi[j], _mm256_loadu_si256(x + 1)));
+                vlo[j] = _mm256_madd_epi16(qlo[j], _mm256_loadu_si256(x));
+                vhi[j] = _mm256_madd_epi16(qhi[j], _mm256_loadu_si256(x + 1));
             }
-            __m128 s = _mm_mul_ps(_mm_loadu_ps(d), _mm_maskload_ps(a->dx + ab, k));
-            __m128 t = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4x8(v)), s, acc[r]);
+            __m128 dx = _mm_maskload_ps(a->dx + ab, k), t;
+            if (type == LT_DTYPE_Q6_K) {
+                t = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4x8(vlo)), _mm_mul_ps(_mm_loadu_ps(d), dx),
+                                 acc[r]);
+                t = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4x8(vhi)), _mm_mul_ps(_mm_loadu_ps(d2), dx),
+                                 t);
+            } else {
+                for (int j = 0; j < KN_ACC; j++) vlo[j] = _mm256_add_epi32(vlo[j], vhi[j]);
+                t = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4x8(vlo)), _mm_mul_ps(_mm_loadu_ps(d), dx),
+                                 acc[r]);
+            }
             acc[r] = _mm_blendv_ps(acc[r], t, _mm_castsi128_ps(k));
             for (int j = 0; j < nbg; j++) off[r] = fmaf(mn[j], a->xs[ab + j], off[r]);
         }
     }
     for (int r = 0; r < m; r++) out[r] = tree4(acc[r]) + off[r];
+}
+
+/* One weight row against m <= 4 activation rows, every directly read type (the K-quants' blocks
+ * decoded from their super-blocks in place). */
+void kn_rowdot_avx2(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
+                    float *out) {
+    switch (type) {
+    case LT_DTYPE_Q4_K: rowdot_typed(LT_DTYPE_Q4_K, wrow, bb, a, m, out); break;
+    case LT_DTYPE_Q5_K: rowdot_typed(LT_DTYPE_Q5_K, wrow, bb, a, m, out); break;
+    case LT_DTYPE_Q6_K: rowdot_typed(LT_DTYPE_Q6_K, wrow, bb, a, m, out); break;
+    default: rowdot_typed(type, wrow, bb, a, m, out); break;
+    }
 }
 
 void kn_unpack_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
@@ -121,6 +183,11 @@ void kn_unpack_avx2(int type, const uint8_t *w, size_t row_bytes, size_t bb, int
             _mm256_store_si256((__m256i *)(out->q + at * KN_QK), ql);
             _mm256_store_si256((__m256i *)(out->q + at * KN_QK + 16), qh);
         }
+}
+
+void kn_unpack_sb_avx2(int type, const uint8_t *w, size_t row_bytes, int rows,
+                       const kn_wrows_t *out) {
+    sb_unpack(type, w, row_bytes, rows, out, f16_fast);
 }
 
 #define GEMM_TILE 2 /* weight rows per pass */
@@ -194,7 +261,7 @@ static inline __attribute__((always_inline)) void gemm_rows(const kn_wrows_t *w,
     float res[GEMM_TILE][KN_LANES];
     for (int r = 0; r < rows;) {
         int R = rows - r >= GEMM_TILE ? GEMM_TILE : 1;
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < (lanes > 8 ? 2 : 1); h++) { /* a half of eight lanes, if in use */
             if (R == GEMM_TILE)
                 gemm_tile(w, r, GEMM_TILE, a, h, res, halves);
             else

@@ -39,6 +39,12 @@ static inline __m512i pair_dot(__m512i acc, __m512i w, __m512i x) {
 
 #include "qmatmul_avx512_gemm.h"
 
+static inline void store_q16(int16_t *dst, __m256i q8, int is_signed) {
+    _mm512_store_si512(dst, is_signed ? _mm512_cvtepi8_epi16(q8) : _mm512_cvtepu8_epi16(q8));
+}
+
+#include "qmatmul_sb.h"
+
 /* 128-bit lane k: [v0, v1, v2, v3] summed over v's lanes 4k .. 4k + 3 (integers: exact in any
  * order). */
 static inline __m512i hsum4x4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
@@ -194,7 +200,6 @@ rowdot4k_typed(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
     __m512 acc = _mm512_setzero_ps();
     __m128 off = _mm_setzero_ps();
     const size_t sbb = lt_dtype_block_bytes(type);
-    const __m256i lo4 = _mm256_set1_epi8(0x0f);
     for (int sb = 0; sb < a->nb / 8; sb++) {
         float d[4][8], mn[4][8];
         const uint8_t *qs[4][8];
@@ -203,8 +208,8 @@ rowdot4k_typed(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
             const uint8_t *blk = w + (size_t)i * row_bytes + (size_t)sb * sbb;
             for (int j = 0; j < 8; j++)
                 qs[i][j] = kn_k_head(type, blk, j, &d[i][j], &mn[i][j], f16_fast);
-            if (type == LT_DTYPE_Q5_K)
-                qh[i] = _mm256_loadu_si256((const __m256i *)kn_q5_k_bits(blk));
+            qh[i] = type == LT_DTYPE_Q5_K ? _mm256_loadu_si256((const __m256i *)kn_q5_k_bits(blk))
+                                          : _mm256_setzero_si256();
         }
         for (int j0 = 0; j0 < 8; j0 += KN_ACC) {
             int b0 = sb * 8 + j0;
@@ -215,14 +220,7 @@ rowdot4k_typed(int type, const uint8_t *w, size_t row_bytes, const kn_qact_t *a,
                 for (int i = 0; i < 4; i++) {
                     if (jj % 2 == 0)
                         _mm_prefetch((const char *)qs[i][jj] + KN_PREFETCH, _MM_HINT_T0);
-                    __m256i raw = _mm256_loadu_si256((const __m256i *)qs[i][jj]);
-                    __m256i nib = jj % 2 ? _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4)
-                                         : _mm256_and_si256(raw, lo4);
-                    __m512i q = _mm512_cvtepu8_epi16(nib);
-                    if (type == LT_DTYPE_Q5_K)
-                        q = _mm512_mask_add_epi16(
-                            q, _mm256_test_epi8_mask(qh[i], _mm256_set1_epi8((char)(1 << jj))), q,
-                            _mm512_set1_epi16(16));
+                    __m512i q = _mm512_cvtepu8_epi16(sb_k32_bytes(type, qs[i][jj], jj, qh[i]));
                     v[i] = _mm512_madd_epi16(q, x);
                 }
                 u[j] = hsum4x4(v[0], v[1], v[2], v[3]);
@@ -251,8 +249,6 @@ static void rowdot4_q6k(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, 
     __m512 acc = _mm512_setzero_ps();
     __m128 off = _mm_setzero_ps();
     const size_t sbb = lt_dtype_block_bytes(LT_DTYPE_Q6_K);
-    const __m256i lo4 = _mm256_set1_epi8(0x0f), lo2 = _mm256_set1_epi8(0x03),
-                  m32 = _mm256_set1_epi8(32);
     for (int sb = 0; sb < a->nb / 8; sb++) {
         float dlo[4][8], dhi[4][8];
         const uint8_t *ql[4][8], *qh[4][8];
@@ -266,18 +262,12 @@ static void rowdot4_q6k(const uint8_t *w, size_t row_bytes, const kn_qact_t *a, 
             __m512i u[KN_ACC];
 #pragma GCC unroll 4
             for (int j = 0; j < KN_ACC; j++) {
-                int c = (j0 + j) % 4;
+                int jj = j0 + j;
                 __m512i x = _mm512_loadu_si512(a->xq + (size_t)(b0 + j) * KN_QK), v[4];
                 for (int i = 0; i < 4; i++) {
-                    const uint8_t *l4 = ql[i][j0 + j], *h2 = qh[i][j0 + j];
-                    if (c % 2 == 0) _mm_prefetch((const char *)l4 + KN_PREFETCH, _MM_HINT_T0);
-                    __m256i nib = _mm256_and_si256(
-                        _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)l4), 4 * (c / 2)),
-                        lo4);
-                    __m256i top = _mm256_and_si256(
-                        _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)h2), 2 * c), lo2);
-                    __m256i q8 =
-                        _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_slli_epi16(top, 4)), m32);
+                    if (jj % 2 == 0)
+                        _mm_prefetch((const char *)ql[i][jj] + KN_PREFETCH, _MM_HINT_T0);
+                    __m256i q8 = sb_q6k_bytes(ql[i][jj], qh[i][jj], jj);
                     v[i] = _mm512_madd_epi16(_mm512_cvtepi8_epi16(q8), x);
                 }
                 u[j] = hsum4x4(v[0], v[1], v[2], v[3]);
@@ -360,6 +350,11 @@ void kn_unpack_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, i
                 out->q + at * KN_QK,
                 load_q16(type, kn_block_head(type, blk, &out->d[at], &out->mn[at], f16_fast)));
         }
+}
+
+void kn_unpack_sb_avx512(int type, const uint8_t *w, size_t row_bytes, int rows,
+                         const kn_wrows_t *out) {
+    sb_unpack(type, w, row_bytes, rows, out, f16_fast);
 }
 
 void kn_gemm_avx512(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes, float *y, int n,

@@ -99,6 +99,16 @@ typedef struct kn_wrows {
 } kn_wrows_t;
 typedef void (*kn_unpack_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb, int rows,
                              const kn_wrows_t *out);
+/* The same for the K-quant super-blocks (Q4_K, Q5_K, Q6_K: kn_k_head's and kn_q6_k_head's forms;
+ * d2 set for Q6_K). */
+typedef void (*kn_unpack_sb_fn)(int type, const uint8_t *w, size_t row_bytes, int rows,
+                                const kn_wrows_t *out);
+void kn_unpack_sb_scalar(int type, const uint8_t *w, size_t row_bytes, int rows,
+                         const kn_wrows_t *out);
+void kn_unpack_sb_avx2(int type, const uint8_t *w, size_t row_bytes, int rows,
+                       const kn_wrows_t *out);
+void kn_unpack_sb_avx512(int type, const uint8_t *w, size_t row_bytes, int rows,
+                         const kn_wrows_t *out);
 
 /* y[(row0 + lane) * n + j0 + r] for r < rows and lane < lanes: unpacked weight rows w against
  * the KN_LANES-row group a. */

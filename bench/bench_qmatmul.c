@@ -1,7 +1,7 @@
 /*
  * bench_qmatmul.c — matrix products from stored weights: kn_qmatmul reading
- * Q4_1/Q8_0/Q4_0/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K (with the instruction set LANTERN_CPU_ISA picks, or the
- * best) versus OpenBLAS sgemv/sgemm over the same weights dequantized to fp32, same run, for
+ * Q4_1/Q8_0/Q4_0/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K/F16/BF16 (with the instruction set LANTERN_CPU_ISA picks,
+ * or the best) versus OpenBLAS sgemv/sgemm over the same weights dequantized to fp32, same run, for
  * decode- and prefill-sized row counts. build/bench/bench_qmatmul [n k]    (default: the default
  * model's MLP, 1536 x 576)
  */
@@ -44,8 +44,8 @@ static void run_f(void *a) {
 
 int main(int argc, char **argv) {
     int n = argc > 2 ? atoi(argv[1]) : 1536, k = argc > 2 ? atoi(argv[2]) : 576;
-    int types[] = {LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_0, LT_DTYPE_Q5_0,
-                   LT_DTYPE_Q5_1, LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K};
+    int types[] = {LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_0, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1,
+                   LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_F16,  LT_DTYPE_BF16};
     printf("%-6s %3s %12s %12s %8s   (n=%d k=%d, %s)\n", "type", "m", "qmatmul us", "sgemm us",
            "ratio", n, k, kn_isa_name(kn_isa()));
     kn_qscratch_t *qs = kn_qscratch_create(512, k);
@@ -61,7 +61,8 @@ int main(int argc, char **argv) {
         size_t bytes = (size_t)lt_dtype_nbytes(type, (int64_t)n * k);
         uint8_t *wq = malloc(bytes);
         for (size_t i = 0; i < bytes; i++) wq[i] = (uint8_t)rand();
-        /* sane f16 scales: every block starts with d (and m), but Q6_K's ends with it */
+        /* sane f16 scales: every block starts with d (and m), but Q6_K's ends with it (F16 and
+         * BF16: every element one small value) */
         size_t bb = lt_dtype_block_bytes(type);
         for (size_t b = 0; b < bytes / bb; b++) {
             uint16_t h = lt_f32_to_f16(0.01f);

@@ -57,19 +57,20 @@ static const struct {
     kn_unpack_fn unpack;
     kn_gemm_fn gemm;
     kn_dotf_fn dotf;
+    kn_dotf4_fn dotf4;
     kn_rowdot4k_fn rowdot4k; /* NULL: the K-quants' few rows as rowdot_sb says */
     kn_unpack_sb_fn unpack_sb;
     bool rowdot_sb; /* rowdot reads the K-quants too (else their few rows are unpacked first) */
 } k_isa[] = {
     [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_unpack_scalar, kn_gemm_scalar,
-                       kn_dotf_scalar, NULL, kn_unpack_sb_scalar, false},
-    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2, NULL,
-                     kn_unpack_sb_avx2, true},
+                       kn_dotf_scalar, kn_dotf4_scalar, NULL, kn_unpack_sb_scalar, false},
+    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2,
+                     kn_dotf4_avx2, NULL, kn_unpack_sb_avx2, true},
     [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
-                       kn_gemm_avx512, kn_dotf_avx512, kn_rowdot4k_avx512, kn_unpack_sb_avx512,
-                       false},
+                       kn_gemm_avx512, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
+                       kn_unpack_sb_avx512, false},
     [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
-                           kn_gemm_avx512vnni, kn_dotf_avx512, kn_rowdot4k_avx512,
+                           kn_gemm_avx512vnni, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
                            kn_unpack_sb_avx512, false},
 };
 
@@ -224,6 +225,12 @@ float kn_dotf_scalar(const float *a, const float *b, int n) {
     return s;
 }
 
+void kn_dotf4_scalar(const float *a, size_t as, int ra, const float *b, size_t bs, int n,
+                     float *out) {
+    for (int i = 0; i < ra; i++)
+        for (int t = 0; t < 4; t++) out[i * 4 + t] = kn_dotf_scalar(a + i * as, b + t * bs, n);
+}
+
 float kn_dot(const float *a, const float *b, int n) {
     return k_isa[kn_isa()].dotf(a, b, n);
 }
@@ -238,7 +245,7 @@ struct kn_qscratch {
     int16_t *xqT;  /* (groups, max_k) x KN_LANES: the same, KN_LANES rows side by side */
     float *dxT;    /* (groups, max_k / QK) x KN_LANES */
     float *xsT;    /* (groups, max_k / QK) x KN_LANES */
-    float *rowbuf; /* (n_threads, max_k) one dequantized weight row per thread */
+    float *rowbuf; /* (n_threads, ROW_CHUNK, max_k) dequantized weight rows per thread */
     int16_t *wq;   /* (n_threads, ROW_CHUNK, max_k) unpacked weight quants per thread */
     float *wd;     /* (n_threads, ROW_CHUNK, max_k / QK) their scales */
     float *wm;     /* (n_threads, ROW_CHUNK, max_k / QK) their offset coefficients */
@@ -266,7 +273,7 @@ kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     s->xqT = alloc64(groups * KN_LANES * nbk * QK * sizeof(int16_t));
     s->dxT = alloc64(groups * KN_LANES * nbk * sizeof(float));
     s->xsT = alloc64(groups * KN_LANES * nbk * sizeof(float));
-    s->rowbuf = malloc((size_t)s->n_threads * max_k * sizeof(float));
+    s->rowbuf = malloc((size_t)s->n_threads * ROW_CHUNK * max_k * sizeof(float));
     size_t nbk_c = nbk * KN_QK; /* max_k rounded up to whole blocks */
     s->wq = alloc64((size_t)s->n_threads * ROW_CHUNK * nbk_c * sizeof(int16_t));
     s->wd = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
@@ -459,12 +466,29 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     }
 }
 
-/* Weight rows [j0, j1) against every activation row, through a dequantized row. */
+/* Weight rows [j0, j1) (at most ROW_CHUNK) against every activation row, through dequantized
+ * rows: the chunk dequantized once into rows, then blocks of up to four activation rows against
+ * four of its rows (dotf4, the same bits as dotf one by one: a result does not depend on m). */
 static void chunk_generic(float *y, const float *x, const uint8_t *w, int type, size_t row_bytes,
-                          float *row, int m, int n, int k, int j0, int j1, kn_dotf_fn dotf) {
-    for (int j = j0; j < j1; j++) {
-        kn_dequantize(type, w + (size_t)j * row_bytes, row, k);
-        for (int r = 0; r < m; r++) y[(size_t)r * n + j] = dotf(x + (size_t)r * k, row, k);
+                          float *rows, int m, int n, int k, int j0, int j1, kn_isa_t isa) {
+    int nr = j1 - j0;
+    for (int j = 0; j < nr; j++)
+        kn_dequantize(type, w + (size_t)(j0 + j) * row_bytes, rows + (size_t)j * k, k);
+    for (int r = 0; r < m; r += 4) {
+        int ra = m - r < 4 ? m - r : 4;
+        const float *xr = x + (size_t)r * k;
+        float *yr = y + (size_t)r * n + j0;
+        int j = 0;
+        for (; j + 4 <= nr; j += 4) {
+            float out[16];
+            k_isa[isa].dotf4(xr, (size_t)k, ra, rows + (size_t)j * k, (size_t)k, k, out);
+            for (int i = 0; i < ra; i++)
+                memcpy(yr + (size_t)i * n + j, out + i * 4, 4 * sizeof(float));
+        }
+        for (; j < nr; j++)
+            for (int i = 0; i < ra; i++)
+                yr[(size_t)i * n + j] =
+                    k_isa[isa].dotf(xr + (size_t)i * k, rows + (size_t)j * k, k);
     }
 }
 
@@ -499,7 +523,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
                 for (int g = 0; g < (m + KN_LANES - 1) / KN_LANES; g++) transpose_group(s, g, m, k);
             }
         }
-        float *row = s->rowbuf + (size_t)omp_get_thread_num() * s->max_k;
+        float *rows = s->rowbuf + (size_t)omp_get_thread_num() * ROW_CHUNK * s->max_k;
 #pragma omp for schedule(static)
         for (int c = 0; c < first[count]; c++) {
             int i = 0;
@@ -511,8 +535,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
                 chunk_direct(q->y, q->w, q->type, row_bytes, lt_dtype_block_bytes(q->type), s, m,
                              q->n, k, j0, j1, isa);
             else
-                chunk_generic(q->y, x, q->w, q->type, row_bytes, row, m, q->n, k, j0, j1,
-                              k_isa[isa].dotf);
+                chunk_generic(q->y, x, q->w, q->type, row_bytes, rows, m, q->n, k, j0, j1, isa);
         }
     }
     return LT_OK;

@@ -281,6 +281,37 @@ void kn_gemm_avx2(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lanes,
         gemm_rows(w, rows, a, lanes, y, n, row0, j0, 0);
 }
 
+/* kn_dotf4 for RA (a constant where inlined, at most 2: sixteen registers) rows of a. */
+static inline __attribute__((always_inline)) void
+dotf4_rows(const float *a, size_t as, int RA, const float *b, size_t bs, int n, float *out) {
+    __m256 acc[2][4];
+    for (int i = 0; i < RA; i++)
+        for (int t = 0; t < 4; t++) acc[i][t] = _mm256_setzero_ps();
+    int e = 0;
+    for (; e + 8 <= n; e += 8)
+        for (int i = 0; i < RA; i++) {
+            __m256 x = _mm256_loadu_ps(a + i * as + e);
+            for (int t = 0; t < 4; t++)
+                acc[i][t] = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + t * bs + e), acc[i][t]);
+        }
+    for (int i = 0; i < RA; i++)
+        for (int t = 0; t < 4; t++) {
+            float s = hsum256(acc[i][t]);
+            for (int f = e; f < n; f++) s = fmaf(a[i * as + f], b[t * bs + f], s);
+            out[i * 4 + t] = s;
+        }
+}
+
+void kn_dotf4_avx2(const float *a, size_t as, int ra, const float *b, size_t bs, int n,
+                   float *out) {
+    for (int i = 0; i < ra; i += 2) {
+        if (ra - i >= 2)
+            dotf4_rows(a + i * as, as, 2, b, bs, n, out + i * 4);
+        else
+            dotf4_rows(a + i * as, as, 1, b, bs, n, out + i * 4);
+    }
+}
+
 float kn_dotf_avx2(const float *a, const float *b, int n) {
     __m256 acc = _mm256_setzero_ps();
     int i = 0;

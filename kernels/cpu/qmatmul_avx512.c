@@ -362,6 +362,44 @@ void kn_gemm_avx512(const kn_wrows_t *w, int rows, const kn_qactT_t *a, int lane
     gemm_avx512_body(w, rows, a, lanes, y, n, row0, j0);
 }
 
+/* kn_dotf4 for RA (a constant where inlined) rows of a. */
+static inline __attribute__((always_inline)) void
+dotf4_rows(const float *a, size_t as, int RA, const float *b, size_t bs, int n, float *out) {
+    __m512 acc[4][4];
+    for (int i = 0; i < RA; i++)
+        for (int t = 0; t < 4; t++) acc[i][t] = _mm512_setzero_ps();
+    int e = 0;
+    for (; e + 16 <= n; e += 16) {
+        __m512 w[4];
+        for (int t = 0; t < 4; t++) w[t] = _mm512_loadu_ps(b + t * bs + e);
+        for (int i = 0; i < RA; i++) {
+            __m512 x = _mm512_loadu_ps(a + i * as + e);
+            for (int t = 0; t < 4; t++) acc[i][t] = _mm512_fmadd_ps(x, w[t], acc[i][t]);
+        }
+    }
+    if (e < n) {
+        __mmask16 k = (__mmask16)((1u << (n - e)) - 1);
+        __m512 w[4];
+        for (int t = 0; t < 4; t++) w[t] = _mm512_maskz_loadu_ps(k, b + t * bs + e);
+        for (int i = 0; i < RA; i++) {
+            __m512 x = _mm512_maskz_loadu_ps(k, a + i * as + e);
+            for (int t = 0; t < 4; t++) acc[i][t] = _mm512_fmadd_ps(x, w[t], acc[i][t]);
+        }
+    }
+    for (int i = 0; i < RA; i++)
+        for (int t = 0; t < 4; t++) out[i * 4 + t] = _mm512_reduce_add_ps(acc[i][t]);
+}
+
+void kn_dotf4_avx512(const float *a, size_t as, int ra, const float *b, size_t bs, int n,
+                     float *out) {
+    switch (ra) {
+    case 4: dotf4_rows(a, as, 4, b, bs, n, out); break;
+    case 3: dotf4_rows(a, as, 3, b, bs, n, out); break;
+    case 2: dotf4_rows(a, as, 2, b, bs, n, out); break;
+    default: dotf4_rows(a, as, 1, b, bs, n, out); break;
+    }
+}
+
 float kn_dotf_avx512(const float *a, const float *b, int n) {
     __m512 acc = _mm512_setzero_ps();
     int i = 0;

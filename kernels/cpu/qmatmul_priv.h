@@ -141,6 +141,15 @@ typedef float (*kn_dotf_fn)(const float *a, const float *b, int n);
 float kn_dotf_scalar(const float *a, const float *b, int n);
 float kn_dotf_avx2(const float *a, const float *b, int n);
 float kn_dotf_avx512(const float *a, const float *b, int n);
+/* out[i * 4 + t] = the same ISA's dotf(a + i * as, b + t * bs, n) for i < ra (1..4), t < 4, bit
+ * for bit: a block of dot products sharing each load (one accumulator each, in dotf's order). */
+typedef void (*kn_dotf4_fn)(const float *a, size_t as, int ra, const float *b, size_t bs, int n,
+                            float *out);
+void kn_dotf4_scalar(const float *a, size_t as, int ra, const float *b, size_t bs, int n,
+                     float *out);
+void kn_dotf4_avx2(const float *a, size_t as, int ra, const float *b, size_t bs, int n, float *out);
+void kn_dotf4_avx512(const float *a, size_t as, int ra, const float *b, size_t bs, int n,
+                     float *out);
 
 /* The fixed pairwise sum of u[0..3]: (0 + 2) + (1 + 3). */
 static inline float kn_tree4(const float *u) {

@@ -35,14 +35,10 @@ static int pidfd_open_(pid_t pid) {
 #endif
 }
 
-int lt_proc_spawn(char *const argv[], lt_child_t *child, char *err) {
+/* Forks and execs exe with argv; the child dies with its parent. */
+static int spawn_exe(const char *exe, char *const argv[], lt_child_t *child, char *err) {
     child->pid = -1;
     child->pidfd = -1;
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return lt_errf(err, LT_ERR_IO, "cannot find our own executable: %s", strerror(errno));
-    exe[n] = '\0';
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return lt_errf(err, LT_ERR_IO, "fork failed: %s", strerror(errno));
@@ -65,6 +61,33 @@ int lt_proc_spawn(char *const argv[], lt_child_t *child, char *err) {
     child->pidfd = pidfd_open_(pid);
     if (child->pidfd >= 0) fcntl(child->pidfd, F_SETFD, FD_CLOEXEC);
     return LT_OK;
+}
+
+/* /proc/self/exe's target into exe (cap bytes). */
+static int self_exe(char *exe, size_t cap, char *err) {
+    ssize_t n = readlink("/proc/self/exe", exe, cap - 1);
+    if (n <= 0)
+        return lt_errf(err, LT_ERR_IO, "cannot find our own executable: %s", strerror(errno));
+    exe[n] = '\0';
+    return LT_OK;
+}
+
+int lt_proc_spawn(char *const argv[], lt_child_t *child, char *err) {
+    char exe[4096];
+    int rc = self_exe(exe, sizeof exe, err);
+    return rc ? rc : spawn_exe(exe, argv, child, err);
+}
+
+int lt_proc_spawn_sibling(const char *sibling, char *const argv[], lt_child_t *child, char *err) {
+    char exe[4096], sib[4096 + 256];
+    int rc = self_exe(exe, sizeof exe, err);
+    if (rc) return rc;
+    const char *slash = strrchr(exe, '/');
+    int dir = slash ? (int)(slash - exe) : 0;
+    if (snprintf(sib, sizeof sib, "%.*s/%s", dir, exe, sibling) < (int)sizeof sib &&
+        access(sib, X_OK) == 0)
+        return spawn_exe(sib, argv, child, err);
+    return spawn_exe(exe, argv, child, err);
 }
 
 int lt_proc_check(lt_child_t *child, int *status) {

@@ -25,6 +25,11 @@ typedef struct lt_child {
  * stdin on /dev/null and stdout/stderr inherited. */
 int lt_proc_spawn(char *const argv[], lt_child_t *child, char *err);
 
+/* The same with the executable named sibling in /proc/self/exe's directory when there is one
+ * (the tree's engine and workers run as lantern-core, which links neither the HTTP server nor
+ * the text libraries), else /proc/self/exe itself. */
+int lt_proc_spawn_sibling(const char *sibling, char *const argv[], lt_child_t *child, char *err);
+
 /* Non-blocking: 1 and the wait status if the child has exited (and is reaped), 0 if it runs. */
 int lt_proc_check(lt_child_t *child, int *status);
 

@@ -386,7 +386,7 @@ int lantern_create(const lantern_engine_args_t *args, lantern_t **out, char *err
         rc = lt_errf(err, LT_ERR_RANGE, "the engine's command line is too long");
         goto fail;
     }
-    if ((rc = lt_proc_spawn(av.argv, &l->engine, err))) goto fail;
+    if ((rc = lt_proc_spawn_sibling("lantern-core", av.argv, &l->engine, err))) goto fail;
     /* wait for the engine's HELLO: every worker has loaded its shard */
     for (;;) {
         int st;

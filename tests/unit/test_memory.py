@@ -10,7 +10,7 @@ worker's memory (from /proc/<pid>/status) is checked:
 - at TP 3 every rank maps the same file, and the copies of the row-parallel slices (o_proj and
   down_proj, half of those matrices each) stay under their share of the file;
 - no process of the tree (frontend, engine, workers) maps libcurl (no spans are exported) or
-  OpenBLAS.
+  OpenBLAS, and the engine and workers run lantern-core, without the HTTP server's libraries.
 Prints every figure. Skips when the default model is absent.
 """
 import os
@@ -98,6 +98,13 @@ def run(model, tp):
             unwanted = sorted(x for x in libs if x.startswith(("libcurl", "libopenblas")))
             check(f"TP {tp} pid {pid}: neither libcurl nor OpenBLAS mapped without tracing",
                   not unwanted, f"{unwanted}")
+            if pid == srv.p.pid:
+                continue
+            # the engine and the workers run lantern-core: no HTTP server, no TLS stack
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            http = sorted(x for x in libs if x.startswith(("libmicrohttpd", "libgnutls")))
+            check(f"TP {tp} pid {pid}: runs lantern-core, without libmicrohttpd or GnuTLS",
+                  exe == "lantern-core" and not http, f"{exe}, {http}")
     finally:
         srv.stop()
 

@@ -15,11 +15,13 @@
  *   offsets (Q4_1/Q5_1's m, Q4_0's implicit -8, Q5_0's -16, the K-quants' mins) contribute
  *   mn * sum(x), with the block sum taken in fp32 from the unquantized activations. The exact
  *   sequence of operations is in qmatmul_priv.h.
- * - Every other type (F32, F16, BF16, Q2_K, Q3_K) is dequantized one weight row at a time into a
- * per-thread fp32 buffer and dotted with each activation row (kn_dot's order).
+ * - Every other type (F32, F16, BF16, Q2_K, Q3_K) is dequantized a chunk of weight rows at a time
+ *   into a per-thread fp32 buffer and dotted with the activation rows in blocks of 4 x 4 (dotf's
+ *   order for each pair: the same bits as one dot product at a time).
  *
  * Two kernels for the direct types, bit-identical to each other and to the scalar reference: up
- * to KN_ROWDOT_MAX rows run four weight rows at a time, each activation row in turn (decode);
+ * to KN_ROWDOT_MAX rows run four weight rows at a time, each activation row in turn (decode; the
+ * K-quants' super-blocks decoded in place: rowdot4k on AVX-512, rowdot on AVX2);
  * more rows are laid side by side, 16 to a vector, and each weight pair is broadcast against them
  * (prefill, large batches). So a row of y depends on its own row of x and on w alone, whatever m is
  * and whichever kernel or instruction set ran: a sequence's logits do not depend on what it is
@@ -307,7 +309,7 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
 
 /* The direct types whose 32-element blocks are read in place by the few-row kernels (rowdot),
  * one block per kn_block_head. Q4_K/Q5_K's sub-blocks have the same form (kn_k_head): unpacked
- * (unpack_k32) for the many-row kernel, read in place by their own few-row kernel (rowdot4k)
+ * (unpack_sb) for the many-row kernel, read in place by their own few-row kernel (rowdot4k)
  * where the instruction set has one. */
 static bool rowdot_form(int type) {
     return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q5_0 ||

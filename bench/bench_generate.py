@@ -200,6 +200,10 @@ def prepare_lantern(tool, lantern_path, model_arg):
     atexit.register(shutil.rmtree, snapdir, True)
     binary = os.path.join(snapdir, "lantern")
     shutil.copy2(lantern_path, binary)
+    # the tree's engine and workers run lantern-core from the same directory when it is there
+    core = os.path.join(os.path.dirname(lantern_path), "lantern-core")
+    if os.access(core, os.X_OK):
+        shutil.copy2(core, os.path.join(snapdir, "lantern-core"))
     with open(binary, "rb") as f:
         bin_sha = hashlib.sha256(f.read()).hexdigest()[:12]
     bin_mtime = datetime.datetime.fromtimestamp(os.path.getmtime(binary)).astimezone()

@@ -288,7 +288,25 @@ def test_kv_bytes_per_token():
         check("the default model: 23040 bytes of fp16 K and V per token", got == 23040, got)
 
 
+def test_snapshot_has_lantern_core():
+    """The benchmarks run a snapshot of the binary: lantern-core goes with it, or the tree's
+    engine and workers would fall back to lantern itself (and its frontend libraries)."""
+    with tempfile.TemporaryDirectory() as d:
+        for name in ("lantern", "lantern-core"):
+            with open(os.path.join(d, name), "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(os.path.join(d, name), 0o755)
+        fake_model = os.path.join(d, "m.gguf")
+        open(fake_model, "w").close()
+        binary = bg.prepare_lantern("test", os.path.join(d, "lantern"), fake_model)[0]
+        snap = os.path.dirname(binary)
+        check("the snapshot holds lantern and lantern-core side by side",
+              os.access(os.path.join(snap, "lantern-core"), os.X_OK) and snap != d,
+              sorted(os.listdir(snap)))
+
+
 def main():
+    test_snapshot_has_lantern_core()
     test_kv_bytes_per_token()
     test_llama_bench_json()
     test_medians_and_ratios()

@@ -17,11 +17,20 @@ decoding has clear winners, so comparisons against a reference are not decided b
 
     make_random_model.py --arch llama|qwen2|qwen3 --format hf|gguf --out PATH --seed N
         --layers L --dim D --heads H [--kv-heads K] [--head-dim HD] --hidden F --vocab V
-        [--tie] [--dtype f32|f16|bf16] [--shards N] [--max-pos P] [--rope-theta T]
+        [--tie] [--dtype f32|f16|bf16|kquant] [--dequantized-twin PATH] [--shards N]
+        [--max-pos P] [--rope-theta T]
         [--rope-scaling linear:F | llama3:F[:LOW:HIGH:ORIG]] [--eps E] [--chat-template JINJA]
 
 --out is a directory for hf (created; existing files of the same names are replaced). For gguf it
 is the file itself when it ends in .gguf, else a directory that receives model.gguf.
+
+--dtype kquant (gguf only) stores every matrix as K-quant super-blocks of random bytes with scales
+sized to the matrix's intended spread (the gguf package cannot quantize to K-quants): Q6_K for
+the embeddings, lm_head, v_proj and down_proj, Q5_K for q_proj and k_proj, Q4_K for the rest, as
+llama.cpp's Q4_K_M mixes them. Their input dimensions must be multiples of 256.
+--dequantized-twin PATH also writes the same model with those matrices as the F32 values they
+dequantize to (the gguf package's decoder): a reference for the K-quant kernels end to end. A bare
+file name goes beside the model.
 """
 import argparse
 import json
@@ -42,7 +51,7 @@ LOGIT_STD = 6.0
 def round_to_dtype(a, dtype):
     """The float32 values a tensor takes once stored as dtype (identical for both formats)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if dtype == "f32":
+    if dtype in ("f32", "kquant"):  # kquant: the matrices are replaced by kquant_tensors
         return a
     if dtype == "f16":
         return a.astype(np.float16).astype(np.float32)
@@ -337,18 +346,65 @@ def permute_for_pairs(w, n_head):
     return w.reshape(n_head, 2, hd // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(a, weights):
+# spread of one element per unit of d: Q4_K d * sc * q - dmin * m (sc, m < 64, q < 16), Q5_K the
+# same with q < 32, Q6_K d * sc * (q - 32) (sc signed 8-bit); and dmin per d centring the values
+KQ_SPREAD = {"Q4_K": (170.0, 7.5), "Q5_K": (350.0, 15.5), "Q6_K": (1370.0, 0.0)}
+
+
+def kquant_type(gname):
+    if gname in ("token_embd.weight", "output.weight") or gname.endswith(
+            ("attn_v.weight", "ffn_down.weight")):
+        return "Q6_K"
+    return "Q5_K" if gname.endswith(("attn_q.weight", "attn_k.weight")) else "Q4_K"
+
+
+def kquant_tensors(a, weights):
+    """{gguf name: (quantization type, uint8 rows of super-blocks)} for every matrix."""
     import gguf
 
+    rng = np.random.RandomState(a.seed + 1000)
+    out = {}
+    for name, t in weights:
+        if t.ndim != 2:
+            continue
+        gname = gguf_name(name)
+        qn = kquant_type(gname)
+        qtype = getattr(gguf.GGMLQuantizationType, qn)
+        rows, cols = t.shape
+        if cols % 256:
+            sys.exit(f"make_random_model: --dtype kquant: {name} has {cols} columns, not a "
+                     "multiple of 256")
+        bb = gguf.GGML_QUANT_SIZES[qtype][1]
+        raw = rng.randint(0, 256, size=(rows * cols // 256, bb)).astype(np.uint8)
+        per_d, dmin_per_d = KQ_SPREAD[qn]
+        d = np.float16(float(np.std(t)) / per_d)
+        if qn == "Q6_K":
+            raw[:, bb - 2:] = np.frombuffer(d.tobytes(), np.uint8)
+        else:
+            raw[:, 0:2] = np.frombuffer(d.tobytes(), np.uint8)
+            raw[:, 2:4] = np.frombuffer(np.float16(float(d) * dmin_per_d).tobytes(), np.uint8)
+        out[gname] = (qtype, raw.reshape(rows, cols // 256 * bb))
+    return out
+
+
+def write_gguf(a, weights, kq=None, twin_path=None):
+    """kq: kquant_tensors' blocks, written as they are, or dequantized to F32 into twin_path."""
+    import gguf
+
+    kq = kq or {}
     arch = a.arch
     path = a.out if a.out.endswith(".gguf") else os.path.join(a.out, "model.gguf")
-    if path != a.out and os.path.isfile(a.out):
+    if path != a.out and os.path.isfile(a.out) and not twin_path:
         os.remove(a.out)  # a single-file output of an earlier run at the directory's path
+    if twin_path:
+        path = twin_path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     w = gguf.GGUFWriter(path, arch)
     w.add_name(f"random-{arch}")
-    w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                     "bf16": gguf.LlamaFileType.MOSTLY_BF16}[a.dtype])
+    w.add_file_type(gguf.LlamaFileType.ALL_F32 if twin_path else
+                    {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                     "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+                     "kquant": gguf.LlamaFileType.MOSTLY_Q4_K_M}[a.dtype])
     w.add_block_count(a.layers)
     w.add_context_length(a.max_pos)
     w.add_embedding_length(a.dim)
@@ -381,6 +437,13 @@ def write_gguf(a, weights):
 
     raw = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16}
     for name, t in weights:
+        if gguf_name(name) in kq:  # random blocks: no permutation, nothing to round
+            qtype, raw = kq[gguf_name(name)]
+            if twin_path:
+                w.add_tensor(gguf_name(name), gguf.quants.dequantize(raw, qtype).astype(np.float32))
+            else:
+                w.add_tensor(gguf_name(name), raw, raw_dtype=qtype)
+            continue
         if arch == "llama" and name.endswith("self_attn.q_proj.weight"):
             t = permute_for_pairs(t, a.heads)
         elif arch == "llama" and name.endswith("self_attn.k_proj.weight"):
@@ -422,7 +485,9 @@ def parse_args(argv):
     ap.add_argument("--hidden", type=int, required=True, help="MLP intermediate size")
     ap.add_argument("--vocab", type=int, required=True)
     ap.add_argument("--tie", action="store_true", help="tie lm_head to the embeddings")
-    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16", "kquant"])
+    ap.add_argument("--dequantized-twin", help="kquant: also write the model dequantized to F32 "
+                    "to this .gguf path")
     ap.add_argument("--shards", type=int, default=1, help="hf only: safetensors shards")
     ap.add_argument("--max-pos", type=int, default=2048)
     ap.add_argument("--rope-theta", type=float, default=10000.0)
@@ -449,6 +514,10 @@ def parse_args(argv):
         ap.error(f"--vocab must exceed {max(BOS_ID, EOS_ID)}")
     if a.chat_template and a.format != "gguf":
         ap.error("--chat-template applies to --format gguf only")
+    if a.dtype == "kquant" and a.format != "gguf":
+        ap.error("--dtype kquant applies to --format gguf only")
+    if a.dequantized_twin and a.dtype != "kquant":
+        ap.error("--dequantized-twin applies to --dtype kquant only")
     if a.format == "gguf" and a.shards != 1:
         ap.error("--shards applies to --format hf only")
     if a.eps <= 0 or a.rope_theta <= 0:
@@ -466,6 +535,15 @@ def main(argv=None):
     weights = make_weights(a)
     if a.format == "hf":
         write_hf(a, weights)
+    elif a.dtype == "kquant":
+        kq = kquant_tensors(a, weights)
+        write_gguf(a, weights, kq)
+        if a.dequantized_twin:
+            twin = a.dequantized_twin
+            if not os.path.dirname(twin):  # a bare name: beside the model
+                model = a.out if a.out.endswith(".gguf") else os.path.join(a.out, "model.gguf")
+                twin = os.path.join(os.path.dirname(model), twin)
+            write_gguf(a, weights, kq, twin)
     else:
         write_gguf(a, weights)
 

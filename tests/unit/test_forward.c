@@ -227,6 +227,61 @@ static void test_llama_tiny_gguf(void **state) {
     check_reference(path, "reference_llama-tiny.json", LT_DTYPE_F16);
 }
 
+/* A model whose matrices are Q4_K/Q5_K/Q6_K super-blocks against the same model dequantized to
+ * F32 (tools/make_random_model.py --dtype kquant --dequantized-twin): the K-quant kernels end to
+ * end, through the loader, the forward pass and the LM head. Logits within 1e-3 of the range at
+ * every prompt position (the int16 activations' rounding, as against transformers), the same
+ * greedy continuation. */
+static void test_kquant_gguf(void **state) {
+    char path[4200], twin[4200], err[LT_ERR_LEN];
+    snprintf(path, sizeof path, "%s/model.gguf", random_model("llama-kquant-gguf"));
+    snprintf(twin, sizeof twin, "%s/twin.gguf", random_model("llama-kquant-gguf"));
+    wk_model_t *mq, *mf;
+    if (wk_model_load(path, NULL, &mq, err) != LT_OK) fail_msg("%s", err);
+    if (wk_model_load(twin, NULL, &mf, err) != LT_OK) fail_msg("%s", err);
+    g_kv_dtype = LT_DTYPE_F32;
+    enum { N = 24, GREEDY = 16 };
+    int vocab = mq->cfg.vocab_size, ids[N];
+    for (int i = 0; i < N; i++) ids[i] = (i * 37 + 11) % vocab;
+    float *lq = malloc((size_t)N * vocab * sizeof(float)),
+          *lf = malloc((size_t)N * vocab * sizeof(float));
+    run_t rq, rf;
+    run_init(&rq, mq, N + GREEDY, false);
+    run_init(&rf, mf, N + GREEDY, false);
+    run_feed(&rq, mq, ids, N, lq);
+    run_feed(&rf, mf, ids, N, lf);
+    double worst = 0.0;
+    for (int p = 0; p < N; p++) {
+        const float *a = lq + (size_t)p * vocab, *b = lf + (size_t)p * vocab;
+        float lo = b[0], hi = b[0];
+        for (int v = 0; v < vocab; v++) {
+            lo = b[v] < lo ? b[v] : lo;
+            hi = b[v] > hi ? b[v] : hi;
+        }
+        for (int v = 0; v < vocab; v++) {
+            double d = fabs(a[v] - b[v]) / (hi - lo);
+            worst = d > worst ? d : worst;
+        }
+    }
+    printf("K-quant model against its F32 twin: worst logit difference %.2e of the range\n", worst);
+    assert_true(worst < 1e-3);
+    int tq = argmax(lq + (size_t)(N - 1) * vocab, vocab),
+        tf = argmax(lf + (size_t)(N - 1) * vocab, vocab);
+    for (int g = 0; g < GREEDY; g++) {
+        if (tq != tf) fail_msg("greedy step %d: K-quant model %d, F32 twin %d", g, tq, tf);
+        run_feed(&rq, mq, &tq, 1, lq);
+        run_feed(&rf, mf, &tf, 1, lf);
+        tq = argmax(lq, vocab);
+        tf = argmax(lf, vocab);
+    }
+    run_fini(&rq);
+    run_fini(&rf);
+    free(lq);
+    free(lf);
+    wk_model_free(&mq);
+    wk_model_free(&mf);
+}
+
 /* Chunked prefill, scattered blocks and a two-sequence batch agree with one whole pass. */
 static void test_batching_equivalence(void **state) {
     char err[LT_ERR_LEN];
@@ -455,10 +510,11 @@ static void test_batch_invariance(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_default_model),    cmocka_unit_test(test_qwen2_tiny),
-        cmocka_unit_test(test_qwen3_tiny),       cmocka_unit_test(test_llama_tiny),
-        cmocka_unit_test(test_llama_tiny_gguf),  cmocka_unit_test(test_batching_equivalence),
-        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_long_context_chunks),
+        cmocka_unit_test(test_default_model),        cmocka_unit_test(test_qwen2_tiny),
+        cmocka_unit_test(test_qwen3_tiny),           cmocka_unit_test(test_llama_tiny),
+        cmocka_unit_test(test_llama_tiny_gguf),      cmocka_unit_test(test_kquant_gguf),
+        cmocka_unit_test(test_batching_equivalence), cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_long_context_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

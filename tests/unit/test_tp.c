@@ -206,6 +206,15 @@ static void test_qwen2_tp(void **state) {
     check_tp(random_model("qwen2-tiny"), tps, 2);
 }
 
+/* Q4_K/Q5_K/Q6_K matrices split across ranks (o_proj's 256 columns into slices of 128 and 64,
+ * inside a super-block). */
+static void test_kquant_tp(void **state) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.gguf", random_model("llama-kquant-gguf"));
+    int tps[] = {2, 4};
+    check_tp(path, tps, 2);
+}
+
 static void test_default_tp3(void **state) {
     const char *p = tu_default_model();
     if (!p) skip();
@@ -223,9 +232,8 @@ static void test_bad_tp(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_qwen3_tp),
-        cmocka_unit_test(test_qwen2_tp),
-        cmocka_unit_test(test_default_tp3),
+        cmocka_unit_test(test_qwen3_tp),  cmocka_unit_test(test_qwen2_tp),
+        cmocka_unit_test(test_kquant_tp), cmocka_unit_test(test_default_tp3),
         cmocka_unit_test(test_bad_tp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

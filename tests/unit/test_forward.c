@@ -250,19 +250,7 @@ static void test_kquant_gguf(void **state) {
     run_init(&rf, mf, N + GREEDY, false);
     run_feed(&rq, mq, ids, N, lq);
     run_feed(&rf, mf, ids, N, lf);
-    double worst = 0.0;
-    for (int p = 0; p < N; p++) {
-        const float *a = lq + (size_t)p * vocab, *b = lf + (size_t)p * vocab;
-        float lo = b[0], hi = b[0];
-        for (int v = 0; v < vocab; v++) {
-            lo = b[v] < lo ? b[v] : lo;
-            hi = b[v] > hi ? b[v] : hi;
-        }
-        for (int v = 0; v < vocab; v++) {
-            double d = fabs(a[v] - b[v]) / (hi - lo);
-            worst = d > worst ? d : worst;
-        }
-    }
+    double worst = tu_logit_diff(lq, lf, N, vocab);
     printf("K-quant model against its F32 twin: worst logit difference %.2e of the range\n", worst);
     assert_true(worst < 1e-3);
     int tq = argmax(lq + (size_t)(N - 1) * vocab, vocab),

@@ -149,20 +149,8 @@ static void check_tp(const char *path, const int *tps, int n_tps) {
     ref = run_tp(path, 1, ids, V);
     for (int t = 0; t < n_tps; t++) {
         float *got = run_tp(path, tps[t], ids, V);
-        double worst = 0, worst_pre = 0;
-        for (int row = 0; row < PROMPT + DECODE; row++) {
-            if (row == PROMPT) worst_pre = worst;
-            const float *a = got + (size_t)row * V, *b = ref + (size_t)row * V;
-            float lo = b[0], hi = b[0];
-            for (int v = 0; v < V; v++) {
-                lo = b[v] < lo ? b[v] : lo;
-                hi = b[v] > hi ? b[v] : hi;
-            }
-            for (int v = 0; v < V; v++) {
-                double d = fabs(a[v] - b[v]) / (hi - lo);
-                worst = d > worst ? d : worst;
-            }
-        }
+        double worst_pre = tu_logit_diff(got, ref, PROMPT, V),
+               worst = tu_logit_diff(got, ref, PROMPT + DECODE, V);
         printf("%s: TP=%d worst logit difference %.2e of the range (prefill %.2e)\n", path, tps[t],
                worst, worst_pre);
         /* Every product reads quantized weights with int16-quantized activations (kn_qmatmul):

@@ -3,6 +3,7 @@
 
 #include "lt.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,4 +36,21 @@ int tu_write_file(const char *path, const void *data, size_t len) {
     if (!f) return -1;
     size_t w = fwrite(data, 1, len, f);
     return (fclose(f) == 0 && w == len) ? 0 : -1;
+}
+
+double tu_logit_diff(const float *got, const float *ref, int rows, int n) {
+    double worst = 0.0;
+    for (int r = 0; r < rows; r++) {
+        const float *a = got + (size_t)r * n, *b = ref + (size_t)r * n;
+        float lo = b[0], hi = b[0];
+        for (int v = 0; v < n; v++) {
+            lo = b[v] < lo ? b[v] : lo;
+            hi = b[v] > hi ? b[v] : hi;
+        }
+        for (int v = 0; v < n; v++) {
+            double d = fabs(a[v] - b[v]) / (hi - lo);
+            worst = d > worst ? d : worst;
+        }
+    }
+    return worst;
 }

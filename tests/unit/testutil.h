@@ -22,6 +22,9 @@ const char *tu_default_model(void);
 const char *tu_tmpdir(void);
 /* Writes len bytes to path; returns 0 on success. */
 int tu_write_file(const char *path, const void *data, size_t len);
+/* The largest |got - ref| over rows rows of n logits, each row's difference divided by the range
+ * (max - min) of that row of ref. */
+double tu_logit_diff(const float *got, const float *ref, int rows, int n);
 
 #define TU_SKIP 77
 

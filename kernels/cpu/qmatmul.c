@@ -247,6 +247,9 @@ struct kn_qscratch {
     int16_t *xqT;  /* (groups, max_k) x KN_LANES: the same, KN_LANES rows side by side */
     float *dxT;    /* (groups, max_k / QK) x KN_LANES */
     float *xsT;    /* (groups, max_k / QK) x KN_LANES */
+    int16_t *xq1;  /* (n_threads, KN_ROWDOT_MAX, max_k): few rows, quantized by every thread */
+    float *dx1;    /* (n_threads, KN_ROWDOT_MAX, max_k / QK) */
+    float *xs1;    /* (n_threads, KN_ROWDOT_MAX, max_k / QK) */
     float *rowbuf; /* (n_threads, ROW_CHUNK, max_k) dequantized weight rows per thread */
     int16_t *wq;   /* (n_threads, ROW_CHUNK, max_k) unpacked weight quants per thread */
     float *wd;     /* (n_threads, ROW_CHUNK, max_k / QK) their scales */
@@ -275,14 +278,17 @@ kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     s->xqT = alloc64(groups * KN_LANES * nbk * QK * sizeof(int16_t));
     s->dxT = alloc64(groups * KN_LANES * nbk * sizeof(float));
     s->xsT = alloc64(groups * KN_LANES * nbk * sizeof(float));
+    s->xq1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * max_k * sizeof *s->xq1);
+    s->dx1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * nbk * sizeof(float));
+    s->xs1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * nbk * sizeof(float));
     s->rowbuf = malloc((size_t)s->n_threads * ROW_CHUNK * max_k * sizeof(float));
     size_t nbk_c = nbk * KN_QK; /* max_k rounded up to whole blocks */
     s->wq = alloc64((size_t)s->n_threads * ROW_CHUNK * nbk_c * sizeof(int16_t));
     s->wd = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
     s->wm = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
     s->wd2 = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
-    if (!s->xq || !s->dx || !s->xs || !s->xqT || !s->dxT || !s->xsT || !s->rowbuf || !s->wq ||
-        !s->wd || !s->wm || !s->wd2)
+    if (!s->xq || !s->dx || !s->xs || !s->xqT || !s->dxT || !s->xsT || !s->xq1 || !s->dx1 ||
+        !s->xs1 || !s->rowbuf || !s->wq || !s->wd || !s->wm || !s->wd2)
         kn_qscratch_destroy(&s);
     return s;
 }
@@ -296,6 +302,9 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
     free(s->xqT);
     free(s->dxT);
     free(s->xsT);
+    free(s->xq1);
+    free(s->dx1);
+    free(s->xs1);
     free(s->rowbuf);
     free(s->wq);
     free(s->wd);
@@ -355,11 +364,10 @@ void kn_unpack_sb_scalar(int type, const uint8_t *w, size_t row_bytes, int rows,
         }
 }
 
-/* Activation row r of the quantized rows in s, as a one-row kn_qact_t. */
-static kn_qact_t act_row(const kn_qscratch_t *s, int r, int k) {
-    int nb = k / QK;
-    return (kn_qact_t){s->xq + (size_t)r * k, s->dx + (size_t)r * nb, s->xs + (size_t)r * nb, k,
-                       nb};
+/* Activation row r of the quantized rows xa, as a one-row kn_qact_t. */
+static kn_qact_t act_row(const kn_qact_t *xa, int r) {
+    return (kn_qact_t){xa->xq + (size_t)r * xa->k, xa->dx + (size_t)r * xa->nb,
+                       xa->xs + (size_t)r * xa->nb, xa->k, xa->nb};
 }
 
 bool kn_qmatmul_supported(int type, int k) {
@@ -418,26 +426,26 @@ static void transpose_group(const kn_qscratch_t *s, int g, int m, int k) {
     }
 }
 
-/* Weight rows [j0, j1) against every activation row, direct types: a few rows through rowdot, more
- * in groups of KN_LANES through gemm (bit-identical either way). */
+/* Weight rows [j0, j1) against every activation row, direct types: a few rows (quantized in xa)
+ * through rowdot, more in groups of KN_LANES through gemm (bit-identical either way). */
 static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes, size_t bb,
-                         const kn_qscratch_t *s, int m, int n, int k, int j0, int j1,
-                         kn_isa_t isa) {
+                         const kn_qscratch_t *s, const kn_qact_t *xa, int m, int n, int k, int j0,
+                         int j1, kn_isa_t isa) {
     int nb = k / QK;
     if (m <= KN_ROWDOT_MAX &&
         (rowdot_form(type) || (superblock_form(type) && k_isa[isa].rowdot_sb))) {
-        kn_qact_t a = {s->xq, s->dx, s->xs, k, nb};
+        const kn_qact_t *a = xa;
         int j = j0;
         if (k_isa[isa].rowdot4 && rowdot_form(type))
             for (; j + 4 <= j1; j += 4)
                 for (int r = 0; r < m; r++) {
-                    kn_qact_t ar = act_row(s, r, k);
+                    kn_qact_t ar = act_row(xa, r);
                     k_isa[isa].rowdot4(type, w + (size_t)j * row_bytes, row_bytes, bb, &ar,
                                        y + (size_t)r * n + j);
                 }
         for (; j < j1; j++) {
             float out[KN_ROWDOT_MAX];
-            k_isa[isa].rowdot(type, w + (size_t)j * row_bytes, bb, &a, m, out);
+            k_isa[isa].rowdot(type, w + (size_t)j * row_bytes, bb, a, m, out);
             for (int r = 0; r < m; r++) y[(size_t)r * n + j] = out[r];
         }
         return;
@@ -445,7 +453,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     if (superblock_form(type) && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
         for (; j0 + 4 <= j1; j0 += 4) /* K-quant decode: read in place, four rows at a time */
             for (int i = 0; i < m; i++) {
-                kn_qact_t ai = act_row(s, i, k);
+                kn_qact_t ai = act_row(xa, i);
                 k_isa[isa].rowdot4k(type, w + (size_t)j0 * row_bytes, row_bytes, &ai,
                                     y + (size_t)i * n + j0);
             }
@@ -513,19 +521,32 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;
+    /* own: a few rows read by rowdot alone; every thread quantizes them itself (a few thousand
+     * elements, the same bits), so no thread waits for another before its chunks */
+    bool own = m <= KN_ROWDOT_MAX && !gemm_few;
+    int nb = k / QK, nbk = (s->max_k + QK - 1) / QK;
 #pragma omp parallel if (par) num_threads(s->n_threads)
     {
-        if (any_direct) {
+        int me = omp_get_thread_num();
+        kn_qact_t xa = {s->xq, s->dx, s->xs, k, nb};
+        if (any_direct && own) {
+            xa = (kn_qact_t){s->xq1 + (size_t)me * KN_ROWDOT_MAX * s->max_k,
+                             s->dx1 + (size_t)me * KN_ROWDOT_MAX * nbk,
+                             s->xs1 + (size_t)me * KN_ROWDOT_MAX * nbk, k, nb};
+            for (int r = 0; r < m; r++)
+                quantize_row(x + (size_t)r * k, k, (int16_t *)xa.xq + (size_t)r * k,
+                             (float *)xa.dx + (size_t)r * nb, (float *)xa.xs + (size_t)r * nb);
+        } else if (any_direct) {
 #pragma omp for schedule(static)
             for (int r = 0; r < m; r++)
-                quantize_row(x + (size_t)r * k, k, s->xq + (size_t)r * k,
-                             s->dx + (size_t)r * (k / QK), s->xs + (size_t)r * (k / QK));
+                quantize_row(x + (size_t)r * k, k, s->xq + (size_t)r * k, s->dx + (size_t)r * nb,
+                             s->xs + (size_t)r * nb);
             if (m > KN_ROWDOT_MAX || gemm_few) {
 #pragma omp for schedule(static)
                 for (int g = 0; g < (m + KN_LANES - 1) / KN_LANES; g++) transpose_group(s, g, m, k);
             }
         }
-        float *rows = s->rowbuf + (size_t)omp_get_thread_num() * ROW_CHUNK * s->max_k;
+        float *rows = s->rowbuf + (size_t)me * ROW_CHUNK * s->max_k;
 #pragma omp for schedule(static)
         for (int c = 0; c < first[count]; c++) {
             int i = 0;
@@ -534,8 +555,8 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
             size_t row_bytes = (size_t)lt_dtype_nbytes(q->type, k);
             int j0 = (c - first[i]) * ROW_CHUNK, j1 = j0 + ROW_CHUNK < q->n ? j0 + ROW_CHUNK : q->n;
             if (kn_qmatmul_direct(q->type))
-                chunk_direct(q->y, q->w, q->type, row_bytes, lt_dtype_block_bytes(q->type), s, m,
-                             q->n, k, j0, j1, isa);
+                chunk_direct(q->y, q->w, q->type, row_bytes, lt_dtype_block_bytes(q->type), s, &xa,
+                             m, q->n, k, j0, j1, isa);
             else
                 chunk_generic(q->y, x, q->w, q->type, row_bytes, rows, m, q->n, k, j0, j1, isa);
         }

@@ -325,14 +325,8 @@ static bool rowdot_form(int type) {
            type == LT_DTYPE_Q5_1 || type == LT_DTYPE_Q8_0;
 }
 
-/* The K-quants read in place by rowdot4k (where the instruction set has it) and unpacked by
- * unpack_sb otherwise. */
-static bool superblock_form(int type) {
-    return kn_is_k32(type) || type == LT_DTYPE_Q6_K;
-}
-
 bool kn_qmatmul_direct(int type) {
-    return rowdot_form(type) || superblock_form(type);
+    return rowdot_form(type) || kn_is_superblock(type);
 }
 
 /* kn_unpack for Q4_K, Q5_K and Q6_K, 32 elements at a time (kn_k_head, kn_q6_k_head): the
@@ -433,8 +427,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
                          int j1, kn_isa_t isa) {
     int nb = k / QK;
     if (m <= KN_ROWDOT_MAX &&
-        (rowdot_form(type) || (superblock_form(type) && k_isa[isa].rowdot_sb))) {
-        const kn_qact_t *a = xa;
+        (rowdot_form(type) || (kn_is_superblock(type) && k_isa[isa].rowdot_sb))) {
         int j = j0;
         if (k_isa[isa].rowdot4 && rowdot_form(type))
             for (; j + 4 <= j1; j += 4)
@@ -445,12 +438,12 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
                 }
         for (; j < j1; j++) {
             float out[KN_ROWDOT_MAX];
-            k_isa[isa].rowdot(type, w + (size_t)j * row_bytes, bb, a, m, out);
+            k_isa[isa].rowdot(type, w + (size_t)j * row_bytes, bb, xa, m, out);
             for (int r = 0; r < m; r++) y[(size_t)r * n + j] = out[r];
         }
         return;
     }
-    if (superblock_form(type) && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
+    if (kn_is_superblock(type) && m <= KN_ROWDOT_MAX && k_isa[isa].rowdot4k) {
         for (; j0 + 4 <= j1; j0 += 4) /* K-quant decode: read in place, four rows at a time */
             for (int i = 0; i < m; i++) {
                 kn_qact_t ai = act_row(xa, i);
@@ -516,7 +509,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         any_direct |= kn_qmatmul_direct(mm[i].type);
         /* K-quants' few rows take rowdot4k, four weight rows at a time; the rest of a chunk,
          * gemm */
-        gemm_few |= superblock_form(mm[i].type) && !k_isa[isa].rowdot_sb &&
+        gemm_few |= kn_is_superblock(mm[i].type) && !k_isa[isa].rowdot_sb &&
                     (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
         work += (int64_t)mm[i].n * k;
     }

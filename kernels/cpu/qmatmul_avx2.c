@@ -67,12 +67,18 @@ static inline __m128i lanes_below(int nbg) {
     return _mm_cmpgt_epi32(_mm_set1_epi32(nbg), _mm_setr_epi32(0, 1, 2, 3));
 }
 
+/* 32 quant bytes as int16, elements 0..15 in *lo and 16..31 in *hi, sign-extended or not. */
+static inline void widen_q16(__m256i q8, int is_signed, __m256i *lo, __m256i *hi) {
+    __m128i l = _mm256_castsi256_si128(q8), h = _mm256_extracti128_si256(q8, 1);
+    *lo = is_signed ? _mm256_cvtepi8_epi16(l) : _mm256_cvtepu8_epi16(l);
+    *hi = is_signed ? _mm256_cvtepi8_epi16(h) : _mm256_cvtepu8_epi16(h);
+}
+
 static inline void store_q16(int16_t *dst, __m256i q8, int is_signed) {
-    __m128i lo = _mm256_castsi256_si128(q8), hi = _mm256_extracti128_si256(q8, 1);
-    _mm256_store_si256((__m256i *)dst,
-                       is_signed ? _mm256_cvtepi8_epi16(lo) : _mm256_cvtepu8_epi16(lo));
-    _mm256_store_si256((__m256i *)(dst + 16),
-                       is_signed ? _mm256_cvtepi8_epi16(hi) : _mm256_cvtepu8_epi16(hi));
+    __m256i lo, hi;
+    widen_q16(q8, is_signed, &lo, &hi);
+    _mm256_store_si256((__m256i *)dst, lo);
+    _mm256_store_si256((__m256i *)(dst + 16), hi);
 }
 
 #include "qmatmul_sb.h"
@@ -84,25 +90,10 @@ static inline __attribute__((always_inline)) void row_block(int type, const uint
                                                             size_t bb, int b, __m256i *lo,
                                                             __m256i *hi, float *d, float *d2,
                                                             float *mn) {
-    if (type == LT_DTYPE_Q4_K || type == LT_DTYPE_Q5_K || type == LT_DTYPE_Q6_K) {
-        const uint8_t *sb = wrow + (size_t)(b / 8) * bb, *qs, *qh;
+    if (kn_is_superblock(type)) {
+        const uint8_t *sb = wrow + (size_t)(b / 8) * bb;
         if (b % 8 == 0) _mm_prefetch((const char *)sb + KN_PREFETCH, _MM_HINT_T0);
-        __m256i q8;
-        if (type == LT_DTYPE_Q6_K) {
-            qs = kn_q6_k_head(sb, b % 8, d, d2, &qh, f16_fast);
-            *mn = 0.0f;
-            q8 = sb_q6k_bytes(qs, qh, b % 8);
-            *lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q8));
-            *hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q8, 1));
-        } else {
-            qs = kn_k_head(type, sb, b % 8, d, mn, f16_fast);
-            q8 = sb_k32_bytes(type, qs, b % 8,
-                              type == LT_DTYPE_Q5_K
-                                  ? _mm256_loadu_si256((const __m256i *)kn_q5_k_bits(sb))
-                                  : _mm256_setzero_si256());
-            *lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q8));
-            *hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(q8, 1));
-        }
+        widen_q16(sb_block(type, sb, b % 8, d, d2, mn, f16_fast), type == LT_DTYPE_Q6_K, lo, hi);
         return;
     }
     const uint8_t *blk = wrow + (size_t)b * bb;

@@ -240,4 +240,9 @@ static inline int kn_is_k32(int type) {
     return type == LT_DTYPE_Q4_K || type == LT_DTYPE_Q5_K;
 }
 
+/* The K-quants read as 32-element blocks: kn_k_head's form and Q6_K's (kn_q6_k_head). */
+static inline int kn_is_superblock(int type) {
+    return kn_is_k32(type) || type == LT_DTYPE_Q6_K;
+}
+
 #endif

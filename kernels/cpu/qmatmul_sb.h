@@ -39,29 +39,38 @@ static inline __m256i sb_q6k_bytes(const uint8_t *ql, const uint8_t *qh, int j) 
     return _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_slli_epi16(top, 4)), _mm256_set1_epi8(32));
 }
 
+/* Block j (0..7) of super-block blk of a K-quant type: its 32 quants as bytes (signed, -32..31,
+ * for Q6_K; 0..31 otherwise), its scale *d, offset coefficient *mn and, for Q6_K, the second
+ * half's scale *d2 (kn_k_head, kn_q6_k_head). */
+static inline __attribute__((always_inline)) __m256i sb_block(int type, const uint8_t *blk, int j,
+                                                              float *d, float *d2, float *mn,
+                                                              float (*f16)(uint16_t)) {
+    if (type == LT_DTYPE_Q6_K) {
+        const uint8_t *qh, *ql = kn_q6_k_head(blk, j, d, d2, &qh, f16);
+        *mn = 0.0f;
+        return sb_q6k_bytes(ql, qh, j);
+    }
+    const uint8_t *qs = kn_k_head(type, blk, j, d, mn, f16);
+    return sb_k32_bytes(type, qs, j,
+                        type == LT_DTYPE_Q5_K
+                            ? _mm256_loadu_si256((const __m256i *)kn_q5_k_bits(blk))
+                            : _mm256_setzero_si256());
+}
+
 /* kn_unpack for Q4_K, Q5_K and Q6_K: the scalar reference (kn_unpack_sb_scalar), the quants
  * decoded 32 at a time. */
 static inline void sb_unpack(int type, const uint8_t *w, size_t row_bytes, int rows,
                              const kn_wrows_t *out, float (*f16)(uint16_t)) {
     const size_t sbb = lt_dtype_block_bytes(type);
+    float unused;
     for (int r = 0; r < rows; r++)
         for (int b = 0; b < out->nb; b++) {
             size_t at = (size_t)r * out->nb + b;
             const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)(b / 8) * sbb;
-            int16_t *dst = out->q + at * KN_QK;
             if (b % 8 == 0) _mm_prefetch((const char *)blk + sbb, _MM_HINT_T0);
-            if (type == LT_DTYPE_Q6_K) {
-                const uint8_t *qh;
-                const uint8_t *ql = kn_q6_k_head(blk, b % 8, &out->d[at], &out->d2[at], &qh, f16);
-                out->mn[at] = 0.0f;
-                store_q16(dst, sb_q6k_bytes(ql, qh, b % 8), 1);
-            } else {
-                const uint8_t *qs = kn_k_head(type, blk, b % 8, &out->d[at], &out->mn[at], f16);
-                __m256i qh = type == LT_DTYPE_Q5_K
-                                 ? _mm256_loadu_si256((const __m256i *)kn_q5_k_bits(blk))
-                                 : _mm256_setzero_si256();
-                store_q16(dst, sb_k32_bytes(type, qs, b % 8, qh), 0);
-            }
+            __m256i q8 = sb_block(type, blk, b % 8, &out->d[at], out->d2 ? &out->d2[at] : &unused,
+                                  &out->mn[at], f16);
+            store_q16(out->q + at * KN_QK, q8, type == LT_DTYPE_Q6_K);
         }
 }
 

@@ -370,6 +370,19 @@ static void prefetch_block(const wk_kv_cache_t *kv, const void *base, int layer,
     for (size_t i = 0; i < n; i += 64) __builtin_prefetch(p + i);
 }
 
+/* fn(G, ...) with the query-head group size G a constant for 1..4 (each is its own inlined copy,
+ * its accumulators in registers), the variable beyond. */
+#define BY_GROUP(fn, group, ...)                                                                   \
+    do {                                                                                           \
+        switch (group) {                                                                           \
+        case 1: fn(1, __VA_ARGS__); break;                                                         \
+        case 2: fn(2, __VA_ARGS__); break;                                                         \
+        case 3: fn(3, __VA_ARGS__); break;                                                         \
+        case 4: fn(4, __VA_ARGS__); break;                                                         \
+        default: fn(group, __VA_ARGS__); break;                                                    \
+        }                                                                                          \
+    } while (0)
+
 /* Sixteen slots' scores for G query heads at once: each K row vector of the transposed block
  * is loaded once for all of them. Inlined for each constant G. */
 static inline __attribute__((always_inline)) void scores16(int G, const float *kt, const float *q,
@@ -393,15 +406,8 @@ static inline __attribute__((always_inline)) void scores16(int G, const float *k
 static void block_scores(const float *kt, const float *q, int group, int hd, int bs, int jn,
                          float scale, float *s, int stride) {
     int j0 = 0;
-    for (; j0 + 16 <= jn && group <= 8; j0 += 16) {
-        switch (group) {
-        case 1: scores16(1, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        case 2: scores16(2, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        case 3: scores16(3, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        case 4: scores16(4, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        default: scores16(group, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        }
-    }
+    for (; j0 + 16 <= jn && group <= 8; j0 += 16)
+        BY_GROUP(scores16, group, kt + j0, q, hd, bs, scale, s + j0, stride);
     for (int g = 0; g < group; g++)
         for (int j = j0; j < jn; j++) {
             float acc = 0.0f;
@@ -453,15 +459,8 @@ static inline __attribute__((always_inline)) void scores16_h(int G, const uint16
 /* A whole fp16 K block's scores (bs a multiple of 16, group <= 8). */
 static void block_scores_h(const uint16_t *kt, const float *q, int group, int hd, int bs,
                            float scale, float *s, int stride) {
-    for (int j0 = 0; j0 < bs; j0 += 16) {
-        switch (group) {
-        case 1: scores16_h(1, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        case 2: scores16_h(2, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        case 3: scores16_h(3, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        case 4: scores16_h(4, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        default: scores16_h(group, kt + j0, q, hd, bs, scale, s + j0, stride); break;
-        }
-    }
+    for (int j0 = 0; j0 < bs; j0 += 16)
+        BY_GROUP(scores16_h, group, kt + j0, q, hd, bs, scale, s + j0, stride);
 }
 
 /* block_values for every query head g < group (weights a + g * stride, outputs o + g * hd) over

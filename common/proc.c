@@ -78,16 +78,22 @@ int lt_proc_spawn(char *const argv[], lt_child_t *child, char *err) {
     return rc ? rc : spawn_exe(exe, argv, child, err);
 }
 
-int lt_proc_spawn_sibling(const char *sibling, char *const argv[], lt_child_t *child, char *err) {
-    char exe[4096], sib[4096 + 256];
-    int rc = self_exe(exe, sizeof exe, err);
+int lt_self_dir(char *dir, size_t cap, char *err) {
+    int rc = self_exe(dir, cap, err);
     if (rc) return rc;
-    const char *slash = strrchr(exe, '/');
-    int dir = slash ? (int)(slash - exe) : 0;
-    if (snprintf(sib, sizeof sib, "%.*s/%s", dir, exe, sibling) < (int)sizeof sib &&
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    return LT_OK;
+}
+
+int lt_proc_spawn_sibling(const char *sibling, char *const argv[], lt_child_t *child, char *err) {
+    char dir[4096], sib[4096 + 256];
+    int rc = lt_self_dir(dir, sizeof dir, err);
+    if (rc) return rc;
+    if (snprintf(sib, sizeof sib, "%s/%s", dir, sibling) < (int)sizeof sib &&
         access(sib, X_OK) == 0)
         return spawn_exe(sib, argv, child, err);
-    return spawn_exe(exe, argv, child, err);
+    return lt_proc_spawn(argv, child, err);
 }
 
 int lt_proc_check(lt_child_t *child, int *status) {

@@ -25,6 +25,9 @@ typedef struct lt_child {
  * stdin on /dev/null and stdout/stderr inherited. */
 int lt_proc_spawn(char *const argv[], lt_child_t *child, char *err);
 
+/* The directory of /proc/self/exe (no trailing slash) into dir (cap bytes). */
+int lt_self_dir(char *dir, size_t cap, char *err);
+
 /* The same with the executable named sibling in /proc/self/exe's directory when there is one
  * (the tree's engine and workers run as lantern-core, which links neither the HTTP server nor
  * the text libraries), else /proc/self/exe itself. */

@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "lt.h"
 #include "nccl_comm.h"
+#include "proc.h"
 
 #define MODULE_NAME "liblantern_cuda.so"
 
@@ -43,12 +44,9 @@ static void *g_mod;
 /* Opens the module once; NULL with the reason in err. */
 static void *module(char *err) {
     if (g_mod) return g_mod;
-    char path[PATH_MAX], exe[PATH_MAX], why[3][256] = {{0}};
+    char path[PATH_MAX], exe[PATH_MAX], why[3][256] = {{0}}, ignored[LT_ERR_LEN];
     const char *env = getenv("LANTERN_CUDA_MODULE");
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    exe[n > 0 ? n : 0] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
+    if (lt_self_dir(exe, sizeof exe, ignored)) exe[0] = '\0';
     const char *cands[3] = {env, NULL, NULL};
     char c1[PATH_MAX + 32], c2[PATH_MAX + 32];
     snprintf(c1, sizeof c1, "%s/%s", exe, MODULE_NAME);

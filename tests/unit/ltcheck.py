@@ -41,6 +41,25 @@ def summary(skipped=False):
     return 77 if skipped else 0
 
 
+def process_tree(pid):
+    """pid and all its descendants, sorted (from /proc/*/stat's parent pid)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+                parent[int(d)] = int(st[st.rfind(")") + 2:].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += [c for c, pp in parent.items() if pp == p]
+    return sorted(out)
+
+
 def default_model(honor_env=True):
     """The default model's path, or None when it is absent. With honor_env, $LANTERN_MODEL
     overrides it (the sanitizer run sets it to /nonexistent to leave slow default-model checks

@@ -20,7 +20,7 @@ import sys
 import httpx
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ltcheck import Server, check, default_model, summary  # noqa: E402
+from ltcheck import Server, check, default_model, process_tree, summary  # noqa: E402
 
 MiB = 1 << 20
 PROCESS_ALLOWANCE = 48 * MiB  # libraries' data, OpenMP/ZeroMQ threads' stacks, the heap
@@ -34,19 +34,6 @@ def status(pid):
             k, _, v = line.partition(":")
             if v.strip().endswith("kB"):
                 out[k] = int(v.split()[0]) * 1024
-    return out
-
-
-def tree(pid):
-    """pid and its descendants, from /proc/<pid>/task/*/children."""
-    out = [pid]
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                for c in f.read().split():
-                    out += tree(int(c))
-        except OSError:
-            pass
     return out
 
 
@@ -93,7 +80,7 @@ def run(model, tp):
                   copied[rank] * MiB <= size / tp, f"{copied[rank]} MiB")
         # a tree that exports no spans never loads libcurl (and its TLS, Kerberos, LDAP, SSH
         # stack), and OpenBLAS is no part of lantern: each cost ~2.5 MiB resident per process
-        for pid in tree(srv.p.pid):
+        for pid in process_tree(srv.p.pid):
             libs = mapped_libs(pid)
             unwanted = sorted(x for x in libs if x.startswith(("libcurl", "libopenblas")))
             check(f"TP {tp} pid {pid}: neither libcurl nor OpenBLAS mapped without tracing",

@@ -22,7 +22,7 @@ import time
 import httpx
 
 import ltcheck
-from ltcheck import check, Server, tiny_model
+from ltcheck import check, process_tree, Server, tiny_model
 
 ROUNDS = int(os.environ.get("SOAK_ROUNDS", "5"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "512"))
@@ -34,25 +34,6 @@ TOKENS = int(os.environ.get("SOAK_TOKENS", "24"))
 # touched whole in the first round (measured: worker anon RSS +8 MB a round with 64M or 1G,
 # flat from round 2 with 12M). SOAK_KV=1G shows the climb.
 KV = os.environ.get("SOAK_KV", "12M")
-
-
-def tree(pid):
-    """pid and all its descendants (from /proc/*/stat's parent pid)."""
-    parent = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    st = f.read()
-                parent[int(d)] = int(st[st.rfind(")") + 2:].split()[1])
-            except (OSError, ValueError, IndexError):
-                pass
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += [c for c, pp in parent.items() if pp == p]
-    return sorted(out)
 
 
 def name(pid):
@@ -150,7 +131,7 @@ def main():
             httpx.post(srv.base + "/v1/completions", timeout=60,
                        json={"model": "soak", "prompt": "hi", "max_tokens": 2})
             time.sleep(1.0)
-            pids = tree(srv.p.pid)
+            pids = process_tree(srv.p.pid)
             idle = {p: nfds(p) for p in pids}
             print("processes: " + ", ".join(f"{p} ({name(p)})" for p in pids))
             print(f"idle fds: {idle}")

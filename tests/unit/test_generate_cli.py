@@ -38,6 +38,13 @@ def main():
               f"status {r.returncode}, stderr {r.stderr.strip()!r}")
     r = subprocess.run([BIN, "no-such-command"], capture_output=True, text=True)
     check("unknown command", r.returncode == 2 and "unknown command" in r.stderr, r.stderr)
+    # lantern-core (the tree's engine and workers) run by hand: a usage error pointing to lantern
+    core = os.path.join(os.path.dirname(BIN), "lantern-core")
+    for args in ([], ["serve"]):
+        r = subprocess.run([core, *args], capture_output=True, text=True)
+        check(f"lantern-core {' '.join(args) or '(no command)'}: usage error naming lantern",
+              r.returncode == 2 and "run `lantern` instead" in r.stderr,
+              f"status {r.returncode}, stderr {r.stderr.strip()!r}")
 
     model = default_model(honor_env=False)
     if not model:

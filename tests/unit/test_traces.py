@@ -25,9 +25,11 @@ client of the official `openai` package sends requests from inside spans of its 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -315,6 +317,32 @@ def run_generate(model):
           "traceparent" in r.stderr, r.stderr[-300:])
 
 
+def run_without_libcurl(model):
+    """libcurl is loaded only when spans are exported: a libcurl.so.4 that is not libcurl (here an
+    empty library found first through LD_LIBRARY_PATH) is a clear start-up error, not a crash."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        print("note: no C compiler: the broken-libcurl check is not run")
+        return
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "empty.c")
+        with open(src, "w") as f:
+            f.write("int lantern_test_not_libcurl;\n")
+        subprocess.run([cc, "-shared", "-fPIC", "-o", os.path.join(d, "libcurl.so.4"), src],
+                       check=True)
+        env = dict(os.environ, LD_LIBRARY_PATH=d)
+        r = subprocess.run([BIN, "generate", "--model", model, "--prompt", "Hello", "--max-tokens",
+                            "1", "--otlp-traces-endpoint", "http://127.0.0.1:4318"],
+                           capture_output=True, text=True, timeout=120, env=env)
+        check("a libcurl.so.4 without curl's functions: exit with an error naming libcurl",
+              r.returncode not in (0, -11, -6) and "otlp: libcurl" in r.stderr and
+              "curl_global_init" in r.stderr, f"status {r.returncode}: {r.stderr[-300:]!r}")
+        r = subprocess.run([BIN, "generate", "--model", model, "--prompt", "Hello", "--max-tokens",
+                            "1"], capture_output=True, text=True, timeout=120, env=env)
+        check("the same library path without tracing: runs (libcurl never loaded)",
+              r.returncode == 0, r.stderr[-300:])
+
+
 def run_tail(model):
     """Ratio sampling at 0: nothing is exported, except requests that failed, were aborted or
     were slower than --trace-slow-threshold-ms."""
@@ -378,6 +406,8 @@ def main():
         run_generate(model)
     if not only or "tail" in only:
         run_tail(model)
+    if not only or "libcurl" in only:
+        run_without_libcurl(model)
     return ltcheck.summary()
 
 

@@ -18,7 +18,9 @@
 #     identical, except that they may part at step i when the CPU's ids up to i equal the
 #     reference (transformers) and the reference's top-1/top-2 logit margin at step i,
 #     greedy_margin[i], is below 0.05: a tie that fp32 summation order may break either way.
-#     Every other divergence fails.
+#     Every other divergence fails. GPU_CHECK_REFERENCE=none (another model than the default,
+#     e.g. tools/gpu_bundle.sh's cut one, for which the fixture's margins do not hold): the
+#     prompts are the fixture's, and the two sequences must be identical.
 set -u
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -57,7 +59,7 @@ grep -E "^(ok  |FAIL) " "$build/Testing/Temporary/LastTest.log" 2>/dev/null | he
 if command -v compute-sanitizer >/dev/null; then
     for t in "$build"/tests/test_cuda_ops "$build"/tests/test_cuda_rmsnorm; do
         [ -x "$t" ] || continue
-        if timeout 180 compute-sanitizer --tool memcheck --error-exitcode 9 "$t" \
+        if timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$t" \
             >>"$report" 2>&1; then
             result "memcheck $(basename "$t")" PASS
         else
@@ -74,9 +76,10 @@ if [ -z "$model" ] || [ ! -e "$model" ]; then
     result "greedy CUDA vs CPU" SKIP "set LANTERN_MODEL to the default model's .gguf"
 else
     compare() { # compare TP
-        python3 - "$bin" "$model" "$1" tests/fixtures/reference_default.json <<'PY'
+        python3 - "$bin" "$model" "$1" tests/fixtures/reference_default.json \
+            "${GPU_CHECK_REFERENCE:-default}" <<'PY'
 import json, os, subprocess, sys
-bin_, model, tp, fix = sys.argv[1:5]
+bin_, model, tp, fix, mode = sys.argv[1:6]
 ref = json.load(open(fix))
 bad = 0
 def run(dev, ids):
@@ -98,8 +101,8 @@ for i, case in enumerate(ref["cases"]):
         print(f"PASS tp={tp} prompt {i}: 32 ids identical; cuda {' | '.join(info)}")
         continue
     step = next(j for j in range(32) if cpu[j] != gpu[j])
-    margin = case["greedy_margin"][step]
-    tie = cpu[:step + 1] == case["greedy"][:step + 1] and margin < 0.05
+    margin = case["greedy_margin"][step] if mode != "none" else float("nan")
+    tie = mode != "none" and cpu[:step + 1] == case["greedy"][:step + 1] and margin < 0.05
     print(f"{'PASS' if tie else 'FAIL'} tp={tp} prompt {i}: parts at step {step} "
           f"(cpu {cpu[step]}, cuda {gpu[step]}, reference margin {margin:.4f})"
           f"{': near tie' if tie else ''}")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# gpu_bundle.sh — packs what tools/gpu_check.sh needs on a bare GPU machine that can receive
+# only a few tens of MB and reach no package mirror: the CUDA build's binaries and tests, the
+# shared libraries they load that are not glibc, libstdc++ or CUDA's own (the GPU machine brings
+# those), and the default model cut to its first blocks (tools/truncate_gguf.py) so that it fits.
+#
+#     cmake --preset default -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90 -DLANTERN_NATIVE=OFF
+#     cmake --build build-gpu -j --target lantern lantern-core lantern_cuda bench_cuda \
+#         test_cuda_ops test_cuda_rmsnorm test_cuda_forward test_cuda_nccl
+#     tools/gpu_bundle.sh [BUILD] [OUTDIR] [BLOCKS]       (defaults: build-gpu .gpu 6)
+#
+# OUTDIR (ignored by git: add it to .git/info/exclude) then holds bundle.tar.xz and model.gguf;
+# on the GPU machine tools/gpu_remote.sh unpacks them and runs the check.
+set -eu
+cd "$(dirname "$0")/.."
+build=${1:-build-gpu}
+out=${2:-.gpu}
+blocks=${3:-6}
+model=${LANTERN_MODEL:-$HOME/.cache/lantern/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+mkdir -p "$out"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/$build/tests" "$stage/lib"
+files=("$build/lantern" "$build/lantern-core" "$build/liblantern_cuda.so"
+    "$build/CTestTestfile.cmake" "$build/tests/CTestTestfile.cmake" "$build/CMakeCache.txt")
+for f in "$build"/tests/test_cuda_* "$build"/bench/bench_cuda; do [ -x "$f" ] && files+=("$f"); done
+for f in "${files[@]}"; do
+    mkdir -p "$stage/$(dirname "$f")"
+    cp "$f" "$stage/$f"
+done
+# the libraries: everything ldd resolves except glibc's, the C++ runtime and CUDA's
+ldd "${files[@]}" 2>/dev/null | awk '/=>/ {print $3}' | sort -u |
+    grep -v -E '/(libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' |
+    grep -v -E 'cuda|cublas|nccl|libcudart' | while read -r l; do cp -L "$l" "$stage/lib/"; done
+tar -C "$stage" -cJf "$out/bundle.tar.xz" .
+.venv/bin/python tools/truncate_gguf.py "$model" "$out/model.gguf" --blocks "$blocks"
+du -b "$out"/bundle.tar.xz "$out"/model.gguf

@@ -122,5 +122,16 @@ PY
     fi
 fi
 
+# 5. speed of the whole model, informational: 256 greedy tokens in one process and through the tree
+if [ -n "$model" ] && [ -e "$model" ]; then
+    for dev in cuda cpu; do
+        for mode in --in-process ""; do
+            line=$(timeout 120 "$bin" generate --model "$model" --device "$dev" $mode \
+                --prompt-ids 1,2,3,4,5,6,7,8 --max-tokens 256 --ignore-eos 2>&1 >/dev/null | tail -1)
+            say "INFO speed $dev ${mode:-tree}: $line"
+        done
+    done
+fi
+
 say "== $fails failure(s); report in $report"
 [ "$fails" -eq 0 ]

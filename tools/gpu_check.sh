@@ -21,6 +21,9 @@
 #     Every other divergence fails. GPU_CHECK_REFERENCE=none (another model than the default,
 #     e.g. tools/gpu_bundle.sh's cut one, for which the fixture's margins do not hold): the
 #     prompts are the fixture's, and the two sequences must be identical.
+#  5. informational: 256 greedy tokens' speed on CUDA and the CPU, in one process and the tree
+#  6. bench/bench_cuda (when built): the Llama-3-8B-shaped decode and prefill benchmark against
+#     the HBM roofline and the cuBLAS peak; GPU_BENCH_ARGS adds its options
 set -u
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -131,6 +134,17 @@ if [ -n "$model" ] && [ -e "$model" ]; then
             say "INFO speed $dev ${mode:-tree}: $line"
         done
     done
+fi
+
+# 6. the GPU benchmark (bench/bench_cuda.c): Llama-3-8B shape, random weights, BF16 and Q4_1
+if [ -x "$build/bench/bench_cuda" ]; then
+    if timeout 300 "$build/bench/bench_cuda" ${GPU_BENCH_ARGS:-} >>"$report" 2>&1; then
+        result "bench_cuda" PASS "figures above"
+    else
+        result "bench_cuda" FAIL "status $?"
+    fi
+else
+    result "bench_cuda" SKIP "$build/bench/bench_cuda not built"
 fi
 
 say "== $fails failure(s); report in $report"

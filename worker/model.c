@@ -363,7 +363,7 @@ static int build_inv_freq(wk_model_t *m, const src_t *s, char *err) {
         }
     }
     /* GGUF carries llama3 scaling as per-frequency divisors in rope_freqs.weight. */
-    const lt_tensor_t *rf = src_find(s, "rope_freqs.weight");
+    const lt_tensor_t *rf = s ? src_find(s, "rope_freqs.weight") : NULL;
     if (rf) {
         float fac[half];
         const lt_tensor_t *t;
@@ -373,7 +373,7 @@ static int build_inv_freq(wk_model_t *m, const src_t *s, char *err) {
         for (int i = 0; i < half; i++) inv_freq[i] /= fac[i];
     }
     float *dst = model_alloc(m, sizeof inv_freq);
-    if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", s->path);
+    if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory", m->path);
     m->be->ops->upload(m->be, dst, inv_freq, sizeof inv_freq);
     m->rope.inv_freq = dst;
     return LT_OK;
@@ -538,4 +538,148 @@ void wk_model_free(wk_model_t **mp) {
     if (st) wk_st_close(&st);
     free(m);
     *mp = NULL;
+}
+
+/* ---- random weights, no file ---- */
+
+/* Fills one block of `type` (block_elems elements) at dst with random values of spread about
+ * `scale` (a uniform weight in [-scale, scale]); rng is a xorshift state. */
+static uint64_t rnd(uint64_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return *s;
+}
+
+static void random_block(uint8_t *dst, int type, float scale, uint64_t *rng) {
+    switch (type) {
+    case LT_DTYPE_Q4_0:
+    case LT_DTYPE_Q4_1: { /* d·q (+ m): 4-bit q, offset -8·d */
+        uint16_t d = lt_f32_to_f16(scale / 8.0f), mn = lt_f32_to_f16(-scale);
+        memcpy(dst, &d, 2);
+        if (type == LT_DTYPE_Q4_1) memcpy(dst + 2, &mn, 2);
+        uint8_t *q = dst + (type == LT_DTYPE_Q4_1 ? 4 : 2);
+        for (int i = 0; i < 16; i++) q[i] = (uint8_t)rnd(rng);
+        break;
+    }
+    case LT_DTYPE_Q8_0: {
+        uint16_t d = lt_f32_to_f16(scale / 127.0f);
+        memcpy(dst, &d, 2);
+        for (int i = 0; i < 32; i++) dst[2 + i] = (uint8_t)rnd(rng);
+        break;
+    }
+    case LT_DTYPE_F16:
+    case LT_DTYPE_BF16:
+    case LT_DTYPE_F32: {
+        float f = ((float)(rnd(rng) >> 40) / (float)(1 << 24) * 2.0f - 1.0f) * scale;
+        if (type == LT_DTYPE_F32) {
+            memcpy(dst, &f, 4);
+        } else if (type == LT_DTYPE_F16) {
+            uint16_t h = lt_f32_to_f16(f);
+            memcpy(dst, &h, 2);
+        } else {
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            uint16_t h = (uint16_t)(u >> 16);
+            memcpy(dst, &h, 2);
+        }
+        break;
+    }
+    }
+}
+
+/* A matrix (rows, cols) of `type` in new backend memory: a pattern of random blocks made once on
+ * the host (pat, pat_bytes: a whole number of blocks), uploaded over and over. */
+static int random_matrix(wk_model_t *m, int type, int64_t rows, int64_t cols, const uint8_t *pat,
+                         size_t pat_bytes, wk_tensor_t *out, char *err) {
+    size_t row_bytes = (size_t)lt_dtype_nbytes(type, cols), n = row_bytes * (size_t)rows;
+    uint8_t *dst = model_alloc(m, n);
+    if (!dst)
+        return lt_errf(err, LT_ERR_NOMEM, "random model: out of backend memory (%zu bytes)", n);
+    for (size_t off = 0; off < n; off += pat_bytes)
+        m->be->ops->upload(m->be, dst + off, pat, n - off < pat_bytes ? n - off : pat_bytes);
+    *out = (wk_tensor_t){.data = dst, .type = type, .rows = rows, .cols = cols,
+                         .row_bytes = row_bytes};
+    m->weight_bytes += n;
+    return LT_OK;
+}
+
+static int random_ones(wk_model_t *m, int64_t n, const float **out, char *err) {
+    float *host = malloc(sizeof(float) * (size_t)n), *dst = model_alloc(m, sizeof(float) * n);
+    if (!host || !dst) {
+        free(host);
+        return lt_errf(err, LT_ERR_NOMEM, "random model: out of memory");
+    }
+    for (int64_t i = 0; i < n; i++) host[i] = 1.0f;
+    m->be->ops->upload(m->be, dst, host, sizeof(float) * (size_t)n);
+    free(host);
+    *out = dst;
+    return LT_OK;
+}
+
+int wk_model_random(const lt_model_config_t *cfg, int type, const wk_load_opts_t *opts,
+                    uint64_t seed, wk_model_t **out, char *err) {
+    *out = NULL;
+    if (type != LT_DTYPE_Q4_0 && type != LT_DTYPE_Q4_1 && type != LT_DTYPE_Q8_0 &&
+        type != LT_DTYPE_F16 && type != LT_DTYPE_BF16 && type != LT_DTYPE_F32)
+        return lt_errf(err, LT_ERR_INVAL, "random model: type %s not supported",
+                       lt_dtype_name(type));
+    wk_model_t *m = calloc(1, sizeof *m);
+    if (!m) return lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    m->cfg = *cfg;
+    m->cfg.qkv_bias = m->cfg.qk_norm = false;
+    snprintf(m->path, sizeof m->path, "(random %s)", lt_dtype_name(type));
+    m->tp_rank = opts ? opts->tp_rank : 0;
+    m->tp_size = opts ? opts->tp_size : 1;
+    m->be = opts && opts->device == WK_DEVICE_CUDA ? wk_backend_cuda_create(opts->cuda_device, err)
+                                                    : wk_backend_cpu_create();
+    if (!m->be) {
+        free(m);
+        return opts && opts->device == WK_DEVICE_CUDA
+                   ? LT_ERR_UNSUPPORTED
+                   : lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    }
+    const lt_model_config_t *c = &m->cfg;
+    int rc = config_validate(c, m->path, m->tp_size, err);
+    m->n_head_local = c->n_head / m->tp_size;
+    m->n_kv_head_local = c->n_kv_head / m->tp_size;
+    m->hidden_local = c->hidden_dim / m->tp_size;
+    size_t blk = lt_dtype_block_bytes(type), pat_bytes = blk * 65536;
+    uint8_t *pat = malloc(pat_bytes);
+    if (!rc && !pat) rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        uint64_t rng = seed * 0x9E3779B97F4A7C15ull | 1;
+        for (size_t off = 0; off < pat_bytes; off += blk) random_block(pat + off, type, 0.03f, &rng);
+    }
+    int64_t hd = c->head_dim, q_loc = m->n_head_local * hd, kv_loc = m->n_kv_head_local * hd;
+    if (!rc && !(m->layers = calloc((size_t)c->n_layer, sizeof *m->layers)))
+        rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    if (!rc) rc = random_matrix(m, type, c->vocab_size, c->dim, pat, pat_bytes, &m->tok_embd, err);
+    if (!rc) rc = random_ones(m, c->dim, &m->out_norm, err);
+    if (!rc && c->tie_embeddings) m->output = m->tok_embd;
+    else if (!rc)
+        rc = random_matrix(m, type, c->vocab_size, c->dim, pat, pat_bytes, &m->output, err);
+    for (int l = 0; !rc && l < c->n_layer; l++) {
+        wk_layer_t *L = &m->layers[l];
+        if ((rc = random_ones(m, c->dim, &L->attn_norm, err)) ||
+            (rc = random_ones(m, c->dim, &L->ffn_norm, err)) ||
+            (rc = random_matrix(m, type, q_loc, c->dim, pat, pat_bytes, &L->wq, err)) ||
+            (rc = random_matrix(m, type, kv_loc, c->dim, pat, pat_bytes, &L->wk, err)) ||
+            (rc = random_matrix(m, type, kv_loc, c->dim, pat, pat_bytes, &L->wv, err)) ||
+            (rc = random_matrix(m, type, c->dim, q_loc, pat, pat_bytes, &L->wo, err)) ||
+            (rc = random_matrix(m, type, m->hidden_local, c->dim, pat, pat_bytes, &L->w_gate,
+                                err)) ||
+            (rc = random_matrix(m, type, m->hidden_local, c->dim, pat, pat_bytes, &L->w_up,
+                                err)) ||
+            (rc = random_matrix(m, type, c->dim, m->hidden_local, pat, pat_bytes, &L->w_down,
+                                err)))
+            break;
+    }
+    free(pat);
+    if (!rc) rc = build_inv_freq(m, NULL, err);
+    if (rc) {
+        wk_model_free(&m);
+        return rc;
+    }
+    m->weight_copy_bytes = 0; /* every byte is a weight here, counted in weight_bytes */
+    *out = m;
+    return LT_OK;
 }

@@ -496,8 +496,52 @@ static void test_batch_invariance(void **state) {
     wk_model_free(&m);
 }
 
+/* wk_model_random: every type it makes runs, the same seed gives the same logits, the weights
+ * are counted, and a type it cannot make is refused. */
+static void test_random_model(void **state) {
+    (void)state;
+    char err[LT_ERR_LEN];
+    lt_model_config_t cfg;
+    lt_model_config_defaults(&cfg);
+    cfg.n_layer = 2, cfg.dim = 64, cfg.hidden_dim = 96, cfg.n_head = 4, cfg.n_kv_head = 2;
+    cfg.head_dim = 16, cfg.vocab_size = 100, cfg.max_seq_len = 64, cfg.rope_neox = true;
+    static const int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
+                                LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
+    static const int ids[5] = {3, 14, 15, 92, 65};
+    float a[5 * 100], b[5 * 100];
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        float *out[2] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            wk_model_t *m;
+            if (wk_model_random(&cfg, types[i], NULL, 7, &m, err)) fail_msg("%s", err);
+            size_t per_layer = (size_t)lt_dtype_nbytes(types[i], 64) * (64 + 32 + 32 + 96 + 96) +
+                               (size_t)lt_dtype_nbytes(types[i], 64) * 64 +
+                               (size_t)lt_dtype_nbytes(types[i], 96) * 64;
+            assert_int_equal(m->weight_bytes,
+                             2 * per_layer + 2 * (size_t)lt_dtype_nbytes(types[i], 64) * 100);
+            run_t r = {0};
+            run_init(&r, m, 16, false);
+            run_feed(&r, m, ids, 5, out[k]);
+            run_fini(&r);
+            wk_model_free(&m);
+        }
+        double spread = 0;
+        for (int j = 0; j < 5 * 100; j++) {
+            if (!isfinite(a[j])) fail_msg("%s: logit %d not finite", lt_dtype_name(types[i]), j);
+            spread += fabs(a[j] - a[0]);
+        }
+        assert_memory_equal(a, b, sizeof a);
+        if (spread == 0) fail_msg("%s: every logit the same", lt_dtype_name(types[i]));
+    }
+    wk_model_t *m = NULL;
+    assert_int_equal(wk_model_random(&cfg, LT_DTYPE_Q4_K, NULL, 7, &m, err), LT_ERR_INVAL);
+    assert_null(m);
+    assert_non_null(strstr(err, "Q4_K"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random_model),
         cmocka_unit_test(test_default_model),        cmocka_unit_test(test_qwen2_tiny),
         cmocka_unit_test(test_qwen3_tiny),           cmocka_unit_test(test_llama_tiny),
         cmocka_unit_test(test_llama_tiny_gguf),      cmocka_unit_test(test_kquant_gguf),

@@ -1,0 +1,275 @@
+/*
+ * bench_cuda.c — the GPU benchmark of issue 13: a Llama-3-8B-shaped model (32 layers, dim 4096,
+ * 32 heads, 8 KV heads, MLP 14336, vocabulary 128256) with random weights made without a file
+ * (wk_model_random) on CUDA device 0, through the same forward pass the worker runs.
+ *
+ * It measures, in one run:
+ *  - the device-to-device copy bandwidth (cudaMemcpyAsync of 2 GiB, bytes read + written per
+ *    second, median of 10): the HBM roofline's rate;
+ *  - the cuBLAS bf16 GEMM peak (8192^3, fp32 accumulation, median of 10 after 3 warm-ups);
+ *  - per weight type (BF16, Q4_1; --types to choose): prefill of 64 sequences of --prompt tokens
+ *    in steps of --chunk tokens, as TFLOP/s of its matrix products against the GEMM peak; then
+ *    decode steps at batch 1, 8 and 64 (every sequence at its own context), the median step time
+ *    against the roofline: (weight bytes read + KV bytes read) / copy bandwidth.
+ *
+ * A step is wk_forward: indices up, the model, logits (batch, vocab) back to the host, timed on
+ * the wall clock around the call (it returns after the copy). No CUDA graphs: the backend runs
+ * eager. Needs a GPU; exits 77 without one.
+ *
+ *     bench_cuda [--types bf16,q4_1] [--prompt 128] [--chunk 2048] [--steps 30] [--layers 32]
+ */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lt.h"
+#include "worker.h"
+
+enum { NSEQ = 64, BLOCK = 16, SEQ_BLOCKS = 24 };
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Bytes read + written per second by a device-to-device copy of 2 GiB. */
+static double copy_bandwidth(void) {
+    size_t n = (size_t)2 << 30;
+    void *a, *b;
+    if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) return 0;
+    cudaMemset(a, 1, n);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    double t[10];
+    for (int i = -2; i < 10; i++) {
+        cudaEventRecord(e0, 0);
+        cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (i >= 0) t[i] = ms * 1e-3;
+    }
+    cudaFree(a), cudaFree(b);
+    return 2.0 * (double)n / median(t, 10);
+}
+
+/* FLOP/s of an 8192^3 bf16 GEMM with fp32 accumulation through cuBLAS. */
+static double gemm_peak(void) {
+    const int n = 8192;
+    void *a, *b, *c;
+    size_t bytes = (size_t)n * n * 2;
+    if (cudaMalloc(&a, bytes) || cudaMalloc(&b, bytes) || cudaMalloc(&c, bytes)) return 0;
+    cudaMemset(a, 0x3c, bytes), cudaMemset(b, 0x3c, bytes); /* bf16 ~0.0115 */
+    cublasHandle_t h;
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return 0;
+    float one = 1, zero = 0;
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    double t[10];
+    for (int i = -3; i < 10; i++) {
+        cudaEventRecord(e0, 0);
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF,
+                     n, &zero, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (i >= 0) t[i] = ms * 1e-3;
+    }
+    cublasDestroy(h);
+    cudaFree(a), cudaFree(b), cudaFree(c);
+    return 2.0 * n * (double)n * n / median(t, 10);
+}
+
+typedef struct run {
+    wk_model_t *m;
+    wk_kv_cache_t *kv;
+    wk_ctx_t *c;
+    int32_t len[NSEQ];          /* tokens of each sequence in the cache */
+    int32_t bt[NSEQ][SEQ_BLOCKS]; /* block tables: sequence s owns blocks s*SEQ_BLOCKS.. */
+    float *logits;
+} run_t;
+
+/* One step of `n` tokens: sequences seqs[0..ns), each with per[s] new tokens; logits of each
+ * sequence's last token. Returns the wall time or -1 with err. */
+static double step(run_t *r, const int *seqs, int ns, int per, char *err) {
+    static int32_t tok[4096], pos[4096], seq[4096], rows[NSEQ], btl[NSEQ];
+    static const int32_t *bts[NSEQ];
+    int T = 0;
+    for (int i = 0; i < ns; i++) {
+        int s = seqs[i];
+        for (int j = 0; j < per; j++, T++) {
+            tok[T] = (int32_t)((s * 7919 + r->len[s] + j) % 128000) + 1;
+            pos[T] = r->len[s] + j;
+            seq[T] = i;
+        }
+        rows[i] = T - 1;
+        bts[i] = r->bt[s];
+        btl[i] = SEQ_BLOCKS;
+    }
+    wk_batch_t b = {.n_tokens = T,
+                    .tokens = tok,
+                    .pos = pos,
+                    .seq = seq,
+                    .n_seqs = ns,
+                    .block_tables = bts,
+                    .block_table_len = btl,
+                    .n_logits = ns,
+                    .logits_rows = rows};
+    double t0 = now_s();
+    if (wk_forward(r->m, r->kv, r->c, &b, r->logits, err)) return -1;
+    double t = now_s() - t0;
+    for (int i = 0; i < ns; i++) r->len[seqs[i]] += per;
+    return t;
+}
+
+/* Matrix-product FLOPs of one token through every layer (the vocabulary projection apart). */
+static double layer_flops(const lt_model_config_t *c) {
+    double q = (double)c->n_head * c->head_dim, kv = (double)c->n_kv_head * c->head_dim;
+    return 2.0 * c->n_layer * ((q + 2 * kv) * c->dim + q * c->dim + 3.0 * c->hidden_dim * c->dim);
+}
+
+static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int chunk, int steps,
+                      double bw, double peak) {
+    char err[LT_ERR_LEN];
+    run_t *r = calloc(1, sizeof *r);
+    wk_load_opts_t o = {.tp_rank = 0, .tp_size = 1, .device = WK_DEVICE_CUDA, .cuda_device = 0};
+    double t0 = now_s();
+    int rc = wk_model_random(cfg, type, &o, 1, &r->m, err);
+    if (!rc) rc = wk_kv_cache_create(r->m, NSEQ * SEQ_BLOCKS, BLOCK, LT_DTYPE_F16, &r->kv, err);
+    if (!rc) rc = wk_ctx_create(r->m, chunk, SEQ_BLOCKS * BLOCK, &r->c, err);
+    r->logits = malloc(sizeof(float) * NSEQ * (size_t)cfg->vocab_size);
+    if (rc) {
+        fprintf(stderr, "bench_cuda: %s: %s\n", lt_dtype_name(type), err);
+        return 1;
+    }
+    printf("\n== %s: %.2f GB of weights, made in %.1f s\n", lt_dtype_name(type),
+           r->m->weight_bytes / 1e9, now_s() - t0);
+    for (int s = 0; s < NSEQ; s++)
+        for (int j = 0; j < SEQ_BLOCKS; j++) r->bt[s][j] = s * SEQ_BLOCKS + j;
+    /* prefill: every sequence's prompt, chunk / prompt sequences per step */
+    int per_step = chunk / prompt > 0 ? chunk / prompt : 1, seqs[NSEQ];
+    double pt = 0;
+    int ptok = 0;
+    for (int s0 = 0; s0 < NSEQ; s0 += per_step) {
+        int ns = NSEQ - s0 < per_step ? NSEQ - s0 : per_step;
+        for (int i = 0; i < ns; i++) seqs[i] = s0 + i;
+        double t = step(r, seqs, ns, prompt, err);
+        if (t < 0) {
+            fprintf(stderr, "bench_cuda: prefill: %s\n", err);
+            return 1;
+        }
+        if (s0 > 0) pt += t, ptok += ns * prompt; /* the first step warms cuBLAS up */
+    }
+    double pf = layer_flops(cfg) * ptok / pt;
+    printf("prefill: %d tokens in %.3f s (%.0f tok/s), %.1f TFLOP/s of matrix products = %.1f%% "
+           "of the cuBLAS bf16 peak\n",
+           ptok, pt, ptok / pt, pf / 1e12, 100 * pf / peak);
+    size_t kv_tok = (size_t)2 * cfg->n_layer * cfg->n_kv_head * cfg->head_dim * 2; /* F16 */
+    size_t wbytes = r->m->weight_bytes - r->m->tok_embd.row_bytes * (size_t)cfg->vocab_size;
+    printf("%-6s %10s %10s %10s %10s %8s\n", "batch", "step ms", "roof ms", "of roof", "tok/s",
+           "GB/step");
+    const int batches[3] = {1, 8, 64};
+    for (int bi = 0; bi < 3; bi++) {
+        int B = batches[bi];
+        for (int i = 0; i < B; i++) seqs[i] = i;
+        double t[256], bytes = 0;
+        for (int k = -5; k < steps; k++) {
+            size_t kvb = 0;
+            for (int i = 0; i < B; i++) kvb += (size_t)(r->len[i] + 1) * kv_tok;
+            double dt = step(r, seqs, B, 1, err);
+            if (dt < 0) {
+                fprintf(stderr, "bench_cuda: decode: %s\n", err);
+                return 1;
+            }
+            if (k >= 0) t[k] = dt, bytes += (double)(wbytes + kvb);
+        }
+        bytes /= steps;
+        double ms = median(t, steps) * 1e3, roof = bytes / bw * 1e3;
+        printf("%-6d %10.3f %10.3f %9.1f%% %10.0f %8.2f\n", B, ms, roof, 100 * roof / ms,
+               B / ms * 1e3, bytes / 1e9);
+    }
+    free(r->logits);
+    wk_ctx_destroy(&r->c);
+    wk_kv_cache_destroy(&r->kv);
+    wk_model_free(&r->m);
+    free(r);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *types = "bf16,q4_1";
+    int prompt = 128, chunk = 2048, steps = 30, layers = 32;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--types")) types = argv[i + 1];
+        else if (!strcmp(argv[i], "--prompt")) prompt = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--chunk")) chunk = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--layers")) layers = atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "bench_cuda: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (prompt < 1 || prompt + (steps + 5) * 3 >= SEQ_BLOCKS * BLOCK || chunk < prompt ||
+        chunk > 4096 || steps < 1 || steps > 256 || layers < 1) {
+        fprintf(stderr, "bench_cuda: --prompt + 3 * (--steps + 5) must stay under %d, chunk <= 4096\n",
+                SEQ_BLOCKS * BLOCK);
+        return 2;
+    }
+    if (wk_cuda_device_count() == 0) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    struct cudaDeviceProp p;
+    cudaGetDeviceProperties(&p, 0);
+    int drv = 0, rt = 0;
+    cudaDriverGetVersion(&drv), cudaRuntimeGetVersion(&rt);
+    printf("device: %s, %d SMs, %.0f GiB; driver API %d, runtime %d\n", p.name,
+           p.multiProcessorCount, p.totalGlobalMem / 1073741824.0, drv, rt);
+    double bw = copy_bandwidth(), peak = gemm_peak();
+    printf("device-to-device copy: %.2f TB/s (read + written); cuBLAS bf16 GEMM 8192^3: %.0f "
+           "TFLOP/s\n",
+           bw / 1e12, peak / 1e12);
+    lt_model_config_t cfg;
+    lt_model_config_defaults(&cfg);
+    cfg.arch = LT_ARCH_LLAMA;
+    cfg.n_layer = layers, cfg.dim = 4096, cfg.hidden_dim = 14336, cfg.n_head = 32;
+    cfg.n_kv_head = 8, cfg.head_dim = 128, cfg.vocab_size = 128256, cfg.max_seq_len = 8192;
+    cfg.rope_theta = 500000.0f, cfg.norm_eps = 1e-5f, cfg.rope_neox = true;
+    printf("model: Llama-3-8B shape, %d layers, random weights; prompt %d, %d decode steps\n",
+           layers, prompt, steps);
+    int fails = 0;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", types);
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        int type = !strcmp(t, "bf16")   ? LT_DTYPE_BF16
+                   : !strcmp(t, "q4_1") ? LT_DTYPE_Q4_1
+                   : !strcmp(t, "q4_0") ? LT_DTYPE_Q4_0
+                   : !strcmp(t, "q8_0") ? LT_DTYPE_Q8_0
+                   : !strcmp(t, "f16")  ? LT_DTYPE_F16
+                                        : -1;
+        if (type < 0) {
+            fprintf(stderr, "bench_cuda: unknown type %s\n", t);
+            return 2;
+        }
+        fails += bench_type(type, &cfg, prompt, chunk, steps, bw, peak);
+    }
+    return fails ? 1 : 0;
+}

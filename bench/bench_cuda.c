@@ -101,7 +101,7 @@ typedef struct run {
     wk_model_t *m;
     wk_kv_cache_t *kv;
     wk_ctx_t *c;
-    int32_t len[NSEQ];          /* tokens of each sequence in the cache */
+    int32_t len[NSEQ];            /* tokens of each sequence in the cache */
     int32_t bt[NSEQ][SEQ_BLOCKS]; /* block tables: sequence s owns blocks s*SEQ_BLOCKS.. */
     float *logits;
 } run_t;
@@ -217,11 +217,16 @@ int main(int argc, char **argv) {
     const char *types = "bf16,q4_1";
     int prompt = 128, chunk = 2048, steps = 30, layers = 32;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--types")) types = argv[i + 1];
-        else if (!strcmp(argv[i], "--prompt")) prompt = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--chunk")) chunk = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--layers")) layers = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--types"))
+            types = argv[i + 1];
+        else if (!strcmp(argv[i], "--prompt"))
+            prompt = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--chunk"))
+            chunk = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps"))
+            steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--layers"))
+            layers = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_cuda: unknown option %s\n", argv[i]);
             return 2;
@@ -229,7 +234,8 @@ int main(int argc, char **argv) {
     }
     if (prompt < 1 || prompt + (steps + 5) * 3 >= SEQ_BLOCKS * BLOCK || chunk < prompt ||
         chunk > 4096 || steps < 1 || steps > 256 || layers < 1) {
-        fprintf(stderr, "bench_cuda: --prompt + 3 * (--steps + 5) must stay under %d, chunk <= 4096\n",
+        fprintf(stderr,
+                "bench_cuda: --prompt + 3 * (--steps + 5) must stay under %d, chunk <= 4096\n",
                 SEQ_BLOCKS * BLOCK);
         return 2;
     }

@@ -596,8 +596,8 @@ static int random_matrix(wk_model_t *m, int type, int64_t rows, int64_t cols, co
         return lt_errf(err, LT_ERR_NOMEM, "random model: out of backend memory (%zu bytes)", n);
     for (size_t off = 0; off < n; off += pat_bytes)
         m->be->ops->upload(m->be, dst + off, pat, n - off < pat_bytes ? n - off : pat_bytes);
-    *out = (wk_tensor_t){.data = dst, .type = type, .rows = rows, .cols = cols,
-                         .row_bytes = row_bytes};
+    *out = (wk_tensor_t){
+        .data = dst, .type = type, .rows = rows, .cols = cols, .row_bytes = row_bytes};
     m->weight_bytes += n;
     return LT_OK;
 }
@@ -630,12 +630,11 @@ int wk_model_random(const lt_model_config_t *cfg, int type, const wk_load_opts_t
     m->tp_rank = opts ? opts->tp_rank : 0;
     m->tp_size = opts ? opts->tp_size : 1;
     m->be = opts && opts->device == WK_DEVICE_CUDA ? wk_backend_cuda_create(opts->cuda_device, err)
-                                                    : wk_backend_cpu_create();
+                                                   : wk_backend_cpu_create();
     if (!m->be) {
         free(m);
-        return opts && opts->device == WK_DEVICE_CUDA
-                   ? LT_ERR_UNSUPPORTED
-                   : lt_errf(err, LT_ERR_NOMEM, "out of memory");
+        return opts && opts->device == WK_DEVICE_CUDA ? LT_ERR_UNSUPPORTED
+                                                      : lt_errf(err, LT_ERR_NOMEM, "out of memory");
     }
     const lt_model_config_t *c = &m->cfg;
     int rc = config_validate(c, m->path, m->tp_size, err);
@@ -647,14 +646,16 @@ int wk_model_random(const lt_model_config_t *cfg, int type, const wk_load_opts_t
     if (!rc && !pat) rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
     if (!rc) {
         uint64_t rng = seed * 0x9E3779B97F4A7C15ull | 1;
-        for (size_t off = 0; off < pat_bytes; off += blk) random_block(pat + off, type, 0.03f, &rng);
+        for (size_t off = 0; off < pat_bytes; off += blk)
+            random_block(pat + off, type, 0.03f, &rng);
     }
     int64_t hd = c->head_dim, q_loc = m->n_head_local * hd, kv_loc = m->n_kv_head_local * hd;
     if (!rc && !(m->layers = calloc((size_t)c->n_layer, sizeof *m->layers)))
         rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");
     if (!rc) rc = random_matrix(m, type, c->vocab_size, c->dim, pat, pat_bytes, &m->tok_embd, err);
     if (!rc) rc = random_ones(m, c->dim, &m->out_norm, err);
-    if (!rc && c->tie_embeddings) m->output = m->tok_embd;
+    if (!rc && c->tie_embeddings)
+        m->output = m->tok_embd;
     else if (!rc)
         rc = random_matrix(m, type, c->vocab_size, c->dim, pat, pat_bytes, &m->output, err);
     for (int l = 0; !rc && l < c->n_layer; l++) {
@@ -667,10 +668,8 @@ int wk_model_random(const lt_model_config_t *cfg, int type, const wk_load_opts_t
             (rc = random_matrix(m, type, c->dim, q_loc, pat, pat_bytes, &L->wo, err)) ||
             (rc = random_matrix(m, type, m->hidden_local, c->dim, pat, pat_bytes, &L->w_gate,
                                 err)) ||
-            (rc = random_matrix(m, type, m->hidden_local, c->dim, pat, pat_bytes, &L->w_up,
-                                err)) ||
-            (rc = random_matrix(m, type, c->dim, m->hidden_local, pat, pat_bytes, &L->w_down,
-                                err)))
+            (rc = random_matrix(m, type, m->hidden_local, c->dim, pat, pat_bytes, &L->w_up, err)) ||
+            (rc = random_matrix(m, type, c->dim, m->hidden_local, pat, pat_bytes, &L->w_down, err)))
             break;
     }
     free(pat);

@@ -541,12 +541,11 @@ static void test_random_model(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random_model),
-        cmocka_unit_test(test_default_model),        cmocka_unit_test(test_qwen2_tiny),
-        cmocka_unit_test(test_qwen3_tiny),           cmocka_unit_test(test_llama_tiny),
-        cmocka_unit_test(test_llama_tiny_gguf),      cmocka_unit_test(test_kquant_gguf),
-        cmocka_unit_test(test_batching_equivalence), cmocka_unit_test(test_batch_invariance),
-        cmocka_unit_test(test_long_context_chunks),
+        cmocka_unit_test(test_random_model),     cmocka_unit_test(test_default_model),
+        cmocka_unit_test(test_qwen2_tiny),       cmocka_unit_test(test_qwen3_tiny),
+        cmocka_unit_test(test_llama_tiny),       cmocka_unit_test(test_llama_tiny_gguf),
+        cmocka_unit_test(test_kquant_gguf),      cmocka_unit_test(test_batching_equivalence),
+        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_long_context_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

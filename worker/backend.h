@@ -64,6 +64,11 @@ typedef struct wk_backend_ops {
      * that memory, released with release()). Column slices are made by the caller. */
     int (*weight)(wk_backend_t *be, const void *src, int type, int64_t cols, int64_t row0,
                   int64_t nrows, wk_tensor_t *out, void **owned, char *err);
+    /* Optional (NULL: nothing to do): a weight matrix the caller placed in backend memory itself
+     * (alloc + upload of its stored blocks, as for column slices) becomes one matmul and embed
+     * can read: the backend may rearrange its bytes in place (the CUDA backend regroups quantized
+     * blocks). weight() does this itself. */
+    int (*prepare)(wk_backend_t *be, const wk_tensor_t *w, char *err);
 
     /* Sizes the backend's own scratch for steps of up to max_rows rows, matrix products with up
      * to max_k inputs, and attention over up to max_ctx positions with `group` query heads per KV

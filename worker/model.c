@@ -171,7 +171,7 @@ static int load_copy(wk_model_t *m, const src_t *s, const char *name, const lt_t
     if (rc) return rc;
     if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
     *out = (wk_tensor_t){dst, type, nrows, ncols, sub};
-    return LT_OK;
+    return m->be->ops->prepare ? m->be->ops->prepare(m->be, out, err) : LT_OK;
 }
 
 /* Loads the sub-matrix [row0, +nrows) x [col0, +ncols) of tensor `name`, whose full shape must be
@@ -599,7 +599,7 @@ static int random_matrix(wk_model_t *m, int type, int64_t rows, int64_t cols, co
     *out = (wk_tensor_t){
         .data = dst, .type = type, .rows = rows, .cols = cols, .row_bytes = row_bytes};
     m->weight_bytes += n;
-    return LT_OK;
+    return m->be->ops->prepare ? m->be->ops->prepare(m->be, out, err) : LT_OK;
 }
 
 static int random_ones(wk_model_t *m, int64_t n, const float **out, char *err) {

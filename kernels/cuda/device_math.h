@@ -112,16 +112,100 @@ KN_HD float kn_qblock_elem(int type, const uint8_t *blk, int i) {
     return d * (float)(q - 8);
 }
 
-/* Element i of a row of any supported stored type. */
-KN_HD float kn_row_elem(int type, const uint8_t *row, int64_t i) {
+/* The GPU layout of a row of nb Q4_0 / Q4_1 / Q8_0 blocks ("repacked"): the same bytes, regrouped
+ * so that each block's quants are 16 (Q4) or 32 (Q8_0) aligned bytes: first every block's quants
+ * (nb * kn_qs_bytes), then every block's header (nb * kn_qhead_bytes: d, and m for Q4_1). A row
+ * keeps its size; the backend rearranges each quantized weight once, at upload. */
+KN_HD int kn_qs_bytes(int type) {
+    return type == KN_T_Q8_0 ? 32 : 16;
+}
+
+KN_HD int kn_qhead_bytes(int type) {
+    return type == KN_T_Q4_1 ? 4 : 2;
+}
+
+/* dst (repacked) = src (nb stored blocks); dst and src must not overlap. */
+KN_HD void kn_repack_row(int type, uint8_t *dst, const uint8_t *src, int nb) {
+    int qb = kn_qblock_bytes(type), qs = kn_qs_bytes(type), hb = kn_qhead_bytes(type);
+    for (int b = 0; b < nb; b++) {
+        memcpy(dst + (size_t)b * qs, src + (size_t)b * qb + hb, (size_t)qs);
+        memcpy(dst + (size_t)nb * qs + (size_t)b * hb, src + (size_t)b * qb, (size_t)hb);
+    }
+}
+
+/* Block b's scale d and offset mn (element = d * q + mn; Q4_0's -8 folded into mn) and its quants
+ * in a repacked row of nb blocks. */
+KN_HD const uint8_t *kn_prow_block(int type, const uint8_t *row, int nb, int b, float *d,
+                                   float *mn) {
+    const uint8_t *h = row + (size_t)nb * kn_qs_bytes(type) + (size_t)b * kn_qhead_bytes(type);
+    *d = kn_h2f((uint16_t)(h[0] | h[1] << 8));
+    *mn = type == KN_T_Q4_1   ? kn_h2f((uint16_t)(h[2] | h[3] << 8))
+          : type == KN_T_Q4_0 ? -8.0f * *d
+                              : 0.0f;
+    return row + (size_t)b * kn_qs_bytes(type);
+}
+
+/* Element i of a row of k elements of any supported type as it lies on the GPU (quantized rows
+ * repacked). */
+KN_HD float kn_row_elem(int type, const uint8_t *row, int64_t k, int64_t i) {
     switch (type) {
     case KN_T_F32: return ((const float *)row)[i];
     case KN_T_F16: return kn_h2f(((const uint16_t *)row)[i]);
     case KN_T_BF16: return kn_bf2f(((const uint16_t *)row)[i]);
-    default:
-        return kn_qblock_elem(type, row + (i / KN_BLOCK) * kn_qblock_bytes(type),
-                              (int)(i % KN_BLOCK));
+    default: {
+        float d, mn;
+        const uint8_t *qs =
+            kn_prow_block(type, row, (int)(k / KN_BLOCK), (int)(i / KN_BLOCK), &d, &mn);
+        return d * (float)kn_qblock_q(type, qs, (int)(i % KN_BLOCK)) + mn;
     }
+    }
+}
+
+/* ---- int8 matrix-vector products (the decode kernels) ---- */
+
+/* One block of 32 activations quantized to int8 for the integer dot products: q[i] = round(x[i] /
+ * d) with d = max|x| / 127 (0 for a block of zeros, q all 0); returns d. *sum = d * sum(q). */
+KN_HD float kn_q8_block(const float *x, int8_t *q, float *sum) {
+    float amax = 0.0f;
+    for (int i = 0; i < KN_BLOCK; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float d = amax / 127.0f;
+    int s = 0;
+    for (int i = 0; i < KN_BLOCK; i++) {
+        int v = d > 0.0f ? (int)rintf(x[i] / d) : 0;
+        q[i] = (int8_t)v;
+        s += v;
+    }
+    *sum = d * (float)s;
+    return d;
+}
+
+/* c + the dot product of the four signed bytes of a and of b (the dp4a instruction). */
+KN_HD int kn_dp4a(int a, int b, int c) {
+#if defined(__CUDA_ARCH__)
+    return __dp4a(a, b, c);
+#else
+    int a0 = (int8_t)a, a1 = (int8_t)(a >> 8), a2 = (int8_t)(a >> 16), a3 = (int8_t)(a >> 24);
+    int b0 = (int8_t)b, b1 = (int8_t)(b >> 8), b2 = (int8_t)(b >> 16), b3 = (int8_t)(b >> 24);
+    return c + a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3;
+#endif
+}
+
+/* Sum over one block of weight x activation: the weight block's quants as 4 ints (Q4: 16 bytes of
+ * nibbles, element i < 16 the low nibble of byte i, i >= 16 the high nibble of byte i - 16) or 8
+ * ints (Q8_0), its scale d and offset mn (element = d * q + mn); the activation block's 8 ints of
+ * int8 quants xq with scale dx and sx = dx * sum(quants). Exact integer sums, then two products. */
+KN_HD float kn_qdot_block(int type, const int *wq, float d, float mn, const int *xq, float dx,
+                          float sx) {
+    int s = 0;
+    if (type == KN_T_Q8_0) {
+        for (int j = 0; j < 8; j++) s = kn_dp4a(wq[j], xq[j], s);
+    } else {
+        for (int j = 0; j < 4; j++) {
+            s = kn_dp4a(wq[j] & 0x0f0f0f0f, xq[j], s);
+            s = kn_dp4a((wq[j] >> 4) & 0x0f0f0f0f, xq[4 + j], s);
+        }
+    }
+    return d * dx * (float)s + mn * sx;
 }
 
 /* RoPE: the element indices of pair i of a head of hd elements (halves for neox, adjacent

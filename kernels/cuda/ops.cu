@@ -61,7 +61,7 @@ static __global__ void embed_kernel(float *x, const uint8_t *table, int type, si
                                     int cols, const int32_t *tokens) {
     const uint8_t *row = table + (size_t)tokens[blockIdx.x] * row_bytes;
     float *out = x + (size_t)blockIdx.x * cols;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) out[i] = kn_row_elem(type, row, i);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) out[i] = kn_row_elem(type, row, cols, i);
 }
 
 static __global__ void rmsnorm_rows_kernel(float *out, const float *x, const float *w, int n,
@@ -218,8 +218,8 @@ static __global__ void __launch_bounds__(KN_ATT_THREADS)
 
 /* ---- kernels: matrix products ---- */
 
-/* One warp per weight row against `rows` (<= KN_CU_MATVEC_MAX_ROWS) activation rows. Quantized
- * types: lane l takes blocks l, l + 32, ...; decodes each block's scale once. */
+/* Generic: one warp per weight row against `rows` (<= KN_CU_MATVEC_MAX_ROWS) fp32 activation rows,
+ * any type and row alignment (the fast kernels below take aligned rows). */
 static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w, int type,
                                      size_t row_bytes, int n, int k, const float *bias, int rows) {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -228,11 +228,10 @@ static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w,
     float acc[KN_CU_MATVEC_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < KN_CU_MATVEC_MAX_ROWS; r++) acc[r] = 0.0f;
-    int qb = kn_qblock_bytes(type);
-    if (qb) {
+    if (kn_qblock_bytes(type)) {
         for (int blk = lane; blk < k / KN_BLOCK; blk += 32) {
             float d, mn;
-            const uint8_t *qs = kn_qblock_head(type, wr + (size_t)blk * qb, &d, &mn);
+            const uint8_t *qs = kn_prow_block(type, wr, k / KN_BLOCK, blk, &d, &mn);
             for (int e = 0; e < KN_BLOCK; e++) {
                 float wv = d * (float)kn_qblock_q(type, qs, e) + mn;
                 int c = blk * KN_BLOCK + e;
@@ -243,7 +242,7 @@ static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w,
         }
     } else {
         for (int c = lane; c < k; c += 32) {
-            float wv = kn_row_elem(type, wr, c);
+            float wv = kn_row_elem(type, wr, k, c);
 #pragma unroll
             for (int r = 0; r < KN_CU_MATVEC_MAX_ROWS; r++)
                 if (r < rows) acc[r] += wv * x[(size_t)r * k + c];
@@ -256,13 +255,166 @@ static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w,
     }
 }
 
-/* tile (nr, k) fp16 = weight rows [row0, row0 + nr) dequantized. */
+/* Activations to int8 blocks for mmvq_kernel: one warp per 32-element block (kn_q8_block's
+ * arithmetic): xq (rows, k) int8, xs (rows, k / 32) {d, d * sum(q)}. */
+static __global__ void quant_x_kernel(int8_t *xq, float2 *xs, const float *x, int nblocks) {
+    int blk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (blk >= nblocks) return;
+    float v = x[(size_t)blk * KN_BLOCK + lane], amax = fabsf(v);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    float d = amax / 127.0f;
+    int q = d > 0.0f ? (int)rintf(v / d) : 0;
+    xq[(size_t)blk * KN_BLOCK + lane] = (int8_t)q;
+    int sum = q;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) xs[blk] = make_float2(d, d * (float)sum);
+}
+
+#define KN_MV_WARPS 4 /* weight rows (warps) per thread block of the fast matrix-vector kernels */
+
+/* Quantized weights (repacked rows, row_bytes a multiple of 16 when V16, else of 4) against R int8
+ * activation rows: one warp per weight row, lane l takes blocks l, l + 32, ...; each block is one
+ * 16-byte (Q4) or two (Q8_0) loads of quants, its header, and kn_qdot_block per activation row. */
+template <int TYPE, int R, bool V16>
+static __global__ void __launch_bounds__(KN_MV_WARPS * 32)
+    mmvq_kernel(float *y, const int8_t *xq, const float2 *xs, const uint8_t *w, size_t row_bytes,
+                int n, int k, const float *bias) {
+    constexpr int QS = TYPE == KN_T_Q8_0 ? 32 : 16, HB = TYPE == KN_T_Q4_1 ? 4 : 2, NW = QS / 4;
+    int row = blockIdx.x * KN_MV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= n) return;
+    int nb = k / KN_BLOCK;
+    const uint8_t *wr = w + (size_t)row * row_bytes, *hd = wr + (size_t)nb * QS;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+#pragma unroll(R <= 4 ? 2 : 1)
+    for (int b = lane; b < nb; b += 32) {
+        const uint8_t *q = wr + (size_t)b * QS;
+        int wq[8];
+        if (V16) {
+            int4 a = __ldg(reinterpret_cast<const int4 *>(q));
+            wq[0] = a.x, wq[1] = a.y, wq[2] = a.z, wq[3] = a.w;
+            if (NW == 8) {
+                int4 c = __ldg(reinterpret_cast<const int4 *>(q) + 1);
+                wq[4] = c.x, wq[5] = c.y, wq[6] = c.z, wq[7] = c.w;
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < NW; j++) wq[j] = __ldg(reinterpret_cast<const int *>(q) + j);
+        }
+        float d, mn;
+        if (HB == 4) {
+            float2 h = __half22float2(__ldg(reinterpret_cast<const __half2 *>(hd + (size_t)b * 4)));
+            d = h.x, mn = h.y;
+        } else {
+            d = __half2float(__ldg(reinterpret_cast<const __half *>(hd + (size_t)b * 2)));
+            mn = TYPE == KN_T_Q4_0 ? -8.0f * d : 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int4 *xr =
+                reinterpret_cast<const int4 *>(xq + (size_t)r * k + (size_t)b * KN_BLOCK);
+            int4 x0 = xr[0], x1 = xr[1];
+            int xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+            float2 sx = xs[(size_t)r * nb + b];
+            acc[r] += kn_qdot_block(TYPE, wq, d, mn, xv, sx.x, sx.y);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float s = warp_sum(acc[r]);
+        if (lane == 0) y[(size_t)r * n + row] = s + (bias ? bias[row] : 0.0f);
+    }
+}
+
+/* F16 / BF16 / F32 weights (row_bytes a multiple of 16) against R fp32 activation rows: one warp
+ * per weight row, lane l takes 16-byte chunks l, l + 32, ... (8 halves or 4 floats). */
+template <int TYPE, int R>
+static __global__ void __launch_bounds__(KN_MV_WARPS * 32)
+    mvf_kernel(float *y, const float *x, const uint8_t *w, size_t row_bytes, int n, int k,
+               const float *bias) {
+    constexpr int EPC = TYPE == KN_T_F32 ? 4 : 8;
+    int row = blockIdx.x * KN_MV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= n) return;
+    const int4 *wr = reinterpret_cast<const int4 *>(w + (size_t)row * row_bytes);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    int nc = k / EPC;
+#pragma unroll 4
+    for (int c = lane; c < nc; c += 32) {
+        int4 v = __ldg(wr + c);
+        float wf[EPC];
+        if (TYPE == KN_T_F32) {
+            wf[0] = __int_as_float(v.x), wf[1] = __int_as_float(v.y);
+            wf[2] = __int_as_float(v.z), wf[3] = __int_as_float(v.w);
+        } else {
+            const uint32_t u[4] = {(uint32_t)v.x, (uint32_t)v.y, (uint32_t)v.z, (uint32_t)v.w};
+#pragma unroll
+            for (int j = 0; j < EPC / 2; j++) {
+                uint16_t lo = (uint16_t)(u[j] & 0xffff), hi = (uint16_t)(u[j] >> 16);
+                wf[2 * j] = TYPE == KN_T_BF16 ? kn_bf2f(lo) : __half2float(__ushort_as_half(lo));
+                wf[2 * j + 1] =
+                    TYPE == KN_T_BF16 ? kn_bf2f(hi) : __half2float(__ushort_as_half(hi));
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float4 *xr =
+                reinterpret_cast<const float4 *>(x + (size_t)r * k + (size_t)c * EPC);
+#pragma unroll
+            for (int j = 0; j < EPC / 4; j++) {
+                float4 a = xr[j];
+                acc[r] += wf[4 * j] * a.x + wf[4 * j + 1] * a.y + wf[4 * j + 2] * a.z +
+                          wf[4 * j + 3] * a.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float s = warp_sum(acc[r]);
+        if (lane == 0) y[(size_t)r * n + row] = s + (bias ? bias[row] : 0.0f);
+    }
+}
+
+/* tile (nr, k) fp16 = weight rows [row0, row0 + nr) dequantized: a thread per 32-element block
+ * for quantized rows (four 16-byte stores), a thread per element otherwise. */
 static __global__ void dequant_f16_kernel(__half *tile, const uint8_t *w, int type,
-                                          size_t row_bytes, int k) {
-    const uint8_t *wr = w + (size_t)blockIdx.x * row_bytes;
-    __half *out = tile + (size_t)blockIdx.x * k;
-    for (int i = threadIdx.x; i < k; i += blockDim.x)
-        out[i] = __float2half_rn(kn_row_elem(type, wr, i));
+                                          size_t row_bytes, int k, int nr) {
+    int nb = k / KN_BLOCK;
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (!kn_qblock_bytes(type)) {
+        if (i >= (size_t)nr * k) return;
+        size_t r = i / k, c = i % k;
+        tile[i] = __float2half_rn(kn_row_elem(type, w + r * row_bytes, k, (int64_t)c));
+        return;
+    }
+    if (i >= (size_t)nr * nb) return;
+    size_t r = i / nb;
+    int b = (int)(i % nb);
+    float d, mn;
+    const uint8_t *qs = kn_prow_block(type, w + r * row_bytes, nb, b, &d, &mn);
+    __align__(16) __half out[KN_BLOCK];
+#pragma unroll
+    for (int e = 0; e < KN_BLOCK; e++)
+        out[e] = __float2half_rn(d * (float)kn_qblock_q(type, qs, e) + mn);
+    int4 *dst = reinterpret_cast<int4 *>(tile + r * k + (size_t)b * KN_BLOCK);
+#pragma unroll
+    for (int j = 0; j < 4; j++) dst[j] = reinterpret_cast<const int4 *>(out)[j];
+}
+
+/* dst rows (nr, row_bytes) = src rows repacked (kn_repack_row); one thread per block. */
+static __global__ void repack_kernel(uint8_t *dst, const uint8_t *src, int type, size_t row_bytes,
+                                     int nb, int nr) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)nr * nb) return;
+    size_t r = i / nb;
+    int b = (int)(i % nb), qb = kn_qblock_bytes(type), qs = kn_qs_bytes(type),
+        hb = kn_qhead_bytes(type);
+    const uint8_t *s = src + r * row_bytes + (size_t)b * qb;
+    uint8_t *d = dst + r * row_bytes;
+    for (int j = 0; j < qs; j++) d[(size_t)b * qs + j] = s[hb + j];
+    for (int j = 0; j < hb; j++) d[(size_t)nb * qs + (size_t)b * hb + j] = s[j];
 }
 
 static __global__ void to_f16_kernel(__half *dst, const float *src, size_t n) {
@@ -320,8 +472,9 @@ static int matmul_blas(float *y, const float *x, const uint8_t *w, int type, siz
     if (type == KN_T_F16) return gemm(hb, y, n, w, CUDA_R_16F, s->xh, n, k, rows);
     for (int r0 = 0; r0 < n; r0 += KN_CU_DEQ_ROWS) {
         int nr = n - r0 < KN_CU_DEQ_ROWS ? n - r0 : KN_CU_DEQ_ROWS;
-        dequant_f16_kernel<<<nr, 256, 0, st>>>((__half *)s->wtile, w + (size_t)r0 * row_bytes, type,
-                                               row_bytes, k);
+        size_t units = kn_qblock_bytes(type) ? (size_t)nr * (k / KN_BLOCK) : (size_t)nr * k;
+        dequant_f16_kernel<<<(unsigned)((units + 255) / 256), 256, 0, st>>>(
+            (__half *)s->wtile, w + (size_t)r0 * row_bytes, type, row_bytes, k, nr);
         if ((rc = last_rc()) ||
             (rc = gemm(hb, y + r0, n, s->wtile, CUDA_R_16F, s->xh, nr, k, rows)))
             return rc;
@@ -392,12 +545,59 @@ extern "C" int kn_cu_matmul_supported(int type, int64_t cols) {
     return kn_qblock_bytes(type) && cols % KN_BLOCK == 0;
 }
 
+/* The fast matrix-vector kernels for R activation rows, when the rows' alignment allows; -1 when
+ * they do not (the generic kernel runs). */
+template <int R>
+static int matvec_fast(float *y, const float *x, const uint8_t *w, int type, size_t row_bytes,
+                       int n, int k, const float *bias, const kn_cu_mm_scratch_t *s,
+                       cudaStream_t st) {
+    unsigned grid = (unsigned)((n + KN_MV_WARPS - 1) / KN_MV_WARPS), threads = KN_MV_WARPS * 32;
+    if (kn_qblock_bytes(type)) {
+        if (row_bytes % 4 || !s->xq || k > s->max_k) return -1;
+        int nblocks = R * (k / KN_BLOCK);
+        quant_x_kernel<<<(nblocks + 7) / 8, 256, 0, st>>>((int8_t *)s->xq, (float2 *)s->xs, x,
+                                                          nblocks);
+        const int8_t *xq = (const int8_t *)s->xq;
+        const float2 *xs = (const float2 *)s->xs;
+        bool v16 = row_bytes % 16 == 0;
+#define KN_MMVQ(T)                                                                                 \
+    (v16 ? mmvq_kernel<T, R, true><<<grid, threads, 0, st>>>(y, xq, xs, w, row_bytes, n, k, bias)  \
+         : mmvq_kernel<T, R, false>                                                                \
+         <<<grid, threads, 0, st>>>(y, xq, xs, w, row_bytes, n, k, bias))
+        if (type == KN_T_Q4_0)
+            KN_MMVQ(KN_T_Q4_0);
+        else if (type == KN_T_Q4_1)
+            KN_MMVQ(KN_T_Q4_1);
+        else
+            KN_MMVQ(KN_T_Q8_0);
+#undef KN_MMVQ
+        return last_rc();
+    }
+    if (row_bytes % 16 || k % 8) return -1;
+    if (type == KN_T_BF16)
+        mvf_kernel<KN_T_BF16, R><<<grid, threads, 0, st>>>(y, x, w, row_bytes, n, k, bias);
+    else if (type == KN_T_F16)
+        mvf_kernel<KN_T_F16, R><<<grid, threads, 0, st>>>(y, x, w, row_bytes, n, k, bias);
+    else
+        mvf_kernel<KN_T_F32, R><<<grid, threads, 0, st>>>(y, x, w, row_bytes, n, k, bias);
+    return last_rc();
+}
+
+typedef int (*matvec_fn)(float *, const float *, const uint8_t *, int, size_t, int, int,
+                         const float *, const kn_cu_mm_scratch_t *, cudaStream_t);
+static const matvec_fn MATVEC_FAST[KN_CU_MATVEC_MAX_ROWS] = {
+    matvec_fast<1>, matvec_fast<2>, matvec_fast<3>, matvec_fast<4>,
+    matvec_fast<5>, matvec_fast<6>, matvec_fast<7>, matvec_fast<8>};
+
 extern "C" int kn_cu_matmul(float *y, const float *x, const void *w, int type, size_t row_bytes,
                             int n, int k, const float *bias, int rows, const kn_cu_mm_scratch_t *s,
                             void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
     if (rows <= 0) return 0;
     if (rows <= KN_CU_MATVEC_MAX_ROWS) {
+        int rc =
+            MATVEC_FAST[rows - 1](y, x, (const uint8_t *)w, type, row_bytes, n, k, bias, s, st);
+        if (rc != -1) return rc;
         const int warps = 4;
         matvec_kernel<<<(n + warps - 1) / warps, warps * 32, 0, st>>>(
             y, x, (const uint8_t *)w, type, row_bytes, n, k, bias, rows);
@@ -407,4 +607,25 @@ extern "C" int kn_cu_matmul(float *y, const float *x, const void *w, int type, s
     if (rc || !bias) return rc;
     bias_kernel<<<grid_for((size_t)n * rows, 256), 256, 0, st>>>(y, bias, n, rows);
     return last_rc();
+}
+
+extern "C" int kn_cu_repack(void *w, int type, size_t row_bytes, int n, int k, void *tmp,
+                            size_t tmp_bytes, void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (!kn_qblock_bytes(type) || n <= 0) return 0;
+    int nb = k / KN_BLOCK, chunk = (int)(tmp_bytes / row_bytes);
+    if (chunk < 1) return -(int)cudaErrorInvalidValue;
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        int nr = n - r0 < chunk ? n - r0 : chunk;
+        uint8_t *rows = (uint8_t *)w + (size_t)r0 * row_bytes;
+        size_t units = (size_t)nr * nb;
+        repack_kernel<<<(unsigned)((units + 255) / 256), 256, 0, st>>>((uint8_t *)tmp, rows, type,
+                                                                       row_bytes, nb, nr);
+        int rc = last_rc();
+        if (!rc)
+            rc = cu_rc(
+                cudaMemcpyAsync(rows, tmp, (size_t)nr * row_bytes, cudaMemcpyDeviceToDevice, st));
+        if (rc) return rc;
+    }
+    return 0;
 }

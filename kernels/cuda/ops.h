@@ -5,7 +5,7 @@
  * negative (kn_cu_error_str names it). The per-element arithmetic is in device_math.h, tested on
  * the CPU; each kernel is tested against the CPU reference by tests/unit/cuda/ on a GPU.
  *
- * Nothing here has run on a GPU yet: it compiles and links; see README "GPU".
+ * Checked on an H200 by tools/gpu_check.sh (README "GPU").
  * Thread safety: one stream per caller. HOT.
  */
 #ifndef KN_CUDA_OPS_H
@@ -35,7 +35,8 @@ typedef struct kn_cu_kv {
 
 const char *kn_cu_error_str(int rc);
 
-/* x (T, cols) = rows tokens[t] of table (rows row_bytes apart, any supported stored type). */
+/* x (T, cols) = rows tokens[t] of table (rows row_bytes apart, any supported type; quantized
+ * tables repacked by kn_cu_repack). */
 int kn_cu_embed(float *x, const void *table, int type, size_t row_bytes, int cols,
                 const kn_cu_batch_t *b, void *stream);
 /* out (rows, n) = x / rms(x) * w; out may alias x. */
@@ -62,18 +63,29 @@ int kn_cu_kv_store(const kn_cu_kv_t *kv, int layer, const float *k, const float 
 int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
                     const kn_cu_batch_t *b, void *stream);
 
-/* Rows at most this many take the matrix-vector kernel; more take cuBLAS. */
+/* Rows at most this many take the matrix-vector kernels (quantized weights: int8 activations and
+ * dp4a, as llama.cpp's mmvq; others: fp32); more take cuBLAS. */
 #define KN_CU_MATVEC_MAX_ROWS 8
 /* Weight rows dequantized per cuBLAS call (the fp16 tile scratch holds this many rows). */
 #define KN_CU_DEQ_ROWS 4096
 
-/* Scratch of kn_cu_matmul's cuBLAS path: wtile (KN_CU_DEQ_ROWS * max_k halves), xh (max_rows *
- * max_k halves). */
+/* Scratch of kn_cu_matmul. cuBLAS path: wtile (KN_CU_DEQ_ROWS * max_k halves), xh (max_rows *
+ * max_k halves). Matrix-vector path on quantized weights: xq (KN_CU_MATVEC_MAX_ROWS * max_k
+ * int8) and xs (KN_CU_MATVEC_MAX_ROWS * max_k / 32 float pairs), the activations in int8 blocks;
+ * without them (NULL) that path runs the generic fp32 kernel. */
 typedef struct kn_cu_mm_scratch {
     void *wtile, *xh;
+    void *xq, *xs;
+    int max_k;
     void *cublas; /* cublasHandle_t bound to the stream */
 } kn_cu_mm_scratch_t;
 
+/* Rearranges the n rows (k elements, row_bytes apart) of a quantized weight (Q4_0, Q4_1, Q8_0) in
+ * device memory w from the stored block layout into the GPU's (device_math.h: kn_repack_row),
+ * through tmp (tmp_bytes >= row_bytes of device memory). Every quantized weight kn_cu_matmul and
+ * kn_cu_embed read must have been repacked once; other types are left as they are. */
+int kn_cu_repack(void *w, int type, size_t row_bytes, int n, int k, void *tmp, size_t tmp_bytes,
+                 void *stream);
 /* True when kn_cu_matmul reads weights of `type` with rows of cols elements. */
 int kn_cu_matmul_supported(int type, int64_t cols);
 /* y (rows, n) = x (rows, k) @ w^T (+ bias (n)), w (n, k) of `type`, rows row_bytes apart. */

@@ -94,8 +94,12 @@ static void test_dequant(void **state) {
         }
         float ref[256];
         assert_int_equal(kn_dequantize(type, row, ref, n), 0);
+        uint8_t *gpu = malloc(bytes); /* the row as the GPU holds it */
+        memcpy(gpu, row, bytes);
+        if (qb) kn_repack_row(type, gpu, row, n / KN_BLOCK);
+        if (qb) assert_memory_not_equal(gpu, row, bytes);
         for (int i = 0; i < n; i++) {
-            float got = kn_row_elem(type, row, i);
+            float got = kn_row_elem(type, gpu, n, i);
             assert_float_equal(got, ref[i], fabsf(ref[i]) * 1e-6f + 1e-7f);
             if (qb) { /* the matrix-vector kernel's form: header once, then d * q + mn */
                 float d, mn;
@@ -103,9 +107,69 @@ static void test_dequant(void **state) {
                     kn_qblock_head(type, row + (size_t)(i / KN_BLOCK) * qb, &d, &mn);
                 float alt = d * (float)kn_qblock_q(type, qs, i % KN_BLOCK) + mn;
                 assert_float_equal(alt, ref[i], fabsf(ref[i]) * 1e-6f + 1e-6f);
+                const uint8_t *pq = kn_prow_block(type, gpu, n / KN_BLOCK, i / KN_BLOCK, &d, &mn);
+                alt = d * (float)kn_qblock_q(type, pq, i % KN_BLOCK) + mn;
+                assert_float_equal(alt, ref[i], fabsf(ref[i]) * 1e-6f + 1e-6f);
             }
         }
+        free(gpu);
         free(row);
+    }
+}
+
+/* The decode kernels' int8 arithmetic: kn_q8_block's quants reproduce the activations within half
+ * a step, and kn_qdot_block over a repacked row equals its integer formula exactly and the fp32
+ * dot product of the dequantized row within the quantization error. */
+static void test_int8_dot(void **state) {
+    (void)state;
+    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0};
+    const int n = 512, nb = n / KN_BLOCK;
+    srand(11);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        int type = types[ti], qb = kn_qblock_bytes(type);
+        size_t bytes = (size_t)lt_dtype_nbytes(type, n);
+        uint8_t *row = malloc(bytes), *gpu = malloc(bytes);
+        for (size_t i = 0; i < bytes; i++) row[i] = (uint8_t)rand();
+        for (int b = 0; b < nb; b++) {
+            uint16_t d = lt_f32_to_f16(frand(0.001f, 0.1f)), m = lt_f32_to_f16(frand(-1, 1));
+            memcpy(row + (size_t)b * qb, &d, 2);
+            if (type == LT_DTYPE_Q4_1) memcpy(row + (size_t)b * qb + 2, &m, 2);
+        }
+        kn_repack_row(type, gpu, row, nb);
+        float w[512], x[512];
+        assert_int_equal(kn_dequantize(type, row, w, n), 0);
+        for (int i = 0; i < n; i++) x[i] = frand(-2, 2) * (i % 97 == 0 ? 10.0f : 1.0f);
+        if (ti == 1)
+            for (int i = 64; i < 96; i++) x[i] = 0.0f; /* an all-zero block: d = 0 */
+        double ref = 0, mag = 0;
+        for (int i = 0; i < n; i++) ref += (double)w[i] * x[i], mag += fabs((double)w[i] * x[i]);
+        float got = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            int8_t q[32];
+            float sx, dx = kn_q8_block(x + b * KN_BLOCK, q, &sx);
+            int isum = 0;
+            for (int i = 0; i < KN_BLOCK; i++) {
+                assert_true(fabsf(q[i] * dx - x[b * KN_BLOCK + i]) <= 0.5f * dx + 1e-6f);
+                isum += q[i];
+            }
+            assert_float_equal(sx, dx * (float)isum, 0);
+            float d, mn;
+            const uint8_t *qs = kn_prow_block(type, gpu, nb, b, &d, &mn);
+            int wq[8], xq[8];
+            memcpy(wq, qs, (size_t)kn_qs_bytes(type));
+            memcpy(xq, q, 32);
+            float part = kn_qdot_block(type, wq, d, mn, xq, dx, sx);
+            /* volatile: GCC 12 at -O2 -march=native (AVX512-VNNI) compiles this signed-byte sum
+             * of products into vpdpbusd, which reads one side as unsigned: wrong sums */
+            volatile int exact = 0;
+            for (int i = 0; i < KN_BLOCK; i++) exact += kn_qblock_q(type, qs, i) * q[i];
+            assert_float_equal(part, d * dx * (float)exact + mn * sx, 0);
+            got += part;
+        }
+        if (fabs(got - ref) > 0.01 * mag)
+            fail_msg("%s: int8 dot %.6f, fp32 %.6f (|w||x| %.3f)", lt_dtype_name(type), got, ref,
+                     mag);
+        free(row), free(gpu);
     }
 }
 
@@ -169,7 +233,7 @@ int main(void) {
         cmocka_unit_test(test_type_codes), cmocka_unit_test(test_half),
         cmocka_unit_test(test_bf16),       cmocka_unit_test(test_dequant),
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_online_softmax),
-        cmocka_unit_test(test_silu),
+        cmocka_unit_test(test_int8_dot),   cmocka_unit_test(test_silu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

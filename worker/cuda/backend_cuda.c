@@ -2,8 +2,9 @@
  * backend_cuda.c — the CUDA backend (backend.h) over the kernels of kernels/cuda/ops.h: device
  * memory, one stream, cuBLAS bound to it.
  *
- * Weights are uploaded in their stored type (quantized blocks stay quantized; matmul dequantizes
- * them on the fly or into fp16 tiles for cuBLAS, see ops.cu). begin() packs the batch's indices
+ * Weights are uploaded in their stored type (quantized blocks stay quantized, regrouped once into
+ * the GPU's row layout by kn_cu_repack; matmul reads them with int8 dot products or dequantizes
+ * them into fp16 tiles for cuBLAS, see ops.cu). begin() packs the batch's indices
  * (tokens, positions, sequences, logits rows, block tables padded to the longest) into one host
  * buffer and uploads it once per step; to_host copies logits back and synchronizes the stream.
  * The void operations of backend.h cannot return an error: the first failure is kept (sticky)
@@ -12,8 +13,8 @@
  *
  * Built only with LANTERN_HAVE_CUDA, into the module liblantern_cuda.so with nccl_comm.c and
  * kernels/cuda, which cuda_loader.c opens only when a worker runs on CUDA: the CPU path never
- * maps cuBLAS, NCCL or the CUDA runtime. Its lt_* calls resolve against the executable. Not
- * verified on a GPU yet (README "GPU").
+ * maps cuBLAS, NCCL or the CUDA runtime. Its lt_* calls resolve against the executable
+ * (LT_CUDA_MODULE_IMPORTS). Checked on an H200 by tools/gpu_check.sh (README "GPU").
  */
 #include <math.h>
 #include <stdio.h>
@@ -43,7 +44,8 @@ typedef struct cu {
     const wk_batch_t *hb;   /* the current batch (host) */
     kn_cu_batch_t b;        /* its indices on the device */
     const int32_t *d_logits_rows;
-    int sticky; /* first failure since the last begin: 0 or a kn_cu code */
+    void *repack_tmp; /* load time: kn_cu_repack's staging (REPACK_TMP bytes), freed by reserve */
+    int sticky;       /* first failure since the last begin: 0 or a kn_cu code */
     char sticky_what[64];
 } cu_t;
 
@@ -104,6 +106,23 @@ static void cu_to_host(wk_backend_t *be, float *host, const float *src, size_t n
         for (size_t i = 0; i < n; i++) host[i] = NAN;
 }
 
+enum { REPACK_TMP = 64 << 20 };
+
+/* A quantized weight just placed in device memory, into the GPU's row layout. */
+static int cu_prepare(wk_backend_t *be, const wk_tensor_t *w, char *err) {
+    cu_t *c = cu_of(be);
+    if (!c->repack_tmp && cudaMalloc(&c->repack_tmp, REPACK_TMP) != cudaSuccess)
+        return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory repacking a weight",
+                       c->device);
+    int rc = kn_cu_repack((void *)w->data, w->type, w->row_bytes, (int)w->rows, (int)w->cols,
+                          c->repack_tmp, REPACK_TMP, c->stream);
+    if (!rc) rc = cu_rc(cudaStreamSynchronize(c->stream));
+    if (rc)
+        return lt_errf(err, LT_ERR_IO, "CUDA device %d: repacking a weight: %s", c->device,
+                       kn_cu_error_str(rc));
+    return LT_OK;
+}
+
 static bool cu_supports(wk_backend_t *be, int type, int64_t cols) {
     (void)be;
     return kn_cu_matmul_supported(type, cols) != 0;
@@ -118,13 +137,14 @@ static int cu_weight(wk_backend_t *be, const void *src, int type, int64_t cols, 
         return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory for a %zu MiB weight",
                        c->device, n >> 20);
     cu_upload(be, d, (const uint8_t *)src + (size_t)row0 * rb, n);
+    *out = (wk_tensor_t){.data = d, .type = type, .rows = nrows, .cols = cols, .row_bytes = rb};
     int rc = sticky_err(c, err);
+    if (!rc) rc = cu_prepare(be, out, err);
     if (rc) {
         cudaFree(d);
         return rc;
     }
     *owned = d;
-    *out = (wk_tensor_t){.data = d, .type = type, .rows = nrows, .cols = cols, .row_bytes = rb};
     return LT_OK;
 }
 
@@ -136,21 +156,32 @@ static int cu_reserve(wk_backend_t *be, int max_rows, int max_k, int max_ctx, in
     if (max_rows <= c->max_rows && max_k <= c->max_k) return LT_OK;
     max_rows = max_rows > c->max_rows ? max_rows : c->max_rows;
     max_k = max_k > c->max_k ? max_k : c->max_k;
+    cudaFree(c->repack_tmp); /* loading is over */
+    c->repack_tmp = NULL;
     void *wt = cu_alloc(be, (size_t)KN_CU_DEQ_ROWS * max_k * 2);
     void *xh = cu_alloc(be, (size_t)max_rows * max_k * 2);
     void *rows = cu_alloc(be, (size_t)max_rows * sizeof(int32_t));
-    if (!wt || !xh || !rows) {
+    void *xq = cu_alloc(be, (size_t)KN_CU_MATVEC_MAX_ROWS * max_k);
+    void *xs = cu_alloc(be, (size_t)KN_CU_MATVEC_MAX_ROWS * (max_k / 32 + 1) * 8);
+    if (!wt || !xh || !rows || !xq || !xs) {
         cudaFree(wt);
         cudaFree(xh);
         cudaFree(rows);
+        cudaFree(xq);
+        cudaFree(xs);
         return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory for %d-row scratch",
                        c->device, max_rows);
     }
     cudaFree(c->mm.wtile);
     cudaFree(c->mm.xh);
+    cudaFree(c->mm.xq);
+    cudaFree(c->mm.xs);
     cudaFree(c->d_rows);
     c->mm.wtile = wt;
     c->mm.xh = xh;
+    c->mm.xq = xq;
+    c->mm.xs = xs;
+    c->mm.max_k = max_k;
     c->d_rows = rows;
     c->max_rows = max_rows;
     c->max_k = max_k;
@@ -321,6 +352,9 @@ static void cu_destroy(wk_backend_t *be) {
     if (c->stream) cudaStreamSynchronize(c->stream);
     cudaFree(c->mm.wtile);
     cudaFree(c->mm.xh);
+    cudaFree(c->mm.xq);
+    cudaFree(c->mm.xs);
+    cudaFree(c->repack_tmp);
     cudaFree(c->d_rows);
     cudaFree(c->d_idx);
     free(c->h_idx);
@@ -337,6 +371,7 @@ static const wk_backend_ops_t CUDA_OPS = {
     .to_host = cu_to_host,
     .supports = cu_supports,
     .weight = cu_weight,
+    .prepare = cu_prepare,
     .reserve = cu_reserve,
     .begin = cu_begin,
     .embed = cu_embed,

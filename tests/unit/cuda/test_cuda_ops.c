@@ -82,64 +82,89 @@ static void rand_row(int type, uint8_t *row, int n) {
     }
 }
 
+/* A matrix's rows as the GPU holds them: quantized rows repacked (ops.h: kn_cu_repack). Done on
+ * the host here with kn_repack_row; backend_cuda.c does it on the device. */
+static void *dev_weight(const uint8_t *w, int type, size_t rb, int n, int k) {
+    uint8_t *g = malloc(rb * n);
+    memcpy(g, w, rb * n);
+    if (kn_qblock_bytes(type))
+        for (int r = 0; r < n; r++) kn_repack_row(type, g + r * rb, w + r * rb, k / KN_BLOCK);
+    void *d = dev(g, rb * n);
+    free(g);
+    return d;
+}
+
 static const int TYPES[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
                             LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
 #define N_TYPES 6
 
+/* Every type, k = 512 (16-byte aligned rows: the fast kernels), 96 and 160 (rows aligned to 4
+ * bytes or less: the 4-byte and generic kernels); rows 1..8 take the matrix-vector kernels. */
 static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
-    const int n = 300, k = 512, rows_list[] = {1, 3, 8, 9, 40};
-    kn_cu_mm_scratch_t s = {.wtile = dev(NULL, (size_t)KN_CU_DEQ_ROWS * k * 2),
-                            .xh = dev(NULL, (size_t)40 * k * 2),
-                            .cublas = hb};
-    float *x = malloc(sizeof(float) * 40 * k), *bias = malloc(sizeof(float) * n);
-    float *wf = malloc(sizeof(float) * n * k), *got = malloc(sizeof(float) * 40 * n);
-    double *ref = malloc(sizeof(double) * 40 * n);
-    for (int i = 0; i < 40 * k; i++) x[i] = frand(-1, 1);
-    for (int i = 0; i < n; i++) bias[i] = frand(-1, 1);
-    float *dx = dev(x, sizeof(float) * 40 * k), *db = dev(bias, sizeof(float) * n);
-    for (int ti = 0; ti < N_TYPES; ti++) {
-        int type = TYPES[ti];
-        size_t rb = (size_t)lt_dtype_nbytes(type, k);
-        uint8_t *w = malloc(rb * n);
-        for (int r = 0; r < n; r++) {
-            rand_row(type, w + r * rb, k);
-            kn_dequantize(type, w + r * rb, wf + (size_t)r * k, k);
-        }
-        void *dw = dev(w, rb * n);
-        for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
-            int rows = rows_list[ri];
-            for (int with_bias = 0; with_bias < 2; with_bias++) {
-                for (int t = 0; t < rows; t++)
-                    for (int j = 0; j < n; j++) {
-                        double acc = with_bias ? bias[j] : 0;
-                        for (int c = 0; c < k; c++)
-                            acc += (double)x[(size_t)t * k + c] * wf[(size_t)j * k + c];
-                        ref[(size_t)t * n + j] = acc;
-                    }
-                float *dy = dev(NULL, sizeof(float) * rows * n);
-                int rc =
-                    kn_cu_matmul(dy, dx, dw, type, rb, n, k, with_bias ? db : NULL, rows, &s, st);
-                back(got, dy, sizeof(float) * rows * n);
-                char what[96];
-                snprintf(what, sizeof what, "matmul %s rows %d%s", lt_dtype_name(type), rows,
-                         with_bias ? " +bias" : "");
-                /* cuBLAS path: fp16/bf16 activations */
-                double bound = rows <= KN_CU_MATVEC_MAX_ROWS ? 1e-9
-                               : type == LT_DTYPE_BF16       ? 1e-4
-                               : type == LT_DTYPE_F32        ? 1e-6
-                                                             : 1e-5;
-                expect(what, rc, got, ref, (size_t)rows * n, bound);
-                cudaFree(dy);
+    static const int k_list[] = {512, 96, 160};
+    for (size_t ki = 0; ki < sizeof k_list / sizeof *k_list; ki++) {
+        const int n = 300, k = k_list[ki], rows_list[] = {1, 3, 8, 9, 40};
+        kn_cu_mm_scratch_t s = {.wtile = dev(NULL, (size_t)KN_CU_DEQ_ROWS * k * 2),
+                                .xh = dev(NULL, (size_t)40 * k * 2),
+                                .xq = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * k),
+                                .xs = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * (k / 32) * 8),
+                                .max_k = k,
+                                .cublas = hb};
+        float *x = malloc(sizeof(float) * 40 * k), *bias = malloc(sizeof(float) * n);
+        float *wf = malloc(sizeof(float) * n * k), *got = malloc(sizeof(float) * 40 * n);
+        double *ref = malloc(sizeof(double) * 40 * n);
+        for (int i = 0; i < 40 * k; i++) x[i] = frand(-1, 1);
+        for (int i = 0; i < n; i++) bias[i] = frand(-1, 1);
+        float *dx = dev(x, sizeof(float) * 40 * k), *db = dev(bias, sizeof(float) * n);
+        for (int ti = 0; ti < N_TYPES; ti++) {
+            int type = TYPES[ti];
+            size_t rb = (size_t)lt_dtype_nbytes(type, k);
+            uint8_t *w = malloc(rb * n);
+            for (int r = 0; r < n; r++) {
+                rand_row(type, w + r * rb, k);
+                kn_dequantize(type, w + r * rb, wf + (size_t)r * k, k);
             }
+            void *dw = dev_weight(w, type, rb, n, k);
+            for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
+                int rows = rows_list[ri];
+                for (int with_bias = 0; with_bias < 2; with_bias++) {
+                    for (int t = 0; t < rows; t++)
+                        for (int j = 0; j < n; j++) {
+                            double acc = with_bias ? bias[j] : 0;
+                            for (int c = 0; c < k; c++)
+                                acc += (double)x[(size_t)t * k + c] * wf[(size_t)j * k + c];
+                            ref[(size_t)t * n + j] = acc;
+                        }
+                    float *dy = dev(NULL, sizeof(float) * rows * n);
+                    int rc = kn_cu_matmul(dy, dx, dw, type, rb, n, k, with_bias ? db : NULL, rows,
+                                          &s, st);
+                    back(got, dy, sizeof(float) * rows * n);
+                    char what[96];
+                    snprintf(what, sizeof what, "matmul %s k %d rows %d%s", lt_dtype_name(type), k,
+                             rows, with_bias ? " +bias" : "");
+                    /* matrix-vector, quantized: int8 activations (below 1e-4 of the signal: half a
+                     * step of max|x| / 127 per element); cuBLAS: fp16/bf16 activations */
+                    bool mv = rows <= KN_CU_MATVEC_MAX_ROWS, q = kn_qblock_bytes(type) != 0;
+                    double bound = mv && q                 ? 1e-4
+                                   : mv                    ? 1e-9
+                                   : type == LT_DTYPE_BF16 ? 1e-4
+                                   : type == LT_DTYPE_F32  ? 1e-6
+                                                           : 1e-5;
+                    expect(what, rc, got, ref, (size_t)rows * n, bound);
+                    cudaFree(dy);
+                }
+            }
+            cudaFree(dw);
+            free(w);
         }
-        cudaFree(dw);
-        free(w);
+        cudaFree(dx);
+        cudaFree(db);
+        cudaFree(s.wtile);
+        cudaFree(s.xh);
+        cudaFree(s.xq);
+        cudaFree(s.xs);
+        free(x), free(bias), free(wf), free(got), free(ref);
     }
-    cudaFree(dx);
-    cudaFree(db);
-    cudaFree(s.wtile);
-    cudaFree(s.xh);
-    free(x), free(bias), free(wf), free(got), free(ref);
 }
 
 /* Two sequences (prompt lengths 37 and 5) with scattered blocks; the batch holds the last 9
@@ -268,7 +293,7 @@ static void test_rows(cudaStream_t st) {
         uint8_t *table = malloc(rb * V);
         for (int r = 0; r < V; r++) rand_row(type, table + r * rb, DIM);
         for (int t = 0; t < T; t++) kn_dequantize(type, table + tokens[t] * rb, ref + t * DIM, DIM);
-        void *dt = dev(table, rb * V);
+        void *dt = dev_weight(table, type, rb, V, DIM);
         float *dx = dev(NULL, sizeof got);
         int rc = kn_cu_embed(dx, dt, type, rb, DIM, &b, st);
         back(got, dx, sizeof got);

@@ -28,6 +28,7 @@ for f in "${files[@]}"; do
     mkdir -p "$stage/$(dirname "$f")"
     cp "$f" "$stage/$f"
 done
+git describe --always --dirty >"$stage/$build/COMMIT" 2>/dev/null || echo unknown >"$stage/$build/COMMIT"
 # the libraries: everything ldd resolves except glibc's, the C++ runtime and CUDA's
 ldd "${files[@]}" 2>/dev/null | awk '/=>/ {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' |

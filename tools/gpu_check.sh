@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gpu_check.sh — the checks of the CUDA backend on a machine with an NVIDIA GPU, in one run of
-# a few minutes, written to a report file. Nothing in it has run on a GPU yet (README "GPU").
+# a few minutes, written to a report file. First run on an H200 on 2026-12-04 (bench/RESULTS.md).
 #
 # Prepare the build on any machine with nvcc, for the target GPU (an H100/H200 is sm_90):
 #     cmake --preset default -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build --preset default -j
@@ -39,7 +39,12 @@ result() { # result NAME STATUS [DETAIL]
 }
 
 say "== lantern gpu_check $(date -u +%FT%TZ) on $(hostname)"
-say "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# the build's commit (tools/gpu_bundle.sh writes it beside the binaries), else the tree's
+if [ -f "$build/COMMIT" ]; then
+    say "commit: $(cat "$build/COMMIT") (of the build)"
+else
+    say "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (of the tree)"
+fi
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
     result nvidia-smi FAIL "no NVIDIA driver or GPU visible"
     exit 1

@@ -134,7 +134,7 @@ wk_backend_t *wk_backend_cpu_create(void);
 /* The CUDA backend (backend_cuda.c, kernels/cuda/) on device `device` of CUDA_VISIBLE_DEVICES:
  * one stream, cuBLAS on it, weights uploaded in their stored type. NULL with a one-line reason in
  * err (LT_ERR_LEN) when there is no device, the driver is older than the runtime, it is out of
- * memory, or this build has no CUDA. Not verified on a GPU yet. */
+ * memory, or this build has no CUDA. Checked on an H200 (README "GPU"). */
 wk_backend_t *wk_backend_cuda_create(int device, char *err);
 /* CUDA devices visible (0 without a driver, a device or a CUDA build); never fails. */
 int wk_cuda_device_count(void);

@@ -8,8 +8,9 @@
  * shared-memory all-reduce (ipc_allreduce): each of its bytes is one float, rank 0 adds the
  * values and the others zeros, so the sum every rank gets back is rank 0's id, exactly.
  *
- * Built with LANTERN_HAVE_CUDA; without it wk_nccl_init fails with a message. Not verified on a
- * GPU yet (README "GPU"). Thread safety: a communicator belongs to its worker thread.
+ * Built with LANTERN_HAVE_CUDA; without it wk_nccl_init fails with a message. A one-rank
+ * communicator ran on an H200 (test_cuda_nccl); several ranks have not run on GPUs yet (README
+ * "GPU"). Thread safety: a communicator belongs to its worker thread.
  */
 #ifndef WK_NCCL_COMM_H
 #define WK_NCCL_COMM_H

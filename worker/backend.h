@@ -114,6 +114,9 @@ typedef struct wk_backend_ops {
     /* ---- KV cache ---- */
     /* Allocates kv->k and kv->v for the geometry already in kv. */
     int (*kv_alloc)(wk_backend_t *be, wk_kv_cache_t *kv, char *err);
+    /* Optional (NULL: the backend's memory is the host's): the device memory free now and in
+     * all, in bytes, for --gpu-memory-utilization. */
+    int (*mem_info)(wk_backend_t *be, size_t *free_bytes, size_t *total_bytes, char *err);
 
     void (*destroy)(wk_backend_t *be);
 } wk_backend_ops_t;

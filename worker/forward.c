@@ -97,6 +97,25 @@ size_t wk_kv_block_bytes(const wk_model_t *m, int block_size, int dtype) {
            (dtype == LT_DTYPE_F32 ? 4 : 2);
 }
 
+int wk_kv_blocks_for(size_t free_bytes, size_t total_bytes, double util, size_t block_bytes,
+                     long long *out, char *err) {
+    *out = 0;
+    if (!(util > 0.0 && util <= 1.0))
+        return lt_errf(err, LT_ERR_INVAL, "--gpu-memory-utilization %g: want a fraction in (0, 1]",
+                       util);
+    double keep = (1.0 - util) * (double)total_bytes, budget = (double)free_bytes - keep;
+    if (block_bytes == 0 || budget < (double)block_bytes)
+        return lt_errf(err, LT_ERR_RANGE,
+                       "--gpu-memory-utilization %g: the model, its scratch and a profiling step "
+                       "leave %.2f GiB free of %.2f GiB, and %.2f GiB must stay unused: no room "
+                       "for one %zu-byte KV block (raise it, or lower --max-num-batched-tokens)",
+                       util, free_bytes / 1073741824.0, total_bytes / 1073741824.0,
+                       keep / 1073741824.0, block_bytes);
+    double n = budget / (double)block_bytes;
+    *out = n > (double)(1 << 24) ? (1 << 24) : (long long)n;
+    return LT_OK;
+}
+
 int wk_kv_cache_create(const wk_model_t *m, int n_blocks, int block_size, int dtype,
                        wk_kv_cache_t **out, char *err) {
     *out = NULL;

@@ -99,6 +99,13 @@ int wk_kv_cache_create(const wk_model_t *m, int n_blocks, int block_size, int dt
                        wk_kv_cache_t **out, char *err);
 /* Bytes of one block (K and V, every layer) of a cache of this model with elements of dtype. */
 size_t wk_kv_block_bytes(const wk_model_t *m, int block_size, int dtype);
+/* vLLM's --gpu-memory-utilization: the KV blocks of block_bytes that fit when this process may
+ * fill util (0, 1] of a device of total_bytes, free_bytes of which are free now (after the model,
+ * the scratch and a profiling step at the largest batch took theirs): free - (1 - util) * total,
+ * at most 2^24 blocks. Other processes' memory on the device counts as used. LT_ERR_INVAL for a
+ * util out of range, LT_ERR_RANGE with the figures when not one block fits. */
+int wk_kv_blocks_for(size_t free_bytes, size_t total_bytes, double util, size_t block_bytes,
+                     long long *out, char *err);
 void wk_kv_cache_destroy(wk_kv_cache_t **kv);
 
 /* ---- forward pass ---- */

@@ -447,18 +447,74 @@ static void free_buffers(worker_t *w) {
     wk_sampler_destroy(&w->sampler);
 }
 
-/* Model, KV cache, scratch and the all-reduce group. */
+/* --gpu-memory-utilization: one forward step at the largest batch the engine may send
+ * (max_num_batched_tokens tokens of one sequence, logits for max_num_seqs rows) on a cache just
+ * big enough, so every scratch buffer and cuBLAS's workspace exist; then the KV blocks that fit
+ * in what the fraction leaves of the device (wk_kv_blocks_for). No all-reduce yet: the step's
+ * numbers are not used, only its memory. */
+static int profile_kv_blocks(worker_t *w, char *err) {
+    const ipc_engine_args_t *a = &w->args;
+    wk_backend_t *be = w->m->be;
+    if (!be->ops->mem_info)
+        return lt_errf(err, LT_ERR_UNSUPPORTED,
+                       "--gpu-memory-utilization: the %s backend has no device memory to size",
+                       be->ops->name);
+    int T =
+        a->max_num_batched_tokens < w->max_model_len ? a->max_num_batched_tokens : w->max_model_len;
+    int n_logits = a->max_num_seqs < T ? a->max_num_seqs : T, bs = a->block_size;
+    int nb = (T + bs - 1) / bs, vocab = w->m->cfg.vocab_size;
+    int32_t *idx = malloc(sizeof(int32_t) * ((size_t)3 * T + (size_t)n_logits + (size_t)nb));
+    float *logits = malloc(sizeof(float) * (size_t)n_logits * (size_t)vocab);
+    wk_kv_cache_t *kv = NULL;
+    int rc = idx && logits ? LT_OK : lt_errf(err, LT_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        int32_t *tok = idx, *pos = idx + T, *seq = idx + 2 * T, *rows = idx + 3 * T,
+                *table = rows + n_logits;
+        for (int i = 0; i < T; i++) tok[i] = i % vocab, pos[i] = i, seq[i] = 0;
+        for (int i = 0; i < n_logits; i++) rows[i] = T - n_logits + i;
+        for (int i = 0; i < nb; i++) table[i] = i;
+        const int32_t *tables[1] = {table};
+        int32_t table_len[1] = {nb};
+        wk_batch_t b = {.n_tokens = T,
+                        .tokens = tok,
+                        .pos = pos,
+                        .seq = seq,
+                        .n_seqs = 1,
+                        .block_tables = tables,
+                        .block_table_len = table_len,
+                        .n_logits = n_logits,
+                        .logits_rows = rows};
+        rc = wk_kv_cache_create(w->m, nb, bs, w->kv_dtype, &kv, err);
+        if (!rc) rc = wk_forward(w->m, kv, w->ctx, &b, logits, err);
+    }
+    wk_kv_cache_destroy(&kv);
+    free(idx);
+    free(logits);
+    size_t free_b = 0, total_b = 0;
+    if (!rc) rc = be->ops->mem_info(be, &free_b, &total_b, err);
+    if (!rc)
+        rc = wk_kv_blocks_for(free_b, total_b, a->gpu_memory_utilization, w->block_bytes,
+                              &w->n_blocks, err);
+    if (!rc)
+        LT_INFO("--gpu-memory-utilization %.2f: %.2f GiB of %.2f GiB free after a %d-token "
+                "profiling step: %lld KV blocks (%.2f GiB)",
+                a->gpu_memory_utilization, free_b / 1073741824.0, total_b / 1073741824.0, T,
+                w->n_blocks, (double)w->n_blocks * (double)w->block_bytes / 1073741824.0);
+    return rc;
+}
+
+/* Model, scratch, the all-reduce group, then the KV cache (sized last: on CUDA with
+ * --gpu-memory-utilization it takes what the others left). */
 static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
     const ipc_engine_args_t *a = &w->args;
     /* --device auto: CUDA when a device is visible; rank r takes device r */
     bool cuda = a->device == IPC_DEVICE_CUDA ||
                 (a->device == IPC_DEVICE_AUTO && wk_cuda_device_count() > 0);
-    if (a->gpu_memory_utilization > 0)
+    if (a->gpu_memory_utilization > 0 && !cuda)
         return lt_errf(err, LT_ERR_UNSUPPORTED,
-                       "--gpu-memory-utilization (the CUDA backend's KV sizing) is not "
-                       "implemented yet; this worker runs the %s backend: size the KV cache with "
-                       "--kv-cache-memory",
-                       cuda ? "CUDA" : "CPU");
+                       "--gpu-memory-utilization sizes the KV cache of workers on the CUDA "
+                       "backend; this worker runs on the CPU backend: size it with "
+                       "--kv-cache-memory");
     omp_set_num_threads(a->threads);
     if (a->batch_invariant) /* always so now: kept as a flag for scripts that pass it */
         LT_INFO("batch-invariant mode: always on (one kernel for every batch size)");
@@ -478,14 +534,7 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
                                    [IPC_KV_DTYPE_BF16] = LT_DTYPE_BF16};
     w->kv_dtype = kv_types[a->kv_cache_dtype];
     w->block_bytes = wk_kv_block_bytes(w->m, a->block_size, w->kv_dtype);
-    w->n_blocks = a->kv_cache_memory / (long long)w->block_bytes;
-    if (w->n_blocks < 1)
-        return lt_errf(err, LT_ERR_RANGE, "--kv-cache-memory %lld bytes holds no %zu-byte KV block",
-                       a->kv_cache_memory, w->block_bytes);
-    if (w->n_blocks > (1 << 24)) w->n_blocks = 1 << 24;
-    if ((rc =
-             wk_kv_cache_create(w->m, (int)w->n_blocks, a->block_size, w->kv_dtype, &w->kv, err)) ||
-        (rc = wk_ctx_create(w->m, a->max_num_batched_tokens, w->max_model_len, &w->ctx, err)))
+    if ((rc = wk_ctx_create(w->m, a->max_num_batched_tokens, w->max_model_len, &w->ctx, err)))
         return rc;
     if (a->tensor_parallel_size > 1) {
         for (int i = 0;
@@ -504,8 +553,20 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
             w->ar_timer.fn = wk_nccl_allreduce;
             w->ar_timer.user = w->nccl;
         }
-        wk_ctx_set_allreduce(w->ctx, timed_allreduce, &w->ar_timer);
     }
+    if (a->gpu_memory_utilization > 0) {
+        if ((rc = profile_kv_blocks(w, err))) return rc;
+    } else {
+        w->n_blocks = a->kv_cache_memory / (long long)w->block_bytes;
+        if (w->n_blocks < 1)
+            return lt_errf(err, LT_ERR_RANGE,
+                           "--kv-cache-memory %lld bytes holds no %zu-byte KV block",
+                           a->kv_cache_memory, w->block_bytes);
+        if (w->n_blocks > (1 << 24)) w->n_blocks = 1 << 24;
+    }
+    if ((rc = wk_kv_cache_create(w->m, (int)w->n_blocks, a->block_size, w->kv_dtype, &w->kv, err)))
+        return rc;
+    if (a->tensor_parallel_size > 1) wk_ctx_set_allreduce(w->ctx, timed_allreduce, &w->ar_timer);
     return alloc_buffers(w, err);
 }
 

@@ -539,13 +539,37 @@ static void test_random_model(void **state) {
     assert_non_null(strstr(err, "Q4_K"));
 }
 
+/* --gpu-memory-utilization's arithmetic: free - (1 - util) * total, in whole blocks. */
+static void test_kv_blocks_for(void **state) {
+    (void)state;
+    char err[LT_ERR_LEN];
+    long long n = -1;
+    const size_t G = 1ull << 30;
+    /* 80 GiB device, 60 free after the model: 0.9 keeps 8 GiB back, 52 GiB of 2 MiB blocks */
+    assert_int_equal(wk_kv_blocks_for(60 * G, 80 * G, 0.9, 2u << 20, &n, err), 0);
+    assert_int_equal(n, 52 * 512);
+    assert_int_equal(wk_kv_blocks_for(60 * G, 80 * G, 1.0, 2u << 20, &n, err), 0);
+    assert_int_equal(n, 60 * 512);
+    /* what is kept back exceeds what is free: a clear error with the figures */
+    assert_int_equal(wk_kv_blocks_for(10 * G, 80 * G, 0.8, 2u << 20, &n, err), LT_ERR_RANGE);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(err, "10.00 GiB free of 80.00 GiB"));
+    assert_non_null(strstr(err, "--gpu-memory-utilization"));
+    assert_int_equal(wk_kv_blocks_for(10 * G, 80 * G, 0.0, 2u << 20, &n, err), LT_ERR_INVAL);
+    assert_int_equal(wk_kv_blocks_for(10 * G, 80 * G, 1.5, 2u << 20, &n, err), LT_ERR_INVAL);
+    /* capped like --kv-cache-memory */
+    assert_int_equal(wk_kv_blocks_for(1000 * G, 1000 * G, 1.0, 1024, &n, err), 0);
+    assert_int_equal(n, 1 << 24);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random_model),     cmocka_unit_test(test_default_model),
-        cmocka_unit_test(test_qwen2_tiny),       cmocka_unit_test(test_qwen3_tiny),
-        cmocka_unit_test(test_llama_tiny),       cmocka_unit_test(test_llama_tiny_gguf),
-        cmocka_unit_test(test_kquant_gguf),      cmocka_unit_test(test_batching_equivalence),
-        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_long_context_chunks),
+        cmocka_unit_test(test_kv_blocks_for),        cmocka_unit_test(test_random_model),
+        cmocka_unit_test(test_default_model),        cmocka_unit_test(test_qwen2_tiny),
+        cmocka_unit_test(test_qwen3_tiny),           cmocka_unit_test(test_llama_tiny),
+        cmocka_unit_test(test_llama_tiny_gguf),      cmocka_unit_test(test_kquant_gguf),
+        cmocka_unit_test(test_batching_equivalence), cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_long_context_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -347,6 +347,16 @@ static int cu_kv_alloc(wk_backend_t *be, wk_kv_cache_t *kv, char *err) {
     return LT_OK;
 }
 
+static int cu_mem_info(wk_backend_t *be, size_t *free_bytes, size_t *total_bytes, char *err) {
+    cu_t *c = cu_of(be);
+    cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e == cudaSuccess) e = cudaMemGetInfo(free_bytes, total_bytes);
+    if (e != cudaSuccess)
+        return lt_errf(err, LT_ERR_IO, "CUDA device %d: cudaMemGetInfo: %s", c->device,
+                       cudaGetErrorString(e));
+    return LT_OK;
+}
+
 static void cu_destroy(wk_backend_t *be) {
     cu_t *c = cu_of(be);
     if (c->stream) cudaStreamSynchronize(c->stream);
@@ -384,6 +394,7 @@ static const wk_backend_ops_t CUDA_OPS = {
     .add = cu_add,
     .gather = cu_gather,
     .kv_alloc = cu_kv_alloc,
+    .mem_info = cu_mem_info,
     .destroy = cu_destroy,
 };
 

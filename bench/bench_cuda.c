@@ -10,11 +10,13 @@
  *  - per weight type (BF16, Q4_1; --types to choose): prefill of 64 sequences of --prompt tokens
  *    in steps of --chunk tokens, as TFLOP/s of its matrix products against the GEMM peak; then
  *    decode steps at batch 1, 8 and 64 (every sequence at its own context), the median step time
- *    against the roofline: (weight bytes read + KV bytes read) / copy bandwidth.
+ *    against the roofline: (weight bytes read + KV bytes read) / copy bandwidth, eager and with
+ *    CUDA graphs.
  *
  * A step is wk_forward: indices up, the model, logits (batch, vocab) back to the host, timed on
- * the wall clock around the call (it returns after the copy). No CUDA graphs: the backend runs
- * eager. Needs a GPU; exits 77 without one.
+ * the wall clock around the call (it returns after the copy). Each batch size runs twice: eager
+ * (--enforce-eager) and with CUDA graphs (steps of up to 32 tokens: batches 1 and 8; a shape is
+ * recorded on its second run, inside the 5 warm-up steps). Needs a GPU; exits 77 without one.
  *
  *     bench_cuda [--types bf16,q4_1] [--prompt 128] [--chunk 2048] [--steps 30] [--layers 32]
  */
@@ -183,11 +185,13 @@ static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int ch
            ptok, pt, ptok / pt, pf / 1e12, 100 * pf / peak);
     size_t kv_tok = (size_t)2 * cfg->n_layer * cfg->n_kv_head * cfg->head_dim * 2; /* F16 */
     size_t wbytes = r->m->weight_bytes - r->m->tok_embd.row_bytes * (size_t)cfg->vocab_size;
-    printf("%-6s %10s %10s %10s %10s %8s\n", "batch", "step ms", "roof ms", "of roof", "tok/s",
-           "GB/step");
+    printf("%-6s %-7s %10s %10s %10s %10s %8s\n", "batch", "mode", "step ms", "roof ms", "of roof",
+           "tok/s", "GB/step");
     const int batches[3] = {1, 8, 64};
-    for (int bi = 0; bi < 3; bi++) {
-        int B = batches[bi];
+    for (int run = 0; run < 6; run++) {
+        int B = batches[run / 2];
+        bool eager = run % 2 == 0; /* each batch eager, then with CUDA graphs where they apply */
+        wk_ctx_set_eager(r->c, eager);
         for (int i = 0; i < B; i++) seqs[i] = i;
         double t[256], bytes = 0;
         for (int k = -5; k < steps; k++) {
@@ -202,8 +206,8 @@ static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int ch
         }
         bytes /= steps;
         double ms = median(t, steps) * 1e3, roof = bytes / bw * 1e3;
-        printf("%-6d %10.3f %10.3f %9.1f%% %10.0f %8.2f\n", B, ms, roof, 100 * roof / ms,
-               B / ms * 1e3, bytes / 1e9);
+        printf("%-6d %-7s %10.3f %10.3f %9.1f%% %10.0f %8.2f\n", B, eager ? "eager" : "graphs", ms,
+               roof, 100 * roof / ms, B / ms * 1e3, bytes / 1e9);
     }
     free(r->logits);
     wk_ctx_destroy(&r->c);
@@ -232,10 +236,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (prompt < 1 || prompt + (steps + 5) * 3 >= SEQ_BLOCKS * BLOCK || chunk < prompt ||
+    if (prompt < 1 || prompt + (steps + 5) * 6 >= SEQ_BLOCKS * BLOCK || chunk < prompt ||
         chunk > 4096 || steps < 1 || steps > 256 || layers < 1) {
         fprintf(stderr,
-                "bench_cuda: --prompt + 3 * (--steps + 5) must stay under %d, chunk <= 4096\n",
+                "bench_cuda: --prompt + 6 * (--steps + 5) must stay under %d, chunk <= 4096\n",
                 SEQ_BLOCKS * BLOCK);
         return 2;
     }

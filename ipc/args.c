@@ -59,6 +59,7 @@ enum {
     O_THREADS,
     O_DEVICE,
     O_BATCH_INVARIANT,
+    O_ENFORCE_EAGER,
     O_OTLP,
     O_DETAILED,
     O_SLOW,
@@ -85,6 +86,7 @@ static const struct option k_opts[O_COUNT] = {
     OPT("threads", required_argument, O_THREADS),
     OPT("device", required_argument, O_DEVICE),
     OPT("batch-invariant", no_argument, O_BATCH_INVARIANT),
+    OPT("enforce-eager", no_argument, O_ENFORCE_EAGER),
     OPT("otlp-traces-endpoint", required_argument, O_OTLP),
     OPT("collect-detailed-traces", required_argument, O_DETAILED),
     OPT("trace-slow-threshold-ms", required_argument, O_SLOW),
@@ -175,6 +177,7 @@ int ipc_engine_args_set(ipc_engine_args_t *a, int val, const char *arg, char *er
         want = "auto, cuda or cpu";
         break;
     case O_BATCH_INVARIANT: a->batch_invariant = true; break;
+    case O_ENFORCE_EAGER: a->enforce_eager = true; break;
     case O_OTLP:
         ok = *arg != '\0';
         a->otlp_traces_endpoint = arg;
@@ -262,6 +265,10 @@ void ipc_engine_args_help(FILE *f) {
         "                                 when a device is visible, worker rank r on device r)\n"
         "  --batch-invariant              accepted for compatibility: a request's tokens never\n"
         "                                 depend on what it is batched with\n"
+        "  --enforce-eager                CUDA workers: run every step kernel by kernel, no\n"
+        "                                 CUDA graphs (by default a decode step shape of up to\n"
+        "                                 32 tokens is recorded on its second run, checked\n"
+        "                                 against it, and replayed after)\n"
         "\n"
         "observability options:\n"
         "  --otlp-traces-endpoint URL     export spans of every process over OTLP (gRPC unless\n"
@@ -322,6 +329,7 @@ int ipc_engine_args_to_argv(const ipc_engine_args_t *a, ipc_argv_t *av) {
     rc |= ipc_argv_addf(av, "threads", "%d", a->threads);
     rc |= ipc_argv_addf(av, "device", "%s", ipc_device_names[a->device]);
     if (a->batch_invariant) rc |= ipc_argv_add(av, "--batch-invariant");
+    if (a->enforce_eager) rc |= ipc_argv_add(av, "--enforce-eager");
     if (a->otlp_traces_endpoint)
         rc |= ipc_argv_addf(av, "otlp-traces-endpoint", "%s", a->otlp_traces_endpoint);
     if (a->detailed_traces)
@@ -339,11 +347,12 @@ void ipc_engine_args_str(const ipc_engine_args_t *a, char *buf, size_t n) {
              "tensor_parallel_size=%d max_num_seqs=%d max_num_batched_tokens=%d max_step_ms=%d "
              "max_model_len=%d "
              "block_size=%d enable_prefix_caching=%d kv_cache_memory=%lld "
-             "gpu_memory_utilization=%g threads=%d batch_invariant=%d otlp_traces_endpoint=%s "
+             "gpu_memory_utilization=%g threads=%d batch_invariant=%d enforce_eager=%d "
+             "otlp_traces_endpoint=%s "
              "detailed_traces=%d trace_slow_threshold_ms=%d kv_cache_dtype=%s device=%s",
              a->tensor_parallel_size, a->max_num_seqs, a->max_num_batched_tokens, a->max_step_ms,
              a->max_model_len, a->block_size, a->enable_prefix_caching, a->kv_cache_memory,
-             a->gpu_memory_utilization, a->threads, a->batch_invariant,
+             a->gpu_memory_utilization, a->threads, a->batch_invariant, a->enforce_eager,
              a->otlp_traces_endpoint ? a->otlp_traces_endpoint : "-", a->detailed_traces,
              a->trace_slow_threshold_ms, ipc_kv_dtype_names[a->kv_cache_dtype],
              ipc_device_names[a->device]);
@@ -365,6 +374,7 @@ struct cJSON *ipc_engine_args_json(const ipc_engine_args_t *a) {
     cJSON_AddNumberToObject(o, "threads", a->threads);
     cJSON_AddStringToObject(o, "device", ipc_device_names[a->device]);
     cJSON_AddBoolToObject(o, "batch_invariant", a->batch_invariant);
+    cJSON_AddBoolToObject(o, "enforce_eager", a->enforce_eager);
     if (a->otlp_traces_endpoint)
         cJSON_AddStringToObject(o, "otlp_traces_endpoint", a->otlp_traces_endpoint);
     cJSON_AddNumberToObject(o, "detailed_traces", a->detailed_traces);

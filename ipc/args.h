@@ -40,6 +40,7 @@ typedef struct ipc_engine_args {
     int threads;                  /* compute threads per worker; 0: cores / tensor_parallel_size */
     int device;                   /* IPC_DEVICE_*: the backend each worker runs on */
     bool batch_invariant;         /* results independent of the batch (quantized kernels only) */
+    bool enforce_eager;           /* CUDA: no graphs, every step kernel by kernel */
     /* tracing (telemetry/): where every process sends its spans (NULL: OTEL_EXPORTER_OTLP_*
      * environment, else no export), which step-level spans to record, and the e2e latency past
      * which a request's spans are kept whatever the sampler said */

@@ -118,8 +118,31 @@ typedef struct wk_backend_ops {
      * all, in bytes, for --gpu-memory-utilization. */
     int (*mem_info)(wk_backend_t *be, size_t *free_bytes, size_t *total_bytes, char *err);
 
+    /* ---- recorded steps (optional: NULL, every step runs operation by operation) ----
+     * A backend that can record a step's operations and replay them with one launch (CUDA
+     * graphs) offers these; forward.c asks for steps on one rank with at most 32 logits rows.
+     * After begin(), graph_begin(kv, ctx: identify the cache and scratch the step uses) answers:
+     *   WK_GRAPH_REPLAYED  a recording of a step of this shape on this cache and scratch ran:
+     *                      the logits rows are in place; run no operations;
+     *   WK_GRAPH_RECORD    run the operations as usual, then graph_record (with their logits),
+     *                      then the same operations again (recorded, not run), then graph_end;
+     *   WK_GRAPH_OFF       run the operations as usual. */
+    int (*graph_begin)(wk_backend_t *be, const void *kv, const void *ctx, int n_logits);
+    /* Keeps a copy of the eager run's logits (n floats, backend memory) and starts recording:
+     * LT_OK, or 1 when recording could not start (recordings are then off; the step stands). */
+    int (*graph_record)(wk_backend_t *be, const float *ref, size_t n, char *err);
+    /* Ends the recording (rc: the recorded operations' status), replays it and compares its
+     * logits (out) with the eager run's bit for bit. A failed recording or any difference turns
+     * the backend's recordings off for good, with a warning, and puts the eager logits back in
+     * out: the step stands either way. */
+    int (*graph_end)(wk_backend_t *be, float *out, size_t n, int rc, char *err);
+    /* Forgets every recording (a cache or scratch they name is going away). */
+    void (*graph_reset)(wk_backend_t *be);
+
     void (*destroy)(wk_backend_t *be);
 } wk_backend_ops_t;
+
+enum { WK_GRAPH_OFF, WK_GRAPH_REPLAYED, WK_GRAPH_RECORD };
 
 /* Tensor parallelism: sums buf (n floats, backend memory) elementwise across all ranks in place,
  * identically on every rank; returns 0 or a negative LT_ERR_* (a dead peer). */

@@ -34,11 +34,16 @@ struct wk_ctx {
     float *logits;             /* (LOGITS_CHUNK, vocab_size) before the copy to the host */
     wk_allreduce_fn allreduce; /* tensor parallel: sums partial outputs across ranks */
     void *allreduce_user;
+    bool eager; /* never recorded steps (--enforce-eager) */
 };
 
 void wk_ctx_set_allreduce(wk_ctx_t *c, wk_allreduce_fn fn, void *user) {
     c->allreduce = fn;
     c->allreduce_user = user;
+}
+
+void wk_ctx_set_eager(wk_ctx_t *c, bool eager) {
+    c->eager = eager;
 }
 
 int wk_ctx_create(const wk_model_t *m, int max_tokens, int max_ctx, wk_ctx_t **out, char *err) {
@@ -83,6 +88,7 @@ int wk_ctx_create(const wk_model_t *m, int max_tokens, int max_ctx, wk_ctx_t **o
 void wk_ctx_destroy(wk_ctx_t **cp) {
     wk_ctx_t *c = *cp;
     if (!c) return;
+    if (c->be->ops->graph_reset) c->be->ops->graph_reset(c->be);
     float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->hb, c->hb2, c->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) c->be->ops->release(c->be, bufs[i]);
@@ -145,6 +151,7 @@ int wk_kv_cache_create(const wk_model_t *m, int n_blocks, int block_size, int dt
 void wk_kv_cache_destroy(wk_kv_cache_t **kvp) {
     wk_kv_cache_t *kv = *kvp;
     if (!kv) return;
+    if (kv->be && kv->be->ops->graph_reset) kv->be->ops->graph_reset(kv->be);
     if (kv->k) kv->be->ops->release(kv->be, kv->k);
     if (kv->v) kv->be->ops->release(kv->be, kv->v);
     free(kv);
@@ -255,29 +262,64 @@ static int layer_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, in
     return LT_OK;
 }
 
+/* The model over the batch up to the logits of rows [row0, row0 + nr) in c->logits (backend
+ * memory); the layers only when `layers`. */
+static int logits_rows(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_batch_t *b,
+                       bool layers, int row0, int nr, char *err) {
+    const lt_model_config_t *cf = &m->cfg;
+    wk_backend_t *be = m->be;
+    const wk_backend_ops_t *op = be->ops;
+    int rc;
+    if (layers) {
+        op->embed(be, c->x, &m->tok_embd);
+        for (int l = 0; l < cf->n_layer; l++)
+            if ((rc = layer_forward(m, kv, c, l, b->n_tokens, err))) return rc;
+    }
+    /* Only the requested rows go through the final norm and the vocabulary projection. */
+    op->gather(be, c->xb, c->x, b->logits_rows + row0, nr, cf->dim);
+    op->rmsnorm(be, c->xb, c->xb, m->out_norm, nr, cf->dim, cf->norm_eps);
+    return matmul(be, c->logits, c->xb, &m->output, NULL, nr, err);
+}
+
 int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_batch_t *b,
                float *logits, char *err) {
     /* HOT */
     int rc = batch_validate(m, kv, c, b, err);
     if (rc) return rc;
-    const lt_model_config_t *cf = &m->cfg;
     wk_backend_t *be = m->be;
     const wk_backend_ops_t *op = be->ops;
-    int T = b->n_tokens, dim = cf->dim;
+    int vocab = m->cfg.vocab_size, nl = b->n_logits;
     if ((rc = op->begin(be, b, err))) return rc;
-
-    op->embed(be, c->x, &m->tok_embd);
-    for (int l = 0; l < cf->n_layer; l++)
-        if ((rc = layer_forward(m, kv, c, l, T, err))) return rc;
-
-    /* Only the requested rows go through the final norm and the vocabulary projection. */
-    for (int i = 0; i < b->n_logits; i += LOGITS_CHUNK) {
-        int nr = b->n_logits - i < LOGITS_CHUNK ? b->n_logits - i : LOGITS_CHUNK;
-        op->gather(be, c->xb, c->x, b->logits_rows + i, nr, dim);
-        op->rmsnorm(be, c->xb, c->xb, m->out_norm, nr, dim, cf->norm_eps);
-        if ((rc = matmul(be, c->logits, c->xb, &m->output, NULL, nr, err))) return rc;
-        op->to_host(be, logits + (size_t)i * cf->vocab_size, c->logits,
-                    (size_t)nr * cf->vocab_size);
+    /* one rank, one chunk of logits: the backend may replay a recording of the step */
+    int mode = WK_GRAPH_OFF;
+    if (op->graph_begin && !c->eager && m->tp_size == 1 && nl > 0 && nl <= LOGITS_CHUNK)
+        mode = op->graph_begin(be, kv, c, nl);
+    size_t n = (size_t)nl * vocab;
+    if (mode == WK_GRAPH_REPLAYED) {
+        op->to_host(be, logits, c->logits, n);
+        return LT_OK;
+    }
+    if (mode == WK_GRAPH_RECORD) {
+        if ((rc = logits_rows(m, kv, c, b, true, 0, nl, err)) ||
+            (rc = op->graph_record(be, c->logits, n, err)) < 0)
+            return rc;
+        if (rc == LT_OK) { /* recording: the same operations again, then replayed and checked */
+            rc = logits_rows(m, kv, c, b, true, 0, nl, err);
+            if ((rc = op->graph_end(be, c->logits, n, rc, err))) return rc;
+        }
+        op->to_host(be, logits, c->logits, n);
+        return LT_OK;
+    }
+    for (int i = 0; i < nl || i == 0; i += LOGITS_CHUNK) {
+        int nr = nl - i < LOGITS_CHUNK ? nl - i : LOGITS_CHUNK;
+        if (nr <= 0) { /* no logits wanted: the layers alone (the KV cache) */
+            op->embed(be, c->x, &m->tok_embd);
+            for (int l = 0; l < m->cfg.n_layer; l++)
+                if ((rc = layer_forward(m, kv, c, l, b->n_tokens, err))) return rc;
+            break;
+        }
+        if ((rc = logits_rows(m, kv, c, b, i == 0, i, nr, err))) return rc;
+        op->to_host(be, logits + (size_t)i * vocab, c->logits, (size_t)nr * vocab);
     }
     return LT_OK;
 }

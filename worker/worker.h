@@ -134,6 +134,8 @@ void wk_ctx_destroy(wk_ctx_t **c);
 /* Required before wk_forward on a model loaded with tp_size > 1. On such a model only the ranks
  * that ask for logits compute the vocabulary projection (rank 0 in practice). */
 void wk_ctx_set_allreduce(wk_ctx_t *c, wk_allreduce_fn fn, void *user);
+/* eager: never replay recorded steps (CUDA graphs) on this scratch (--enforce-eager). */
+void wk_ctx_set_eager(wk_ctx_t *c, bool eager);
 
 /* Runs the model over the batch, writing K/V into the cache and logits (n_logits, vocab_size,
  * host memory) for the requested rows. A row's logits do not depend on the other rows of the

@@ -536,6 +536,12 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
     w->block_bytes = wk_kv_block_bytes(w->m, a->block_size, w->kv_dtype);
     if ((rc = wk_ctx_create(w->m, a->max_num_batched_tokens, w->max_model_len, &w->ctx, err)))
         return rc;
+    wk_ctx_set_eager(w->ctx, a->enforce_eager);
+    if (cuda)
+        LT_INFO("CUDA graphs: %s", a->enforce_eager || a->tensor_parallel_size > 1
+                                       ? "off (--enforce-eager, or tensor parallel)"
+                                       : "steps of up to 32 tokens recorded on their second run, "
+                                         "checked against it, then replayed");
     if (a->tensor_parallel_size > 1) {
         for (int i = 0;
              i < 3000 && (rc = ipc_allreduce_attach(w->ar_name, w->rank, ar, err)) == IPC_AGAIN;

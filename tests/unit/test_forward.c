@@ -539,6 +539,111 @@ static void test_random_model(void **state) {
     assert_non_null(strstr(err, "Q4_K"));
 }
 
+/* ---- recorded steps (backend.h): forward.c's side of the contract, with a CPU backend whose
+ * graph operations are the test's ---- */
+
+static struct {
+    int begins, records, ends, resets, equal;
+    int script[8]; /* graph_begin's answers, in turn */
+    float ref[4 * 100];
+    size_t n;
+} g_rec;
+
+static int fake_begin(wk_backend_t *be, const void *kv, const void *ctx, int n_logits) {
+    (void)be, (void)kv, (void)ctx, (void)n_logits;
+    return g_rec.script[g_rec.begins++ % 8];
+}
+
+static int fake_record(wk_backend_t *be, const float *ref, size_t n, char *err) {
+    (void)be, (void)err;
+    assert_true(n <= sizeof g_rec.ref / sizeof *g_rec.ref);
+    memcpy(g_rec.ref, ref, n * sizeof(float)); /* CPU backend: host memory */
+    g_rec.n = n;
+    g_rec.records++;
+    return LT_OK;
+}
+
+static int fake_end(wk_backend_t *be, float *out, size_t n, int rc, char *err) {
+    (void)be, (void)err;
+    assert_int_equal(rc, 0);
+    assert_int_equal(n, g_rec.n);
+    g_rec.equal += memcmp(out, g_rec.ref, n * sizeof(float)) == 0;
+    g_rec.ends++;
+    return LT_OK;
+}
+
+static void fake_reset(wk_backend_t *be) {
+    (void)be;
+    g_rec.resets++;
+}
+
+/* A step forward.c records (its operations run twice: eagerly, then "recorded") gives the same
+ * logits and the same cache as the plain step; graph_begin is not asked for --enforce-eager
+ * scratch or for more than 32 logits rows; a cache or scratch going away resets recordings. */
+static void test_graph_contract(void **state) {
+    (void)state;
+    char err[LT_ERR_LEN];
+    lt_model_config_t cfg;
+    lt_model_config_defaults(&cfg);
+    cfg.n_layer = 2, cfg.dim = 64, cfg.hidden_dim = 96, cfg.n_head = 4, cfg.n_kv_head = 2;
+    cfg.head_dim = 16, cfg.vocab_size = 100, cfg.max_seq_len = 64, cfg.rope_neox = true;
+    wk_model_t *m;
+    if (wk_model_random(&cfg, LT_DTYPE_Q8_0, NULL, 3, &m, err)) fail_msg("%s", err);
+    static wk_backend_ops_t ops;
+    const wk_backend_ops_t *plain = m->be->ops;
+    ops = *plain;
+    ops.graph_begin = fake_begin, ops.graph_record = fake_record, ops.graph_end = fake_end;
+    ops.graph_reset = fake_reset;
+    memset(&g_rec, 0, sizeof g_rec);
+    g_rec.script[0] = WK_GRAPH_OFF, g_rec.script[1] = WK_GRAPH_RECORD;
+    g_rec.script[2] = WK_GRAPH_RECORD, g_rec.script[3] = WK_GRAPH_OFF;
+    static const int ids[6] = {5, 17, 42, 8, 99, 1};
+    float want[6 * 100], got[6 * 100];
+    run_t a = {0}, b = {0};
+    run_init(&a, m, 16, false);
+    run_feed(&a, m, ids, 3, want); /* plain: prefill 3, then 3 single tokens */
+    for (int i = 3; i < 6; i++) run_feed(&a, m, ids + i, 1, want + i * 100);
+    run_init(&b, m, 16, false);
+    m->be->ops = &ops;
+    run_feed(&b, m, ids, 3, got); /* 3 logits rows: OFF */
+    for (int i = 3; i < 6; i++)
+        run_feed(&b, m, ids + i, 1, got + i * 100); /* RECORD, RECORD, OFF */
+    assert_int_equal(g_rec.begins, 4);
+    assert_int_equal(g_rec.records, 2);
+    assert_int_equal(g_rec.ends, 2);
+    assert_int_equal(g_rec.equal, 2); /* the second run of each recorded step matched the first */
+    assert_memory_equal(want, got, sizeof want);
+    const wk_kv_cache_t *kv = a.kv;
+    size_t kv_bytes = (size_t)kv->n_layer * kv->n_blocks * kv->n_kv_head * kv->block_size *
+                      kv->head_dim * (kv->dtype == LT_DTYPE_F32 ? 4 : 2);
+    assert_memory_equal(a.kv->k, b.kv->k, kv_bytes);
+    assert_memory_equal(a.kv->v, b.kv->v, kv_bytes);
+    /* --enforce-eager: not asked */
+    wk_ctx_set_eager(b.ctx, true);
+    int before = g_rec.begins;
+    float one[100];
+    run_feed(&b, m, ids, 1, one);
+    assert_int_equal(g_rec.begins, before);
+    wk_ctx_set_eager(b.ctx, false);
+    run_feed(&b, m, ids, 1, one);
+    assert_int_equal(g_rec.begins, before + 1);
+    /* more than 32 logits rows: not asked */
+    run_t c = {0};
+    run_init(&c, m, 48, false);
+    static int many[40];
+    static float many_logits[40 * 100];
+    before = g_rec.begins;
+    run_feed(&c, m, many, 40, many_logits);
+    assert_int_equal(g_rec.begins, before);
+    run_fini(&c);
+    int resets = g_rec.resets;
+    run_fini(&b);
+    assert_int_equal(g_rec.resets, resets + 2); /* the cache and the scratch */
+    m->be->ops = plain;
+    run_fini(&a);
+    wk_model_free(&m);
+}
+
 /* --gpu-memory-utilization's arithmetic: free - (1 - util) * total, in whole blocks. */
 static void test_kv_blocks_for(void **state) {
     (void)state;
@@ -564,12 +669,12 @@ static void test_kv_blocks_for(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kv_blocks_for),        cmocka_unit_test(test_random_model),
-        cmocka_unit_test(test_default_model),        cmocka_unit_test(test_qwen2_tiny),
-        cmocka_unit_test(test_qwen3_tiny),           cmocka_unit_test(test_llama_tiny),
-        cmocka_unit_test(test_llama_tiny_gguf),      cmocka_unit_test(test_kquant_gguf),
-        cmocka_unit_test(test_batching_equivalence), cmocka_unit_test(test_batch_invariance),
-        cmocka_unit_test(test_long_context_chunks),
+        cmocka_unit_test(test_kv_blocks_for),    cmocka_unit_test(test_graph_contract),
+        cmocka_unit_test(test_random_model),     cmocka_unit_test(test_default_model),
+        cmocka_unit_test(test_qwen2_tiny),       cmocka_unit_test(test_qwen3_tiny),
+        cmocka_unit_test(test_llama_tiny),       cmocka_unit_test(test_llama_tiny_gguf),
+        cmocka_unit_test(test_kquant_gguf),      cmocka_unit_test(test_batching_equivalence),
+        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_long_context_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -121,11 +121,11 @@ def test_identity():
 
 FLAGS = ["--tensor-parallel-size", "3", "--max-num-seqs", "7", "--max-num-batched-tokens", "300",
          "--max-step-ms", "150", "--max-model-len", "1024", "--block-size", "32", "--no-enable-prefix-caching",
-         "--kv-cache-memory", "256M", "--threads", "1", "--batch-invariant"]
+         "--kv-cache-memory", "256M", "--threads", "1", "--batch-invariant", "--enforce-eager"]
 RESOLVED = ("tensor_parallel_size=3 max_num_seqs=7 max_num_batched_tokens=300 max_step_ms=150 "
             "max_model_len=1024 "
             "block_size=32 enable_prefix_caching=0 kv_cache_memory=268435456 "
-            "gpu_memory_utilization=0 threads=1 batch_invariant=1")
+            "gpu_memory_utilization=0 threads=1 batch_invariant=1 enforce_eager=1")
 
 
 def run_and_dump(args):

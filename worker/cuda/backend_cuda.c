@@ -32,10 +32,13 @@
 
 #include "cuda/ops.h"
 
+enum { GRAPHS_MAX = 128, GRAPH_MAX_TOKENS = 32, BLAS_WS = 32 << 20 };
+
 typedef struct cu {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    void *blas_ws; /* cuBLAS's workspace (BLAS_WS bytes) */
     kn_cu_mm_scratch_t mm;
     int max_rows, max_k;
     int32_t *h_idx, *d_idx; /* the batch's indices, host staging and device copy */
@@ -45,7 +48,18 @@ typedef struct cu {
     kn_cu_batch_t b;        /* its indices on the device */
     const int32_t *d_logits_rows;
     void *repack_tmp; /* load time: kn_cu_repack's staging (REPACK_TMP bytes), freed by reserve */
-    int sticky;       /* first failure since the last begin: 0 or a kn_cu code */
+    /* CUDA graphs of steps (backend.h "recorded steps"), keyed by the step's shape */
+    struct cu_graph {
+        int n_tokens, n_logits, bt_stride;
+        const void *kv, *ctx;
+        int seen;             /* eager runs of this shape so far */
+        cudaGraphExec_t exec; /* NULL until recorded */
+    } graphs[GRAPHS_MAX];
+    int n_graphs, recording; /* recording: the index being recorded, or -1 */
+    bool graphs_off;         /* a recording failed or differed: never again */
+    float *ref;              /* the eager logits of the step being recorded */
+    size_t ref_cap;
+    int sticky; /* first failure since the last begin: 0 or a kn_cu code */
     char sticky_what[64];
 } cu_t;
 
@@ -55,6 +69,14 @@ void *wk_backend_cuda_stream_mod(wk_backend_t *be);
 
 static cu_t *cu_of(wk_backend_t *be) {
     return be->impl;
+}
+
+/* Forgets every step graph (their kernels name buffers that are going away). */
+static void graphs_drop(cu_t *c) {
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].exec) cudaGraphExecDestroy(c->graphs[i].exec);
+    c->n_graphs = 0;
+    c->recording = -1;
 }
 
 /* Keeps the first failure; returns rc. */
@@ -158,6 +180,7 @@ static int cu_reserve(wk_backend_t *be, int max_rows, int max_k, int max_ctx, in
     max_k = max_k > c->max_k ? max_k : c->max_k;
     cudaFree(c->repack_tmp); /* loading is over */
     c->repack_tmp = NULL;
+    graphs_drop(c); /* their kernels point into the old scratch */
     void *wt = cu_alloc(be, (size_t)KN_CU_DEQ_ROWS * max_k * 2);
     void *xh = cu_alloc(be, (size_t)max_rows * max_k * 2);
     void *rows = cu_alloc(be, (size_t)max_rows * sizeof(int32_t));
@@ -199,6 +222,7 @@ static int grow_idx(cu_t *c, size_t need, char *err) {
         return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory for batch indices",
                        c->device);
     }
+    graphs_drop(c); /* their kernels point into the old index buffer */
     free(c->h_idx);
     cudaFree(c->d_idx);
     c->h_idx = h;
@@ -214,9 +238,10 @@ static int cu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
     if (b->n_tokens > c->max_rows)
         return lt_errf(err, LT_ERR_INVAL, "batch of %d tokens over the backend's %d", b->n_tokens,
                        c->max_rows);
-    int T = b->n_tokens, stride = 1;
+    int T = b->n_tokens, stride = 1, longest = 1;
     for (int s = 0; s < b->n_seqs; s++)
-        if (b->block_table_len[s] > stride) stride = b->block_table_len[s];
+        if (b->block_table_len[s] > longest) longest = b->block_table_len[s];
+    while (stride < longest) stride *= 2; /* a power of two: few step-graph shapes */
     size_t need = (size_t)3 * T + (size_t)b->n_logits + (size_t)b->n_seqs * stride;
     if ((rc = grow_idx(c, need, err))) return rc;
     int32_t *h = c->h_idx;
@@ -347,6 +372,124 @@ static int cu_kv_alloc(wk_backend_t *be, wk_kv_cache_t *kv, char *err) {
     return LT_OK;
 }
 
+/* ---- recorded steps: CUDA graphs ---- */
+
+static void cu_graph_reset(wk_backend_t *be) {
+    graphs_drop(cu_of(be));
+}
+
+/* Every kernel argument of a step is a function of its shape (tokens, logits rows, block-table
+ * stride: begin() rounds it up to a power of two) and of the buffers it runs on (the cache, the
+ * scratch, the index buffer and the backend's own scratch, whose reallocation drops every
+ * graph); tokens, positions and block tables are read from device memory. A shape is recorded
+ * the second time it runs, and checked against that run. */
+static int cu_graph_begin(wk_backend_t *be, const void *kv, const void *ctx, int n_logits) {
+    cu_t *c = cu_of(be);
+    if (c->graphs_off || c->sticky || c->b.n_tokens > GRAPH_MAX_TOKENS) return WK_GRAPH_OFF;
+    struct cu_graph *g = NULL;
+    for (int i = 0; i < c->n_graphs && !g; i++) {
+        struct cu_graph *h = &c->graphs[i];
+        if (h->n_tokens == c->b.n_tokens && h->n_logits == n_logits &&
+            h->bt_stride == c->b.bt_stride && h->kv == kv && h->ctx == ctx)
+            g = h;
+    }
+    if (!g) {
+        if (c->n_graphs == GRAPHS_MAX) return WK_GRAPH_OFF;
+        g = &c->graphs[c->n_graphs++];
+        *g = (struct cu_graph){.n_tokens = c->b.n_tokens,
+                               .n_logits = n_logits,
+                               .bt_stride = c->b.bt_stride,
+                               .kv = kv,
+                               .ctx = ctx};
+    }
+    if (g->exec) {
+        cudaError_t e = cudaGraphLaunch(g->exec, c->stream);
+        if (e == cudaSuccess) return WK_GRAPH_REPLAYED;
+        cudaGetLastError();
+        LT_WARN("CUDA device %d: replaying a step graph failed (%s): CUDA graphs off", c->device,
+                cudaGetErrorString(e));
+        c->graphs_off = true;
+        graphs_drop(c);
+        return WK_GRAPH_OFF;
+    }
+    if (g->seen++ < 1) return WK_GRAPH_OFF;
+    c->recording = (int)(g - c->graphs);
+    return WK_GRAPH_RECORD;
+}
+
+static int graphs_fail(cu_t *c, const char *why, cudaError_t e) {
+    LT_WARN("CUDA device %d: %s (%s): CUDA graphs off, steps run eagerly", c->device, why,
+            e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA error");
+    cudaGetLastError();
+    c->graphs_off = true;
+    graphs_drop(c);
+    return 1;
+}
+
+static int cu_graph_record(wk_backend_t *be, const float *ref, size_t n, char *err) {
+    cu_t *c = cu_of(be);
+    (void)err;
+    if (n > c->ref_cap) {
+        cudaFree(c->ref);
+        c->ref = NULL;
+        c->ref_cap = 0;
+        if (cudaMalloc((void **)&c->ref, n * sizeof(float)) != cudaSuccess)
+            return graphs_fail(c, "no memory to check a step graph", cudaGetLastError());
+        c->ref_cap = n;
+    }
+    cudaError_t e =
+        cudaMemcpyAsync(c->ref, ref, n * sizeof(float), cudaMemcpyDeviceToDevice, c->stream);
+    if (e == cudaSuccess) e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    return e == cudaSuccess ? LT_OK : graphs_fail(c, "could not start recording a step", e);
+}
+
+static int cu_graph_end(wk_backend_t *be, float *out, size_t n, int rc, char *err) {
+    cu_t *c = cu_of(be);
+    (void)err;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    int idx = c->recording;
+    c->recording = -1;
+    const char *why = NULL;
+    if (rc || c->sticky)
+        why = "an operation failed while recording a step";
+    else if (e != cudaSuccess || !graph)
+        why = "recording a step failed";
+    else if ((e = cudaGraphInstantiate(&exec, graph, 0)) != cudaSuccess)
+        why = "instantiating";
+    else if ((e = cudaGraphLaunch(exec, c->stream)) != cudaSuccess)
+        why = "replaying";
+    if (graph) cudaGraphDestroy(graph);
+    float *a = NULL, *b = NULL;
+    if (!why) { /* the replay's logits against the eager run's, bit for bit */
+        a = malloc(n * sizeof(float)), b = malloc(n * sizeof(float));
+        if (!a || !b)
+            why = "no host memory to check a step graph";
+        else if ((e = cudaMemcpyAsync(a, out, n * sizeof(float), cudaMemcpyDeviceToHost,
+                                      c->stream)) != cudaSuccess ||
+                 (e = cudaMemcpyAsync(b, c->ref, n * sizeof(float), cudaMemcpyDeviceToHost,
+                                      c->stream)) != cudaSuccess ||
+                 (e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
+            why = "checking a step graph";
+        else if (memcmp(a, b, n * sizeof(float)) != 0)
+            why = "a step graph's logits differ from the same step run eagerly";
+    }
+    free(a), free(b);
+    if (why) {
+        if (exec) cudaGraphExecDestroy(exec);
+        c->sticky = 0; /* the eager run's results stand */
+        graphs_fail(c, why, e);
+        cudaMemcpyAsync(out, c->ref, n * sizeof(float), cudaMemcpyDeviceToDevice, c->stream);
+        return LT_OK;
+    }
+    if (idx >= 0 && idx < c->n_graphs)
+        c->graphs[idx].exec = exec;
+    else
+        cudaGraphExecDestroy(exec);
+    return LT_OK;
+}
+
 static int cu_mem_info(wk_backend_t *be, size_t *free_bytes, size_t *total_bytes, char *err) {
     cu_t *c = cu_of(be);
     cudaError_t e = cudaStreamSynchronize(c->stream);
@@ -365,10 +508,13 @@ static void cu_destroy(wk_backend_t *be) {
     cudaFree(c->mm.xq);
     cudaFree(c->mm.xs);
     cudaFree(c->repack_tmp);
+    graphs_drop(c);
+    cudaFree(c->ref);
     cudaFree(c->d_rows);
     cudaFree(c->d_idx);
     free(c->h_idx);
     if (c->blas) cublasDestroy(c->blas);
+    cudaFree(c->blas_ws);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
 }
@@ -395,6 +541,10 @@ static const wk_backend_ops_t CUDA_OPS = {
     .gather = cu_gather,
     .kv_alloc = cu_kv_alloc,
     .mem_info = cu_mem_info,
+    .graph_begin = cu_graph_begin,
+    .graph_record = cu_graph_record,
+    .graph_end = cu_graph_end,
+    .graph_reset = cu_graph_reset,
     .destroy = cu_destroy,
 };
 
@@ -431,7 +581,13 @@ static int cu_open(cu_t *c, int device, char *err) {
     if (bs != CUBLAS_STATUS_SUCCESS)
         return lt_errf(err, LT_ERR_IO, "CUDA device %d: cuBLAS: %s", device,
                        cublasGetStatusString(bs));
+    /* cuBLAS's workspace ours, so that a recorded step (a CUDA graph) allocates nothing */
+    if ((e = cudaMalloc(&c->blas_ws, BLAS_WS)) != cudaSuccess ||
+        (bs = cublasSetWorkspace(c->blas, c->blas_ws, BLAS_WS)) != CUBLAS_STATUS_SUCCESS)
+        return lt_errf(err, LT_ERR_IO, "CUDA device %d: cuBLAS workspace: %s", device,
+                       e != cudaSuccess ? cudaGetErrorString(e) : cublasGetStatusString(bs));
     c->mm.cublas = c->blas;
+    c->recording = -1;
     return LT_OK;
 }
 

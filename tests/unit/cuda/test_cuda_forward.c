@@ -3,7 +3,10 @@
  * CPU backend, same model, same batches: a prefill batch of two sequences (20 and 12 tokens, one
  * over the cuBLAS threshold, scattered KV blocks), then 8 decode steps of both sequences fed the
  * CPU's greedy tokens. Logits NMSE per step <= 1e-3 (fp16 KV cache on both; cuBLAS rounds prefill
- * activations to fp16), and the share of argmax agreement is printed.
+ * activations to fp16), and the share of argmax agreement is printed. A third side runs the same
+ * steps on CUDA with --enforce-eager: the default side's decode steps are CUDA-graph replays
+ * from the third step on (recorded on the second), and their logits must equal the eager
+ * side's bit for bit.
  * Model: $LANTERN_MODEL or the default model in ~/.cache/lantern/models. Exits 77 (skipped)
  * without a GPU or without the model.
  */
@@ -54,11 +57,13 @@ int main(void) {
         printf("model %s absent: skipped\n", path);
         return 77;
     }
-    side_t cpu = {0}, gpu = {0};
-    if (open_side(path, WK_DEVICE_CPU, &cpu, err) || open_side(path, WK_DEVICE_CUDA, &gpu, err)) {
+    side_t cpu = {0}, gpu = {0}, eager = {0};
+    if (open_side(path, WK_DEVICE_CPU, &cpu, err) || open_side(path, WK_DEVICE_CUDA, &gpu, err) ||
+        open_side(path, WK_DEVICE_CUDA, &eager, err)) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    wk_ctx_set_eager(eager.c, true);
     int vocab = cpu.m->cfg.vocab_size;
     /* sequence 0 on blocks 5, 9, 2, ...; sequence 1 on 17, 3, 30, ... */
     int32_t bt0[8] = {5, 9, 2, 11, 20, 7, 1, 14}, bt1[8] = {17, 3, 30, 25, 12, 0, 8, 19};
@@ -72,6 +77,7 @@ int main(void) {
             tokens[T] = 1 + rand() % (vocab - 1), pos[T] = p, seq[T] = s;
     rows[0] = len[0] - 1, rows[1] = T - 1;
     float *lc = malloc(sizeof(float) * 2 * vocab), *lg = malloc(sizeof(float) * 2 * vocab);
+    float *le = malloc(sizeof(float) * 2 * vocab);
     int fails = 0, agree = 0, total = 0;
     for (int step = 0; step < 9; step++) {
         wk_batch_t b = {.n_tokens = T,
@@ -85,7 +91,8 @@ int main(void) {
                         .logits_rows = rows};
         for (int i = 0; i < 2 * vocab; i++) lg[i] = NAN;
         if (wk_forward(cpu.m, cpu.kv, cpu.c, &b, lc, err) ||
-            wk_forward(gpu.m, gpu.kv, gpu.c, &b, lg, err)) {
+            wk_forward(gpu.m, gpu.kv, gpu.c, &b, lg, err) ||
+            wk_forward(eager.m, eager.kv, eager.c, &b, le, err)) {
             fprintf(stderr, "step %d: %s\n", step, err);
             return 1;
         }
@@ -101,8 +108,10 @@ int main(void) {
             agree += next[s] == argmax(lg + (size_t)s * vocab, vocab);
             total++;
         }
-        bool ok = nmse <= 1e-3; /* NaN fails */
-        printf("%s step %d (%d tokens): logits NMSE %.3e\n", ok ? "ok  " : "FAIL", step, T, nmse);
+        bool same = memcmp(lg, le, sizeof(float) * 2 * vocab) == 0;
+        bool ok = nmse <= 1e-3 && same; /* NaN fails */
+        printf("%s step %d (%d tokens): logits NMSE %.3e; %s the eager CUDA run's\n",
+               ok ? "ok  " : "FAIL", step, T, nmse, same ? "bit for bit" : "DIFFERENT from");
         fails += !ok;
         /* decode: each sequence's next token at its next position */
         for (int s = 0; s < 2; s++) tokens[s] = next[s], pos[s] = len[s]++, seq[s] = s;
@@ -110,9 +119,9 @@ int main(void) {
         rows[0] = 0, rows[1] = 1;
     }
     printf("argmax agreement %d/%d\n", agree, total);
-    free(lc), free(lg);
-    side_t *sides[2] = {&cpu, &gpu};
-    for (int i = 0; i < 2; i++) {
+    free(lc), free(lg), free(le);
+    side_t *sides[3] = {&cpu, &gpu, &eager};
+    for (int i = 0; i < 3; i++) {
         wk_ctx_destroy(&sides[i]->c);
         wk_kv_cache_destroy(&sides[i]->kv);
         wk_model_free(&sides[i]->m);

@@ -545,8 +545,17 @@ def check_sandbox(tmp, multi):
           fams and fams <= families, sorted(fams - families))
     # The one writable-and-executable mapping lantern asks for is PCRE2's JIT (the tokenizer's
     # pre-split regex): refused here as under the unit, PCRE2 interprets instead (same tokens).
-    wx = re.findall(r"^\d+\s+(?:mmap|mprotect|pkey_mprotect)\([^\n]*PROT_WRITE\|PROT_EXEC[^\n]*",
-                    trace, re.M)
+    # strace splits a call another thread interrupts: "PID mmap(... <unfinished ...>" and later
+    # "PID <... mmap resumed>...) = -1 EACCES": the result is on the resumed line.
+    wx = []
+    for m in re.finditer(r"^(\d+)\s+(mmap|mprotect|pkey_mprotect)\([^\n]*PROT_WRITE\|PROT_EXEC"
+                         r"[^\n]*", trace, re.M):
+        line = m.group(0)
+        if line.endswith("<unfinished ...>"):
+            r = re.compile(rf"^{m.group(1)}\s+<\.\.\. {m.group(2)} resumed>[^\n]*", re.M)
+            resumed = r.search(trace, m.end())
+            line += " " + (resumed.group(0) if resumed else "(never resumed)")
+        wx.append(line)
     check(f"sandbox: MDWE in force: every writable-and-executable mapping refused "
           f"({len(wx)} asked for), and lantern served all the same",
           all("EACCES" in w for w in wx), [w for w in wx if "EACCES" not in w][:3])

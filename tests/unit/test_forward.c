@@ -496,15 +496,21 @@ static void test_batch_invariance(void **state) {
     wk_model_free(&m);
 }
 
+/* The shape of the random models below: 2 layers, dim 64, 4 heads over 2 KV heads, 100 tokens. */
+static lt_model_config_t small_config(void) {
+    lt_model_config_t cfg;
+    lt_model_config_defaults(&cfg);
+    cfg.n_layer = 2, cfg.dim = 64, cfg.hidden_dim = 96, cfg.n_head = 4, cfg.n_kv_head = 2;
+    cfg.head_dim = 16, cfg.vocab_size = 100, cfg.max_seq_len = 64, cfg.rope_neox = true;
+    return cfg;
+}
+
 /* wk_model_random: every type it makes runs, the same seed gives the same logits, the weights
  * are counted, and a type it cannot make is refused. */
 static void test_random_model(void **state) {
     (void)state;
     char err[LT_ERR_LEN];
-    lt_model_config_t cfg;
-    lt_model_config_defaults(&cfg);
-    cfg.n_layer = 2, cfg.dim = 64, cfg.hidden_dim = 96, cfg.n_head = 4, cfg.n_kv_head = 2;
-    cfg.head_dim = 16, cfg.vocab_size = 100, cfg.max_seq_len = 64, cfg.rope_neox = true;
+    lt_model_config_t cfg = small_config();
     static const int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
                                 LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
     static const int ids[5] = {3, 14, 15, 92, 65};
@@ -583,10 +589,7 @@ static void fake_reset(wk_backend_t *be) {
 static void test_graph_contract(void **state) {
     (void)state;
     char err[LT_ERR_LEN];
-    lt_model_config_t cfg;
-    lt_model_config_defaults(&cfg);
-    cfg.n_layer = 2, cfg.dim = 64, cfg.hidden_dim = 96, cfg.n_head = 4, cfg.n_kv_head = 2;
-    cfg.head_dim = 16, cfg.vocab_size = 100, cfg.max_seq_len = 64, cfg.rope_neox = true;
+    lt_model_config_t cfg = small_config();
     wk_model_t *m;
     if (wk_model_random(&cfg, LT_DTYPE_Q8_0, NULL, 3, &m, err)) fail_msg("%s", err);
     static wk_backend_ops_t ops;

@@ -190,19 +190,25 @@ KN_HD int kn_dp4a(int a, int b, int c) {
 #endif
 }
 
-/* Sum over one block of weight x activation: the weight block's quants as 4 ints (Q4: 16 bytes of
- * nibbles, element i < 16 the low nibble of byte i, i >= 16 the high nibble of byte i - 16) or 8
- * ints (Q8_0), its scale d and offset mn (element = d * q + mn); the activation block's 8 ints of
- * int8 quants xq with scale dx and sx = dx * sum(quants). Exact integer sums, then two products. */
-KN_HD float kn_qdot_block(int type, const int *wq, float d, float mn, const int *xq, float dx,
+/* 32 bytes of quants as eight ints (passed by value: kernels keep them in registers). */
+typedef struct kn_q32 {
+    int v[8];
+} kn_q32_t;
+
+/* Sum over one block of weight x activation: the weight block's quants (Q4: the first 4 ints,
+ * 16 bytes of nibbles, element i < 16 the low nibble of byte i, i >= 16 the high nibble of byte
+ * i - 16; Q8_0: all 8 ints), its scale d and offset mn (element = d * q + mn); the activation
+ * block's int8 quants xq with scale dx and sx = dx * sum(quants). Exact integer sums, then two
+ * products. */
+KN_HD float kn_qdot_block(int type, kn_q32_t wq, float d, float mn, kn_q32_t xq, float dx,
                           float sx) {
     int s = 0;
     if (type == KN_T_Q8_0) {
-        for (int j = 0; j < 8; j++) s = kn_dp4a(wq[j], xq[j], s);
+        for (int j = 0; j < 8; j++) s = kn_dp4a(wq.v[j], xq.v[j], s);
     } else {
         for (int j = 0; j < 4; j++) {
-            s = kn_dp4a(wq[j] & 0x0f0f0f0f, xq[j], s);
-            s = kn_dp4a((wq[j] >> 4) & 0x0f0f0f0f, xq[4 + j], s);
+            s = kn_dp4a(wq.v[j] & 0x0f0f0f0f, xq.v[j], s);
+            s = kn_dp4a((wq.v[j] >> 4) & 0x0f0f0f0f, xq.v[4 + j], s);
         }
     }
     return d * dx * (float)s + mn * sx;

@@ -271,17 +271,58 @@ static __global__ void quant_x_kernel(int8_t *xq, float2 *xs, const float *x, in
 }
 
 #define KN_MV_WARPS 4 /* weight rows (warps) per thread block of the fast matrix-vector kernels */
+#define KN_MV_SET   3 /* weights one fast matrix-vector launch reads (q, k, v) */
+
+/* The weights of one launch: same type, k and row_bytes; weight i's rows are the launch's rows
+ * [end[i - 1], end[i]); past count, end repeats the last (kernels index it with constants only,
+ * so the set stays in the parameter space). */
+typedef struct mv_set {
+    const uint8_t *w[KN_MV_SET];
+    float *y[KN_MV_SET];
+    const float *bias[KN_MV_SET];
+    int end[KN_MV_SET];
+    int count;
+} mv_set_t;
+
+/* This warp's weight row: which weight (-1 past the last), its row and its row count. */
+static __device__ __forceinline__ int mv_pick(const mv_set_t &s, int grow, int *row, int *n) {
+    if (grow >= s.end[KN_MV_SET - 1]) return -1; /* the unused ends repeat the last */
+    int i = grow < s.end[0] ? 0 : grow < s.end[1] ? 1 : 2, start = i ? s.end[i - 1] : 0;
+    *row = grow - start;
+    *n = s.end[i] - start;
+    return i;
+}
+
+/* Weight i's rows, output and bias (selects: constant indices keep the set in parameter space). */
+static __device__ __forceinline__ const uint8_t *mv_w(const mv_set_t &s, int i) {
+    return i == 0 ? s.w[0] : i == 1 ? s.w[1] : s.w[2];
+}
+
+/* Lane 0 writes row `row` of weight i's output for R activation rows: acc + bias. */
+template <int R>
+static __device__ __forceinline__ void mv_store(const mv_set_t &s, int i, int row, int n,
+                                                float *acc) {
+    float *y = i == 0 ? s.y[0] : i == 1 ? s.y[1] : s.y[2];
+    const float *bias = i == 0 ? s.bias[0] : i == 1 ? s.bias[1] : s.bias[2];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = warp_sum(acc[r]);
+        if ((threadIdx.x & 31) == 0) y[(size_t)r * n + row] = v + (bias ? bias[row] : 0.0f);
+    }
+}
 
 /* Quantized weights (repacked rows, row_bytes a multiple of 16 when V16, else of 4) against R int8
  * activation rows: one warp per weight row, lane l takes blocks l, l + 32, ...; each block is one
  * 16-byte (Q4) or two (Q8_0) loads of quants, its header, and kn_qdot_block per activation row. */
 template <int TYPE, int R, bool V16>
-static __global__ void __launch_bounds__(KN_MV_WARPS * 32)
-    mmvq_kernel(float *y, const int8_t *xq, const float2 *xs, const uint8_t *w, size_t row_bytes,
-                int n, int k, const float *bias) {
+static __global__ void __launch_bounds__(KN_MV_WARPS * 32, 1)
+    mmvq_kernel(const __grid_constant__ mv_set_t set, const int8_t *xq, const float2 *xs,
+                size_t row_bytes, int k) {
     constexpr int QS = TYPE == KN_T_Q8_0 ? 32 : 16, HB = TYPE == KN_T_Q4_1 ? 4 : 2, NW = QS / 4;
-    int row = blockIdx.x * KN_MV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= n) return;
+    int lane = threadIdx.x & 31, row, n;
+    int which = mv_pick(set, blockIdx.x * KN_MV_WARPS + (threadIdx.x >> 5), &row, &n);
+    if (which < 0) return;
+    const uint8_t *w = mv_w(set, which);
     int nb = k / KN_BLOCK;
     const uint8_t *wr = w + (size_t)row * row_bytes, *hd = wr + (size_t)nb * QS;
     float acc[R];
@@ -290,17 +331,17 @@ static __global__ void __launch_bounds__(KN_MV_WARPS * 32)
 #pragma unroll(R <= 4 ? 2 : 1)
     for (int b = lane; b < nb; b += 32) {
         const uint8_t *q = wr + (size_t)b * QS;
-        int wq[8];
+        kn_q32_t wq = {};
         if (V16) {
             int4 a = __ldg(reinterpret_cast<const int4 *>(q));
-            wq[0] = a.x, wq[1] = a.y, wq[2] = a.z, wq[3] = a.w;
+            wq.v[0] = a.x, wq.v[1] = a.y, wq.v[2] = a.z, wq.v[3] = a.w;
             if (NW == 8) {
                 int4 c = __ldg(reinterpret_cast<const int4 *>(q) + 1);
-                wq[4] = c.x, wq[5] = c.y, wq[6] = c.z, wq[7] = c.w;
+                wq.v[4] = c.x, wq.v[5] = c.y, wq.v[6] = c.z, wq.v[7] = c.w;
             }
         } else {
 #pragma unroll
-            for (int j = 0; j < NW; j++) wq[j] = __ldg(reinterpret_cast<const int *>(q) + j);
+            for (int j = 0; j < NW; j++) wq.v[j] = __ldg(reinterpret_cast<const int *>(q) + j);
         }
         float d, mn;
         if (HB == 4) {
@@ -315,33 +356,29 @@ static __global__ void __launch_bounds__(KN_MV_WARPS * 32)
             const int4 *xr =
                 reinterpret_cast<const int4 *>(xq + (size_t)r * k + (size_t)b * KN_BLOCK);
             int4 x0 = xr[0], x1 = xr[1];
-            int xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+            kn_q32_t xv = {{x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w}};
             float2 sx = xs[(size_t)r * nb + b];
             acc[r] += kn_qdot_block(TYPE, wq, d, mn, xv, sx.x, sx.y);
         }
     }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float s = warp_sum(acc[r]);
-        if (lane == 0) y[(size_t)r * n + row] = s + (bias ? bias[row] : 0.0f);
-    }
+    mv_store<R>(set, which, row, n, acc);
 }
 
 /* F16 / BF16 / F32 weights (row_bytes a multiple of 16) against R fp32 activation rows: one warp
  * per weight row, lane l takes 16-byte chunks l, l + 32, ... (8 halves or 4 floats). */
 template <int TYPE, int R>
-static __global__ void __launch_bounds__(KN_MV_WARPS * 32)
-    mvf_kernel(float *y, const float *x, const uint8_t *w, size_t row_bytes, int n, int k,
-               const float *bias) {
+static __global__ void __launch_bounds__(KN_MV_WARPS * 32, 1)
+    mvf_kernel(const __grid_constant__ mv_set_t set, const float *x, size_t row_bytes, int k) {
     constexpr int EPC = TYPE == KN_T_F32 ? 4 : 8;
-    int row = blockIdx.x * KN_MV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= n) return;
-    const int4 *wr = reinterpret_cast<const int4 *>(w + (size_t)row * row_bytes);
+    int lane = threadIdx.x & 31, row, n;
+    int which = mv_pick(set, blockIdx.x * KN_MV_WARPS + (threadIdx.x >> 5), &row, &n);
+    if (which < 0) return;
+    const int4 *wr = reinterpret_cast<const int4 *>(mv_w(set, which) + (size_t)row * row_bytes);
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
     int nc = k / EPC;
-#pragma unroll 4
+#pragma unroll 2
     for (int c = lane; c < nc; c += 32) {
         int4 v = __ldg(wr + c);
         float wf[EPC];
@@ -370,11 +407,7 @@ static __global__ void __launch_bounds__(KN_MV_WARPS * 32)
             }
         }
     }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float s = warp_sum(acc[r]);
-        if (lane == 0) y[(size_t)r * n + row] = s + (bias ? bias[row] : 0.0f);
-    }
+    mv_store<R>(set, which, row, n, acc);
 }
 
 /* tile (nr, k) fp16 = weight rows [row0, row0 + nr) dequantized: a thread per 32-element block
@@ -545,13 +578,14 @@ extern "C" int kn_cu_matmul_supported(int type, int64_t cols) {
     return kn_qblock_bytes(type) && cols % KN_BLOCK == 0;
 }
 
-/* The fast matrix-vector kernels for R activation rows, when the rows' alignment allows; -1 when
- * they do not (the generic kernel runs). */
+/* The fast matrix-vector kernels for R activation rows over a set of weights of one type, when
+ * their rows' alignment allows (the activations quantized once for all of them); -1 when it
+ * does not (the caller runs the generic kernel). */
 template <int R>
-static int matvec_fast(float *y, const float *x, const uint8_t *w, int type, size_t row_bytes,
-                       int n, int k, const float *bias, const kn_cu_mm_scratch_t *s,
-                       cudaStream_t st) {
-    unsigned grid = (unsigned)((n + KN_MV_WARPS - 1) / KN_MV_WARPS), threads = KN_MV_WARPS * 32;
+static int matvec_fast(const mv_set_t &set, const float *x, int type, size_t row_bytes, int k,
+                       const kn_cu_mm_scratch_t *s, cudaStream_t st) {
+    int total = set.end[set.count - 1];
+    unsigned grid = (unsigned)((total + KN_MV_WARPS - 1) / KN_MV_WARPS), threads = KN_MV_WARPS * 32;
     if (kn_qblock_bytes(type)) {
         if (row_bytes % 4 || !s->xq || k > s->max_k) return -1;
         int nblocks = R * (k / KN_BLOCK);
@@ -561,9 +595,8 @@ static int matvec_fast(float *y, const float *x, const uint8_t *w, int type, siz
         const float2 *xs = (const float2 *)s->xs;
         bool v16 = row_bytes % 16 == 0;
 #define KN_MMVQ(T)                                                                                 \
-    (v16 ? mmvq_kernel<T, R, true><<<grid, threads, 0, st>>>(y, xq, xs, w, row_bytes, n, k, bias)  \
-         : mmvq_kernel<T, R, false>                                                                \
-         <<<grid, threads, 0, st>>>(y, xq, xs, w, row_bytes, n, k, bias))
+    (v16 ? mmvq_kernel<T, R, true><<<grid, threads, 0, st>>>(set, xq, xs, row_bytes, k)            \
+         : mmvq_kernel<T, R, false><<<grid, threads, 0, st>>>(set, xq, xs, row_bytes, k))
         if (type == KN_T_Q4_0)
             KN_MMVQ(KN_T_Q4_0);
         else if (type == KN_T_Q4_1)
@@ -575,16 +608,16 @@ static int matvec_fast(float *y, const float *x, const uint8_t *w, int type, siz
     }
     if (row_bytes % 16 || k % 8) return -1;
     if (type == KN_T_BF16)
-        mvf_kernel<KN_T_BF16, R><<<grid, threads, 0, st>>>(y, x, w, row_bytes, n, k, bias);
+        mvf_kernel<KN_T_BF16, R><<<grid, threads, 0, st>>>(set, x, row_bytes, k);
     else if (type == KN_T_F16)
-        mvf_kernel<KN_T_F16, R><<<grid, threads, 0, st>>>(y, x, w, row_bytes, n, k, bias);
+        mvf_kernel<KN_T_F16, R><<<grid, threads, 0, st>>>(set, x, row_bytes, k);
     else
-        mvf_kernel<KN_T_F32, R><<<grid, threads, 0, st>>>(y, x, w, row_bytes, n, k, bias);
+        mvf_kernel<KN_T_F32, R><<<grid, threads, 0, st>>>(set, x, row_bytes, k);
     return last_rc();
 }
 
-typedef int (*matvec_fn)(float *, const float *, const uint8_t *, int, size_t, int, int,
-                         const float *, const kn_cu_mm_scratch_t *, cudaStream_t);
+typedef int (*matvec_fn)(const mv_set_t &, const float *, int, size_t, int,
+                         const kn_cu_mm_scratch_t *, cudaStream_t);
 static const matvec_fn MATVEC_FAST[KN_CU_MATVEC_MAX_ROWS] = {
     matvec_fast<1>, matvec_fast<2>, matvec_fast<3>, matvec_fast<4>,
     matvec_fast<5>, matvec_fast<6>, matvec_fast<7>, matvec_fast<8>};
@@ -595,8 +628,8 @@ extern "C" int kn_cu_matmul(float *y, const float *x, const void *w, int type, s
     cudaStream_t st = (cudaStream_t)stream;
     if (rows <= 0) return 0;
     if (rows <= KN_CU_MATVEC_MAX_ROWS) {
-        int rc =
-            MATVEC_FAST[rows - 1](y, x, (const uint8_t *)w, type, row_bytes, n, k, bias, s, st);
+        mv_set_t set = {{(const uint8_t *)w}, {y}, {bias}, {n, n, n}, 1};
+        int rc = MATVEC_FAST[rows - 1](set, x, type, row_bytes, k, s, st);
         if (rc != -1) return rc;
         const int warps = 4;
         matvec_kernel<<<(n + warps - 1) / warps, warps * 32, 0, st>>>(
@@ -607,6 +640,33 @@ extern "C" int kn_cu_matmul(float *y, const float *x, const void *w, int type, s
     if (rc || !bias) return rc;
     bias_kernel<<<grid_for((size_t)n * rows, 256), 256, 0, st>>>(y, bias, n, rows);
     return last_rc();
+}
+
+extern "C" int kn_cu_matmul_n(const kn_cu_mat_t *m, int count, const float *x, int k, int rows,
+                              const kn_cu_mm_scratch_t *s, void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (count < 1 || count > KN_MV_SET || rows <= 0)
+        return count < 1 ? 0 : -(int)cudaErrorInvalidValue;
+    bool one = rows <= KN_CU_MATVEC_MAX_ROWS;
+    for (int i = 1; i < count; i++)
+        one = one && m[i].type == m[0].type && m[i].row_bytes == m[0].row_bytes;
+    if (one) {
+        mv_set_t set = {};
+        for (int i = 0; i < count; i++) {
+            set.w[i] = (const uint8_t *)m[i].w, set.y[i] = m[i].y, set.bias[i] = m[i].bias;
+            set.end[i] = (i ? set.end[i - 1] : 0) + m[i].n;
+        }
+        for (int i = count; i < KN_MV_SET; i++) set.end[i] = set.end[count - 1];
+        set.count = count;
+        int rc = MATVEC_FAST[rows - 1](set, x, m[0].type, m[0].row_bytes, k, s, st);
+        if (rc != -1) return rc;
+    }
+    for (int i = 0; i < count; i++) {
+        int rc = kn_cu_matmul(m[i].y, x, m[i].w, m[i].type, m[i].row_bytes, m[i].n, k, m[i].bias,
+                              rows, s, stream);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 extern "C" int kn_cu_repack(void *w, int type, size_t row_bytes, int n, int k, void *tmp,

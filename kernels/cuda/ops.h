@@ -80,6 +80,22 @@ typedef struct kn_cu_mm_scratch {
     void *cublas; /* cublasHandle_t bound to the stream */
 } kn_cu_mm_scratch_t;
 
+/* One weight of kn_cu_matmul_n: y (rows, n) = x @ w^T (+ bias). */
+typedef struct kn_cu_mat {
+    const void *w;
+    int type;
+    size_t row_bytes;
+    int n;
+    float *y;
+    const float *bias;
+} kn_cu_mat_t;
+
+/* kn_cu_matmul for count (1..3) weights with the same k sharing x: with at most
+ * KN_CU_MATVEC_MAX_ROWS rows and weights of one type and row size, the activations are quantized
+ * once and one kernel reads every weight (q/k/v, gate/up: two launches instead of six); else
+ * kn_cu_matmul on each. The same results as kn_cu_matmul on each. */
+int kn_cu_matmul_n(const kn_cu_mat_t *m, int count, const float *x, int k, int rows,
+                   const kn_cu_mm_scratch_t *s, void *stream);
 /* Rearranges the n rows (k elements, row_bytes apart) of a quantized weight (Q4_0, Q4_1, Q8_0) in
  * device memory w from the stored block layout into the GPU's (device_math.h: kn_repack_row),
  * through tmp (tmp_bytes >= row_bytes of device memory). Every quantized weight kn_cu_matmul and

@@ -155,9 +155,9 @@ static void test_int8_dot(void **state) {
             assert_float_equal(sx, dx * (float)isum, 0);
             float d, mn;
             const uint8_t *qs = kn_prow_block(type, gpu, nb, b, &d, &mn);
-            int wq[8], xq[8];
-            memcpy(wq, qs, (size_t)kn_qs_bytes(type));
-            memcpy(xq, q, 32);
+            kn_q32_t wq = {{0}}, xq;
+            memcpy(wq.v, qs, (size_t)kn_qs_bytes(type));
+            memcpy(xq.v, q, 32);
             float part = kn_qdot_block(type, wq, d, mn, xq, dx, sx);
             /* volatile: GCC 12 at -O2 -march=native (AVX512-VNNI) compiles this signed-byte sum
              * of products into vpdpbusd, which reads one side as unsigned: wrong sums */

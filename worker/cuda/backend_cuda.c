@@ -291,6 +291,29 @@ static int cu_matmul(wk_backend_t *be, float *y, const float *x, const wk_tensor
     return note(c, rc, "matmul") ? LT_ERR_IO : LT_OK;
 }
 
+static int cu_matmul_n(wk_backend_t *be, float *const *y, const float *x,
+                       const wk_tensor_t *const *w, const float *const *bias, int count, int rows) {
+    cu_t *c = cu_of(be);
+    if (c->sticky) return LT_ERR_IO;
+    kn_cu_mat_t m[3];
+    if (count > 3) { /* not asked by forward.c: one by one */
+        for (int i = 0; i < count; i++) {
+            int rc = cu_matmul(be, y[i], x, w[i], bias[i], rows);
+            if (rc) return rc;
+        }
+        return LT_OK;
+    }
+    for (int i = 0; i < count; i++)
+        m[i] = (kn_cu_mat_t){.w = w[i]->data,
+                             .type = w[i]->type,
+                             .row_bytes = w[i]->row_bytes,
+                             .n = (int)w[i]->rows,
+                             .y = y[i],
+                             .bias = bias[i]};
+    int rc = kn_cu_matmul_n(m, count, x, (int)w[0]->cols, rows, &c->mm, c->stream);
+    return note(c, rc, "matmul") ? LT_ERR_IO : LT_OK;
+}
+
 static void cu_qk_rope(wk_backend_t *be, float *q, float *k, int nh, int nkv, int hd,
                        const float *q_norm, const float *k_norm, float eps, const wk_rope_t *rope) {
     cu_t *c = cu_of(be);
@@ -533,6 +556,7 @@ static const wk_backend_ops_t CUDA_OPS = {
     .embed = cu_embed,
     .rmsnorm = cu_rmsnorm,
     .matmul = cu_matmul,
+    .matmul_n = cu_matmul_n,
     .qk_rope = cu_qk_rope,
     .kv_store = cu_kv_store,
     .attention = cu_attention,

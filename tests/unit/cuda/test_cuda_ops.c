@@ -169,6 +169,64 @@ static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
 
 /* Two sequences (prompt lengths 37 and 5) with scattered blocks; the batch holds the last 9
  * positions of sequence 0 (prefill chunk) and the last 1 of sequence 1 (decode). */
+/* kn_cu_matmul_n over q/k/v-like weights (one type, n = 96, 32, 32; biases on two) gives each
+ * weight's kn_cu_matmul result bit for bit, for rows 1..8 (one launch) and 9 (one by one); and
+ * weights of two types fall back to one by one, the same bits. */
+static void test_matmul_n(cublasHandle_t hb, cudaStream_t st) {
+    const int k = 256, ns[3] = {96, 32, 32}, rows_list[] = {1, 2, 5, 8, 9};
+    kn_cu_mm_scratch_t s = {.wtile = dev(NULL, (size_t)KN_CU_DEQ_ROWS * k * 2),
+                            .xh = dev(NULL, (size_t)9 * k * 2),
+                            .xq = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * k),
+                            .xs = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * (k / 32) * 8),
+                            .max_k = k,
+                            .cublas = hb};
+    float x[9 * 256], bias[96];
+    for (int i = 0; i < 9 * k; i++) x[i] = frand(-1, 1);
+    for (int i = 0; i < 96; i++) bias[i] = frand(-1, 1);
+    float *dx = dev(x, sizeof x), *db = dev(bias, sizeof bias);
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        for (int mixed = 0; mixed < 2; mixed++) {
+            kn_cu_mat_t m[3];
+            void *dw[3];
+            float *dy[3], *dref[3];
+            for (int i = 0; i < 3; i++) {
+                int type = mixed && i == 2
+                               ? (TYPES[ti] == LT_DTYPE_F32 ? LT_DTYPE_Q8_0 : LT_DTYPE_F32)
+                               : TYPES[ti];
+                size_t rb = (size_t)lt_dtype_nbytes(type, k);
+                uint8_t *w = malloc(rb * ns[i]);
+                for (int r = 0; r < ns[i]; r++) rand_row(type, w + r * rb, k);
+                dw[i] = dev_weight(w, type, rb, ns[i], k);
+                free(w);
+                dy[i] = dev(NULL, sizeof(float) * 9 * ns[i]);
+                dref[i] = dev(NULL, sizeof(float) * 9 * ns[i]);
+                m[i] = (kn_cu_mat_t){dw[i], type, rb, ns[i], dy[i], i < 2 ? db : NULL};
+            }
+            for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
+                int rows = rows_list[ri], rc = kn_cu_matmul_n(m, 3, dx, k, rows, &s, st), same = 1;
+                for (int i = 0; i < 3; i++) {
+                    rc |= kn_cu_matmul(dref[i], dx, dw[i], m[i].type, m[i].row_bytes, ns[i], k,
+                                       m[i].bias, rows, &s, st);
+                    size_t bytes = sizeof(float) * rows * ns[i];
+                    float *a = malloc(bytes), *b = malloc(bytes);
+                    back(a, dy[i], bytes);
+                    back(b, dref[i], bytes);
+                    same &= memcmp(a, b, bytes) == 0;
+                    free(a), free(b);
+                }
+                bool ok = rc == 0 && same;
+                printf("%s matmul_n %s%s rows %d: %s\n", ok ? "ok  " : "FAIL",
+                       lt_dtype_name(TYPES[ti]), mixed ? " + another type" : "", rows,
+                       same ? "each weight's matmul, bit for bit" : "DIFFERENT");
+                if (!ok) g_fail = 1;
+            }
+            for (int i = 0; i < 3; i++) cudaFree(dw[i]), cudaFree(dy[i]), cudaFree(dref[i]);
+        }
+    }
+    cudaFree(dx), cudaFree(db);
+    cudaFree(s.wtile), cudaFree(s.xh), cudaFree(s.xq), cudaFree(s.xs);
+}
+
 static void test_attention(cudaStream_t st, int dtype) {
     enum { NB = 16, BS = 4, NKV = 2, HD = 64, NH = 6, L = 2, LAYER = 1 };
     const int lens[2] = {37, 5}, T = 10;
@@ -398,6 +456,7 @@ int main(void) {
     test_attention(st, LT_DTYPE_F16);
     test_attention(st, LT_DTYPE_BF16);
     test_matmul(hb, st);
+    test_matmul_n(hb, st);
     cublasDestroy(hb);
     cudaStreamDestroy(st);
     printf(g_fail ? "FAILED\n" : "all passed\n");

@@ -11,6 +11,13 @@
 #
 # OUTDIR (ignored by git: add it to .git/info/exclude) then holds bundle.tar.xz and model.gguf;
 # on the GPU machine tools/gpu_remote.sh unpacks them and runs the check.
+#
+# BLOCKS=full: the whole default model (98 MB), too big for one call, in two halves: the first
+# in OUTDIR-part0/model.part0, the second in OUTDIR/model.part1. Two calls, the second within the
+# machine's warm time of the first: one that carries OUTDIR-part0 and runs
+# `cp -r OUTDIR-part0 /root/`, then one that carries OUTDIR and runs tools/gpu_remote.sh, which
+# joins the halves (and says so if the first is gone: a machine gone cold) and checks greedy ids
+# with the transformers fixture's near-tie rule.
 set -eu
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
@@ -34,5 +41,17 @@ ldd "${files[@]}" 2>/dev/null | awk '/=>/ {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' |
     grep -v -E 'cuda|cublas|nccl|libcudart' | while read -r l; do cp -L "$l" "$stage/lib/"; done
 tar -C "$stage" -cJf "$out/bundle.tar.xz" .
-.venv/bin/python tools/truncate_gguf.py "$model" "$out/model.gguf" --blocks "$blocks"
-du -b "$out"/bundle.tar.xz "$out"/model.gguf
+rm -f "$out"/model.gguf "$out"/model.part1
+if [ "$blocks" = full ]; then
+    size=$(stat -c %s "$model")
+    half=$(((size + 1) / 2))
+    mkdir -p "$out-part0"
+    head -c "$half" "$model" >"$out-part0/model.part0"
+    tail -c +$((half + 1)) "$model" >"$out/model.part1"
+    sha256sum "$model" | cut -d' ' -f1 >"$out/model.sha256"
+    du -b "$out"/bundle.tar.xz "$out-part0/model.part0" "$out/model.part1"
+else
+    rm -f "$out/model.sha256"
+    .venv/bin/python tools/truncate_gguf.py "$model" "$out/model.gguf" --blocks "$blocks"
+    du -b "$out"/bundle.tar.xz "$out"/model.gguf
+fi

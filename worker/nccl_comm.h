@@ -23,7 +23,8 @@ typedef struct wk_nccl wk_nccl_t;
 
 /* Joins the group of `world` ranks as `rank`, on the CUDA backend's stream. bcast/bcast_user is
  * an all-reduce every rank can already call (the shared-memory one): it carries the unique id.
- * timeout_ms bounds every later all-reduce (0: 60 s). */
+ * Then a warm-up all-reduce checks the ring (every rank's 1 + rank must sum to world(world+1)/2)
+ * before any step. timeout_ms bounds every all-reduce (0: 60 s). */
 int wk_nccl_init(int rank, int world, void *stream, wk_allreduce_fn bcast, void *bcast_user,
                  int timeout_ms, wk_nccl_t **out, char *err);
 /* wk_allreduce_fn over NCCL (user = the wk_nccl_t *): sums buf (n floats, device memory) across

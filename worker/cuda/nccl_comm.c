@@ -49,6 +49,36 @@ static int share_id(ncclUniqueId *id, int rank, wk_allreduce_fn bcast, void *use
     return LT_OK;
 }
 
+/* The ring's first all-reduce: every rank gives 1 + rank for each of 64 floats, so every value
+ * must come back as world * (world + 1) / 2 (exact in fp32). */
+static int warm_up(wk_nccl_t *c, char *err) {
+    enum { N = 64 };
+    float h[N], *d = NULL;
+    for (int i = 0; i < N; i++) h[i] = (float)(1 + c->rank);
+    cudaError_t e = cudaMalloc((void **)&d, sizeof h);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(d, h, sizeof h, cudaMemcpyHostToDevice, c->stream);
+    if (e != cudaSuccess) {
+        cudaFree(d);
+        return lt_errf(err, LT_ERR_IO, "NCCL rank %d: warm-up buffer: %s", c->rank,
+                       cudaGetErrorString(e));
+    }
+    int rc = wk_nccl_allreduce_mod(d, N, c);
+    if (!rc && (e = cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost)) != cudaSuccess)
+        rc = LT_ERR_IO;
+    cudaFree(d);
+    if (rc)
+        return lt_errf(err, LT_ERR_IO, "NCCL rank %d of %d: the warm-up all-reduce failed (%s)",
+                       c->rank, c->world, e != cudaSuccess ? cudaGetErrorString(e) : "see above");
+    float want = (float)c->world * (float)(c->world + 1) / 2.0f;
+    for (int i = 0; i < N; i++)
+        if (h[i] != want)
+            return lt_errf(err, LT_ERR_IO,
+                           "NCCL rank %d of %d: the warm-up all-reduce gave %g, not %g: the ring "
+                           "is broken",
+                           c->rank, c->world, h[i], want);
+    return LT_OK;
+}
+
 int wk_nccl_init_mod(int rank, int world, void *stream, wk_allreduce_fn bcast, void *bcast_user,
                      int timeout_ms, wk_nccl_t **out, char *err) {
     *out = NULL;
@@ -69,6 +99,10 @@ int wk_nccl_init_mod(int rank, int world, void *stream, wk_allreduce_fn bcast, v
         free(c);
         return lt_errf(err, LT_ERR_IO, "NCCL: rank %d of %d: ncclCommInitRank: %s", rank, world,
                        ncclGetErrorString(r));
+    }
+    if ((rc = warm_up(c, err))) {
+        wk_nccl_destroy_mod(&c);
+        return rc;
     }
     *out = c;
     return LT_OK;

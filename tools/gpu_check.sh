@@ -23,7 +23,8 @@
 #     prompts are the fixture's, and the two sequences must be identical.
 #  5. informational: 256 greedy tokens' speed on CUDA and the CPU, in one process and the tree
 #  6. bench/bench_cuda (when built): the Llama-3-8B-shaped decode and prefill benchmark against
-#     the HBM roofline and the cuBLAS peak; GPU_BENCH_ARGS adds its options
+#     the HBM roofline and the cuBLAS peak; GPU_BENCH_ARGS adds its options. Then once more for
+#     Q4_1 with LANTERN_CUDA_OP_TIMES=1: the time of each operation kind per step (eager)
 set -u
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -147,6 +148,13 @@ if [ -x "$build/bench/bench_cuda" ]; then
         result "bench_cuda" PASS "figures above"
     else
         result "bench_cuda" FAIL "status $?"
+    fi
+    # where a step's time goes: every operation timed by events (eager), Q4_1, the table at the end
+    if LANTERN_CUDA_OP_TIMES=1 timeout 120 "$build/bench/bench_cuda" --types q4_1 --steps 10 \
+        >>"$report" 2>&1; then
+        result "bench_cuda, operation times" PASS "table above"
+    else
+        result "bench_cuda, operation times" FAIL "status $?"
     fi
 else
     result "bench_cuda" SKIP "$build/bench/bench_cuda not built"

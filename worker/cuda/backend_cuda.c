@@ -33,6 +33,7 @@
 #include "cuda/ops.h"
 
 enum { GRAPHS_MAX = 128, GRAPH_MAX_TOKENS = 32, BLAS_WS = 32 << 20 };
+enum { OP_EVENTS = 4096, OP_KINDS = 32 };
 
 typedef struct cu {
     int device;
@@ -59,6 +60,19 @@ typedef struct cu {
     bool graphs_off;         /* a recording failed or differed: never again */
     float *ref;              /* the eager logits of the step being recorded */
     size_t ref_cap;
+    /* LANTERN_CUDA_OP_TIMES=1: an event after every operation, their gaps summed per
+     * operation name, the table logged when the backend goes (graphs off meanwhile) */
+    bool timing;
+    cudaEvent_t ev[OP_EVENTS];
+    const char *ev_what[OP_EVENTS];
+    int n_ev;
+    struct op_time {
+        const char *what;
+        double ms;
+        long calls;
+    } times[OP_KINDS];
+    int n_times;
+    long steps;
     int sticky; /* first failure since the last begin: 0 or a kn_cu code */
     char sticky_what[64];
 } cu_t;
@@ -80,11 +94,57 @@ static void graphs_drop(cu_t *c) {
 }
 
 /* Keeps the first failure; returns rc. */
+/* --- per-operation times (LANTERN_CUDA_OP_TIMES) --- */
+
+/* An event on the stream after operation `what` (what NULL: the step's start). */
+static void op_mark(cu_t *c, const char *what) {
+    if (c->n_ev == OP_EVENTS) return;
+    if (cudaEventRecord(c->ev[c->n_ev], c->stream) != cudaSuccess) return;
+    c->ev_what[c->n_ev++] = what;
+}
+
+/* After a synchronization: the gaps between the events, summed per operation name. */
+static void op_collect(cu_t *c) {
+    for (int i = 1; i < c->n_ev; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, c->ev[i - 1], c->ev[i]) != cudaSuccess) continue;
+        int k = 0;
+        while (k < c->n_times && strcmp(c->times[k].what, c->ev_what[i]) != 0) k++;
+        if (k == c->n_times) {
+            if (k == OP_KINDS) continue;
+            c->times[c->n_times++] = (struct op_time){.what = c->ev_what[i]};
+        }
+        c->times[k].ms += ms;
+        c->times[k].calls++;
+    }
+    if (c->n_ev > 1) { /* the last event starts what follows (another chunk of logits) */
+        cudaEvent_t last = c->ev[c->n_ev - 1];
+        c->ev[c->n_ev - 1] = c->ev[0];
+        c->ev[0] = last;
+        c->ev_what[0] = NULL;
+        c->n_ev = 1;
+    }
+}
+
+static void op_report(cu_t *c) {
+    double total = 0;
+    for (int k = 0; k < c->n_times; k++) total += c->times[k].ms;
+    if (total <= 0) return;
+    LT_INFO("CUDA device %d: operation times over %ld steps (eager, each from the previous "
+            "operation's end: launch gaps included), %.3f ms per step:",
+            c->device, c->steps, total / (c->steps ? c->steps : 1));
+    for (int k = 0; k < c->n_times; k++)
+        LT_INFO("  %-14s %6.1f%%  %10.3f ms  %8ld calls  %8.2f us each", c->times[k].what,
+                100 * c->times[k].ms / total, c->times[k].ms, c->times[k].calls,
+                1e3 * c->times[k].ms / c->times[k].calls);
+}
+
 static int note(cu_t *c, int rc, const char *what) {
     if (rc && !c->sticky) {
         c->sticky = rc;
         snprintf(c->sticky_what, sizeof c->sticky_what, "%s", what);
     }
+    if (c->timing) op_mark(c, what);
     return rc;
 }
 
@@ -123,7 +183,11 @@ static void cu_to_host(wk_backend_t *be, float *host, const float *src, size_t n
     cu_t *c = cu_of(be);
     note(c, cu_rc(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream)),
          "copy to host");
+    bool timing = c->timing;
+    c->timing = false; /* the synchronization is no operation */
     note(c, cu_rc(cudaStreamSynchronize(c->stream)), "step");
+    c->timing = timing;
+    if (timing) op_collect(c);
     if (c->sticky) /* the step failed: no plausible-looking logits; the next begin says why */
         for (size_t i = 0; i < n; i++) host[i] = NAN;
 }
@@ -267,6 +331,11 @@ static int cu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
                            .bt_stride = stride};
     c->d_logits_rows = d + 3 * T;
     c->hb = b;
+    if (c->timing) { /* the step's start; the upload above is not counted */
+        c->n_ev = 0;
+        c->steps++;
+        op_mark(c, NULL);
+    }
     return LT_OK;
 }
 
@@ -408,7 +477,8 @@ static void cu_graph_reset(wk_backend_t *be) {
  * the second time it runs, and checked against that run. */
 static int cu_graph_begin(wk_backend_t *be, const void *kv, const void *ctx, int n_logits) {
     cu_t *c = cu_of(be);
-    if (c->graphs_off || c->sticky || c->b.n_tokens > GRAPH_MAX_TOKENS) return WK_GRAPH_OFF;
+    if (c->graphs_off || c->timing || c->sticky || c->b.n_tokens > GRAPH_MAX_TOKENS)
+        return WK_GRAPH_OFF;
     struct cu_graph *g = NULL;
     for (int i = 0; i < c->n_graphs && !g; i++) {
         struct cu_graph *h = &c->graphs[i];
@@ -526,6 +596,10 @@ static int cu_mem_info(wk_backend_t *be, size_t *free_bytes, size_t *total_bytes
 static void cu_destroy(wk_backend_t *be) {
     cu_t *c = cu_of(be);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->timing) {
+        op_report(c);
+        for (int i = 0; i < OP_EVENTS; i++) cudaEventDestroy(c->ev[i]);
+    }
     cudaFree(c->mm.wtile);
     cudaFree(c->mm.xh);
     cudaFree(c->mm.xq);
@@ -612,6 +686,16 @@ static int cu_open(cu_t *c, int device, char *err) {
                        e != cudaSuccess ? cudaGetErrorString(e) : cublasGetStatusString(bs));
     c->mm.cublas = c->blas;
     c->recording = -1;
+    const char *t = getenv("LANTERN_CUDA_OP_TIMES");
+    if (t && *t && strcmp(t, "0") != 0) {
+        for (int i = 0; i < OP_EVENTS; i++)
+            if (cudaEventCreate(&c->ev[i]) != cudaSuccess)
+                return lt_errf(err, LT_ERR_IO, "CUDA device %d: LANTERN_CUDA_OP_TIMES: no events",
+                               device);
+        c->timing = true;
+        LT_INFO("CUDA device %d: LANTERN_CUDA_OP_TIMES: timing every operation (no graphs)",
+                device);
+    }
     return LT_OK;
 }
 

@@ -239,6 +239,21 @@ KN_HD float kn_online_step(float *m, float *l, float score, float *p) {
     return corr;
 }
 
+/* Merging n online-softmax states (m[i], l[i]: running max and sum of exp(score - m[i]); a state
+ * with l[i] == 0 saw no score): w[i] = exp(m[i] - M) with M the largest m of the states that saw
+ * scores (0 for the others); returns the merged sum, sum of l[i] * w[i]. The merged output is
+ * sum of o[i] * w[i] divided by it. */
+KN_HD float kn_online_merge(const float *m, const float *l, int n, float *w) {
+    float mx = -INFINITY, den = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (l[i] > 0.0f && m[i] > mx) mx = m[i];
+    for (int i = 0; i < n; i++) {
+        w[i] = l[i] > 0.0f ? expf(m[i] - mx) : 0.0f;
+        den += l[i] * w[i];
+    }
+    return den;
+}
+
 KN_HD float kn_silu(float g) {
     return g / (1.0f + expf(-g));
 }

@@ -157,12 +157,15 @@ static __global__ void kv_store_kernel(kn_cu_kv_t kv, int layer, const float *k,
     }
 }
 
-/* One block per (token, query head): each warp walks positions warp, warp + KN_ATT_WARPS, ...
- * with its own online-softmax state (lane l holds dims l, l + 32, ...), then the warps' states
- * are merged through shared memory. */
+/* One block per (token, query head[, range of positions]): each warp walks positions warp,
+ * warp + KN_ATT_WARPS, ... with its own online-softmax state (lane l holds dims l, l + 32, ...),
+ * then the warps' states are merged through shared memory. SPLIT (long contexts): block z of
+ * gridDim.z takes the z-th range of the token's positions and writes its state, unnormalized,
+ * to part (max, sum, hd values per (token, head, range)) for attention_merge_kernel. */
+template <bool SPLIT>
 static __global__ void __launch_bounds__(KN_ATT_THREADS)
-    attention_kernel(float *out, const float *q, kn_cu_kv_t kv, int layer, int nh,
-                     kn_cu_batch_t b) {
+    attention_kernel(float *out, const float *q, kn_cu_kv_t kv, int layer, int nh, kn_cu_batch_t b,
+                     float *part) {
     __shared__ float s_m[KN_ATT_WARPS], s_l[KN_ATT_WARPS];
     __shared__ float s_o[KN_ATT_WARPS][32 * KN_ATT_PER_LANE];
     int t = blockIdx.x, h = blockIdx.y, hd = kv.head_dim, bs = kv.block_size;
@@ -178,9 +181,14 @@ static __global__ void __launch_bounds__(KN_ATT_THREADS)
         o[j] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    int n = b.pos[t] + 1;
+    int n = b.pos[t] + 1, j0 = 0;
+    if (SPLIT) { /* this block's range: [j0, n) of the positions */
+        int chunk = (n + (int)gridDim.z - 1) / (int)gridDim.z;
+        j0 = (int)blockIdx.z * chunk;
+        n = min(n, j0 + chunk);
+    }
     const int32_t *bt = b.block_tables + (size_t)b.seq[t] * b.bt_stride;
-    for (int j = w; j < n; j += KN_ATT_WARPS) {
+    for (int j = j0 + w; j < n; j += KN_ATT_WARPS) {
         size_t off = kv_off(layer, kv.n_blocks, kv.n_kv_head, bs, hd, bt[j / bs], kvh, j % bs);
         float part = 0.0f;
 #pragma unroll
@@ -207,11 +215,35 @@ static __global__ void __launch_bounds__(KN_ATT_THREADS)
     float den = 0.0f;
     for (int i = 0; i < KN_ATT_WARPS; i++)
         if (s_l[i] > 0.0f) den += s_l[i] * expf(s_m[i] - mx);
-    float *oh = out + ((size_t)t * nh + h) * hd;
+    float *oh = SPLIT ? part + (((size_t)t * nh + h) * gridDim.z + blockIdx.z) * (hd + 2) + 2
+                      : out + ((size_t)t * nh + h) * hd;
+    if (SPLIT && threadIdx.x == 0) oh[-2] = mx, oh[-1] = den; /* an empty range: -inf, 0 */
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
         for (int i = 0; i < KN_ATT_WARPS; i++)
             if (s_l[i] > 0.0f) acc += s_o[i][d] * expf(s_m[i] - mx);
+        oh[d] = SPLIT ? acc : acc / den;
+    }
+}
+
+/* out (T, nh * hd) from the ranges' states in part: kn_online_merge, one block per (token,
+ * head). */
+static __global__ void attention_merge_kernel(float *out, const float *part, int nh, int hd,
+                                              int splits) {
+    __shared__ float w[KN_ATT_MAX_SPLITS], den;
+    int t = blockIdx.x, h = blockIdx.y;
+    const float *p = part + ((size_t)t * nh + h) * splits * (hd + 2);
+    if (threadIdx.x == 0) {
+        float m[KN_ATT_MAX_SPLITS], l[KN_ATT_MAX_SPLITS];
+        for (int s = 0; s < splits; s++)
+            m[s] = p[(size_t)s * (hd + 2)], l[s] = p[(size_t)s * (hd + 2) + 1];
+        den = kn_online_merge(m, l, splits, w);
+    }
+    __syncthreads();
+    float *oh = out + ((size_t)t * nh + h) * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < splits; s++) acc += p[(size_t)s * (hd + 2) + 2 + d] * w[s];
         oh[d] = acc / den;
     }
 }
@@ -568,7 +600,24 @@ extern "C" int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv,
                                const kn_cu_batch_t *b, void *stream) {
     if (kv->head_dim > 32 * KN_ATT_PER_LANE) return -(int)cudaErrorInvalidValue;
     dim3 grid(b->n_tokens, nh);
-    attention_kernel<<<grid, KN_ATT_THREADS, 0, (cudaStream_t)stream>>>(out, q, *kv, layer, nh, *b);
+    attention_kernel<false>
+        <<<grid, KN_ATT_THREADS, 0, (cudaStream_t)stream>>>(out, q, *kv, layer, nh, *b, NULL);
+    return last_rc();
+}
+
+extern "C" int kn_cu_attention_split(float *out, const float *q, const kn_cu_kv_t *kv, int layer,
+                                     int nh, const kn_cu_batch_t *b, float *part, int splits,
+                                     void *stream) {
+    if (splits <= 1) return kn_cu_attention(out, q, kv, layer, nh, b, stream);
+    if (kv->head_dim > 32 * KN_ATT_PER_LANE || splits > KN_ATT_MAX_SPLITS)
+        return -(int)cudaErrorInvalidValue;
+    cudaStream_t st = (cudaStream_t)stream;
+    attention_kernel<true><<<dim3(b->n_tokens, nh, splits), KN_ATT_THREADS, 0, st>>>(
+        out, q, *kv, layer, nh, *b, part);
+    int rc = last_rc();
+    if (rc) return rc;
+    attention_merge_kernel<<<dim3(b->n_tokens, nh), KN_ATT_THREADS, 0, st>>>(out, part, nh,
+                                                                             kv->head_dim, splits);
     return last_rc();
 }
 

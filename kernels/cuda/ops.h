@@ -62,6 +62,14 @@ int kn_cu_kv_store(const kn_cu_kv_t *kv, int layer, const float *k, const float 
  * sequence, one thread block per (token, head), online softmax (hd <= 256). */
 int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
                     const kn_cu_batch_t *b, void *stream);
+/* Ranges of positions at most: long-context attention split across thread blocks. */
+#define KN_ATT_MAX_SPLITS 16
+/* kn_cu_attention for long contexts ("flash decoding"): each token's positions in `splits`
+ * (<= KN_ATT_MAX_SPLITS) ranges, one thread block per (token, head, range), their online-softmax
+ * states in part (T * nh * splits * (hd + 2) floats), then merged (kn_online_merge). Not the
+ * same bits as kn_cu_attention (another summation order); splits <= 1 is kn_cu_attention. */
+int kn_cu_attention_split(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
+                          const kn_cu_batch_t *b, float *part, int splits, void *stream);
 
 /* Rows at most this many take the matrix-vector kernels (quantized weights: int8 activations and
  * dp4a, as llama.cpp's mmvq; others: fp32); more take cuBLAS. */

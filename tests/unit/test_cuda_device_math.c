@@ -215,6 +215,34 @@ static void test_online_softmax(void **state) {
     }
 }
 
+/* Attention split over position ranges (the GPU's long-context decode): each range's online
+ * softmax state, merged by kn_online_merge, equals one softmax over every position; an empty
+ * range (no positions) takes no part. */
+static void test_online_merge(void **state) {
+    (void)state;
+    enum { N = 1000, S = 7 };
+    static float score[N], val[N];
+    srand(13);
+    for (int i = 0; i < N; i++) score[i] = frand(-30, 30), val[i] = frand(-1, 1);
+    double mx = -1e30, den = 0, num = 0;
+    for (int i = 0; i < N; i++) mx = score[i] > mx ? score[i] : mx;
+    for (int i = 0; i < N; i++) den += exp(score[i] - mx), num += exp(score[i] - mx) * val[i];
+    float m[S + 1], l[S + 1], o[S + 1], w[S + 1];
+    int chunk = (N + S - 1) / S;
+    for (int sp = 0; sp <= S; sp++) { /* the last range is empty */
+        m[sp] = -INFINITY, l[sp] = 0.0f, o[sp] = 0.0f;
+        for (int i = sp * chunk; i < N && i < (sp + 1) * chunk && sp < S; i++) {
+            float p, corr = kn_online_step(&m[sp], &l[sp], score[i], &p);
+            o[sp] = o[sp] * corr + p * val[i];
+        }
+    }
+    float d = kn_online_merge(m, l, S + 1, w), acc = 0.0f;
+    assert_float_equal(w[S], 0.0f, 0);
+    for (int sp = 0; sp <= S; sp++) acc += o[sp] * w[sp];
+    assert_float_equal(d, (float)den, 1e-4 * den);
+    assert_float_equal(acc / d, (float)(num / den), 1e-5);
+}
+
 static void test_silu(void **state) {
     (void)state;
     float g[64], up[64];
@@ -233,7 +261,8 @@ int main(void) {
         cmocka_unit_test(test_type_codes), cmocka_unit_test(test_half),
         cmocka_unit_test(test_bf16),       cmocka_unit_test(test_dequant),
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_online_softmax),
-        cmocka_unit_test(test_int8_dot),   cmocka_unit_test(test_silu),
+        cmocka_unit_test(test_int8_dot),   cmocka_unit_test(test_online_merge),
+        cmocka_unit_test(test_silu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,6 +34,9 @@
 
 enum { GRAPHS_MAX = 128, GRAPH_MAX_TOKENS = 32, BLAS_WS = 32 << 20 };
 enum { OP_EVENTS = 4096, OP_KINDS = 32 };
+/* Attention splits a token's positions into ranges of about ATT_SPLIT_SPAN when its batch has
+ * at most ATT_SPLIT_ROWS tokens (decode) and the block tables span more than ATT_SPLIT_MIN. */
+enum { ATT_SPLIT_ROWS = 64, ATT_SPLIT_MIN = 1024, ATT_SPLIT_SPAN = 512 };
 
 typedef struct cu {
     int device;
@@ -49,6 +52,8 @@ typedef struct cu {
     kn_cu_batch_t b;        /* its indices on the device */
     const int32_t *d_logits_rows;
     void *repack_tmp; /* load time: kn_cu_repack's staging (REPACK_TMP bytes), freed by reserve */
+    float *att_part;  /* long-context attention's per-range states (att_part_bytes), or NULL */
+    size_t att_part_bytes;
     /* CUDA graphs of steps (backend.h "recorded steps"), keyed by the step's shape */
     struct cu_graph {
         int n_tokens, n_logits, bt_stride;
@@ -237,13 +242,20 @@ static int cu_weight(wk_backend_t *be, const void *src, int type, int64_t cols, 
 static int cu_reserve(wk_backend_t *be, int max_rows, int max_k, int max_ctx, int group,
                       char *err) {
     cu_t *c = cu_of(be);
-    (void)max_ctx; /* attention keeps its state in registers and shared memory */
     (void)group;
     if (max_rows <= c->max_rows && max_k <= c->max_k) return LT_OK;
     max_rows = max_rows > c->max_rows ? max_rows : c->max_rows;
     max_k = max_k > c->max_k ? max_k : c->max_k;
     cudaFree(c->repack_tmp); /* loading is over */
     c->repack_tmp = NULL;
+    if (max_ctx > ATT_SPLIT_MIN && !c->att_part) { /* long contexts: split attention's states */
+        int rows = max_rows < ATT_SPLIT_ROWS ? max_rows : ATT_SPLIT_ROWS;
+        size_t n = (size_t)rows * KN_ATT_MAX_SPLITS * ((size_t)max_k + 2 * (size_t)max_k / 16);
+        if (cudaMalloc((void **)&c->att_part, n * sizeof(float)) == cudaSuccess)
+            c->att_part_bytes = n * sizeof(float);
+        else /* not fatal: attention runs unsplit */
+            c->att_part = NULL, cudaGetLastError();
+    }
     graphs_drop(c); /* their kernels point into the old scratch */
     void *wt = cu_alloc(be, (size_t)KN_CU_DEQ_ROWS * max_k * 2);
     void *xh = cu_alloc(be, (size_t)max_rows * max_k * 2);
@@ -413,9 +425,17 @@ static void cu_attention(wk_backend_t *be, float *out, const float *q, const wk_
                          int layer, int nh, int nkv, int hd) {
     cu_t *c = cu_of(be);
     (void)nkv; /* the cache's */
-    (void)hd;
     kn_cu_kv_t d = kv_desc(kv);
-    note(c, kn_cu_attention(out, q, &d, layer, nh, &c->b, c->stream), "attention");
+    /* a function of the step's shape (tokens, block-table width): the same in a graph's replays */
+    int span = c->b.bt_stride * kv->block_size, splits = 1;
+    if (c->att_part && c->b.n_tokens <= ATT_SPLIT_ROWS && span > ATT_SPLIT_MIN) {
+        splits =
+            span / ATT_SPLIT_SPAN < KN_ATT_MAX_SPLITS ? span / ATT_SPLIT_SPAN : KN_ATT_MAX_SPLITS;
+        if ((size_t)c->b.n_tokens * nh * splits * (hd + 2) * sizeof(float) > c->att_part_bytes)
+            splits = 1;
+    }
+    note(c, kn_cu_attention_split(out, q, &d, layer, nh, &c->b, c->att_part, splits, c->stream),
+         "attention");
 }
 
 static void cu_swiglu(wk_backend_t *be, float *gate, const float *up, size_t n) {
@@ -605,6 +625,7 @@ static void cu_destroy(wk_backend_t *be) {
     cudaFree(c->mm.xq);
     cudaFree(c->mm.xs);
     cudaFree(c->repack_tmp);
+    cudaFree(c->att_part);
     graphs_drop(c);
     cudaFree(c->ref);
     cudaFree(c->d_rows);

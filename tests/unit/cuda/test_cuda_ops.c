@@ -324,6 +324,19 @@ static void test_attention(cudaStream_t st, int dtype) {
     char what[64];
     snprintf(what, sizeof what, "kv_store + attention, %s cache", lt_dtype_name(dtype));
     expect(what, rc, got, ref, (size_t)T * NH * HD, 1e-10);
+    /* split over position ranges (long-context decode): 3 ranges, and 16 (more than sequence 1's
+     * 5 positions: empty ranges) */
+    static const int splits[2] = {3, KN_ATT_MAX_SPLITS};
+    float *dpart = dev(NULL, sizeof(float) * T * NH * KN_ATT_MAX_SPLITS * (HD + 2));
+    for (int i = 0; i < 2; i++) {
+        cudaMemset(dout, 0xff, sizeof got);
+        rc = kn_cu_attention_split(dout, dq, &kv, LAYER, NH, &b, dpart, splits[i], st);
+        back(got, dout, sizeof got);
+        snprintf(what, sizeof what, "attention split %d, %s cache", splits[i],
+                 lt_dtype_name(dtype));
+        expect(what, rc, got, ref, (size_t)T * NH * HD, 1e-10);
+    }
+    cudaFree(dpart);
     cudaFree(kv.k), cudaFree(kv.v), cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout);
     cudaFree(d_idx);
     free(kall), free(vall), free(kc), free(vc);

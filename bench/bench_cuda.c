@@ -18,7 +18,10 @@
  * (--enforce-eager) and with CUDA graphs (steps of up to 32 tokens: batches 1 and 8; a shape is
  * recorded on its second run, inside the 5 warm-up steps). Needs a GPU; exits 77 without one.
  *
+ * Then, per type, decode at --long positions of context (batch 1 and 8, eager and graphs; 0: not).
+ *
  *     bench_cuda [--types bf16,q4_1] [--prompt 128] [--chunk 2048] [--steps 30] [--layers 32]
+ *                [--long 4096]
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -103,8 +106,9 @@ typedef struct run {
     wk_model_t *m;
     wk_kv_cache_t *kv;
     wk_ctx_t *c;
-    int32_t len[NSEQ];            /* tokens of each sequence in the cache */
-    int32_t bt[NSEQ][SEQ_BLOCKS]; /* block tables: sequence s owns blocks s*SEQ_BLOCKS.. */
+    int32_t len[NSEQ]; /* tokens of each sequence in the cache */
+    int bt_len;        /* blocks per sequence: sequence s owns blocks s * bt_len .. */
+    int32_t *bt;       /* (NSEQ, bt_len) block tables */
     float *logits;
 } run_t;
 
@@ -122,8 +126,8 @@ static double step(run_t *r, const int *seqs, int ns, int per, char *err) {
             seq[T] = i;
         }
         rows[i] = T - 1;
-        bts[i] = r->bt[s];
-        btl[i] = SEQ_BLOCKS;
+        bts[i] = r->bt + (size_t)s * r->bt_len;
+        btl[i] = r->bt_len;
     }
     wk_batch_t b = {.n_tokens = T,
                     .tokens = tok,
@@ -147,8 +151,58 @@ static double layer_flops(const lt_model_config_t *c) {
     return 2.0 * c->n_layer * ((q + 2 * kv) * c->dim + q * c->dim + 3.0 * c->hidden_dim * c->dim);
 }
 
+/* Decode at a long context: batches 1 and 8 of sequences whose first `ctx` positions are in the
+ * cache (zeros: no prefill; attention reads them all the same), eager and with graphs. The
+ * attention of these steps is split over position ranges (README "GPU"). */
+static int bench_long(run_t *r, const lt_model_config_t *cfg, int ctx, int steps, double bw) {
+    char err[LT_ERR_LEN];
+    enum { LSEQ = 8 };
+    r->bt_len = (ctx + 2 * (steps + 5) + BLOCK - 1) / BLOCK + 1;
+    r->bt = malloc(sizeof(int32_t) * LSEQ * (size_t)r->bt_len);
+    for (int i = 0; i < LSEQ * r->bt_len; i++) r->bt[i] = i;
+    int rc = wk_kv_cache_create(r->m, LSEQ * r->bt_len, BLOCK, LT_DTYPE_F16, &r->kv, err);
+    if (!rc) rc = wk_ctx_create(r->m, 64, r->bt_len * BLOCK, &r->c, err);
+    if (rc) {
+        fprintf(stderr, "bench_cuda: long context: %s\n", err);
+        free(r->bt);
+        return 1;
+    }
+    size_t kv_tok = (size_t)2 * cfg->n_layer * cfg->n_kv_head * cfg->head_dim * 2; /* F16 */
+    size_t wbytes = r->m->weight_bytes - r->m->tok_embd.row_bytes * (size_t)cfg->vocab_size;
+    printf("decode at context %d (no prefill: the cache holds zeros):\n", ctx);
+    const int batches[2] = {1, LSEQ};
+    int seqs[LSEQ];
+    for (int run = 0; run < 4 && !rc; run++) {
+        int B = batches[run / 2];
+        bool eager = run % 2 == 0;
+        wk_ctx_set_eager(r->c, eager);
+        for (int i = 0; i < LSEQ; i++) seqs[i] = i, r->len[i] = ctx;
+        double t[256], bytes = 0;
+        for (int k = -5; k < steps; k++) {
+            size_t kvb = 0;
+            for (int i = 0; i < B; i++) kvb += (size_t)(r->len[i] + 1) * kv_tok;
+            double dt = step(r, seqs, B, 1, err);
+            if (dt < 0) {
+                fprintf(stderr, "bench_cuda: long context: %s\n", err);
+                rc = 1;
+                break;
+            }
+            if (k >= 0) t[k] = dt, bytes += (double)(wbytes + kvb);
+        }
+        if (rc) break;
+        bytes /= steps;
+        double ms = median(t, steps) * 1e3, roof = bytes / bw * 1e3;
+        printf("%-6d %-7s %10.3f %10.3f %9.1f%% %10.0f %8.2f\n", B, eager ? "eager" : "graphs", ms,
+               roof, 100 * roof / ms, B / ms * 1e3, bytes / 1e9);
+    }
+    wk_ctx_destroy(&r->c);
+    wk_kv_cache_destroy(&r->kv);
+    free(r->bt);
+    return rc;
+}
+
 static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int chunk, int steps,
-                      double bw, double peak) {
+                      int long_context, double bw, double peak) {
     char err[LT_ERR_LEN];
     run_t *r = calloc(1, sizeof *r);
     wk_load_opts_t o = {.tp_rank = 0, .tp_size = 1, .device = WK_DEVICE_CUDA, .cuda_device = 0};
@@ -163,8 +217,9 @@ static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int ch
     }
     printf("\n== %s: %.2f GB of weights, made in %.1f s\n", lt_dtype_name(type),
            r->m->weight_bytes / 1e9, now_s() - t0);
-    for (int s = 0; s < NSEQ; s++)
-        for (int j = 0; j < SEQ_BLOCKS; j++) r->bt[s][j] = s * SEQ_BLOCKS + j;
+    r->bt_len = SEQ_BLOCKS;
+    r->bt = malloc(sizeof(int32_t) * NSEQ * SEQ_BLOCKS);
+    for (int i = 0; i < NSEQ * SEQ_BLOCKS; i++) r->bt[i] = i;
     /* prefill: every sequence's prompt, chunk / prompt sequences per step */
     int per_step = chunk / prompt > 0 ? chunk / prompt : 1, seqs[NSEQ];
     double pt = 0;
@@ -209,17 +264,19 @@ static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int ch
         printf("%-6d %-7s %10.3f %10.3f %9.1f%% %10.0f %8.2f\n", B, eager ? "eager" : "graphs", ms,
                roof, 100 * roof / ms, B / ms * 1e3, bytes / 1e9);
     }
-    free(r->logits);
     wk_ctx_destroy(&r->c);
     wk_kv_cache_destroy(&r->kv);
+    free(r->bt);
+    rc = long_context ? bench_long(r, cfg, long_context, steps, bw) : 0;
+    free(r->logits);
     wk_model_free(&r->m);
     free(r);
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv) {
     const char *types = "bf16,q4_1";
-    int prompt = 128, chunk = 2048, steps = 30, layers = 32;
+    int prompt = 128, chunk = 2048, steps = 30, layers = 32, long_context = 4096;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--types"))
             types = argv[i + 1];
@@ -237,7 +294,8 @@ int main(int argc, char **argv) {
         }
     }
     if (prompt < 1 || prompt + (steps + 5) * 6 >= SEQ_BLOCKS * BLOCK || chunk < prompt ||
-        chunk > 4096 || steps < 1 || steps > 256 || layers < 1) {
+        chunk > 4096 || steps < 1 || steps > 256 || layers < 1 || long_context < 0 ||
+        long_context > 1 << 20) {
         fprintf(stderr,
                 "bench_cuda: --prompt + 6 * (--steps + 5) must stay under %d, chunk <= 4096\n",
                 SEQ_BLOCKS * BLOCK);
@@ -279,7 +337,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_cuda: unknown type %s\n", t);
             return 2;
         }
-        fails += bench_type(type, &cfg, prompt, chunk, steps, bw, peak);
+        fails += bench_type(type, &cfg, prompt, chunk, steps, long_context, bw, peak);
     }
     return fails ? 1 : 0;
 }

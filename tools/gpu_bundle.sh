@@ -9,7 +9,8 @@
 #         test_cuda_ops test_cuda_rmsnorm test_cuda_forward test_cuda_nccl
 #     tools/gpu_bundle.sh [BUILD] [OUTDIR] [BLOCKS]       (defaults: build-gpu .gpu 6)
 #
-# OUTDIR (ignored by git: add it to .git/info/exclude) then holds bundle.tar.xz and model.gguf;
+# OUTDIR (.gpu and .gpu-part0 are in .gitignore; another one must be ignored too) then holds
+# bundle.tar.xz and model.gguf;
 # on the GPU machine tools/gpu_remote.sh unpacks them and runs the check.
 #
 # BLOCKS=full: the whole default model (98 MB), too big for one call, in two halves: the first

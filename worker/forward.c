@@ -262,22 +262,25 @@ static int layer_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, in
     return LT_OK;
 }
 
-/* The model over the batch up to the logits of rows [row0, row0 + nr) in c->logits (backend
- * memory); the layers only when `layers`. */
-static int logits_rows(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_batch_t *b,
-                       bool layers, int row0, int nr, char *err) {
+/* Every layer over the batch: the residual stream c->x, and the KV cache. */
+static int layers_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_batch_t *b,
+                          char *err) {
+    m->be->ops->embed(m->be, c->x, &m->tok_embd);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        int rc = layer_forward(m, kv, c, l, b->n_tokens, err);
+        if (rc) return rc;
+    }
+    return LT_OK;
+}
+
+/* The logits of rows [row0, row0 + nr) of the batch in c->logits (backend memory): only the
+ * requested rows go through the final norm and the vocabulary projection. */
+static int logits_rows(const wk_model_t *m, wk_ctx_t *c, const wk_batch_t *b, int row0, int nr,
+                       char *err) {
     const lt_model_config_t *cf = &m->cfg;
     wk_backend_t *be = m->be;
-    const wk_backend_ops_t *op = be->ops;
-    int rc;
-    if (layers) {
-        op->embed(be, c->x, &m->tok_embd);
-        for (int l = 0; l < cf->n_layer; l++)
-            if ((rc = layer_forward(m, kv, c, l, b->n_tokens, err))) return rc;
-    }
-    /* Only the requested rows go through the final norm and the vocabulary projection. */
-    op->gather(be, c->xb, c->x, b->logits_rows + row0, nr, cf->dim);
-    op->rmsnorm(be, c->xb, c->xb, m->out_norm, nr, cf->dim, cf->norm_eps);
+    be->ops->gather(be, c->xb, c->x, b->logits_rows + row0, nr, cf->dim);
+    be->ops->rmsnorm(be, c->xb, c->xb, m->out_norm, nr, cf->dim, cf->norm_eps);
     return matmul(be, c->logits, c->xb, &m->output, NULL, nr, err);
 }
 
@@ -294,31 +297,22 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
     int mode = WK_GRAPH_OFF;
     if (op->graph_begin && !c->eager && m->tp_size == 1 && nl > 0 && nl <= LOGITS_CHUNK)
         mode = op->graph_begin(be, kv, c, nl);
-    size_t n = (size_t)nl * vocab;
-    if (mode == WK_GRAPH_REPLAYED) {
-        op->to_host(be, logits, c->logits, n);
-        return LT_OK;
-    }
     if (mode == WK_GRAPH_RECORD) {
-        if ((rc = logits_rows(m, kv, c, b, true, 0, nl, err)) ||
+        size_t n = (size_t)nl * vocab;
+        if ((rc = layers_forward(m, kv, c, b, err)) || (rc = logits_rows(m, c, b, 0, nl, err)) ||
             (rc = op->graph_record(be, c->logits, n, err)) < 0)
             return rc;
         if (rc == LT_OK) { /* recording: the same operations again, then replayed and checked */
-            rc = logits_rows(m, kv, c, b, true, 0, nl, err);
+            if (!(rc = layers_forward(m, kv, c, b, err))) rc = logits_rows(m, c, b, 0, nl, err);
             if ((rc = op->graph_end(be, c->logits, n, rc, err))) return rc;
         }
-        op->to_host(be, logits, c->logits, n);
-        return LT_OK;
+    } else if (mode == WK_GRAPH_OFF && (rc = layers_forward(m, kv, c, b, err))) {
+        return rc;
     }
-    for (int i = 0; i < nl || i == 0; i += LOGITS_CHUNK) {
+    /* replayed or recorded: the one chunk is in c->logits already */
+    for (int i = 0; i < nl; i += LOGITS_CHUNK) {
         int nr = nl - i < LOGITS_CHUNK ? nl - i : LOGITS_CHUNK;
-        if (nr <= 0) { /* no logits wanted: the layers alone (the KV cache) */
-            op->embed(be, c->x, &m->tok_embd);
-            for (int l = 0; l < m->cfg.n_layer; l++)
-                if ((rc = layer_forward(m, kv, c, l, b->n_tokens, err))) return rc;
-            break;
-        }
-        if ((rc = logits_rows(m, kv, c, b, i == 0, i, nr, err))) return rc;
+        if (mode == WK_GRAPH_OFF && (rc = logits_rows(m, c, b, i, nr, err))) return rc;
         op->to_host(be, logits + (size_t)i * vocab, c->logits, (size_t)nr * vocab);
     }
     return LT_OK;

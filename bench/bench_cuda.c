@@ -151,6 +151,43 @@ static double layer_flops(const lt_model_config_t *c) {
     return 2.0 * c->n_layer * ((q + 2 * kv) * c->dim + q * c->dim + 3.0 * c->hidden_dim * c->dim);
 }
 
+/* Decode rows of the table: for each batch size, eager and then with CUDA graphs (where they
+ * apply), `steps` timed steps after 5 warm-ups, the median against the roofline: (weight bytes
+ * read + KV bytes read) / copy bandwidth. ctx >= 0 puts the sequences back at ctx positions
+ * before each row. */
+static int decode_rows(run_t *r, const lt_model_config_t *cfg, const int *batches, int nb,
+                       int steps, int ctx, double bw) {
+    char err[LT_ERR_LEN];
+    size_t kv_tok = (size_t)2 * cfg->n_layer * cfg->n_kv_head * cfg->head_dim * 2; /* F16 */
+    size_t wbytes = r->m->weight_bytes - r->m->tok_embd.row_bytes * (size_t)cfg->vocab_size;
+    int seqs[NSEQ];
+    for (int run = 0; run < 2 * nb; run++) {
+        int B = batches[run / 2];
+        bool eager = run % 2 == 0;
+        wk_ctx_set_eager(r->c, eager);
+        for (int i = 0; i < B; i++) {
+            seqs[i] = i;
+            if (ctx >= 0) r->len[i] = ctx;
+        }
+        double t[256], bytes = 0;
+        for (int k = -5; k < steps; k++) {
+            size_t kvb = 0;
+            for (int i = 0; i < B; i++) kvb += (size_t)(r->len[i] + 1) * kv_tok;
+            double dt = step(r, seqs, B, 1, err);
+            if (dt < 0) {
+                fprintf(stderr, "bench_cuda: decode: %s\n", err);
+                return 1;
+            }
+            if (k >= 0) t[k] = dt, bytes += (double)(wbytes + kvb);
+        }
+        bytes /= steps;
+        double ms = median(t, steps) * 1e3, roof = bytes / bw * 1e3;
+        printf("%-6d %-7s %10.3f %10.3f %9.1f%% %10.0f %8.2f\n", B, eager ? "eager" : "graphs", ms,
+               roof, 100 * roof / ms, B / ms * 1e3, bytes / 1e9);
+    }
+    return 0;
+}
+
 /* Decode at a long context: batches 1 and 8 of sequences whose first `ctx` positions are in the
  * cache (zeros: no prefill; attention reads them all the same), eager and with graphs. The
  * attention of these steps is split over position ranges (README "GPU"). */
@@ -164,37 +201,13 @@ static int bench_long(run_t *r, const lt_model_config_t *cfg, int ctx, int steps
     if (!rc) rc = wk_ctx_create(r->m, 64, r->bt_len * BLOCK, &r->c, err);
     if (rc) {
         fprintf(stderr, "bench_cuda: long context: %s\n", err);
+        wk_kv_cache_destroy(&r->kv);
         free(r->bt);
         return 1;
     }
-    size_t kv_tok = (size_t)2 * cfg->n_layer * cfg->n_kv_head * cfg->head_dim * 2; /* F16 */
-    size_t wbytes = r->m->weight_bytes - r->m->tok_embd.row_bytes * (size_t)cfg->vocab_size;
     printf("decode at context %d (no prefill: the cache holds zeros):\n", ctx);
     const int batches[2] = {1, LSEQ};
-    int seqs[LSEQ];
-    for (int run = 0; run < 4 && !rc; run++) {
-        int B = batches[run / 2];
-        bool eager = run % 2 == 0;
-        wk_ctx_set_eager(r->c, eager);
-        for (int i = 0; i < LSEQ; i++) seqs[i] = i, r->len[i] = ctx;
-        double t[256], bytes = 0;
-        for (int k = -5; k < steps; k++) {
-            size_t kvb = 0;
-            for (int i = 0; i < B; i++) kvb += (size_t)(r->len[i] + 1) * kv_tok;
-            double dt = step(r, seqs, B, 1, err);
-            if (dt < 0) {
-                fprintf(stderr, "bench_cuda: long context: %s\n", err);
-                rc = 1;
-                break;
-            }
-            if (k >= 0) t[k] = dt, bytes += (double)(wbytes + kvb);
-        }
-        if (rc) break;
-        bytes /= steps;
-        double ms = median(t, steps) * 1e3, roof = bytes / bw * 1e3;
-        printf("%-6d %-7s %10.3f %10.3f %9.1f%% %10.0f %8.2f\n", B, eager ? "eager" : "graphs", ms,
-               roof, 100 * roof / ms, B / ms * 1e3, bytes / 1e9);
-    }
+    rc = decode_rows(r, cfg, batches, 2, steps, ctx, bw);
     wk_ctx_destroy(&r->c);
     wk_kv_cache_destroy(&r->kv);
     free(r->bt);
@@ -238,36 +251,14 @@ static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int ch
     printf("prefill: %d tokens in %.3f s (%.0f tok/s), %.1f TFLOP/s of matrix products = %.1f%% "
            "of the cuBLAS bf16 peak\n",
            ptok, pt, ptok / pt, pf / 1e12, 100 * pf / peak);
-    size_t kv_tok = (size_t)2 * cfg->n_layer * cfg->n_kv_head * cfg->head_dim * 2; /* F16 */
-    size_t wbytes = r->m->weight_bytes - r->m->tok_embd.row_bytes * (size_t)cfg->vocab_size;
     printf("%-6s %-7s %10s %10s %10s %10s %8s\n", "batch", "mode", "step ms", "roof ms", "of roof",
            "tok/s", "GB/step");
     const int batches[3] = {1, 8, 64};
-    for (int run = 0; run < 6; run++) {
-        int B = batches[run / 2];
-        bool eager = run % 2 == 0; /* each batch eager, then with CUDA graphs where they apply */
-        wk_ctx_set_eager(r->c, eager);
-        for (int i = 0; i < B; i++) seqs[i] = i;
-        double t[256], bytes = 0;
-        for (int k = -5; k < steps; k++) {
-            size_t kvb = 0;
-            for (int i = 0; i < B; i++) kvb += (size_t)(r->len[i] + 1) * kv_tok;
-            double dt = step(r, seqs, B, 1, err);
-            if (dt < 0) {
-                fprintf(stderr, "bench_cuda: decode: %s\n", err);
-                return 1;
-            }
-            if (k >= 0) t[k] = dt, bytes += (double)(wbytes + kvb);
-        }
-        bytes /= steps;
-        double ms = median(t, steps) * 1e3, roof = bytes / bw * 1e3;
-        printf("%-6d %-7s %10.3f %10.3f %9.1f%% %10.0f %8.2f\n", B, eager ? "eager" : "graphs", ms,
-               roof, 100 * roof / ms, B / ms * 1e3, bytes / 1e9);
-    }
+    rc = decode_rows(r, cfg, batches, 3, steps, -1, bw);
     wk_ctx_destroy(&r->c);
     wk_kv_cache_destroy(&r->kv);
     free(r->bt);
-    rc = long_context ? bench_long(r, cfg, long_context, steps, bw) : 0;
+    if (!rc && long_context) rc = bench_long(r, cfg, long_context, steps, bw);
     free(r->logits);
     wk_model_free(&r->m);
     free(r);
@@ -277,7 +268,11 @@ static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int ch
 int main(int argc, char **argv) {
     const char *types = "bf16,q4_1";
     int prompt = 128, chunk = 2048, steps = 30, layers = 32, long_context = 4096;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 == argc) {
+            fprintf(stderr, "bench_cuda: %s wants a value\n", argv[i]);
+            return 2;
+        }
         if (!strcmp(argv[i], "--types"))
             types = argv[i + 1];
         else if (!strcmp(argv[i], "--prompt"))
@@ -288,6 +283,8 @@ int main(int argc, char **argv) {
             steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--layers"))
             layers = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--long"))
+            long_context = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_cuda: unknown option %s\n", argv[i]);
             return 2;
@@ -297,8 +294,9 @@ int main(int argc, char **argv) {
         chunk > 4096 || steps < 1 || steps > 256 || layers < 1 || long_context < 0 ||
         long_context > 1 << 20) {
         fprintf(stderr,
-                "bench_cuda: --prompt + 6 * (--steps + 5) must stay under %d, chunk <= 4096\n",
-                SEQ_BLOCKS * BLOCK);
+                "bench_cuda: --prompt + 6 * (--steps + 5) must stay under %d, --chunk <= 4096, "
+                "--long 0..%d\n",
+                SEQ_BLOCKS * BLOCK, 1 << 20);
         return 2;
     }
     if (wk_cuda_device_count() == 0) {

@@ -94,6 +94,21 @@ static void *dev_weight(const uint8_t *w, int type, size_t rb, int n, int k) {
     return d;
 }
 
+/* kn_cu_matmul's scratch for up to `rows` activation rows of k inputs, as backend_cuda.c sizes
+ * it (outputs poisoned by dev). */
+static kn_cu_mm_scratch_t mm_scratch(cublasHandle_t hb, int rows, int k) {
+    return (kn_cu_mm_scratch_t){.wtile = dev(NULL, (size_t)KN_CU_DEQ_ROWS * k * 2),
+                                .xh = dev(NULL, (size_t)rows * k * 2),
+                                .xq = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * k),
+                                .xs = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * (k / 32) * 8),
+                                .max_k = k,
+                                .cublas = hb};
+}
+
+static void mm_scratch_free(kn_cu_mm_scratch_t *s) {
+    cudaFree(s->wtile), cudaFree(s->xh), cudaFree(s->xq), cudaFree(s->xs);
+}
+
 static const int TYPES[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
                             LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
 #define N_TYPES 6
@@ -104,12 +119,7 @@ static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
     static const int k_list[] = {512, 96, 160};
     for (size_t ki = 0; ki < sizeof k_list / sizeof *k_list; ki++) {
         const int n = 300, k = k_list[ki], rows_list[] = {1, 3, 8, 9, 40};
-        kn_cu_mm_scratch_t s = {.wtile = dev(NULL, (size_t)KN_CU_DEQ_ROWS * k * 2),
-                                .xh = dev(NULL, (size_t)40 * k * 2),
-                                .xq = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * k),
-                                .xs = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * (k / 32) * 8),
-                                .max_k = k,
-                                .cublas = hb};
+        kn_cu_mm_scratch_t s = mm_scratch(hb, 40, k);
         float *x = malloc(sizeof(float) * 40 * k), *bias = malloc(sizeof(float) * n);
         float *wf = malloc(sizeof(float) * n * k), *got = malloc(sizeof(float) * 40 * n);
         double *ref = malloc(sizeof(double) * 40 * n);
@@ -159,10 +169,7 @@ static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
         }
         cudaFree(dx);
         cudaFree(db);
-        cudaFree(s.wtile);
-        cudaFree(s.xh);
-        cudaFree(s.xq);
-        cudaFree(s.xs);
+        mm_scratch_free(&s);
         free(x), free(bias), free(wf), free(got), free(ref);
     }
 }
@@ -174,12 +181,7 @@ static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
  * weights of two types fall back to one by one, the same bits. */
 static void test_matmul_n(cublasHandle_t hb, cudaStream_t st) {
     const int k = 256, ns[3] = {96, 32, 32}, rows_list[] = {1, 2, 5, 8, 9};
-    kn_cu_mm_scratch_t s = {.wtile = dev(NULL, (size_t)KN_CU_DEQ_ROWS * k * 2),
-                            .xh = dev(NULL, (size_t)9 * k * 2),
-                            .xq = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * k),
-                            .xs = dev(NULL, (size_t)KN_CU_MATVEC_MAX_ROWS * (k / 32) * 8),
-                            .max_k = k,
-                            .cublas = hb};
+    kn_cu_mm_scratch_t s = mm_scratch(hb, 9, k);
     float x[9 * 256], bias[96];
     for (int i = 0; i < 9 * k; i++) x[i] = frand(-1, 1);
     for (int i = 0; i < 96; i++) bias[i] = frand(-1, 1);
@@ -224,7 +226,7 @@ static void test_matmul_n(cublasHandle_t hb, cudaStream_t st) {
         }
     }
     cudaFree(dx), cudaFree(db);
-    cudaFree(s.wtile), cudaFree(s.xh), cudaFree(s.xq), cudaFree(s.xs);
+    mm_scratch_free(&s);
 }
 
 static void test_attention(cudaStream_t st, int dtype) {

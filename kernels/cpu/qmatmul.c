@@ -63,6 +63,7 @@ static const struct {
     kn_rowdot4k_fn rowdot4k; /* NULL: the K-quants' few rows as rowdot_sb says */
     kn_unpack_sb_fn unpack_sb;
     bool rowdot_sb; /* rowdot reads the K-quants too (else their few rows are unpacked first) */
+    bool planes;    /* rowdot4 reads the activation's byte planes (kn_qact_t.xp) */
 } k_isa[] = {
     [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_unpack_scalar, kn_gemm_scalar,
                        kn_dotf_scalar, kn_dotf4_scalar, NULL, kn_unpack_sb_scalar, false},
@@ -71,9 +72,9 @@ static const struct {
     [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
                        kn_gemm_avx512, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
                        kn_unpack_sb_avx512, false},
-    [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
+    [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512vnni, kn_unpack_avx512,
                            kn_gemm_avx512vnni, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
-                           kn_unpack_sb_avx512, false},
+                           kn_unpack_sb_avx512, false, true},
 };
 
 static kn_isa_t g_isa;
@@ -250,6 +251,7 @@ struct kn_qscratch {
     int16_t *xq1;  /* (n_threads, KN_ROWDOT_MAX, max_k): few rows, quantized by every thread */
     float *dx1;    /* (n_threads, KN_ROWDOT_MAX, max_k / QK) */
     float *xs1;    /* (n_threads, KN_ROWDOT_MAX, max_k / QK) */
+    uint8_t *xp1;  /* (n_threads, KN_ROWDOT_MAX, kn_planes_bytes(max_k / QK)): their byte planes */
     float *rowbuf; /* (n_threads, ROW_CHUNK, max_k) dequantized weight rows per thread */
     int16_t *wq;   /* (n_threads, ROW_CHUNK, max_k) unpacked weight quants per thread */
     float *wd;     /* (n_threads, ROW_CHUNK, max_k / QK) their scales */
@@ -281,6 +283,7 @@ kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     s->xq1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * max_k * sizeof *s->xq1);
     s->dx1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * nbk * sizeof(float));
     s->xs1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * nbk * sizeof(float));
+    s->xp1 = alloc64((size_t)s->n_threads * KN_ROWDOT_MAX * kn_planes_bytes((int)nbk));
     s->rowbuf = malloc((size_t)s->n_threads * ROW_CHUNK * max_k * sizeof(float));
     size_t nbk_c = nbk * KN_QK; /* max_k rounded up to whole blocks */
     s->wq = alloc64((size_t)s->n_threads * ROW_CHUNK * nbk_c * sizeof(int16_t));
@@ -288,7 +291,7 @@ kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     s->wm = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
     s->wd2 = malloc((size_t)s->n_threads * ROW_CHUNK * nbk * sizeof(float));
     if (!s->xq || !s->dx || !s->xs || !s->xqT || !s->dxT || !s->xsT || !s->xq1 || !s->dx1 ||
-        !s->xs1 || !s->rowbuf || !s->wq || !s->wd || !s->wm || !s->wd2)
+        !s->xs1 || !s->xp1 || !s->rowbuf || !s->wq || !s->wd || !s->wm || !s->wd2)
         kn_qscratch_destroy(&s);
     return s;
 }
@@ -305,6 +308,7 @@ void kn_qscratch_destroy(kn_qscratch_t **sp) {
     free(s->xq1);
     free(s->dx1);
     free(s->xs1);
+    free(s->xp1);
     free(s->rowbuf);
     free(s->wq);
     free(s->wd);
@@ -360,8 +364,12 @@ void kn_unpack_sb_scalar(int type, const uint8_t *w, size_t row_bytes, int rows,
 
 /* Activation row r of the quantized rows xa, as a one-row kn_qact_t. */
 static kn_qact_t act_row(const kn_qact_t *xa, int r) {
-    return (kn_qact_t){xa->xq + (size_t)r * xa->k, xa->dx + (size_t)r * xa->nb,
-                       xa->xs + (size_t)r * xa->nb, xa->k, xa->nb};
+    return (kn_qact_t){xa->xq + (size_t)r * xa->k,
+                       xa->dx + (size_t)r * xa->nb,
+                       xa->xs + (size_t)r * xa->nb,
+                       xa->k,
+                       xa->nb,
+                       xa->xp ? xa->xp + (size_t)r * kn_planes_bytes(xa->nb) : NULL};
 }
 
 bool kn_qmatmul_supported(int type, int k) {
@@ -396,6 +404,19 @@ static void quantize_row(const float *x, int k, int16_t *q, float *dx, float *xs
         for (int i = 0; i < QK; i++) q[(size_t)b * QK + i] = (int16_t)lrintf(xb[i] * inv);
         dx[b] = amax / 32767.0f;
         xs[b] = sum;
+    }
+}
+
+/* The byte planes of one quantized row's nb blocks (qmatmul_priv.h, kn_planes_bytes). */
+static void act_planes(const int16_t *xq, int nb, uint8_t *xp) {
+    memset(xp, 0, kn_planes_bytes(nb));
+    for (int b = 0; b < nb; b++) {
+        uint8_t *g = xp + (size_t)(b / KN_ACC) * KN_PLANE_GROUP + (b % KN_ACC) * (QK / 2);
+        for (int e = 0; e < QK; e++) {
+            int x = xq[(size_t)b * QK + e], at = (e / (QK / 2)) * 64 + e % (QK / 2);
+            g[at] = (uint8_t)(x & 0xff);
+            g[128 + at] = (uint8_t)(int8_t)(x >> 8);
+        }
     }
 }
 
@@ -521,14 +542,22 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
 #pragma omp parallel if (par) num_threads(s->n_threads)
     {
         int me = omp_get_thread_num();
-        kn_qact_t xa = {s->xq, s->dx, s->xs, k, nb};
+        kn_qact_t xa = {s->xq, s->dx, s->xs, k, nb, NULL};
         if (any_direct && own) {
+            uint8_t *xp = k_isa[isa].planes
+                              ? s->xp1 + (size_t)me * KN_ROWDOT_MAX * kn_planes_bytes(nbk)
+                              : NULL;
             xa = (kn_qact_t){s->xq1 + (size_t)me * KN_ROWDOT_MAX * s->max_k,
                              s->dx1 + (size_t)me * KN_ROWDOT_MAX * nbk,
-                             s->xs1 + (size_t)me * KN_ROWDOT_MAX * nbk, k, nb};
-            for (int r = 0; r < m; r++)
+                             s->xs1 + (size_t)me * KN_ROWDOT_MAX * nbk,
+                             k,
+                             nb,
+                             xp};
+            for (int r = 0; r < m; r++) {
                 quantize_row(x + (size_t)r * k, k, (int16_t *)xa.xq + (size_t)r * k,
                              (float *)xa.dx + (size_t)r * nb, (float *)xa.xs + (size_t)r * nb);
+                if (xp) act_planes(xa.xq + (size_t)r * k, nb, xp + (size_t)r * kn_planes_bytes(nb));
+            }
         } else if (any_direct) {
 #pragma omp for schedule(static)
             for (int r = 0; r < m; r++)

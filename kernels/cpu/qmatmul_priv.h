@@ -53,12 +53,27 @@
 #define KN_PREFETCH 256
 
 /* Activation rows quantized per KN_QK-element block to int16, row-major: xq (m, k), and per
- * block its scale dx (m, nb) and fp32 sum xs (m, nb), nb = k / KN_QK. */
+ * block its scale dx (m, nb) and fp32 sum xs (m, nb), nb = k / KN_QK. xp: NULL, or the same
+ * quants as byte planes (kn_act_planes), kn_planes_bytes(nb) per row, for the instruction sets
+ * whose decode kernel multiplies bytes (KN_ISA_AVX512VNNI's vpdpbusd). */
 typedef struct kn_qact {
     const int16_t *xq;
     const float *dx, *xs;
     int k, nb;
+    const uint8_t *xp;
 } kn_qact_t;
+
+/* Byte planes of an activation row: each int16 quant x is 256 * h + l with l = x & 0xff
+ * (unsigned) and h = x >> 8 (signed), so a block's integer dot product with unsigned weight
+ * quants q (Q4, Q5: 0..31) is 256 * sum(q * h) + sum(l * q), two byte products that vpdpbusd
+ * takes as they are, exact in int32. The planes are laid out for four blocks at a time (the
+ * decode kernel's four 16-byte nibble runs side by side): per group of four blocks, 256 bytes:
+ * l of elements 0..15 of blocks 0..3 (16 bytes each), l of elements 16..31, then h likewise;
+ * zeros past the last block. */
+#define KN_PLANE_GROUP 256
+static inline size_t kn_planes_bytes(int nb) {
+    return (size_t)(nb + KN_ACC - 1) / KN_ACC * KN_PLANE_GROUP;
+}
 
 /* KN_LANES activation rows side by side: for block b and element pair p (elements 2p, 2p+1),
  * xq[((b * KN_QK / 2 + p) * KN_LANES + lane) * 2 + {0, 1}]; dx[b * KN_LANES + lane],
@@ -87,6 +102,8 @@ void kn_rowdot4k_avx512(int type, const uint8_t *w, size_t row_bytes, const kn_q
                         float *out);
 void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,
                        float *out);
+void kn_rowdot4_avx512vnni(int type, const uint8_t *w, size_t row_bytes, size_t bb,
+                           const kn_qact_t *a, float *out);
 
 /* Weight rows unpacked once for all the row groups of a product: block b of row r has its quants
  * q[(r * nb + b) * KN_QK ..] as int16 in element order (kn_block_q16), its scale d[r * nb + b]

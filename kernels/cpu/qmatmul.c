@@ -62,19 +62,21 @@ static const struct {
     kn_dotf4_fn dotf4;
     kn_rowdot4k_fn rowdot4k; /* NULL: the K-quants' few rows as rowdot_sb says */
     kn_unpack_sb_fn unpack_sb;
+    kn_quant_fn quant;
     bool rowdot_sb; /* rowdot reads the K-quants too (else their few rows are unpacked first) */
     bool planes;    /* rowdot4 reads the activation's byte planes (kn_qact_t.xp) */
 } k_isa[] = {
     [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_unpack_scalar, kn_gemm_scalar,
-                       kn_dotf_scalar, kn_dotf4_scalar, NULL, kn_unpack_sb_scalar, false},
+                       kn_dotf_scalar, kn_dotf4_scalar, NULL, kn_unpack_sb_scalar, kn_quant_scalar,
+                       false},
     [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2,
-                     kn_dotf4_avx2, NULL, kn_unpack_sb_avx2, true},
+                     kn_dotf4_avx2, NULL, kn_unpack_sb_avx2, kn_quant_scalar, true},
     [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
                        kn_gemm_avx512, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
-                       kn_unpack_sb_avx512, false},
+                       kn_unpack_sb_avx512, kn_quant_avx512, false},
     [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512vnni, kn_unpack_avx512,
                            kn_gemm_avx512vnni, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
-                           kn_unpack_sb_avx512, false, true},
+                           kn_unpack_sb_avx512, kn_quant_avx512, false, true},
 };
 
 static kn_isa_t g_isa;
@@ -391,31 +393,31 @@ bool kn_qmatmul_supported(int type, int k) {
     }
 }
 
-static void quantize_row(const float *x, int k, int16_t *q, float *dx, float *xs) {
-    for (int b = 0; b < k / QK; b++) {
+/* The reference: per block the largest magnitude, quants lrintf(x * 32767 / amax), and the
+ * block's sum in order (kn_block_sums). */
+void kn_quant_scalar(const float *x, int k, int16_t *q, float *dx, float *xs, uint8_t *xp) {
+    int nb = k / QK;
+    for (int b = 0; b < nb; b += KN_ACC)
+        kn_block_sums(x + (size_t)b * QK, nb - b < KN_ACC ? nb - b : KN_ACC, xs + b);
+    for (int b = 0; b < nb; b++) {
         const float *xb = x + (size_t)b * QK;
-        float amax = 0.0f, sum = 0.0f;
+        float amax = 0.0f;
         for (int i = 0; i < QK; i++) {
             float v = fabsf(xb[i]);
             amax = v > amax ? v : amax;
-            sum += xb[i];
         }
         float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
         for (int i = 0; i < QK; i++) q[(size_t)b * QK + i] = (int16_t)lrintf(xb[i] * inv);
         dx[b] = amax / 32767.0f;
-        xs[b] = sum;
     }
-}
-
-/* The byte planes of one quantized row's nb blocks (qmatmul_priv.h, kn_planes_bytes). */
-static void act_planes(const int16_t *xq, int nb, uint8_t *xp) {
+    if (!xp) return;
     memset(xp, 0, kn_planes_bytes(nb));
     for (int b = 0; b < nb; b++) {
         uint8_t *g = xp + (size_t)(b / KN_ACC) * KN_PLANE_GROUP + (b % KN_ACC) * (QK / 2);
         for (int e = 0; e < QK; e++) {
-            int x = xq[(size_t)b * QK + e], at = (e / (QK / 2)) * 64 + e % (QK / 2);
-            g[at] = (uint8_t)(x & 0xff);
-            g[128 + at] = (uint8_t)(int8_t)(x >> 8);
+            int v = q[(size_t)b * QK + e], at = (e / (QK / 2)) * 64 + e % (QK / 2);
+            g[at] = (uint8_t)(v & 0xff);
+            g[128 + at] = (uint8_t)(int8_t)(v >> 8);
         }
     }
 }
@@ -553,16 +555,15 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
                              k,
                              nb,
                              xp};
-            for (int r = 0; r < m; r++) {
-                quantize_row(x + (size_t)r * k, k, (int16_t *)xa.xq + (size_t)r * k,
-                             (float *)xa.dx + (size_t)r * nb, (float *)xa.xs + (size_t)r * nb);
-                if (xp) act_planes(xa.xq + (size_t)r * k, nb, xp + (size_t)r * kn_planes_bytes(nb));
-            }
+            for (int r = 0; r < m; r++)
+                k_isa[isa].quant(x + (size_t)r * k, k, (int16_t *)xa.xq + (size_t)r * k,
+                                 (float *)xa.dx + (size_t)r * nb, (float *)xa.xs + (size_t)r * nb,
+                                 xp ? xp + (size_t)r * kn_planes_bytes(nb) : NULL);
         } else if (any_direct) {
 #pragma omp for schedule(static)
             for (int r = 0; r < m; r++)
-                quantize_row(x + (size_t)r * k, k, s->xq + (size_t)r * k, s->dx + (size_t)r * nb,
-                             s->xs + (size_t)r * nb);
+                k_isa[isa].quant(x + (size_t)r * k, k, s->xq + (size_t)r * k,
+                                 s->dx + (size_t)r * nb, s->xs + (size_t)r * nb, NULL);
             if (m > KN_ROWDOT_MAX || gemm_few) {
 #pragma omp for schedule(static)
                 for (int g = 0; g < (m + KN_LANES - 1) / KN_LANES; g++) transpose_group(s, g, m, k);

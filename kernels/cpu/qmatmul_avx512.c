@@ -12,6 +12,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "qmatmul_priv.h"
 
@@ -339,4 +340,36 @@ float kn_dotf_avx512(const float *a, const float *b, int n) {
             _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), acc);
     }
     return _mm512_reduce_add_ps(acc);
+}
+
+/* kn_quant_scalar's arithmetic a block at a time: the largest magnitude (exact in any order), the
+ * products and their rounding (vcvtps2dq rounds to nearest even, as lrintf does), quants that fit
+ * int16; the sums as kn_block_sums. Byte planes: each block's low and high bytes (vpmovwb). */
+void kn_quant_avx512(const float *x, int k, int16_t *q, float *dx, float *xs, uint8_t *xp) {
+    int nb = k / KN_QK;
+    for (int b = 0; b < nb; b += KN_ACC)
+        kn_block_sums(x + (size_t)b * KN_QK, nb - b < KN_ACC ? nb - b : KN_ACC, xs + b);
+    if (xp && nb % KN_ACC) /* the last group's missing blocks */
+        memset(xp + (size_t)(nb / KN_ACC) * KN_PLANE_GROUP, 0, KN_PLANE_GROUP);
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int b = 0; b < nb; b++) {
+        const float *xb = x + (size_t)b * KN_QK;
+        __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+        float amax = _mm512_reduce_max_ps(
+            _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+        float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        __m512 vi = _mm512_set1_ps(inv);
+        __m256i q0 = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vi)));
+        __m256i q1 = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(v1, vi)));
+        __m512i qb = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+        _mm512_storeu_si512(q + (size_t)b * KN_QK, qb);
+        dx[b] = amax / 32767.0f;
+        if (!xp) continue;
+        uint8_t *g = xp + (size_t)(b / KN_ACC) * KN_PLANE_GROUP + (b % KN_ACC) * (KN_QK / 2);
+        __m256i lo = _mm512_cvtepi16_epi8(qb), hi = _mm512_cvtepi16_epi8(_mm512_srai_epi16(qb, 8));
+        _mm_storeu_si128((__m128i *)g, _mm256_castsi256_si128(lo));
+        _mm_storeu_si128((__m128i *)(g + 64), _mm256_extracti128_si256(lo, 1));
+        _mm_storeu_si128((__m128i *)(g + 128), _mm256_castsi256_si128(hi));
+        _mm_storeu_si128((__m128i *)(g + 192), _mm256_extracti128_si256(hi, 1));
+    }
 }

@@ -6,7 +6,7 @@
  *
  * gemm (sixteen activation rows across a vector): vpdpwssd, a pair product and its accumulation
  * in one instruction. Decode of Q4_0, Q4_1, Q5_0 and Q5_1 (rowdot4): the weight nibbles stay
- * bytes and meet the activation's byte planes (kn_act_planes) in vpdpbusd, four products a lane,
+ * bytes and meet the activation's byte planes (kn_quant_fn's xp) in vpdpbusd, four products a lane,
  * 64 a instruction, against 32 for vpmaddwd on quants first widened to int16; the AVX-512 decode
  * kernel was bound by that arithmetic rather than by memory on 2-core machines (bench/RESULTS.md).
  * Q8_0's signed quants take the AVX-512 kernel.

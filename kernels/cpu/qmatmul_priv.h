@@ -54,7 +54,7 @@
 
 /* Activation rows quantized per KN_QK-element block to int16, row-major: xq (m, k), and per
  * block its scale dx (m, nb) and fp32 sum xs (m, nb), nb = k / KN_QK. xp: NULL, or the same
- * quants as byte planes (kn_act_planes), kn_planes_bytes(nb) per row, for the instruction sets
+ * quants as byte planes (kn_quant_fn's xp), kn_planes_bytes(nb) per row, for the instruction sets
  * whose decode kernel multiplies bytes (KN_ISA_AVX512VNNI's vpdpbusd). */
 typedef struct kn_qact {
     const int16_t *xq;
@@ -83,6 +83,23 @@ typedef struct kn_qactT {
     const float *dx, *xs;
     int nb;
 } kn_qactT_t;
+
+/* One activation row x (k elements, k % KN_QK == 0) quantized per block (qmatmul.c's reference
+ * arithmetic): quants q, scales dx and fp32 sums xs (each block's elements added in order), and
+ * where xp is not NULL the byte planes (kn_planes_bytes(k / KN_QK) bytes). */
+typedef void (*kn_quant_fn)(const float *x, int k, int16_t *q, float *dx, float *xs, uint8_t *xp);
+void kn_quant_scalar(const float *x, int k, int16_t *q, float *dx, float *xs, uint8_t *xp);
+void kn_quant_avx512(const float *x, int k, int16_t *q, float *dx, float *xs, uint8_t *xp);
+
+/* xs[j] for blocks j < n (1..KN_ACC) of x: each block's elements added in order, the blocks'
+ * sums side by side (independent chains: the same bits as one block at a time). */
+static inline void kn_block_sums(const float *x, int n, float *xs) {
+    float s[KN_ACC] = {0};
+    for (int e = 0; e < KN_QK; e++)
+        for (int j = 0; j < KN_ACC; j++)
+            if (j < n) s[j] += x[(size_t)j * KN_QK + e];
+    for (int j = 0; j < n; j++) xs[j] = s[j];
+}
 
 /* out[r] (r < m <= KN_ROWDOT_MAX) for weight row wrow against activation rows 0..m-1 of a. */
 #define KN_ROWDOT_MAX 4

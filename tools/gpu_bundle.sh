@@ -32,6 +32,10 @@ mkdir -p "$stage/$build/tests" "$stage/lib"
 files=("$build/lantern" "$build/lantern-core" "$build/liblantern_cuda.so"
     "$build/CTestTestfile.cmake" "$build/tests/CTestTestfile.cmake" "$build/CMakeCache.txt")
 for f in "$build"/tests/test_cuda_* "$build"/bench/bench_cuda; do [ -x "$f" ] && files+=("$f"); done
+# the K-quant random model (1 MB) for test_cuda_forward (tools/gpu_check.sh, step 3)
+kq=$build/models/llama-kquant-gguf/model.gguf
+[ -f "$kq" ] || kq=build/models/llama-kquant-gguf/model.gguf
+[ -f "$kq" ] && { mkdir -p "$stage/$build/models/llama-kquant-gguf"; cp "$kq" "$stage/$build/models/llama-kquant-gguf/"; }
 for f in "${files[@]}"; do
     mkdir -p "$stage/$(dirname "$f")"
     cp "$f" "$stage/$f"

@@ -11,7 +11,9 @@
 #  1. nvidia-smi facts: GPU name, driver, memory, compute capability; the build's architectures
 #  2. every `cuda`-labelled ctest (kernels against the CPU reference, the spill check)
 #  3. compute-sanitizer memcheck on the kernel tests test_cuda_ops and test_cuda_rmsnorm (when
-#     compute-sanitizer is on the PATH)
+#     compute-sanitizer is on the PATH); then test_cuda_forward on the K-quant random model
+#     ($build/models/llama-kquant-gguf/model.gguf: Q4_K/Q5_K/Q6_K, unfolded on the device) when
+#     it is there
 #  4. greedy ids CUDA vs CPU on the default model for the 4 prompts of
 #     tests/fixtures/reference_default.json (32 tokens, --ignore-eos), and with
 #     --tensor-parallel-size 2 when two GPUs are visible. Near-tie rule: the two sequences must be
@@ -77,6 +79,16 @@ if command -v compute-sanitizer >/dev/null; then
     done
 else
     result memcheck SKIP "compute-sanitizer not on the PATH"
+fi
+kq=$build/models/llama-kquant-gguf/model.gguf
+if [ -f "$kq" ] && [ -x "$build/tests/test_cuda_forward" ]; then
+    if LANTERN_MODEL=$kq timeout 120 "$build/tests/test_cuda_forward" >>"$report" 2>&1; then
+        result "CUDA forward vs CPU, K-quant model" PASS
+    else
+        result "CUDA forward vs CPU, K-quant model" FAIL "status $?"
+    fi
+else
+    result "CUDA forward vs CPU, K-quant model" SKIP "$kq absent (ctest -R random_models makes it)"
 fi
 
 # 4. greedy CUDA vs CPU

@@ -67,8 +67,10 @@ typedef struct wk_backend_ops {
     /* Optional (NULL: nothing to do): a weight matrix the caller placed in backend memory itself
      * (alloc + upload of its stored blocks, as for column slices) becomes one matmul and embed
      * can read: the backend may rearrange its bytes in place (the CUDA backend regroups quantized
-     * blocks). weight() does this itself. */
-    int (*prepare)(wk_backend_t *be, const wk_tensor_t *w, char *err);
+     * blocks), or move them into a new allocation of another size, releasing the old one and
+     * setting w->data and w->row_bytes (the CUDA backend unfolds K-quant super-blocks); the caller
+     * then owns the new memory. weight() does this itself. */
+    int (*prepare)(wk_backend_t *be, wk_tensor_t *w, char *err);
 
     /* Sizes the backend's own scratch for steps of up to max_rows rows, matrix products with up
      * to max_k inputs, and attention over up to max_ctx positions with `group` query heads per KV

@@ -50,6 +50,21 @@ static void *model_alloc(wk_model_t *m, size_t n) {
     return p;
 }
 
+/* ops->prepare on a weight the model allocated (model_alloc): where the backend moved it into new
+ * memory, that memory takes the old one's place among the model's buffers. */
+static int model_prepare(wk_model_t *m, wk_tensor_t *w, char *err) {
+    if (!m->be->ops->prepare) return LT_OK;
+    const void *before = w->data;
+    int rc = m->be->ops->prepare(m->be, w, err);
+    if (w->data != before)
+        for (int i = m->n_bufs - 1; i >= 0; i--)
+            if (m->bufs[i] == before) {
+                m->bufs[i] = (void *)w->data;
+                break;
+            }
+    return rc;
+}
+
 static int model_keep(wk_model_t *m, void *owned) {
     if (!owned) return LT_OK;
     if (m->n_bufs == m->cap_bufs) {
@@ -171,7 +186,7 @@ static int load_copy(wk_model_t *m, const src_t *s, const char *name, const lt_t
     if (rc) return rc;
     if (!dst) return lt_errf(err, LT_ERR_NOMEM, "%s: out of memory loading '%s'", s->path, name);
     *out = (wk_tensor_t){dst, type, nrows, ncols, sub};
-    return m->be->ops->prepare ? m->be->ops->prepare(m->be, out, err) : LT_OK;
+    return model_prepare(m, out, err);
 }
 
 /* Loads the sub-matrix [row0, +nrows) x [col0, +ncols) of tensor `name`, whose full shape must be
@@ -599,7 +614,7 @@ static int random_matrix(wk_model_t *m, int type, int64_t rows, int64_t cols, co
     *out = (wk_tensor_t){
         .data = dst, .type = type, .rows = rows, .cols = cols, .row_bytes = row_bytes};
     m->weight_bytes += n;
-    return m->be->ops->prepare ? m->be->ops->prepare(m->be, out, err) : LT_OK;
+    return model_prepare(m, out, err);
 }
 
 static int random_ones(wk_model_t *m, int64_t n, const float **out, char *err) {

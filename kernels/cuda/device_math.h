@@ -2,8 +2,10 @@
  * device_math.h — the per-element arithmetic of the CUDA kernels (ops.cu), as inline functions
  * that compile both as `__host__ __device__` code under nvcc and as plain C11 under gcc, so the
  * CPU unit test test_cuda_device_math checks them against the CPU reference (kernels/cpu) without
- * a GPU: half/bfloat16 conversions, Q4_0/Q4_1/Q8_0 block dequantization, the rotation of one RoPE
- * pair, the online-softmax update and SiLU.
+ * a GPU: half/bfloat16 conversions, the GPU's row layout of the quantized types (Q4_0, Q4_1, Q8_0
+ * regrouped; the Q4_K, Q5_K and Q6_K super-blocks unfolded into 32-element blocks) and its
+ * dequantization, the int8 block dot products, the rotation of one RoPE pair, the online-softmax
+ * update and SiLU.
  *
  * Thread safety: pure functions. HOT (inlined into every kernel).
  */
@@ -26,8 +28,12 @@
 #define KN_T_Q4_0 2
 #define KN_T_Q4_1 3
 #define KN_T_Q8_0 8
+#define KN_T_Q4_K 12
+#define KN_T_Q5_K 13
+#define KN_T_Q6_K 14
 #define KN_T_BF16 30
-#define KN_BLOCK  32 /* elements per Q4_0 / Q4_1 / Q8_0 block */
+#define KN_BLOCK  32  /* elements per Q4_0 / Q4_1 / Q8_0 block, and per block of the GPU layout */
+#define KN_KBLOCK 256 /* elements per Q4_K / Q5_K / Q6_K super-block */
 
 KN_HD uint32_t kn_f2u(float f) {
     uint32_t u;
@@ -79,9 +85,25 @@ KN_HD uint16_t kn_f2bf(float f) {
     return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
 }
 
-/* Bytes of one KN_BLOCK-element block of a quantized type (0 for the others). */
+/* Bytes of one stored KN_BLOCK-element block of Q4_0 / Q4_1 / Q8_0 (0 for the others). */
 KN_HD int kn_qblock_bytes(int type) {
     return type == KN_T_Q4_0 ? 18 : type == KN_T_Q4_1 ? 20 : type == KN_T_Q8_0 ? 34 : 0;
+}
+
+/* The K-quants the GPU reads: bytes of one stored super-block (0 for the others). */
+KN_HD int kn_ksb_bytes(int type) {
+    return type == KN_T_Q4_K ? 144 : type == KN_T_Q5_K ? 176 : type == KN_T_Q6_K ? 210 : 0;
+}
+
+/* Whether rows of `type` lie on the GPU in the quantized block layout below (quants of every
+ * 32-element block, then every block's header). */
+KN_HD int kn_is_qgpu(int type) {
+    return kn_qblock_bytes(type) || kn_ksb_bytes(type);
+}
+
+/* Bytes of one block's quants in the GPU layout (below): 16 of nibbles or 32 of bytes. */
+KN_HD int kn_qs_bytes(int type) {
+    return type == KN_T_Q4_0 || type == KN_T_Q4_1 || type == KN_T_Q4_K ? 16 : 32;
 }
 
 /* A block's header: scale d and offset mn (element = d * q + mn; Q4_0's -8 folded into mn);
@@ -97,8 +119,15 @@ KN_HD const uint8_t *kn_qblock_head(int type, const uint8_t *blk, float *d, floa
 }
 
 KN_HD int kn_qblock_q(int type, const uint8_t *qs, int i) {
-    if (type == KN_T_Q8_0) return (int8_t)qs[i];
+    if (kn_qs_bytes(type) == 32) return (int8_t)qs[i];
     return i < 16 ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
+}
+
+/* Element i of a repacked block from kn_prow_block's d, mn and quants. */
+KN_HD float kn_pelem(int type, const uint8_t *qs, float d, float mn, int i) {
+    float q = (float)kn_qblock_q(type, qs, i);
+    if (type == KN_T_Q6_K) return (i < 16 ? d : mn) * q;
+    return d * q + mn;
 }
 
 /* Element i (0..31) of one Q4_0 / Q4_1 / Q8_0 block: d * q (+ m for Q4_1, q - 8 for Q4_0). Q4
@@ -112,16 +141,84 @@ KN_HD float kn_qblock_elem(int type, const uint8_t *blk, int i) {
     return d * (float)(q - 8);
 }
 
-/* The GPU layout of a row of nb Q4_0 / Q4_1 / Q8_0 blocks ("repacked"): the same bytes, regrouped
- * so that each block's quants are 16 (Q4) or 32 (Q8_0) aligned bytes: first every block's quants
- * (nb * kn_qs_bytes), then every block's header (nb * kn_qhead_bytes: d, and m for Q4_1). A row
- * keeps its size; the backend rearranges each quantized weight once, at upload. */
-KN_HD int kn_qs_bytes(int type) {
-    return type == KN_T_Q8_0 ? 32 : 16;
+/* The GPU layout of a row of nb quantized 32-element blocks ("repacked"): first every block's
+ * quants (nb * kn_qs_bytes: 16 bytes of nibbles, element i < 16 the low nibble of byte i, i >= 16
+ * the high nibble of byte i - 16; or 32 bytes, one a quant), then every block's header
+ * (nb * kn_qhead_bytes). Element = d * q + mn.
+ *
+ * - Q4_0, Q4_1, Q8_0: the stored bytes regrouped (d as a half, Q4_1's m after it; Q4_0's q - 8
+ *   and Q8_0's signed bytes as stored): a row keeps its size.
+ * - Q4_K, Q5_K, Q6_K: each 256-element super-block unfolded into its eight 32-element sub-blocks,
+ *   the header two floats: Q4_K and Q5_K (nibbles; Q5_K's quants 0..31 as bytes) d * scale and
+ *   -(dmin * min), the products the CPU's dequantizer forms; Q6_K the quants minus 32 as signed
+ *   bytes and the scales of the block's two 16-element halves, d * scale[2j] and d * scale[2j + 1]
+ *   (no offset). Rows grow: 24 bytes per 32 elements for Q4_K (stored: 18), 40 for Q5_K (22) and
+ *   Q6_K (26.25), against 128 as fp32.
+ *
+ * The backend rearranges each quantized weight once, at upload. */
+KN_HD int kn_qhead_bytes(int type) {
+    return kn_ksb_bytes(type) ? 8 : type == KN_T_Q4_1 ? 4 : 2;
 }
 
-KN_HD int kn_qhead_bytes(int type) {
-    return type == KN_T_Q4_1 ? 4 : 2;
+/* Bytes of a GPU row of k elements of a quantized type (k a multiple of the type's block). */
+KN_HD size_t kn_qrow_bytes(int type, int64_t k) {
+    return (size_t)(k / KN_BLOCK) * (size_t)(kn_qs_bytes(type) + kn_qhead_bytes(type));
+}
+
+/* Sub-block j's 6-bit scale and min from a Q4_K / Q5_K super-block's 12 packed bytes s (the CPU's
+ * kn_k_scale_min). */
+KN_HD void kn_k_scale_min_hd(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 0x3f;
+        *mn = s[j + 4] & 0x3f;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* Sub-block j (0..7) of a stored Q4_K / Q5_K / Q6_K super-block sb: its 32 quants q (Q6_K's minus
+ * 32) and its header h[2] in the GPU layout's terms. */
+KN_HD void kn_ksub_block(int type, const uint8_t *sb, int j, int *q, float *h) {
+    if (type == KN_T_Q6_K) {
+        int half = j / 4, c = j % 4;
+        const uint8_t *ql = sb + 64 * half + 32 * (c % 2), *qh = sb + 128 + 32 * half;
+        float d = kn_h2f((uint16_t)(sb[208] | sb[209] << 8));
+        for (int l = 0; l < KN_BLOCK; l++)
+            q[l] = (((ql[l] >> (4 * (c / 2))) & 0x0f) | (((qh[l] >> (2 * c)) & 3) << 4)) - 32;
+        h[0] = d * (float)(int8_t)sb[192 + 2 * j];
+        h[1] = d * (float)(int8_t)sb[192 + 2 * j + 1];
+        return;
+    }
+    int sc, m;
+    kn_k_scale_min_hd(sb + 4, j, &sc, &m);
+    const uint8_t *qs = sb + 16 + (type == KN_T_Q5_K ? 32 : 0) + 32 * (j / 2);
+    for (int l = 0; l < KN_BLOCK; l++) {
+        q[l] = (qs[l] >> (4 * (j % 2))) & 0x0f;
+        if (type == KN_T_Q5_K) q[l] |= ((sb[16 + l] >> j) & 1) << 4;
+    }
+    h[0] = kn_h2f((uint16_t)(sb[0] | sb[1] << 8)) * (float)sc;
+    h[1] = -(kn_h2f((uint16_t)(sb[2] | sb[3] << 8)) * (float)m);
+}
+
+/* Block b (of nb) of a GPU row dst: quants q (as kn_ksub_block gives them) and header h. */
+KN_HD void kn_put_block(int type, uint8_t *dst, int nb, int b, const int *q, const float *h) {
+    uint8_t *qs = dst + (size_t)b * kn_qs_bytes(type);
+    if (kn_qs_bytes(type) == 16)
+        for (int i = 0; i < 16; i++) qs[i] = (uint8_t)(q[i] | q[i + 16] << 4);
+    else
+        for (int i = 0; i < KN_BLOCK; i++) qs[i] = (uint8_t)(int8_t)q[i];
+    memcpy(dst + (size_t)nb * kn_qs_bytes(type) + (size_t)b * 8, h, 8);
+}
+
+/* GPU row dst (kn_qrow_bytes) = the stored Q4_K / Q5_K / Q6_K row src of nb 32-element blocks. */
+KN_HD void kn_krepack_row(int type, uint8_t *dst, const uint8_t *src, int nb) {
+    for (int b = 0; b < nb; b++) {
+        int q[KN_BLOCK];
+        float h[2];
+        kn_ksub_block(type, src + (size_t)(b / 8) * kn_ksb_bytes(type), b % 8, q, h);
+        kn_put_block(type, dst, nb, b, q, h);
+    }
 }
 
 /* dst (repacked) = src (nb stored blocks); dst and src must not overlap. */
@@ -133,11 +230,16 @@ KN_HD void kn_repack_row(int type, uint8_t *dst, const uint8_t *src, int nb) {
     }
 }
 
-/* Block b's scale d and offset mn (element = d * q + mn; Q4_0's -8 folded into mn) and its quants
- * in a repacked row of nb blocks. */
+/* Block b's scale d and offset mn (element = d * q + mn; Q4_0's -8 folded into mn; Q6_K: the
+ * halves' scales, kn_pelem) and its quants in a repacked row of nb blocks. */
 KN_HD const uint8_t *kn_prow_block(int type, const uint8_t *row, int nb, int b, float *d,
                                    float *mn) {
     const uint8_t *h = row + (size_t)nb * kn_qs_bytes(type) + (size_t)b * kn_qhead_bytes(type);
+    if (kn_ksb_bytes(type)) {
+        memcpy(d, h, 4);
+        memcpy(mn, h + 4, 4);
+        return row + (size_t)b * kn_qs_bytes(type);
+    }
     *d = kn_h2f((uint16_t)(h[0] | h[1] << 8));
     *mn = type == KN_T_Q4_1   ? kn_h2f((uint16_t)(h[2] | h[3] << 8))
           : type == KN_T_Q4_0 ? -8.0f * *d
@@ -156,7 +258,7 @@ KN_HD float kn_row_elem(int type, const uint8_t *row, int64_t k, int64_t i) {
         float d, mn;
         const uint8_t *qs =
             kn_prow_block(type, row, (int)(k / KN_BLOCK), (int)(i / KN_BLOCK), &d, &mn);
-        return d * (float)kn_qblock_q(type, qs, (int)(i % KN_BLOCK)) + mn;
+        return kn_pelem(type, qs, d, mn, (int)(i % KN_BLOCK));
     }
     }
 }
@@ -195,15 +297,21 @@ typedef struct kn_q32 {
     int v[8];
 } kn_q32_t;
 
-/* Sum over one block of weight x activation: the weight block's quants (Q4: the first 4 ints,
- * 16 bytes of nibbles, element i < 16 the low nibble of byte i, i >= 16 the high nibble of byte
- * i - 16; Q8_0: all 8 ints), its scale d and offset mn (element = d * q + mn); the activation
- * block's int8 quants xq with scale dx and sx = dx * sum(quants). Exact integer sums, then two
- * products. */
+/* Sum over one block of weight x activation: the weight block's quants in the GPU layout (16
+ * bytes of nibbles in the first 4 ints, element i < 16 the low nibble of byte i, i >= 16 the high
+ * nibble of byte i - 16; or 32 signed bytes in all 8), its scale d and offset mn (element = d * q
+ * + mn); the activation block's int8 quants xq with scale dx and sx = dx * sum(quants). Exact
+ * integer sums, then two products. Q6_K: d and mn are the halves' scales, no offset. */
 KN_HD float kn_qdot_block(int type, kn_q32_t wq, float d, float mn, kn_q32_t xq, float dx,
                           float sx) {
     int s = 0;
-    if (type == KN_T_Q8_0) {
+    if (type == KN_T_Q6_K) {
+        int lo = 0;
+        for (int j = 0; j < 4; j++) lo = kn_dp4a(wq.v[j], xq.v[j], lo);
+        for (int j = 4; j < 8; j++) s = kn_dp4a(wq.v[j], xq.v[j], s);
+        return d * dx * (float)lo + mn * dx * (float)s;
+    }
+    if (kn_qs_bytes(type) == 32) {
         for (int j = 0; j < 8; j++) s = kn_dp4a(wq.v[j], xq.v[j], s);
     } else {
         for (int j = 0; j < 4; j++) {

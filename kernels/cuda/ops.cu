@@ -260,12 +260,12 @@ static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w,
     float acc[KN_CU_MATVEC_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < KN_CU_MATVEC_MAX_ROWS; r++) acc[r] = 0.0f;
-    if (kn_qblock_bytes(type)) {
+    if (kn_is_qgpu(type)) {
         for (int blk = lane; blk < k / KN_BLOCK; blk += 32) {
             float d, mn;
             const uint8_t *qs = kn_prow_block(type, wr, k / KN_BLOCK, blk, &d, &mn);
             for (int e = 0; e < KN_BLOCK; e++) {
-                float wv = d * (float)kn_qblock_q(type, qs, e) + mn;
+                float wv = kn_pelem(type, qs, d, mn, e);
                 int c = blk * KN_BLOCK + e;
 #pragma unroll
                 for (int r = 0; r < KN_CU_MATVEC_MAX_ROWS; r++)
@@ -350,7 +350,9 @@ template <int TYPE, int R, bool V16>
 static __global__ void __launch_bounds__(KN_MV_WARPS * 32, 1)
     mmvq_kernel(const __grid_constant__ mv_set_t set, const int8_t *xq, const float2 *xs,
                 size_t row_bytes, int k) {
-    constexpr int QS = TYPE == KN_T_Q8_0 ? 32 : 16, HB = TYPE == KN_T_Q4_1 ? 4 : 2, NW = QS / 4;
+    constexpr bool KQ = TYPE == KN_T_Q4_K || TYPE == KN_T_Q5_K || TYPE == KN_T_Q6_K;
+    constexpr int QS = TYPE == KN_T_Q4_0 || TYPE == KN_T_Q4_1 || TYPE == KN_T_Q4_K ? 16 : 32;
+    constexpr int HB = KQ ? 8 : TYPE == KN_T_Q4_1 ? 4 : 2, NW = QS / 4;
     int lane = threadIdx.x & 31, row, n;
     int which = mv_pick(set, blockIdx.x * KN_MV_WARPS + (threadIdx.x >> 5), &row, &n);
     if (which < 0) return;
@@ -376,7 +378,10 @@ static __global__ void __launch_bounds__(KN_MV_WARPS * 32, 1)
             for (int j = 0; j < NW; j++) wq.v[j] = __ldg(reinterpret_cast<const int *>(q) + j);
         }
         float d, mn;
-        if (HB == 4) {
+        if (HB == 8) { /* K sub-blocks: two floats (kn_prow_block) */
+            float2 h = __ldg(reinterpret_cast<const float2 *>(hd + (size_t)b * 8));
+            d = h.x, mn = h.y;
+        } else if (HB == 4) {
             float2 h = __half22float2(__ldg(reinterpret_cast<const __half2 *>(hd + (size_t)b * 4)));
             d = h.x, mn = h.y;
         } else {
@@ -448,7 +453,7 @@ static __global__ void dequant_f16_kernel(__half *tile, const uint8_t *w, int ty
                                           size_t row_bytes, int k, int nr) {
     int nb = k / KN_BLOCK;
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (!kn_qblock_bytes(type)) {
+    if (!kn_is_qgpu(type)) {
         if (i >= (size_t)nr * k) return;
         size_t r = i / k, c = i % k;
         tile[i] = __float2half_rn(kn_row_elem(type, w + r * row_bytes, k, (int64_t)c));
@@ -461,8 +466,7 @@ static __global__ void dequant_f16_kernel(__half *tile, const uint8_t *w, int ty
     const uint8_t *qs = kn_prow_block(type, w + r * row_bytes, nb, b, &d, &mn);
     __align__(16) __half out[KN_BLOCK];
 #pragma unroll
-    for (int e = 0; e < KN_BLOCK; e++)
-        out[e] = __float2half_rn(d * (float)kn_qblock_q(type, qs, e) + mn);
+    for (int e = 0; e < KN_BLOCK; e++) out[e] = __float2half_rn(kn_pelem(type, qs, d, mn, e));
     int4 *dst = reinterpret_cast<int4 *>(tile + r * k + (size_t)b * KN_BLOCK);
 #pragma unroll
     for (int j = 0; j < 4; j++) dst[j] = reinterpret_cast<const int4 *>(out)[j];
@@ -480,6 +484,24 @@ static __global__ void repack_kernel(uint8_t *dst, const uint8_t *src, int type,
     uint8_t *d = dst + r * row_bytes;
     for (int j = 0; j < qs; j++) d[(size_t)b * qs + j] = s[hb + j];
     for (int j = 0; j < hb; j++) d[(size_t)nb * qs + (size_t)b * hb + j] = s[j];
+}
+
+/* dst rows (nr, kn_qrow_bytes) = stored Q4_K / Q5_K / Q6_K rows of src (src_row_bytes apart)
+ * unfolded (kn_krepack_row); one thread per super-block. */
+static __global__ void krepack_kernel(uint8_t *dst, const uint8_t *src, int type,
+                                      size_t src_row_bytes, int nb, int nr) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nsb = (size_t)nb / 8;
+    if (i >= (size_t)nr * nsb) return;
+    size_t r = i / nsb;
+    int s = (int)(i % nsb);
+    const uint8_t *sb = src + r * src_row_bytes + (size_t)s * kn_ksb_bytes(type);
+    uint8_t *d = dst + r * kn_qrow_bytes(type, (int64_t)nb * KN_BLOCK);
+    for (int j = 0; j < 8; j++) {
+        int q[KN_BLOCK];
+        float h[2];
+        kn_ksub_block(type, sb, j, q, h);
+        kn_put_block(type, d, nb, s * 8 + j, q, h);
+    }
 }
 
 static __global__ void to_f16_kernel(__half *dst, const float *src, size_t n) {
@@ -537,7 +559,7 @@ static int matmul_blas(float *y, const float *x, const uint8_t *w, int type, siz
     if (type == KN_T_F16) return gemm(hb, y, n, w, CUDA_R_16F, s->xh, n, k, rows);
     for (int r0 = 0; r0 < n; r0 += KN_CU_DEQ_ROWS) {
         int nr = n - r0 < KN_CU_DEQ_ROWS ? n - r0 : KN_CU_DEQ_ROWS;
-        size_t units = kn_qblock_bytes(type) ? (size_t)nr * (k / KN_BLOCK) : (size_t)nr * k;
+        size_t units = kn_is_qgpu(type) ? (size_t)nr * (k / KN_BLOCK) : (size_t)nr * k;
         dequant_f16_kernel<<<(unsigned)((units + 255) / 256), 256, 0, st>>>(
             (__half *)s->wtile, w + (size_t)r0 * row_bytes, type, row_bytes, k, nr);
         if ((rc = last_rc()) ||
@@ -624,6 +646,7 @@ extern "C" int kn_cu_attention_split(float *out, const float *q, const kn_cu_kv_
 extern "C" int kn_cu_matmul_supported(int type, int64_t cols) {
     if (cols <= 0 || cols > (1 << 30)) return 0;
     if (type == KN_T_F32 || type == KN_T_F16 || type == KN_T_BF16) return 1;
+    if (kn_ksb_bytes(type)) return cols % KN_KBLOCK == 0;
     return kn_qblock_bytes(type) && cols % KN_BLOCK == 0;
 }
 
@@ -635,24 +658,33 @@ static int matvec_fast(const mv_set_t &set, const float *x, int type, size_t row
                        const kn_cu_mm_scratch_t *s, cudaStream_t st) {
     int total = set.end[set.count - 1];
     unsigned grid = (unsigned)((total + KN_MV_WARPS - 1) / KN_MV_WARPS), threads = KN_MV_WARPS * 32;
-    if (kn_qblock_bytes(type)) {
+    if (kn_is_qgpu(type)) {
         if (row_bytes % 4 || !s->xq || k > s->max_k) return -1;
+        bool v16 = row_bytes % 16 == 0;
+        if (kn_ksb_bytes(type) && !v16) return -1; /* K rows: 24 or 40 bytes a block, k % 256 */
         int nblocks = R * (k / KN_BLOCK);
         quant_x_kernel<<<(nblocks + 7) / 8, 256, 0, st>>>((int8_t *)s->xq, (float2 *)s->xs, x,
                                                           nblocks);
         const int8_t *xq = (const int8_t *)s->xq;
         const float2 *xs = (const float2 *)s->xs;
-        bool v16 = row_bytes % 16 == 0;
 #define KN_MMVQ(T)                                                                                 \
     (v16 ? mmvq_kernel<T, R, true><<<grid, threads, 0, st>>>(set, xq, xs, row_bytes, k)            \
          : mmvq_kernel<T, R, false><<<grid, threads, 0, st>>>(set, xq, xs, row_bytes, k))
+#define KN_MMVQ16(T) mmvq_kernel<T, R, true><<<grid, threads, 0, st>>>(set, xq, xs, row_bytes, k)
         if (type == KN_T_Q4_0)
             KN_MMVQ(KN_T_Q4_0);
         else if (type == KN_T_Q4_1)
             KN_MMVQ(KN_T_Q4_1);
-        else
+        else if (type == KN_T_Q8_0)
             KN_MMVQ(KN_T_Q8_0);
+        else if (type == KN_T_Q4_K)
+            KN_MMVQ16(KN_T_Q4_K);
+        else if (type == KN_T_Q5_K)
+            KN_MMVQ16(KN_T_Q5_K);
+        else
+            KN_MMVQ16(KN_T_Q6_K);
 #undef KN_MMVQ
+#undef KN_MMVQ16
         return last_rc();
     }
     if (row_bytes % 16 || k % 8) return -1;
@@ -737,4 +769,18 @@ extern "C" int kn_cu_repack(void *w, int type, size_t row_bytes, int n, int k, v
         if (rc) return rc;
     }
     return 0;
+}
+
+extern "C" size_t kn_cu_row_bytes(int type, int64_t k, size_t stored) {
+    return kn_ksb_bytes(type) ? kn_qrow_bytes(type, k) : stored;
+}
+
+extern "C" int kn_cu_krepack(void *dst, const void *src, int type, size_t src_row_bytes, int n,
+                             int k, void *stream) {
+    if (!kn_ksb_bytes(type) || k % KN_KBLOCK) return -(int)cudaErrorInvalidValue;
+    if (n <= 0) return 0;
+    size_t units = (size_t)n * (k / KN_KBLOCK);
+    krepack_kernel<<<(unsigned)((units + 127) / 128), 128, 0, (cudaStream_t)stream>>>(
+        (uint8_t *)dst, (const uint8_t *)src, type, src_row_bytes, k / KN_BLOCK, n);
+    return last_rc();
 }

@@ -2,7 +2,8 @@
  * test_cuda_device_math.c — the per-element arithmetic of the CUDA kernels
  * (kernels/cuda/device_math.h, compiled here as plain C) against the CPU reference: half and
  * bfloat16 conversions (every half bit pattern, random floats), Q4_0/Q4_1/Q8_0 block
- * dequantization against kn_dequantize, a RoPE rotation against kn_rope, the online softmax
+ * dequantization and the Q4_K/Q5_K/Q6_K rows unfolded into the GPU layout against kn_dequantize,
+ * the int8 block dot products, a RoPE rotation against kn_rope, the online softmax
  * against kn_softmax, SiLU against kn_swiglu. Runs everywhere (no GPU, no nvcc needed).
  */
 #include <math.h>
@@ -27,6 +28,17 @@ static void test_type_codes(void **state) {
     assert_int_equal(KN_T_Q4_1, LT_DTYPE_Q4_1);
     assert_int_equal(KN_T_Q8_0, LT_DTYPE_Q8_0);
     assert_int_equal(KN_T_BF16, LT_DTYPE_BF16);
+    assert_int_equal(KN_T_Q4_K, LT_DTYPE_Q4_K);
+    assert_int_equal(KN_T_Q5_K, LT_DTYPE_Q5_K);
+    assert_int_equal(KN_T_Q6_K, LT_DTYPE_Q6_K);
+    assert_int_equal(KN_KBLOCK, LT_DTYPE_QK_K);
+    int ktypes[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal((size_t)kn_ksb_bytes(ktypes[i]), lt_dtype_block_bytes(ktypes[i]));
+        assert_true(kn_is_qgpu(ktypes[i]));
+    }
+    assert_false(kn_is_qgpu(LT_DTYPE_F16));
+    assert_false(kn_is_qgpu(LT_DTYPE_Q5_0)); /* not read by the GPU: converted at load */
     int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0};
     for (int i = 0; i < 3; i++)
         assert_int_equal((size_t)kn_qblock_bytes(types[i]), lt_dtype_block_bytes(types[i]));
@@ -120,22 +132,30 @@ static void test_dequant(void **state) {
 /* The decode kernels' int8 arithmetic: kn_q8_block's quants reproduce the activations within half
  * a step, and kn_qdot_block over a repacked row equals its integer formula exactly and the fp32
  * dot product of the dequantized row within the quantization error. */
+static void rand_krow(int type, uint8_t *row, int n);
+
 static void test_int8_dot(void **state) {
     (void)state;
-    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0};
+    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
+                   LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K};
     const int n = 512, nb = n / KN_BLOCK;
     srand(11);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         int type = types[ti], qb = kn_qblock_bytes(type);
         size_t bytes = (size_t)lt_dtype_nbytes(type, n);
-        uint8_t *row = malloc(bytes), *gpu = malloc(bytes);
+        uint8_t *row = malloc(bytes), *gpu = malloc(kn_qrow_bytes(type, n) + bytes);
         for (size_t i = 0; i < bytes; i++) row[i] = (uint8_t)rand();
-        for (int b = 0; b < nb; b++) {
+        for (int b = 0; qb && b < nb; b++) {
             uint16_t d = lt_f32_to_f16(frand(0.001f, 0.1f)), m = lt_f32_to_f16(frand(-1, 1));
             memcpy(row + (size_t)b * qb, &d, 2);
             if (type == LT_DTYPE_Q4_1) memcpy(row + (size_t)b * qb + 2, &m, 2);
         }
-        kn_repack_row(type, gpu, row, nb);
+        if (qb) {
+            kn_repack_row(type, gpu, row, nb);
+        } else {
+            rand_krow(type, row, n);
+            kn_krepack_row(type, gpu, row, nb);
+        }
         float w[512], x[512];
         assert_int_equal(kn_dequantize(type, row, w, n), 0);
         for (int i = 0; i < n; i++) x[i] = frand(-2, 2) * (i % 97 == 0 ? 10.0f : 1.0f);
@@ -161,14 +181,81 @@ static void test_int8_dot(void **state) {
             float part = kn_qdot_block(type, wq, d, mn, xq, dx, sx);
             /* volatile: GCC 12 at -O2 -march=native (AVX512-VNNI) compiles this signed-byte sum
              * of products into vpdpbusd, which reads one side as unsigned: wrong sums */
-            volatile int exact = 0;
-            for (int i = 0; i < KN_BLOCK; i++) exact += kn_qblock_q(type, qs, i) * q[i];
-            assert_float_equal(part, d * dx * (float)exact + mn * sx, 0);
+            volatile int exact = 0, hi = 0;
+            for (int i = 0; i < KN_BLOCK; i++)
+                if (type == LT_DTYPE_Q6_K && i >= 16) /* the halves' own scales d and mn */
+                    hi += kn_qblock_q(type, qs, i) * q[i];
+                else
+                    exact += kn_qblock_q(type, qs, i) * q[i];
+            if (type == LT_DTYPE_Q6_K)
+                assert_float_equal(part, d * dx * (float)exact + mn * dx * (float)hi, 0);
+            else
+                assert_float_equal(part, d * dx * (float)exact + mn * sx, 0);
             got += part;
         }
         if (fabs(got - ref) > 0.01 * mag)
             fail_msg("%s: int8 dot %.6f, fp32 %.6f (|w||x| %.3f)", lt_dtype_name(type), got, ref,
                      mag);
+        free(row), free(gpu);
+    }
+}
+
+/* A random stored K-quant row of n elements (n % 256 == 0) with sane f16 scales. */
+static void rand_krow(int type, uint8_t *row, int n) {
+    size_t sbb = lt_dtype_block_bytes(type);
+    for (size_t i = 0; i < sbb * (size_t)(n / KN_KBLOCK); i++) row[i] = (uint8_t)rand();
+    for (int s = 0; s < n / KN_KBLOCK; s++) {
+        uint8_t *sb = row + (size_t)s * sbb;
+        uint16_t d = lt_f32_to_f16(frand(0.0005f, 0.02f)), dmin = lt_f32_to_f16(frand(0, 0.02f));
+        if (type == LT_DTYPE_Q6_K) {
+            memcpy(sb + 208, &d, 2);
+        } else {
+            memcpy(sb, &d, 2);
+            memcpy(sb + 2, &dmin, 2);
+        }
+    }
+}
+
+/* Q4_K, Q5_K, Q6_K unfolded into the GPU layout (kn_krepack_row): every element as kn_row_elem and
+ * kn_pelem read it equals kn_dequantize's, bit for bit; the 6-bit scales as kn_k_scale_min's. */
+static void test_kquant_layout(void **state) {
+    (void)state;
+    srand(13);
+    for (int i = 0; i < 1000; i++) {
+        uint8_t s[12];
+        for (int j = 0; j < 12; j++) s[j] = (uint8_t)rand();
+        for (int j = 0; j < 8; j++) {
+            int sc, mn, sc2, mn2;
+            kn_k_scale_min(s, j, &sc, &mn);
+            kn_k_scale_min_hd(s, j, &sc2, &mn2);
+            assert_int_equal(sc, sc2);
+            assert_int_equal(mn, mn2);
+        }
+    }
+    int types[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K};
+    const int n = 768, nb = n / KN_BLOCK;
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        int type = types[ti];
+        uint8_t *row = malloc((size_t)lt_dtype_nbytes(type, n));
+        size_t gb = kn_qrow_bytes(type, n);
+        uint8_t *gpu = malloc(gb);
+        assert_int_equal(gb, (size_t)nb * (type == LT_DTYPE_Q4_K ? 24 : 40));
+        for (int rep = 0; rep < 20; rep++) {
+            rand_krow(type, row, n);
+            float ref[768];
+            assert_int_equal(kn_dequantize(type, row, ref, n), 0);
+            memset(gpu, 0xa5, gb);
+            kn_krepack_row(type, gpu, row, nb);
+            for (int i = 0; i < n; i++) {
+                float got = kn_row_elem(type, gpu, n, i), d, mn;
+                if (memcmp(&got, &ref[i], 4) != 0)
+                    fail_msg("%s element %d: %.9g on the GPU layout, %.9g dequantized",
+                             lt_dtype_name(type), i, got, ref[i]);
+                const uint8_t *qs = kn_prow_block(type, gpu, nb, i / KN_BLOCK, &d, &mn);
+                float alt = kn_pelem(type, qs, d, mn, i % KN_BLOCK);
+                assert_memory_equal(&alt, &ref[i], 4);
+            }
+        }
         free(row), free(gpu);
     }
 }
@@ -262,7 +349,7 @@ int main(void) {
         cmocka_unit_test(test_bf16),       cmocka_unit_test(test_dequant),
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_online_softmax),
         cmocka_unit_test(test_int8_dot),   cmocka_unit_test(test_online_merge),
-        cmocka_unit_test(test_silu),
+        cmocka_unit_test(test_silu),       cmocka_unit_test(test_kquant_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,8 +3,9 @@
  * memory, one stream, cuBLAS bound to it.
  *
  * Weights are uploaded in their stored type (quantized blocks stay quantized, regrouped once into
- * the GPU's row layout by kn_cu_repack; matmul reads them with int8 dot products or dequantizes
- * them into fp16 tiles for cuBLAS, see ops.cu). begin() packs the batch's indices
+ * the GPU's row layout by kn_cu_repack, or for the K-quants unfolded into a new, larger
+ * allocation by kn_cu_krepack; matmul reads them with int8 dot products or dequantizes them into
+ * fp16 tiles for cuBLAS, see ops.cu). begin() packs the batch's indices
  * (tokens, positions, sequences, logits rows, block tables padded to the longest) into one host
  * buffer and uploads it once per step; to_host copies logits back and synchronizes the stream.
  * The void operations of backend.h cannot return an error: the first failure is kept (sticky)
@@ -199,9 +200,34 @@ static void cu_to_host(wk_backend_t *be, float *host, const float *src, size_t n
 
 enum { REPACK_TMP = 64 << 20 };
 
+/* A K-quant weight's stored rows, just placed in device memory, unfolded into the GPU layout in
+ * a new allocation (kn_cu_krepack: rows grow); the stored rows are freed. */
+static int cu_unfold(cu_t *c, wk_tensor_t *w, char *err) {
+    size_t grb = kn_cu_row_bytes(w->type, w->cols, w->row_bytes), n = grb * (size_t)w->rows;
+    void *d = NULL;
+    if (cudaMalloc(&d, n ? n : 256) != cudaSuccess)
+        return lt_errf(err, LT_ERR_NOMEM,
+                       "CUDA device %d: out of memory for a %zu MiB %s weight (unfolded)",
+                       c->device, n >> 20, lt_dtype_name(w->type));
+    int rc =
+        kn_cu_krepack(d, w->data, w->type, w->row_bytes, (int)w->rows, (int)w->cols, c->stream);
+    if (!rc) rc = cu_rc(cudaStreamSynchronize(c->stream));
+    if (rc) {
+        cudaFree(d);
+        return lt_errf(err, LT_ERR_IO, "CUDA device %d: unfolding a %s weight: %s", c->device,
+                       lt_dtype_name(w->type), kn_cu_error_str(rc));
+    }
+    cudaFree((void *)w->data);
+    w->data = d;
+    w->row_bytes = grb;
+    return LT_OK;
+}
+
 /* A quantized weight just placed in device memory, into the GPU's row layout. */
-static int cu_prepare(wk_backend_t *be, const wk_tensor_t *w, char *err) {
+static int cu_prepare(wk_backend_t *be, wk_tensor_t *w, char *err) {
     cu_t *c = cu_of(be);
+    if (kn_cu_row_bytes(w->type, w->cols, w->row_bytes) != w->row_bytes)
+        return cu_unfold(c, w, err);
     if (!c->repack_tmp && cudaMalloc(&c->repack_tmp, REPACK_TMP) != cudaSuccess)
         return lt_errf(err, LT_ERR_NOMEM, "CUDA device %d: out of memory repacking a weight",
                        c->device);
@@ -230,12 +256,12 @@ static int cu_weight(wk_backend_t *be, const void *src, int type, int64_t cols, 
     cu_upload(be, d, (const uint8_t *)src + (size_t)row0 * rb, n);
     *out = (wk_tensor_t){.data = d, .type = type, .rows = nrows, .cols = cols, .row_bytes = rb};
     int rc = sticky_err(c, err);
-    if (!rc) rc = cu_prepare(be, out, err);
+    if (!rc) rc = cu_prepare(be, out, err); /* may move it (K-quants) */
     if (rc) {
-        cudaFree(d);
+        cudaFree((void *)out->data);
         return rc;
     }
-    *owned = d;
+    *owned = (void *)out->data;
     return LT_OK;
 }
 

@@ -3,8 +3,9 @@
  * a direct double-precision loop) on random inputs: embedding gather, RMSNorm, q/k norm + RoPE
  * (neox and adjacent pairs), SwiGLU, add, row gather, paged KV store + attention (F32, F16 and
  * BF16 caches, scattered blocks, two sequences, prefill and decode rows), and matmul on both paths
- * (matrix-vector up to KN_CU_MATVEC_MAX_ROWS rows, cuBLAS above) for Q4_0, Q4_1, Q8_0, F16, BF16
- * and F32 weights, with and without bias. Outputs are poisoned (NaN bytes) before each kernel so
+ * (matrix-vector up to KN_CU_MATVEC_MAX_ROWS rows, cuBLAS above) for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K,
+ * Q6_K (unfolded on the device by kn_cu_krepack), F16, BF16 and F32 weights, with and without
+ * bias. Outputs are poisoned (NaN bytes) before each kernel so
  * an unwritten element fails; each comparison is an NMSE bound printed with its value.
  * Exits 77 (skipped) where no GPU is visible.
  */
@@ -80,11 +81,33 @@ static void rand_row(int type, uint8_t *row, int n) {
         memcpy(row + (size_t)b * qb, &d, 2);
         if (type == LT_DTYPE_Q4_1) memcpy(row + (size_t)b * qb + 2, &m, 2);
     }
+    int sbb = kn_ksb_bytes(type); /* K-quants: the super-blocks' f16 d (and dmin) */
+    for (int s = 0; sbb && s < n / KN_KBLOCK; s++) {
+        uint16_t d = lt_f32_to_f16(frand(0.0005f, 0.005f)), m = lt_f32_to_f16(frand(0, 0.005f));
+        uint8_t *sb = row + (size_t)s * sbb;
+        memcpy(type == LT_DTYPE_Q6_K ? sb + 208 : sb, &d, 2);
+        if (type != LT_DTYPE_Q6_K) memcpy(sb + 2, &m, 2);
+    }
 }
 
-/* A matrix's rows as the GPU holds them: quantized rows repacked (ops.h: kn_cu_repack). Done on
- * the host here with kn_repack_row; backend_cuda.c does it on the device. */
-static void *dev_weight(const uint8_t *w, int type, size_t rb, int n, int k) {
+/* A matrix's rows as the GPU holds them, *grb bytes apart: Q4_0/Q4_1/Q8_0 rows repacked (ops.h:
+ * kn_cu_repack; done on the host here with kn_repack_row, backend_cuda.c does it on the device);
+ * K-quant rows uploaded as stored and unfolded on the device by kn_cu_krepack, as the backend
+ * does. */
+static void *dev_weight(const uint8_t *w, int type, size_t rb, int n, int k, size_t *grb) {
+    *grb = kn_cu_row_bytes(type, k, rb);
+    if (kn_ksb_bytes(type)) {
+        void *stored = dev(w, rb * n), *d = dev(NULL, *grb * n);
+        int rc = kn_cu_krepack(d, stored, type, rb, n, k, NULL);
+        cudaError_t e = cudaDeviceSynchronize();
+        cudaFree(stored);
+        if (rc || e != cudaSuccess) {
+            fprintf(stderr, "kn_cu_krepack %s: %s\n", lt_dtype_name(type),
+                    rc ? kn_cu_error_str(rc) : cudaGetErrorString(e));
+            exit(1);
+        }
+        return d;
+    }
     uint8_t *g = malloc(rb * n);
     memcpy(g, w, rb * n);
     if (kn_qblock_bytes(type))
@@ -110,11 +133,13 @@ static void mm_scratch_free(kn_cu_mm_scratch_t *s) {
 }
 
 static const int TYPES[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
+                            LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K,
                             LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
-#define N_TYPES 6
+#define N_TYPES 9
 
 /* Every type, k = 512 (16-byte aligned rows: the fast kernels), 96 and 160 (rows aligned to 4
- * bytes or less: the 4-byte and generic kernels); rows 1..8 take the matrix-vector kernels. */
+ * bytes or less: the 4-byte and generic kernels; not for the K-quants, whose rows are whole
+ * 256-element super-blocks); rows 1..8 take the matrix-vector kernels. */
 static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
     static const int k_list[] = {512, 96, 160};
     for (size_t ki = 0; ki < sizeof k_list / sizeof *k_list; ki++) {
@@ -128,13 +153,14 @@ static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
         float *dx = dev(x, sizeof(float) * 40 * k), *db = dev(bias, sizeof(float) * n);
         for (int ti = 0; ti < N_TYPES; ti++) {
             int type = TYPES[ti];
-            size_t rb = (size_t)lt_dtype_nbytes(type, k);
+            if (!kn_cu_matmul_supported(type, k)) continue;
+            size_t rb = (size_t)lt_dtype_nbytes(type, k), grb;
             uint8_t *w = malloc(rb * n);
             for (int r = 0; r < n; r++) {
                 rand_row(type, w + r * rb, k);
                 kn_dequantize(type, w + r * rb, wf + (size_t)r * k, k);
             }
-            void *dw = dev_weight(w, type, rb, n, k);
+            void *dw = dev_weight(w, type, rb, n, k, &grb);
             for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
                 int rows = rows_list[ri];
                 for (int with_bias = 0; with_bias < 2; with_bias++) {
@@ -146,7 +172,7 @@ static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
                             ref[(size_t)t * n + j] = acc;
                         }
                     float *dy = dev(NULL, sizeof(float) * rows * n);
-                    int rc = kn_cu_matmul(dy, dx, dw, type, rb, n, k, with_bias ? db : NULL, rows,
+                    int rc = kn_cu_matmul(dy, dx, dw, type, grb, n, k, with_bias ? db : NULL, rows,
                                           &s, st);
                     back(got, dy, sizeof(float) * rows * n);
                     char what[96];
@@ -154,7 +180,7 @@ static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
                              rows, with_bias ? " +bias" : "");
                     /* matrix-vector, quantized: int8 activations (below 1e-4 of the signal: half a
                      * step of max|x| / 127 per element); cuBLAS: fp16/bf16 activations */
-                    bool mv = rows <= KN_CU_MATVEC_MAX_ROWS, q = kn_qblock_bytes(type) != 0;
+                    bool mv = rows <= KN_CU_MATVEC_MAX_ROWS, q = kn_is_qgpu(type) != 0;
                     double bound = mv && q                 ? 1e-4
                                    : mv                    ? 1e-9
                                    : type == LT_DTYPE_BF16 ? 1e-4
@@ -195,14 +221,14 @@ static void test_matmul_n(cublasHandle_t hb, cudaStream_t st) {
                 int type = mixed && i == 2
                                ? (TYPES[ti] == LT_DTYPE_F32 ? LT_DTYPE_Q8_0 : LT_DTYPE_F32)
                                : TYPES[ti];
-                size_t rb = (size_t)lt_dtype_nbytes(type, k);
+                size_t rb = (size_t)lt_dtype_nbytes(type, k), grb;
                 uint8_t *w = malloc(rb * ns[i]);
                 for (int r = 0; r < ns[i]; r++) rand_row(type, w + r * rb, k);
-                dw[i] = dev_weight(w, type, rb, ns[i], k);
+                dw[i] = dev_weight(w, type, rb, ns[i], k, &grb);
                 free(w);
                 dy[i] = dev(NULL, sizeof(float) * 9 * ns[i]);
                 dref[i] = dev(NULL, sizeof(float) * 9 * ns[i]);
-                m[i] = (kn_cu_mat_t){dw[i], type, rb, ns[i], dy[i], i < 2 ? db : NULL};
+                m[i] = (kn_cu_mat_t){dw[i], type, grb, ns[i], dy[i], i < 2 ? db : NULL};
             }
             for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
                 int rows = rows_list[ri], rc = kn_cu_matmul_n(m, 3, dx, k, rows, &s, st), same = 1;
@@ -359,21 +385,22 @@ static void test_rows(cudaStream_t st) {
     memcpy(idx + 2 * T, seq, sizeof seq);
     int32_t *d_idx = dev(idx, sizeof idx), *d_gr = dev(gr, sizeof gr);
     kn_cu_batch_t b = {.n_tokens = T, .tokens = d_idx, .pos = d_idx + T, .seq = d_idx + 2 * T};
-    /* embed */
+    /* embed (the K-quants: rows of 256 columns, one super-block) */
     for (int ti = 0; ti < N_TYPES; ti++) {
-        int type = TYPES[ti];
-        size_t rb = (size_t)lt_dtype_nbytes(type, DIM);
+        int type = TYPES[ti], cols = kn_ksb_bytes(type) ? KN_KBLOCK : DIM;
+        size_t rb = (size_t)lt_dtype_nbytes(type, cols), grb;
         uint8_t *table = malloc(rb * V);
-        for (int r = 0; r < V; r++) rand_row(type, table + r * rb, DIM);
-        for (int t = 0; t < T; t++) kn_dequantize(type, table + tokens[t] * rb, ref + t * DIM, DIM);
-        void *dt = dev_weight(table, type, rb, V, DIM);
+        for (int r = 0; r < V; r++) rand_row(type, table + r * rb, cols);
+        for (int t = 0; t < T; t++)
+            kn_dequantize(type, table + tokens[t] * rb, ref + t * cols, cols);
+        void *dt = dev_weight(table, type, rb, V, cols, &grb);
         float *dx = dev(NULL, sizeof got);
-        int rc = kn_cu_embed(dx, dt, type, rb, DIM, &b, st);
-        back(got, dx, sizeof got);
-        to_double(rd, ref, T * DIM);
+        int rc = kn_cu_embed(dx, dt, type, grb, cols, &b, st);
+        back(got, dx, sizeof(float) * T * cols);
+        to_double(rd, ref, T * cols);
         char what[64];
         snprintf(what, sizeof what, "embed %s", lt_dtype_name(type));
-        expect(what, rc, got, rd, T * DIM, 1e-12);
+        expect(what, rc, got, rd, (size_t)T * cols, 1e-12);
         cudaFree(dt), cudaFree(dx), free(table);
     }
     for (int i = 0; i < T * DIM; i++) x[i] = frand(-3, 3), y[i] = frand(-3, 3);

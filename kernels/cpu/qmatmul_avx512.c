@@ -344,12 +344,10 @@ void kn_quant_avx512(const float *x, int k, int16_t *q, float *dx, float *xs, ui
         kn_block_sums(x + (size_t)b * KN_QK, nb - b < KN_ACC ? nb - b : KN_ACC, xs + b);
     if (xp && nb % KN_ACC) /* the last group's missing blocks */
         memset(xp + (size_t)(nb / KN_ACC) * KN_PLANE_GROUP, 0, KN_PLANE_GROUP);
-    const __m512 sign = _mm512_set1_ps(-0.0f);
     for (int b = 0; b < nb; b++) {
         const float *xb = x + (size_t)b * KN_QK;
         __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
-        float amax = _mm512_reduce_max_ps(
-            _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
         __m512 vi = _mm512_set1_ps(inv);
         __m256i q0 = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vi)));

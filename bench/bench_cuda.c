@@ -7,10 +7,12 @@
  *  - the device-to-device copy bandwidth (cudaMemcpyAsync of 2 GiB, bytes read + written per
  *    second, median of 10): the HBM roofline's rate;
  *  - the cuBLAS bf16 GEMM peak (8192^3, fp32 accumulation, median of 10 after 3 warm-ups);
- *  - per weight type (BF16, Q4_1; --types to choose): prefill of 64 sequences of --prompt tokens
- *    in steps of --chunk tokens, as TFLOP/s of its matrix products against the GEMM peak; then
- *    decode steps at batch 1, 8 and 64 (every sequence at its own context), the median step time
- *    against the roofline: (weight bytes read + KV bytes read) / copy bandwidth, eager and with
+ *  - per weight type (BF16, Q4_1 and Q4_K, llama.cpp's usual 4-bit type, unfolded on the GPU at
+ *    upload; --types to choose among bf16, f16, q4_0, q4_1, q8_0 and q4_k): prefill of 64 sequences
+ * of
+ * --prompt tokens in steps of --chunk tokens, as TFLOP/s of its matrix products against the GEMM
+ * peak; then decode steps at batch 1, 8 and 64 (every sequence at its own context), the median step
+ * time against the roofline: (weight bytes read + KV bytes read) / copy bandwidth, eager and with
  *    CUDA graphs.
  *
  * A step is wk_forward: indices up, the model, logits (batch, vocab) back to the host, timed on
@@ -20,7 +22,7 @@
  *
  * Then, per type, decode at --long positions of context (batch 1 and 8, eager and graphs; 0: not).
  *
- *     bench_cuda [--types bf16,q4_1] [--prompt 128] [--chunk 2048] [--steps 30] [--layers 32]
+ *     bench_cuda [--types bf16,q4_1,q4_k] [--prompt 128] [--chunk 2048] [--steps 30] [--layers 32]
  *                [--long 4096]
  */
 #include <cublas_v2.h>
@@ -266,7 +268,7 @@ static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int ch
 }
 
 int main(int argc, char **argv) {
-    const char *types = "bf16,q4_1";
+    const char *types = "bf16,q4_1,q4_k";
     int prompt = 128, chunk = 2048, steps = 30, layers = 32, long_context = 4096;
     for (int i = 1; i < argc; i += 2) {
         if (i + 1 == argc) {
@@ -329,6 +331,7 @@ int main(int argc, char **argv) {
                    : !strcmp(t, "q4_1") ? LT_DTYPE_Q4_1
                    : !strcmp(t, "q4_0") ? LT_DTYPE_Q4_0
                    : !strcmp(t, "q8_0") ? LT_DTYPE_Q8_0
+                   : !strcmp(t, "q4_k") ? LT_DTYPE_Q4_K
                    : !strcmp(t, "f16")  ? LT_DTYPE_F16
                                         : -1;
         if (type < 0) {

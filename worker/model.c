@@ -581,6 +581,13 @@ static void random_block(uint8_t *dst, int type, float scale, uint64_t *rng) {
         for (int i = 0; i < 32; i++) dst[2 + i] = (uint8_t)rnd(rng);
         break;
     }
+    case LT_DTYPE_Q4_K: { /* (d·sc)·q − dmin·m, 6-bit sc and m: within about ±2·scale */
+        uint16_t d = lt_f32_to_f16(scale / 480.0f), dmin = lt_f32_to_f16(scale / 32.0f);
+        memcpy(dst, &d, 2);
+        memcpy(dst + 2, &dmin, 2);
+        for (int i = 4; i < 144; i++) dst[i] = (uint8_t)rnd(rng);
+        break;
+    }
     case LT_DTYPE_F16:
     case LT_DTYPE_BF16:
     case LT_DTYPE_F32: {
@@ -634,7 +641,8 @@ int wk_model_random(const lt_model_config_t *cfg, int type, const wk_load_opts_t
                     uint64_t seed, wk_model_t **out, char *err) {
     *out = NULL;
     if (type != LT_DTYPE_Q4_0 && type != LT_DTYPE_Q4_1 && type != LT_DTYPE_Q8_0 &&
-        type != LT_DTYPE_F16 && type != LT_DTYPE_BF16 && type != LT_DTYPE_F32)
+        type != LT_DTYPE_Q4_K && type != LT_DTYPE_F16 && type != LT_DTYPE_BF16 &&
+        type != LT_DTYPE_F32)
         return lt_errf(err, LT_ERR_INVAL, "random model: type %s not supported",
                        lt_dtype_name(type));
     wk_model_t *m = calloc(1, sizeof *m);
@@ -656,6 +664,13 @@ int wk_model_random(const lt_model_config_t *cfg, int type, const wk_load_opts_t
     m->n_head_local = c->n_head / m->tp_size;
     m->n_kv_head_local = c->n_kv_head / m->tp_size;
     m->hidden_local = c->hidden_dim / m->tp_size;
+    int be = lt_dtype_block_elems(type);
+    if (!rc && (c->dim % be || (m->n_head_local * c->head_dim) % be || m->hidden_local % be))
+        rc = lt_errf(err, LT_ERR_INVAL,
+                     "random model: %s needs the model's and each shard's input dimensions to be "
+                     "multiples of %d (dim %d, hidden %d, heads x head_dim %d)",
+                     lt_dtype_name(type), be, c->dim, m->hidden_local,
+                     m->n_head_local * c->head_dim);
     size_t blk = lt_dtype_block_bytes(type), pat_bytes = blk * 65536;
     uint8_t *pat = malloc(pat_bytes);
     if (!rc && !pat) rc = lt_errf(err, LT_ERR_NOMEM, "out of memory");

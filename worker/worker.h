@@ -77,7 +77,8 @@ typedef struct wk_load_opts {
 int wk_model_load(const char *path, const wk_load_opts_t *opts, wk_model_t **out, char *err);
 void wk_model_free(wk_model_t **m);
 /* A model of configuration cfg (no qkv bias or q/k norm) whose matrices are random blocks of
- * `type` (Q4_0, Q4_1, Q8_0, F16, BF16 or F32; weights spread over about ±0.03) and whose norms
+ * `type` (Q4_0, Q4_1, Q8_0, Q4_K, F16, BF16 or F32; weights spread over about ±0.03, Q4_K's
+ * about ±0.06; Q4_K needs input dimensions that are multiples of 256) and whose norms
  * are ones, made without a file on a new backend as wk_model_load does: for benchmarks of
  * shapes no test model has. The same seed gives the same weights. */
 int wk_model_random(const lt_model_config_t *cfg, int type, const wk_load_opts_t *opts,

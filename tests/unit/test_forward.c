@@ -505,44 +505,61 @@ static lt_model_config_t small_config(void) {
     return cfg;
 }
 
+/* The logits of five ids through a random model of `type` made twice with seed 7: finite, not all
+ * the same, the same bits both times; each model's counted weight bytes must be `bytes`. */
+static void random_model_runs(const lt_model_config_t *cfg, int type, size_t bytes) {
+    char err[LT_ERR_LEN];
+    static const int ids[5] = {3, 14, 15, 92, 65};
+    float a[5 * 100], b[5 * 100], *out[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        wk_model_t *m;
+        if (wk_model_random(cfg, type, NULL, 7, &m, err)) fail_msg("%s", err);
+        assert_int_equal(m->weight_bytes, bytes);
+        run_t r = {0};
+        run_init(&r, m, 16, false);
+        run_feed(&r, m, ids, 5, out[k]);
+        run_fini(&r);
+        wk_model_free(&m);
+    }
+    double spread = 0;
+    for (int j = 0; j < 5 * 100; j++) {
+        if (!isfinite(a[j])) fail_msg("%s: logit %d not finite", lt_dtype_name(type), j);
+        spread += fabs(a[j] - a[0]);
+    }
+    assert_memory_equal(a, b, sizeof a);
+    if (spread == 0) fail_msg("%s: every logit the same", lt_dtype_name(type));
+}
+
+/* Weight bytes of a random model of cfg (vocab 100, tied embeddings counted twice, no biases)
+ * in `type`. */
+static size_t random_model_bytes(const lt_model_config_t *c, int type) {
+    size_t q = (size_t)c->n_head * c->head_dim, kv = (size_t)c->n_kv_head * c->head_dim;
+    size_t per_layer = (size_t)lt_dtype_nbytes(type, c->dim) * (q + 2 * kv + 2 * c->hidden_dim) +
+                       (size_t)lt_dtype_nbytes(type, (int64_t)q) * c->dim +
+                       (size_t)lt_dtype_nbytes(type, c->hidden_dim) * c->dim;
+    return c->n_layer * per_layer + 2 * (size_t)lt_dtype_nbytes(type, c->dim) * c->vocab_size;
+}
+
 /* wk_model_random: every type it makes runs, the same seed gives the same logits, the weights
- * are counted, and a type it cannot make is refused. */
+ * are counted, and a type or shape it cannot make is refused. */
 static void test_random_model(void **state) {
     (void)state;
     char err[LT_ERR_LEN];
     lt_model_config_t cfg = small_config();
     static const int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
                                 LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
-    static const int ids[5] = {3, 14, 15, 92, 65};
-    float a[5 * 100], b[5 * 100];
-    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
-        float *out[2] = {a, b};
-        for (int k = 0; k < 2; k++) {
-            wk_model_t *m;
-            if (wk_model_random(&cfg, types[i], NULL, 7, &m, err)) fail_msg("%s", err);
-            size_t per_layer = (size_t)lt_dtype_nbytes(types[i], 64) * (64 + 32 + 32 + 96 + 96) +
-                               (size_t)lt_dtype_nbytes(types[i], 64) * 64 +
-                               (size_t)lt_dtype_nbytes(types[i], 96) * 64;
-            assert_int_equal(m->weight_bytes,
-                             2 * per_layer + 2 * (size_t)lt_dtype_nbytes(types[i], 64) * 100);
-            run_t r = {0};
-            run_init(&r, m, 16, false);
-            run_feed(&r, m, ids, 5, out[k]);
-            run_fini(&r);
-            wk_model_free(&m);
-        }
-        double spread = 0;
-        for (int j = 0; j < 5 * 100; j++) {
-            if (!isfinite(a[j])) fail_msg("%s: logit %d not finite", lt_dtype_name(types[i]), j);
-            spread += fabs(a[j] - a[0]);
-        }
-        assert_memory_equal(a, b, sizeof a);
-        if (spread == 0) fail_msg("%s: every logit the same", lt_dtype_name(types[i]));
-    }
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        random_model_runs(&cfg, types[i], random_model_bytes(&cfg, types[i]));
     wk_model_t *m = NULL;
+    assert_int_equal(wk_model_random(&cfg, LT_DTYPE_Q6_K, NULL, 7, &m, err), LT_ERR_INVAL);
+    assert_null(m);
+    assert_non_null(strstr(err, "Q6_K"));
+    /* Q4_K: super-blocks of 256, so dimensions of 64 are refused and multiples of 256 run */
     assert_int_equal(wk_model_random(&cfg, LT_DTYPE_Q4_K, NULL, 7, &m, err), LT_ERR_INVAL);
     assert_null(m);
-    assert_non_null(strstr(err, "Q4_K"));
+    assert_non_null(strstr(err, "multiples of 256"));
+    cfg.dim = 256, cfg.hidden_dim = 512, cfg.n_head = 4, cfg.n_kv_head = 2, cfg.head_dim = 64;
+    random_model_runs(&cfg, LT_DTYPE_Q4_K, random_model_bytes(&cfg, LT_DTYPE_Q4_K));
 }
 
 /* ---- recorded steps (backend.h): forward.c's side of the contract, with a CPU backend whose

@@ -527,10 +527,9 @@ static void att_chunk(const wk_kv_cache_t *kv, const wk_batch_t *b, int layer, c
     for (int g = 0; g < group; g++) {
         float *sg = score + (size_t)g * stride, mx = sg[0], sum = 0.0f;
         for (int j = 1; j < p1 - p0; j++) mx = sg[j] > mx ? sg[j] : mx;
-        for (int j = 0; j < p1 - p0; j++) {
-            sg[j] = expf(sg[j] - mx);
-            sum += sg[j];
-        }
+#pragma omp simd
+        for (int j = 0; j < p1 - p0; j++) sg[j] = kn_expf_v(sg[j] - mx);
+        for (int j = 0; j < p1 - p0; j++) sum += sg[j]; /* in order */
         m[g] = mx;
         l[g] = sum;
     }

@@ -32,9 +32,10 @@ void kn_softmax(float *x, int n) {
 
 void kn_swiglu(float *gate, const float *up, int n) {
     /* HOT */
+#pragma omp simd
     for (int i = 0; i < n; i++) {
         float g = gate[i];
-        gate[i] = g / (1.0f + expf(-g)) * up[i];
+        gate[i] = g / (1.0f + kn_expf_v(-g)) * up[i];
     }
 }
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "lt.h"
 
 /* ---- generator ---- */
@@ -129,6 +130,16 @@ static int cand_cmp(const void *a, const void *b) {
 
 /* ---- sampling ---- */
 
+/* The sum over candidates [0, n) of e^(logit - mx), in fp32 exponentials (kn_expf_v, vectorized)
+ * added in double: over a whole vocabulary this is most of a sampled token's cost, and libm's
+ * double exp was several times slower. */
+static double cand_mass(const cand_t *c, int n, float mx) {
+    double total = 0.0;
+#pragma omp simd reduction(+ : total)
+    for (int i = 0; i < n; i++) total += (double)kn_expf_v(c[i].logit - mx);
+    return total;
+}
+
 int wk_sample(wk_sampler_t *s, const ipc_params_t *p, wk_rng_t *rng, float *logits,
               const int32_t *prompt, int n_prompt, const int32_t *output, int n_output,
               wk_sample_result_t *res) {
@@ -144,7 +155,8 @@ int wk_sample(wk_sampler_t *s, const ipc_params_t *p, wk_rng_t *rng, float *logi
         float raw_max = logits[0];
         for (int i = 1; i < V; i++) raw_max = logits[i] > raw_max ? logits[i] : raw_max;
         double raw_sum = 0.0;
-        for (int i = 0; i < V; i++) raw_sum += exp((double)logits[i] - raw_max);
+#pragma omp simd reduction(+ : raw_sum)
+        for (int i = 0; i < V; i++) raw_sum += (double)kn_expf_v(logits[i] - raw_max);
         raw_lse = raw_max + (float)log(raw_sum);
     }
     if (p->logprobs > 0) {
@@ -215,15 +227,11 @@ int wk_sample(wk_sampler_t *s, const ipc_params_t *p, wk_rng_t *rng, float *logi
         }
         if (p->top_p < 1.0f) {
             /* mass of the whole remaining set, then grow a sorted prefix until it holds top_p */
-            double total = 0.0;
-            for (int i = 0; i < n; i++) total += exp((double)s->cand[i].logit - mx);
-            double want = p->top_p * total;
+            double want = p->top_p * cand_mass(s->cand, n, mx);
             int k = n < 64 ? n : 64;
             for (;;) {
                 select_top(s->cand, n, k);
-                double mass = 0.0;
-                for (int i = 0; i < k; i++) mass += exp((double)s->cand[i].logit - mx);
-                if (mass >= want || k == n) break;
+                if (cand_mass(s->cand, k, mx) >= want || k == n) break;
                 k = k * 2 < n ? k * 2 : n;
             }
             qsort(s->cand, (size_t)k, sizeof *s->cand, cand_cmp);
@@ -231,18 +239,16 @@ int wk_sample(wk_sampler_t *s, const ipc_params_t *p, wk_rng_t *rng, float *logi
             double acc = 0.0;
             int keep = 0;
             while (keep < k) {
-                acc += exp((double)s->cand[keep].logit - mx);
+                acc += (double)kn_expf_v(s->cand[keep].logit - mx);
                 keep++;
                 if (acc >= want) break;
             }
             n = keep;
         }
-        double total = 0.0;
-        for (int i = 0; i < n; i++) total += exp((double)s->cand[i].logit - mx);
-        double u = wk_rng_uniform(rng) * total, acc = 0.0;
+        double u = wk_rng_uniform(rng) * cand_mass(s->cand, n, mx), acc = 0.0;
         chosen = s->cand[n - 1].id;
         for (int i = 0; i < n; i++) {
-            acc += exp((double)s->cand[i].logit - mx);
+            acc += (double)kn_expf_v(s->cand[i].logit - mx);
             if (u < acc) {
                 chosen = s->cand[i].id;
                 break;

@@ -340,7 +340,13 @@ static void test_silu(void **state) {
     float ref[64];
     memcpy(ref, g, sizeof g);
     kn_swiglu(ref, up, 64);
-    for (int i = 0; i < 64; i++) assert_true(kn_silu(g[i]) * up[i] == ref[i]);
+    /* within float rounding: the CPU's e^x is its own vectorized polynomial (kn_expf_v), the
+     * device's CUDA's expf, and this test's libm's */
+    for (int i = 0; i < 64; i++) {
+        float got = kn_silu(g[i]) * up[i];
+        if (!(fabsf(got - ref[i]) <= 1e-6f * fabsf(ref[i]) + 1e-30f))
+            fail_msg("silu(%g) * %g: %.9g here, %.9g from kn_swiglu", g[i], up[i], got, ref[i]);
+    }
 }
 
 int main(void) {

@@ -55,7 +55,8 @@
 static const struct {
     const char *name;
     kn_rowdot_fn rowdot;
-    kn_rowdot4_fn rowdot4; /* NULL: rowdot row by row */
+    kn_rowdot4_fn rowdot4;   /* NULL: rowdot row by row */
+    kn_rowdot4m_fn rowdot4m; /* NULL: rowdot4 per activation row (the planes types) */
     kn_unpack_fn unpack;
     kn_gemm_fn gemm;
     kn_dotf_fn dotf;
@@ -66,17 +67,18 @@ static const struct {
     bool rowdot_sb; /* rowdot reads the K-quants too (else their few rows are unpacked first) */
     bool planes;    /* rowdot4 reads the activation's byte planes (kn_qact_t.xp) */
 } k_isa[] = {
-    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, kn_unpack_scalar, kn_gemm_scalar,
+    [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, NULL, kn_unpack_scalar, kn_gemm_scalar,
                        kn_dotf_scalar, kn_dotf4_scalar, NULL, kn_unpack_sb_scalar, kn_quant_scalar,
                        false},
-    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2,
+    [KN_ISA_AVX2] = {"avx2", kn_rowdot_avx2, NULL, NULL, kn_unpack_avx2, kn_gemm_avx2, kn_dotf_avx2,
                      kn_dotf4_avx2, NULL, kn_unpack_sb_avx2, kn_quant_scalar, true},
-    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, kn_unpack_avx512,
+    [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, NULL, kn_unpack_avx512,
                        kn_gemm_avx512, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
                        kn_unpack_sb_avx512, kn_quant_avx512, false},
-    [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512vnni, kn_unpack_avx512,
-                           kn_gemm_avx512vnni, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
-                           kn_unpack_sb_avx512, kn_quant_avx512, false, true},
+    [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512vnni,
+                           kn_rowdot4m_avx512vnni, kn_unpack_avx512, kn_gemm_avx512vnni,
+                           kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512, kn_unpack_sb_avx512,
+                           kn_quant_avx512, false, true},
 };
 
 static kn_isa_t g_isa;
@@ -452,6 +454,10 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     if (m <= KN_ROWDOT_MAX &&
         (rowdot_form(type) || (kn_is_superblock(type) && k_isa[isa].rowdot_sb))) {
         int j = j0;
+        if (k_isa[isa].rowdot4m && xa->xp && kn_planes_type(type)) /* every row per weight read */
+            for (; j + 4 <= j1; j += 4)
+                k_isa[isa].rowdot4m(type, w + (size_t)j * row_bytes, row_bytes, bb, xa, m, y + j,
+                                    (size_t)n);
         if (k_isa[isa].rowdot4 && rowdot_form(type))
             for (; j + 4 <= j1; j += 4)
                 for (int r = 0; r < m; r++) {

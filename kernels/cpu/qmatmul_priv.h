@@ -121,6 +121,21 @@ void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, 
                        float *out);
 void kn_rowdot4_avx512vnni(int type, const uint8_t *w, size_t row_bytes, size_t bb,
                            const kn_qact_t *a, float *out);
+/* Four weight rows (row_bytes apart) of a kn_planes_type against the m (1..KN_ROWDOT_MAX)
+ * activation rows of a, whose byte planes are there: y[r * ys + i] for activation row r, weight
+ * row i; each weight group is decoded once for every activation row, and each output gets the
+ * bits the one-row kernel gives it (decode of a few sequences). */
+typedef void (*kn_rowdot4m_fn)(int type, const uint8_t *w, size_t row_bytes, size_t bb,
+                               const kn_qact_t *a, int m, float *y, size_t ys);
+void kn_rowdot4m_avx512vnni(int type, const uint8_t *w, size_t row_bytes, size_t bb,
+                            const kn_qact_t *a, int m, float *y, size_t ys);
+
+/* The types whose decode reads the activation's byte planes (their quants are nibbles, with
+ * Q5's fifth bit: unsigned bytes for vpdpbusd). */
+static inline int kn_planes_type(int type) {
+    return type == LT_DTYPE_Q4_0 || type == LT_DTYPE_Q4_1 || type == LT_DTYPE_Q5_0 ||
+           type == LT_DTYPE_Q5_1;
+}
 
 /* Weight rows unpacked once for all the row groups of a product: block b of row r has its quants
  * q[(r * nb + b) * KN_QK ..] as int16 in element order (kn_block_q16), its scale d[r * nb + b]

@@ -252,10 +252,10 @@ struct kn_qscratch {
     int16_t *xqT;  /* (groups, max_k) x KN_LANES: the same, KN_LANES rows side by side */
     float *dxT;    /* (groups, max_k / QK) x KN_LANES */
     float *xsT;    /* (groups, max_k / QK) x KN_LANES */
-    int16_t *xq1;  /* (n_threads, KN_ROWDOT_MAX, max_k): few rows, quantized by every thread */
-    float *dx1;    /* (n_threads, KN_ROWDOT_MAX, max_k / QK) */
-    float *xs1;    /* (n_threads, KN_ROWDOT_MAX, max_k / QK) */
-    uint8_t *xp1;  /* (n_threads, KN_ROWDOT_MAX, kn_planes_bytes(max_k / QK)): their byte planes */
+    int16_t *xq1;  /* (n_threads, KN_FEW_MAX, max_k): few rows, quantized by every thread */
+    float *dx1;    /* (n_threads, KN_FEW_MAX, max_k / QK) */
+    float *xs1;    /* (n_threads, KN_FEW_MAX, max_k / QK) */
+    uint8_t *xp1;  /* (n_threads, KN_FEW_MAX, kn_planes_bytes(max_k / QK)): their byte planes */
     float *rowbuf; /* (n_threads, ROW_CHUNK, max_k) dequantized weight rows per thread */
     int16_t *wq;   /* (n_threads, ROW_CHUNK, max_k) unpacked weight quants per thread */
     float *wd;     /* (n_threads, ROW_CHUNK, max_k / QK) their scales */
@@ -284,10 +284,10 @@ kn_qscratch_t *kn_qscratch_create(int max_rows, int max_k) {
     s->xqT = alloc64(groups * KN_LANES * nbk * QK * sizeof(int16_t));
     s->dxT = alloc64(groups * KN_LANES * nbk * sizeof(float));
     s->xsT = alloc64(groups * KN_LANES * nbk * sizeof(float));
-    s->xq1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * max_k * sizeof *s->xq1);
-    s->dx1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * nbk * sizeof(float));
-    s->xs1 = malloc((size_t)s->n_threads * KN_ROWDOT_MAX * nbk * sizeof(float));
-    s->xp1 = alloc64((size_t)s->n_threads * KN_ROWDOT_MAX * kn_planes_bytes((int)nbk));
+    s->xq1 = malloc((size_t)s->n_threads * KN_FEW_MAX * max_k * sizeof *s->xq1);
+    s->dx1 = malloc((size_t)s->n_threads * KN_FEW_MAX * nbk * sizeof(float));
+    s->xs1 = malloc((size_t)s->n_threads * KN_FEW_MAX * nbk * sizeof(float));
+    s->xp1 = alloc64((size_t)s->n_threads * KN_FEW_MAX * kn_planes_bytes((int)nbk));
     s->rowbuf = malloc((size_t)s->n_threads * ROW_CHUNK * max_k * sizeof(float));
     size_t nbk_c = nbk * KN_QK; /* max_k rounded up to whole blocks */
     s->wq = alloc64((size_t)s->n_threads * ROW_CHUNK * nbk_c * sizeof(int16_t));
@@ -451,6 +451,25 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
                          const kn_qscratch_t *s, const kn_qact_t *xa, int m, int n, int k, int j0,
                          int j1, kn_isa_t isa) {
     int nb = k / QK;
+    if (m > KN_ROWDOT_MAX && xa->xp) { /* up to KN_FEW_MAX rows of a planes type (kn_qmatmul_n) */
+        int j = j0;
+        for (; j + 4 <= j1; j += 4)
+            for (int r0 = 0; r0 < m; r0 += KN_ROWDOT_MAX) {
+                kn_qact_t ar = act_row(xa, r0);
+                k_isa[isa].rowdot4m(type, w + (size_t)j * row_bytes, row_bytes, bb, &ar,
+                                    m - r0 < KN_ROWDOT_MAX ? m - r0 : KN_ROWDOT_MAX,
+                                    y + (size_t)r0 * n + j, (size_t)n);
+            }
+        for (; j < j1; j++)
+            for (int r0 = 0; r0 < m; r0 += KN_ROWDOT_MAX) {
+                float out[KN_ROWDOT_MAX];
+                int mr = m - r0 < KN_ROWDOT_MAX ? m - r0 : KN_ROWDOT_MAX;
+                kn_qact_t ar = act_row(xa, r0);
+                k_isa[isa].rowdot(type, w + (size_t)j * row_bytes, bb, &ar, mr, out);
+                for (int r = 0; r < mr; r++) y[(size_t)(r0 + r) * n + j] = out[r];
+            }
+        return;
+    }
     if (m <= KN_ROWDOT_MAX &&
         (rowdot_form(type) || (kn_is_superblock(type) && k_isa[isa].rowdot_sb))) {
         int j = j0;
@@ -529,8 +548,9 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
     if (!s || count < 1 || count > KN_QMM_MAX || m < 1 || m > s->max_rows || k > s->max_k)
         return LT_ERR_INVAL;
     kn_isa_t isa = kn_isa();
-    int first[KN_QMM_MAX + 1] = {0};           /* chunk index where matrix i starts */
-    bool any_direct = false, gemm_few = false; /* gemm_few: a few rows go through gemm */
+    int first[KN_QMM_MAX + 1] = {0};               /* chunk index where matrix i starts */
+    bool any_direct = false, gemm_few = false;     /* gemm_few: a few rows go through gemm */
+    bool planes_all = k_isa[isa].rowdot4m != NULL; /* every weight a kn_planes_type */
     int64_t work = 0;
     for (int i = 0; i < count; i++) {
         if (mm[i].n < 1 || !kn_qmatmul_supported(mm[i].type, k)) return LT_ERR_INVAL;
@@ -540,24 +560,24 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
          * gemm */
         gemm_few |= kn_is_superblock(mm[i].type) && !k_isa[isa].rowdot_sb &&
                     (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
+        planes_all &= kn_planes_type(mm[i].type) != 0;
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;
     /* own: a few rows read by rowdot alone; every thread quantizes them itself (a few thousand
      * elements, the same bits), so no thread waits for another before its chunks */
-    bool own = m <= KN_ROWDOT_MAX && !gemm_few;
+    bool own = (m <= KN_ROWDOT_MAX || (planes_all && m <= KN_FEW_MAX)) && !gemm_few;
     int nb = k / QK, nbk = (s->max_k + QK - 1) / QK;
 #pragma omp parallel if (par) num_threads(s->n_threads)
     {
         int me = omp_get_thread_num();
         kn_qact_t xa = {s->xq, s->dx, s->xs, k, nb, NULL};
         if (any_direct && own) {
-            uint8_t *xp = k_isa[isa].planes
-                              ? s->xp1 + (size_t)me * KN_ROWDOT_MAX * kn_planes_bytes(nbk)
-                              : NULL;
-            xa = (kn_qact_t){s->xq1 + (size_t)me * KN_ROWDOT_MAX * s->max_k,
-                             s->dx1 + (size_t)me * KN_ROWDOT_MAX * nbk,
-                             s->xs1 + (size_t)me * KN_ROWDOT_MAX * nbk,
+            uint8_t *xp =
+                k_isa[isa].planes ? s->xp1 + (size_t)me * KN_FEW_MAX * kn_planes_bytes(nbk) : NULL;
+            xa = (kn_qact_t){s->xq1 + (size_t)me * KN_FEW_MAX * s->max_k,
+                             s->dx1 + (size_t)me * KN_FEW_MAX * nbk,
+                             s->xs1 + (size_t)me * KN_FEW_MAX * nbk,
                              k,
                              nb,
                              xp};

@@ -103,6 +103,10 @@ static inline void kn_block_sums(const float *x, int n, float *xs) {
 
 /* out[r] (r < m <= KN_ROWDOT_MAX) for weight row wrow against activation rows 0..m-1 of a. */
 #define KN_ROWDOT_MAX 4
+/* Activation rows the few-row path takes at most: KN_ROWDOT_MAX, or this many where every weight
+ * is a kn_planes_type and the instruction set has rowdot4m (it runs them four at a time over each
+ * group of weight rows, still in L1), instead of the 16-lane gemm. */
+#define KN_FEW_MAX 8
 typedef void (*kn_rowdot_fn)(int type, const uint8_t *wrow, size_t bb, const kn_qact_t *a, int m,
                              float *out);
 /* out[0..3] for four consecutive weight rows (row_bytes apart) against activation row 0 of a:

@@ -21,7 +21,9 @@
  *
  * Two kernels for the direct types, bit-identical to each other and to the scalar reference: up
  * to KN_ROWDOT_MAX rows run four weight rows at a time, each activation row in turn (decode; the
- * K-quants' super-blocks decoded in place: rowdot4k on AVX-512, rowdot on AVX2);
+ * K-quants' super-blocks decoded in place: rowdot4k on AVX-512, rowdot on AVX2; with VNNI the
+ * Q4/Q5 nibbles of four weight rows are decoded once for up to four activation rows, rowdot4m,
+ * and batches of up to KN_FEW_MAX rows of those types take it four rows at a time);
  * more rows are laid side by side, 16 to a vector, and each weight pair is broadcast against them
  * (prefill, large batches). So a row of y depends on its own row of x and on w alone, whatever m is
  * and whichever kernel or instruction set ran: a sequence's logits do not depend on what it is

@@ -58,7 +58,8 @@ static const struct {
     const char *name;
     kn_rowdot_fn rowdot;
     kn_rowdot4_fn rowdot4;   /* NULL: rowdot row by row */
-    kn_rowdot4m_fn rowdot4m; /* NULL: rowdot4 per activation row (the planes types) */
+    kn_rowdot4m_fn rowdot4m; /* non-NULL: the planes types' few rows read the activation's byte
+                              * planes (kn_qact_t.xp), every row per weight read */
     kn_unpack_fn unpack;
     kn_gemm_fn gemm;
     kn_dotf_fn dotf;
@@ -67,7 +68,6 @@ static const struct {
     kn_unpack_sb_fn unpack_sb;
     kn_quant_fn quant;
     bool rowdot_sb; /* rowdot reads the K-quants too (else their few rows are unpacked first) */
-    bool planes;    /* rowdot4 reads the activation's byte planes (kn_qact_t.xp) */
 } k_isa[] = {
     [KN_ISA_SCALAR] = {"scalar", kn_rowdot_scalar, NULL, NULL, kn_unpack_scalar, kn_gemm_scalar,
                        kn_dotf_scalar, kn_dotf4_scalar, NULL, kn_unpack_sb_scalar, kn_quant_scalar,
@@ -77,10 +77,10 @@ static const struct {
     [KN_ISA_AVX512] = {"avx512", kn_rowdot_avx512, kn_rowdot4_avx512, NULL, kn_unpack_avx512,
                        kn_gemm_avx512, kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512,
                        kn_unpack_sb_avx512, kn_quant_avx512, false},
-    [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512vnni,
+    [KN_ISA_AVX512VNNI] = {"avx512vnni", kn_rowdot_avx512, kn_rowdot4_avx512,
                            kn_rowdot4m_avx512vnni, kn_unpack_avx512, kn_gemm_avx512vnni,
                            kn_dotf_avx512, kn_dotf4_avx512, kn_rowdot4k_avx512, kn_unpack_sb_avx512,
-                           kn_quant_avx512, false, true},
+                           kn_quant_avx512, false},
 };
 
 static kn_isa_t g_isa;
@@ -453,7 +453,7 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
                          const kn_qscratch_t *s, const kn_qact_t *xa, int m, int n, int k, int j0,
                          int j1, kn_isa_t isa) {
     int nb = k / QK;
-    if (m > KN_ROWDOT_MAX && xa->xp) { /* up to KN_FEW_MAX rows of a planes type (kn_qmatmul_n) */
+    if (xa->xp && kn_planes_type(type)) { /* up to KN_FEW_MAX rows, four at a time (rowdot4m) */
         int j = j0;
         for (; j + 4 <= j1; j += 4)
             for (int r0 = 0; r0 < m; r0 += KN_ROWDOT_MAX) {
@@ -475,10 +475,6 @@ static void chunk_direct(float *y, const uint8_t *w, int type, size_t row_bytes,
     if (m <= KN_ROWDOT_MAX &&
         (rowdot_form(type) || (kn_is_superblock(type) && k_isa[isa].rowdot_sb))) {
         int j = j0;
-        if (k_isa[isa].rowdot4m && xa->xp && kn_planes_type(type)) /* every row per weight read */
-            for (; j + 4 <= j1; j += 4)
-                k_isa[isa].rowdot4m(type, w + (size_t)j * row_bytes, row_bytes, bb, xa, m, y + j,
-                                    (size_t)n);
         if (k_isa[isa].rowdot4 && rowdot_form(type))
             for (; j + 4 <= j1; j += 4)
                 for (int r = 0; r < m; r++) {
@@ -553,6 +549,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
     int first[KN_QMM_MAX + 1] = {0};               /* chunk index where matrix i starts */
     bool any_direct = false, gemm_few = false;     /* gemm_few: a few rows go through gemm */
     bool planes_all = k_isa[isa].rowdot4m != NULL; /* every weight a kn_planes_type */
+    bool planes_any = false;                       /* some weight one, rowdot4m there */
     int64_t work = 0;
     for (int i = 0; i < count; i++) {
         if (mm[i].n < 1 || !kn_qmatmul_supported(mm[i].type, k)) return LT_ERR_INVAL;
@@ -563,6 +560,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         gemm_few |= kn_is_superblock(mm[i].type) && !k_isa[isa].rowdot_sb &&
                     (!k_isa[isa].rowdot4k || mm[i].n % 4 != 0);
         planes_all &= kn_planes_type(mm[i].type) != 0;
+        planes_any |= k_isa[isa].rowdot4m && kn_planes_type(mm[i].type);
         work += (int64_t)mm[i].n * k;
     }
     bool par = work >= PAR_MIN_MK;
@@ -576,7 +574,7 @@ int kn_qmatmul_n(const kn_qmm_t *mm, int count, const float *x, int m, int k, kn
         kn_qact_t xa = {s->xq, s->dx, s->xs, k, nb, NULL};
         if (any_direct && own) {
             uint8_t *xp =
-                k_isa[isa].planes ? s->xp1 + (size_t)me * KN_FEW_MAX * kn_planes_bytes(nbk) : NULL;
+                planes_any ? s->xp1 + (size_t)me * KN_FEW_MAX * kn_planes_bytes(nbk) : NULL;
             xa = (kn_qact_t){s->xq1 + (size_t)me * KN_FEW_MAX * s->max_k,
                              s->dx1 + (size_t)me * KN_FEW_MAX * nbk,
                              s->xs1 + (size_t)me * KN_FEW_MAX * nbk,

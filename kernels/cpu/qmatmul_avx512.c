@@ -85,7 +85,14 @@ static inline __attribute__((always_inline)) void rowdot4_group(int type, int nb
 static inline __attribute__((always_inline)) void rowdot4_typed(int type, const uint8_t *w,
                                                                 size_t row_bytes, size_t bb,
                                                                 const kn_qact_t *a, float *out) {
-    rowdot4_rows(rowdot4_group, type, w, row_bytes, bb, a, out);
+    __m512 acc = _mm512_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    int b0 = 0;
+    for (; b0 + KN_ACC <= a->nb; b0 += KN_ACC)
+        rowdot4_group(type, KN_ACC, w + (size_t)b0 * bb, row_bytes, bb, a, b0, &acc, &off);
+    if (b0 < a->nb)
+        rowdot4_group(type, a->nb - b0, w + (size_t)b0 * bb, row_bytes, bb, a, b0, &acc, &off);
+    _mm_storeu_ps(out, _mm_add_ps(tree4x4(acc), off));
 }
 
 /* Four weight rows (row_bytes apart) against activation row 0: decode's kernel. */

@@ -90,25 +90,4 @@ static inline void group_acc4(__m512i isum, __m512 d, __m512 mn, const kn_qact_t
     *off = group_off(mn, by_block(_mm_maskz_loadu_ps(kb, a->xs + b0)), nbg, *off);
 }
 
-/* One group's step of a decode kernel: blocks b0 .. b0 + nbg - 1 of four weight rows (row_bytes
- * apart; w0 the first row's block b0) against activation row 0 of a, into acc and off. */
-typedef void (*kn_rowdot4_group_fn)(int type, int nbg, const uint8_t *w0, size_t row_bytes,
-                                    size_t bb, const kn_qact_t *a, int b0, __m512 *acc,
-                                    __m128 *off);
-
-/* A decode kernel over a whole row: group (a constant where inlined, so it is inlined too) on
- * every KN_ACC blocks, then the outputs (kn_tree4 per row, plus the offsets). */
-static inline __attribute__((always_inline)) void rowdot4_rows(kn_rowdot4_group_fn group, int type,
-                                                               const uint8_t *w, size_t row_bytes,
-                                                               size_t bb, const kn_qact_t *a,
-                                                               float *out) {
-    __m512 acc = _mm512_setzero_ps();
-    __m128 off = _mm_setzero_ps();
-    int b0 = 0;
-    for (; b0 + KN_ACC <= a->nb; b0 += KN_ACC)
-        group(type, KN_ACC, w + (size_t)b0 * bb, row_bytes, bb, a, b0, &acc, &off);
-    if (b0 < a->nb) group(type, a->nb - b0, w + (size_t)b0 * bb, row_bytes, bb, a, b0, &acc, &off);
-    _mm_storeu_ps(out, _mm_add_ps(tree4x4(acc), off));
-}
-
 #endif

@@ -5,11 +5,12 @@
  * (qmatmul_priv.h): only integer sums change shape.
  *
  * gemm (sixteen activation rows across a vector): vpdpwssd, a pair product and its accumulation
- * in one instruction. Decode of Q4_0, Q4_1, Q5_0 and Q5_1 (rowdot4): the weight nibbles stay
+ * in one instruction. Decode of Q4_0, Q4_1, Q5_0 and Q5_1 (rowdot4m): the weight nibbles stay
  * bytes and meet the activation's byte planes (kn_quant_fn's xp) in vpdpbusd, four products a lane,
  * 64 a instruction, against 32 for vpmaddwd on quants first widened to int16; the AVX-512 decode
  * kernel was bound by that arithmetic rather than by memory on 2-core machines (bench/RESULTS.md).
- * Q8_0's signed quants take the AVX-512 kernel.
+ * Each group of weight rows is decoded once for up to four activation rows. Q8_0's signed quants
+ * take the AVX-512 kernel.
  */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 
@@ -154,11 +155,3 @@ void kn_rowdot4m_avx512vnni(int type, const uint8_t *w, size_t row_bytes, size_t
     }
 }
 #undef KN_ROWS_BY_M
-
-void kn_rowdot4_avx512vnni(int type, const uint8_t *w, size_t row_bytes, size_t bb,
-                           const kn_qact_t *a, float *out) {
-    if (a->xp && kn_planes_type(type))
-        kn_rowdot4m_avx512vnni(type, w, row_bytes, bb, a, 1, out, 0);
-    else /* Q8_0, or no planes: the AVX-512 kernel */
-        kn_rowdot4_avx512(type, w, row_bytes, bb, a, out);
-}

@@ -123,8 +123,6 @@ void kn_rowdot4k_avx512(int type, const uint8_t *w, size_t row_bytes, const kn_q
                         float *out);
 void kn_rowdot4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t bb, const kn_qact_t *a,
                        float *out);
-void kn_rowdot4_avx512vnni(int type, const uint8_t *w, size_t row_bytes, size_t bb,
-                           const kn_qact_t *a, float *out);
 /* Four weight rows (row_bytes apart) of a kn_planes_type against the m (1..KN_ROWDOT_MAX)
  * activation rows of a, whose byte planes are there: y[r * ys + i] for activation row r, weight
  * row i; each weight group is decoded once for every activation row, and each output gets the

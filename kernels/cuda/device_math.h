@@ -18,8 +18,11 @@
 
 #ifdef __CUDACC__
 #define KN_HD static __host__ __device__ __forceinline__
+/* the type tables below: also usable in constant expressions (kernel templates) under nvcc */
+#define KN_HDC static __host__ __device__ __forceinline__ constexpr
 #else
-#define KN_HD static inline
+#define KN_HD  static inline
+#define KN_HDC static inline
 #endif
 
 /* Stored-type codes (the values of lt_dtype_t, repeated so device code needs no host header). */
@@ -86,12 +89,12 @@ KN_HD uint16_t kn_f2bf(float f) {
 }
 
 /* Bytes of one stored KN_BLOCK-element block of Q4_0 / Q4_1 / Q8_0 (0 for the others). */
-KN_HD int kn_qblock_bytes(int type) {
+KN_HDC int kn_qblock_bytes(int type) {
     return type == KN_T_Q4_0 ? 18 : type == KN_T_Q4_1 ? 20 : type == KN_T_Q8_0 ? 34 : 0;
 }
 
 /* The K-quants the GPU reads: bytes of one stored super-block (0 for the others). */
-KN_HD int kn_ksb_bytes(int type) {
+KN_HDC int kn_ksb_bytes(int type) {
     return type == KN_T_Q4_K ? 144 : type == KN_T_Q5_K ? 176 : type == KN_T_Q6_K ? 210 : 0;
 }
 
@@ -102,7 +105,7 @@ KN_HD int kn_is_qgpu(int type) {
 }
 
 /* Bytes of one block's quants in the GPU layout (below): 16 of nibbles or 32 of bytes. */
-KN_HD int kn_qs_bytes(int type) {
+KN_HDC int kn_qs_bytes(int type) {
     return type == KN_T_Q4_0 || type == KN_T_Q4_1 || type == KN_T_Q4_K ? 16 : 32;
 }
 
@@ -130,17 +133,6 @@ KN_HD float kn_pelem(int type, const uint8_t *qs, float d, float mn, int i) {
     return d * q + mn;
 }
 
-/* Element i (0..31) of one Q4_0 / Q4_1 / Q8_0 block: d * q (+ m for Q4_1, q - 8 for Q4_0). Q4
- * elements i < 16 are the low nibbles of qs[i], i >= 16 the high nibbles of qs[i - 16]. */
-KN_HD float kn_qblock_elem(int type, const uint8_t *blk, int i) {
-    float d = kn_h2f((uint16_t)(blk[0] | blk[1] << 8));
-    if (type == KN_T_Q8_0) return d * (float)(int8_t)blk[2 + i];
-    const uint8_t *qs = blk + (type == KN_T_Q4_1 ? 4 : 2);
-    int q = i < 16 ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
-    if (type == KN_T_Q4_1) return d * (float)q + kn_h2f((uint16_t)(blk[2] | blk[3] << 8));
-    return d * (float)(q - 8);
-}
-
 /* The GPU layout of a row of nb quantized 32-element blocks ("repacked"): first every block's
  * quants (nb * kn_qs_bytes: 16 bytes of nibbles, element i < 16 the low nibble of byte i, i >= 16
  * the high nibble of byte i - 16; or 32 bytes, one a quant), then every block's header
@@ -156,7 +148,7 @@ KN_HD float kn_qblock_elem(int type, const uint8_t *blk, int i) {
  *   Q6_K (26.25), against 128 as fp32.
  *
  * The backend rearranges each quantized weight once, at upload. */
-KN_HD int kn_qhead_bytes(int type) {
+KN_HDC int kn_qhead_bytes(int type) {
     return kn_ksb_bytes(type) ? 8 : type == KN_T_Q4_1 ? 4 : 2;
 }
 
@@ -211,23 +203,34 @@ KN_HD void kn_put_block(int type, uint8_t *dst, int nb, int b, const int *q, con
     memcpy(dst + (size_t)nb * kn_qs_bytes(type) + (size_t)b * 8, h, 8);
 }
 
-/* GPU row dst (kn_qrow_bytes) = the stored Q4_K / Q5_K / Q6_K row src of nb 32-element blocks. */
-KN_HD void kn_krepack_row(int type, uint8_t *dst, const uint8_t *src, int nb) {
-    for (int b = 0; b < nb; b++) {
+/* Super-block s of the stored Q4_K / Q5_K / Q6_K row src into the GPU row dst of nb 32-element
+ * blocks: its eight sub-blocks (krepack_kernel's unit of work). */
+KN_HD void kn_krepack_sb(int type, uint8_t *dst, const uint8_t *src, int nb, int s) {
+    const uint8_t *sb = src + (size_t)s * kn_ksb_bytes(type);
+    for (int j = 0; j < 8; j++) {
         int q[KN_BLOCK];
         float h[2];
-        kn_ksub_block(type, src + (size_t)(b / 8) * kn_ksb_bytes(type), b % 8, q, h);
-        kn_put_block(type, dst, nb, b, q, h);
+        kn_ksub_block(type, sb, j, q, h);
+        kn_put_block(type, dst, nb, s * 8 + j, q, h);
     }
+}
+
+/* GPU row dst (kn_qrow_bytes) = the stored Q4_K / Q5_K / Q6_K row src of nb 32-element blocks. */
+KN_HD void kn_krepack_row(int type, uint8_t *dst, const uint8_t *src, int nb) {
+    for (int s = 0; s < nb / 8; s++) kn_krepack_sb(type, dst, src, nb, s);
+}
+
+/* Block b of the stored Q4_0 / Q4_1 / Q8_0 row src into the repacked row dst of nb blocks
+ * (repack_kernel's unit of work). */
+KN_HD void kn_repack_block(int type, uint8_t *dst, const uint8_t *src, int nb, int b) {
+    int qb = kn_qblock_bytes(type), qs = kn_qs_bytes(type), hb = kn_qhead_bytes(type);
+    memcpy(dst + (size_t)b * qs, src + (size_t)b * qb + hb, (size_t)qs);
+    memcpy(dst + (size_t)nb * qs + (size_t)b * hb, src + (size_t)b * qb, (size_t)hb);
 }
 
 /* dst (repacked) = src (nb stored blocks); dst and src must not overlap. */
 KN_HD void kn_repack_row(int type, uint8_t *dst, const uint8_t *src, int nb) {
-    int qb = kn_qblock_bytes(type), qs = kn_qs_bytes(type), hb = kn_qhead_bytes(type);
-    for (int b = 0; b < nb; b++) {
-        memcpy(dst + (size_t)b * qs, src + (size_t)b * qb + hb, (size_t)qs);
-        memcpy(dst + (size_t)nb * qs + (size_t)b * hb, src + (size_t)b * qb, (size_t)hb);
-    }
+    for (int b = 0; b < nb; b++) kn_repack_block(type, dst, src, nb, b);
 }
 
 /* Block b's scale d and offset mn (element = d * q + mn; Q4_0's -8 folded into mn; Q6_K: the

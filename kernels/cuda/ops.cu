@@ -350,9 +350,7 @@ template <int TYPE, int R, bool V16>
 static __global__ void __launch_bounds__(KN_MV_WARPS * 32, 1)
     mmvq_kernel(const __grid_constant__ mv_set_t set, const int8_t *xq, const float2 *xs,
                 size_t row_bytes, int k) {
-    constexpr bool KQ = TYPE == KN_T_Q4_K || TYPE == KN_T_Q5_K || TYPE == KN_T_Q6_K;
-    constexpr int QS = TYPE == KN_T_Q4_0 || TYPE == KN_T_Q4_1 || TYPE == KN_T_Q4_K ? 16 : 32;
-    constexpr int HB = KQ ? 8 : TYPE == KN_T_Q4_1 ? 4 : 2, NW = QS / 4;
+    constexpr int QS = kn_qs_bytes(TYPE), HB = kn_qhead_bytes(TYPE), NW = QS / 4;
     int lane = threadIdx.x & 31, row, n;
     int which = mv_pick(set, blockIdx.x * KN_MV_WARPS + (threadIdx.x >> 5), &row, &n);
     if (which < 0) return;
@@ -478,12 +476,7 @@ static __global__ void repack_kernel(uint8_t *dst, const uint8_t *src, int type,
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= (size_t)nr * nb) return;
     size_t r = i / nb;
-    int b = (int)(i % nb), qb = kn_qblock_bytes(type), qs = kn_qs_bytes(type),
-        hb = kn_qhead_bytes(type);
-    const uint8_t *s = src + r * row_bytes + (size_t)b * qb;
-    uint8_t *d = dst + r * row_bytes;
-    for (int j = 0; j < qs; j++) d[(size_t)b * qs + j] = s[hb + j];
-    for (int j = 0; j < hb; j++) d[(size_t)nb * qs + (size_t)b * hb + j] = s[j];
+    kn_repack_block(type, dst + r * row_bytes, src + r * row_bytes, nb, (int)(i % nb));
 }
 
 /* dst rows (nr, kn_qrow_bytes) = stored Q4_K / Q5_K / Q6_K rows of src (src_row_bytes apart)
@@ -493,15 +486,8 @@ static __global__ void krepack_kernel(uint8_t *dst, const uint8_t *src, int type
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nsb = (size_t)nb / 8;
     if (i >= (size_t)nr * nsb) return;
     size_t r = i / nsb;
-    int s = (int)(i % nsb);
-    const uint8_t *sb = src + r * src_row_bytes + (size_t)s * kn_ksb_bytes(type);
-    uint8_t *d = dst + r * kn_qrow_bytes(type, (int64_t)nb * KN_BLOCK);
-    for (int j = 0; j < 8; j++) {
-        int q[KN_BLOCK];
-        float h[2];
-        kn_ksub_block(type, sb, j, q, h);
-        kn_put_block(type, d, nb, s * 8 + j, q, h);
-    }
+    kn_krepack_sb(type, dst + r * kn_qrow_bytes(type, (int64_t)nb * KN_BLOCK),
+                  src + r * src_row_bytes, nb, (int)(i % nsb));
 }
 
 static __global__ void to_f16_kernel(__half *dst, const float *src, size_t n) {

@@ -557,13 +557,15 @@ void wk_model_free(wk_model_t **mp) {
 
 /* ---- random weights, no file ---- */
 
-/* Fills one block of `type` (block_elems elements) at dst with random values of spread about
- * `scale` (a uniform weight in [-scale, scale]); rng is a xorshift state. */
+/* The next value of the xorshift state *s. */
 static uint64_t rnd(uint64_t *s) {
     *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
     return *s;
 }
 
+/* Fills one block of `type` (block_elems elements) at dst with random values of spread about
+ * `scale` (a uniform weight in [-scale, scale]; Q4_K about twice that); rng is a xorshift
+ * state. */
 static void random_block(uint8_t *dst, int type, float scale, uint64_t *rng) {
     switch (type) {
     case LT_DTYPE_Q4_0:

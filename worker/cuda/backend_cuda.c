@@ -99,7 +99,6 @@ static void graphs_drop(cu_t *c) {
     c->recording = -1;
 }
 
-/* Keeps the first failure; returns rc. */
 /* --- per-operation times (LANTERN_CUDA_OP_TIMES) --- */
 
 /* An event on the stream after operation `what` (what NULL: the step's start). */
@@ -145,6 +144,7 @@ static void op_report(cu_t *c) {
                 1e3 * c->times[k].ms / c->times[k].calls);
 }
 
+/* Keeps the first failure; returns rc. */
 static int note(cu_t *c, int rc, const char *what) {
     if (rc && !c->sticky) {
         c->sticky = rc;
@@ -516,6 +516,17 @@ static void cu_graph_reset(wk_backend_t *be) {
     graphs_drop(cu_of(be));
 }
 
+/* Recordings off for good, with a warning saying why; returns 1 (graph_record's "could not
+ * start"). */
+static int graphs_fail(cu_t *c, const char *why, cudaError_t e) {
+    LT_WARN("CUDA device %d: %s (%s): CUDA graphs off, steps run eagerly", c->device, why,
+            e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA error");
+    cudaGetLastError();
+    c->graphs_off = true;
+    graphs_drop(c);
+    return 1;
+}
+
 /* Every kernel argument of a step is a function of its shape (tokens, logits rows, block-table
  * stride: begin() rounds it up to a power of two) and of the buffers it runs on (the cache, the
  * scratch, the index buffer and the backend's own scratch, whose reallocation drops every
@@ -544,25 +555,12 @@ static int cu_graph_begin(wk_backend_t *be, const void *kv, const void *ctx, int
     if (g->exec) {
         cudaError_t e = cudaGraphLaunch(g->exec, c->stream);
         if (e == cudaSuccess) return WK_GRAPH_REPLAYED;
-        cudaGetLastError();
-        LT_WARN("CUDA device %d: replaying a step graph failed (%s): CUDA graphs off", c->device,
-                cudaGetErrorString(e));
-        c->graphs_off = true;
-        graphs_drop(c);
+        graphs_fail(c, "replaying a step graph failed", e);
         return WK_GRAPH_OFF;
     }
     if (g->seen++ < 1) return WK_GRAPH_OFF;
     c->recording = (int)(g - c->graphs);
     return WK_GRAPH_RECORD;
-}
-
-static int graphs_fail(cu_t *c, const char *why, cudaError_t e) {
-    LT_WARN("CUDA device %d: %s (%s): CUDA graphs off, steps run eagerly", c->device, why,
-            e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA error");
-    cudaGetLastError();
-    c->graphs_off = true;
-    graphs_drop(c);
-    return 1;
 }
 
 static int cu_graph_record(wk_backend_t *be, const float *ref, size_t n, char *err) {

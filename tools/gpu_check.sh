@@ -154,7 +154,7 @@ if [ -n "$model" ] && [ -e "$model" ]; then
     done
 fi
 
-# 6. the GPU benchmark (bench/bench_cuda.c): Llama-3-8B shape, random weights, BF16 and Q4_1
+# 6. the GPU benchmark (bench/bench_cuda.c): Llama-3-8B shape, random weights, BF16, Q4_1 and Q4_K
 if [ -x "$build/bench/bench_cuda" ]; then
     if timeout 300 "$build/bench/bench_cuda" ${GPU_BENCH_ARGS:-} >>"$report" 2>&1; then
         result "bench_cuda" PASS "figures above"

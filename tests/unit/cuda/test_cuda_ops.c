@@ -479,6 +479,18 @@ static void test_rows(cudaStream_t st) {
     cudaFree(dout), cudaFree(d_idx), cudaFree(d_gr);
 }
 
+/* kn_cu_krepack refuses what it cannot unfold (a type that is not a K-quant, rows that are not
+ * whole super-blocks) before touching memory; kn_cu_row_bytes keeps the stored size of the others.
+ */
+static void test_krepack_refuses(void) {
+    bool ok = kn_cu_krepack(NULL, NULL, LT_DTYPE_Q8_0, 34, 1, 256, NULL) < 0 &&
+              kn_cu_krepack(NULL, NULL, LT_DTYPE_Q4_K, 144, 1, 100, NULL) < 0 &&
+              kn_cu_row_bytes(LT_DTYPE_Q8_0, 256, 272) == 272 &&
+              kn_cu_row_bytes(LT_DTYPE_Q4_K, 256, 144) == 192;
+    printf("%s kn_cu_krepack refuses non-K types and partial super-blocks\n", ok ? "ok  " : "FAIL");
+    if (!ok) g_fail = 1;
+}
+
 int main(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -499,6 +511,7 @@ int main(void) {
     test_attention(st, LT_DTYPE_BF16);
     test_matmul(hb, st);
     test_matmul_n(hb, st);
+    test_krepack_refuses();
     cublasDestroy(hb);
     cudaStreamDestroy(st);
     printf(g_fail ? "FAILED\n" : "all passed\n");

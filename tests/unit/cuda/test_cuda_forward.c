@@ -43,10 +43,12 @@ static int argmax(const float *x, int n) {
 }
 
 int main(void) {
+#ifndef CUEMU /* on the CPU emulator (tests/cuemu) there is a device but no driver to ask */
     if (wk_cuda_device_count() == 0) {
         printf("no CUDA device: skipped\n");
         return 77;
     }
+#endif
     char path[1024], err[LT_ERR_LEN];
     const char *env = getenv("LANTERN_MODEL"), *home = getenv("HOME");
     snprintf(path, sizeof path, "%s", env ? env : "");

@@ -53,10 +53,12 @@ static int round_trip(cudaStream_t st, size_t n) {
 }
 
 int main(void) {
+#ifndef CUEMU /* on the CPU emulator (tests/cuemu) there is a device but no driver to ask */
     if (wk_cuda_device_count() == 0) {
         printf("no CUDA device: skipped\n");
         return 77;
     }
+#endif
     cudaStream_t st;
     if (cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess) {
         fprintf(stderr, "FAIL cudaStreamCreate\n");

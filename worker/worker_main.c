@@ -450,8 +450,8 @@ static void free_buffers(worker_t *w) {
 /* --gpu-memory-utilization: one forward step at the largest batch the engine may send
  * (max_num_batched_tokens tokens of one sequence, logits for max_num_seqs rows) on a cache just
  * big enough, so every scratch buffer and cuBLAS's workspace exist; then the KV blocks that fit
- * in what the fraction leaves of the device (wk_kv_blocks_for). No all-reduce yet: the step's
- * numbers are not used, only its memory. */
+ * in what the fraction leaves of the device (wk_kv_blocks_for). Under tensor parallelism every
+ * rank runs it, all-reduces included; its numbers are not used, only its memory. */
 static int profile_kv_blocks(worker_t *w, char *err) {
     const ipc_engine_args_t *a = &w->args;
     wk_backend_t *be = w->m->be;
@@ -559,6 +559,9 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
             w->ar_timer.fn = wk_nccl_allreduce;
             w->ar_timer.user = w->nccl;
         }
+        /* before the profiling step: its layers all-reduce too (every rank profiles the same
+         * shapes, so the collectives match) */
+        wk_ctx_set_allreduce(w->ctx, timed_allreduce, &w->ar_timer);
     }
     if (a->gpu_memory_utilization > 0) {
         if ((rc = profile_kv_blocks(w, err))) return rc;
@@ -572,7 +575,6 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
     }
     if ((rc = wk_kv_cache_create(w->m, (int)w->n_blocks, a->block_size, w->kv_dtype, &w->kv, err)))
         return rc;
-    if (a->tensor_parallel_size > 1) wk_ctx_set_allreduce(w->ctx, timed_allreduce, &w->ar_timer);
     return alloc_buffers(w, err);
 }
 

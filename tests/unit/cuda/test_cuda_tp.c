@@ -1,0 +1,223 @@
+/*
+ * test_cuda_tp.c — tensor parallelism on the CUDA backend: W ranks (threads of this process, rank
+ * r on device r) each load their shard, join one NCCL communicator through the worker's
+ * wk_nccl_init (the unique id carried by a host sum between the threads, as the process tree's
+ * shared-memory all-reduce carries it) and all-reduce with wk_nccl_allreduce. Rank 0's logits for
+ * a prefill of two sequences and 8 decode steps must match the CPU backend's unsharded run (NMSE
+ * <= 1e-3 per step, the bound of test_cuda_forward); a second, eager run (--enforce-eager) must
+ * give the first run's logits bit for bit, CUDA graphs or not.
+ * W: the smallest of 2, 3, 4 that divides the model's heads and KV heads, with that many devices.
+ * Model: $LANTERN_MODEL or the default model. Exits 77 (skipped) with fewer devices or no model;
+ * on the CPU emulator (tests/cuemu) the ranks' "devices" are CUEMU_DEVICES.
+ */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lt.h"
+#include "nccl_comm.h"
+#include "worker.h"
+
+enum { BS = 16, MAXT = 64, CTX = 256, NB = 32, STEPS = 9, MAX_TP = 4 };
+
+/* ---- the host sum that carries NCCL's unique id ---- */
+
+typedef struct group {
+    int world;
+    pthread_barrier_t bar;
+    float *bufs[MAX_TP];
+} group_t;
+
+typedef struct rank {
+    group_t *g;
+    int r, device;
+    bool eager;
+    const char *path;
+    float *logits;   /* rank 0: (STEPS, 2, vocab) */
+    const int *next; /* (STEPS, 2): the CPU run's greedy tokens, fed to every rank */
+    int rc;
+    char err[LT_ERR_LEN];
+} rank_t;
+
+static int host_sum(float *buf, size_t n, void *user) {
+    rank_t *rk = user;
+    group_t *g = rk->g;
+    g->bufs[rk->r] = buf;
+    pthread_barrier_wait(&g->bar);
+    float *t = malloc(n * sizeof *t);
+    for (size_t i = 0; i < n; i++) {
+        float s = 0.0f;
+        for (int r = 0; r < g->world; r++) s += g->bufs[r][i];
+        t[i] = s;
+    }
+    pthread_barrier_wait(&g->bar);
+    memcpy(buf, t, n * sizeof *buf);
+    free(t);
+    return 0;
+}
+
+/* ---- the steps: test_cuda_forward's ---- */
+
+/* Prefill of sequences of 20 and 12 tokens on scattered blocks, then STEPS - 1 decode steps of
+ * both, fed next[] (step s's two tokens) when given, else their own argmax (written to own[]). */
+static int run_steps(wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, float *logits, const int *next,
+                     int *own, char *err) {
+    int vocab = m->cfg.vocab_size;
+    int32_t bt0[8] = {5, 9, 2, 11, 20, 7, 1, 14}, bt1[8] = {17, 3, 30, 25, 12, 0, 8, 19};
+    const int32_t *bts[2] = {bt0, bt1};
+    int32_t btl[2] = {8, 8};
+    int32_t tokens[MAXT], pos[MAXT], seq[MAXT], rows[2];
+    int len[2] = {20, 12}, T = 0;
+    unsigned rs = 9;
+    for (int s = 0; s < 2; s++)
+        for (int p = 0; p < len[s]; p++, T++)
+            tokens[T] = 1 + (int)((rs = rs * 1103515245u + 12345u) >> 8) % (vocab - 1), pos[T] = p,
+            seq[T] = s;
+    rows[0] = len[0] - 1, rows[1] = T - 1;
+    int rc = LT_OK;
+    for (int step = 0; step < STEPS && !rc; step++) {
+        wk_batch_t b = {.n_tokens = T,
+                        .tokens = tokens,
+                        .pos = pos,
+                        .seq = seq,
+                        .n_seqs = 2,
+                        .block_tables = bts,
+                        .block_table_len = btl,
+                        .n_logits = logits ? 2 : 0,
+                        .logits_rows = rows};
+        float *out = logits ? logits + (size_t)step * 2 * vocab : NULL;
+        if ((rc = wk_forward(m, kv, c, &b, out, err))) break;
+        for (int s = 0; s < 2; s++) {
+            int t = next ? next[step * 2 + s] : 0;
+            if (!next) {
+                const float *row = out + (size_t)s * vocab;
+                for (int v = 1; v < vocab; v++)
+                    if (row[v] > row[t]) t = v;
+                own[step * 2 + s] = t;
+            }
+            tokens[s] = t, pos[s] = len[s]++, seq[s] = s;
+        }
+        T = 2;
+        rows[0] = 0, rows[1] = 1;
+    }
+    return rc;
+}
+
+static void *rank_main(void *arg) {
+    rank_t *rk = arg;
+    int world = rk->g->world;
+    wk_load_opts_t o = {
+        .tp_rank = rk->r, .tp_size = world, .device = WK_DEVICE_CUDA, .cuda_device = rk->device};
+    wk_model_t *m = NULL;
+    wk_kv_cache_t *kv = NULL;
+    wk_ctx_t *c = NULL;
+    wk_nccl_t *nc = NULL;
+    if ((rk->rc = wk_model_load(rk->path, &o, &m, rk->err))) goto out;
+    if ((rk->rc = wk_nccl_init(rk->r, world, wk_backend_cuda_stream(m->be), host_sum, rk, 60000,
+                               &nc, rk->err)))
+        goto out;
+    if ((rk->rc = wk_kv_cache_create(m, NB, BS, LT_DTYPE_F16, &kv, rk->err)) ||
+        (rk->rc = wk_ctx_create(m, MAXT, CTX, &c, rk->err)))
+        goto out;
+    wk_ctx_set_eager(c, rk->eager);
+    wk_ctx_set_allreduce(c, wk_nccl_allreduce, nc);
+    rk->rc = run_steps(m, kv, c, rk->r == 0 ? rk->logits : NULL, rk->next, NULL, rk->err);
+out:
+    wk_ctx_destroy(&c);
+    wk_kv_cache_destroy(&kv);
+    wk_nccl_destroy(&nc);
+    wk_model_free(&m);
+    return NULL;
+}
+
+/* W ranks; rank 0's logits in out. Returns 0 or 1 (printed). */
+static int run_tp(const char *path, int world, bool eager, const int *next, float *out) {
+    group_t g = {.world = world};
+    pthread_barrier_init(&g.bar, NULL, (unsigned)world);
+    rank_t rk[MAX_TP];
+    pthread_t th[MAX_TP];
+    for (int r = 0; r < world; r++) {
+        rk[r] = (rank_t){.g = &g,
+                         .r = r,
+                         .device = r,
+                         .eager = eager,
+                         .path = path,
+                         .logits = r == 0 ? out : NULL,
+                         .next = next};
+        pthread_create(&th[r], NULL, rank_main, &rk[r]);
+    }
+    int bad = 0;
+    for (int r = 0; r < world; r++) pthread_join(th[r], NULL);
+    for (int r = 0; r < world; r++)
+        if (rk[r].rc) fprintf(stderr, "FAIL TP=%d rank %d: %s\n", world, r, rk[r].err), bad = 1;
+    pthread_barrier_destroy(&g.bar);
+    return bad;
+}
+
+int main(void) {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
+    char path[1024], err[LT_ERR_LEN];
+    const char *env = getenv("LANTERN_MODEL"), *home = getenv("HOME");
+    snprintf(path, sizeof path, "%s", env ? env : "");
+    if (!env)
+        snprintf(path, sizeof path, "%s/.cache/lantern/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 home ? home : "");
+    if (access(path, R_OK) != 0) {
+        printf("model %s absent: skipped\n", path);
+        return 77;
+    }
+    wk_model_t *cpu = NULL;
+    if (wk_model_load(path, NULL, &cpu, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    int world = 0, vocab = cpu->cfg.vocab_size;
+    for (int w = 2; w <= MAX_TP && !world; w++)
+        if (cpu->cfg.n_head % w == 0 && cpu->cfg.n_kv_head % w == 0) world = w;
+    if (!world || devices < world) {
+        printf("%d CUDA device(s), a %d-way split of %d heads / %d KV heads wanted: skipped\n",
+               devices, world ? world : 2, cpu->cfg.n_head, cpu->cfg.n_kv_head);
+        wk_model_free(&cpu);
+        return 77;
+    }
+    /* the reference: the CPU backend, unsharded; its greedy tokens feed every run */
+    size_t n = (size_t)STEPS * 2 * vocab;
+    float *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float)),
+          *eager = malloc(n * sizeof(float));
+    int next[STEPS * 2];
+    wk_kv_cache_t *kv = NULL;
+    wk_ctx_t *c = NULL;
+    int rc = wk_kv_cache_create(cpu, NB, BS, LT_DTYPE_F16, &kv, err);
+    if (!rc) rc = wk_ctx_create(cpu, MAXT, CTX, &c, err);
+    if (!rc) rc = run_steps(cpu, kv, c, ref, NULL, next, err);
+    wk_ctx_destroy(&c);
+    wk_kv_cache_destroy(&kv);
+    wk_model_free(&cpu);
+    if (rc) {
+        fprintf(stderr, "CPU reference: %s\n", err);
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++) got[i] = eager[i] = NAN;
+    int fails = run_tp(path, world, false, next, got) + run_tp(path, world, true, next, eager);
+    for (int step = 0; step < STEPS && !fails; step++) {
+        const float *a = got + (size_t)step * 2 * vocab, *r = ref + (size_t)step * 2 * vocab;
+        double num = 0, den = 0;
+        for (int i = 0; i < 2 * vocab; i++) {
+            num += (double)(a[i] - r[i]) * (a[i] - r[i]);
+            den += (double)r[i] * r[i];
+        }
+        double nmse = num / den;
+        bool same = memcmp(a, eager + (size_t)step * 2 * vocab, sizeof(float) * 2 * vocab) == 0;
+        bool ok = nmse <= 1e-3 && same; /* NaN fails */
+        printf("%s TP=%d step %d: logits NMSE %.3e against the CPU's; %s the eager run's\n",
+               ok ? "ok  " : "FAIL", world, step, nmse, same ? "bit for bit" : "DIFFERENT from");
+        fails += !ok;
+    }
+    free(ref), free(got), free(eager);
+    return fails ? 1 : 0;
+}

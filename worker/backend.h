@@ -54,7 +54,9 @@ typedef struct wk_backend_ops {
     void (*release)(wk_backend_t *be, void *p);
     /* Copies n bytes from host memory into backend memory dst. */
     void (*upload)(wk_backend_t *be, void *dst, const void *host, size_t n);
-    /* Copies n floats from backend memory src to host memory. */
+    /* Copies n floats from backend memory src to host memory, once every operation before it
+     * has run: a step's end (n 0, host and src NULL: only that wait, for a step without logits;
+     * under tensor parallelism the all-reduces' failures surface there). */
     void (*to_host)(wk_backend_t *be, float *host, const float *src, size_t n);
     /* True when matmul reads weights of `type` with rows of cols elements as they are. */
     bool (*supports)(wk_backend_t *be, int type, int64_t cols);
@@ -122,21 +124,28 @@ typedef struct wk_backend_ops {
 
     /* ---- recorded steps (optional: NULL, every step runs operation by operation) ----
      * A backend that can record a step's operations and replay them with one launch (CUDA
-     * graphs) offers these; forward.c asks for steps on one rank with at most 32 logits rows.
+     * graphs) offers these; forward.c asks for steps with at most 32 logits rows.
      * After begin(), graph_begin(kv, ctx: identify the cache and scratch the step uses) answers:
      *   WK_GRAPH_REPLAYED  a recording of a step of this shape on this cache and scratch ran:
      *                      the logits rows are in place; run no operations;
-     *   WK_GRAPH_RECORD    run the operations as usual, then graph_record (with their logits),
-     *                      then the same operations again (recorded, not run), then graph_end;
+     *   WK_GRAPH_RECORD    one rank: run the operations as usual, then graph_record (with their
+     *                      logits), then the same operations again (recorded, not run), then
+     *                      graph_end, which checks the recording against the eager run;
+     *                      tensor parallel: graph_record(NULL, 0), the operations (recorded,
+     *                      not run), graph_end, which runs the recording as the step, unchecked
+     *                      (each rank must run each step once: their all-reduces pair up);
      *   WK_GRAPH_OFF       run the operations as usual. */
     int (*graph_begin)(wk_backend_t *be, const void *kv, const void *ctx, int n_logits);
-    /* Keeps a copy of the eager run's logits (n floats, backend memory) and starts recording:
-     * LT_OK, or 1 when recording could not start (recordings are then off; the step stands). */
+    /* Keeps a copy of the eager run's logits (n floats, backend memory; none when ref is NULL)
+     * and starts recording: LT_OK, or 1 when recording could not start (recordings are then off;
+     * with a reference the step stands, without one the caller runs it as usual). */
     int (*graph_record)(wk_backend_t *be, const float *ref, size_t n, char *err);
-    /* Ends the recording (rc: the recorded operations' status), replays it and compares its
-     * logits (out) with the eager run's bit for bit. A failed recording or any difference turns
-     * the backend's recordings off for good, with a warning, and puts the eager logits back in
-     * out: the step stands either way. */
+    /* Ends the recording (rc: the recorded operations' status). With a reference: replays it and
+     * compares its logits (out) with the eager run's bit for bit; a failed recording or any
+     * difference turns the backend's recordings off for good, with a warning, and puts the
+     * eager logits back in out: the step stands either way (LT_OK). Without one: runs it, the
+     * step's logits landing in out (LT_OK), or, when the recording failed, turns recordings off
+     * and returns 1: nothing ran, the caller runs the step as usual. */
     int (*graph_end)(wk_backend_t *be, float *out, size_t n, int rc, char *err);
     /* Forgets every recording (a cache or scratch they name is going away). */
     void (*graph_reset)(wk_backend_t *be);

@@ -293,12 +293,12 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
     const wk_backend_ops_t *op = be->ops;
     int vocab = m->cfg.vocab_size, nl = b->n_logits;
     if ((rc = op->begin(be, b, err))) return rc;
-    /* one rank, one chunk of logits: the backend may replay a recording of the step */
+    /* one chunk of logits: the backend may replay a recording of the step */
     int mode = WK_GRAPH_OFF;
-    if (op->graph_begin && !c->eager && m->tp_size == 1 && nl > 0 && nl <= LOGITS_CHUNK)
+    if (op->graph_begin && !c->eager && nl <= LOGITS_CHUNK && (nl > 0 || m->tp_size > 1))
         mode = op->graph_begin(be, kv, c, nl);
-    if (mode == WK_GRAPH_RECORD) {
-        size_t n = (size_t)nl * vocab;
+    size_t n = (size_t)nl * vocab;
+    if (mode == WK_GRAPH_RECORD && m->tp_size == 1) {
         if ((rc = layers_forward(m, kv, c, b, err)) || (rc = logits_rows(m, c, b, 0, nl, err)) ||
             (rc = op->graph_record(be, c->logits, n, err)) < 0)
             return rc;
@@ -306,14 +306,25 @@ int wk_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, const wk_bat
             if (!(rc = layers_forward(m, kv, c, b, err))) rc = logits_rows(m, c, b, 0, nl, err);
             if ((rc = op->graph_end(be, c->logits, n, rc, err))) return rc;
         }
-    } else if (mode == WK_GRAPH_OFF && (rc = layers_forward(m, kv, c, b, err))) {
-        return rc;
+    } else if (mode == WK_GRAPH_RECORD) {
+        /* tensor parallel: every rank runs each step once, or their all-reduces would not pair
+         * (a rank with no logits rows records nothing); the recording is the step, unchecked
+         * (test_cuda_tp compares recorded and eager runs) */
+        if ((rc = op->graph_record(be, NULL, 0, err)) < 0) return rc;
+        if (rc == LT_OK) {
+            if (!(rc = layers_forward(m, kv, c, b, err)) && nl > 0)
+                rc = logits_rows(m, c, b, 0, nl, err);
+            if ((rc = op->graph_end(be, c->logits, n, rc, err)) < 0) return rc;
+        }
+        if (rc > 0) mode = WK_GRAPH_OFF; /* not recorded: nothing ran */
     }
+    if (mode == WK_GRAPH_OFF && (rc = layers_forward(m, kv, c, b, err))) return rc;
     /* replayed or recorded: the one chunk is in c->logits already */
     for (int i = 0; i < nl; i += LOGITS_CHUNK) {
         int nr = nl - i < LOGITS_CHUNK ? nl - i : LOGITS_CHUNK;
         if (mode == WK_GRAPH_OFF && (rc = logits_rows(m, c, b, i, nr, err))) return rc;
         op->to_host(be, logits + (size_t)i * vocab, c->logits, (size_t)nr * vocab);
     }
+    if (nl == 0) op->to_host(be, NULL, NULL, 0); /* no logits: still the step's end, waited for */
     return LT_OK;
 }

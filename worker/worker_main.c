@@ -538,10 +538,13 @@ static int load(worker_t *w, ipc_allreduce_t **ar, char *err) {
         return rc;
     wk_ctx_set_eager(w->ctx, a->enforce_eager);
     if (cuda)
-        LT_INFO("CUDA graphs: %s", a->enforce_eager || a->tensor_parallel_size > 1
-                                       ? "off (--enforce-eager, or tensor parallel)"
-                                       : "steps of up to 32 tokens recorded on their second run, "
-                                         "checked against it, then replayed");
+        LT_INFO("CUDA graphs: %s",
+                a->enforce_eager ? "off (--enforce-eager)"
+                : a->tensor_parallel_size > 1
+                    ? "steps of up to 32 tokens recorded on their second run (that run is the "
+                      "recording's first replay: every rank runs each step once), then replayed"
+                    : "steps of up to 32 tokens recorded on their second run, checked against "
+                      "it, then replayed");
     if (a->tensor_parallel_size > 1) {
         for (int i = 0;
              i < 3000 && (rc = ipc_allreduce_attach(w->ar_name, w->rank, ar, err)) == IPC_AGAIN;

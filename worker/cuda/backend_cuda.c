@@ -35,6 +35,7 @@
 
 enum { GRAPHS_MAX = 128, GRAPH_MAX_TOKENS = 32, BLAS_WS = 32 << 20 };
 enum { OP_EVENTS = 4096, OP_KINDS = 32 };
+enum { STICKY_WHY = 1 }; /* a failure explained by sticky_why (kn_cu codes are negative) */
 /* Attention splits a token's positions into ranges of about ATT_SPLIT_SPAN when its batch has
  * at most ATT_SPLIT_ROWS tokens (decode) and the block tables span more than ATT_SPLIT_MIN. */
 enum { ATT_SPLIT_ROWS = 64, ATT_SPLIT_MIN = 1024, ATT_SPLIT_SPAN = 512 };
@@ -63,6 +64,7 @@ typedef struct cu {
         cudaGraphExec_t exec; /* NULL until recorded */
     } graphs[GRAPHS_MAX];
     int n_graphs, recording; /* recording: the index being recorded, or -1 */
+    bool checking;           /* the recording is checked against an eager run (one rank) */
     bool graphs_off;         /* a recording failed or differed: never again */
     float *ref;              /* the eager logits of the step being recorded */
     size_t ref_cap;
@@ -79,13 +81,16 @@ typedef struct cu {
     } times[OP_KINDS];
     int n_times;
     long steps;
-    int sticky; /* first failure since the last begin: 0 or a kn_cu code */
+    int sticky; /* first failure since the last begin: 0, a kn_cu code or STICKY_WHY */
     char sticky_what[64];
+    char sticky_why[200]; /* STICKY_WHY's reason */
 } cu_t;
 
 /* The module's entry points (cuda_loader.c finds them with dlsym). */
 wk_backend_t *wk_backend_cuda_create_mod(int device, char *err);
 void *wk_backend_cuda_stream_mod(wk_backend_t *be);
+/* nccl_comm.c: the end-of-step wait, watching the all-reduces of a communicator on the stream */
+int wk_nccl_stream_wait_mod(void *stream, char *why, size_t why_len);
 
 static cu_t *cu_of(wk_backend_t *be) {
     return be->impl;
@@ -159,7 +164,7 @@ static int sticky_err(cu_t *c, char *err) {
     int rc = c->sticky;
     c->sticky = 0;
     return lt_errf(err, LT_ERR_IO, "CUDA device %d: %s failed: %s", c->device, c->sticky_what,
-                   kn_cu_error_str(rc));
+                   rc == STICKY_WHY ? c->sticky_why : kn_cu_error_str(rc));
 }
 
 static int cu_rc(cudaError_t e) {
@@ -187,11 +192,19 @@ static void cu_upload(wk_backend_t *be, void *dst, const void *host, size_t n) {
 
 static void cu_to_host(wk_backend_t *be, float *host, const float *src, size_t n) {
     cu_t *c = cu_of(be);
-    note(c, cu_rc(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream)),
-         "copy to host");
+    if (n)
+        note(c,
+             cu_rc(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost,
+                                   c->stream)),
+             "copy to host");
     bool timing = c->timing;
     c->timing = false; /* the synchronization is no operation */
-    note(c, cu_rc(cudaStreamSynchronize(c->stream)), "step");
+    char why[200];
+    if (wk_nccl_stream_wait_mod(c->stream, why, sizeof why) && !c->sticky) {
+        c->sticky = STICKY_WHY;
+        snprintf(c->sticky_what, sizeof c->sticky_what, "the step");
+        snprintf(c->sticky_why, sizeof c->sticky_why, "%s", why);
+    }
     c->timing = timing;
     if (timing) op_collect(c);
     if (c->sticky) /* the step failed: no plausible-looking logits; the next begin says why */
@@ -566,6 +579,11 @@ static int cu_graph_begin(wk_backend_t *be, const void *kv, const void *ctx, int
 static int cu_graph_record(wk_backend_t *be, const float *ref, size_t n, char *err) {
     cu_t *c = cu_of(be);
     (void)err;
+    c->checking = ref != NULL;
+    if (!ref) {
+        cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+        return e == cudaSuccess ? LT_OK : graphs_fail(c, "could not start recording a step", e);
+    }
     if (n > c->ref_cap) {
         cudaFree(c->ref);
         c->ref = NULL;
@@ -598,6 +616,18 @@ static int cu_graph_end(wk_backend_t *be, float *out, size_t n, int rc, char *er
     else if ((e = cudaGraphLaunch(exec, c->stream)) != cudaSuccess)
         why = "replaying";
     if (graph) cudaGraphDestroy(graph);
+    if (!c->checking) { /* the recording is the step: it ran (graph launch) or nothing did */
+        if (!why) {
+            if (idx >= 0 && idx < c->n_graphs)
+                c->graphs[idx].exec = exec;
+            else
+                cudaGraphExecDestroy(exec);
+            return LT_OK;
+        }
+        if (exec) cudaGraphExecDestroy(exec);
+        c->sticky = 0;
+        return graphs_fail(c, why, e);
+    }
     float *a = NULL, *b = NULL;
     if (!why) { /* the replay's logits against the eager run's, bit for bit */
         a = malloc(n * sizeof(float)), b = malloc(n * sizeof(float));

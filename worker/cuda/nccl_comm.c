@@ -1,9 +1,17 @@
 /*
  * nccl_comm.c — the NCCL all-reduce of the CUDA backend (nccl_comm.h), in the module
  * liblantern_cuda.so (see backend_cuda.c); cuda_loader.c forwards nccl_comm.h's calls to it.
+ *
+ * An all-reduce is only enqueued on the compute stream: the host does not wait for it, so a
+ * step's kernels and all-reduces flow without a synchronization between them and a step can be
+ * recorded as a CUDA graph. The wait happens once, at the step's end, when the backend copies the
+ * logits back (wk_nccl_stream_wait_mod): there the stream and NCCL's asynchronous error are
+ * polled, and a dead or stuck peer aborts the communicator instead of hanging the worker.
  */
 #include "nccl_comm.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,13 +28,46 @@ int wk_nccl_init_mod(int rank, int world, void *stream, wk_allreduce_fn bcast, v
                      int timeout_ms, wk_nccl_t **out, char *err);
 int wk_nccl_allreduce_mod(float *buf, size_t n, void *user);
 void wk_nccl_destroy_mod(wk_nccl_t **cp);
+int wk_nccl_stream_wait_mod(void *stream, char *why, size_t why_len);
 
 struct wk_nccl {
     ncclComm_t comm;
     cudaStream_t stream;
     int rank, world, timeout_ms;
-    bool broken; /* aborted: every later call fails */
+    bool broken;          /* aborted: every later call fails */
+    char failure[160];    /* why it was aborted */
+    struct wk_nccl *next; /* in g_comms */
 };
+
+/* The communicators, found by their stream at a step's end (ranks may be threads of a process:
+ * tests/unit/cuda/test_cuda_tp.c). */
+static pthread_mutex_t g_comms_mu = PTHREAD_MUTEX_INITIALIZER;
+static wk_nccl_t *g_comms;
+
+static void comms_add(wk_nccl_t *c) {
+    pthread_mutex_lock(&g_comms_mu);
+    c->next = g_comms;
+    g_comms = c;
+    pthread_mutex_unlock(&g_comms_mu);
+}
+
+static void comms_remove(wk_nccl_t *c) {
+    pthread_mutex_lock(&g_comms_mu);
+    for (wk_nccl_t **p = &g_comms; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    pthread_mutex_unlock(&g_comms_mu);
+}
+
+static wk_nccl_t *comm_on(void *stream) {
+    pthread_mutex_lock(&g_comms_mu);
+    wk_nccl_t *c = g_comms;
+    while (c && c->stream != stream) c = c->next;
+    pthread_mutex_unlock(&g_comms_mu);
+    return c;
+}
 
 static double now_ms(void) {
     struct timespec ts;
@@ -49,6 +90,35 @@ static int share_id(ncclUniqueId *id, int rank, wk_allreduce_fn bcast, void *use
     return LT_OK;
 }
 
+static int fail(wk_nccl_t *c, const char *what, const char *why) {
+    LT_ERROR("NCCL rank %d: %s: %s; aborting the communicator", c->rank, what, why);
+    snprintf(c->failure, sizeof c->failure, "%s: %s (communicator aborted)", what, why);
+    ncclCommAbort(c->comm);
+    c->comm = NULL;
+    c->broken = true;
+    return LT_ERR_IO;
+}
+
+/* Until the stream has run everything enqueued, watching for a peer that died (NCCL's
+ * asynchronous error) or never comes (timeout_ms): then the communicator is aborted, which ends
+ * the NCCL kernels still waiting on the device. */
+static int wait_stream(wk_nccl_t *c) {
+    double t0 = now_ms();
+    for (unsigned spins = 0;; spins++) {
+        cudaError_t e = cudaStreamQuery(c->stream);
+        ncclResult_t ae = ncclSuccess, r = ncclCommGetAsyncError(c->comm, &ae);
+        if (r != ncclSuccess || ae != ncclSuccess)
+            return fail(c, "asynchronous error", ncclGetErrorString(r != ncclSuccess ? r : ae));
+        if (e == cudaSuccess) return LT_OK;
+        if (e != cudaErrorNotReady) return fail(c, "the compute stream", cudaGetErrorString(e));
+        if (now_ms() - t0 > c->timeout_ms) return fail(c, "a step's all-reduces", "timed out");
+        if (spins > 1000) {
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
 /* The ring's first all-reduce: every rank gives 1 + rank for each of 64 floats, so every value
  * must come back as world * (world + 1) / 2 (exact in fp32). */
 static int warm_up(wk_nccl_t *c, char *err) {
@@ -63,6 +133,7 @@ static int warm_up(wk_nccl_t *c, char *err) {
                        cudaGetErrorString(e));
     }
     int rc = wk_nccl_allreduce_mod(d, N, c);
+    if (!rc) rc = wait_stream(c);
     if (!rc && (e = cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost)) != cudaSuccess)
         rc = LT_ERR_IO;
     cudaFree(d);
@@ -100,6 +171,7 @@ int wk_nccl_init_mod(int rank, int world, void *stream, wk_allreduce_fn bcast, v
         return lt_errf(err, LT_ERR_IO, "NCCL: rank %d of %d: ncclCommInitRank: %s", rank, world,
                        ncclGetErrorString(r));
     }
+    comms_add(c);
     if ((rc = warm_up(c, err))) {
         wk_nccl_destroy_mod(&c);
         return rc;
@@ -108,40 +180,31 @@ int wk_nccl_init_mod(int rank, int world, void *stream, wk_allreduce_fn bcast, v
     return LT_OK;
 }
 
-static int fail(wk_nccl_t *c, const char *what, const char *why) {
-    LT_ERROR("NCCL rank %d: %s: %s; aborting the communicator", c->rank, what, why);
-    ncclCommAbort(c->comm);
-    c->comm = NULL;
-    c->broken = true;
-    return LT_ERR_IO;
-}
 
 int wk_nccl_allreduce_mod(float *buf, size_t n, void *user) {
     /* HOT */
     wk_nccl_t *c = user;
     if (c->broken) return LT_ERR_IO;
     ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat32, ncclSum, c->comm, c->stream);
-    if (r != ncclSuccess) return fail(c, "ncclAllReduce", ncclGetErrorString(r));
-    /* wait for the stream, watching for a peer that died (async error) or never came */
-    double t0 = now_ms();
-    for (unsigned spins = 0;; spins++) {
-        cudaError_t e = cudaStreamQuery(c->stream);
-        if (e == cudaSuccess) return LT_OK;
-        if (e != cudaErrorNotReady) return fail(c, "the compute stream", cudaGetErrorString(e));
-        ncclResult_t ae = ncclSuccess;
-        if ((r = ncclCommGetAsyncError(c->comm, &ae)) != ncclSuccess || ae != ncclSuccess)
-            return fail(c, "asynchronous error", ncclGetErrorString(r != ncclSuccess ? r : ae));
-        if (now_ms() - t0 > c->timeout_ms) return fail(c, "all-reduce", "timed out");
-        if (spins > 1000) {
-            struct timespec ts = {0, 20000};
-            nanosleep(&ts, NULL);
-        }
+    return r == ncclSuccess ? LT_OK : fail(c, "ncclAllReduce", ncclGetErrorString(r));
+}
+
+int wk_nccl_stream_wait_mod(void *stream, char *why, size_t why_len) {
+    wk_nccl_t *c = comm_on(stream);
+    if (!c) {
+        cudaError_t e = cudaStreamSynchronize(stream);
+        if (e != cudaSuccess) snprintf(why, why_len, "%s", cudaGetErrorString(e));
+        return e == cudaSuccess ? LT_OK : LT_ERR_IO;
     }
+    int rc = c->broken ? LT_ERR_IO : wait_stream(c);
+    if (rc) snprintf(why, why_len, "NCCL rank %d of %d: %s", c->rank, c->world, c->failure);
+    return rc;
 }
 
 void wk_nccl_destroy_mod(wk_nccl_t **cp) {
     wk_nccl_t *c = *cp;
     if (!c) return;
+    comms_remove(c);
     if (c->comm) ncclCommDestroy(c->comm);
     free(c);
     *cp = NULL;

@@ -5,7 +5,9 @@
  * shared-memory all-reduce carries it) and all-reduce with wk_nccl_allreduce. Rank 0's logits for
  * a prefill of two sequences and 8 decode steps must match the CPU backend's unsharded run (NMSE
  * <= 1e-3 per step, the bound of test_cuda_forward); a second, eager run (--enforce-eager) must
- * give the first run's logits bit for bit, CUDA graphs or not.
+ * give the first run's logits bit for bit, CUDA graphs or not. Then the last rank leaves after
+ * LEAVE steps: rank 0's steps must fail with NCCL's error within the watchdog's time (a dead
+ * peer fails the step, never hangs the worker).
  * W: the smallest of 2, 3, 4 that divides the model's heads and KV heads, with that many devices.
  * Model: $LANTERN_MODEL or the default model. Exits 77 (skipped) with fewer devices or no model;
  * on the CPU emulator (tests/cuemu) the ranks' "devices" are CUEMU_DEVICES.
@@ -16,13 +18,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lt.h"
 #include "nccl_comm.h"
 #include "worker.h"
 
-enum { BS = 16, MAXT = 64, CTX = 256, NB = 32, STEPS = 9, MAX_TP = 4 };
+enum { BS = 16, MAXT = 64, CTX = 256, NB = 32, STEPS = 9, MAX_TP = 4, LEAVE = 4 };
+enum { WATCHDOG_MS = 10000 }; /* the all-reduces' timeout in the leaving run */
 
 /* ---- the host sum that carries NCCL's unique id ---- */
 
@@ -36,6 +40,7 @@ typedef struct rank {
     group_t *g;
     int r, device;
     bool eager;
+    int steps; /* this rank runs steps [0, steps) */
     const char *path;
     float *logits;   /* rank 0: (STEPS, 2, vocab) */
     const int *next; /* (STEPS, 2): the CPU run's greedy tokens, fed to every rank */
@@ -64,8 +69,8 @@ static int host_sum(float *buf, size_t n, void *user) {
 
 /* Prefill of sequences of 20 and 12 tokens on scattered blocks, then STEPS - 1 decode steps of
  * both, fed next[] (step s's two tokens) when given, else their own argmax (written to own[]). */
-static int run_steps(wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, float *logits, const int *next,
-                     int *own, char *err) {
+static int run_steps(wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, int steps, float *logits,
+                     const int *next, int *own, char *err) {
     int vocab = m->cfg.vocab_size;
     int32_t bt0[8] = {5, 9, 2, 11, 20, 7, 1, 14}, bt1[8] = {17, 3, 30, 25, 12, 0, 8, 19};
     const int32_t *bts[2] = {bt0, bt1};
@@ -79,7 +84,7 @@ static int run_steps(wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, float *logit
             seq[T] = s;
     rows[0] = len[0] - 1, rows[1] = T - 1;
     int rc = LT_OK;
-    for (int step = 0; step < STEPS && !rc; step++) {
+    for (int step = 0; step < steps && !rc; step++) {
         wk_batch_t b = {.n_tokens = T,
                         .tokens = tokens,
                         .pos = pos,
@@ -117,15 +122,16 @@ static void *rank_main(void *arg) {
     wk_ctx_t *c = NULL;
     wk_nccl_t *nc = NULL;
     if ((rk->rc = wk_model_load(rk->path, &o, &m, rk->err))) goto out;
-    if ((rk->rc = wk_nccl_init(rk->r, world, wk_backend_cuda_stream(m->be), host_sum, rk, 60000,
-                               &nc, rk->err)))
+    if ((rk->rc = wk_nccl_init(rk->r, world, wk_backend_cuda_stream(m->be), host_sum, rk,
+                               WATCHDOG_MS, &nc, rk->err)))
         goto out;
     if ((rk->rc = wk_kv_cache_create(m, NB, BS, LT_DTYPE_F16, &kv, rk->err)) ||
         (rk->rc = wk_ctx_create(m, MAXT, CTX, &c, rk->err)))
         goto out;
     wk_ctx_set_eager(c, rk->eager);
     wk_ctx_set_allreduce(c, wk_nccl_allreduce, nc);
-    rk->rc = run_steps(m, kv, c, rk->r == 0 ? rk->logits : NULL, rk->next, NULL, rk->err);
+    rk->rc =
+        run_steps(m, kv, c, rk->steps, rk->r == 0 ? rk->logits : NULL, rk->next, NULL, rk->err);
 out:
     wk_ctx_destroy(&c);
     wk_kv_cache_destroy(&kv);
@@ -134,28 +140,39 @@ out:
     return NULL;
 }
 
-/* W ranks; rank 0's logits in out. Returns 0 or 1 (printed). */
-static int run_tp(const char *path, int world, bool eager, const int *next, float *out) {
+/* W ranks, the last running `last_steps` steps; rank 0's logits in out. Fills rk. */
+static void run_tp(const char *path, int world, bool eager, int last_steps, const int *next,
+                   float *out, rank_t *rk) {
     group_t g = {.world = world};
     pthread_barrier_init(&g.bar, NULL, (unsigned)world);
-    rank_t rk[MAX_TP];
     pthread_t th[MAX_TP];
     for (int r = 0; r < world; r++) {
         rk[r] = (rank_t){.g = &g,
                          .r = r,
                          .device = r,
                          .eager = eager,
+                         .steps = r == world - 1 ? last_steps : STEPS,
                          .path = path,
                          .logits = r == 0 ? out : NULL,
                          .next = next};
         pthread_create(&th[r], NULL, rank_main, &rk[r]);
     }
-    int bad = 0;
     for (int r = 0; r < world; r++) pthread_join(th[r], NULL);
-    for (int r = 0; r < world; r++)
-        if (rk[r].rc) fprintf(stderr, "FAIL TP=%d rank %d: %s\n", world, r, rk[r].err), bad = 1;
     pthread_barrier_destroy(&g.bar);
-    return bad;
+}
+
+/* Whether every rank ran without error (the failures printed). */
+static bool all_ok(const rank_t *rk, int world) {
+    bool ok = true;
+    for (int r = 0; r < world; r++)
+        if (rk[r].rc) fprintf(stderr, "FAIL TP=%d rank %d: %s\n", world, r, rk[r].err), ok = false;
+    return ok;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 int main(void) {
@@ -194,7 +211,7 @@ int main(void) {
     wk_ctx_t *c = NULL;
     int rc = wk_kv_cache_create(cpu, NB, BS, LT_DTYPE_F16, &kv, err);
     if (!rc) rc = wk_ctx_create(cpu, MAXT, CTX, &c, err);
-    if (!rc) rc = run_steps(cpu, kv, c, ref, NULL, next, err);
+    if (!rc) rc = run_steps(cpu, kv, c, STEPS, ref, NULL, next, err);
     wk_ctx_destroy(&c);
     wk_kv_cache_destroy(&kv);
     wk_model_free(&cpu);
@@ -203,7 +220,11 @@ int main(void) {
         return 1;
     }
     for (size_t i = 0; i < n; i++) got[i] = eager[i] = NAN;
-    int fails = run_tp(path, world, false, next, got) + run_tp(path, world, true, next, eager);
+    rank_t rk[MAX_TP];
+    run_tp(path, world, false, STEPS, next, got, rk);
+    int fails = !all_ok(rk, world);
+    run_tp(path, world, true, STEPS, next, eager, rk);
+    fails += !all_ok(rk, world);
     for (int step = 0; step < STEPS && !fails; step++) {
         const float *a = got + (size_t)step * 2 * vocab, *r = ref + (size_t)step * 2 * vocab;
         double num = 0, den = 0;
@@ -218,6 +239,16 @@ int main(void) {
                ok ? "ok  " : "FAIL", world, step, nmse, same ? "bit for bit" : "DIFFERENT from");
         fails += !ok;
     }
+    /* the last rank leaves after LEAVE steps: rank 0 fails, with NCCL's reason, in bounded time */
+    double t0 = now_s();
+    run_tp(path, world, false, LEAVE, next, got, rk);
+    double took = now_s() - t0;
+    bool failed = rk[0].rc != 0 && strstr(rk[0].err, "NCCL") != NULL;
+    bool ok = failed && took < 2.0 * WATCHDOG_MS / 1000.0 + 30.0;
+    printf("%s TP=%d, rank %d leaving after %d steps: rank 0 %s in %.1f s (%s)\n",
+           ok ? "ok  " : "FAIL", world, world - 1, LEAVE, failed ? "failed" : "did NOT fail", took,
+           rk[0].rc ? rk[0].err : "no error");
+    fails += !ok;
     free(ref), free(got), free(eager);
     return fails ? 1 : 0;
 }

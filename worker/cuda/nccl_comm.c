@@ -180,7 +180,6 @@ int wk_nccl_init_mod(int rank, int world, void *stream, wk_allreduce_fn bcast, v
     return LT_OK;
 }
 
-
 int wk_nccl_allreduce_mod(float *buf, size_t n, void *user) {
     /* HOT */
     wk_nccl_t *c = user;

@@ -193,10 +193,10 @@ static void cu_upload(wk_backend_t *be, void *dst, const void *host, size_t n) {
 static void cu_to_host(wk_backend_t *be, float *host, const float *src, size_t n) {
     cu_t *c = cu_of(be);
     if (n)
-        note(c,
-             cu_rc(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost,
-                                   c->stream)),
-             "copy to host");
+        note(
+            c,
+            cu_rc(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream)),
+            "copy to host");
     bool timing = c->timing;
     c->timing = false; /* the synchronization is no operation */
     char why[200];

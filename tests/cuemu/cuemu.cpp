@@ -239,9 +239,22 @@ struct block_run {
     std::vector<max_align_t> shmem;
 };
 
-static thread_local block_run *t_blk;
+static thread_local block_run *t_blk; /* the block running on this thread, or NULL */
 static thread_local fiber *t_cur;
-static thread_local char *t_stacks[MAX_THREADS];
+
+/* A host thread's kernel state, made on its first launch and freed when it exits (ranks may be
+ * threads that come and go). */
+struct host_thread {
+    block_run *blk = nullptr;
+    char *stacks[MAX_THREADS] = {};
+    ~host_thread() {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        for (char *s : stacks)
+            if (s) munmap(s - page, STACK + page);
+        delete blk;
+    }
+};
+static thread_local host_thread t_host;
 
 const thread_ctx &ctx() {
     if (!t_cur) die("a kernel built-in (threadIdx, blockIdx, ...) read outside a kernel");
@@ -288,6 +301,7 @@ static void fiber_main() {
 }
 
 static char *stack_at(int i) {
+    char **t_stacks = t_host.stacks;
     if (!t_stacks[i]) {
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
         void *m =
@@ -432,9 +446,8 @@ static std::mutex g_kernel_mu;
 
 void run_grid(dim3 grid, dim3 block, size_t shmem, void (*body)(void *), void *arg) {
     std::lock_guard<std::mutex> l(g_kernel_mu);
-    static thread_local block_run *blk;
-    if (!blk) blk = new block_run();
-    block_run *b = blk;
+    if (!t_host.blk) t_host.blk = new block_run();
+    block_run *b = t_host.blk;
     if (t_blk) die("a kernel launched from a kernel");
     t_blk = b;
     b->n = (int)(block.x * block.y * block.z);

@@ -6,7 +6,7 @@
 #
 #     cmake --preset default -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90 -DLANTERN_NATIVE=OFF
 #     cmake --build build-gpu -j --target lantern lantern-core lantern_cuda bench_cuda \
-#         test_cuda_ops test_cuda_rmsnorm test_cuda_forward test_cuda_nccl
+#         test_cuda_ops test_cuda_rmsnorm test_cuda_forward test_cuda_nccl test_cuda_tp
 #     tools/gpu_bundle.sh [BUILD] [OUTDIR] [BLOCKS]       (defaults: build-gpu .gpu 6)
 #
 # OUTDIR (.gpu and .gpu-part0 are in .gitignore; another one must be ignored too) then holds

@@ -13,7 +13,7 @@
 #  3. compute-sanitizer memcheck on the kernel tests test_cuda_ops and test_cuda_rmsnorm (when
 #     compute-sanitizer is on the PATH); then test_cuda_forward on the K-quant random model
 #     ($build/models/llama-kquant-gguf/model.gguf: Q4_K/Q5_K/Q6_K, unfolded on the device) when
-#     it is there
+#     it is there, and test_cuda_tp on it (two ranks over NCCL) when two GPUs are visible
 #  4. greedy ids CUDA vs CPU on the default model for the 4 prompts of
 #     tests/fixtures/reference_default.json (32 tokens, --ignore-eos), and with
 #     --tensor-parallel-size 2 when two GPUs are visible. Near-tie rule: the two sequences must be
@@ -89,6 +89,15 @@ if [ -f "$kq" ] && [ -x "$build/tests/test_cuda_forward" ]; then
     fi
 else
     result "CUDA forward vs CPU, K-quant model" SKIP "$kq absent (ctest -R random_models makes it)"
+fi
+# tensor parallel over NCCL (threads as ranks): 2 GPUs or more, else the test skips (77)
+if [ -f "$kq" ] && [ -x "$build/tests/test_cuda_tp" ]; then
+    LANTERN_MODEL=$kq timeout 120 "$build/tests/test_cuda_tp" >>"$report" 2>&1
+    case $? in
+    0) result "CUDA tensor parallel vs CPU, K-quant model" PASS ;;
+    77) result "CUDA tensor parallel vs CPU, K-quant model" SKIP "fewer than 2 GPUs" ;;
+    *) result "CUDA tensor parallel vs CPU, K-quant model" FAIL ;;
+    esac
 fi
 
 # 4. greedy CUDA vs CPU

@@ -266,18 +266,33 @@ KN_HD float kn_row_elem(int type, const uint8_t *row, int64_t k, int64_t i) {
     }
 }
 
-/* ---- int8 matrix-vector products (the decode kernels) ---- */
+/* ---- integer matrix-vector products (the decode kernels) ---- */
 
-/* One block of 32 activations quantized to int8 for the integer dot products: q[i] = round(x[i] /
- * d) with d = max|x| / 127 (0 for a block of zeros, q all 0); returns d. *sum = d * sum(q). */
-KN_HD float kn_q8_block(const float *x, int8_t *q, float *sum) {
+/* v (|v| <= KN_Q16_MAX) as 256 * hi + lo, both signed bytes. */
+KN_HD void kn_q16_split(int v, int8_t *hi, int8_t *lo) {
+    int h = (v + 128) >> 8; /* arithmetic: floor */
+    *hi = (int8_t)h;
+    *lo = (int8_t)(v - 256 * h);
+}
+
+/* The activations' quants: 16-bit, as the CPU's (kn_quant), so decode on the GPU rounds as
+ * little as on the CPU; int8 quants (llama.cpp's) leave logits ~1e-4 (NMSE) from the CPU's on
+ * the default model, enough to part greedy texts. A quant v = 256 h + l is kept as two signed
+ * byte planes, h = floor((v + 128) / 256) and l = v - 256 h, each in [-128, 127] for
+ * |v| <= KN_Q16_MAX, and meets the weights in two dp4a each. */
+#define KN_Q16_MAX 32639 /* 127 * 256 + 127 */
+
+/* One block of 32 activations quantized for the integer dot products: v[i] = round(x[i] / d)
+ * with d = max|x| / KN_Q16_MAX (0 for a block of zeros, v all 0), stored as the planes hi and
+ * lo; returns d. *sum = d * sum(v). */
+KN_HD float kn_q16_block(const float *x, int8_t *hi, int8_t *lo, float *sum) {
     float amax = 0.0f;
     for (int i = 0; i < KN_BLOCK; i++) amax = fmaxf(amax, fabsf(x[i]));
-    float d = amax / 127.0f;
+    float d = amax / (float)KN_Q16_MAX;
     int s = 0;
     for (int i = 0; i < KN_BLOCK; i++) {
         int v = d > 0.0f ? (int)rintf(x[i] / d) : 0;
-        q[i] = (int8_t)v;
+        kn_q16_split(v, &hi[i], &lo[i]);
         s += v;
     }
     *sum = d * (float)s;
@@ -303,26 +318,39 @@ typedef struct kn_q32 {
 /* Sum over one block of weight x activation: the weight block's quants in the GPU layout (16
  * bytes of nibbles in the first 4 ints, element i < 16 the low nibble of byte i, i >= 16 the high
  * nibble of byte i - 16; or 32 signed bytes in all 8), its scale d and offset mn (element = d * q
- * + mn); the activation block's int8 quants xq with scale dx and sx = dx * sum(quants). Exact
- * integer sums, then two products. Q6_K: d and mn are the halves' scales, no offset. */
-KN_HD float kn_qdot_block(int type, kn_q32_t wq, float d, float mn, kn_q32_t xq, float dx,
-                          float sx) {
-    int s = 0;
+ * + mn); the activation block's 16-bit quants as planes xh, xl (kn_q16_block) with scale dx and
+ * sx = dx * sum(quants). Exact integer sums (|256 * sum(w h) + sum(w l)| < 2^28), then two
+ * products. Q6_K: d and mn are the halves' scales, no offset. */
+KN_HD float kn_qdot_block(int type, kn_q32_t wq, float d, float mn, kn_q32_t xh, kn_q32_t xl,
+                          float dx, float sx) {
+    int sh = 0, sl = 0;
     if (type == KN_T_Q6_K) {
-        int lo = 0;
-        for (int j = 0; j < 4; j++) lo = kn_dp4a(wq.v[j], xq.v[j], lo);
-        for (int j = 4; j < 8; j++) s = kn_dp4a(wq.v[j], xq.v[j], s);
-        return d * dx * (float)lo + mn * dx * (float)s;
+        int lh = 0, ll = 0;
+        for (int j = 0; j < 4; j++) {
+            lh = kn_dp4a(wq.v[j], xh.v[j], lh);
+            ll = kn_dp4a(wq.v[j], xl.v[j], ll);
+        }
+        for (int j = 4; j < 8; j++) {
+            sh = kn_dp4a(wq.v[j], xh.v[j], sh);
+            sl = kn_dp4a(wq.v[j], xl.v[j], sl);
+        }
+        return d * dx * (float)(256 * lh + ll) + mn * dx * (float)(256 * sh + sl);
     }
     if (kn_qs_bytes(type) == 32) {
-        for (int j = 0; j < 8; j++) s = kn_dp4a(wq.v[j], xq.v[j], s);
+        for (int j = 0; j < 8; j++) {
+            sh = kn_dp4a(wq.v[j], xh.v[j], sh);
+            sl = kn_dp4a(wq.v[j], xl.v[j], sl);
+        }
     } else {
         for (int j = 0; j < 4; j++) {
-            s = kn_dp4a(wq.v[j] & 0x0f0f0f0f, xq.v[j], s);
-            s = kn_dp4a((wq.v[j] >> 4) & 0x0f0f0f0f, xq.v[4 + j], s);
+            int w0 = wq.v[j] & 0x0f0f0f0f, w1 = (wq.v[j] >> 4) & 0x0f0f0f0f;
+            sh = kn_dp4a(w0, xh.v[j], sh);
+            sh = kn_dp4a(w1, xh.v[4 + j], sh);
+            sl = kn_dp4a(w0, xl.v[j], sl);
+            sl = kn_dp4a(w1, xl.v[4 + j], sl);
         }
     }
-    return d * dx * (float)s + mn * sx;
+    return d * dx * (float)(256 * sh + sl) + mn * sx;
 }
 
 /* RoPE: the element indices of pair i of a head of hd elements (halves for neox, adjacent

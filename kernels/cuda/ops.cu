@@ -5,10 +5,11 @@
  * device_math.h's, which the CPU unit tests check against kernels/cpu.
  *
  * Matrix products: up to KN_CU_MATVEC_MAX_ROWS activation rows, one warp per weight row
- * dequantizes the stored blocks on the fly and accumulates in fp32 against the fp32 activations
- * (no activation quantization). More rows: weight rows are dequantized KN_CU_DEQ_ROWS at a time
- * into an fp16 tile, the activations converted to fp16, and cuBLAS (cublasGemmEx, fp32 compute
- * and output) multiplies; F16 and BF16 weights go to cuBLAS as they are, F32 through cublasSgemm.
+ * against the activations quantized once per product (16-bit quants in byte planes, dp4a) for
+ * quantized weights, or in fp32 for the others. More rows: weight rows are dequantized
+ * KN_CU_DEQ_ROWS at a time into an fp16 tile, the activations converted to fp16, and cuBLAS
+ * (cublasGemmEx, fp32 compute and output) multiplies; F16 and BF16 weights go to cuBLAS as they
+ * are, F32 through cublasSgemm.
  */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -287,16 +288,18 @@ static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w,
     }
 }
 
-/* Activations to int8 blocks for mmvq_kernel: one warp per 32-element block (kn_q8_block's
- * arithmetic): xq (rows, k) int8, xs (rows, k / 32) {d, d * sum(q)}. */
+/* Activations to 16-bit quants for mmvq_kernel, one warp per 32-element block (kn_q16_block's
+ * arithmetic): xq (rows, k / 32) blocks of 64 bytes, the hi plane's 32 then the lo plane's; xs
+ * (rows, k / 32) {d, d * sum(v)}. */
 static __global__ void quant_x_kernel(int8_t *xq, float2 *xs, const float *x, int nblocks) {
     int blk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (blk >= nblocks) return;
     float v = x[(size_t)blk * KN_BLOCK + lane], amax = fabsf(v);
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    float d = amax / 127.0f;
+    float d = amax / (float)KN_Q16_MAX;
     int q = d > 0.0f ? (int)rintf(v / d) : 0;
-    xq[(size_t)blk * KN_BLOCK + lane] = (int8_t)q;
+    int8_t *out = xq + (size_t)blk * 2 * KN_BLOCK;
+    kn_q16_split(q, &out[lane], &out[KN_BLOCK + lane]);
     int sum = q;
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     if (lane == 0) xs[blk] = make_float2(d, d * (float)sum);
@@ -343,9 +346,10 @@ static __device__ __forceinline__ void mv_store(const mv_set_t &s, int i, int ro
     }
 }
 
-/* Quantized weights (repacked rows, row_bytes a multiple of 16 when V16, else of 4) against R int8
- * activation rows: one warp per weight row, lane l takes blocks l, l + 32, ...; each block is one
- * 16-byte (Q4) or two (Q8_0) loads of quants, its header, and kn_qdot_block per activation row. */
+/* Quantized weights (repacked rows, row_bytes a multiple of 16 when V16, else of 4) against R
+ * activation rows of 16-bit quants: one warp per weight row, lane l takes blocks l, l + 32, ...;
+ * each block is one 16-byte (Q4) or two (Q8_0) loads of quants, its header, and kn_qdot_block
+ * per activation row (four 16-byte loads of its two planes). */
 template <int TYPE, int R, bool V16>
 static __global__ void __launch_bounds__(KN_MV_WARPS * 32, 1)
     mmvq_kernel(const __grid_constant__ mv_set_t set, const int8_t *xq, const float2 *xs,
@@ -388,12 +392,12 @@ static __global__ void __launch_bounds__(KN_MV_WARPS * 32, 1)
         }
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            const int4 *xr =
-                reinterpret_cast<const int4 *>(xq + (size_t)r * k + (size_t)b * KN_BLOCK);
-            int4 x0 = xr[0], x1 = xr[1];
-            kn_q32_t xv = {{x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w}};
+            const int4 *xr = reinterpret_cast<const int4 *>(xq + ((size_t)r * nb + b) * 64);
+            int4 h0 = xr[0], h1 = xr[1], l0 = xr[2], l1 = xr[3];
+            kn_q32_t xh = {{h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w}};
+            kn_q32_t xl = {{l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w}};
             float2 sx = xs[(size_t)r * nb + b];
-            acc[r] += kn_qdot_block(TYPE, wq, d, mn, xv, sx.x, sx.y);
+            acc[r] += kn_qdot_block(TYPE, wq, d, mn, xh, xl, sx.x, sx.y);
         }
     }
     mv_store<R>(set, which, row, n, acc);

@@ -71,15 +71,16 @@ int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv, int layer,
 int kn_cu_attention_split(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
                           const kn_cu_batch_t *b, float *part, int splits, void *stream);
 
-/* Rows at most this many take the matrix-vector kernels (quantized weights: int8 activations and
- * dp4a, as llama.cpp's mmvq; others: fp32); more take cuBLAS. */
+/* Rows at most this many take the matrix-vector kernels (quantized weights: dp4a against the
+ * activations' 16-bit quants in two byte planes, device_math.h kn_q16_block; others: fp32); more
+ * take cuBLAS. */
 #define KN_CU_MATVEC_MAX_ROWS 8
 /* Weight rows dequantized per cuBLAS call (the fp16 tile scratch holds this many rows). */
 #define KN_CU_DEQ_ROWS 4096
 
 /* Scratch of kn_cu_matmul. cuBLAS path: wtile (KN_CU_DEQ_ROWS * max_k halves), xh (max_rows *
- * max_k halves). Matrix-vector path on quantized weights: xq (KN_CU_MATVEC_MAX_ROWS * max_k
- * int8) and xs (KN_CU_MATVEC_MAX_ROWS * max_k / 32 float pairs), the activations in int8 blocks;
+ * max_k halves). Matrix-vector path on quantized weights: xq (KN_CU_MATVEC_MAX_ROWS * max_k * 2
+ * bytes) and xs (KN_CU_MATVEC_MAX_ROWS * max_k / 32 float pairs), the activations' quants;
  * without them (NULL) that path runs the generic fp32 kernel. */
 typedef struct kn_cu_mm_scratch {
     void *wtile, *xh;

@@ -299,7 +299,7 @@ static int cu_reserve(wk_backend_t *be, int max_rows, int max_k, int max_ctx, in
     void *wt = cu_alloc(be, (size_t)KN_CU_DEQ_ROWS * max_k * 2);
     void *xh = cu_alloc(be, (size_t)max_rows * max_k * 2);
     void *rows = cu_alloc(be, (size_t)max_rows * sizeof(int32_t));
-    void *xq = cu_alloc(be, (size_t)KN_CU_MATVEC_MAX_ROWS * max_k);
+    void *xq = cu_alloc(be, (size_t)KN_CU_MATVEC_MAX_ROWS * max_k * 2);
     void *xs = cu_alloc(be, (size_t)KN_CU_MATVEC_MAX_ROWS * (max_k / 32 + 1) * 8);
     if (!wt || !xh || !rows || !xq || !xs) {
         cudaFree(wt);

@@ -227,6 +227,97 @@ static __global__ void __launch_bounds__(KN_ATT_THREADS)
     }
 }
 
+/* Keys per shared-memory run of attention_tiled_kernel: 32 (one per lane) up to head_dim 128,
+ * else 8 (four lanes a key), so that the runs of K (rows padded by one float: no bank conflicts
+ * between lanes reading one column) and V and the tile's queries fit in 48 KiB. */
+static __host__ __device__ int att_run_keys(int hd) {
+    return hd <= 128 ? 32 : 8;
+}
+
+static size_t att_tiled_smem(int hd) {
+    int bk = att_run_keys(hd);
+    return sizeof(float) * ((size_t)KN_CU_ATT_TILE * hd + (size_t)bk * (hd + 1) + (size_t)bk * hd);
+}
+
+/* One block per (tile, query head): the tile's queries (consecutive positions p0.. of one
+ * sequence) in shared memory; then runs of bk keys and values of the head's KV head, loaded once
+ * for every query of the tile. Warp w takes queries w, w + 4, ...; for each query and run, lane l
+ * scores key l % bk over its share of the dimensions (all lanes when bk is 32), then an online
+ * softmax step over the run and the lanes' dimensions of the output (lane l: l, l + 32, ...). */
+static __global__ void __launch_bounds__(KN_ATT_THREADS)
+    attention_tiled_kernel(float *out, const float *q, kn_cu_kv_t kv, int layer, int nh,
+                           kn_cu_batch_t b) {
+    extern __shared__ float sm[];
+    constexpr int QPW = KN_CU_ATT_TILE / KN_ATT_WARPS; /* queries per warp */
+    int t0 = b.tiles[2 * blockIdx.x], nq = b.tiles[2 * blockIdx.x + 1], h = blockIdx.y;
+    int hd = kv.head_dim, bs = kv.block_size, bk = att_run_keys(hd), g = 32 / bk;
+    int kvh = h / (nh / kv.n_kv_head), lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    float *sq = sm, *sk = sq + KN_CU_ATT_TILE * hd, *sv = sk + bk * (hd + 1);
+    float scale = rsqrtf((float)hd);
+    for (int i = threadIdx.x; i < nq * hd; i += blockDim.x)
+        sq[i] = q[((size_t)(t0 + i / hd) * nh + h) * hd + i % hd] * scale;
+    int p0 = b.pos[t0], last = p0 + nq - 1;
+    const int32_t *bt = b.block_tables + (size_t)b.seq[t0] * b.bt_stride;
+    float m[QPW], l[QPW], o[QPW][KN_ATT_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < QPW; i++) {
+        m[i] = -INFINITY, l[i] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < KN_ATT_PER_LANE; j++) o[i][j] = 0.0f;
+    }
+    int key = lane % bk, part = hd / g, d0 = (lane / bk) * part; /* this lane's key and dims */
+    for (int j0 = 0; j0 <= last; j0 += bk) {
+        int nk = min(bk, last + 1 - j0);
+        __syncthreads(); /* the previous run is read by every warp */
+        for (int i = threadIdx.x; i < nk * hd; i += blockDim.x) {
+            int r = i / hd, d = i % hd, j = j0 + r;
+            size_t off = kv_off(layer, kv.n_blocks, kv.n_kv_head, bs, hd, bt[j / bs], kvh, j % bs);
+            sk[r * (hd + 1) + d] = kv_get(kv.k, kv.dtype, off + d);
+            sv[r * hd + d] = kv_get(kv.v, kv.dtype, off + d);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int qi = 0; qi < QPW; qi++) {
+            int qq = w + qi * KN_ATT_WARPS;         /* warp-uniform */
+            if (qq >= nq || j0 > p0 + qq) continue; /* no query, or every key of the run masked */
+            const float *qr = sq + qq * hd, *kr = sk + key * (hd + 1);
+            float sc = 0.0f;
+            for (int d = d0; d < d0 + part; d++) sc += qr[d] * kr[d];
+            for (int o2 = 16; o2 >= bk; o2 >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o2);
+            if (key >= nk || j0 + key > p0 + qq) sc = -INFINITY; /* past the run, or causal */
+            float mx = sc;
+            for (int o2 = 16; o2 > 0; o2 >>= 1)
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o2));
+            float mnew = fmaxf(m[qi], mx), corr = expf(m[qi] - mnew), p = expf(sc - mnew);
+            float ps = lane < bk ? p : 0.0f; /* one lane per key in the sum */
+            for (int o2 = 16; o2 > 0; o2 >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o2);
+            l[qi] = l[qi] * corr + ps;
+            m[qi] = mnew;
+#pragma unroll
+            for (int i = 0; i < KN_ATT_PER_LANE; i++) o[qi][i] *= corr;
+            for (int r = 0; r < nk; r++) {
+                float pr = __shfl_sync(0xffffffffu, p, r);
+#pragma unroll
+                for (int i = 0; i < KN_ATT_PER_LANE; i++) {
+                    int d = lane + 32 * i;
+                    if (d < hd) o[qi][i] += pr * sv[r * hd + d];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int qi = 0; qi < QPW; qi++) {
+        int qq = w + qi * KN_ATT_WARPS;
+        if (qq >= nq) continue;
+        float *oh = out + ((size_t)(t0 + qq) * nh + h) * hd;
+#pragma unroll
+        for (int i = 0; i < KN_ATT_PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) oh[d] = o[qi][i] / l[qi];
+        }
+    }
+}
+
 /* out (T, nh * hd) from the ranges' states in part: kn_online_merge, one block per (token,
  * head). */
 static __global__ void attention_merge_kernel(float *out, const float *part, int nh, int hd,
@@ -614,6 +705,30 @@ extern "C" int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv,
     dim3 grid(b->n_tokens, nh);
     attention_kernel<false>
         <<<grid, KN_ATT_THREADS, 0, (cudaStream_t)stream>>>(out, q, *kv, layer, nh, *b, NULL);
+    return last_rc();
+}
+
+extern "C" int kn_cu_att_tiles(const int32_t *seq, const int32_t *pos, int T, int max_rows,
+                               int32_t *tiles) {
+    int n = 0;
+    if (max_rows < 1 || max_rows > KN_CU_ATT_TILE) max_rows = KN_CU_ATT_TILE;
+    for (int t = 0; t < T; t++) {
+        int32_t *c = n ? tiles + 2 * (n - 1) : NULL;
+        if (c && c[1] < max_rows && seq[t] == seq[c[0]] && pos[t] == pos[c[0]] + c[1])
+            c[1]++;
+        else
+            tiles[2 * n] = t, tiles[2 * n + 1] = 1, n++;
+    }
+    return n;
+}
+
+extern "C" int kn_cu_attention_tiled(float *out, const float *q, const kn_cu_kv_t *kv, int layer,
+                                     int nh, const kn_cu_batch_t *b, void *stream) {
+    if (kv->head_dim > 32 * KN_ATT_PER_LANE || kv->head_dim % 4 || !b->tiles)
+        return -(int)cudaErrorInvalidValue;
+    if (b->n_tiles <= 0) return 0;
+    attention_tiled_kernel<<<dim3(b->n_tiles, nh), KN_ATT_THREADS, att_tiled_smem(kv->head_dim),
+                             (cudaStream_t)stream>>>(out, q, *kv, layer, nh, *b);
     return last_rc();
 }
 

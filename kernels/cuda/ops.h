@@ -24,7 +24,19 @@ typedef struct kn_cu_batch {
     const int32_t *tokens, *pos, *seq; /* (n_tokens) */
     const int32_t *block_tables;       /* (n_seqs, bt_stride): sequence s's block table, padded */
     int bt_stride;
+    /* (n_tiles, 2) {first token, tokens}: runs of at most KN_CU_ATT_TILE tokens of one sequence
+     * at consecutive positions (kn_cu_att_tiles), for kn_cu_attention_tiled; or NULL, 0 */
+    const int32_t *tiles;
+    int n_tiles;
 } kn_cu_batch_t;
+
+/* Query tokens per tile of kn_cu_attention_tiled. */
+#define KN_CU_ATT_TILE 16
+
+/* Host: the batch's tokens (seq, pos: host arrays of T) cut into tiles of at most max_rows (<=
+ * KN_CU_ATT_TILE) consecutive tokens of one sequence at consecutive positions, written to tiles
+ * ({first token, tokens} pairs; room for T); returns their count. */
+int kn_cu_att_tiles(const int32_t *seq, const int32_t *pos, int T, int max_rows, int32_t *tiles);
 
 /* A paged KV cache: (n_layer, n_blocks, n_kv_head, block_size, head_dim) elements of dtype
  * (KN_T_F32, KN_T_F16 or KN_T_BF16), the layout of worker.h's wk_kv_cache_t. */
@@ -62,6 +74,11 @@ int kn_cu_kv_store(const kn_cu_kv_t *kv, int layer, const float *k, const float 
  * sequence, one thread block per (token, head), online softmax (hd <= 256). */
 int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
                     const kn_cu_batch_t *b, void *stream);
+/* kn_cu_attention for prefill: one thread block per (tile of b->tiles, head) loads each run of
+ * keys and values once into shared memory for all the tile's queries (up to KN_CU_ATT_TILE),
+ * instead of once per query; same online softmax, another summation order. */
+int kn_cu_attention_tiled(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
+                          const kn_cu_batch_t *b, void *stream);
 /* Ranges of positions at most: long-context attention split across thread blocks. */
 #define KN_ATT_MAX_SPLITS 16
 /* kn_cu_attention for long contexts ("flash decoding"): each token's positions in `splits`

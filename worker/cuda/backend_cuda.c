@@ -357,7 +357,10 @@ static int cu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
     for (int s = 0; s < b->n_seqs; s++)
         if (b->block_table_len[s] > longest) longest = b->block_table_len[s];
     while (stride < longest) stride *= 2; /* a power of two: few step-graph shapes */
-    size_t need = (size_t)3 * T + (size_t)b->n_logits + (size_t)b->n_seqs * stride;
+    /* prefill-sized batches: attention by tiles of a sequence's consecutive tokens */
+    bool tiled = T > ATT_SPLIT_ROWS;
+    size_t need = (size_t)3 * T + (size_t)b->n_logits + (size_t)b->n_seqs * stride +
+                  (tiled ? (size_t)2 * T : 0);
     if ((rc = grow_idx(c, need, err))) return rc;
     int32_t *h = c->h_idx;
     memcpy(h, b->tokens, (size_t)T * 4);
@@ -370,6 +373,9 @@ static int cu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
         memcpy(bt + (size_t)s * stride, b->block_tables[s], (size_t)len * 4);
         for (int j = len; j < stride; j++) bt[(size_t)s * stride + j] = 0;
     }
+    int32_t *tiles = bt + (size_t)b->n_seqs * stride;
+    int n_tiles = tiled ? kn_cu_att_tiles(b->seq, b->pos, T, KN_CU_ATT_TILE, tiles) : 0;
+    need = (size_t)(tiles - h) + 2 * (size_t)n_tiles;
     if ((rc = cu_rc(cudaMemcpyAsync(c->d_idx, h, need * 4, cudaMemcpyHostToDevice, c->stream))))
         return lt_errf(err, LT_ERR_IO, "CUDA device %d: batch upload failed: %s", c->device,
                        kn_cu_error_str(rc));
@@ -379,7 +385,9 @@ static int cu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
                            .pos = d + T,
                            .seq = d + 2 * T,
                            .block_tables = d + 3 * T + b->n_logits,
-                           .bt_stride = stride};
+                           .bt_stride = stride,
+                           .tiles = tiled ? d + (tiles - h) : NULL,
+                           .n_tiles = n_tiles};
     c->d_logits_rows = d + 3 * T;
     c->hb = b;
     if (c->timing) { /* the step's start; the upload above is not counted */
@@ -473,8 +481,11 @@ static void cu_attention(wk_backend_t *be, float *out, const float *q, const wk_
         if ((size_t)c->b.n_tokens * nh * splits * (hd + 2) * sizeof(float) > c->att_part_bytes)
             splits = 1;
     }
-    note(c, kn_cu_attention_split(out, q, &d, layer, nh, &c->b, c->att_part, splits, c->stream),
-         "attention");
+    if (c->b.tiles)
+        note(c, kn_cu_attention_tiled(out, q, &d, layer, nh, &c->b, c->stream), "attention");
+    else
+        note(c, kn_cu_attention_split(out, q, &d, layer, nh, &c->b, c->att_part, splits, c->stream),
+             "attention");
 }
 
 static void cu_swiglu(wk_backend_t *be, float *gate, const float *up, size_t n) {

@@ -1,9 +1,10 @@
 /*
  * test_cuda_forward.c — the whole forward pass (worker/forward.c) on the CUDA backend against the
- * CPU backend, same model, same batches: a prefill batch of two sequences (20 and 12 tokens, one
- * over the cuBLAS threshold, scattered KV blocks), then 8 decode steps of both sequences fed the
- * CPU's greedy tokens. Logits NMSE per step <= 1e-3 (fp16 KV cache on both; cuBLAS rounds prefill
- * activations to fp16), and the share of argmax agreement is printed. A third side runs the same
+ * CPU backend, same model, same batches: a prefill batch of two sequences (50 and 30 tokens:
+ * cuBLAS products, attention by tiles, scattered KV blocks), then 8 decode steps of both
+ * sequences fed the CPU's greedy tokens. Logits NMSE per step <= 1e-4 (fp16 KV cache on both;
+ * cuBLAS rounds prefill activations to fp16: ~2e-5; decode ~1e-6, where int8 activation quants
+ * gave ~3e-4), and the share of argmax agreement is printed. A third side runs the same
  * steps on CUDA with --enforce-eager: the default side's decode steps are CUDA-graph replays
  * from the third step on (recorded on the second), and their logits must equal the eager
  * side's bit for bit.
@@ -19,7 +20,7 @@
 #include "lt.h"
 #include "worker.h"
 
-enum { BS = 16, MAXT = 64, CTX = 256, NB = 32 };
+enum { BS = 16, MAXT = 96, CTX = 256, NB = 32 };
 
 typedef struct side {
     wk_model_t *m;
@@ -72,7 +73,7 @@ int main(void) {
     const int32_t *bts[2] = {bt0, bt1};
     int32_t btl[2] = {8, 8};
     int32_t tokens[MAXT], pos[MAXT], seq[MAXT], rows[2];
-    int len[2] = {20, 12}, T = 0;
+    int len[2] = {50, 30}, T = 0;
     srand(9);
     for (int s = 0; s < 2; s++)
         for (int p = 0; p < len[s]; p++, T++)
@@ -111,7 +112,7 @@ int main(void) {
             total++;
         }
         bool same = memcmp(lg, le, sizeof(float) * 2 * vocab) == 0;
-        bool ok = nmse <= 1e-3 && same; /* NaN fails */
+        bool ok = nmse <= 1e-4 && same; /* NaN fails */
         printf("%s step %d (%d tokens): logits NMSE %.3e; %s the eager CUDA run's\n",
                ok ? "ok  " : "FAIL", step, T, nmse, same ? "bit for bit" : "DIFFERENT from");
         fails += !ok;

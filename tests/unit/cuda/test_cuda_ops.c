@@ -2,7 +2,8 @@
  * test_cuda_ops.c — every kernel of kernels/cuda/ops.h against the CPU reference (kernels/cpu or
  * a direct double-precision loop) on random inputs: embedding gather, RMSNorm, q/k norm + RoPE
  * (neox and adjacent pairs), SwiGLU, add, row gather, paged KV store + attention (F32, F16 and
- * BF16 caches, scattered blocks, two sequences, prefill and decode rows), and matmul on both paths
+ * BF16 caches, head_dim 64, 128, 256, scattered blocks, two sequences, prefill and decode rows;
+ * per token, split over position ranges, and by tiles), and matmul on both paths
  * (matrix-vector up to KN_CU_MATVEC_MAX_ROWS rows, cuBLAS above) for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K,
  * Q6_K (unfolded on the device by kn_cu_krepack), F16, BF16 and F32 weights, with and without
  * bias. Outputs are poisoned (NaN bytes) before each kernel so
@@ -256,8 +257,8 @@ static void test_matmul_n(cublasHandle_t hb, cudaStream_t st) {
     mm_scratch_free(&s);
 }
 
-static void test_attention(cudaStream_t st, int dtype) {
-    enum { NB = 16, BS = 4, NKV = 2, HD = 64, NH = 6, L = 2, LAYER = 1 };
+static void test_attention(cudaStream_t st, int dtype, const int HD) {
+    enum { NB = 16, BS = 4, NKV = 2, NH = 6, L = 2, LAYER = 1 };
     const int lens[2] = {37, 5}, T = 10;
     int32_t bt_host[2][10], tokens[10] = {0}, pos[10], seq[10];
     int perm[NB];
@@ -300,8 +301,10 @@ static void test_attention(cudaStream_t st, int dtype) {
                     else
                         ((uint16_t *)kc)[off] = kn_f2bf(kr), ((uint16_t *)vc)[off] = kn_f2bf(vr);
                 }
-    float k[10 * NKV * HD], v[10 * NKV * HD], q[10 * NH * HD], got[10 * NH * HD];
-    double ref[10 * NH * HD];
+    float *k = malloc(sizeof(float) * 10 * NKV * HD), *v = malloc(sizeof(float) * 10 * NKV * HD);
+    float *q = malloc(sizeof(float) * 10 * NH * HD), *got = malloc(sizeof(float) * 10 * NH * HD);
+    double *ref = malloc(sizeof(double) * 10 * NH * HD);
+    size_t kvb = sizeof(float) * 10 * NKV * HD, qb = sizeof(float) * 10 * NH * HD;
     for (int t = 0; t < T; t++)
         for (int i = 0; i < NKV * HD; i++) {
             size_t src = ((size_t)seq[t] * 40 + pos[t]) * NKV * HD + i;
@@ -345,30 +348,47 @@ static void test_attention(cudaStream_t st, int dtype) {
                      .n_kv_head = NKV,
                      .block_size = BS,
                      .head_dim = HD};
-    float *dk = dev(k, sizeof k), *dv = dev(v, sizeof v), *dq = dev(q, sizeof q);
-    float *dout = dev(NULL, sizeof got);
+    float *dk = dev(k, kvb), *dv = dev(v, kvb), *dq = dev(q, qb);
+    float *dout = dev(NULL, qb);
     int rc = kn_cu_kv_store(&kv, LAYER, dk, dv, &b, st);
     if (!rc) rc = kn_cu_attention(dout, dq, &kv, LAYER, NH, &b, st);
-    back(got, dout, sizeof got);
+    back(got, dout, qb);
     char what[64];
-    snprintf(what, sizeof what, "kv_store + attention, %s cache", lt_dtype_name(dtype));
+    snprintf(what, sizeof what, "kv_store + attention, %s cache, hd %d", lt_dtype_name(dtype), HD);
     expect(what, rc, got, ref, (size_t)T * NH * HD, 1e-10);
+    /* by tiles of a sequence's consecutive tokens (prefill): sequence 0's 9 tokens in tiles of
+     * 4 (4, 4, 1) and of KN_CU_ATT_TILE (one), sequence 1's token alone */
+    for (int max_rows = 4; max_rows <= KN_CU_ATT_TILE; max_rows += KN_CU_ATT_TILE - 4) {
+        int32_t tiles[2 * 10];
+        int n_tiles = kn_cu_att_tiles(seq, pos, T, max_rows, tiles);
+        int32_t *d_tiles = dev(tiles, sizeof tiles);
+        kn_cu_batch_t bt = b;
+        bt.tiles = d_tiles, bt.n_tiles = n_tiles;
+        cudaMemset(dout, 0xff, qb);
+        rc = kn_cu_attention_tiled(dout, dq, &kv, LAYER, NH, &bt, st);
+        back(got, dout, qb);
+        snprintf(what, sizeof what, "attention tiled (%d tiles), %s cache, hd %d", n_tiles,
+                 lt_dtype_name(dtype), HD);
+        expect(what, rc, got, ref, (size_t)T * NH * HD, 1e-10);
+        cudaFree(d_tiles);
+    }
     /* split over position ranges (long-context decode): 3 ranges, and 16 (more than sequence 1's
      * 5 positions: empty ranges) */
     static const int splits[2] = {3, KN_ATT_MAX_SPLITS};
     float *dpart = dev(NULL, sizeof(float) * T * NH * KN_ATT_MAX_SPLITS * (HD + 2));
     for (int i = 0; i < 2; i++) {
-        cudaMemset(dout, 0xff, sizeof got);
+        cudaMemset(dout, 0xff, qb);
         rc = kn_cu_attention_split(dout, dq, &kv, LAYER, NH, &b, dpart, splits[i], st);
-        back(got, dout, sizeof got);
-        snprintf(what, sizeof what, "attention split %d, %s cache", splits[i],
-                 lt_dtype_name(dtype));
+        back(got, dout, qb);
+        snprintf(what, sizeof what, "attention split %d, %s cache, hd %d", splits[i],
+                 lt_dtype_name(dtype), HD);
         expect(what, rc, got, ref, (size_t)T * NH * HD, 1e-10);
     }
     cudaFree(dpart);
     cudaFree(kv.k), cudaFree(kv.v), cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout);
     cudaFree(d_idx);
     free(kall), free(vall), free(kc), free(vc);
+    free(k), free(v), free(q), free(got), free(ref);
 }
 
 static void to_double(double *d, const float *f, size_t n) {
@@ -507,9 +527,11 @@ int main(void) {
         return 1;
     }
     test_rows(st);
-    test_attention(st, LT_DTYPE_F32);
-    test_attention(st, LT_DTYPE_F16);
-    test_attention(st, LT_DTYPE_BF16);
+    test_attention(st, LT_DTYPE_F32, 64);
+    test_attention(st, LT_DTYPE_F16, 64);
+    test_attention(st, LT_DTYPE_BF16, 64);
+    test_attention(st, LT_DTYPE_F16, 128);
+    test_attention(st, LT_DTYPE_F32, 256); /* four lanes a key in the tiled kernel */
     test_matmul(hb, st);
     test_matmul_n(hb, st);
     test_krepack_refuses();

@@ -4,7 +4,7 @@
  * wk_nccl_init (the unique id carried by a host sum between the threads, as the process tree's
  * shared-memory all-reduce carries it) and all-reduce with wk_nccl_allreduce. Rank 0's logits for
  * a prefill of two sequences and 8 decode steps must match the CPU backend's unsharded run (NMSE
- * <= 1e-3 per step, the bound of test_cuda_forward); a second, eager run (--enforce-eager) must
+ * <= 1e-4 per step, the bound of test_cuda_forward); a second, eager run (--enforce-eager) must
  * give the first run's logits bit for bit, CUDA graphs or not. Then the last rank leaves after
  * LEAVE steps: rank 0's steps must fail with NCCL's error within the watchdog's time (a dead
  * peer fails the step, never hangs the worker).
@@ -25,7 +25,7 @@
 #include "nccl_comm.h"
 #include "worker.h"
 
-enum { BS = 16, MAXT = 64, CTX = 256, NB = 32, STEPS = 9, MAX_TP = 4, LEAVE = 4 };
+enum { BS = 16, MAXT = 96, CTX = 256, NB = 32, STEPS = 9, MAX_TP = 4, LEAVE = 4 };
 enum { WATCHDOG_MS = 10000 }; /* the all-reduces' timeout in the leaving run */
 
 /* ---- the host sum that carries NCCL's unique id ---- */
@@ -67,7 +67,7 @@ static int host_sum(float *buf, size_t n, void *user) {
 
 /* ---- the steps: test_cuda_forward's ---- */
 
-/* Prefill of sequences of 20 and 12 tokens on scattered blocks, then STEPS - 1 decode steps of
+/* Prefill of sequences of 50 and 30 tokens on scattered blocks, then STEPS - 1 decode steps of
  * both, fed next[] (step s's two tokens) when given, else their own argmax (written to own[]). */
 static int run_steps(wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, int steps, float *logits,
                      const int *next, int *own, char *err) {
@@ -76,7 +76,7 @@ static int run_steps(wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, int steps, f
     const int32_t *bts[2] = {bt0, bt1};
     int32_t btl[2] = {8, 8};
     int32_t tokens[MAXT], pos[MAXT], seq[MAXT], rows[2];
-    int len[2] = {20, 12}, T = 0;
+    int len[2] = {50, 30}, T = 0;
     unsigned rs = 9;
     for (int s = 0; s < 2; s++)
         for (int p = 0; p < len[s]; p++, T++)
@@ -234,7 +234,7 @@ int main(void) {
         }
         double nmse = num / den;
         bool same = memcmp(a, eager + (size_t)step * 2 * vocab, sizeof(float) * 2 * vocab) == 0;
-        bool ok = nmse <= 1e-3 && same; /* NaN fails */
+        bool ok = nmse <= 1e-4 && same; /* NaN fails */
         printf("%s TP=%d step %d: logits NMSE %.3e against the CPU's; %s the eager run's\n",
                ok ? "ok  " : "FAIL", world, step, nmse, same ? "bit for bit" : "DIFFERENT from");
         fails += !ok;

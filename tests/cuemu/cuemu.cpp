@@ -22,7 +22,8 @@
  *     until all have returned; barriers and shuffles are where they meet;
  *   - cuBLAS GEMM: the product of the converted inputs in fp32;
  *   - NCCL: see include/nccl.h.
- * $CUEMU_DEVICES (default 1) is the device count cudaGetDeviceCount reports.
+ * $CUEMU_DEVICES (default 1) is the device count cudaGetDeviceCount reports; $CUEMU_ORDER=reverse
+ * runs blocks and threads last to first (run_block).
  *
  * Thread safety: a mutex around the calls' bookkeeping and another around kernels (two host
  * threads' kernels do not overlap); copies and all-reduces run on their caller's thread unlocked,
@@ -376,14 +377,29 @@ static void report_deadlock(block_run *b) {
     abort();
 }
 
+/* $CUEMU_ORDER=reverse: blocks, and a block's threads between barriers, run last to first. A
+ * kernel whose results change with it reads what another thread or block writes without a
+ * barrier between them: a race on a GPU, invisible in the usual order. */
+static bool reverse_order() {
+    static int r = -1;
+    if (r < 0) {
+        const char *v = getenv("CUEMU_ORDER");
+        r = v && strcmp(v, "reverse") == 0;
+    }
+    return r == 1;
+}
+
 static void run_block(block_run *b) {
     for (int i = 0; i < b->n; i++) fiber_init(&b->f[i], i);
     b->live = b->n;
     for (int w = 0; w < WARPS; w++) b->warp_round[w] = 0;
+    bool rev = reverse_order();
     while (b->live > 0) {
         bool moved = false;
-        for (int i = 0; i < b->n; i++)
-            if (b->f[i].state == READY) run_fiber(b, &b->f[i]), moved = true;
+        for (int k = 0; k < b->n; k++) {
+            fiber *f = &b->f[rev ? b->n - 1 - k : k];
+            if (f->state == READY) run_fiber(b, f), moved = true;
+        }
         int at_block = 0;
         for (int i = 0; i < b->n; i++) at_block += b->f[i].state == AT_BLOCK;
         if (at_block && at_block == b->live) {
@@ -455,9 +471,12 @@ void run_grid(dim3 grid, dim3 block, size_t shmem, void (*body)(void *), void *a
     b->arg = arg;
     b->shmem.assign(shmem / sizeof(max_align_t) + 1, max_align_t());
     memset(b->shmem.data(), 0xff, b->shmem.size() * sizeof(max_align_t)); /* NaN until written */
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
+    bool rev = reverse_order();
+    for (unsigned zi = 0; zi < grid.z; zi++)
+        for (unsigned yi = 0; yi < grid.y; yi++)
+            for (unsigned xi = 0; xi < grid.x; xi++) {
+                unsigned z = rev ? grid.z - 1 - zi : zi, y = rev ? grid.y - 1 - yi : yi,
+                         x = rev ? grid.x - 1 - xi : xi;
                 int i = 0;
                 for (unsigned tz = 0; tz < block.z; tz++)
                     for (unsigned ty = 0; ty < block.y; ty++)

@@ -382,18 +382,55 @@ static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w,
 /* Activations to 16-bit quants for mmvq_kernel, one warp per 32-element block (kn_q16_block's
  * arithmetic): xq (rows, k / 32) blocks of 64 bytes, the hi plane's 32 then the lo plane's; xs
  * (rows, k / 32) {d, d * sum(v)}. */
-static __global__ void quant_x_kernel(int8_t *xq, float2 *xs, const float *x, int nblocks) {
-    int blk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (blk >= nblocks) return;
-    float v = x[(size_t)blk * KN_BLOCK + lane], amax = fabsf(v);
+/* A warp's share of that: lane `lane` holds element lane of activation block blk. */
+static __device__ __forceinline__ void quant_block(int8_t *xq, float2 *xs, size_t blk, int lane,
+                                                   float v) {
+    float amax = fabsf(v);
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     float d = amax / (float)KN_Q16_MAX;
     int q = d > 0.0f ? (int)rintf(v / d) : 0;
-    int8_t *out = xq + (size_t)blk * 2 * KN_BLOCK;
+    int8_t *out = xq + blk * 2 * KN_BLOCK;
     kn_q16_split(q, &out[lane], &out[KN_BLOCK + lane]);
     int sum = q;
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     if (lane == 0) xs[blk] = make_float2(d, d * (float)sum);
+}
+
+static __global__ void quant_x_kernel(int8_t *xq, float2 *xs, const float *x, int nblocks) {
+    int blk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (blk >= nblocks) return;
+    quant_block(xq, xs, (size_t)blk, lane, x[(size_t)blk * KN_BLOCK + lane]);
+}
+
+/* rmsnorm_rows_kernel (n a multiple of 32) that also quantizes each output block: warp w takes
+ * the row's blocks w, w + 8, ... */
+static __global__ void rmsnorm_q_kernel(float *out, const float *x, const float *w, int n,
+                                        float eps, int8_t *xq, float2 *xs) {
+    __shared__ float sh[32];
+    const float *row = x + (size_t)blockIdx.x * n;
+    float *orow = out + (size_t)blockIdx.x * n;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += row[i] * row[i];
+    float scale = rsqrtf(block_sum(s, sh) / n + eps);
+    int lane = threadIdx.x & 31, nb = n / KN_BLOCK;
+    for (int b = threadIdx.x >> 5; b < nb; b += blockDim.x >> 5) {
+        int i = b * KN_BLOCK + lane;
+        float v = row[i] * scale * w[i];
+        orow[i] = v;
+        quant_block(xq, xs, (size_t)blockIdx.x * nb + b, lane, v);
+    }
+}
+
+/* swiglu_kernel over rows of n (a multiple of 32), quantizing each output block: one warp per
+ * block. */
+static __global__ void swiglu_q_kernel(float *gate, const float *up, int nblocks, int8_t *xq,
+                                       float2 *xs) {
+    int blk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (blk >= nblocks) return;
+    size_t i = (size_t)blk * KN_BLOCK + lane;
+    float v = kn_silu(gate[i]) * up[i];
+    gate[i] = v;
+    quant_block(xq, xs, (size_t)blk, lane, v);
 }
 
 #define KN_MV_WARPS 4 /* weight rows (warps) per thread block of the fast matrix-vector kernels */
@@ -680,6 +717,35 @@ extern "C" int kn_cu_swiglu(float *gate, const float *up, size_t n, void *stream
     return last_rc();
 }
 
+/* Whether the quants of rows x n fit the scratch (kn_cu_rmsnorm_q, kn_cu_swiglu_q). */
+static bool quants_fit(const kn_cu_mm_scratch_t *s, int rows, int n) {
+    return s->xq && rows >= 1 && rows <= KN_CU_MATVEC_MAX_ROWS && n % KN_BLOCK == 0 &&
+           n <= s->max_k;
+}
+
+extern "C" int kn_cu_rmsnorm_q(float *out, const float *x, const float *w, int rows, int n,
+                               float eps, kn_cu_mm_scratch_t *s, void *stream) {
+    s->quantized = NULL;
+    if (!quants_fit(s, rows, n)) return kn_cu_rmsnorm(out, x, w, rows, n, eps, stream);
+    rmsnorm_q_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(out, x, w, n, eps, (int8_t *)s->xq,
+                                                             (float2 *)s->xs);
+    int rc = last_rc();
+    if (!rc) s->quantized = out, s->quantized_rows = rows, s->quantized_k = n;
+    return rc;
+}
+
+extern "C" int kn_cu_swiglu_q(float *gate, const float *up, int rows, int n, kn_cu_mm_scratch_t *s,
+                              void *stream) {
+    s->quantized = NULL;
+    if (!quants_fit(s, rows, n)) return kn_cu_swiglu(gate, up, (size_t)rows * n, stream);
+    int nblocks = rows * (n / KN_BLOCK);
+    swiglu_q_kernel<<<(nblocks + 7) / 8, 256, 0, (cudaStream_t)stream>>>(
+        gate, up, nblocks, (int8_t *)s->xq, (float2 *)s->xs);
+    int rc = last_rc();
+    if (!rc) s->quantized = gate, s->quantized_rows = rows, s->quantized_k = n;
+    return rc;
+}
+
 extern "C" int kn_cu_add(float *x, const float *y, size_t n, void *stream) {
     add_kernel<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(x, y, n);
     return last_rc();
@@ -768,8 +834,9 @@ static int matvec_fast(const mv_set_t &set, const float *x, int type, size_t row
         bool v16 = row_bytes % 16 == 0;
         if (kn_ksb_bytes(type) && !v16) return -1; /* K rows: 24 or 40 bytes a block, k % 256 */
         int nblocks = R * (k / KN_BLOCK);
-        quant_x_kernel<<<(nblocks + 7) / 8, 256, 0, st>>>((int8_t *)s->xq, (float2 *)s->xs, x,
-                                                          nblocks);
+        if (s->quantized != x || s->quantized_rows != R || s->quantized_k != k)
+            quant_x_kernel<<<(nblocks + 7) / 8, 256, 0, st>>>((int8_t *)s->xq, (float2 *)s->xs, x,
+                                                              nblocks);
         const int8_t *xq = (const int8_t *)s->xq;
         const float2 *xs = (const float2 *)s->xs;
 #define KN_MMVQ(T)                                                                                 \

@@ -104,7 +104,23 @@ typedef struct kn_cu_mm_scratch {
     void *xq, *xs;
     int max_k;
     void *cublas; /* cublasHandle_t bound to the stream */
+    /* xq and xs hold the quants of this buffer's quantized_rows rows of quantized_k elements,
+     * made with it by kn_cu_rmsnorm_q or kn_cu_swiglu_q: a matrix-vector product reading that
+     * buffer skips quantizing it. NULL: none. The caller clears it once the buffer may change
+     * or the quants were used (they serve one product). */
+    const float *quantized;
+    int quantized_rows, quantized_k;
 } kn_cu_mm_scratch_t;
+
+/* kn_cu_rmsnorm and kn_cu_swiglu (gate and up: rows of n) that also leave their output's quants
+ * in s (s->quantized) for the matrix-vector product that reads it next, one kernel instead of
+ * two; the same bits as the plain operation then the product's own quantization. Rows over
+ * KN_CU_MATVEC_MAX_ROWS, n not a multiple of 32 or over s->max_k, or no quant scratch: the plain
+ * operation, s->quantized NULL. */
+int kn_cu_rmsnorm_q(float *out, const float *x, const float *w, int rows, int n, float eps,
+                    kn_cu_mm_scratch_t *s, void *stream);
+int kn_cu_swiglu_q(float *gate, const float *up, int rows, int n, kn_cu_mm_scratch_t *s,
+                   void *stream);
 
 /* One weight of kn_cu_matmul_n: y (rows, n) = x @ w^T (+ bias). */
 typedef struct kn_cu_mat {

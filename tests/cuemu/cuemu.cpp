@@ -23,7 +23,8 @@
  *   - cuBLAS GEMM: the product of the converted inputs in fp32;
  *   - NCCL: see include/nccl.h.
  * $CUEMU_DEVICES (default 1) is the device count cudaGetDeviceCount reports; $CUEMU_ORDER=reverse
- * runs blocks and threads last to first (run_block).
+ * runs blocks and threads last to first (run_block); $CUEMU_STATS=1 prints the kernels run at
+ * exit.
  *
  * Thread safety: a mutex around the calls' bookkeeping and another around kernels (two host
  * threads' kernels do not overlap); copies and all-reduces run on their caller's thread unlocked,
@@ -460,8 +461,23 @@ bool launch_check(dim3 grid, dim3 block, size_t shmem) {
 /* One kernel at a time in the process: __shared__ arrays are statics. */
 static std::mutex g_kernel_mu;
 
+/* $CUEMU_STATS=1: the kernels run and graphs launched, printed when the process exits (how many
+ * kernels a step takes is a count, not a time: it holds on a GPU too). */
+static std::atomic<long> g_kernels, g_graphs, g_graph_kernels;
+static thread_local bool t_in_graph;
+
+static void print_stats() {
+    fprintf(stderr, "cuemu: pid %d ran %ld kernels, %ld of them in %ld graph launches\n",
+            (int)getpid(), g_kernels.load(), g_graph_kernels.load(), g_graphs.load());
+}
+
 void run_grid(dim3 grid, dim3 block, size_t shmem, void (*body)(void *), void *arg) {
     std::lock_guard<std::mutex> l(g_kernel_mu);
+    static bool stats = env_long("CUEMU_STATS", 0) != 0 && atexit(print_stats) == 0;
+    if (stats) {
+        g_kernels++;
+        if (t_in_graph) g_graph_kernels++;
+    }
     if (!t_host.blk) t_host.blk = new block_run();
     block_run *b = t_host.blk;
     if (t_blk) die("a kernel launched from a kernel");
@@ -792,7 +808,10 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
 }
 
 static void graph_run(void *p) {
+    g_graphs++;
+    t_in_graph = true;
     for (const node &n : (*(cudaGraphExec_t *)p)->nodes) n.op(n.arg.get());
+    t_in_graph = false;
 }
 
 static void graph_free(void *p) {

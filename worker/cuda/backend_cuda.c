@@ -149,14 +149,22 @@ static void op_report(cu_t *c) {
                 1e3 * c->times[k].ms / c->times[k].calls);
 }
 
-/* Keeps the first failure; returns rc. */
-static int note(cu_t *c, int rc, const char *what) {
+/* Keeps the first failure; returns rc. After an operation that leaves its output's quants for the
+ * next product (kn_cu_rmsnorm_q, kn_cu_swiglu_q). */
+static int note_keep(cu_t *c, int rc, const char *what) {
     if (rc && !c->sticky) {
         c->sticky = rc;
         snprintf(c->sticky_what, sizeof c->sticky_what, "%s", what);
     }
     if (c->timing) op_mark(c, what);
     return rc;
+}
+
+/* note_keep after any other operation: the quants left by the one before (c->mm.quantized)
+ * served the product that read them, or their buffer may have changed. */
+static int note(cu_t *c, int rc, const char *what) {
+    c->mm.quantized = NULL;
+    return note_keep(c, rc, what);
 }
 
 static int sticky_err(cu_t *c, char *err) {
@@ -348,6 +356,7 @@ static int grow_idx(cu_t *c, size_t need, char *err) {
 
 static int cu_begin(wk_backend_t *be, const wk_batch_t *b, char *err) {
     cu_t *c = cu_of(be);
+    c->mm.quantized = NULL;
     int rc = sticky_err(c, err);
     if (rc) return rc;
     if (b->n_tokens > c->max_rows)
@@ -404,10 +413,12 @@ static void cu_embed(wk_backend_t *be, float *x, const wk_tensor_t *emb) {
          "embed");
 }
 
+/* RMSNorm and SwiGLU feed matrix products: for a few rows they leave their output's quants for
+ * the next one (one kernel fewer per product: ops.h kn_cu_rmsnorm_q). */
 static void cu_rmsnorm(wk_backend_t *be, float *out, const float *x, const float *w, int rows,
                        int n, float eps) {
     cu_t *c = cu_of(be);
-    note(c, kn_cu_rmsnorm(out, x, w, rows, n, eps, c->stream), "rmsnorm");
+    note_keep(c, kn_cu_rmsnorm_q(out, x, w, rows, n, eps, &c->mm, c->stream), "rmsnorm");
 }
 
 static int cu_matmul(wk_backend_t *be, float *y, const float *x, const wk_tensor_t *w,
@@ -490,7 +501,12 @@ static void cu_attention(wk_backend_t *be, float *out, const float *q, const wk_
 
 static void cu_swiglu(wk_backend_t *be, float *gate, const float *up, size_t n) {
     cu_t *c = cu_of(be);
-    note(c, kn_cu_swiglu(gate, up, n, c->stream), "swiglu");
+    int rows = c->b.n_tokens;
+    if (rows > 0 && n % (size_t)rows == 0)
+        note_keep(c, kn_cu_swiglu_q(gate, up, rows, (int)(n / (size_t)rows), &c->mm, c->stream),
+                  "swiglu");
+    else
+        note(c, kn_cu_swiglu(gate, up, n, c->stream), "swiglu");
 }
 
 static void cu_add(wk_backend_t *be, float *x, const float *y, size_t n) {

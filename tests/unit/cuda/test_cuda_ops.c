@@ -207,6 +207,56 @@ static void test_matmul(cublasHandle_t hb, cudaStream_t st) {
 /* kn_cu_matmul_n over q/k/v-like weights (one type, n = 96, 32, 32; biases on two) gives each
  * weight's kn_cu_matmul result bit for bit, for rows 1..8 (one launch) and 9 (one by one); and
  * weights of two types fall back to one by one, the same bits. */
+/* kn_cu_rmsnorm_q and kn_cu_swiglu_q then a product on their output (the product skips
+ * quantizing it) against the plain operation then the product (which quantizes): the same bits,
+ * outputs and products, for rows 1, 3, 8 (fused) and 9 (plain, s.quantized NULL). */
+static void test_fused_quants(cublasHandle_t hb, cudaStream_t st) {
+    enum { K = 256, N = 96, MAXR = 9 };
+    int type = LT_DTYPE_Q4_1, rows_list[] = {1, 3, 8, 9};
+    size_t rb = (size_t)lt_dtype_nbytes(type, K), grb;
+    uint8_t *w = malloc(rb * N);
+    for (int r = 0; r < N; r++) rand_row(type, w + r * rb, K);
+    void *dw = dev_weight(w, type, rb, N, K, &grb);
+    float x[MAXR * K], up[MAXR * K], nw[K], a[MAXR * K], b[MAXR * K], ya[MAXR * N], yb[MAXR * N];
+    for (int i = 0; i < MAXR * K; i++) x[i] = frand(-2, 2), up[i] = frand(-2, 2);
+    for (int i = 0; i < K; i++) nw[i] = frand(0.5f, 1.5f);
+    float *dx = dev(x, sizeof x), *dup = dev(up, sizeof up), *dnw = dev(nw, sizeof nw);
+    for (int op = 0; op < 2; op++)
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
+            int rows = rows_list[ri];
+            kn_cu_mm_scratch_t s = mm_scratch(hb, MAXR, K);
+            float *da = dev(NULL, sizeof a), *db = dev(NULL, sizeof b);
+            float *dya = dev(NULL, sizeof ya), *dyb = dev(NULL, sizeof yb);
+            int rc = 0;
+            if (op == 0) { /* fused, then plain */
+                rc |= kn_cu_rmsnorm_q(da, dx, dnw, rows, K, 1e-5f, &s, st);
+                rc |= s.quantized != (rows <= KN_CU_MATVEC_MAX_ROWS ? da : NULL);
+                rc |= kn_cu_matmul(dya, da, dw, type, grb, N, K, NULL, rows, &s, st);
+                s.quantized = NULL;
+                rc |= kn_cu_rmsnorm(db, dx, dnw, rows, K, 1e-5f, st);
+            } else {
+                cudaMemcpy(da, dx, sizeof(float) * rows * K, cudaMemcpyDeviceToDevice);
+                cudaMemcpy(db, dx, sizeof(float) * rows * K, cudaMemcpyDeviceToDevice);
+                rc |= kn_cu_swiglu_q(da, dup, rows, K, &s, st);
+                rc |= s.quantized != (rows <= KN_CU_MATVEC_MAX_ROWS ? da : NULL);
+                rc |= kn_cu_matmul(dya, da, dw, type, grb, N, K, NULL, rows, &s, st);
+                s.quantized = NULL;
+                rc |= kn_cu_swiglu(db, dup, (size_t)rows * K, st);
+            }
+            rc |= kn_cu_matmul(dyb, db, dw, type, grb, N, K, NULL, rows, &s, st);
+            back(a, da, sizeof(float) * rows * K), back(b, db, sizeof(float) * rows * K);
+            back(ya, dya, sizeof(float) * rows * N), back(yb, dyb, sizeof(float) * rows * N);
+            bool ok = rc == 0 && memcmp(a, b, sizeof(float) * rows * K) == 0 &&
+                      memcmp(ya, yb, sizeof(float) * rows * N) == 0;
+            printf("%s %s_q rows %d: output and product bit for bit the plain ones'\n",
+                   ok ? "ok  " : "FAIL", op ? "swiglu" : "rmsnorm", rows);
+            if (!ok) g_fail = 1;
+            cudaFree(da), cudaFree(db), cudaFree(dya), cudaFree(dyb);
+            mm_scratch_free(&s);
+        }
+    cudaFree(dx), cudaFree(dup), cudaFree(dnw), cudaFree(dw), free(w);
+}
+
 static void test_matmul_n(cublasHandle_t hb, cudaStream_t st) {
     const int k = 256, ns[3] = {96, 32, 32}, rows_list[] = {1, 2, 5, 8, 9};
     kn_cu_mm_scratch_t s = mm_scratch(hb, 9, k);
@@ -534,6 +584,7 @@ int main(void) {
     test_attention(st, LT_DTYPE_F32, 256); /* four lanes a key in the tiled kernel */
     test_matmul(hb, st);
     test_matmul_n(hb, st);
+    test_fused_quants(hb, st);
     test_krepack_refuses();
     cublasDestroy(hb);
     cudaStreamDestroy(st);

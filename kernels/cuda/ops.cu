@@ -56,6 +56,21 @@ static __device__ float block_sum(float v, float *sh) {
     return warp_sum(t);
 }
 
+/* 16-bit quants of activation block blk for the matrix-vector kernels (kn_q16_block's arithmetic,
+ * layout of quant_x_kernel), one warp: lane `lane` holds the block's element lane. */
+static __device__ __forceinline__ void quant_block(int8_t *xq, float2 *xs, size_t blk, int lane,
+                                                   float v) {
+    float amax = fabsf(v);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    float d = amax / (float)KN_Q16_MAX;
+    int q = d > 0.0f ? (int)rintf(v / d) : 0;
+    int8_t *out = xq + blk * 2 * KN_BLOCK;
+    kn_q16_split(q, &out[lane], &out[KN_BLOCK + lane]);
+    int sum = q;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) xs[blk] = make_float2(d, d * (float)sum);
+}
+
 /* ---- kernels: elementwise and rows ---- */
 
 static __global__ void embed_kernel(float *x, const uint8_t *table, int type, size_t row_bytes,
@@ -166,7 +181,7 @@ static __global__ void kv_store_kernel(kn_cu_kv_t kv, int layer, const float *k,
 template <bool SPLIT>
 static __global__ void __launch_bounds__(KN_ATT_THREADS)
     attention_kernel(float *out, const float *q, kn_cu_kv_t kv, int layer, int nh, kn_cu_batch_t b,
-                     float *part) {
+                     float *part, int8_t *xq, float2 *xs) {
     __shared__ float s_m[KN_ATT_WARPS], s_l[KN_ATT_WARPS];
     __shared__ float s_o[KN_ATT_WARPS][32 * KN_ATT_PER_LANE];
     int t = blockIdx.x, h = blockIdx.y, hd = kv.head_dim, bs = kv.block_size;
@@ -219,11 +234,13 @@ static __global__ void __launch_bounds__(KN_ATT_THREADS)
     float *oh = SPLIT ? part + (((size_t)t * nh + h) * gridDim.z + blockIdx.z) * (hd + 2) + 2
                       : out + ((size_t)t * nh + h) * hd;
     if (SPLIT && threadIdx.x == 0) oh[-2] = mx, oh[-1] = den; /* an empty range: -inf, 0 */
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {      /* warp-uniform: hd % 32 == 0 */
         float acc = 0.0f;
         for (int i = 0; i < KN_ATT_WARPS; i++)
             if (s_l[i] > 0.0f) acc += s_o[i][d] * expf(s_m[i] - mx);
         oh[d] = SPLIT ? acc : acc / den;
+        if (!SPLIT && xq)
+            quant_block(xq, xs, (((size_t)t * nh + h) * hd + d) / KN_BLOCK, lane, oh[d]);
     }
 }
 
@@ -321,7 +338,7 @@ static __global__ void __launch_bounds__(KN_ATT_THREADS)
 /* out (T, nh * hd) from the ranges' states in part: kn_online_merge, one block per (token,
  * head). */
 static __global__ void attention_merge_kernel(float *out, const float *part, int nh, int hd,
-                                              int splits) {
+                                              int splits, int8_t *xq, float2 *xs) {
     __shared__ float w[KN_ATT_MAX_SPLITS], den;
     int t = blockIdx.x, h = blockIdx.y;
     const float *p = part + ((size_t)t * nh + h) * splits * (hd + 2);
@@ -333,10 +350,13 @@ static __global__ void attention_merge_kernel(float *out, const float *part, int
     }
     __syncthreads();
     float *oh = out + ((size_t)t * nh + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) { /* warp-uniform: hd % 32 == 0 */
         float acc = 0.0f;
         for (int s = 0; s < splits; s++) acc += p[(size_t)s * (hd + 2) + 2 + d] * w[s];
         oh[d] = acc / den;
+        if (xq)
+            quant_block(xq, xs, (((size_t)t * nh + h) * hd + d) / KN_BLOCK, threadIdx.x & 31,
+                        oh[d]);
     }
 }
 
@@ -382,20 +402,6 @@ static __global__ void matvec_kernel(float *y, const float *x, const uint8_t *w,
 /* Activations to 16-bit quants for mmvq_kernel, one warp per 32-element block (kn_q16_block's
  * arithmetic): xq (rows, k / 32) blocks of 64 bytes, the hi plane's 32 then the lo plane's; xs
  * (rows, k / 32) {d, d * sum(v)}. */
-/* A warp's share of that: lane `lane` holds element lane of activation block blk. */
-static __device__ __forceinline__ void quant_block(int8_t *xq, float2 *xs, size_t blk, int lane,
-                                                   float v) {
-    float amax = fabsf(v);
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    float d = amax / (float)KN_Q16_MAX;
-    int q = d > 0.0f ? (int)rintf(v / d) : 0;
-    int8_t *out = xq + blk * 2 * KN_BLOCK;
-    kn_q16_split(q, &out[lane], &out[KN_BLOCK + lane]);
-    int sum = q;
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (lane == 0) xs[blk] = make_float2(d, d * (float)sum);
-}
-
 static __global__ void quant_x_kernel(int8_t *xq, float2 *xs, const float *x, int nblocks) {
     int blk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (blk >= nblocks) return;
@@ -643,6 +649,12 @@ static __global__ void bias_kernel(float *y, const float *bias, int n, int rows)
 
 /* ---- launchers ---- */
 
+/* Whether the quants of rows x n fit the scratch (the *_q operations). */
+static bool quants_fit(const kn_cu_mm_scratch_t *s, int rows, int n) {
+    return s->xq && rows >= 1 && rows <= KN_CU_MATVEC_MAX_ROWS && n % KN_BLOCK == 0 &&
+           n <= s->max_k;
+}
+
 static unsigned grid_for(size_t n, unsigned threads) {
     size_t g = (n + threads - 1) / threads;
     return (unsigned)(g > 65535 ? 65535 : (g ? g : 1));
@@ -717,12 +729,6 @@ extern "C" int kn_cu_swiglu(float *gate, const float *up, size_t n, void *stream
     return last_rc();
 }
 
-/* Whether the quants of rows x n fit the scratch (kn_cu_rmsnorm_q, kn_cu_swiglu_q). */
-static bool quants_fit(const kn_cu_mm_scratch_t *s, int rows, int n) {
-    return s->xq && rows >= 1 && rows <= KN_CU_MATVEC_MAX_ROWS && n % KN_BLOCK == 0 &&
-           n <= s->max_k;
-}
-
 extern "C" int kn_cu_rmsnorm_q(float *out, const float *x, const float *w, int rows, int n,
                                float eps, kn_cu_mm_scratch_t *s, void *stream) {
     s->quantized = NULL;
@@ -765,13 +771,29 @@ extern "C" int kn_cu_kv_store(const kn_cu_kv_t *kv, int layer, const float *k, c
     return last_rc();
 }
 
+/* kn_cu_attention_split's work, the output's quants in xq, xs too when they are not NULL. */
+static int attention_run(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
+                         const kn_cu_batch_t *b, float *part, int splits, int8_t *xq, float2 *xs,
+                         cudaStream_t st) {
+    if (kv->head_dim > 32 * KN_ATT_PER_LANE || splits > KN_ATT_MAX_SPLITS)
+        return -(int)cudaErrorInvalidValue;
+    if (splits <= 1) {
+        attention_kernel<false><<<dim3(b->n_tokens, nh), KN_ATT_THREADS, 0, st>>>(
+            out, q, *kv, layer, nh, *b, NULL, xq, xs);
+        return last_rc();
+    }
+    attention_kernel<true><<<dim3(b->n_tokens, nh, splits), KN_ATT_THREADS, 0, st>>>(
+        out, q, *kv, layer, nh, *b, part, NULL, NULL);
+    int rc = last_rc();
+    if (rc) return rc;
+    attention_merge_kernel<<<dim3(b->n_tokens, nh), KN_ATT_THREADS, 0, st>>>(
+        out, part, nh, kv->head_dim, splits, xq, xs);
+    return last_rc();
+}
+
 extern "C" int kn_cu_attention(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
                                const kn_cu_batch_t *b, void *stream) {
-    if (kv->head_dim > 32 * KN_ATT_PER_LANE) return -(int)cudaErrorInvalidValue;
-    dim3 grid(b->n_tokens, nh);
-    attention_kernel<false>
-        <<<grid, KN_ATT_THREADS, 0, (cudaStream_t)stream>>>(out, q, *kv, layer, nh, *b, NULL);
-    return last_rc();
+    return attention_run(out, q, kv, layer, nh, b, NULL, 1, NULL, NULL, (cudaStream_t)stream);
 }
 
 extern "C" int kn_cu_att_tiles(const int32_t *seq, const int32_t *pos, int T, int max_rows,
@@ -801,17 +823,19 @@ extern "C" int kn_cu_attention_tiled(float *out, const float *q, const kn_cu_kv_
 extern "C" int kn_cu_attention_split(float *out, const float *q, const kn_cu_kv_t *kv, int layer,
                                      int nh, const kn_cu_batch_t *b, float *part, int splits,
                                      void *stream) {
-    if (splits <= 1) return kn_cu_attention(out, q, kv, layer, nh, b, stream);
-    if (kv->head_dim > 32 * KN_ATT_PER_LANE || splits > KN_ATT_MAX_SPLITS)
-        return -(int)cudaErrorInvalidValue;
-    cudaStream_t st = (cudaStream_t)stream;
-    attention_kernel<true><<<dim3(b->n_tokens, nh, splits), KN_ATT_THREADS, 0, st>>>(
-        out, q, *kv, layer, nh, *b, part);
-    int rc = last_rc();
-    if (rc) return rc;
-    attention_merge_kernel<<<dim3(b->n_tokens, nh), KN_ATT_THREADS, 0, st>>>(out, part, nh,
-                                                                             kv->head_dim, splits);
-    return last_rc();
+    return attention_run(out, q, kv, layer, nh, b, part, splits, NULL, NULL, (cudaStream_t)stream);
+}
+
+extern "C" int kn_cu_attention_q(float *out, const float *q, const kn_cu_kv_t *kv, int layer,
+                                 int nh, const kn_cu_batch_t *b, float *part, int splits,
+                                 kn_cu_mm_scratch_t *s, void *stream) {
+    int k = nh * kv->head_dim;
+    bool fit = quants_fit(s, b->n_tokens, k) && kv->head_dim % KN_BLOCK == 0;
+    s->quantized = NULL;
+    int rc = attention_run(out, q, kv, layer, nh, b, part, splits, fit ? (int8_t *)s->xq : NULL,
+                           fit ? (float2 *)s->xs : NULL, (cudaStream_t)stream);
+    if (!rc && fit) s->quantized = out, s->quantized_rows = b->n_tokens, s->quantized_k = k;
+    return rc;
 }
 
 extern "C" int kn_cu_matmul_supported(int type, int64_t cols) {

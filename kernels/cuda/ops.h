@@ -121,6 +121,11 @@ int kn_cu_rmsnorm_q(float *out, const float *x, const float *w, int rows, int n,
                     kn_cu_mm_scratch_t *s, void *stream);
 int kn_cu_swiglu_q(float *gate, const float *up, int rows, int n, kn_cu_mm_scratch_t *s,
                    void *stream);
+/* kn_cu_attention_split whose output's quants are left in s likewise (head_dim a multiple of 32;
+ * not the tiled kernel: prefill batches are past KN_CU_MATVEC_MAX_ROWS). */
+int kn_cu_attention_q(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,
+                      const kn_cu_batch_t *b, float *part, int splits, kn_cu_mm_scratch_t *s,
+                      void *stream);
 
 /* One weight of kn_cu_matmul_n: y (rows, n) = x @ w^T (+ bias). */
 typedef struct kn_cu_mat {

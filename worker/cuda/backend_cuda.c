@@ -494,9 +494,11 @@ static void cu_attention(wk_backend_t *be, float *out, const float *q, const wk_
     }
     if (c->b.tiles)
         note(c, kn_cu_attention_tiled(out, q, &d, layer, nh, &c->b, c->stream), "attention");
-    else
-        note(c, kn_cu_attention_split(out, q, &d, layer, nh, &c->b, c->att_part, splits, c->stream),
-             "attention");
+    else /* its output's quants for the output projection, as RMSNorm's */
+        note_keep(
+            c,
+            kn_cu_attention_q(out, q, &d, layer, nh, &c->b, c->att_part, splits, &c->mm, c->stream),
+            "attention");
 }
 
 static void cu_swiglu(wk_backend_t *be, float *gate, const float *up, size_t n) {

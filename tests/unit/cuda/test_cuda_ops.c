@@ -434,6 +434,42 @@ static void test_attention(cudaStream_t st, int dtype, const int HD) {
                  lt_dtype_name(dtype), HD);
         expect(what, rc, got, ref, (size_t)T * NH * HD, 1e-10);
     }
+    /* kn_cu_attention_q on the last two tokens (a decode batch), unsplit and split: the output
+     * bit for bit kn_cu_attention_split's, and a product on it (which skips quantizing it) bit
+     * for bit one that quantizes */
+    {
+        enum { N = 40 };
+        int K = NH * HD, type = LT_DTYPE_Q4_1;
+        kn_cu_batch_t b2 = b;
+        b2.n_tokens = 2, b2.tokens += 8, b2.pos += 8, b2.seq += 8;
+        size_t rb = (size_t)lt_dtype_nbytes(type, K), grb;
+        uint8_t *w = malloc(rb * N);
+        for (int r = 0; r < N; r++) rand_row(type, w + r * rb, K);
+        void *dw = dev_weight(w, type, rb, N, K, &grb);
+        float *dq2 = dq + (size_t)8 * NH * HD, *dref = dev(NULL, sizeof(float) * 2 * K);
+        float *ya = dev(NULL, sizeof(float) * 2 * N), *yb = dev(NULL, sizeof(float) * 2 * N);
+        float *ha = malloc(sizeof(float) * 2 * K), *hb2 = malloc(sizeof(float) * 2 * K);
+        float hya[2 * N], hyb[2 * N];
+        for (int sp = 1; sp <= 3; sp += 2) {
+            kn_cu_mm_scratch_t s = mm_scratch(NULL, 2, K);
+            rc = kn_cu_attention_q(dout, dq2, &kv, LAYER, NH, &b2, dpart, sp, &s, st);
+            rc |= s.quantized != dout;
+            rc |= kn_cu_matmul(ya, dout, dw, type, grb, N, K, NULL, 2, &s, st);
+            s.quantized = NULL;
+            rc |= kn_cu_attention_split(dref, dq2, &kv, LAYER, NH, &b2, dpart, sp, st);
+            rc |= kn_cu_matmul(yb, dref, dw, type, grb, N, K, NULL, 2, &s, st);
+            back(ha, dout, sizeof(float) * 2 * K), back(hb2, dref, sizeof(float) * 2 * K);
+            back(hya, ya, sizeof hya), back(hyb, yb, sizeof hyb);
+            bool ok = rc == 0 && memcmp(ha, hb2, sizeof(float) * 2 * K) == 0 &&
+                      memcmp(hya, hyb, sizeof hya) == 0;
+            printf("%s attention_q split %d, %s cache, hd %d: output and product bit for bit\n",
+                   ok ? "ok  " : "FAIL", sp, lt_dtype_name(dtype), HD);
+            if (!ok) g_fail = 1;
+            mm_scratch_free(&s);
+        }
+        cudaFree(dw), cudaFree(dref), cudaFree(ya), cudaFree(yb);
+        free(w), free(ha), free(hb2);
+    }
     cudaFree(dpart);
     cudaFree(kv.k), cudaFree(kv.v), cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout);
     cudaFree(d_idx);

@@ -111,6 +111,14 @@ typedef struct wk_backend_ops {
     void (*swiglu)(wk_backend_t *be, float *gate, const float *up, size_t n);
     /* x (n) += y (n). */
     void (*add)(wk_backend_t *be, float *x, const float *y, size_t n);
+    /* Optional (NULL: add, then rmsnorm): x (rows, n) += y, then out = x / rms(x) * w; out may
+     * alias y. The same results as the two operations, in one where the backend fuses them. */
+    void (*add_rmsnorm)(wk_backend_t *be, float *x, const float *y, float *out, const float *w,
+                        int rows, int n, float eps);
+    /* Optional (NULL: qk_rope, then kv_store of k and v): the same, in one operation. */
+    void (*qk_rope_store)(wk_backend_t *be, float *q, float *k, const float *v, int nh, int nkv,
+                          int hd, const float *q_norm, const float *k_norm, float eps,
+                          const wk_rope_t *rope, wk_kv_cache_t *kv, int layer);
     /* dst row i (n) = src row rows[i] (n), rows (n_rows) in host memory. */
     void (*gather)(wk_backend_t *be, float *dst, const float *src, const int32_t *rows, int n_rows,
                    int n);

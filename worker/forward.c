@@ -227,7 +227,22 @@ static int matmul_n(wk_backend_t *be, float *const *y, const float *x, const wk_
               : LT_OK;
 }
 
-/* One decoder layer over the batch's T rows of c->x. */
+/* c->x += c->xb (a block's output, all-reduced), then c->xb = RMSNorm(c->x) * w: fused where the
+ * backend can (one kernel on CUDA), add then rmsnorm otherwise. */
+static void add_rmsnorm(const wk_model_t *m, wk_ctx_t *c, const float *w, int T) {
+    wk_backend_t *be = m->be;
+    int dim = m->cfg.dim;
+    if (be->ops->add_rmsnorm) {
+        be->ops->add_rmsnorm(be, c->x, c->xb, c->xb, w, T, dim, m->cfg.norm_eps);
+    } else {
+        be->ops->add(be, c->x, c->xb, (size_t)T * dim);
+        be->ops->rmsnorm(be, c->xb, c->x, w, T, dim, m->cfg.norm_eps);
+    }
+}
+
+/* One decoder layer over the batch's T rows of c->x. The residual of the previous layer's MLP
+ * (c->xb) is added here, with this layer's first RMSNorm (first: there is none, layer 0); this
+ * layer's is left in c->xb for the next (layers_forward adds the last). */
 static int layer_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, int l, int T,
                          char *err) {
     const lt_model_config_t *cf = &m->cfg;
@@ -238,19 +253,25 @@ static int layer_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, in
     size_t n = (size_t)T * dim;
     int rc;
 
-    op->rmsnorm(be, c->xb, c->x, L->attn_norm, T, dim, cf->norm_eps);
+    if (l == 0)
+        op->rmsnorm(be, c->xb, c->x, L->attn_norm, T, dim, cf->norm_eps);
+    else
+        add_rmsnorm(m, c, L->attn_norm, T);
     float *qkv[3] = {c->q, c->k, c->v};
     const wk_tensor_t *wqkv[3] = {&L->wq, &L->wk, &L->wv};
     const float *bqkv[3] = {L->bq, L->bk, L->bv};
     if ((rc = matmul_n(be, qkv, c->xb, wqkv, bqkv, 3, T, err))) return rc;
-    op->qk_rope(be, c->q, c->k, nh, nkv, hd, L->q_norm, L->k_norm, cf->norm_eps, &m->rope);
-    op->kv_store(be, kv, l, c->k, c->v);
+    if (op->qk_rope_store) {
+        op->qk_rope_store(be, c->q, c->k, c->v, nh, nkv, hd, L->q_norm, L->k_norm, cf->norm_eps,
+                          &m->rope, kv, l);
+    } else {
+        op->qk_rope(be, c->q, c->k, nh, nkv, hd, L->q_norm, L->k_norm, cf->norm_eps, &m->rope);
+        op->kv_store(be, kv, l, c->k, c->v);
+    }
     op->attention(be, c->att, c->q, kv, l, nh, nkv, hd);
     if ((rc = matmul(be, c->xb, c->att, &L->wo, NULL, T, err))) return rc;
     if (m->tp_size > 1 && (rc = tp_allreduce(c, c->xb, n, err))) return rc;
-    op->add(be, c->x, c->xb, n);
-
-    op->rmsnorm(be, c->xb, c->x, L->ffn_norm, T, dim, cf->norm_eps);
+    add_rmsnorm(m, c, L->ffn_norm, T);
     float *gu[2] = {c->hb, c->hb2};
     const wk_tensor_t *wgu[2] = {&L->w_gate, &L->w_up};
     const float *no_bias[2] = {NULL, NULL};
@@ -258,7 +279,6 @@ static int layer_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, in
     op->swiglu(be, c->hb, c->hb2, (size_t)T * m->hidden_local);
     if ((rc = matmul(be, c->xb, c->hb, &L->w_down, NULL, T, err))) return rc;
     if (m->tp_size > 1 && (rc = tp_allreduce(c, c->xb, n, err))) return rc;
-    op->add(be, c->x, c->xb, n);
     return LT_OK;
 }
 
@@ -270,6 +290,8 @@ static int layers_forward(const wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, c
         int rc = layer_forward(m, kv, c, l, b->n_tokens, err);
         if (rc) return rc;
     }
+    if (m->cfg.n_layer > 0) /* the last layer's MLP output */
+        m->be->ops->add(m->be, c->x, c->xb, (size_t)b->n_tokens * m->cfg.dim);
     return LT_OK;
 }
 

@@ -91,6 +91,27 @@ static __global__ void rmsnorm_rows_kernel(float *out, const float *x, const flo
     for (int i = threadIdx.x; i < n; i += blockDim.x) orow[i] = row[i] * scale * w[i];
 }
 
+/* A head's optional RMSNorm (nw), then its rotation at position p: the block's threads. */
+static __device__ void norm_rope_head(float *x, int hd, const float *nw, float eps,
+                                      const float *inv_freq, int neox, float attn_factor, int p,
+                                      float *sh) {
+    if (nw) { /* uniform per block: every thread takes the same branch */
+        float s = 0.0f;
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) s += x[i] * x[i];
+        float scale = rsqrtf(block_sum(s, sh) / hd + eps);
+        __syncthreads();
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) x[i] = x[i] * scale * nw[i];
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < hd / 2; i += blockDim.x) {
+        double ang = (double)p * (double)inv_freq[i]; /* double, as kn_rope */
+        float c = (float)cos(ang) * attn_factor, s = (float)sin(ang) * attn_factor;
+        int a, b;
+        kn_rope_pair_idx(i, hd, neox, &a, &b);
+        kn_rope_rotate(&x[a], &x[b], c, s);
+    }
+}
+
 /* One block per (token, head) of q then k: optional RMSNorm of the head, then its rotation. */
 static __global__ void qk_rope_kernel(float *q, float *k, int nh, int nkv, int hd,
                                       const float *q_norm, const float *k_norm, float eps,
@@ -101,21 +122,34 @@ static __global__ void qk_rope_kernel(float *q, float *k, int nh, int nkv, int h
     if (h >= nh + nkv) return;
     bool is_q = h < nh;
     float *x = is_q ? q + ((size_t)t * nh + h) * hd : k + ((size_t)t * nkv + (h - nh)) * hd;
-    const float *nw = is_q ? q_norm : k_norm;
-    if (nw) { /* uniform per block: every thread takes the same branch */
-        float s = 0.0f;
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) s += x[i] * x[i];
-        float scale = rsqrtf(block_sum(s, sh) / hd + eps);
-        __syncthreads();
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) x[i] = x[i] * scale * nw[i];
-        __syncthreads();
+    norm_rope_head(x, hd, is_q ? q_norm : k_norm, eps, inv_freq, neox, attn_factor, pos[t], sh);
+}
+
+/* x (rows, n) += y, then out = RMSNorm(x) * w (rmsnorm_rows_kernel's arithmetic, one block per
+ * row; out may alias y: y is read before the barriers of block_sum, out written after); with xq,
+ * n a multiple of 32, out's quants too (rmsnorm_q_kernel's). */
+static __global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const float *w,
+                                          int n, float eps, int8_t *xq, float2 *xs) {
+    __shared__ float sh[32];
+    float *row = x + (size_t)blockIdx.x * n, *orow = out + (size_t)blockIdx.x * n;
+    const float *yrow = y + (size_t)blockIdx.x * n;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = row[i] + yrow[i];
+        row[i] = v;
+        s += v * v;
     }
-    for (int i = threadIdx.x; i < hd / 2; i += blockDim.x) {
-        double ang = (double)pos[t] * (double)inv_freq[i]; /* double, as kn_rope */
-        float c = (float)cos(ang) * attn_factor, s = (float)sin(ang) * attn_factor;
-        int a, b;
-        kn_rope_pair_idx(i, hd, neox, &a, &b);
-        kn_rope_rotate(&x[a], &x[b], c, s);
+    float scale = rsqrtf(block_sum(s, sh) / n + eps);
+    if (!xq) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) orow[i] = row[i] * scale * w[i];
+        return;
+    }
+    int lane = threadIdx.x & 31, nb = n / KN_BLOCK;
+    for (int b = threadIdx.x >> 5; b < nb; b += blockDim.x >> 5) {
+        int i = b * KN_BLOCK + lane;
+        float v = row[i] * scale * w[i];
+        orow[i] = v;
+        quant_block(xq, xs, (size_t)blockIdx.x * nb + b, lane, v);
     }
 }
 
@@ -170,6 +204,31 @@ static __global__ void kv_store_kernel(kn_cu_kv_t kv, int layer, const float *k,
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
         kv_put(kv.k, kv.dtype, off + i, k[src + i]);
         kv_put(kv.v, kv.dtype, off + i, v[src + i]);
+    }
+}
+
+/* qk_rope_kernel, then each k head (and the v head beside it) into the cache as kv_store_kernel
+ * writes them: one kernel for the two operations, the same bits. */
+static __global__ void qk_rope_store_kernel(float *q, float *k, const float *v, int nh, int nkv,
+                                            int hd, const float *q_norm, const float *k_norm,
+                                            float eps, const float *inv_freq, int neox,
+                                            float attn_factor, kn_cu_kv_t kv, int layer,
+                                            kn_cu_batch_t b) {
+    __shared__ float sh[32];
+    int t = blockIdx.x, h = blockIdx.y;
+    if (h >= nh + nkv) return;
+    bool is_q = h < nh;
+    float *x = is_q ? q + ((size_t)t * nh + h) * hd : k + ((size_t)t * nkv + (h - nh)) * hd;
+    int p = b.pos[t];
+    norm_rope_head(x, hd, is_q ? q_norm : k_norm, eps, inv_freq, neox, attn_factor, p, sh);
+    if (is_q) return; /* uniform per block */
+    __syncthreads();  /* the rotated pairs are other threads' */
+    int bs = kv.block_size, blk = b.block_tables[(size_t)b.seq[t] * b.bt_stride + p / bs];
+    size_t off = kv_off(layer, kv.n_blocks, kv.n_kv_head, bs, hd, blk, h - nh, p % bs);
+    const float *vh = v + ((size_t)t * nkv + (h - nh)) * hd;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        kv_put(kv.k, kv.dtype, off + i, x[i]);
+        kv_put(kv.v, kv.dtype, off + i, vh[i]);
     }
 }
 
@@ -724,6 +783,18 @@ extern "C" int kn_cu_qk_rope(float *q, float *k, int nh, int nkv, int hd, const 
     return last_rc();
 }
 
+extern "C" int kn_cu_qk_rope_store(float *q, float *k, const float *v, int nh, int nkv, int hd,
+                                   const float *q_norm, const float *k_norm, float eps,
+                                   const float *inv_freq, int neox, float attn_factor,
+                                   const kn_cu_kv_t *kv, int layer, const kn_cu_batch_t *b,
+                                   void *stream) {
+    if (kv->n_kv_head != nkv || kv->head_dim != hd) return -(int)cudaErrorInvalidValue;
+    dim3 grid(b->n_tokens, nh + nkv);
+    qk_rope_store_kernel<<<grid, 64, 0, (cudaStream_t)stream>>>(
+        q, k, v, nh, nkv, hd, q_norm, k_norm, eps, inv_freq, neox, attn_factor, *kv, layer, *b);
+    return last_rc();
+}
+
 extern "C" int kn_cu_swiglu(float *gate, const float *up, size_t n, void *stream) {
     swiglu_kernel<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(gate, up, n);
     return last_rc();
@@ -737,6 +808,18 @@ extern "C" int kn_cu_rmsnorm_q(float *out, const float *x, const float *w, int r
                                                              (float2 *)s->xs);
     int rc = last_rc();
     if (!rc) s->quantized = out, s->quantized_rows = rows, s->quantized_k = n;
+    return rc;
+}
+
+extern "C" int kn_cu_add_rmsnorm_q(float *x, const float *y, float *out, const float *w, int rows,
+                                   int n, float eps, kn_cu_mm_scratch_t *s, void *stream) {
+    s->quantized = NULL;
+    if (rows <= 0) return 0;
+    bool fit = quants_fit(s, rows, n);
+    add_rmsnorm_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(
+        x, y, out, w, n, eps, fit ? (int8_t *)s->xq : NULL, fit ? (float2 *)s->xs : NULL);
+    int rc = last_rc();
+    if (!rc && fit) s->quantized = out, s->quantized_rows = rows, s->quantized_k = n;
     return rc;
 }
 

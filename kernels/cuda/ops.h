@@ -59,6 +59,11 @@ int kn_cu_rmsnorm(float *out, const float *x, const float *w, int rows, int n, f
 int kn_cu_qk_rope(float *q, float *k, int nh, int nkv, int hd, const float *q_norm,
                   const float *k_norm, float eps, const float *inv_freq, int neox,
                   float attn_factor, const kn_cu_batch_t *b, void *stream);
+/* kn_cu_qk_rope, then kn_cu_kv_store of the rotated k and of v, in one kernel (the same bits). */
+int kn_cu_qk_rope_store(float *q, float *k, const float *v, int nh, int nkv, int hd,
+                        const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
+                        int neox, float attn_factor, const kn_cu_kv_t *kv, int layer,
+                        const kn_cu_batch_t *b, void *stream);
 /* gate (n) = silu(gate) * up. */
 int kn_cu_swiglu(float *gate, const float *up, size_t n, void *stream);
 /* x (n) += y (n). */
@@ -121,6 +126,11 @@ int kn_cu_rmsnorm_q(float *out, const float *x, const float *w, int rows, int n,
                     kn_cu_mm_scratch_t *s, void *stream);
 int kn_cu_swiglu_q(float *gate, const float *up, int rows, int n, kn_cu_mm_scratch_t *s,
                    void *stream);
+/* x (rows, n) += y, then out = kn_cu_rmsnorm(x) (out may alias y), in one kernel, out's quants
+ * left in s as kn_cu_rmsnorm_q leaves them (when they fit); the same bits as kn_cu_add then
+ * kn_cu_rmsnorm_q. */
+int kn_cu_add_rmsnorm_q(float *x, const float *y, float *out, const float *w, int rows, int n,
+                        float eps, kn_cu_mm_scratch_t *s, void *stream);
 /* kn_cu_attention_split whose output's quants are left in s likewise (head_dim a multiple of 32;
  * not the tiled kernel: prefill batches are past KN_CU_MATVEC_MAX_ROWS). */
 int kn_cu_attention_q(float *out, const float *q, const kn_cu_kv_t *kv, int layer, int nh,

@@ -511,6 +511,23 @@ static void cu_swiglu(wk_backend_t *be, float *gate, const float *up, size_t n) 
         note(c, kn_cu_swiglu(gate, up, n, c->stream), "swiglu");
 }
 
+static void cu_add_rmsnorm(wk_backend_t *be, float *x, const float *y, float *out, const float *w,
+                           int rows, int n, float eps) {
+    cu_t *c = cu_of(be);
+    note_keep(c, kn_cu_add_rmsnorm_q(x, y, out, w, rows, n, eps, &c->mm, c->stream), "add_rmsnorm");
+}
+
+static void cu_qk_rope_store(wk_backend_t *be, float *q, float *k, const float *v, int nh, int nkv,
+                             int hd, const float *q_norm, const float *k_norm, float eps,
+                             const wk_rope_t *rope, wk_kv_cache_t *kv, int layer) {
+    cu_t *c = cu_of(be);
+    kn_cu_kv_t d = kv_desc(kv);
+    note(c,
+         kn_cu_qk_rope_store(q, k, v, nh, nkv, hd, q_norm, k_norm, eps, rope->inv_freq, rope->neox,
+                             rope->attn_factor, &d, layer, &c->b, c->stream),
+         "qk_rope_store");
+}
+
 static void cu_add(wk_backend_t *be, float *x, const float *y, size_t n) {
     cu_t *c = cu_of(be);
     note(c, kn_cu_add(x, y, n, c->stream), "add");
@@ -740,6 +757,8 @@ static const wk_backend_ops_t CUDA_OPS = {
     .attention = cu_attention,
     .swiglu = cu_swiglu,
     .add = cu_add,
+    .add_rmsnorm = cu_add_rmsnorm,
+    .qk_rope_store = cu_qk_rope_store,
     .gather = cu_gather,
     .kv_alloc = cu_kv_alloc,
     .mem_info = cu_mem_info,

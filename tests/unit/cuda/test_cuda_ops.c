@@ -257,6 +257,113 @@ static void test_fused_quants(cublasHandle_t hb, cudaStream_t st) {
     cudaFree(dx), cudaFree(dup), cudaFree(dnw), cudaFree(dw), free(w);
 }
 
+/* The fused pairs of the decode layer against the two operations they replace, bit for bit:
+ * kn_cu_add_rmsnorm_q (the residual, the normalized rows aliasing y as forward.c calls it, and a
+ * product on them) against kn_cu_add, kn_cu_rmsnorm and a quantizing product, rows 1, 3, 8 and
+ * 40; kn_cu_qk_rope_store (q, k and both caches) against kn_cu_qk_rope then kn_cu_kv_store, with
+ * and without q/k norms, neox and adjacent pairs. */
+static void test_fused_pairs(cublasHandle_t hb, cudaStream_t st) {
+    enum { K = 320, N = 48, MAXR = 40 };
+    int type = LT_DTYPE_Q8_0, rows_list[] = {1, 3, 8, 40};
+    size_t rb = (size_t)lt_dtype_nbytes(type, K), grb;
+    uint8_t *w = malloc(rb * N);
+    for (int r = 0; r < N; r++) rand_row(type, w + r * rb, K);
+    void *dw = dev_weight(w, type, rb, N, K, &grb);
+    float *x = malloc(sizeof(float) * MAXR * K), *y = malloc(sizeof(float) * MAXR * K);
+    float *h1 = malloc(sizeof(float) * MAXR * K), *h2 = malloc(sizeof(float) * MAXR * K);
+    float nw[K], p1[MAXR * N], p2[MAXR * N];
+    for (int i = 0; i < MAXR * K; i++) x[i] = frand(-2, 2), y[i] = frand(-2, 2);
+    for (int i = 0; i < K; i++) nw[i] = frand(0.5f, 1.5f);
+    float *dnw = dev(nw, sizeof nw);
+    for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
+        int rows = rows_list[ri];
+        size_t bytes = sizeof(float) * rows * K;
+        kn_cu_mm_scratch_t s = mm_scratch(hb, MAXR, K);
+        float *xa = dev(x, bytes), *ya = dev(y, bytes), *xb = dev(x, bytes), *yb = dev(y, bytes);
+        float *ob = dev(NULL, bytes), *pa = dev(NULL, sizeof(float) * rows * N),
+              *pb = dev(NULL, sizeof(float) * rows * N);
+        int rc = kn_cu_add_rmsnorm_q(xa, ya, ya, dnw, rows, K, 1e-5f, &s, st);
+        rc |= s.quantized != (rows <= KN_CU_MATVEC_MAX_ROWS ? ya : NULL);
+        rc |= kn_cu_matmul(pa, ya, dw, type, grb, N, K, NULL, rows, &s, st);
+        s.quantized = NULL;
+        rc |= kn_cu_add(xb, yb, (size_t)rows * K, st);
+        rc |= kn_cu_rmsnorm(ob, xb, dnw, rows, K, 1e-5f, st);
+        rc |= kn_cu_matmul(pb, ob, dw, type, grb, N, K, NULL, rows, &s, st);
+        bool ok = rc == 0;
+        back(h1, xa, bytes), back(h2, xb, bytes);
+        ok = ok && memcmp(h1, h2, bytes) == 0;
+        back(h1, ya, bytes), back(h2, ob, bytes);
+        ok = ok && memcmp(h1, h2, bytes) == 0;
+        back(p1, pa, sizeof(float) * rows * N), back(p2, pb, sizeof(float) * rows * N);
+        ok = ok && memcmp(p1, p2, sizeof(float) * rows * N) == 0;
+        printf("%s add_rmsnorm_q rows %d: residual, output and product bit for bit\n",
+               ok ? "ok  " : "FAIL", rows);
+        if (!ok) g_fail = 1;
+        cudaFree(xa), cudaFree(ya), cudaFree(xb), cudaFree(yb), cudaFree(ob), cudaFree(pa),
+            cudaFree(pb);
+        mm_scratch_free(&s);
+    }
+    cudaFree(dnw), cudaFree(dw), free(w), free(x), free(y), free(h1), free(h2);
+
+    enum { T = 3, NH = 4, NKV = 2, HD = 64, NB = 3, BS = 4, L = 2, LAYER = 1 };
+    int32_t idx[3 * T + 3] = {0, 0, 0, 5, 6, 9, 0, 0, 0, 2, 0, 1}; /* tokens, pos, seq, table */
+    int32_t *d_idx = dev(idx, sizeof idx);
+    kn_cu_batch_t b = {.n_tokens = T,
+                       .tokens = d_idx,
+                       .pos = d_idx + T,
+                       .seq = d_idx + 2 * T,
+                       .block_tables = d_idx + 3 * T,
+                       .bt_stride = 3};
+    float q[T * NH * HD], k[T * NKV * HD], v[T * NKV * HD], inv[HD / 2], qn[HD], kn[HD];
+    for (int i = 0; i < T * NH * HD; i++) q[i] = frand(-1, 1);
+    for (int i = 0; i < T * NKV * HD; i++) k[i] = frand(-1, 1), v[i] = frand(-1, 1);
+    for (int i = 0; i < HD / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / HD);
+    for (int i = 0; i < HD; i++) qn[i] = frand(0.5f, 1.5f), kn[i] = frand(0.5f, 1.5f);
+    float *dinv = dev(inv, sizeof inv), *dqn = dev(qn, sizeof qn), *dkn = dev(kn, sizeof kn);
+    float *dv = dev(v, sizeof v);
+    size_t cache = (size_t)L * NB * NKV * BS * HD * 2;
+    for (int variant = 0; variant < 4; variant++) {
+        bool norms = variant & 1;
+        int neox = variant >> 1;
+        float *q1 = dev(q, sizeof q), *k1 = dev(k, sizeof k), *q2 = dev(q, sizeof q),
+              *k2 = dev(k, sizeof k);
+        kn_cu_kv_t kv1 = {.k = dev(NULL, cache),
+                          .v = dev(NULL, cache),
+                          .dtype = LT_DTYPE_F16,
+                          .n_blocks = NB,
+                          .n_kv_head = NKV,
+                          .block_size = BS,
+                          .head_dim = HD},
+                   kv2 = kv1;
+        kv2.k = dev(NULL, cache), kv2.v = dev(NULL, cache);
+        cudaMemset(kv1.k, 0, cache), cudaMemset(kv1.v, 0, cache), cudaMemset(kv2.k, 0, cache),
+            cudaMemset(kv2.v, 0, cache);
+        const float *qnp = norms ? dqn : NULL, *knp = norms ? dkn : NULL;
+        int rc = kn_cu_qk_rope_store(q1, k1, dv, NH, NKV, HD, qnp, knp, 1e-6f, dinv, neox, 1.0f,
+                                     &kv1, LAYER, &b, st);
+        rc |= kn_cu_qk_rope(q2, k2, NH, NKV, HD, qnp, knp, 1e-6f, dinv, neox, 1.0f, &b, st);
+        rc |= kn_cu_kv_store(&kv2, LAYER, k2, dv, &b, st);
+        uint8_t *c1 = malloc(cache), *c2 = malloc(cache);
+        float a1[T * NH * HD], a2[T * NH * HD];
+        bool ok = rc == 0;
+        back(a1, q1, sizeof q), back(a2, q2, sizeof q);
+        ok = ok && memcmp(a1, a2, sizeof q) == 0;
+        back(a1, k1, sizeof k), back(a2, k2, sizeof k);
+        ok = ok && memcmp(a1, a2, sizeof k) == 0;
+        back(c1, kv1.k, cache), back(c2, kv2.k, cache);
+        ok = ok && memcmp(c1, c2, cache) == 0;
+        back(c1, kv1.v, cache), back(c2, kv2.v, cache);
+        ok = ok && memcmp(c1, c2, cache) == 0;
+        printf("%s qk_rope_store%s%s: q, k and the cache bit for bit qk_rope then kv_store\n",
+               ok ? "ok  " : "FAIL", norms ? " + q/k norm" : "", neox ? " neox" : "");
+        if (!ok) g_fail = 1;
+        free(c1), free(c2);
+        cudaFree(q1), cudaFree(k1), cudaFree(q2), cudaFree(k2);
+        cudaFree(kv1.k), cudaFree(kv1.v), cudaFree(kv2.k), cudaFree(kv2.v);
+    }
+    cudaFree(dinv), cudaFree(dqn), cudaFree(dkn), cudaFree(dv), cudaFree(d_idx);
+}
+
 static void test_matmul_n(cublasHandle_t hb, cudaStream_t st) {
     const int k = 256, ns[3] = {96, 32, 32}, rows_list[] = {1, 2, 5, 8, 9};
     kn_cu_mm_scratch_t s = mm_scratch(hb, 9, k);
@@ -621,6 +728,7 @@ int main(void) {
     test_matmul(hb, st);
     test_matmul_n(hb, st);
     test_fused_quants(hb, st);
+    test_fused_pairs(hb, st);
     test_krepack_refuses();
     cublasDestroy(hb);
     cudaStreamDestroy(st);

@@ -80,17 +80,6 @@ static __global__ void embed_kernel(float *x, const uint8_t *table, int type, si
     for (int i = threadIdx.x; i < cols; i += blockDim.x) out[i] = kn_row_elem(type, row, cols, i);
 }
 
-static __global__ void rmsnorm_rows_kernel(float *out, const float *x, const float *w, int n,
-                                           float eps) {
-    __shared__ float sh[32];
-    const float *row = x + (size_t)blockIdx.x * n;
-    float *orow = out + (size_t)blockIdx.x * n;
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += row[i] * row[i];
-    float scale = rsqrtf(block_sum(s, sh) / n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) orow[i] = row[i] * scale * w[i];
-}
-
 /* A head's optional RMSNorm (nw), then its rotation at position p: the block's threads. */
 static __device__ void norm_rope_head(float *x, int hd, const float *nw, float eps,
                                       const float *inv_freq, int neox, float attn_factor, int p,
@@ -125,18 +114,19 @@ static __global__ void qk_rope_kernel(float *q, float *k, int nh, int nkv, int h
     norm_rope_head(x, hd, is_q ? q_norm : k_norm, eps, inv_freq, neox, attn_factor, pos[t], sh);
 }
 
-/* x (rows, n) += y, then out = RMSNorm(x) * w (rmsnorm_rows_kernel's arithmetic, one block per
- * row; out may alias y: y is read before the barriers of block_sum, out written after); with xq,
- * n a multiple of 32, out's quants too (rmsnorm_q_kernel's). */
-static __global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const float *w,
-                                          int n, float eps, int8_t *xq, float2 *xs) {
+/* [ADD: x (rows, n) += y, then] out = RMSNorm(x) * w, one block per row; out may alias x, or y
+ * (read before block_sum's barriers, out written after). With xq (n a multiple of 32) out's
+ * 16-bit quants too, for the product that reads it (warp w takes the row's blocks w, w + 8, ...).
+ * The same bits with and without ADD, quants or not: the sum of squares in one order. */
+template <bool ADD>
+static __global__ void rmsnorm_kernel(float *x, const float *y, float *out, const float *w, int n,
+                                      float eps, int8_t *xq, float2 *xs) {
     __shared__ float sh[32];
     float *row = x + (size_t)blockIdx.x * n, *orow = out + (size_t)blockIdx.x * n;
-    const float *yrow = y + (size_t)blockIdx.x * n;
     float s = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = row[i] + yrow[i];
-        row[i] = v;
+        float v = row[i];
+        if (ADD) row[i] = v = v + y[(size_t)blockIdx.x * n + i];
         s += v * v;
     }
     float scale = rsqrtf(block_sum(s, sh) / n + eps);
@@ -467,25 +457,6 @@ static __global__ void quant_x_kernel(int8_t *xq, float2 *xs, const float *x, in
     quant_block(xq, xs, (size_t)blk, lane, x[(size_t)blk * KN_BLOCK + lane]);
 }
 
-/* rmsnorm_rows_kernel (n a multiple of 32) that also quantizes each output block: warp w takes
- * the row's blocks w, w + 8, ... */
-static __global__ void rmsnorm_q_kernel(float *out, const float *x, const float *w, int n,
-                                        float eps, int8_t *xq, float2 *xs) {
-    __shared__ float sh[32];
-    const float *row = x + (size_t)blockIdx.x * n;
-    float *orow = out + (size_t)blockIdx.x * n;
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += row[i] * row[i];
-    float scale = rsqrtf(block_sum(s, sh) / n + eps);
-    int lane = threadIdx.x & 31, nb = n / KN_BLOCK;
-    for (int b = threadIdx.x >> 5; b < nb; b += blockDim.x >> 5) {
-        int i = b * KN_BLOCK + lane;
-        float v = row[i] * scale * w[i];
-        orow[i] = v;
-        quant_block(xq, xs, (size_t)blockIdx.x * nb + b, lane, v);
-    }
-}
-
 /* swiglu_kernel over rows of n (a multiple of 32), quantizing each output block: one warp per
  * block. */
 static __global__ void swiglu_q_kernel(float *gate, const float *up, int nblocks, int8_t *xq,
@@ -770,7 +741,8 @@ extern "C" int kn_cu_embed(float *x, const void *table, int type, size_t row_byt
 extern "C" int kn_cu_rmsnorm(float *out, const float *x, const float *w, int rows, int n, float eps,
                              void *stream) {
     if (rows <= 0) return 0;
-    rmsnorm_rows_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(out, x, w, n, eps);
+    rmsnorm_kernel<false>
+        <<<rows, 256, 0, (cudaStream_t)stream>>>((float *)x, NULL, out, w, n, eps, NULL, NULL);
     return last_rc();
 }
 
@@ -804,8 +776,8 @@ extern "C" int kn_cu_rmsnorm_q(float *out, const float *x, const float *w, int r
                                float eps, kn_cu_mm_scratch_t *s, void *stream) {
     s->quantized = NULL;
     if (!quants_fit(s, rows, n)) return kn_cu_rmsnorm(out, x, w, rows, n, eps, stream);
-    rmsnorm_q_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(out, x, w, n, eps, (int8_t *)s->xq,
-                                                             (float2 *)s->xs);
+    rmsnorm_kernel<false><<<rows, 256, 0, (cudaStream_t)stream>>>((float *)x, NULL, out, w, n, eps,
+                                                                  (int8_t *)s->xq, (float2 *)s->xs);
     int rc = last_rc();
     if (!rc) s->quantized = out, s->quantized_rows = rows, s->quantized_k = n;
     return rc;
@@ -816,7 +788,7 @@ extern "C" int kn_cu_add_rmsnorm_q(float *x, const float *y, float *out, const f
     s->quantized = NULL;
     if (rows <= 0) return 0;
     bool fit = quants_fit(s, rows, n);
-    add_rmsnorm_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(
+    rmsnorm_kernel<true><<<rows, 256, 0, (cudaStream_t)stream>>>(
         x, y, out, w, n, eps, fit ? (int8_t *)s->xq : NULL, fit ? (float2 *)s->xs : NULL);
     int rc = last_rc();
     if (!rc && fit) s->quantized = out, s->quantized_rows = rows, s->quantized_k = n;

@@ -23,7 +23,10 @@
  * Then, per type, decode at --long positions of context (batch 1 and 8, eager and graphs; 0: not).
  *
  *     bench_cuda [--types bf16,q4_1,q4_k] [--prompt 128] [--chunk 2048] [--steps 30] [--layers 32]
- *                [--long 4096]
+ *                [--long 4096] [--tiny 0]
+ *
+ * --tiny 1: a model of dim 256 (2 layers unless --layers), small copies and GEMMs: a smoke test of
+ * the whole program (the CPU emulator of CUDA runs it in CI: tests/cuemu), not a benchmark.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -54,9 +57,8 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Bytes read + written per second by a device-to-device copy of 2 GiB. */
-static double copy_bandwidth(void) {
-    size_t n = (size_t)2 << 30;
+/* Bytes read + written per second by a device-to-device copy of n bytes (2 GiB). */
+static double copy_bandwidth(size_t n) {
     void *a, *b;
     if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) return 0;
     cudaMemset(a, 1, n);
@@ -76,9 +78,8 @@ static double copy_bandwidth(void) {
     return 2.0 * (double)n / median(t, 10);
 }
 
-/* FLOP/s of an 8192^3 bf16 GEMM with fp32 accumulation through cuBLAS. */
-static double gemm_peak(void) {
-    const int n = 8192;
+/* FLOP/s of an n^3 (8192^3) bf16 GEMM with fp32 accumulation through cuBLAS. */
+static double gemm_peak(int n) {
     void *a, *b, *c;
     size_t bytes = (size_t)n * n * 2;
     if (cudaMalloc(&a, bytes) || cudaMalloc(&b, bytes) || cudaMalloc(&c, bytes)) return 0;
@@ -123,7 +124,7 @@ static double step(run_t *r, const int *seqs, int ns, int per, char *err) {
     for (int i = 0; i < ns; i++) {
         int s = seqs[i];
         for (int j = 0; j < per; j++, T++) {
-            tok[T] = (int32_t)((s * 7919 + r->len[s] + j) % 128000) + 1;
+            tok[T] = (int32_t)((s * 7919 + r->len[s] + j) % (r->m->cfg.vocab_size - 1)) + 1;
             pos[T] = r->len[s] + j;
             seq[T] = i;
         }
@@ -269,7 +270,7 @@ static int bench_type(int type, const lt_model_config_t *cfg, int prompt, int ch
 
 int main(int argc, char **argv) {
     const char *types = "bf16,q4_1,q4_k";
-    int prompt = 128, chunk = 2048, steps = 30, layers = 32, long_context = 4096;
+    int prompt = 128, chunk = 2048, steps = 30, layers = -1, long_context = 4096, tiny = 0;
     for (int i = 1; i < argc; i += 2) {
         if (i + 1 == argc) {
             fprintf(stderr, "bench_cuda: %s wants a value\n", argv[i]);
@@ -287,42 +288,51 @@ int main(int argc, char **argv) {
             layers = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--long"))
             long_context = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--tiny"))
+            tiny = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_cuda: unknown option %s\n", argv[i]);
             return 2;
         }
     }
+    if (layers < 0) layers = tiny ? 2 : 32;
     if (prompt < 1 || prompt + (steps + 5) * 6 >= SEQ_BLOCKS * BLOCK || chunk < prompt ||
         chunk > 4096 || steps < 1 || steps > 256 || layers < 1 || long_context < 0 ||
-        long_context > 1 << 20) {
+        long_context > 1 << 20 || tiny < 0 || tiny > 1) {
         fprintf(stderr,
                 "bench_cuda: --prompt + 6 * (--steps + 5) must stay under %d, --chunk <= 4096, "
-                "--long 0..%d\n",
+                "--long 0..%d, --tiny 0 or 1\n",
                 SEQ_BLOCKS * BLOCK, 1 << 20);
         return 2;
     }
+#ifndef CUEMU /* on the CPU emulator (tests/cuemu) there is a device but no driver to ask */
     if (wk_cuda_device_count() == 0) {
         printf("no CUDA device: skipped\n");
         return 77;
     }
+#endif
     struct cudaDeviceProp p;
     cudaGetDeviceProperties(&p, 0);
     int drv = 0, rt = 0;
     cudaDriverGetVersion(&drv), cudaRuntimeGetVersion(&rt);
     printf("device: %s, %d SMs, %.0f GiB; driver API %d, runtime %d\n", p.name,
            p.multiProcessorCount, p.totalGlobalMem / 1073741824.0, drv, rt);
-    double bw = copy_bandwidth(), peak = gemm_peak();
-    printf("device-to-device copy: %.2f TB/s (read + written); cuBLAS bf16 GEMM 8192^3: %.0f "
+    int gn = tiny ? 256 : 8192;
+    double bw = copy_bandwidth(tiny ? (size_t)16 << 20 : (size_t)2 << 30), peak = gemm_peak(gn);
+    printf("device-to-device copy: %.2f TB/s (read + written); cuBLAS bf16 GEMM %d^3: %.0f "
            "TFLOP/s\n",
-           bw / 1e12, peak / 1e12);
+           bw / 1e12, gn, peak / 1e12);
     lt_model_config_t cfg;
     lt_model_config_defaults(&cfg);
     cfg.arch = LT_ARCH_LLAMA;
     cfg.n_layer = layers, cfg.dim = 4096, cfg.hidden_dim = 14336, cfg.n_head = 32;
     cfg.n_kv_head = 8, cfg.head_dim = 128, cfg.vocab_size = 128256, cfg.max_seq_len = 8192;
     cfg.rope_theta = 500000.0f, cfg.norm_eps = 1e-5f, cfg.rope_neox = true;
-    printf("model: Llama-3-8B shape, %d layers, random weights; prompt %d, %d decode steps\n",
-           layers, prompt, steps);
+    if (tiny) /* head_dim 32 keeps the 16-bit quants' blocks inside a head */
+        cfg.dim = 256, cfg.hidden_dim = 512, cfg.n_head = 8, cfg.n_kv_head = 4, cfg.head_dim = 32,
+        cfg.vocab_size = 512;
+    printf("model: %s shape, %d layers, random weights; prompt %d, %d decode steps\n",
+           tiny ? "tiny (a smoke test: --tiny 1)" : "Llama-3-8B", layers, prompt, steps);
     int fails = 0;
     char buf[64];
     snprintf(buf, sizeof buf, "%s", types);

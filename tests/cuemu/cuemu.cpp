@@ -638,6 +638,18 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     return cudaSuccess;
 }
 
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device) {
+    int n = 0;
+    cudaGetDeviceCount(&n);
+    if (device < 0 || device >= n) return fail(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "cuemu %d (the CPU emulator of CUDA)", device);
+    p->totalGlobalMem = mem_limit();
+    p->multiProcessorCount = 1;
+    p->major = 9;
+    return cudaSuccess;
+}
+
 cudaError_t cudaMalloc(void **p, size_t n) {
     lock_t l(g_mu);
     *p = NULL;

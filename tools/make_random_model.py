@@ -17,7 +17,7 @@ decoding has clear winners, so comparisons against a reference are not decided b
 
     make_random_model.py --arch llama|qwen2|qwen3 --format hf|gguf --out PATH --seed N
         --layers L --dim D --heads H [--kv-heads K] [--head-dim HD] --hidden F --vocab V
-        [--tie] [--dtype f32|f16|bf16|kquant] [--dequantized-twin PATH] [--shards N]
+        [--tie] [--dtype f32|f16|bf16|kquant|q5] [--dequantized-twin PATH] [--shards N]
         [--max-pos P] [--rope-theta T]
         [--rope-scaling linear:F | llama3:F[:LOW:HIGH:ORIG]] [--eps E] [--chat-template JINJA]
 
@@ -28,6 +28,8 @@ is the file itself when it ends in .gguf, else a directory that receives model.g
 sized to the matrix's intended spread (the gguf package cannot quantize to K-quants): Q6_K for
 the embeddings, lm_head, v_proj and down_proj, Q5_K for q_proj and k_proj, Q4_K for the rest, as
 llama.cpp's Q4_K_M mixes them. Their input dimensions must be multiples of 256.
+--dtype q5 (gguf only) likewise in 32-element blocks: Q5_0 for the attention matrices, Q5_1 for
+the others.
 --dequantized-twin PATH also writes the same model with those matrices as the F32 values they
 dequantize to (the gguf package's decoder): a reference for the K-quant kernels end to end. A bare
 file name goes beside the model.
@@ -51,7 +53,7 @@ LOGIT_STD = 6.0
 def round_to_dtype(a, dtype):
     """The float32 values a tensor takes once stored as dtype (identical for both formats)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if dtype in ("f32", "kquant"):  # kquant: the matrices are replaced by kquant_tensors
+    if dtype in ("f32", "kquant", "q5"):  # the matrices are replaced by kquant_tensors
         return a
     if dtype == "f16":
         return a.astype(np.float16).astype(np.float32)
@@ -348,10 +350,13 @@ def permute_for_pairs(w, n_head):
 
 # spread of one element per unit of d: Q4_K d * sc * q - dmin * m (sc, m < 64, q < 16), Q5_K the
 # same with q < 32, Q6_K d * sc * (q - 32) (sc signed 8-bit); and dmin per d centring the values
-KQ_SPREAD = {"Q4_K": (170.0, 7.5), "Q5_K": (350.0, 15.5), "Q6_K": (1370.0, 0.0)}
+KQ_SPREAD = {"Q4_K": (170.0, 7.5), "Q5_K": (350.0, 15.5), "Q6_K": (1370.0, 0.0),
+             "Q5_0": (9.2, 0.0), "Q5_1": (9.2, -15.5)}  # Q5: d per std; Q5_1's m = -15.5 d
 
 
-def kquant_type(gname):
+def kquant_type(gname, dtype="kquant"):
+    if dtype == "q5":
+        return "Q5_0" if ".attn_" in gname else "Q5_1"
     if gname in ("token_embd.weight", "output.weight") or gname.endswith(
             ("attn_v.weight", "ffn_down.weight")):
         return "Q6_K"
@@ -368,22 +373,23 @@ def kquant_tensors(a, weights):
         if t.ndim != 2:
             continue
         gname = gguf_name(name)
-        qn = kquant_type(gname)
+        qn = kquant_type(gname, a.dtype)
         qtype = getattr(gguf.GGMLQuantizationType, qn)
         rows, cols = t.shape
-        if cols % 256:
-            sys.exit(f"make_random_model: --dtype kquant: {name} has {cols} columns, not a "
-                     "multiple of 256")
-        bb = gguf.GGML_QUANT_SIZES[qtype][1]
-        raw = rng.randint(0, 256, size=(rows * cols // 256, bb)).astype(np.uint8)
+        be, bb = gguf.GGML_QUANT_SIZES[qtype]  # elements and bytes of a block
+        if cols % be:
+            sys.exit(f"make_random_model: --dtype {a.dtype}: {name} has {cols} columns, not a "
+                     f"multiple of {be}")
+        raw = rng.randint(0, 256, size=(rows * cols // be, bb)).astype(np.uint8)
         per_d, dmin_per_d = KQ_SPREAD[qn]
         d = np.float16(float(np.std(t)) / per_d)
         if qn == "Q6_K":
             raw[:, bb - 2:] = np.frombuffer(d.tobytes(), np.uint8)
         else:
             raw[:, 0:2] = np.frombuffer(d.tobytes(), np.uint8)
-            raw[:, 2:4] = np.frombuffer(np.float16(float(d) * dmin_per_d).tobytes(), np.uint8)
-        out[gname] = (qtype, raw.reshape(rows, cols // 256 * bb))
+            if qn != "Q5_0":  # its bytes 2..5 are the fifth bits
+                raw[:, 2:4] = np.frombuffer(np.float16(float(d) * dmin_per_d).tobytes(), np.uint8)
+        out[gname] = (qtype, raw.reshape(rows, cols // be * bb))
     return out
 
 
@@ -404,7 +410,8 @@ def write_gguf(a, weights, kq=None, twin_path=None):
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if twin_path else
                     {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                      "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-                     "kquant": gguf.LlamaFileType.MOSTLY_Q4_K_M}[a.dtype])
+                     "kquant": gguf.LlamaFileType.MOSTLY_Q4_K_M,
+                     "q5": gguf.LlamaFileType.MOSTLY_Q5_1}[a.dtype])
     w.add_block_count(a.layers)
     w.add_context_length(a.max_pos)
     w.add_embedding_length(a.dim)
@@ -485,7 +492,7 @@ def parse_args(argv):
     ap.add_argument("--hidden", type=int, required=True, help="MLP intermediate size")
     ap.add_argument("--vocab", type=int, required=True)
     ap.add_argument("--tie", action="store_true", help="tie lm_head to the embeddings")
-    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16", "kquant"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16", "kquant", "q5"])
     ap.add_argument("--dequantized-twin", help="kquant: also write the model dequantized to F32 "
                     "to this .gguf path")
     ap.add_argument("--shards", type=int, default=1, help="hf only: safetensors shards")
@@ -514,10 +521,10 @@ def parse_args(argv):
         ap.error(f"--vocab must exceed {max(BOS_ID, EOS_ID)}")
     if a.chat_template and a.format != "gguf":
         ap.error("--chat-template applies to --format gguf only")
-    if a.dtype == "kquant" and a.format != "gguf":
-        ap.error("--dtype kquant applies to --format gguf only")
-    if a.dequantized_twin and a.dtype != "kquant":
-        ap.error("--dequantized-twin applies to --dtype kquant only")
+    if a.dtype in ("kquant", "q5") and a.format != "gguf":
+        ap.error(f"--dtype {a.dtype} applies to --format gguf only")
+    if a.dequantized_twin and a.dtype not in ("kquant", "q5"):
+        ap.error("--dequantized-twin applies to --dtype kquant or q5 only")
     if a.format == "gguf" and a.shards != 1:
         ap.error("--shards applies to --format hf only")
     if a.eps <= 0 or a.rope_theta <= 0:
@@ -535,7 +542,7 @@ def main(argv=None):
     weights = make_weights(a)
     if a.format == "hf":
         write_hf(a, weights)
-    elif a.dtype == "kquant":
+    elif a.dtype in ("kquant", "q5"):
         kq = kquant_tensors(a, weights)
         write_gguf(a, weights, kq)
         if a.dequantized_twin:

@@ -30,6 +30,8 @@
 #define KN_T_F16  1
 #define KN_T_Q4_0 2
 #define KN_T_Q4_1 3
+#define KN_T_Q5_0 6
+#define KN_T_Q5_1 7
 #define KN_T_Q8_0 8
 #define KN_T_Q4_K 12
 #define KN_T_Q5_K 13
@@ -98,10 +100,24 @@ KN_HDC int kn_ksb_bytes(int type) {
     return type == KN_T_Q4_K ? 144 : type == KN_T_Q5_K ? 176 : type == KN_T_Q6_K ? 210 : 0;
 }
 
+/* The types whose rows grow on the GPU ("unfolded": quants widened to a byte each, headers to two
+ * floats): the K-quants, a stored unit a 256-element super-block, and Q5_0 / Q5_1, a unit one
+ * 32-element block. Bytes of one stored unit (0 for the others), and its 32-element blocks. */
+KN_HDC int kn_unfold_bytes(int type) {
+    return kn_ksb_bytes(type)  ? kn_ksb_bytes(type)
+           : type == KN_T_Q5_0 ? 22
+           : type == KN_T_Q5_1 ? 24
+                               : 0;
+}
+
+KN_HDC int kn_unfold_blocks(int type) {
+    return kn_ksb_bytes(type) ? 8 : 1;
+}
+
 /* Whether rows of `type` lie on the GPU in the quantized block layout below (quants of every
  * 32-element block, then every block's header). */
 KN_HD int kn_is_qgpu(int type) {
-    return kn_qblock_bytes(type) || kn_ksb_bytes(type);
+    return kn_qblock_bytes(type) || kn_unfold_bytes(type);
 }
 
 /* Bytes of one block's quants in the GPU layout (below): 16 of nibbles or 32 of bytes. */
@@ -146,10 +162,12 @@ KN_HD float kn_pelem(int type, const uint8_t *qs, float d, float mn, int i) {
  *   bytes and the scales of the block's two 16-element halves, d * scale[2j] and d * scale[2j + 1]
  *   (no offset). Rows grow: 24 bytes per 32 elements for Q4_K (stored: 18), 40 for Q5_K (22) and
  *   Q6_K (26.25), against 128 as fp32.
+ * - Q5_0, Q5_1: each block's 5-bit quants as bytes, the header two floats: Q5_0 the quants minus
+ *   16 (signed) and d, 0; Q5_1 the quants and d, m. 40 bytes per 32 elements (stored: 22, 24).
  *
  * The backend rearranges each quantized weight once, at upload. */
 KN_HDC int kn_qhead_bytes(int type) {
-    return kn_ksb_bytes(type) ? 8 : type == KN_T_Q4_1 ? 4 : 2;
+    return kn_unfold_bytes(type) ? 8 : type == KN_T_Q4_1 ? 4 : 2;
 }
 
 /* Bytes of a GPU row of k elements of a quantized type (k a multiple of the type's block). */
@@ -169,9 +187,22 @@ KN_HD void kn_k_scale_min_hd(const uint8_t *s, int j, int *sc, int *mn) {
     }
 }
 
-/* Sub-block j (0..7) of a stored Q4_K / Q5_K / Q6_K super-block sb: its 32 quants q (Q6_K's minus
- * 32) and its header h[2] in the GPU layout's terms. */
+/* Block j (0..7; 0 for Q5_0 / Q5_1) of a stored unit sb of an unfolded type: its 32 quants q
+ * (Q6_K's minus 32, Q5_0's minus 16) and its header h[2] in the GPU layout's terms. */
 KN_HD void kn_ksub_block(int type, const uint8_t *sb, int j, int *q, float *h) {
+    if (type == KN_T_Q5_0 || type == KN_T_Q5_1) {
+        int o = type == KN_T_Q5_1 ? 4 : 2, off = type == KN_T_Q5_0 ? 16 : 0;
+        uint32_t qh = (uint32_t)sb[o] | (uint32_t)sb[o + 1] << 8 | (uint32_t)sb[o + 2] << 16 |
+                      (uint32_t)sb[o + 3] << 24;
+        const uint8_t *qs = sb + o + 4;
+        for (int l = 0; l < 16; l++) {
+            q[l] = ((qs[l] & 0x0f) | (int)((qh >> l) & 1) << 4) - off;
+            q[l + 16] = ((qs[l] >> 4) | (int)((qh >> (l + 16)) & 1) << 4) - off;
+        }
+        h[0] = kn_h2f((uint16_t)(sb[0] | sb[1] << 8));
+        h[1] = type == KN_T_Q5_1 ? kn_h2f((uint16_t)(sb[2] | sb[3] << 8)) : 0.0f;
+        return;
+    }
     if (type == KN_T_Q6_K) {
         int half = j / 4, c = j % 4;
         const uint8_t *ql = sb + 64 * half + 32 * (c % 2), *qh = sb + 128 + 32 * half;
@@ -203,21 +234,22 @@ KN_HD void kn_put_block(int type, uint8_t *dst, int nb, int b, const int *q, con
     memcpy(dst + (size_t)nb * kn_qs_bytes(type) + (size_t)b * 8, h, 8);
 }
 
-/* Super-block s of the stored Q4_K / Q5_K / Q6_K row src into the GPU row dst of nb 32-element
- * blocks: its eight sub-blocks (krepack_kernel's unit of work). */
+/* Stored unit s (a super-block, or a Q5 block) of the row src of an unfolded type into the GPU row
+ * dst of nb 32-element blocks: its blocks (krepack_kernel's unit of work). */
 KN_HD void kn_krepack_sb(int type, uint8_t *dst, const uint8_t *src, int nb, int s) {
-    const uint8_t *sb = src + (size_t)s * kn_ksb_bytes(type);
-    for (int j = 0; j < 8; j++) {
+    const uint8_t *sb = src + (size_t)s * kn_unfold_bytes(type);
+    int nj = kn_unfold_blocks(type);
+    for (int j = 0; j < nj; j++) {
         int q[KN_BLOCK];
         float h[2];
         kn_ksub_block(type, sb, j, q, h);
-        kn_put_block(type, dst, nb, s * 8 + j, q, h);
+        kn_put_block(type, dst, nb, s * nj + j, q, h);
     }
 }
 
-/* GPU row dst (kn_qrow_bytes) = the stored Q4_K / Q5_K / Q6_K row src of nb 32-element blocks. */
+/* GPU row dst (kn_qrow_bytes) = the stored row src of an unfolded type, nb 32-element blocks. */
 KN_HD void kn_krepack_row(int type, uint8_t *dst, const uint8_t *src, int nb) {
-    for (int s = 0; s < nb / 8; s++) kn_krepack_sb(type, dst, src, nb, s);
+    for (int s = 0; s < nb / kn_unfold_blocks(type); s++) kn_krepack_sb(type, dst, src, nb, s);
 }
 
 /* Block b of the stored Q4_0 / Q4_1 / Q8_0 row src into the repacked row dst of nb blocks
@@ -238,7 +270,7 @@ KN_HD void kn_repack_row(int type, uint8_t *dst, const uint8_t *src, int nb) {
 KN_HD const uint8_t *kn_prow_block(int type, const uint8_t *row, int nb, int b, float *d,
                                    float *mn) {
     const uint8_t *h = row + (size_t)nb * kn_qs_bytes(type) + (size_t)b * kn_qhead_bytes(type);
-    if (kn_ksb_bytes(type)) {
+    if (kn_unfold_bytes(type)) {
         memcpy(d, h, 4);
         memcpy(mn, h + 4, 4);
         return row + (size_t)b * kn_qs_bytes(type);

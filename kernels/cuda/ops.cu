@@ -647,11 +647,12 @@ static __global__ void repack_kernel(uint8_t *dst, const uint8_t *src, int type,
     kn_repack_block(type, dst + r * row_bytes, src + r * row_bytes, nb, (int)(i % nb));
 }
 
-/* dst rows (nr, kn_qrow_bytes) = stored Q4_K / Q5_K / Q6_K rows of src (src_row_bytes apart)
- * unfolded (kn_krepack_row); one thread per super-block. */
+/* dst rows (nr, kn_qrow_bytes) = stored rows of an unfolded type at src (src_row_bytes apart)
+ * unfolded (kn_krepack_row); one thread per stored unit (super-block, or Q5 block). */
 static __global__ void krepack_kernel(uint8_t *dst, const uint8_t *src, int type,
                                       size_t src_row_bytes, int nb, int nr) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nsb = (size_t)nb / 8;
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x,
+           nsb = (size_t)nb / kn_unfold_blocks(type);
     if (i >= (size_t)nr * nsb) return;
     size_t r = i / nsb;
     kn_krepack_sb(type, dst + r * kn_qrow_bytes(type, (int64_t)nb * KN_BLOCK),
@@ -897,7 +898,7 @@ extern "C" int kn_cu_matmul_supported(int type, int64_t cols) {
     if (cols <= 0 || cols > (1 << 30)) return 0;
     if (type == KN_T_F32 || type == KN_T_F16 || type == KN_T_BF16) return 1;
     if (kn_ksb_bytes(type)) return cols % KN_KBLOCK == 0;
-    return kn_qblock_bytes(type) && cols % KN_BLOCK == 0;
+    return (kn_qblock_bytes(type) || kn_unfold_bytes(type)) && cols % KN_BLOCK == 0;
 }
 
 /* The fast matrix-vector kernels for R activation rows over a set of weights of one type, when
@@ -928,6 +929,10 @@ static int matvec_fast(const mv_set_t &set, const float *x, int type, size_t row
             KN_MMVQ(KN_T_Q4_1);
         else if (type == KN_T_Q8_0)
             KN_MMVQ(KN_T_Q8_0);
+        else if (type == KN_T_Q5_0)
+            KN_MMVQ(KN_T_Q5_0);
+        else if (type == KN_T_Q5_1)
+            KN_MMVQ(KN_T_Q5_1);
         else if (type == KN_T_Q4_K)
             KN_MMVQ16(KN_T_Q4_K);
         else if (type == KN_T_Q5_K)
@@ -1023,14 +1028,15 @@ extern "C" int kn_cu_repack(void *w, int type, size_t row_bytes, int n, int k, v
 }
 
 extern "C" size_t kn_cu_row_bytes(int type, int64_t k, size_t stored) {
-    return kn_ksb_bytes(type) ? kn_qrow_bytes(type, k) : stored;
+    return kn_unfold_bytes(type) ? kn_qrow_bytes(type, k) : stored;
 }
 
 extern "C" int kn_cu_krepack(void *dst, const void *src, int type, size_t src_row_bytes, int n,
                              int k, void *stream) {
-    if (!kn_ksb_bytes(type) || k % KN_KBLOCK) return -(int)cudaErrorInvalidValue;
+    int unit = KN_BLOCK * kn_unfold_blocks(type); /* elements of a stored unit */
+    if (!kn_unfold_bytes(type) || k % unit) return -(int)cudaErrorInvalidValue;
     if (n <= 0) return 0;
-    size_t units = (size_t)n * (k / KN_KBLOCK);
+    size_t units = (size_t)n * (k / unit);
     krepack_kernel<<<(unsigned)((units + 127) / 128), 128, 0, (cudaStream_t)stream>>>(
         (uint8_t *)dst, (const uint8_t *)src, type, src_row_bytes, k / KN_BLOCK, n);
     return last_rc();

@@ -159,12 +159,13 @@ int kn_cu_matmul_n(const kn_cu_mat_t *m, int count, const float *x, int k, int r
  * kn_cu_embed read must have been repacked once; other types are left as they are. */
 int kn_cu_repack(void *w, int type, size_t row_bytes, int n, int k, void *tmp, size_t tmp_bytes,
                  void *stream);
-/* Bytes of a row of k elements of `type` on the GPU: `stored` (the file's row size) but for Q4_K,
- * Q5_K and Q6_K, whose super-blocks are unfolded into 32-element blocks (device_math.h). */
+/* Bytes of a row of k elements of `type` on the GPU: `stored` (the file's row size) but for the
+ * unfolded types, Q4_K, Q5_K, Q6_K, Q5_0 and Q5_1, whose quants are widened to bytes in
+ * 32-element blocks (device_math.h). */
 size_t kn_cu_row_bytes(int type, int64_t k, size_t stored);
-/* dst (n rows of kn_cu_row_bytes) = the n stored Q4_K / Q5_K / Q6_K rows of k elements at src
- * (src_row_bytes apart), both in device memory, unfolded into the GPU layout. kn_cu_matmul and
- * kn_cu_embed read K-quant weights only in that layout. */
+/* dst (n rows of kn_cu_row_bytes) = the n stored rows of an unfolded type (Q4_K, Q5_K, Q6_K, Q5_0,
+ * Q5_1) of k elements at src (src_row_bytes apart), both in device memory, unfolded into the GPU
+ * layout. kn_cu_matmul and kn_cu_embed read those weights only in that layout. */
 int kn_cu_krepack(void *dst, const void *src, int type, size_t src_row_bytes, int n, int k,
                   void *stream);
 /* True when kn_cu_matmul reads weights of `type` with rows of cols elements. */

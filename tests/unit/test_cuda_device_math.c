@@ -26,6 +26,8 @@ static void test_type_codes(void **state) {
     assert_int_equal(KN_T_F16, LT_DTYPE_F16);
     assert_int_equal(KN_T_Q4_0, LT_DTYPE_Q4_0);
     assert_int_equal(KN_T_Q4_1, LT_DTYPE_Q4_1);
+    assert_int_equal(KN_T_Q5_0, LT_DTYPE_Q5_0);
+    assert_int_equal(KN_T_Q5_1, LT_DTYPE_Q5_1);
     assert_int_equal(KN_T_Q8_0, LT_DTYPE_Q8_0);
     assert_int_equal(KN_T_BF16, LT_DTYPE_BF16);
     assert_int_equal(KN_T_Q4_K, LT_DTYPE_Q4_K);
@@ -37,8 +39,14 @@ static void test_type_codes(void **state) {
         assert_int_equal((size_t)kn_ksb_bytes(ktypes[i]), lt_dtype_block_bytes(ktypes[i]));
         assert_true(kn_is_qgpu(ktypes[i]));
     }
+    int utypes[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
+    for (int i = 0; i < 5; i++) { /* a stored unit: one super-block, or one Q5 block */
+        assert_int_equal((size_t)kn_unfold_bytes(utypes[i]), lt_dtype_block_bytes(utypes[i]));
+        assert_int_equal(KN_BLOCK * kn_unfold_blocks(utypes[i]), lt_dtype_block_elems(utypes[i]));
+        assert_true(kn_is_qgpu(utypes[i]));
+    }
     assert_false(kn_is_qgpu(LT_DTYPE_F16));
-    assert_false(kn_is_qgpu(LT_DTYPE_Q5_0)); /* not read by the GPU: converted at load */
+    assert_false(kn_is_qgpu(LT_DTYPE_Q2_K)); /* not read by the GPU: converted at load */
     int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0};
     for (int i = 0; i < 3; i++)
         assert_int_equal((size_t)kn_qblock_bytes(types[i]), lt_dtype_block_bytes(types[i]));
@@ -137,8 +145,8 @@ static void rand_krow(int type, uint8_t *row, int n);
 
 static void test_integer_dot(void **state) {
     (void)state;
-    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
-                   LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K};
+    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_K,
+                   LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
     const int n = 512, nb = n / KN_BLOCK;
     srand(11);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
@@ -205,8 +213,18 @@ static void test_integer_dot(void **state) {
     }
 }
 
-/* A random stored K-quant row of n elements (n % 256 == 0) with sane f16 scales. */
+/* A random stored row of an unfolded type (K-quants: n % 256 == 0) with sane f16 scales. */
 static void rand_krow(int type, uint8_t *row, int n) {
+    if (type == LT_DTYPE_Q5_0 || type == LT_DTYPE_Q5_1) {
+        size_t bb = lt_dtype_block_bytes(type);
+        for (size_t i = 0; i < bb * (size_t)(n / KN_BLOCK); i++) row[i] = (uint8_t)rand();
+        for (int b = 0; b < n / KN_BLOCK; b++) {
+            uint16_t d = lt_f32_to_f16(frand(0.001f, 0.1f)), m = lt_f32_to_f16(frand(-1, 1));
+            memcpy(row + (size_t)b * bb, &d, 2);
+            if (type == LT_DTYPE_Q5_1) memcpy(row + (size_t)b * bb + 2, &m, 2);
+        }
+        return;
+    }
     size_t sbb = lt_dtype_block_bytes(type);
     for (size_t i = 0; i < sbb * (size_t)(n / KN_KBLOCK); i++) row[i] = (uint8_t)rand();
     for (int s = 0; s < n / KN_KBLOCK; s++) {
@@ -221,8 +239,9 @@ static void rand_krow(int type, uint8_t *row, int n) {
     }
 }
 
-/* Q4_K, Q5_K, Q6_K unfolded into the GPU layout (kn_krepack_row): every element as kn_row_elem and
- * kn_pelem read it equals kn_dequantize's, bit for bit; the 6-bit scales as kn_k_scale_min's. */
+/* Q4_K, Q5_K, Q6_K, Q5_0, Q5_1 unfolded into the GPU layout (kn_krepack_row): every element as
+ * kn_row_elem and kn_pelem read it equals kn_dequantize's, bit for bit; the 6-bit scales as
+ * kn_k_scale_min's. */
 static void test_kquant_layout(void **state) {
     (void)state;
     srand(13);
@@ -237,7 +256,7 @@ static void test_kquant_layout(void **state) {
             assert_int_equal(mn, mn2);
         }
     }
-    int types[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K};
+    int types[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
     const int n = 768, nb = n / KN_BLOCK;
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         int type = types[ti];

@@ -227,15 +227,15 @@ static void test_llama_tiny_gguf(void **state) {
     check_reference(path, "reference_llama-tiny.json", LT_DTYPE_F16);
 }
 
-/* A model whose matrices are Q4_K/Q5_K/Q6_K super-blocks against the same model dequantized to
- * F32 (tools/make_random_model.py --dtype kquant --dequantized-twin): the K-quant kernels end to
+/* A model whose matrices are quantized blocks of random bytes against the same model dequantized
+ * to F32 (tools/make_random_model.py --dtype kquant|q5 --dequantized-twin): the kernels end to
  * end, through the loader, the forward pass and the LM head. Logits within 1e-3 of the range at
  * every prompt position (the int16 activations' rounding, as against transformers), the same
  * greedy continuation. */
-static void test_kquant_gguf(void **state) {
+static void check_twin(const char *model) {
     char path[4200], twin[4200], err[LT_ERR_LEN];
-    snprintf(path, sizeof path, "%s/model.gguf", random_model("llama-kquant-gguf"));
-    snprintf(twin, sizeof twin, "%s/twin.gguf", random_model("llama-kquant-gguf"));
+    snprintf(path, sizeof path, "%s/model.gguf", random_model(model));
+    snprintf(twin, sizeof twin, "%s/twin.gguf", random_model(model));
     wk_model_t *mq, *mf;
     if (wk_model_load(path, NULL, &mq, err) != LT_OK) fail_msg("%s", err);
     if (wk_model_load(twin, NULL, &mf, err) != LT_OK) fail_msg("%s", err);
@@ -251,12 +251,12 @@ static void test_kquant_gguf(void **state) {
     run_feed(&rq, mq, ids, N, lq);
     run_feed(&rf, mf, ids, N, lf);
     double worst = tu_logit_diff(lq, lf, N, vocab);
-    printf("K-quant model against its F32 twin: worst logit difference %.2e of the range\n", worst);
+    printf("%s against its F32 twin: worst logit difference %.2e of the range\n", model, worst);
     assert_true(worst < 1e-3);
     int tq = argmax(lq + (size_t)(N - 1) * vocab, vocab),
         tf = argmax(lf + (size_t)(N - 1) * vocab, vocab);
     for (int g = 0; g < GREEDY; g++) {
-        if (tq != tf) fail_msg("greedy step %d: K-quant model %d, F32 twin %d", g, tq, tf);
+        if (tq != tf) fail_msg("%s greedy step %d: %d, F32 twin %d", model, g, tq, tf);
         run_feed(&rq, mq, &tq, 1, lq);
         run_feed(&rf, mf, &tf, 1, lf);
         tq = argmax(lq, vocab);
@@ -268,6 +268,16 @@ static void test_kquant_gguf(void **state) {
     free(lf);
     wk_model_free(&mq);
     wk_model_free(&mf);
+}
+
+/* Q4_K/Q5_K/Q6_K super-blocks (llama.cpp's Q4_K_M mix). */
+static void test_kquant_gguf(void **state) {
+    check_twin("llama-kquant-gguf");
+}
+
+/* Q5_0/Q5_1 blocks on dims that are multiples of 32, not of 256. */
+static void test_q5_gguf(void **state) {
+    check_twin("llama-q5-gguf");
 }
 
 /* Chunked prefill, scattered blocks and a two-sequence batch agree with one whole pass. */
@@ -689,12 +699,13 @@ static void test_kv_blocks_for(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kv_blocks_for),    cmocka_unit_test(test_graph_contract),
-        cmocka_unit_test(test_random_model),     cmocka_unit_test(test_default_model),
-        cmocka_unit_test(test_qwen2_tiny),       cmocka_unit_test(test_qwen3_tiny),
-        cmocka_unit_test(test_llama_tiny),       cmocka_unit_test(test_llama_tiny_gguf),
-        cmocka_unit_test(test_kquant_gguf),      cmocka_unit_test(test_batching_equivalence),
-        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_long_context_chunks),
+        cmocka_unit_test(test_kv_blocks_for),        cmocka_unit_test(test_graph_contract),
+        cmocka_unit_test(test_random_model),         cmocka_unit_test(test_default_model),
+        cmocka_unit_test(test_qwen2_tiny),           cmocka_unit_test(test_qwen3_tiny),
+        cmocka_unit_test(test_llama_tiny),           cmocka_unit_test(test_llama_tiny_gguf),
+        cmocka_unit_test(test_kquant_gguf),          cmocka_unit_test(test_q5_gguf),
+        cmocka_unit_test(test_batching_equivalence), cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_long_context_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

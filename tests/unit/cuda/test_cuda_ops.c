@@ -5,7 +5,8 @@
  * BF16 caches, head_dim 64, 128, 256, scattered blocks, two sequences, prefill and decode rows;
  * per token, split over position ranges, and by tiles), and matmul on both paths
  * (matrix-vector up to KN_CU_MATVEC_MAX_ROWS rows, cuBLAS above) for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K,
- * Q6_K (unfolded on the device by kn_cu_krepack), F16, BF16 and F32 weights, with and without
+ * Q6_K, Q5_0, Q5_1 (the last five unfolded on the device by kn_cu_krepack), F16, BF16 and F32
+ * weights, with and without
  * bias. Outputs are poisoned (NaN bytes) before each kernel so
  * an unwritten element fails; each comparison is an NMSE bound printed with its value.
  * Exits 77 (skipped) where no GPU is visible.
@@ -82,6 +83,12 @@ static void rand_row(int type, uint8_t *row, int n) {
         memcpy(row + (size_t)b * qb, &d, 2);
         if (type == LT_DTYPE_Q4_1) memcpy(row + (size_t)b * qb + 2, &m, 2);
     }
+    int q5 = type == LT_DTYPE_Q5_0 || type == LT_DTYPE_Q5_1 ? kn_unfold_bytes(type) : 0;
+    for (int b = 0; q5 && b < n / KN_BLOCK; b++) { /* Q5_0 / Q5_1: each block's d (and m) */
+        uint16_t d = lt_f32_to_f16(frand(0.005f, 0.05f)), m = lt_f32_to_f16(frand(-0.2f, 0.2f));
+        memcpy(row + (size_t)b * q5, &d, 2);
+        if (type == LT_DTYPE_Q5_1) memcpy(row + (size_t)b * q5 + 2, &m, 2);
+    }
     int sbb = kn_ksb_bytes(type); /* K-quants: the super-blocks' f16 d (and dmin) */
     for (int s = 0; sbb && s < n / KN_KBLOCK; s++) {
         uint16_t d = lt_f32_to_f16(frand(0.0005f, 0.005f)), m = lt_f32_to_f16(frand(0, 0.005f));
@@ -93,11 +100,11 @@ static void rand_row(int type, uint8_t *row, int n) {
 
 /* A matrix's rows as the GPU holds them, *grb bytes apart: Q4_0/Q4_1/Q8_0 rows repacked (ops.h:
  * kn_cu_repack; done on the host here with kn_repack_row, backend_cuda.c does it on the device);
- * K-quant rows uploaded as stored and unfolded on the device by kn_cu_krepack, as the backend
- * does. */
+ * K-quant and Q5 rows uploaded as stored and unfolded on the device by kn_cu_krepack, as the
+ * backend does. */
 static void *dev_weight(const uint8_t *w, int type, size_t rb, int n, int k, size_t *grb) {
     *grb = kn_cu_row_bytes(type, k, rb);
-    if (kn_ksb_bytes(type)) {
+    if (kn_unfold_bytes(type)) {
         void *stored = dev(w, rb * n), *d = dev(NULL, *grb * n);
         int rc = kn_cu_krepack(d, stored, type, rb, n, k, NULL);
         cudaError_t e = cudaDeviceSynchronize();
@@ -133,10 +140,10 @@ static void mm_scratch_free(kn_cu_mm_scratch_t *s) {
     cudaFree(s->wtile), cudaFree(s->xh), cudaFree(s->xq), cudaFree(s->xs);
 }
 
-static const int TYPES[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0,
-                            LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K,
+static const int TYPES[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_K,
+                            LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1,
                             LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
-#define N_TYPES 9
+#define N_TYPES 11
 
 /* Every type, k = 512 (16-byte aligned rows: the fast kernels), 96 and 160 (rows aligned to 4
  * bytes or less: the 4-byte and generic kernels; not for the K-quants, whose rows are whole

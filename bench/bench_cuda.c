@@ -74,6 +74,7 @@ static double copy_bandwidth(size_t n) {
         cudaEventElapsedTime(&ms, e0, e1);
         if (i >= 0) t[i] = ms * 1e-3;
     }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
     cudaFree(a), cudaFree(b);
     return 2.0 * (double)n / median(t, 10);
 }
@@ -101,6 +102,7 @@ static double gemm_peak(int n) {
         if (i >= 0) t[i] = ms * 1e-3;
     }
     cublasDestroy(h);
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
     cudaFree(a), cudaFree(b), cudaFree(c);
     return 2.0 * n * (double)n * n / median(t, 10);
 }

@@ -3,9 +3,9 @@
  * that compile both as `__host__ __device__` code under nvcc and as plain C11 under gcc, so the
  * CPU unit test test_cuda_device_math checks them against the CPU reference (kernels/cpu) without
  * a GPU: half/bfloat16 conversions, the GPU's row layout of the quantized types (Q4_0, Q4_1, Q8_0
- * regrouped; the Q4_K, Q5_K and Q6_K super-blocks unfolded into 32-element blocks) and its
- * dequantization, the int8 block dot products, the rotation of one RoPE pair, the online-softmax
- * update and SiLU.
+ * regrouped; the Q4_K, Q5_K and Q6_K super-blocks and the Q5_0 / Q5_1 blocks unfolded into
+ * 32-element blocks) and its dequantization, the 16-bit activation quants and the integer block
+ * dot products, the rotation of one RoPE pair, the online-softmax update and SiLU.
  *
  * Thread safety: pure functions. HOT (inlined into every kernel).
  */

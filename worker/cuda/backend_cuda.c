@@ -3,14 +3,14 @@
  * memory, one stream, cuBLAS bound to it.
  *
  * Weights are uploaded in their stored type (quantized blocks stay quantized, regrouped once into
- * the GPU's row layout by kn_cu_repack, or for the K-quants unfolded into a new, larger
- * allocation by kn_cu_krepack; matmul reads them with int8 dot products or dequantizes them into
- * fp16 tiles for cuBLAS, see ops.cu). begin() packs the batch's indices
- * (tokens, positions, sequences, logits rows, block tables padded to the longest) into one host
- * buffer and uploads it once per step; to_host copies logits back and synchronizes the stream.
- * The void operations of backend.h cannot return an error: the first failure is kept (sticky)
- * and returned by the next matmul or begin, so the step fails rather than computing on garbage;
- * logits copied back after a failure are NaN.
+ * the GPU's row layout by kn_cu_repack, or for the K-quants and Q5_0 / Q5_1 unfolded into a new,
+ * larger allocation by kn_cu_krepack; matmul reads them with integer dot products or dequantizes
+ * them into fp16 tiles for cuBLAS, see ops.cu). begin() packs the batch's indices (tokens,
+ * positions, sequences, logits rows, block tables padded to the longest) into one host buffer and
+ * uploads it once per step; to_host copies logits back and synchronizes the stream. The void
+ * operations of backend.h cannot return an error: the first failure is kept (sticky) and returned
+ * by the next matmul or begin, so the step fails rather than computing on garbage; logits copied
+ * back after a failure are NaN.
  *
  * Built only with LANTERN_HAVE_CUDA, into the module liblantern_cuda.so with nccl_comm.c and
  * kernels/cuda, which cuda_loader.c opens only when a worker runs on CUDA: the CPU path never

@@ -3,7 +3,7 @@
  * that compile both as `__host__ __device__` code under nvcc and as plain C11 under gcc, so the
  * CPU unit test test_cuda_device_math checks them against the CPU reference (kernels/cpu) without
  * a GPU: half/bfloat16 conversions, the GPU's row layout of the quantized types (Q4_0, Q4_1, Q8_0
- * regrouped; the Q4_K, Q5_K and Q6_K super-blocks and the Q5_0 / Q5_1 blocks unfolded into
+ * regrouped; the Q3_K, Q4_K, Q5_K and Q6_K super-blocks and the Q5_0 / Q5_1 blocks unfolded into
  * 32-element blocks) and its dequantization, the 16-bit activation quants and the integer block
  * dot products, the rotation of one RoPE pair, the online-softmax update and SiLU.
  *
@@ -36,6 +36,7 @@
 #define KN_T_Q4_K 12
 #define KN_T_Q5_K 13
 #define KN_T_Q6_K 14
+#define KN_T_Q3_K 11
 #define KN_T_BF16 30
 #define KN_BLOCK  32  /* elements per Q4_0 / Q4_1 / Q8_0 block, and per block of the GPU layout */
 #define KN_KBLOCK 256 /* elements per Q4_K / Q5_K / Q6_K super-block */
@@ -97,7 +98,11 @@ KN_HDC int kn_qblock_bytes(int type) {
 
 /* The K-quants the GPU reads: bytes of one stored super-block (0 for the others). */
 KN_HDC int kn_ksb_bytes(int type) {
-    return type == KN_T_Q4_K ? 144 : type == KN_T_Q5_K ? 176 : type == KN_T_Q6_K ? 210 : 0;
+    return type == KN_T_Q4_K   ? 144
+           : type == KN_T_Q5_K ? 176
+           : type == KN_T_Q6_K ? 210
+           : type == KN_T_Q3_K ? 110
+                               : 0;
 }
 
 /* The types whose rows grow on the GPU ("unfolded": quants widened to a byte each, headers to two
@@ -125,6 +130,12 @@ KN_HDC int kn_qs_bytes(int type) {
     return type == KN_T_Q4_0 || type == KN_T_Q4_1 || type == KN_T_Q4_K ? 16 : 32;
 }
 
+/* The types whose 32-element GPU blocks carry the scales of their two 16-element halves (d for
+ * elements 0..15, mn for 16..31) and no offset: Q6_K, Q3_K. */
+KN_HDC int kn_halves(int type) {
+    return type == KN_T_Q6_K || type == KN_T_Q3_K;
+}
+
 /* A block's header: scale d and offset mn (element = d * q + mn; Q4_0's -8 folded into mn);
  * returns its quants. kn_qblock_q gives quant i (0..31) as an integer. */
 KN_HD const uint8_t *kn_qblock_head(int type, const uint8_t *blk, float *d, float *mn) {
@@ -145,7 +156,7 @@ KN_HD int kn_qblock_q(int type, const uint8_t *qs, int i) {
 /* Element i of a repacked block from kn_prow_block's d, mn and quants. */
 KN_HD float kn_pelem(int type, const uint8_t *qs, float d, float mn, int i) {
     float q = (float)kn_qblock_q(type, qs, i);
-    if (type == KN_T_Q6_K) return (i < 16 ? d : mn) * q;
+    if (kn_halves(type)) return (i < 16 ? d : mn) * q;
     return d * q + mn;
 }
 
@@ -160,8 +171,9 @@ KN_HD float kn_pelem(int type, const uint8_t *qs, float d, float mn, int i) {
  *   the header two floats: Q4_K and Q5_K (nibbles; Q5_K's quants 0..31 as bytes) d * scale and
  *   -(dmin * min), the products the CPU's dequantizer forms; Q6_K the quants minus 32 as signed
  *   bytes and the scales of the block's two 16-element halves, d * scale[2j] and d * scale[2j + 1]
- *   (no offset). Rows grow: 24 bytes per 32 elements for Q4_K (stored: 18), 40 for Q5_K (22) and
- *   Q6_K (26.25), against 128 as fp32.
+ *   (no offset); Q3_K likewise, its quants -4..3 and its halves' scales d * (scale - 32). Rows
+ *   grow: 24 bytes per 32 elements for Q4_K (stored: 18), 40 for Q5_K (22), Q6_K (26.25) and Q3_K
+ *   (13.75), against 128 as fp32.
  * - Q5_0, Q5_1: each block's 5-bit quants as bytes, the header two floats: Q5_0 the quants minus
  *   16 (signed) and d, 0; Q5_1 the quants and d, m. 40 bytes per 32 elements (stored: 22, 24).
  *
@@ -201,6 +213,21 @@ KN_HD void kn_ksub_block(int type, const uint8_t *sb, int j, int *q, float *h) {
         }
         h[0] = kn_h2f((uint16_t)(sb[0] | sb[1] << 8));
         h[1] = type == KN_T_Q5_1 ? kn_h2f((uint16_t)(sb[2] | sb[3] << 8)) : 0.0f;
+        return;
+    }
+    if (type == KN_T_Q3_K) { /* 16-element sub-blocks 2j, 2j + 1 (the CPU's deq_q3_k) */
+        const uint8_t *hmask = sb, *qs = sb + 32 + 32 * (j / 4), *s = sb + 96;
+        float d = kn_h2f((uint16_t)(s[12] | s[13] << 8));
+        for (int half = 0; half < 2; half++) {
+            int i = 2 * j + half, lo = (s[i % 8] >> (4 * (i / 8))) & 0x0f;
+            int hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+            h[half] = d * (float)((lo | (hi << 4)) - 32);
+            for (int l = 0; l < 16; l++) {
+                int v = (qs[16 * half + l] >> (2 * (j % 4))) & 3;
+                if (!((hmask[16 * half + l] >> j) & 1)) v -= 4;
+                q[16 * half + l] = v;
+            }
+        }
         return;
     }
     if (type == KN_T_Q6_K) {
@@ -352,11 +379,11 @@ typedef struct kn_q32 {
  * nibble of byte i - 16; or 32 signed bytes in all 8), its scale d and offset mn (element = d * q
  * + mn); the activation block's 16-bit quants as planes xh, xl (kn_q16_block) with scale dx and
  * sx = dx * sum(quants). Exact integer sums (|256 * sum(w h) + sum(w l)| < 2^28), then two
- * products. Q6_K: d and mn are the halves' scales, no offset. */
+ * products. Q6_K, Q3_K (kn_halves): d and mn are the halves' scales, no offset. */
 KN_HD float kn_qdot_block(int type, kn_q32_t wq, float d, float mn, kn_q32_t xh, kn_q32_t xl,
                           float dx, float sx) {
     int sh = 0, sl = 0;
-    if (type == KN_T_Q6_K) {
+    if (kn_halves(type)) {
         int lh = 0, ll = 0;
         for (int j = 0; j < 4; j++) {
             lh = kn_dp4a(wq.v[j], xh.v[j], lh);

@@ -935,6 +935,8 @@ static int matvec_fast(const mv_set_t &set, const float *x, int type, size_t row
             KN_MMVQ(KN_T_Q5_1);
         else if (type == KN_T_Q4_K)
             KN_MMVQ16(KN_T_Q4_K);
+        else if (type == KN_T_Q3_K)
+            KN_MMVQ16(KN_T_Q3_K);
         else if (type == KN_T_Q5_K)
             KN_MMVQ16(KN_T_Q5_K);
         else

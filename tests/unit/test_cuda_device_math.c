@@ -33,14 +33,16 @@ static void test_type_codes(void **state) {
     assert_int_equal(KN_T_Q4_K, LT_DTYPE_Q4_K);
     assert_int_equal(KN_T_Q5_K, LT_DTYPE_Q5_K);
     assert_int_equal(KN_T_Q6_K, LT_DTYPE_Q6_K);
+    assert_int_equal(KN_T_Q3_K, LT_DTYPE_Q3_K);
     assert_int_equal(KN_KBLOCK, LT_DTYPE_QK_K);
-    int ktypes[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K};
-    for (int i = 0; i < 3; i++) {
+    int ktypes[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q3_K};
+    for (int i = 0; i < 4; i++) {
         assert_int_equal((size_t)kn_ksb_bytes(ktypes[i]), lt_dtype_block_bytes(ktypes[i]));
         assert_true(kn_is_qgpu(ktypes[i]));
     }
-    int utypes[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
-    for (int i = 0; i < 5; i++) { /* a stored unit: one super-block, or one Q5 block */
+    int utypes[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K,
+                    LT_DTYPE_Q3_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
+    for (int i = 0; i < 6; i++) { /* a stored unit: one super-block, or one Q5 block */
         assert_int_equal((size_t)kn_unfold_bytes(utypes[i]), lt_dtype_block_bytes(utypes[i]));
         assert_int_equal(KN_BLOCK * kn_unfold_blocks(utypes[i]), lt_dtype_block_elems(utypes[i]));
         assert_true(kn_is_qgpu(utypes[i]));
@@ -145,8 +147,8 @@ static void rand_krow(int type, uint8_t *row, int n);
 
 static void test_integer_dot(void **state) {
     (void)state;
-    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_K,
-                   LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
+    int types[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_K, LT_DTYPE_Q5_K,
+                   LT_DTYPE_Q6_K, LT_DTYPE_Q3_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
     const int n = 512, nb = n / KN_BLOCK;
     srand(11);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
@@ -196,11 +198,11 @@ static void test_integer_dot(void **state) {
              * of products into vpdpbusd, which reads one side as unsigned: wrong sums */
             volatile int exact = 0, hi = 0;
             for (int i = 0; i < KN_BLOCK; i++)
-                if (type == LT_DTYPE_Q6_K && i >= 16) /* the halves' own scales d and mn */
+                if (kn_halves(type) && i >= 16) /* the halves' own scales d and mn */
                     hi += kn_qblock_q(type, qs, i) * q[i];
                 else
                     exact += kn_qblock_q(type, qs, i) * q[i];
-            if (type == LT_DTYPE_Q6_K)
+            if (kn_halves(type))
                 assert_float_equal(part, d * dx * (float)exact + mn * dx * (float)hi, 0);
             else
                 assert_float_equal(part, d * dx * (float)exact + mn * sx, 0);
@@ -230,8 +232,8 @@ static void rand_krow(int type, uint8_t *row, int n) {
     for (int s = 0; s < n / KN_KBLOCK; s++) {
         uint8_t *sb = row + (size_t)s * sbb;
         uint16_t d = lt_f32_to_f16(frand(0.0005f, 0.02f)), dmin = lt_f32_to_f16(frand(0, 0.02f));
-        if (type == LT_DTYPE_Q6_K) {
-            memcpy(sb + 208, &d, 2);
+        if (type == LT_DTYPE_Q6_K || type == LT_DTYPE_Q3_K) { /* d last, no dmin */
+            memcpy(sb + sbb - 2, &d, 2);
         } else {
             memcpy(sb, &d, 2);
             memcpy(sb + 2, &dmin, 2);
@@ -239,8 +241,8 @@ static void rand_krow(int type, uint8_t *row, int n) {
     }
 }
 
-/* Q4_K, Q5_K, Q6_K, Q5_0, Q5_1 unfolded into the GPU layout (kn_krepack_row): every element as
- * kn_row_elem and kn_pelem read it equals kn_dequantize's, bit for bit; the 6-bit scales as
+/* Q4_K, Q5_K, Q6_K, Q3_K, Q5_0, Q5_1 unfolded into the GPU layout (kn_krepack_row): every element
+ * as kn_row_elem and kn_pelem read it equals kn_dequantize's, bit for bit; the 6-bit scales as
  * kn_k_scale_min's. */
 static void test_kquant_layout(void **state) {
     (void)state;
@@ -256,7 +258,8 @@ static void test_kquant_layout(void **state) {
             assert_int_equal(mn, mn2);
         }
     }
-    int types[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
+    int types[] = {LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K,
+                   LT_DTYPE_Q3_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1};
     const int n = 768, nb = n / KN_BLOCK;
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         int type = types[ti];

@@ -5,7 +5,7 @@
  * BF16 caches, head_dim 64, 128, 256, scattered blocks, two sequences, prefill and decode rows;
  * per token, split over position ranges, and by tiles), and matmul on both paths
  * (matrix-vector up to KN_CU_MATVEC_MAX_ROWS rows, cuBLAS above) for Q4_0, Q4_1, Q8_0, Q4_K, Q5_K,
- * Q6_K, Q5_0, Q5_1 (the last five unfolded on the device by kn_cu_krepack), F16, BF16 and F32
+ * Q6_K, Q3_K, Q5_0, Q5_1 (the last six unfolded on the device by kn_cu_krepack), F16, BF16, F32
  * weights, with and without
  * bias. Outputs are poisoned (NaN bytes) before each kernel so
  * an unwritten element fails; each comparison is an NMSE bound printed with its value.
@@ -93,8 +93,9 @@ static void rand_row(int type, uint8_t *row, int n) {
     for (int s = 0; sbb && s < n / KN_KBLOCK; s++) {
         uint16_t d = lt_f32_to_f16(frand(0.0005f, 0.005f)), m = lt_f32_to_f16(frand(0, 0.005f));
         uint8_t *sb = row + (size_t)s * sbb;
-        memcpy(type == LT_DTYPE_Q6_K ? sb + 208 : sb, &d, 2);
-        if (type != LT_DTYPE_Q6_K) memcpy(sb + 2, &m, 2);
+        bool last = type == LT_DTYPE_Q6_K || type == LT_DTYPE_Q3_K; /* d at the end, no dmin */
+        memcpy(last ? sb + sbb - 2 : sb, &d, 2);
+        if (!last) memcpy(sb + 2, &m, 2);
     }
 }
 
@@ -141,9 +142,9 @@ static void mm_scratch_free(kn_cu_mm_scratch_t *s) {
 }
 
 static const int TYPES[] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_K,
-                            LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1,
-                            LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
-#define N_TYPES 11
+                            LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q3_K, LT_DTYPE_Q5_0,
+                            LT_DTYPE_Q5_1, LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F32};
+#define N_TYPES 12
 
 /* Every type, k = 512 (16-byte aligned rows: the fast kernels), 96 and 160 (rows aligned to 4
  * bytes or less: the 4-byte and generic kernels; not for the K-quants, whose rows are whole

@@ -686,6 +686,14 @@ static bool quants_fit(const kn_cu_mm_scratch_t *s, int rows, int n) {
            n <= s->max_k;
 }
 
+/* The end of a *_q operation that wrote rows x k of out (status rc) and, when fit, their quants:
+ * s->quantized names them for the next product, or nothing; returns rc. */
+static int quants_made(kn_cu_mm_scratch_t *s, int rc, bool fit, const float *out, int rows, int k) {
+    s->quantized = NULL;
+    if (!rc && fit) s->quantized = out, s->quantized_rows = rows, s->quantized_k = k;
+    return rc;
+}
+
 static unsigned grid_for(size_t n, unsigned threads) {
     size_t g = (n + threads - 1) / threads;
     return (unsigned)(g > 65535 ? 65535 : (g ? g : 1));
@@ -775,37 +783,31 @@ extern "C" int kn_cu_swiglu(float *gate, const float *up, size_t n, void *stream
 
 extern "C" int kn_cu_rmsnorm_q(float *out, const float *x, const float *w, int rows, int n,
                                float eps, kn_cu_mm_scratch_t *s, void *stream) {
-    s->quantized = NULL;
-    if (!quants_fit(s, rows, n)) return kn_cu_rmsnorm(out, x, w, rows, n, eps, stream);
+    if (!quants_fit(s, rows, n))
+        return quants_made(s, kn_cu_rmsnorm(out, x, w, rows, n, eps, stream), false, out, rows, n);
     rmsnorm_kernel<false><<<rows, 256, 0, (cudaStream_t)stream>>>((float *)x, NULL, out, w, n, eps,
                                                                   (int8_t *)s->xq, (float2 *)s->xs);
-    int rc = last_rc();
-    if (!rc) s->quantized = out, s->quantized_rows = rows, s->quantized_k = n;
-    return rc;
+    return quants_made(s, last_rc(), true, out, rows, n);
 }
 
 extern "C" int kn_cu_add_rmsnorm_q(float *x, const float *y, float *out, const float *w, int rows,
                                    int n, float eps, kn_cu_mm_scratch_t *s, void *stream) {
-    s->quantized = NULL;
-    if (rows <= 0) return 0;
+    if (rows <= 0) return quants_made(s, 0, false, out, rows, n);
     bool fit = quants_fit(s, rows, n);
     rmsnorm_kernel<true><<<rows, 256, 0, (cudaStream_t)stream>>>(
         x, y, out, w, n, eps, fit ? (int8_t *)s->xq : NULL, fit ? (float2 *)s->xs : NULL);
-    int rc = last_rc();
-    if (!rc && fit) s->quantized = out, s->quantized_rows = rows, s->quantized_k = n;
-    return rc;
+    return quants_made(s, last_rc(), fit, out, rows, n);
 }
 
 extern "C" int kn_cu_swiglu_q(float *gate, const float *up, int rows, int n, kn_cu_mm_scratch_t *s,
                               void *stream) {
-    s->quantized = NULL;
-    if (!quants_fit(s, rows, n)) return kn_cu_swiglu(gate, up, (size_t)rows * n, stream);
+    if (!quants_fit(s, rows, n))
+        return quants_made(s, kn_cu_swiglu(gate, up, (size_t)rows * n, stream), false, gate, rows,
+                           n);
     int nblocks = rows * (n / KN_BLOCK);
     swiglu_q_kernel<<<(nblocks + 7) / 8, 256, 0, (cudaStream_t)stream>>>(
         gate, up, nblocks, (int8_t *)s->xq, (float2 *)s->xs);
-    int rc = last_rc();
-    if (!rc) s->quantized = gate, s->quantized_rows = rows, s->quantized_k = n;
-    return rc;
+    return quants_made(s, last_rc(), true, gate, rows, n);
 }
 
 extern "C" int kn_cu_add(float *x, const float *y, size_t n, void *stream) {
@@ -887,11 +889,9 @@ extern "C" int kn_cu_attention_q(float *out, const float *q, const kn_cu_kv_t *k
                                  kn_cu_mm_scratch_t *s, void *stream) {
     int k = nh * kv->head_dim;
     bool fit = quants_fit(s, b->n_tokens, k) && kv->head_dim % KN_BLOCK == 0;
-    s->quantized = NULL;
     int rc = attention_run(out, q, kv, layer, nh, b, part, splits, fit ? (int8_t *)s->xq : NULL,
                            fit ? (float2 *)s->xs : NULL, (cudaStream_t)stream);
-    if (!rc && fit) s->quantized = out, s->quantized_rows = b->n_tokens, s->quantized_k = k;
-    return rc;
+    return quants_made(s, rc, fit, out, b->n_tokens, k);
 }
 
 extern "C" int kn_cu_matmul_supported(int type, int64_t cols) {

@@ -21,11 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cuda_steps.h"
 #include "lt.h"
 #include "nccl_comm.h"
 #include "worker.h"
 
-enum { BS = 16, MAXT = 96, CTX = 256, NB = 32, STEPS = 9, MAX_TP = 4, LEAVE = 4 };
+enum { MAX_TP = 4, LEAVE = 4 };
 enum { WATCHDOG_MS = 10000 }; /* the all-reduces' timeout in the leaving run */
 
 /* ---- the host sum that carries NCCL's unique id ---- */
@@ -63,53 +64,6 @@ static int host_sum(float *buf, size_t n, void *user) {
     memcpy(buf, t, n * sizeof *buf);
     free(t);
     return 0;
-}
-
-/* ---- the steps: test_cuda_forward's ---- */
-
-/* Prefill of sequences of 50 and 30 tokens on scattered blocks, then STEPS - 1 decode steps of
- * both, fed next[] (step s's two tokens) when given, else their own argmax (written to own[]). */
-static int run_steps(wk_model_t *m, wk_kv_cache_t *kv, wk_ctx_t *c, int steps, float *logits,
-                     const int *next, int *own, char *err) {
-    int vocab = m->cfg.vocab_size;
-    int32_t bt0[8] = {5, 9, 2, 11, 20, 7, 1, 14}, bt1[8] = {17, 3, 30, 25, 12, 0, 8, 19};
-    const int32_t *bts[2] = {bt0, bt1};
-    int32_t btl[2] = {8, 8};
-    int32_t tokens[MAXT], pos[MAXT], seq[MAXT], rows[2];
-    int len[2] = {50, 30}, T = 0;
-    unsigned rs = 9;
-    for (int s = 0; s < 2; s++)
-        for (int p = 0; p < len[s]; p++, T++)
-            tokens[T] = 1 + (int)((rs = rs * 1103515245u + 12345u) >> 8) % (vocab - 1), pos[T] = p,
-            seq[T] = s;
-    rows[0] = len[0] - 1, rows[1] = T - 1;
-    int rc = LT_OK;
-    for (int step = 0; step < steps && !rc; step++) {
-        wk_batch_t b = {.n_tokens = T,
-                        .tokens = tokens,
-                        .pos = pos,
-                        .seq = seq,
-                        .n_seqs = 2,
-                        .block_tables = bts,
-                        .block_table_len = btl,
-                        .n_logits = logits ? 2 : 0,
-                        .logits_rows = rows};
-        float *out = logits ? logits + (size_t)step * 2 * vocab : NULL;
-        if ((rc = wk_forward(m, kv, c, &b, out, err))) break;
-        for (int s = 0; s < 2; s++) {
-            int t = next ? next[step * 2 + s] : 0;
-            if (!next) {
-                const float *row = out + (size_t)s * vocab;
-                for (int v = 1; v < vocab; v++)
-                    if (row[v] > row[t]) t = v;
-                own[step * 2 + s] = t;
-            }
-            tokens[s] = t, pos[s] = len[s]++, seq[s] = s;
-        }
-        T = 2;
-        rows[0] = 0, rows[1] = 1;
-    }
-    return rc;
 }
 
 static void *rank_main(void *arg) {
@@ -179,15 +133,7 @@ int main(void) {
     int devices = 0;
     if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
     char path[1024], err[LT_ERR_LEN];
-    const char *env = getenv("LANTERN_MODEL"), *home = getenv("HOME");
-    snprintf(path, sizeof path, "%s", env ? env : "");
-    if (!env)
-        snprintf(path, sizeof path, "%s/.cache/lantern/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : "");
-    if (access(path, R_OK) != 0) {
-        printf("model %s absent: skipped\n", path);
-        return 77;
-    }
+    if (cs_model_path(path, sizeof path)) return 77;
     wk_model_t *cpu = NULL;
     if (wk_model_load(path, NULL, &cpu, err)) {
         fprintf(stderr, "%s\n", err);
@@ -207,13 +153,7 @@ int main(void) {
     float *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float)),
           *eager = malloc(n * sizeof(float));
     int next[STEPS * 2];
-    wk_kv_cache_t *kv = NULL;
-    wk_ctx_t *c = NULL;
-    int rc = wk_kv_cache_create(cpu, NB, BS, LT_DTYPE_F16, &kv, err);
-    if (!rc) rc = wk_ctx_create(cpu, MAXT, CTX, &c, err);
-    if (!rc) rc = run_steps(cpu, kv, c, STEPS, ref, NULL, next, err);
-    wk_ctx_destroy(&c);
-    wk_kv_cache_destroy(&kv);
+    int rc = cs_run(cpu, false, ref, NULL, next, err);
     wk_model_free(&cpu);
     if (rc) {
         fprintf(stderr, "CPU reference: %s\n", err);
@@ -225,19 +165,10 @@ int main(void) {
     int fails = !all_ok(rk, world);
     run_tp(path, world, true, STEPS, next, eager, rk);
     fails += !all_ok(rk, world);
-    for (int step = 0; step < STEPS && !fails; step++) {
-        const float *a = got + (size_t)step * 2 * vocab, *r = ref + (size_t)step * 2 * vocab;
-        double num = 0, den = 0;
-        for (int i = 0; i < 2 * vocab; i++) {
-            num += (double)(a[i] - r[i]) * (a[i] - r[i]);
-            den += (double)r[i] * r[i];
-        }
-        double nmse = num / den;
-        bool same = memcmp(a, eager + (size_t)step * 2 * vocab, sizeof(float) * 2 * vocab) == 0;
-        bool ok = nmse <= 1e-4 && same; /* NaN fails */
-        printf("%s TP=%d step %d: logits NMSE %.3e against the CPU's; %s the eager run's\n",
-               ok ? "ok  " : "FAIL", world, step, nmse, same ? "bit for bit" : "DIFFERENT from");
-        fails += !ok;
+    if (!fails) {
+        char what[32];
+        snprintf(what, sizeof what, "TP=%d ", world);
+        fails += cs_compare(what, vocab, got, ref, eager);
     }
     /* the last rank leaves after LEAVE steps: rank 0 fails, with NCCL's reason, in bounded time */
     double t0 = now_s();

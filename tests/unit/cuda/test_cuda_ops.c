@@ -53,6 +53,15 @@ static void back(void *host, const void *d, size_t n) {
     }
 }
 
+/* Whether n bytes at device pointers x and y are the same bits (bit-for-bit checks). */
+static bool dev_same(const void *x, const void *y, size_t n) {
+    uint8_t *a = malloc(n), *b = malloc(n);
+    back(a, x, n), back(b, y, n);
+    bool same = memcmp(a, b, n) == 0;
+    free(a), free(b);
+    return same;
+}
+
 static void expect(const char *what, int rc, const float *got, const double *ref, size_t n,
                    double bound) {
     double num = 0, den = 0;
@@ -225,7 +234,7 @@ static void test_fused_quants(cublasHandle_t hb, cudaStream_t st) {
     uint8_t *w = malloc(rb * N);
     for (int r = 0; r < N; r++) rand_row(type, w + r * rb, K);
     void *dw = dev_weight(w, type, rb, N, K, &grb);
-    float x[MAXR * K], up[MAXR * K], nw[K], a[MAXR * K], b[MAXR * K], ya[MAXR * N], yb[MAXR * N];
+    float x[MAXR * K], up[MAXR * K], nw[K];
     for (int i = 0; i < MAXR * K; i++) x[i] = frand(-2, 2), up[i] = frand(-2, 2);
     for (int i = 0; i < K; i++) nw[i] = frand(0.5f, 1.5f);
     float *dx = dev(x, sizeof x), *dup = dev(up, sizeof up), *dnw = dev(nw, sizeof nw);
@@ -233,8 +242,9 @@ static void test_fused_quants(cublasHandle_t hb, cudaStream_t st) {
         for (size_t ri = 0; ri < sizeof rows_list / sizeof *rows_list; ri++) {
             int rows = rows_list[ri];
             kn_cu_mm_scratch_t s = mm_scratch(hb, MAXR, K);
-            float *da = dev(NULL, sizeof a), *db = dev(NULL, sizeof b);
-            float *dya = dev(NULL, sizeof ya), *dyb = dev(NULL, sizeof yb);
+            float *da = dev(NULL, sizeof x), *db = dev(NULL, sizeof x);
+            float *dya = dev(NULL, sizeof(float) * MAXR * N),
+                  *dyb = dev(NULL, sizeof(float) * MAXR * N);
             int rc = 0;
             if (op == 0) { /* fused, then plain */
                 rc |= kn_cu_rmsnorm_q(da, dx, dnw, rows, K, 1e-5f, &s, st);
@@ -252,10 +262,8 @@ static void test_fused_quants(cublasHandle_t hb, cudaStream_t st) {
                 rc |= kn_cu_swiglu(db, dup, (size_t)rows * K, st);
             }
             rc |= kn_cu_matmul(dyb, db, dw, type, grb, N, K, NULL, rows, &s, st);
-            back(a, da, sizeof(float) * rows * K), back(b, db, sizeof(float) * rows * K);
-            back(ya, dya, sizeof(float) * rows * N), back(yb, dyb, sizeof(float) * rows * N);
-            bool ok = rc == 0 && memcmp(a, b, sizeof(float) * rows * K) == 0 &&
-                      memcmp(ya, yb, sizeof(float) * rows * N) == 0;
+            bool ok = rc == 0 && dev_same(da, db, sizeof(float) * rows * K) &&
+                      dev_same(dya, dyb, sizeof(float) * rows * N);
             printf("%s %s_q rows %d: output and product bit for bit the plain ones'\n",
                    ok ? "ok  " : "FAIL", op ? "swiglu" : "rmsnorm", rows);
             if (!ok) g_fail = 1;
@@ -278,8 +286,7 @@ static void test_fused_pairs(cublasHandle_t hb, cudaStream_t st) {
     for (int r = 0; r < N; r++) rand_row(type, w + r * rb, K);
     void *dw = dev_weight(w, type, rb, N, K, &grb);
     float *x = malloc(sizeof(float) * MAXR * K), *y = malloc(sizeof(float) * MAXR * K);
-    float *h1 = malloc(sizeof(float) * MAXR * K), *h2 = malloc(sizeof(float) * MAXR * K);
-    float nw[K], p1[MAXR * N], p2[MAXR * N];
+    float nw[K];
     for (int i = 0; i < MAXR * K; i++) x[i] = frand(-2, 2), y[i] = frand(-2, 2);
     for (int i = 0; i < K; i++) nw[i] = frand(0.5f, 1.5f);
     float *dnw = dev(nw, sizeof nw);
@@ -297,13 +304,8 @@ static void test_fused_pairs(cublasHandle_t hb, cudaStream_t st) {
         rc |= kn_cu_add(xb, yb, (size_t)rows * K, st);
         rc |= kn_cu_rmsnorm(ob, xb, dnw, rows, K, 1e-5f, st);
         rc |= kn_cu_matmul(pb, ob, dw, type, grb, N, K, NULL, rows, &s, st);
-        bool ok = rc == 0;
-        back(h1, xa, bytes), back(h2, xb, bytes);
-        ok = ok && memcmp(h1, h2, bytes) == 0;
-        back(h1, ya, bytes), back(h2, ob, bytes);
-        ok = ok && memcmp(h1, h2, bytes) == 0;
-        back(p1, pa, sizeof(float) * rows * N), back(p2, pb, sizeof(float) * rows * N);
-        ok = ok && memcmp(p1, p2, sizeof(float) * rows * N) == 0;
+        bool ok = rc == 0 && dev_same(xa, xb, bytes) && dev_same(ya, ob, bytes) &&
+                  dev_same(pa, pb, sizeof(float) * rows * N);
         printf("%s add_rmsnorm_q rows %d: residual, output and product bit for bit\n",
                ok ? "ok  " : "FAIL", rows);
         if (!ok) g_fail = 1;
@@ -311,7 +313,7 @@ static void test_fused_pairs(cublasHandle_t hb, cudaStream_t st) {
             cudaFree(pb);
         mm_scratch_free(&s);
     }
-    cudaFree(dnw), cudaFree(dw), free(w), free(x), free(y), free(h1), free(h2);
+    cudaFree(dnw), cudaFree(dw), free(w), free(x), free(y);
 
     enum { T = 3, NH = 4, NKV = 2, HD = 64, NB = 3, BS = 4, L = 2, LAYER = 1 };
     int32_t idx[3 * T + 3] = {0, 0, 0, 5, 6, 9, 0, 0, 0, 2, 0, 1}; /* tokens, pos, seq, table */
@@ -351,21 +353,11 @@ static void test_fused_pairs(cublasHandle_t hb, cudaStream_t st) {
                                      &kv1, LAYER, &b, st);
         rc |= kn_cu_qk_rope(q2, k2, NH, NKV, HD, qnp, knp, 1e-6f, dinv, neox, 1.0f, &b, st);
         rc |= kn_cu_kv_store(&kv2, LAYER, k2, dv, &b, st);
-        uint8_t *c1 = malloc(cache), *c2 = malloc(cache);
-        float a1[T * NH * HD], a2[T * NH * HD];
-        bool ok = rc == 0;
-        back(a1, q1, sizeof q), back(a2, q2, sizeof q);
-        ok = ok && memcmp(a1, a2, sizeof q) == 0;
-        back(a1, k1, sizeof k), back(a2, k2, sizeof k);
-        ok = ok && memcmp(a1, a2, sizeof k) == 0;
-        back(c1, kv1.k, cache), back(c2, kv2.k, cache);
-        ok = ok && memcmp(c1, c2, cache) == 0;
-        back(c1, kv1.v, cache), back(c2, kv2.v, cache);
-        ok = ok && memcmp(c1, c2, cache) == 0;
+        bool ok = rc == 0 && dev_same(q1, q2, sizeof q) && dev_same(k1, k2, sizeof k) &&
+                  dev_same(kv1.k, kv2.k, cache) && dev_same(kv1.v, kv2.v, cache);
         printf("%s qk_rope_store%s%s: q, k and the cache bit for bit qk_rope then kv_store\n",
                ok ? "ok  " : "FAIL", norms ? " + q/k norm" : "", neox ? " neox" : "");
         if (!ok) g_fail = 1;
-        free(c1), free(c2);
         cudaFree(q1), cudaFree(k1), cudaFree(q2), cudaFree(k2);
         cudaFree(kv1.k), cudaFree(kv1.v), cudaFree(kv2.k), cudaFree(kv2.v);
     }
@@ -402,12 +394,7 @@ static void test_matmul_n(cublasHandle_t hb, cudaStream_t st) {
                 for (int i = 0; i < 3; i++) {
                     rc |= kn_cu_matmul(dref[i], dx, dw[i], m[i].type, m[i].row_bytes, ns[i], k,
                                        m[i].bias, rows, &s, st);
-                    size_t bytes = sizeof(float) * rows * ns[i];
-                    float *a = malloc(bytes), *b = malloc(bytes);
-                    back(a, dy[i], bytes);
-                    back(b, dref[i], bytes);
-                    same &= memcmp(a, b, bytes) == 0;
-                    free(a), free(b);
+                    same &= dev_same(dy[i], dref[i], sizeof(float) * rows * ns[i]);
                 }
                 bool ok = rc == 0 && same;
                 printf("%s matmul_n %s%s rows %d: %s\n", ok ? "ok  " : "FAIL",
@@ -563,8 +550,6 @@ static void test_attention(cudaStream_t st, int dtype, const int HD) {
         void *dw = dev_weight(w, type, rb, N, K, &grb);
         float *dq2 = dq + (size_t)8 * NH * HD, *dref = dev(NULL, sizeof(float) * 2 * K);
         float *ya = dev(NULL, sizeof(float) * 2 * N), *yb = dev(NULL, sizeof(float) * 2 * N);
-        float *ha = malloc(sizeof(float) * 2 * K), *hb2 = malloc(sizeof(float) * 2 * K);
-        float hya[2 * N], hyb[2 * N];
         for (int sp = 1; sp <= 3; sp += 2) {
             kn_cu_mm_scratch_t s = mm_scratch(NULL, 2, K);
             rc = kn_cu_attention_q(dout, dq2, &kv, LAYER, NH, &b2, dpart, sp, &s, st);
@@ -573,17 +558,15 @@ static void test_attention(cudaStream_t st, int dtype, const int HD) {
             s.quantized = NULL;
             rc |= kn_cu_attention_split(dref, dq2, &kv, LAYER, NH, &b2, dpart, sp, st);
             rc |= kn_cu_matmul(yb, dref, dw, type, grb, N, K, NULL, 2, &s, st);
-            back(ha, dout, sizeof(float) * 2 * K), back(hb2, dref, sizeof(float) * 2 * K);
-            back(hya, ya, sizeof hya), back(hyb, yb, sizeof hyb);
-            bool ok = rc == 0 && memcmp(ha, hb2, sizeof(float) * 2 * K) == 0 &&
-                      memcmp(hya, hyb, sizeof hya) == 0;
+            bool ok = rc == 0 && dev_same(dout, dref, sizeof(float) * 2 * K) &&
+                      dev_same(ya, yb, sizeof(float) * 2 * N);
             printf("%s attention_q split %d, %s cache, hd %d: output and product bit for bit\n",
                    ok ? "ok  " : "FAIL", sp, lt_dtype_name(dtype), HD);
             if (!ok) g_fail = 1;
             mm_scratch_free(&s);
         }
         cudaFree(dw), cudaFree(dref), cudaFree(ya), cudaFree(yb);
-        free(w), free(ha), free(hb2);
+        free(w);
     }
     cudaFree(dpart);
     cudaFree(kv.k), cudaFree(kv.v), cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout);

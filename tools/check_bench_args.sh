@@ -5,7 +5,7 @@
 set -u
 bench=$1
 bad=0
-for args in "--long" "--long -1" "--steps 0" "--frob 1"; do
+for args in "--long" "--long -1" "--steps 0" "--tiny 2" "--frob 1"; do
     # shellcheck disable=SC2086
     out=$("$bench" $args 2>&1)
     st=$?
@@ -16,7 +16,7 @@ for args in "--long" "--long -1" "--steps 0" "--frob 1"; do
         bad=1
     fi
 done
-args="--types q4_1 --prompt 64 --chunk 128 --steps 5 --layers 2 --long 8192"
+args="--types q4_1 --prompt 64 --chunk 128 --steps 5 --layers 2 --long 8192 --tiny 0"
 # shellcheck disable=SC2086
 out=$("$bench" $args 2>&1)
 st=$?
